@@ -1,0 +1,70 @@
+"""Atomic output: a result directory or file appears complete or not at all."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import SinkscopeError
+
+MARKER = ".sinkscope"
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``out`` only when the block succeeds.
+
+    An existing ``out`` is replaced only if it is an earlier sinkscope output (it holds the
+    ``.sinkscope`` marker); anything else is refused rather than deleted.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with atomic_output_dir(d) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("ok")
+    >>> sorted(p.name for p in d.iterdir())
+    ['.sinkscope', 'a.txt']
+    """
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise SinkscopeError(f"--out {out} is an existing file; pass a directory path")
+        if any(out.iterdir()) and not (out / MARKER).exists():
+            raise SinkscopeError(
+                f"--out {out} exists and is not a sinkscope output; choose a new or empty directory"
+            )
+        if not overwrite:
+            raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        (tmp / MARKER).write_text("sinkscope output directory\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON through a temporary file and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,198 @@
+"""Capture attention *to a few key positions* during an ordinary fused-attention forward pass.
+
+The model runs its normal SDPA kernel, which also returns the per-query log-sum-exp of the
+scores. With it, the attention probability from every query ``i`` to a chosen key ``k`` is one
+dot product: ``A[i, k] = exp(scale * q_i·k_k + mask[i, k] - lse_i)``. So sink metrics cost
+``O(T * |keys|)`` per head instead of materialising ``[T, T]`` patterns.
+
+>>> import torch
+>>> from transformers import GPT2Config, GPT2LMHeadModel
+>>> from sinkscope.models import adapter_for
+>>> torch.manual_seed(0); m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4)).eval()
+<torch._C.Generator object at ...>
+>>> with KeyAttentionCapture(adapter_for(m), keys=(0, 1)) as cap:
+...     _ = m(torch.randint(0, 100, (3, 10)))
+>>> tuple(cap.stacked().shape)  # [batch, layer, head, q_pos, key]
+(3, 2, 4, 10, 2)
+"""
+from __future__ import annotations
+
+import types
+from typing import Sequence
+
+import torch
+
+from ..errors import SinkscopeError
+
+IMPL_NAME = "sinkscope"
+
+
+def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, force_reference: bool = False):
+    """``(out [B, H, T, D], lse [B, H, T])`` for softmax(scale·QKᵀ + mask)·V.
+
+    Uses the fused kernels that already compute the log-sum-exp (CPU flash attention; CUDA
+    memory-efficient attention); ``force_reference`` (or any other device) computes it
+    chunk-wise from explicit scores.
+    """
+    if not force_reference and query.device.type == "cpu" and query.dtype in (torch.float32, torch.float64, torch.bfloat16):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, is_causal, attn_mask=mask, scale=scale
+        )
+        return out, lse
+    if not force_reference and query.device.type == "cuda":
+        bias = mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2]) if mask is not None else None
+        out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, bias, True, 0.0, is_causal, scale=scale
+        )
+        return out, lse[..., : query.shape[2]]
+    T, S = query.shape[2], key.shape[2]
+    outs, lses = [], []
+    for start in range(0, T, 256):  # chunk over queries: never more than [B, H, 256, S] scores
+        q = query[:, :, start : start + 256]
+        s = scale * (q @ key.transpose(-1, -2))
+        if mask is not None:
+            s = s + mask[..., start : start + 256, :]
+        if is_causal:
+            qi = torch.arange(start, start + q.shape[2], device=q.device)[:, None]
+            s = s.masked_fill(torch.arange(S, device=q.device)[None, :] > qi + (S - T), float("-inf"))
+        lse = torch.logsumexp(s, dim=-1)
+        outs.append(torch.exp(s - lse[..., None]) @ value)
+        lses.append(lse)
+    return torch.cat(outs, 2), torch.cat(lses, 2)
+
+
+def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, keys: Sequence[int], *, force_reference=False):
+    """Attention output and the probabilities of every query to ``keys``.
+
+    query ``[B, H, T, D]``; key/value ``[B, H_kv, S, D]`` (repeated for GQA); mask additive or
+    boolean (True = keep), broadcastable to ``[B, H, T, S]``, or None with ``is_causal``.
+    Returns ``out [B, H, T, D]`` and ``probs [B, H, T, len(keys)]``.
+    """
+    B, H, T, D = query.shape
+    if key.shape[1] != H:
+        rep = H // key.shape[1]
+        key = key.repeat_interleave(rep, dim=1)
+        value = value.repeat_interleave(rep, dim=1)
+    S = key.shape[2]
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, torch.finfo(query.dtype).min)
+    elif mask is not None and mask.dtype != query.dtype:
+        mask = mask.to(query.dtype)
+    out, lse = sdpa_with_lse(query, key, value, mask, is_causal, scale, force_reference=force_reference)
+    kidx = torch.as_tensor(list(keys), device=query.device)
+    if int(kidx.max()) >= S:
+        raise SinkscopeError(f"key position {int(kidx.max())} is outside the sequence of {S} tokens; lower --keys")
+    sel = scale * torch.einsum("bhtd,bhkd->bhtk", query, key.index_select(2, kidx))  # [B, H, T, K]
+    if mask is not None:
+        sel = sel + mask.index_select(-1, kidx)
+    if is_causal:
+        qpos = torch.arange(T, device=query.device)[:, None] + (S - T)
+        sel = sel.masked_fill(kidx[None, :] > qpos, float("-inf"))
+    probs = torch.exp(sel - lse.to(sel.dtype)[..., None])  # [batch, head, q_pos, key]
+    return out, probs
+
+
+def _attention_interface(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """``transformers`` attention function (registered as ``attn_implementation="sinkscope"``)."""
+    cap: KeyAttentionCapture | None = getattr(module, "_sinkscope_capture", None)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    is_causal = kwargs.get("is_causal")
+    is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    is_causal = bool(is_causal and attention_mask is None and query.shape[2] > 1)
+    if attention_mask is not None and attention_mask.ndim == 4:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    keys = cap.keys if cap is not None else (0,)
+    out, probs = attend_and_capture(query, key, value, attention_mask, is_causal, scaling, keys, force_reference=cap.force_reference if cap else False)
+    if cap is not None:
+        cap._record(module._sinkscope_layer, probs)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(IMPL_NAME, _attention_interface)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, sdpa_mask)
+
+
+def _gpt_neo_attn(self, query, key, value, attention_mask=None):
+    """Replacement for ``GPTNeoSelfAttention._attn`` (GPT-Neo has no attention interface)."""
+    T, S = query.shape[-2], key.shape[-2]
+    keep = self.bias[:, :, S - T : S, :S]  # [1, 1, T, S] bool: causal, windowed on local layers
+    mask = torch.zeros(keep.shape, dtype=query.dtype, device=query.device).masked_fill_(~keep, torch.finfo(query.dtype).min)
+    if attention_mask is not None:
+        mask = mask + attention_mask
+    cap = self._sinkscope_capture
+    out, probs = attend_and_capture(query, key, value, mask, False, 1.0, cap.keys, force_reference=cap.force_reference)
+    cap._record(self._sinkscope_layer, probs)
+    return out, None
+
+
+class KeyAttentionCapture:
+    """Context manager: while active, the model's attention records ``A[:, :, :, keys]``.
+
+    ``probs[layer]`` is ``[batch, head, q_pos, len(keys)]``; :meth:`stacked` gives
+    ``[batch, layer, head, q_pos, key]``. Only these slices are kept, never ``[T, T]`` patterns.
+    The model's attention implementation is restored on exit.
+    """
+
+    def __init__(self, adapter, keys: Sequence[int] = (0,), *, force_reference: bool = False):
+        self.adapter = adapter
+        self.keys = tuple(int(k) for k in keys)
+        if not self.keys or min(self.keys) < 0:
+            raise SinkscopeError("--keys must be non-negative token positions, e.g. 0,1")
+        self.force_reference = force_reference
+        self.probs: dict[int, torch.Tensor] = {}
+
+    def _record(self, layer: int, probs: torch.Tensor) -> None:
+        self.probs[layer] = probs
+
+    def stacked(self) -> torch.Tensor:
+        """``[batch, layer, head, q_pos, key]`` for the last forward pass."""
+        n = self.adapter.n_layers
+        missing = [l for l in range(n) if l not in self.probs]
+        if missing:
+            raise RuntimeError(f"no attention captured for layers {missing}: did the forward pass run inside the context?")
+        return torch.stack([self.probs[l] for l in range(n)], dim=1)
+
+    def reset(self) -> None:
+        self.probs = {}
+
+    def __enter__(self):
+        self.adapter.require_forward()
+        self._mods = [self.adapter.attention_module(l) for l in range(self.adapter.n_layers)]
+        for l, mod in enumerate(self._mods):
+            mod._sinkscope_capture = self
+            mod._sinkscope_layer = l
+        self._saved_impl = []
+        if self.adapter.family == "gpt_neo":
+            for mod in self._mods:
+                mod._attn = types.MethodType(_gpt_neo_attn, mod)
+        else:
+            _register()
+            for cfg in _configs(self.adapter.model):
+                self._saved_impl.append((cfg, cfg._attn_implementation))
+                cfg._attn_implementation = IMPL_NAME
+        return self
+
+    def __exit__(self, *exc):
+        for mod in self._mods:
+            for attr in ("_sinkscope_capture", "_sinkscope_layer", "_attn"):
+                if attr in mod.__dict__:
+                    delattr(mod, attr)
+        for cfg, impl in self._saved_impl:
+            cfg._attn_implementation = impl
+        return False
+
+
+def _configs(model):
+    """Every distinct config object the model's submodules consult."""
+    seen, out = set(), []
+    for mod in model.modules():
+        cfg = getattr(mod, "config", None)
+        if cfg is not None and id(cfg) not in seen and hasattr(cfg, "_attn_implementation"):
+            seen.add(id(cfg))
+            out.append(cfg)
+    return out

@@ -1,0 +1,234 @@
+"""One vocabulary for every architecture: the :class:`Adapter`.
+
+An adapter wraps a Hugging Face causal LM (possibly a *partial* one whose missing tensors live
+on the ``meta`` device) and exposes what the sink analyses need, stacked over layers, in the
+TransformerLens orientation (``x @ W``)::
+
+    W_Q, W_K, W_V   # [layer, head, d_model, d_head]   (K/V repeated per query head under GQA)
+    b_Q, b_K, b_V   # [layer, head, d_head]            (zeros where the model has no bias)
+    W_O             # [layer, head, d_head, d_model]
+    b_O             # [layer, d_model]
+    W_pos           # [n_ctx, d_model] or None         (``positional`` says "learned"/"rotary"/"none")
+    W_E             # [vocab, d_model]
+
+plus the raw modules to *apply* LayerNorm / RMSNorm and the MLP exactly as the model does
+(``ln1(layer, x)``, ``mlp(layer, x)``). Parameters are read from the live modules on every
+access and are never folded: ``b_Q`` is the model's own query bias.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import MissingTensorsError
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """Which circuit components an architecture has."""
+
+    family: str
+    positional: str  # "learned" | "rotary" | "none"
+    norm: str  # "layernorm" | "rmsnorm"
+    has_query_bias: bool
+    has_mlp: bool
+    qk_norm: bool
+
+
+def linear_heads(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """``nn.Linear`` weight ``[n_heads*d_head, d_in]`` -> ``[n_heads, d_in, d_head]``."""
+    out_features, d_in = weight.shape
+    assert out_features % n_heads == 0, (weight.shape, n_heads)
+    return weight.T.reshape(d_in, n_heads, out_features // n_heads).permute(1, 0, 2)
+
+
+class Adapter:
+    """Base class; one subclass per architecture family (see ``models/<family>.py``).
+
+    Subclasses implement the per-layer accessors ``_q/_k/_v(layer) -> (W [H, d, dh], b [H, dh] | None)``,
+    ``_o(layer) -> (W [H, dh, d], b [d] | None)``, and the module lookups below.
+    """
+
+    family: str = "base"
+    model_types: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+
+    # ---- sizes --------------------------------------------------------------------------------
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+
+    # ---- per-family hooks ---------------------------------------------------------------------
+    def info(self) -> ArchInfo:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def layers(self) -> list[nn.Module]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def attention_module(self, layer: int) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def attn_scale(self, layer: int) -> float:
+        """The factor the model multiplies ``q·k`` by before the softmax."""
+        return self.d_head**-0.5
+
+    def trunk(self) -> nn.Module:
+        """The transformer without the LM head (what ``measure`` runs)."""
+        return self.model.base_model
+
+    # ---- parameter access ---------------------------------------------------------------------
+    def _names(self) -> dict[int, str]:
+        if not hasattr(self, "_name_cache"):
+            self._name_cache = {id(p): n for n, p in self.model.named_parameters(remove_duplicate=False)}
+        return self._name_cache
+
+    def _need(self, *tensors: torch.Tensor | None, what: str = "this computation") -> None:
+        missing = [self._names().get(id(t), "?") for t in tensors if t is not None and t.is_meta]
+        if missing:
+            raise MissingTensorsError(missing, what)
+
+    def missing_tensors(self) -> list[str]:
+        """Names of parameters this (partial) checkpoint does not have."""
+        return [n for n, p in self.model.named_parameters() if p.is_meta]
+
+    def require_forward(self) -> None:
+        """Raise a clear error if a forward pass is impossible (partial checkpoint)."""
+        missing = self.missing_tensors()
+        if missing:
+            raise MissingTensorsError(missing, "a forward pass")
+
+    def _stack(self, fn: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        return torch.stack([fn(layer) for layer in range(self.n_layers)])
+
+    def _kv_expand(self, t: torch.Tensor) -> torch.Tensor:
+        rep = self.n_heads // self.n_kv_heads
+        return t.repeat_interleave(rep, dim=0) if rep > 1 else t
+
+    def _checked(self, wb, shape_w, shape_b):
+        w, b = wb
+        self._need(w, b)
+        assert tuple(w.shape) == shape_w, (tuple(w.shape), shape_w)
+        if b is None:
+            b = torch.zeros(shape_b, dtype=w.dtype, device=w.device)
+        assert tuple(b.shape) == shape_b, (tuple(b.shape), shape_b)
+        return w.detach(), b.detach()
+
+    def q(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_Q [H, d, dh], b_Q [H, dh])`` of one layer."""
+        return self._checked(self._q(layer), (self.n_heads, self.d_model, self.d_head), (self.n_heads, self.d_head))
+
+    def k(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_K, b_K)`` per query head (GQA key heads repeated)."""
+        w, b = self._checked(self._k(layer), (self.n_kv_heads, self.d_model, self.d_head), (self.n_kv_heads, self.d_head))
+        return self._kv_expand(w), self._kv_expand(b)
+
+    def v(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = self._checked(self._v(layer), (self.n_kv_heads, self.d_model, self.d_head), (self.n_kv_heads, self.d_head))
+        return self._kv_expand(w), self._kv_expand(b)
+
+    def o(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._checked(self._o(layer), (self.n_heads, self.d_head, self.d_model), (self.d_model,))
+
+    W_Q = property(lambda self: self._stack(lambda l: self.q(l)[0]))  # [layer, head, d_model, d_head]
+    b_Q = property(lambda self: self._stack(lambda l: self.q(l)[1]))  # [layer, head, d_head]
+    W_K = property(lambda self: self._stack(lambda l: self.k(l)[0]))  # [layer, head, d_model, d_head]
+    b_K = property(lambda self: self._stack(lambda l: self.k(l)[1]))  # [layer, head, d_head]
+    W_V = property(lambda self: self._stack(lambda l: self.v(l)[0]))  # [layer, head, d_model, d_head]
+    b_V = property(lambda self: self._stack(lambda l: self.v(l)[1]))  # [layer, head, d_head]
+    W_O = property(lambda self: self._stack(lambda l: self.o(l)[0]))  # [layer, head, d_head, d_model]
+    b_O = property(lambda self: self._stack(lambda l: self.o(l)[1]))  # [layer, d_model]
+
+    # ---- norms, MLP, embeddings ---------------------------------------------------------------
+    def ln1_module(self, layer: int) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ln2_module(self, layer: int) -> nn.Module | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ln_final_module(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def mlp_module(self, layer: int) -> nn.Module | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def token_embedding_module(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _norm_params(self, mod: nn.Module | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if mod is None:
+            return None, None
+        w = getattr(mod, "weight", None)
+        b = getattr(mod, "bias", None)
+        return (w.detach() if w is not None else None, b.detach() if b is not None else None)
+
+    def ln1_params(self, layer: int):
+        """``(weight, bias|None)`` of the norm before attention, raw (no folding)."""
+        return self._norm_params(self.ln1_module(layer))
+
+    def ln2_params(self, layer: int):
+        return self._norm_params(self.ln2_module(layer))
+
+    def ln1(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Apply the model's own pre-attention norm of ``layer`` to ``x [..., d_model]``."""
+        mod = self.ln1_module(layer)
+        self._need(*mod.parameters(), what=f"ln1 of layer {layer}")
+        return mod(x)
+
+    def ln2(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        mod = self.ln2_module(layer)
+        if mod is None:
+            return x
+        self._need(*mod.parameters(), what=f"ln2 of layer {layer}")
+        return mod(x)
+
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Apply layer ``layer``'s MLP (no norm) to ``x [..., d_model]``."""
+        mod = self.mlp_module(layer)
+        if mod is None:
+            raise MissingTensorsError([f"layer {layer} MLP (the architecture has none)"], "mlp()")
+        self._need(*mod.parameters(), what=f"the MLP of layer {layer}")
+        return mod(x)
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """Token embedding ``[vocab, d_model]`` (before any model-specific scaling)."""
+        w = self.token_embedding_module().weight
+        self._need(w, what="the token embedding")
+        return w.detach()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings as the model computes them (with e.g. Gemma's sqrt(d) scaling)."""
+        mod = self.token_embedding_module()
+        self._need(mod.weight, what="the token embedding")
+        return mod(ids)
+
+    @property
+    def W_pos(self) -> torch.Tensor | None:
+        """Learned absolute positional embedding ``[n_ctx, d_model]``, or None."""
+        return None
+
+    def describe(self) -> dict:
+        info = self.info()
+        return {
+            "family": info.family,
+            "model_type": getattr(self.config, "model_type", "?"),
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "d_model": self.d_model,
+            "d_head": self.d_head,
+            "positional": info.positional,
+            "norm": info.norm,
+            "has_query_bias": info.has_query_bias,
+            "has_mlp": info.has_mlp,
+            "qk_norm": info.qk_norm,
+            "missing_tensors": len(self.missing_tensors()),
+        }

@@ -1,0 +1,75 @@
+"""GPT-Neo (HF ``GPTNeoForCausalLM``): separate bias-free Q/K/V ``nn.Linear``, **no** 1/sqrt(d)
+scaling of scores, alternating global / local (windowed) attention, learned absolute positions."""
+from __future__ import annotations
+
+import torch
+
+from .base import Adapter, ArchInfo, linear_heads
+
+
+class GPTNeoAdapter(Adapter):
+    family = "gpt_neo"
+    model_types = ("gpt_neo",)
+
+    def __init__(self, model):
+        super().__init__(model)
+        c = self.config
+        self.n_layers = c.num_layers
+        self.n_heads = self.n_kv_heads = c.num_heads
+        self.d_model = c.hidden_size
+        self.d_head = c.hidden_size // c.num_heads
+        self.tf = model.transformer
+
+    def info(self):
+        return ArchInfo("gpt_neo", "learned", "layernorm", False, True, False)
+
+    def layers(self):
+        return list(self.tf.h)
+
+    def attention_module(self, layer):
+        return self.tf.h[layer].attn.attention
+
+    def attn_scale(self, layer):
+        return 1.0  # GPT-Neo does not scale q·k
+
+    def trunk(self):
+        return self.tf
+
+    def _lin(self, lin, n):
+        w = lin.weight
+        return (w if w.is_meta else linear_heads(w, n)), lin.bias
+
+    def _q(self, layer):
+        return self._lin(self.attention_module(layer).q_proj, self.n_heads)
+
+    def _k(self, layer):
+        return self._lin(self.attention_module(layer).k_proj, self.n_heads)
+
+    def _v(self, layer):
+        return self._lin(self.attention_module(layer).v_proj, self.n_heads)
+
+    def _o(self, layer):
+        lin = self.attention_module(layer).out_proj  # weight [d, H*dh]
+        w = lin.weight
+        return (w if w.is_meta else w.T.reshape(self.n_heads, self.d_head, self.d_model)), lin.bias
+
+    def ln1_module(self, layer):
+        return self.tf.h[layer].ln_1
+
+    def ln2_module(self, layer):
+        return self.tf.h[layer].ln_2
+
+    def ln_final_module(self):
+        return self.tf.ln_f
+
+    def mlp_module(self, layer):
+        return self.tf.h[layer].mlp
+
+    def token_embedding_module(self):
+        return self.tf.wte
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        w = self.tf.wpe.weight
+        self._need(w, what="the positional embedding")
+        return w.detach()

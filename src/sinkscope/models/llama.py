@@ -1,0 +1,71 @@
+"""Llama-style decoders (HF ``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ``MistralForCausalLM``):
+RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention; Qwen2 adds Q/K/V biases
+(``has_query_bias`` is read from the loaded parameters, not assumed)."""
+from __future__ import annotations
+
+from .base import Adapter, ArchInfo, linear_heads
+
+
+class LlamaAdapter(Adapter):
+    family = "llama"
+    model_types = ("llama", "qwen2", "mistral")
+
+    def __init__(self, model):
+        super().__init__(model)
+        c = self.config
+        self.n_layers = c.num_hidden_layers
+        self.n_heads = c.num_attention_heads
+        self.n_kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        self.d_model = c.hidden_size
+        self.d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.body = model.model
+
+    def info(self):
+        attn = self.attention_module(0)
+        has_bq = getattr(attn.q_proj, "bias", None) is not None
+        return ArchInfo(self.config.model_type, "rotary", "rmsnorm", has_bq, True, False)
+
+    def layers(self):
+        return list(self.body.layers)
+
+    def attention_module(self, layer):
+        return self.body.layers[layer].self_attn
+
+    def attn_scale(self, layer):
+        return float(self.attention_module(layer).scaling)
+
+    def trunk(self):
+        return self.body
+
+    def _lin(self, lin, n):
+        w = lin.weight
+        return (w if w.is_meta else linear_heads(w, n)), lin.bias
+
+    def _q(self, layer):
+        return self._lin(self.attention_module(layer).q_proj, self.n_heads)
+
+    def _k(self, layer):
+        return self._lin(self.attention_module(layer).k_proj, self.n_kv_heads)
+
+    def _v(self, layer):
+        return self._lin(self.attention_module(layer).v_proj, self.n_kv_heads)
+
+    def _o(self, layer):
+        lin = self.attention_module(layer).o_proj  # weight [d, H*dh]
+        w = lin.weight
+        return (w if w.is_meta else w.T.reshape(self.n_heads, self.d_head, self.d_model)), lin.bias
+
+    def ln1_module(self, layer):
+        return self.body.layers[layer].input_layernorm
+
+    def ln2_module(self, layer):
+        return self.body.layers[layer].post_attention_layernorm
+
+    def ln_final_module(self):
+        return self.body.norm
+
+    def mlp_module(self, layer):
+        return self.body.layers[layer].mlp
+
+    def token_embedding_module(self):
+        return self.body.embed_tokens

