@@ -14,6 +14,17 @@ from .errors import SinkscopeError
 MARKER = ".sinkscope"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a temp-created file/dir the permissions a normal ``open``/``mkdir`` would have."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only when the block succeeds.
@@ -43,6 +54,7 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iter
     try:
         yield tmp
         (tmp / MARKER).write_text("sinkscope output directory\n")
+        publish_mode(tmp, directory=True)
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -63,6 +75,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

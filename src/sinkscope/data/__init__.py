@@ -1,0 +1,28 @@
+"""Inputs: the paper protocol, prepared CSVs, text / JSONL files, HF datasets, the offline corpus."""
+from .corpus import default_corpus
+from .inputs import (
+    PAPER_SOURCES,
+    SPEC_HELP,
+    Example,
+    TokenizedInputs,
+    load_inputs,
+    paper_protocol,
+    parse_spec,
+    read_examples,
+    tokenize_examples,
+    truncate_text,
+)
+
+__all__ = [
+    "PAPER_SOURCES",
+    "SPEC_HELP",
+    "Example",
+    "TokenizedInputs",
+    "default_corpus",
+    "load_inputs",
+    "paper_protocol",
+    "parse_spec",
+    "read_examples",
+    "tokenize_examples",
+    "truncate_text",
+]

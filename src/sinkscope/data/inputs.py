@@ -1,0 +1,239 @@
+"""Input texts: the ``--inputs`` spec, readers, and the paper's fixed-length tokenisation.
+
+Specs: ``default`` (offline corpus), ``paper-csv:PATH``, ``text:PATH`` (one text per non-blank
+line), ``jsonl:PATH:FIELD``, ``hf:DATASET[:CONFIG]:SPLIT:FIELD`` and ``paper`` (the study's
+protocol from the HF hub: SST-2 / GSM8K / HumanEval).
+
+>>> parse_spec("jsonl:data/x.jsonl:text")
+('jsonl', ['data/x.jsonl', 'text'])
+>>> parse_spec("hf:openai/gsm8k:main:train:question")
+('hf', ['openai/gsm8k', 'main', 'train', 'question'])
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import SinkscopeError
+
+SPEC_KINDS = ("default", "paper", "paper-csv", "text", "jsonl", "hf")
+SPEC_HELP = "default | paper | paper-csv:PATH | text:PATH | jsonl:PATH:FIELD | hf:DATASET[:CONFIG]:SPLIT:FIELD"
+
+# The study's three sources (paper-notes: Protocol): name, hub path, config, split, field.
+PAPER_SOURCES = (
+    ("sst2", "stanfordnlp/sst2", None, "train", "sentence"),
+    ("gsm8k", "openai/gsm8k", "main", "train", "question"),
+    ("humaneval", "openai/openai_humaneval", None, "test", "prompt"),
+)
+
+
+@dataclass
+class Example:
+    text: str
+    domain: str
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class TokenizedInputs:
+    """Fixed-length token ids ``[n, T]`` with their examples; ``skipped`` counts short texts per domain."""
+
+    ids: torch.Tensor  # [example, pos]
+    examples: list[Example]
+    skipped: dict[str, int]
+    spec: str = ""
+
+    @property
+    def domains(self) -> list[str]:
+        return [e.domain for e in self.examples]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """Split an ``--inputs`` spec into its kind and arguments (Windows drive letters are not supported)."""
+    kind, _, rest = spec.partition(":")
+    if kind not in SPEC_KINDS:
+        raise SinkscopeError(f"unknown --inputs '{spec}'; expected {SPEC_HELP}")
+    args = rest.split(":") if rest else []
+    want = {"default": (0, 0), "paper": (0, 0), "paper-csv": (1, 1), "text": (1, 1), "jsonl": (2, 2), "hf": (3, 4)}[kind]
+    if kind == "jsonl" and len(args) > 2:  # allow ':' in the path, field is the last part
+        args = [":".join(args[:-1]), args[-1]]
+    if not want[0] <= len(args) <= want[1]:
+        raise SinkscopeError(f"malformed --inputs '{spec}'; expected {SPEC_HELP}")
+    return kind, args
+
+
+def _existing_file(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SinkscopeError(f"{what} file {path} does not exist; check the path")
+    if p.stat().st_size == 0:
+        raise SinkscopeError(f"{what} file {path} is empty; give a file with at least one text")
+    return p
+
+
+def read_paper_csv(path: str) -> list[Example]:
+    """The study's prepared inputs: columns ``dataset, text`` (and ``kind``, ``source_index``...)."""
+    p = _existing_file(path, "paper-csv")
+    with open(p, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"dataset", "text"} <= set(reader.fieldnames):
+            raise SinkscopeError(f"{path} needs the columns 'dataset' and 'text' (the format of paper-inputs.csv)")
+        rows = list(reader)
+    return [Example(text=r["text"], domain=r["dataset"], source=f"paper-csv:{p.name}", meta={k: v for k, v in r.items() if k != "text"}) for r in rows]
+
+
+def read_text(path: str) -> list[Example]:
+    p = _existing_file(path, "text")
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise SinkscopeError(f"text file {path} has no non-blank lines; put one text per line")
+    return [Example(text=ln, domain=p.stem, source=f"text:{p.name}") for ln in lines]
+
+
+def read_jsonl(path: str, field_name: str) -> list[Example]:
+    p = _existing_file(path, "jsonl")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SinkscopeError(f"{path}:{n} is not valid JSON ({e.msg}); one JSON object per line") from None
+        if not isinstance(rec, dict) or field_name not in rec:
+            raise SinkscopeError(f"{path}:{n} has no field '{field_name}'; name the text field in jsonl:PATH:FIELD")
+        out.append(Example(text=str(rec[field_name]), domain=str(rec.get("domain", p.stem)), source=f"jsonl:{p.name}"))
+    if not out:
+        raise SinkscopeError(f"jsonl file {path} has no records")
+    return out
+
+
+def _load_dataset(path, config, split):
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise SinkscopeError("hf: inputs need the datasets package: pip install 'sinkscope[datasets]'") from None
+    try:
+        return load_dataset(path, config, split=split)
+    except Exception as e:  # network, unknown name, ...
+        raise SinkscopeError(f"could not load dataset {path} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); check the name or your network") from None
+
+
+def read_hf(args: list[str], loader: Callable = _load_dataset) -> list[Example]:
+    path, config, split, field_name = (args if len(args) == 4 else [args[0], None, args[1], args[2]])
+    ds = loader(path, config, split)
+    return [Example(text=str(r[field_name]), domain=path.split("/")[-1], source=f"hf:{path}") for r in ds]
+
+
+def paper_protocol(tokenizer, n: int = 100, max_tokens: int = 40, seed: int = 42, loader: Callable = _load_dataset) -> list[Example]:
+    """The study's selection: per source, texts with >= ``max_tokens`` tokens, shuffled with one
+    ``random.Random(seed)`` used for the three sources in turn, the first ``n`` kept, each cut to
+    exactly ``max_tokens`` tokens (decode, re-encode). Use GPT-2's tokenizer for the paper's texts."""
+    rng = random.Random(seed)
+    out = []
+    for name, path, config, split, field_name in PAPER_SOURCES:
+        texts = [str(r[field_name]) for r in loader(path, config, split)]
+        lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        eligible = [(i, t) for i, (t, L) in enumerate(zip(texts, lengths)) if L >= max_tokens]
+        rng.shuffle(eligible)
+        for i, t in eligible[:n]:
+            cut = truncate_text(tokenizer, t, max_tokens)
+            if cut is not None:
+                out.append(Example(text=cut, domain=name, source=f"hf:{path}", meta={"source_index": i}))
+    return out
+
+
+def truncate_text(tokenizer, text: str, max_tokens: int) -> str | None:
+    """Cut ``text`` to its first ``max_tokens`` tokens by decoding them (None if too short)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < max_tokens:
+        return None
+    return tokenizer.decode(ids[:max_tokens])
+
+
+def read_examples(spec: str, *, tokenizer=None, per_domain: int | None = None, max_tokens: int = 40, seed: int = 0) -> list[Example]:
+    """Read the texts an ``--inputs`` spec names (not yet tokenised)."""
+    kind, args = parse_spec(spec)
+    if kind == "default":
+        from .corpus import default_corpus
+
+        return default_corpus(seed=seed, per_domain=per_domain or 100)
+    if kind == "paper":
+        if tokenizer is None:
+            raise SinkscopeError("--inputs paper needs a tokenizer to select texts by length")
+        return paper_protocol(tokenizer, n=per_domain or 100, max_tokens=max_tokens, seed=42 if seed == 0 else seed)
+    if kind == "paper-csv":
+        return read_paper_csv(args[0])
+    if kind == "text":
+        return read_text(args[0])
+    if kind == "jsonl":
+        return read_jsonl(*args)
+    return read_hf(args)
+
+
+def tokenize_examples(
+    examples: Sequence[Example],
+    tokenizer,
+    max_tokens: int = 40,
+    per_domain: int | None = None,
+    prepend_bos: bool = False,
+    spec: str = "",
+) -> TokenizedInputs:
+    """Exactly ``max_tokens`` ids per example (decode-and-re-encode truncation, as the paper).
+
+    Texts with fewer tokens are skipped and counted per domain; none left is an error. No
+    special token is added unless ``prepend_bos`` (then BOS is index 0 and the text follows).
+    """
+    if tokenizer is None:
+        raise SinkscopeError("this model has no tokenizer (a partial checkpoint?); load a complete model to measure")
+    if max_tokens < 2:
+        raise SinkscopeError(f"--max-tokens {max_tokens} is too small; use at least 2")
+    n_text = max_tokens - 1 if prepend_bos else max_tokens
+    bos = None
+    if prepend_bos:
+        bos = tokenizer.bos_token_id
+        if bos is None:
+            raise SinkscopeError("the tokenizer has no BOS token; drop --bos")
+    first = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"] if examples else []
+    cut_texts = [tokenizer.decode(ids[:n_text]) if len(ids) >= n_text else None for ids in first]
+    keep_idx = [i for i, t in enumerate(cut_texts) if t is not None]
+    second = tokenizer([cut_texts[i] for i in keep_idx], add_special_tokens=False)["input_ids"] if keep_idx else []
+    rows, kept, skipped, taken = [], [], Counter(), Counter()
+    reenc = dict(zip(keep_idx, second))
+    for i, e in enumerate(examples):
+        ids = reenc.get(i)
+        if ids is None or len(ids) < n_text:
+            skipped[e.domain] += 1
+            continue
+        if per_domain is not None and taken[e.domain] >= per_domain:
+            continue
+        taken[e.domain] += 1
+        rows.append(([bos] if prepend_bos else []) + list(ids[:n_text]))
+        kept.append(e)
+    if not rows:
+        total = sum(skipped.values())
+        raise SinkscopeError(
+            f"none of the {total} texts has {n_text} tokens; lower --max-tokens or give longer texts"
+        )
+    return TokenizedInputs(ids=torch.tensor(rows, dtype=torch.long), examples=kept, skipped=dict(skipped), spec=spec)
+
+
+def load_inputs(spec: str = "default", tokenizer=None, *, max_tokens: int = 40, per_domain: int | None = None, prepend_bos: bool = False, seed: int = 0) -> TokenizedInputs:
+    """Read and tokenise an ``--inputs`` spec: the Python twin of ``sinkscope measure --inputs``."""
+    examples = read_examples(spec, tokenizer=tokenizer, per_domain=per_domain, max_tokens=max_tokens, seed=seed)
+    if not examples:
+        raise SinkscopeError(f"--inputs {spec} produced no texts")
+    if per_domain is None and parse_spec(spec)[0] == "default":
+        per_domain = 100
+    return tokenize_examples(examples, tokenizer, max_tokens=max_tokens, per_domain=per_domain, prepend_bos=prepend_bos, spec=spec)

@@ -1,0 +1,4 @@
+"""Experiment recipes (one per CLI command)."""
+from .measure import MeasureResult, measure
+
+__all__ = ["MeasureResult", "measure"]

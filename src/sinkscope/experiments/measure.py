@@ -1,0 +1,182 @@
+"""``sinkscope measure``: batched sink measurement of one model on a set of inputs.
+
+>>> import torch
+>>> from transformers import GPT2Config, GPT2LMHeadModel
+>>> from sinkscope.models import SinkModel, adapter_for
+>>> from sinkscope.data import TokenizedInputs, Example
+>>> hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4)).eval()
+>>> sm = SinkModel("tiny", hf, adapter_for(hf))
+>>> ti = TokenizedInputs(torch.randint(0, 100, (4, 12)), [Example("t", d) for d in "aabb"], {})
+>>> r = measure(sm, ti, progress=False)
+>>> r.metrics_frame().shape[0], sorted(r.summary()["bos_attention"])  # 4 examples x 2 layers x 4 heads
+(32, ['a', 'all', 'b'])
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..data import TokenizedInputs
+from ..errors import SinkscopeError
+from ..metrics import KeyAttentionCapture, aggregate, band_mean, gu_alpha, key_attention, layer_band, sink_rate, uniform_baseline
+from ..models import SinkModel
+
+
+@dataclass
+class MeasureResult:
+    """Per example × layer × head sink metrics for one model and input set."""
+
+    model: str
+    inputs: TokenizedInputs
+    keys: tuple[int, ...]
+    key_attn: np.ndarray  # [example, layer, head, key]  second-half queries -> key
+    alpha: np.ndarray  # [example, layer, head, key]  Gu et al.: queries i >= key -> key
+    band: tuple[int, int]
+    eps: float = 0.3
+    seconds: float = 0.0
+    model_info: dict = field(default_factory=dict)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.inputs.ids.shape[1])
+
+    @property
+    def bos_attention(self) -> np.ndarray:
+        """``[example, layer, head]`` mean attention from the second-half queries to index 0."""
+        if 0 not in self.keys:
+            raise SinkscopeError("key 0 was not captured; include 0 in --keys")
+        return self.key_attn[..., self.keys.index(0)]
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per example × layer × head."""
+        N, L, H, _ = self.key_attn.shape
+        ex, layer, head = np.meshgrid(np.arange(N), np.arange(L), np.arange(H), indexing="ij")
+        domains = np.asarray(self.inputs.domains, dtype=object)
+        cols = {
+            "example": ex.ravel(),
+            "domain": domains[ex.ravel()],
+            "layer": layer.ravel(),
+            "head": head.ravel(),
+        }
+        for j, k in enumerate(self.keys):
+            name = "bos_attention" if k == 0 else f"attn_to_{k}"
+            cols[name] = self.key_attn[..., j].ravel()
+        for j, k in enumerate(self.keys):
+            cols[f"gu_alpha_{k}"] = self.alpha[..., j].ravel()
+        return pd.DataFrame(cols)
+
+    def _by_domain(self) -> dict[str, np.ndarray]:
+        d = np.asarray(self.inputs.domains)
+        out = {"all": np.ones(len(d), bool)}
+        for name in dict.fromkeys(self.inputs.domains):
+            out[name] = d == name
+        return out
+
+    def per_layer_frame(self) -> pd.DataFrame:
+        """Mean over examples and heads of each key's attention, per layer and domain."""
+        rows = []
+        for dom, sel in self._by_domain().items():
+            ka = self.key_attn[sel].mean(axis=(0, 2))  # [layer, key]
+            for layer in range(ka.shape[0]):
+                row = {"domain": dom, "layer": layer}
+                for j, k in enumerate(self.keys):
+                    row["bos_attention" if k == 0 else f"attn_to_{k}"] = float(ka[layer, j])
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def summary(self, baseline: dict | None = None) -> dict:
+        """The aggregates per domain over the layer band (and all layers), as ``summary.json``."""
+        L = self.key_attn.shape[1]
+        groups = self._by_domain()
+        base = (baseline or {}).get("bos_attention", {})
+
+        def agg(per_head, band, base_block=None):
+            out = {}
+            for dom, sel in groups.items():
+                b = (base_block or {}).get(dom, {}).get("mean")
+                out[dom] = aggregate(band_mean(per_head[sel], band), baseline=b)
+            return out
+
+        bos = self.bos_attention
+        s = {
+            "model": self.model,
+            "model_info": self.model_info,
+            "inputs": self.inputs.spec,
+            "n_examples": len(self.inputs),
+            "n_per_domain": {k: int(v.sum()) for k, v in groups.items() if k != "all"},
+            "skipped_short": self.inputs.skipped,
+            "seq_len": self.seq_len,
+            "layer_band": list(self.band),
+            "query_window": [self.seq_len // 2, self.seq_len],
+            "uniform_baseline": uniform_baseline(self.seq_len),
+            "bos_attention": agg(bos, self.band, base),
+            "bos_attention_all_layers": agg(bos, (0, L), (baseline or {}).get("bos_attention_all_layers")),
+            "bos_attention_per_layer": {dom: bos[sel].mean(axis=(0, 2)).round(6).tolist() for dom, sel in groups.items()},
+            "sink_rate": {"eps": self.eps, "key": self.keys[0]}
+            | {dom: sink_rate(self.alpha[sel][..., 0], self.eps) for dom, sel in groups.items()},
+            "key_attention": {
+                str(k): {dom: aggregate(band_mean(self.key_attn[sel][..., j], self.band)) for dom, sel in groups.items()}
+                for j, k in enumerate(self.keys)
+            },
+            "inputs_sha256": hashlib.sha256(self.inputs.ids.numpy().tobytes()).hexdigest(),
+            "seconds": round(self.seconds, 3),
+        }
+        return s
+
+
+def measure(
+    model: SinkModel,
+    inputs: TokenizedInputs,
+    *,
+    keys: Sequence[int] = (0, 1),
+    batch_size: int = 32,
+    band: tuple[int, int] | None = None,
+    eps: float = 0.3,
+    progress: bool = True,
+) -> MeasureResult:
+    """Run the model over ``inputs`` in batches and collect the sink metrics.
+
+    Only attention to ``keys`` is captured (``[batch, layer, head, q_pos, key]`` per batch, then
+    reduced to per-head numbers), so memory does not grow with ``T²·layers``.
+    """
+    ad = model.adapter
+    ad.require_forward()
+    keys = tuple(int(k) for k in keys)
+    T = int(inputs.ids.shape[1])
+    if max(keys) >= T:
+        raise SinkscopeError(f"--keys {max(keys)} is beyond the {T}-token inputs; use positions below {T}")
+    L = ad.n_layers
+    band = tuple(band) if band is not None else layer_band(L)
+    if not (0 <= band[0] < band[1] <= L):
+        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {L} layers; use START:STOP within 0:{L}")
+    trunk = ad.trunk()
+    device = model.device
+    key_attn, alpha = [], []
+    t0 = time.perf_counter()
+    batches = range(0, len(inputs), batch_size)
+    with torch.inference_mode(), KeyAttentionCapture(ad, keys) as cap:
+        for start in tqdm(batches, desc=f"measure {model.name}", unit="batch", disable=not progress):
+            ids = inputs.ids[start : start + batch_size].to(device)
+            cap.reset()
+            trunk(input_ids=ids, use_cache=False)
+            probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
+            key_attn.append(torch.stack([key_attention(probs, j) for j in range(len(keys))], -1).cpu())
+            alpha.append(torch.stack([gu_alpha(probs, j, k) for j, k in enumerate(keys)], -1).cpu())
+    return MeasureResult(
+        model=model.name,
+        inputs=inputs,
+        keys=keys,
+        key_attn=torch.cat(key_attn).numpy(),
+        alpha=torch.cat(alpha).numpy(),
+        band=band,
+        eps=eps,
+        seconds=time.perf_counter() - t0,
+        model_info=ad.describe(),
+    )

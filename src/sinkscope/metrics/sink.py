@@ -1,0 +1,93 @@
+"""Sink metrics from captured key attention ``probs [batch, layer, head, q_pos, key]``.
+
+* :func:`key_attention` - the paper's "BOS attention" when ``key=0``: mean attention that the
+  second-half queries (``T//2 .. T-1``) pay to a key, per example × layer × head.
+* :func:`gu_alpha` - Gu et al.'s α_h^l(k): mean attention to key ``k`` over the queries that can
+  see it (``i >= k``); :func:`sink_rate` - Sink_k^ε, the share of (example, layer, head) with α > ε.
+* :func:`layer_band` / :func:`aggregate` - the paper's band (layers 4..11 of 12, 1-indexed) scaled
+  to any depth, and mean / SE / ±2SE / % of baseline over examples.
+
+>>> import torch
+>>> p = torch.full((2, 1, 1, 4, 1), 0.25)  # uniform-ish attention to key 0
+>>> key_attention(p, 0).flatten().tolist()
+[0.25, 0.25]
+>>> layer_band(12), layer_band(30), layer_band(6)
+((3, 11), (8, 28), (2, 6))
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+PAPER_BAND_12 = (3, 11)  # 0-based [start, stop) of the paper's layers 4..11 (1-based) of 12
+
+
+def layer_band(n_layers: int) -> tuple[int, int]:
+    """The paper's middle band, ``[3, 11)`` of 12 layers, scaled to ``n_layers`` (round half up)."""
+    start = int(math.floor(PAPER_BAND_12[0] * n_layers / 12 + 0.5))
+    stop = int(math.floor(PAPER_BAND_12[1] * n_layers / 12 + 0.5))
+    return max(0, start), max(start + 1, min(n_layers, stop))
+
+
+def query_window(T: int) -> slice:
+    """Second half of the sequence: indices ``T//2 .. T-1`` (20..39 for T=40)."""
+    return slice(T // 2, T)
+
+
+def key_attention(probs: torch.Tensor, key_index: int = 0, queries: slice | None = None) -> torch.Tensor:
+    """Mean attention from ``queries`` (default second half) to captured key column ``key_index``.
+
+    ``probs [batch, layer, head, q_pos, key]`` -> ``[batch, layer, head]``.
+    """
+    T = probs.shape[3]
+    q = query_window(T) if queries is None else queries
+    return probs[:, :, :, q, key_index].mean(dim=-1)
+
+
+def gu_alpha(probs: torch.Tensor, key_index: int, key_pos: int) -> torch.Tensor:
+    """Gu et al.'s α: mean attention to the key at position ``key_pos`` over queries ``i >= key_pos``.
+
+    ``probs [batch, layer, head, q_pos, key]`` -> ``[batch, layer, head]``.
+    """
+    return probs[:, :, :, key_pos:, key_index].mean(dim=-1)
+
+
+def sink_rate(alpha: torch.Tensor | np.ndarray, eps: float = 0.3) -> float:
+    """Sink_k^ε: share of (example, layer, head) entries whose α exceeds ``eps``."""
+    a = torch.as_tensor(alpha)
+    return float((a > eps).float().mean())
+
+
+def uniform_baseline(T: int, queries: slice | None = None) -> float:
+    """BOS attention of a head that attends uniformly to the causal prefix: mean of 1/(i+1)."""
+    q = query_window(T) if queries is None else queries
+    idx = np.arange(T)[q]
+    return float(np.mean(1.0 / (idx + 1)))
+
+
+def aggregate(values: Sequence[float] | np.ndarray, baseline: float | None = None) -> dict:
+    """Mean, SE (std ddof=1 / sqrt n), mean ± 2SE and, given a baseline mean, % of it.
+
+    >>> aggregate([1.0, 2.0, 3.0], baseline=4.0)["pct_baseline"]
+    50.0
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = int(v.size)
+    mean = float(v.mean()) if n else float("nan")
+    se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    out = {"mean": mean, "se": se, "ci_low": mean - 2 * se, "ci_high": mean + 2 * se, "n": n}
+    if baseline is not None:
+        out["pct_baseline"] = 100.0 * mean / baseline if baseline else float("nan")
+    return out
+
+
+def band_mean(per_head: torch.Tensor | np.ndarray, band: tuple[int, int]) -> np.ndarray:
+    """Per-example value: mean over heads, then over layers in ``band``.
+
+    ``per_head [example, layer, head]`` -> ``[example]``.
+    """
+    x = torch.as_tensor(per_head)
+    return x[:, band[0] : band[1]].mean(dim=2).mean(dim=1).numpy()
