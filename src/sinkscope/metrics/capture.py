@@ -82,13 +82,15 @@ def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, k
     kidx = torch.as_tensor(list(keys), device=query.device)
     if int(kidx.max()) >= S:
         raise SinkscopeError(f"key position {int(kidx.max())} is outside the sequence of {S} tokens; lower --keys")
-    sel = scale * torch.einsum("bhtd,bhkd->bhtk", query, key.index_select(2, kidx))  # [B, H, T, K]
+    # the few selected scores in float64: exact products of the fp32 q, k (cheap: K keys only)
+    hp = torch.float64 if query.device.type == "cpu" or query.device.type == "cuda" else query.dtype
+    sel = scale * torch.einsum("bhtd,bhkd->bhtk", query.to(hp), key.index_select(2, kidx).to(hp))  # [B, H, T, K]
     if mask is not None:
-        sel = sel + mask.index_select(-1, kidx)
+        sel = sel + mask.index_select(-1, kidx).to(hp)
     if is_causal:
         qpos = torch.arange(T, device=query.device)[:, None] + (S - T)
         sel = sel.masked_fill(kidx[None, :] > qpos, float("-inf"))
-    probs = torch.exp(sel - lse.to(sel.dtype)[..., None])  # [batch, head, q_pos, key]
+    probs = torch.exp(sel - lse.to(hp)[..., None]).to(query.dtype)  # [batch, head, q_pos, key]
     return out, probs
 
 

