@@ -45,6 +45,24 @@ def linear_heads(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.T.reshape(d_in, n_heads, out_features // n_heads).permute(1, 0, 2)
 
 
+def linear_qkv(lin: nn.Linear, n_heads: int):
+    """``(W [n_heads, d_in, d_head], b [n_heads, d_head] | None)`` of a Q/K/V ``nn.Linear``;
+    meta (missing) tensors are passed through for the caller to report."""
+    w, b = lin.weight, lin.bias
+    if w.is_meta:
+        return w, b
+    return linear_heads(w, n_heads), (b.reshape(n_heads, -1) if b is not None and not b.is_meta else b)
+
+
+def linear_out(lin: nn.Linear, n_heads: int):
+    """``(W_O [n_heads, d_head, d_out], b [d_out] | None)`` of an output ``nn.Linear`` ``[d_out, H*dh]``."""
+    w = lin.weight
+    if w.is_meta:
+        return w, lin.bias
+    d_out, hd = w.shape
+    return w.T.reshape(n_heads, hd // n_heads, d_out), lin.bias
+
+
 class Adapter:
     """Base class; one subclass per architecture family (see ``models/<family>.py``).
 
@@ -232,3 +250,21 @@ class Adapter:
             "qk_norm": info.qk_norm,
             "missing_tensors": len(self.missing_tensors()),
         }
+
+
+class SeparateQKVAdapter(Adapter):
+    """Families with one ``nn.Linear`` each for Q, K, V (``q_proj``...) and the output projection."""
+
+    out_proj_name = "o_proj"
+
+    def _q(self, layer):
+        return linear_qkv(self.attention_module(layer).q_proj, self.n_heads)
+
+    def _k(self, layer):
+        return linear_qkv(self.attention_module(layer).k_proj, self.n_kv_heads)
+
+    def _v(self, layer):
+        return linear_qkv(self.attention_module(layer).v_proj, self.n_kv_heads)
+
+    def _o(self, layer):
+        return linear_out(getattr(self.attention_module(layer), self.out_proj_name), self.n_heads)

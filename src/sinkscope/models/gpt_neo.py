@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import Adapter, ArchInfo, linear_heads
+from .base import ArchInfo, SeparateQKVAdapter
 
 
-class GPTNeoAdapter(Adapter):
+class GPTNeoAdapter(SeparateQKVAdapter):
+    out_proj_name = "out_proj"
     family = "gpt_neo"
     model_types = ("gpt_neo",)
 
@@ -34,24 +35,6 @@ class GPTNeoAdapter(Adapter):
 
     def trunk(self):
         return self.tf
-
-    def _lin(self, lin, n):
-        w = lin.weight
-        return (w if w.is_meta else linear_heads(w, n)), lin.bias
-
-    def _q(self, layer):
-        return self._lin(self.attention_module(layer).q_proj, self.n_heads)
-
-    def _k(self, layer):
-        return self._lin(self.attention_module(layer).k_proj, self.n_heads)
-
-    def _v(self, layer):
-        return self._lin(self.attention_module(layer).v_proj, self.n_heads)
-
-    def _o(self, layer):
-        lin = self.attention_module(layer).out_proj  # weight [d, H*dh]
-        w = lin.weight
-        return (w if w.is_meta else w.T.reshape(self.n_heads, self.d_head, self.d_model)), lin.bias
 
     def ln1_module(self, layer):
         return self.tf.h[layer].ln_1

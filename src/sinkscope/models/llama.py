@@ -3,10 +3,10 @@ RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention; Qwen2 adds Q/K/V
 (``has_query_bias`` is read from the loaded parameters, not assumed)."""
 from __future__ import annotations
 
-from .base import Adapter, ArchInfo, linear_heads
+from .base import ArchInfo, SeparateQKVAdapter
 
 
-class LlamaAdapter(Adapter):
+class LlamaAdapter(SeparateQKVAdapter):
     family = "llama"
     model_types = ("llama", "qwen2", "mistral")
 
@@ -36,24 +36,6 @@ class LlamaAdapter(Adapter):
 
     def trunk(self):
         return self.body
-
-    def _lin(self, lin, n):
-        w = lin.weight
-        return (w if w.is_meta else linear_heads(w, n)), lin.bias
-
-    def _q(self, layer):
-        return self._lin(self.attention_module(layer).q_proj, self.n_heads)
-
-    def _k(self, layer):
-        return self._lin(self.attention_module(layer).k_proj, self.n_kv_heads)
-
-    def _v(self, layer):
-        return self._lin(self.attention_module(layer).v_proj, self.n_kv_heads)
-
-    def _o(self, layer):
-        lin = self.attention_module(layer).o_proj  # weight [d, H*dh]
-        w = lin.weight
-        return (w if w.is_meta else w.T.reshape(self.n_heads, self.d_head, self.d_model)), lin.bias
 
     def ln1_module(self, layer):
         return self.body.layers[layer].input_layernorm

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Adapter, ArchInfo, linear_heads
+from .base import ArchInfo, SeparateQKVAdapter
 
 
 class _OPTMLP(nn.Module):
@@ -20,7 +20,8 @@ class _OPTMLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class OPTAdapter(Adapter):
+class OPTAdapter(SeparateQKVAdapter):
+    out_proj_name = "out_proj"
     family = "opt"
     model_types = ("opt",)
 
@@ -31,10 +32,7 @@ class OPTAdapter(Adapter):
         self.n_heads = self.n_kv_heads = c.num_attention_heads
         self.d_model = c.hidden_size
         self.d_head = c.hidden_size // c.num_attention_heads
-        self.dec = model.model.decoder
-        if getattr(self.dec, "project_in", None) is not None:
-            # word_embed_proj_dim != hidden_size (opt-350m): token embeddings are projected
-            self._projected = True
+        self.dec = model.model.decoder  # note: opt-350m projects embeddings (project_in/out)
 
     def info(self):
         norm = "layernorm" if self.config.do_layer_norm_before else "layernorm-post"
@@ -51,24 +49,6 @@ class OPTAdapter(Adapter):
 
     def trunk(self):
         return self.model.model
-
-    def _lin(self, lin, n):
-        w = lin.weight
-        return (w if w.is_meta else linear_heads(w, n)), lin.bias
-
-    def _q(self, layer):
-        return self._lin(self.attention_module(layer).q_proj, self.n_heads)
-
-    def _k(self, layer):
-        return self._lin(self.attention_module(layer).k_proj, self.n_heads)
-
-    def _v(self, layer):
-        return self._lin(self.attention_module(layer).v_proj, self.n_heads)
-
-    def _o(self, layer):
-        lin = self.attention_module(layer).out_proj
-        w = lin.weight
-        return (w if w.is_meta else w.T.reshape(self.n_heads, self.d_head, self.d_model)), lin.bias
 
     def ln1_module(self, layer):
         return self.dec.layers[layer].self_attn_layer_norm
