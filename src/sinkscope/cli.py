@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_measure(args) -> int:
-    from .data import load_inputs
+    from .data import effective_per_domain, parse_spec, read_examples, tokenize_examples
     from .experiments import measure
-    from .io import atomic_output_dir, write_json_atomic
+    from .io import atomic_output_dir, check_output_dir, write_json_atomic
     from .models import load_model
     from .report import figures
 
@@ -83,10 +83,18 @@ def cmd_measure(args) -> int:
                 baseline = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise SinkscopeError(f"--baseline {args.baseline} is not a readable summary.json ({e}); pass a sinkscope summary") from None
+    # cheap checks first: nothing slow runs when the output dir or the inputs are unusable
+    check_output_dir(args.out)
     t0 = time.perf_counter()
+    kind, _ = parse_spec(args.inputs)
+    per_domain = effective_per_domain(args.inputs, args.per_domain)
+    read = lambda tok: read_examples(args.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=args.max_tokens, seed=args.seed)  # noqa: E731
+    examples = read(None) if kind != "paper" else None
     model = load_model(args.model, device=args.device)
     model.adapter.require_forward()
-    inputs = load_inputs(args.inputs, model.tokenizer, max_tokens=args.max_tokens, per_domain=args.per_domain, prepend_bos=args.bos, seed=args.seed)
+    if examples is None:
+        examples = read(model.tokenizer)
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=args.bos, spec=args.inputs)
     result = measure(model, inputs, keys=keys, batch_size=args.batch_size, band=band, eps=args.eps, progress=not args.quiet)
     summary = result.summary(baseline)
     summary["total_seconds"] = round(time.perf_counter() - t0, 2)

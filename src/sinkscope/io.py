@@ -25,6 +25,21 @@ def publish_mode(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+def check_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Fail early (before any work) if ``out`` cannot be (re)placed by a sinkscope result."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise SinkscopeError(f"--out {out} is an existing file; pass a directory path")
+        if any(out.iterdir()) and not (out / MARKER).exists():
+            raise SinkscopeError(
+                f"--out {out} exists and is not a sinkscope output; choose a new or empty directory"
+            )
+        if not overwrite:
+            raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only when the block succeeds.
@@ -39,16 +54,7 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iter
     >>> sorted(p.name for p in d.iterdir())
     ['.sinkscope', 'a.txt']
     """
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise SinkscopeError(f"--out {out} is an existing file; pass a directory path")
-        if any(out.iterdir()) and not (out / MARKER).exists():
-            raise SinkscopeError(
-                f"--out {out} exists and is not a sinkscope output; choose a new or empty directory"
-            )
-        if not overwrite:
-            raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
+    out = check_output_dir(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

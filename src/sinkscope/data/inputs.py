@@ -197,6 +197,8 @@ def tokenize_examples(
     """
     if tokenizer is None:
         raise SinkscopeError("this model has no tokenizer (a partial checkpoint?); load a complete model to measure")
+    if not examples:
+        raise SinkscopeError(f"--inputs {spec or '?'} produced no texts; check the file or dataset")
     if max_tokens < 2:
         raise SinkscopeError(f"--max-tokens {max_tokens} is too small; use at least 2")
     n_text = max_tokens - 1 if prepend_bos else max_tokens
@@ -229,11 +231,15 @@ def tokenize_examples(
     return TokenizedInputs(ids=torch.tensor(rows, dtype=torch.long), examples=kept, skipped=dict(skipped), spec=spec)
 
 
+def effective_per_domain(spec: str, per_domain: int | None) -> int | None:
+    """``--per-domain`` as given, else 100 for the generated sets (``default``, ``paper``), else all."""
+    if per_domain is not None:
+        return per_domain
+    return 100 if parse_spec(spec)[0] in ("default", "paper") else None
+
+
 def load_inputs(spec: str = "default", tokenizer=None, *, max_tokens: int = 40, per_domain: int | None = None, prepend_bos: bool = False, seed: int = 0) -> TokenizedInputs:
     """Read and tokenise an ``--inputs`` spec: the Python twin of ``sinkscope measure --inputs``."""
+    per_domain = effective_per_domain(spec, per_domain)
     examples = read_examples(spec, tokenizer=tokenizer, per_domain=per_domain, max_tokens=max_tokens, seed=seed)
-    if not examples:
-        raise SinkscopeError(f"--inputs {spec} produced no texts")
-    if per_domain is None and parse_spec(spec)[0] == "default":
-        per_domain = 100
     return tokenize_examples(examples, tokenizer, max_tokens=max_tokens, per_domain=per_domain, prepend_bos=prepend_bos, spec=spec)

@@ -2,6 +2,7 @@
 :class:`SinkModel`: the HF model in fp32, its tokenizer, and the architecture adapter."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -119,6 +120,23 @@ def _finish(hf, tokenizer, name, device, dtype, source, partial=False) -> SinkMo
     return SinkModel(name=name, hf=hf, adapter=adapter, tokenizer=tokenizer, partial=partial, source=source)
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' own loading bars and warnings (sinkscope reports progress itself)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -134,11 +152,12 @@ def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
         raise SinkscopeError(
             f"unsupported architecture '{mt}'; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
         )
-    hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation="sdpa" if mt != "gpt_neo" else "eager")
-    try:
-        tok = AutoTokenizer.from_pretrained(spec)
-    except (OSError, ValueError, TypeError):
-        tok = None
+    with _quiet_transformers():
+        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation="sdpa" if mt != "gpt_neo" else "eager")
+        try:
+            tok = AutoTokenizer.from_pretrained(spec)
+        except (OSError, ValueError, TypeError):
+            tok = None
     return _finish(hf, tok, name, device, dtype, {"kind": "hf", "spec": spec})
 
 
@@ -148,11 +167,8 @@ def _load_gguf(path: Path, device, dtype) -> SinkModel:
     except ImportError:
         raise SinkscopeError("loading .gguf files needs the gguf package: pip install 'sinkscope[models]'") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with _quiet_transformers():
         try:
             hf = AutoModelForCausalLM.from_pretrained(
                 str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa"
@@ -160,8 +176,6 @@ def _load_gguf(path: Path, device, dtype) -> SinkModel:
         except (ValueError, KeyError, RuntimeError) as e:
             raise SinkscopeError(f"could not load GGUF {path}: {str(e).splitlines()[0][:200]}") from None
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     return _finish(hf, tok, path.stem, device, dtype, {"kind": "gguf", "path": str(path)})
 
 
