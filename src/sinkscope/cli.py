@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--inputs", default="default", help=f"{SPEC_HELP} (default: the offline corpus)")
     m.add_argument("--out", default=DEFAULT_OUT, help=f"output directory, replaced atomically (default: {DEFAULT_OUT})")
     m.add_argument("--max-tokens", type=int, default=40, help="tokens per input; shorter texts are skipped (default 40)")
+    m.add_argument("--short", choices=("skip", "keep"), default="skip", help="texts under --max-tokens tokens: skip and count them (default) or keep them at their own length")
     m.add_argument("--per-domain", type=int, default=None, help="keep at most N inputs per domain (default: all; 100 for the default corpus)")
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
@@ -94,7 +95,7 @@ def cmd_measure(args) -> int:
     model.adapter.require_forward()
     if examples is None:
         examples = read(model.tokenizer)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=args.bos, spec=args.inputs)
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=args.bos, spec=args.inputs, keep_short=args.short == "keep")
     result = measure(model, inputs, keys=keys, batch_size=args.batch_size, band=band, eps=args.eps, progress=not args.quiet)
     summary = result.summary(baseline)
     summary["total_seconds"] = round(time.perf_counter() - t0, 2)
@@ -111,12 +112,18 @@ def cmd_measure(args) -> int:
     return 0
 
 
+def _window(s: dict) -> str:
+    w = s["query_window"]
+    return f"{w[0]}..{w[1] - 1}" if isinstance(w, list) else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+
+
 def format_summary(s: dict) -> str:
     b0, b1 = s["layer_band"]
     lines = [
         f"model {s['model']}: {s['n_examples']} inputs x {s['seq_len']} tokens"
+        + (f" (shorter texts kept whole: {s['seq_len_range'][0]}..{s['seq_len_range'][1]})" if isinstance(s["query_window"], str) else "")
         + (f" (skipped as too short: {s['skipped_short']})" if s["skipped_short"] else ""),
-        f"BOS attention, layers {b0}..{b1 - 1} (0-based), queries {s['query_window'][0]}..{s['query_window'][1] - 1}; uniform attention would give {s['uniform_baseline']:.3f}",
+        f"BOS attention, layers {b0}..{b1 - 1} (0-based), queries {_window(s)}; uniform attention would give {s['uniform_baseline']:.3f}",
         f"  {'domain':<12}{'n':>5}{'mean':>9}{'SE':>8}{'±2SE':>18}{'all layers':>12}{'Sink_0^' + str(s['sink_rate']['eps']):>12}",
     ]
     for dom, a in s["bos_attention"].items():

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import SinkscopeError
 
+MIN_KEEP = 4  # shortest text kept with keep_short (its second half must hold a query)
 SPEC_KINDS = ("default", "paper", "paper-csv", "text", "jsonl", "hf")
 SPEC_HELP = "default | paper | paper-csv:PATH | text:PATH | jsonl:PATH:FIELD | hf:DATASET[:CONFIG]:SPLIT:FIELD"
 
@@ -44,12 +45,26 @@ class Example:
 
 @dataclass
 class TokenizedInputs:
-    """Fixed-length token ids ``[n, T]`` with their examples; ``skipped`` counts short texts per domain."""
+    """Token ids ``[n, T]`` with their examples; ``skipped`` counts short texts per domain.
+
+    All rows have exactly ``T`` tokens unless short texts were kept (``keep_short``): those are
+    right-padded and ``lengths`` gives each row's real length (padding after the text cannot
+    change a causal model's computation on the text).
+    """
 
     ids: torch.Tensor  # [example, pos]
     examples: list[Example]
     skipped: dict[str, int]
     spec: str = ""
+    lengths: torch.Tensor | None = None  # [example]; None = every row is full length
+
+    def __post_init__(self):
+        if self.lengths is None:
+            self.lengths = torch.full((self.ids.shape[0],), self.ids.shape[1], dtype=torch.long)
+
+    @property
+    def ragged(self) -> bool:
+        return bool((self.lengths != self.ids.shape[1]).any())
 
     @property
     def domains(self) -> list[str]:
@@ -189,11 +204,13 @@ def tokenize_examples(
     per_domain: int | None = None,
     prepend_bos: bool = False,
     spec: str = "",
+    keep_short: bool = False,
 ) -> TokenizedInputs:
     """Exactly ``max_tokens`` ids per example (decode-and-re-encode truncation, as the paper).
 
-    Texts with fewer tokens are skipped and counted per domain; none left is an error. No
-    special token is added unless ``prepend_bos`` (then BOS is index 0 and the text follows).
+    Texts with fewer tokens are skipped and counted per domain (none left is an error), or with
+    ``keep_short`` kept at their own length (at least :data:`MIN_KEEP` tokens), right-padded.
+    No special token is added unless ``prepend_bos`` (then BOS is index 0 and the text follows).
     """
     if tokenizer is None:
         raise SinkscopeError("this model has no tokenizer (a partial checkpoint?); load a complete model to measure")
@@ -213,9 +230,11 @@ def tokenize_examples(
     second = tokenizer([cut_texts[i] for i in keep_idx], add_special_tokens=False)["input_ids"] if keep_idx else []
     rows, kept, skipped, taken = [], [], Counter(), Counter()
     reenc = dict(zip(keep_idx, second))
+    if keep_short:  # short texts are used whole
+        reenc.update({i: ids for i, ids in enumerate(first) if i not in reenc and len(ids) >= MIN_KEEP})
     for i, e in enumerate(examples):
         ids = reenc.get(i)
-        if ids is None or len(ids) < n_text:
+        if ids is None or len(ids) < (MIN_KEEP if keep_short else n_text):
             skipped[e.domain] += 1
             continue
         if per_domain is not None and taken[e.domain] >= per_domain:
@@ -228,7 +247,12 @@ def tokenize_examples(
         raise SinkscopeError(
             f"none of the {total} texts has {n_text} tokens; lower --max-tokens or give longer texts"
         )
-    return TokenizedInputs(ids=torch.tensor(rows, dtype=torch.long), examples=kept, skipped=dict(skipped), spec=spec)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+    ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+    for j, r in enumerate(rows):
+        ids[j, : len(r)] = torch.tensor(r)
+    return TokenizedInputs(ids=ids, examples=kept, skipped=dict(skipped), spec=spec, lengths=lengths)
 
 
 def effective_per_domain(spec: str, per_domain: int | None) -> int | None:
@@ -238,8 +262,8 @@ def effective_per_domain(spec: str, per_domain: int | None) -> int | None:
     return 100 if parse_spec(spec)[0] in ("default", "paper") else None
 
 
-def load_inputs(spec: str = "default", tokenizer=None, *, max_tokens: int = 40, per_domain: int | None = None, prepend_bos: bool = False, seed: int = 0) -> TokenizedInputs:
+def load_inputs(spec: str = "default", tokenizer=None, *, max_tokens: int = 40, per_domain: int | None = None, prepend_bos: bool = False, seed: int = 0, keep_short: bool = False) -> TokenizedInputs:
     """Read and tokenise an ``--inputs`` spec: the Python twin of ``sinkscope measure --inputs``."""
     per_domain = effective_per_domain(spec, per_domain)
     examples = read_examples(spec, tokenizer=tokenizer, per_domain=per_domain, max_tokens=max_tokens, seed=seed)
-    return tokenize_examples(examples, tokenizer, max_tokens=max_tokens, per_domain=per_domain, prepend_bos=prepend_bos, spec=spec)
+    return tokenize_examples(examples, tokenizer, max_tokens=max_tokens, per_domain=per_domain, prepend_bos=prepend_bos, spec=spec, keep_short=keep_short)

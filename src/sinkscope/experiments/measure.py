@@ -113,9 +113,10 @@ class MeasureResult:
             "n_per_domain": {k: int(v.sum()) for k, v in groups.items() if k != "all"},
             "skipped_short": self.inputs.skipped,
             "seq_len": self.seq_len,
+            "seq_len_range": [int(self.inputs.lengths.min()), int(self.inputs.lengths.max())],
             "layer_band": list(self.band),
-            "query_window": [self.seq_len // 2, self.seq_len],
-            "uniform_baseline": uniform_baseline(self.seq_len),
+            "query_window": [self.seq_len // 2, self.seq_len] if not self.inputs.ragged else "each input's second half",
+            "uniform_baseline": uniform_baseline(self.inputs.lengths.tolist()),
             "bos_attention": agg(bos, self.band, base),
             "bos_attention_all_layers": agg(bos, (0, L), (baseline or {}).get("bos_attention_all_layers")),
             "bos_attention_per_layer": {dom: bos[sel].mean(axis=(0, 2)).round(6).tolist() for dom, sel in groups.items()},
@@ -149,9 +150,9 @@ def measure(
     ad = model.adapter
     ad.require_forward()
     keys = tuple(int(k) for k in keys)
-    T = int(inputs.ids.shape[1])
-    if max(keys) >= T:
-        raise SinkscopeError(f"--keys {max(keys)} is beyond the {T}-token inputs; use positions below {T}")
+    shortest = int(inputs.lengths.min())
+    if max(keys) >= shortest:
+        raise SinkscopeError(f"--keys {max(keys)} is beyond the shortest ({shortest}-token) input; use positions below {shortest}")
     L = ad.n_layers
     band = tuple(band) if band is not None else layer_band(L)
     if not (0 <= band[0] < band[1] <= L):
@@ -164,11 +165,12 @@ def measure(
     with torch.inference_mode(), KeyAttentionCapture(ad, keys) as cap:
         for start in tqdm(batches, desc=f"measure {model.name}", unit="batch", disable=not progress):
             ids = inputs.ids[start : start + batch_size].to(device)
+            lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
             cap.reset()
-            trunk(input_ids=ids, use_cache=False)
+            trunk(input_ids=ids, use_cache=False)  # right padding needs no mask: attention is causal
             probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
-            key_attn.append(torch.stack([key_attention(probs, j) for j in range(len(keys))], -1).cpu())
-            alpha.append(torch.stack([gu_alpha(probs, j, k) for j, k in enumerate(keys)], -1).cpu())
+            key_attn.append(torch.stack([key_attention(probs, j, lengths=lengths) for j in range(len(keys))], -1).cpu())
+            alpha.append(torch.stack([gu_alpha(probs, j, k, lengths=lengths) for j, k in enumerate(keys)], -1).cpu())
     return MeasureResult(
         model=model.name,
         inputs=inputs,

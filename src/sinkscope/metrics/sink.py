@@ -37,32 +37,53 @@ def query_window(T: int) -> slice:
     return slice(T // 2, T)
 
 
-def key_attention(probs: torch.Tensor, key_index: int = 0, queries: slice | None = None) -> torch.Tensor:
-    """Mean attention from ``queries`` (default second half) to captured key column ``key_index``.
+def _masked_query_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x [batch, layer, head, q_pos]`` over the query positions where ``keep [batch, q_pos]``."""
+    keep = keep.to(x.dtype)[:, None, None, :]
+    return (x * keep).sum(-1) / keep.sum(-1)
 
-    ``probs [batch, layer, head, q_pos, key]`` -> ``[batch, layer, head]``.
+
+def key_attention(probs: torch.Tensor, key_index: int = 0, queries: slice | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean attention from ``queries`` (default: the second half) to captured key column ``key_index``.
+
+    ``probs [batch, layer, head, q_pos, key]`` -> ``[batch, layer, head]``. With ``lengths [batch]``
+    (right-padded inputs of different lengths) the default window is each example's own second
+    half, ``len//2 .. len-1``.
     """
     T = probs.shape[3]
-    q = query_window(T) if queries is None else queries
-    return probs[:, :, :, q, key_index].mean(dim=-1)
+    if lengths is None:
+        q = query_window(T) if queries is None else queries
+        return probs[:, :, :, q, key_index].mean(dim=-1)
+    if queries is not None:
+        raise ValueError("pass either queries or lengths")
+    pos = torch.arange(T, device=probs.device)[None, :]
+    lengths = lengths.to(probs.device)[:, None]
+    return _masked_query_mean(probs[..., key_index], (pos >= lengths // 2) & (pos < lengths))
 
 
-def gu_alpha(probs: torch.Tensor, key_index: int, key_pos: int) -> torch.Tensor:
-    """Gu et al.'s α: mean attention to the key at position ``key_pos`` over queries ``i >= key_pos``.
+def gu_alpha(probs: torch.Tensor, key_index: int, key_pos: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Gu et al.'s α: mean attention to the key at position ``key_pos`` over queries ``i >= key_pos``
+    (and ``i < length`` with ``lengths``).
 
     ``probs [batch, layer, head, q_pos, key]`` -> ``[batch, layer, head]``.
     """
-    return probs[:, :, :, key_pos:, key_index].mean(dim=-1)
+    if lengths is None:
+        return probs[:, :, :, key_pos:, key_index].mean(dim=-1)
+    pos = torch.arange(probs.shape[3], device=probs.device)[None, :]
+    return _masked_query_mean(probs[..., key_index], (pos >= key_pos) & (pos < lengths.to(probs.device)[:, None]))
 
 
 def sink_rate(alpha: torch.Tensor | np.ndarray, eps: float = 0.3) -> float:
     """Sink_k^ε: share of (example, layer, head) entries whose α exceeds ``eps``."""
     a = torch.as_tensor(alpha)
-    return float((a > eps).float().mean())
+    return float((a > eps).double().mean())
 
 
-def uniform_baseline(T: int, queries: slice | None = None) -> float:
-    """BOS attention of a head that attends uniformly to the causal prefix: mean of 1/(i+1)."""
+def uniform_baseline(T: int | Sequence[int], queries: slice | None = None) -> float:
+    """BOS attention of a head that attends uniformly to the causal prefix: mean of 1/(i+1) over
+    the query window; for several lengths, the mean of their values."""
+    if not isinstance(T, (int, np.integer)):
+        return float(np.mean([uniform_baseline(int(t), queries) for t in T]))
     q = query_window(T) if queries is None else queries
     idx = np.arange(T)[q]
     return float(np.mean(1.0 / (idx + 1)))

