@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sinkscope import load_inputs, load_model, measure
-from sinkscope.metrics import KeyAttentionCapture, key_attention, uniform_baseline
+from sinkscope.metrics import KeyAttentionCapture, key_attention
 from sinkscope.metrics.capture import _configs
 
 from conftest import PAPER_CSV, needs_shared
@@ -55,12 +55,13 @@ def test_smollm2_bos_attention_matches_eager(smollm2):
 
 @needs_shared
 def test_smollm2_paper_inputs_show_a_clear_sink(smollm2):
-    ti = load_inputs(f"paper-csv:{PAPER_CSV}", smollm2.tokenizer, max_tokens=40)
+    # the texts are 40 GPT-2 tokens; in SmolLM2's BPE some are shorter: keep all 300 at their length
+    ti = load_inputs(f"paper-csv:{PAPER_CSV}", smollm2.tokenizer, max_tokens=40, keep_short=True)
+    assert len(ti) == 300 and ti.skipped == {}
     r = measure(smollm2, ti, progress=False)
     s = r.summary()
-    u = uniform_baseline(40)
-    print(json.dumps({k: v for k, v in s["bos_attention"].items()}, indent=1), "skipped:", s["skipped_short"])
-    assert len(ti) >= 250  # the paper's texts are 40 GPT-2 tokens; a few are shorter in SmolLM2's BPE
+    u = s["uniform_baseline"]
+    print(json.dumps(s["bos_attention"], indent=1), "lengths", s["seq_len_range"])
     assert s["bos_attention"]["all"]["mean"] > 8 * u
     for dom in ("sst2", "gsm8k", "humaneval"):
         assert s["bos_attention"][dom]["mean"] > 8 * u
