@@ -7,7 +7,7 @@ Methods, all on the same model and tokens (B=2, T=1024 by default):
   tlens      - TransformerLens (TransformerBridge) run_with_cache on hook_pattern, if installed
 
 Time: median of --repeats runs in this process, methods interleaved. Activation memory: each
-method once in a child process, peak RSS (VmHWM, reset via /proc/self/clear_refs) minus the
+method in --mem-repeats child processes (median), peak RSS (VmHWM, reset via /proc/self/clear_refs) minus the
 RSS before the forward pass. Prints ratios to `bare`; the last line is machine-readable.
 
     python benchmarks/profile.py            # B=2, T=1024, GPT-2 small shape
@@ -129,6 +129,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--mem-repeats", type=int, default=3, help="child processes per method for memory (median)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -155,10 +156,14 @@ def main() -> None:
 
     mem = {}
     for m in runners:
-        cmd = [sys.executable, __file__, "--child", m] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("child", "methods", "repeats")]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        line = [l for l in res.stdout.splitlines() if l.startswith("{")]
-        mem[m] = json.loads(line[-1]).get("activation_bytes") if line else None
+        cmd = [sys.executable, __file__, "--child", m] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("child", "methods", "repeats", "mem_repeats")]
+        samples = []
+        for _ in range(args.mem_repeats):
+            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            line = [l for l in res.stdout.splitlines() if l.startswith("{")]
+            if line and "activation_bytes" in json.loads(line[-1]):
+                samples.append(json.loads(line[-1])["activation_bytes"])
+        mem[m] = statistics.median(samples) if samples else None
 
     ref = outs.get("hf_eager")
     print(f"\n{'method':<11}{'time s':>9}{'x bare':>9}{'act. MiB':>11}{'x bare':>9}{'max|BOS - eager|':>19}")
