@@ -120,8 +120,8 @@ class MeasureResult:
             "bos_attention": agg(bos, self.band, base),
             "bos_attention_all_layers": agg(bos, (0, L), (baseline or {}).get("bos_attention_all_layers")),
             "bos_attention_per_layer": {dom: bos[sel].mean(axis=(0, 2)).round(6).tolist() for dom, sel in groups.items()},
-            "sink_rate": {"eps": self.eps, "key": self.keys[0]}
-            | {dom: sink_rate(self.alpha[sel][..., 0], self.eps) for dom, sel in groups.items()},
+            "sink_rate": {"eps": self.eps, "key": 0}
+            | {dom: sink_rate(self.alpha[sel][..., self.keys.index(0)], self.eps) for dom, sel in groups.items()},
             "key_attention": {
                 str(k): {dom: aggregate(band_mean(self.key_attn[sel][..., j], self.band)) for dom, sel in groups.items()}
                 for j, k in enumerate(self.keys)

@@ -41,10 +41,13 @@ def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, for
         return out, lse
     if not force_reference and query.device.type == "cuda":
         bias = mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2]) if mask is not None else None
-        out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
-            query, key, value, bias, True, 0.0, is_causal, scale=scale
-        )
-        return out, lse[..., : query.shape[2]]
+        try:
+            out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
+                query, key, value, bias, True, 0.0, is_causal, scale=scale
+            )
+            return out, lse[..., : query.shape[2]]
+        except RuntimeError:  # unsupported dtype / head size / alignment: use the exact fallback
+            pass
     T, S = query.shape[2], key.shape[2]
     outs, lses = [], []
     for start in range(0, T, 256):  # chunk over queries: never more than [B, H, 256, S] scores
@@ -107,7 +110,7 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
     keys = cap.keys if cap is not None else (0,)
     out, probs = attend_and_capture(query, key, value, attention_mask, is_causal, scaling, keys, force_reference=cap.force_reference if cap else False)
     if cap is not None:
-        cap._record(module._sinkscope_layer, probs)
+        cap._record(module._sinkscope_layer, probs, query, key)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -128,7 +131,7 @@ def _gpt_neo_attn(self, query, key, value, attention_mask=None):
         mask = mask + attention_mask
     cap = self._sinkscope_capture
     out, probs = attend_and_capture(query, key, value, mask, False, 1.0, cap.keys, force_reference=cap.force_reference)
-    cap._record(self._sinkscope_layer, probs)
+    cap._record(self._sinkscope_layer, probs, query, key)
     return out, None
 
 
@@ -140,16 +143,33 @@ class KeyAttentionCapture:
     The model's attention implementation is restored on exit.
     """
 
-    def __init__(self, adapter, keys: Sequence[int] = (0,), *, force_reference: bool = False):
+    def __init__(self, adapter, keys: Sequence[int] = (0,), *, force_reference: bool = False, record_qk: bool = False):
         self.adapter = adapter
         self.keys = tuple(int(k) for k in keys)
         if not self.keys or min(self.keys) < 0:
             raise SinkscopeError("--keys must be non-negative token positions, e.g. 0,1")
         self.force_reference = force_reference
+        self.record_qk = record_qk
         self.probs: dict[int, torch.Tensor] = {}
+        self.qk: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _record(self, layer: int, probs: torch.Tensor) -> None:
+    def _record(self, layer: int, probs: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> None:
         self.probs[layer] = probs
+        if self.record_qk:  # the exact q, k the kernel saw: [batch, head, pos, d_head] (K per KV head)
+            self.qk[layer] = (query.detach(), key.detach())
+
+    def scores(self) -> torch.Tensor:
+        """The model's own unscaled scores ``q_i·k_j``: ``[batch, layer, head, q_pos, k_pos]``
+        (needs ``record_qk=True``; K repeated per query head under GQA)."""
+        if not self.qk:
+            raise RuntimeError("construct the capture with record_qk=True to get scores")
+        out = []
+        for layer in range(self.adapter.n_layers):
+            q, k = self.qk[layer]
+            if k.shape[1] != q.shape[1]:
+                k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            out.append(q @ k.transpose(-1, -2))
+        return torch.stack(out, dim=1)
 
     def stacked(self) -> torch.Tensor:
         """``[batch, layer, head, q_pos, key]`` for the last forward pass."""
@@ -161,6 +181,7 @@ class KeyAttentionCapture:
 
     def reset(self) -> None:
         self.probs = {}
+        self.qk = {}
 
     def __enter__(self):
         self.adapter.require_forward()

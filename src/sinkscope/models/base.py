@@ -98,6 +98,11 @@ class Adapter:
         """The factor the model multiplies ``q·k`` by before the softmax."""
         return self.d_head**-0.5
 
+    def query_prescale(self, layer: int) -> float:
+        """Factor already applied to the queries the attention kernel sees (OPT scales q_proj's
+        output); the model's unscaled score is ``q·k / query_prescale``."""
+        return 1.0
+
     def trunk(self) -> nn.Module:
         """The transformer without the LM head (what ``measure`` runs)."""
         return self.model.base_model

@@ -47,6 +47,9 @@ class OPTAdapter(SeparateQKVAdapter):
     def attn_scale(self, layer):
         return float(self.attention_module(layer).scaling)
 
+    def query_prescale(self, layer):
+        return float(self.attention_module(layer).scaling)
+
     def trunk(self):
         return self.model.model
 
