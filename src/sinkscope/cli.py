@@ -10,9 +10,12 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from .errors import SinkscopeError
 
 DEFAULT_OUT = "sinkscope-out/measure"
+DEFAULT_EXPLAIN_OUT = "sinkscope-out/explain"
 
 
 def _parse_band(text: str | None):
@@ -41,42 +44,83 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import SPEC_HELP
-
     parser = argparse.ArgumentParser(prog="sinkscope", description="Find, explain, break and fix attention sinks.")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure sink strength per example x layer x head")
     _common_model_args(m)
-    m.add_argument("--inputs", default="default", help=f"{SPEC_HELP} (default: the offline corpus)")
+    _input_args(m)
     m.add_argument("--out", default=DEFAULT_OUT, help=f"output directory, replaced atomically (default: {DEFAULT_OUT})")
-    m.add_argument("--max-tokens", type=int, default=40, help="tokens per input; shorter texts are skipped (default 40)")
-    m.add_argument("--short", choices=("skip", "keep"), default="skip", help="texts under --max-tokens tokens: skip and count them (default) or keep them at their own length")
-    m.add_argument("--per-domain", type=int, default=None, help="keep at most N inputs per domain (default: all; 100 for the default corpus)")
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
     m.add_argument("--keys", default="0,1", help="key positions to track (default 0,1; 0 = the sink)")
     m.add_argument("--eps", type=float, default=0.3, help="threshold of Gu et al.'s Sink_k^eps (default 0.3)")
-    m.add_argument("--seed", type=int, default=0, help="seed of the default corpus")
-    m.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token (the paper does not)")
     m.add_argument("--baseline", default=None, help="an earlier summary.json: adds %% of its means")
     m.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("explain", help="the sink circuit: score decomposition, EPE, b_Q / key alignment (paper Figs 1-4, 6-8)")
+    _common_model_args(e)
+    _input_args(e)
+    e.add_argument("--out", default=DEFAULT_EXPLAIN_OUT, help=f"output directory, replaced atomically (default: {DEFAULT_EXPLAIN_OUT})")
+    e.add_argument("--coords", default=None, help="massive coordinates, e.g. 138,378,447 (default: mean + SIGMA*std rule on EPE_0)")
+    e.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
+    e.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--weights-only", action="store_true", help="skip the forward-pass analyses")
+    e.add_argument("--no-figures", action="store_true")
+    e.add_argument("--quiet", action="store_true")
     return parser
 
 
-def cmd_measure(args) -> int:
+def _input_args(p: argparse.ArgumentParser) -> None:
+    from .data import SPEC_HELP
+
+    p.add_argument("--inputs", default="default", help=f"{SPEC_HELP} (default: the offline corpus)")
+    p.add_argument("--max-tokens", type=int, default=40, help="tokens per input; shorter texts are skipped (default 40)")
+    p.add_argument("--short", choices=("skip", "keep"), default="skip", help="texts under --max-tokens tokens: skip and count them (default) or keep them at their own length")
+    p.add_argument("--per-domain", type=int, default=None, help="keep at most N inputs per domain (default: all; 100 for the default corpus)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default corpus")
+    p.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token (the paper does not)")
+
+
+def _load_model_and_inputs(args, *, need_forward: bool = True):
+    """Cheap checks first (options, output dir, input files), then the model, then tokenising.
+
+    Returns ``(model, inputs)``; ``inputs`` is None when ``need_forward`` is False and the model
+    cannot run (a partial checkpoint) or ``--weights-only`` was given.
+    """
     from .data import effective_per_domain, parse_spec, read_examples, tokenize_examples
-    from .experiments import measure
-    from .io import atomic_output_dir, check_output_dir, write_json_atomic
+    from .io import check_output_dir
     from .models import load_model
+
+    if getattr(args, "batch_size", 1) < 1:
+        raise SinkscopeError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.per_domain is not None and args.per_domain < 1:
+        raise SinkscopeError(f"--per-domain {args.per_domain} must be at least 1")
+    check_output_dir(args.out)
+    kind, _ = parse_spec(args.inputs)
+    per_domain = effective_per_domain(args.inputs, args.per_domain)
+    read = lambda tok: read_examples(args.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=args.max_tokens, seed=args.seed)  # noqa: E731
+    weights_only = getattr(args, "weights_only", False)
+    examples = read(None) if kind != "paper" and not weights_only else None
+    model = load_model(args.model, device=args.device)
+    if need_forward:
+        model.adapter.require_forward()
+    elif weights_only or model.adapter.missing_tensors():
+        return model, None
+    if examples is None:
+        examples = read(model.tokenizer)
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=args.bos, spec=args.inputs, keep_short=args.short == "keep")
+    return model, inputs
+
+
+def cmd_measure(args) -> int:
+    from .experiments import measure
+    from .io import atomic_output_dir, write_json_atomic
     from .report import figures
 
     keys = _parse_keys(args.keys)
     band = _parse_band(args.layers)
-    if args.batch_size < 1:
-        raise SinkscopeError(f"--batch-size {args.batch_size} must be at least 1")
-    if args.per_domain is not None and args.per_domain < 1:
-        raise SinkscopeError(f"--per-domain {args.per_domain} must be at least 1")
     baseline = None
     if args.baseline:
         try:
@@ -84,18 +128,8 @@ def cmd_measure(args) -> int:
                 baseline = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise SinkscopeError(f"--baseline {args.baseline} is not a readable summary.json ({e}); pass a sinkscope summary") from None
-    # cheap checks first: nothing slow runs when the output dir or the inputs are unusable
-    check_output_dir(args.out)
     t0 = time.perf_counter()
-    kind, _ = parse_spec(args.inputs)
-    per_domain = effective_per_domain(args.inputs, args.per_domain)
-    read = lambda tok: read_examples(args.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=args.max_tokens, seed=args.seed)  # noqa: E731
-    examples = read(None) if kind != "paper" else None
-    model = load_model(args.model, device=args.device)
-    model.adapter.require_forward()
-    if examples is None:
-        examples = read(model.tokenizer)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=args.bos, spec=args.inputs, keep_short=args.short == "keep")
+    model, inputs = _load_model_and_inputs(args)
     result = measure(model, inputs, keys=keys, batch_size=args.batch_size, band=band, eps=args.eps, progress=not args.quiet)
     summary = result.summary(baseline)
     summary["total_seconds"] = round(time.perf_counter() - t0, 2)
@@ -115,6 +149,84 @@ def cmd_measure(args) -> int:
 def _window(s: dict) -> str:
     w = s["query_window"]
     return f"{w[0]}..{w[1] - 1}" if isinstance(w, list) else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+
+
+def _parse_coords(text: str | None):
+    if text is None:
+        return None
+    try:
+        coords = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise SinkscopeError(f"--coords {text} is not a comma-separated list of residual coordinates, e.g. 138,378,447") from None
+    if not coords:
+        raise SinkscopeError("--coords is empty; give coordinates such as 138,378,447")
+    return coords
+
+
+def cmd_explain(args) -> int:
+    from .experiments.explain import explain
+    from .io import atomic_output_dir, write_json_atomic
+    from .report import circuit
+
+    coords = _parse_coords(args.coords)
+    band = _parse_band(args.layers)
+    t0 = time.perf_counter()
+    model, inputs = _load_model_and_inputs(args, need_forward=False)
+    res = explain(model, inputs, coords=coords, band=band, k_sigma=args.sigma, batch_size=args.batch_size, progress=not args.quiet)
+    s = res.summary
+    s["inputs"] = args.inputs if inputs is not None else None
+    s["n_examples"] = len(inputs) if inputs is not None else 0
+    s["total_seconds"] = round(time.perf_counter() - t0, 2)
+    with atomic_output_dir(args.out) as tmp:
+        for name, table in res.tables.items():
+            table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.7g")
+        write_json_atomic(tmp / "summary.json", s)
+        if not args.no_figures:
+            band_ = tuple(s["layer_band"])
+            if "delta_rc" in res.arrays:
+                d = res.arrays["delta_rc"]
+                rest = d[:, band_[0] : band_[1], :, 1:]
+                circuit.delta_histograms(d, band_, tmp / "fig1_delta_hist.png", truncate=float(np.nanpercentile(rest, 99.5)) * 3, title_suffix=" (truncated)")
+                circuit.delta_histograms(d, band_, tmp / "fig6_delta_hist_full.png")
+            if "alignment" in res.arrays:
+                circuit.alignment_strip(res.arrays["alignment"], band_, tmp / "fig2_alignment.png")
+            if "epe_validation" in res.tables:
+                circuit.epe_validation_band(res.tables["epe_validation"], tmp / "fig3_epe_validation.png")
+            if "gamma" in res.tables:
+                circuit.gamma_histograms(res.tables["gamma"], tmp / "fig4_gamma_hist.png", truncate=4.0)
+                circuit.gamma_histograms(res.tables["gamma"], tmp / "fig8_gamma_hist_full.png", truncate=None)
+            if "epe0" in res.arrays:
+                circuit.massive_coords_plot(res.arrays["epe0"], s["epe"]["massive_coords"], args.sigma, tmp / "fig7_massive_coords.png")
+    print(format_explain(s))
+    print(f"wrote {args.out}/ ({len(res.tables)} CSV tables, summary.json{'' if args.no_figures else ', figures'})")
+    return 0
+
+
+def format_explain(s: dict) -> str:
+    lines = [f"model {s['model']}: layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}"]
+    if "gamma" in s:
+        g = s["gamma"]
+        lines.append(
+            f"  |γ| on coords {g['coords']} ({s['coords_source']}): mean {g['massive']['mean']:.4f}, median {g['massive']['median']:.4f}, n={g['massive']['count']:,}"
+            f"; other coords: mean {g['other']['mean']:.4f}, median {g['other']['median']:.4f}, n={g['other']['count']:,}  (ratio {g['ratio_of_means']:.1f}x)"
+        )
+    if "epe" in s:
+        e = s["epe"]
+        vals = ", ".join(f"{c}: {v:+.1f}" for c, v in zip(e["massive_coords"], e["massive_values"]))
+        lines.append(f"  EPE_0 massive coordinates: {vals}")
+        if "validation_median_index0" in e:
+            lines.append(f"  EPE validation cos: median {e['validation_median_index0']:.4f} at index 0, >= {e['validation_min_median_other']:.4f} elsewhere (global median {e['validation_global_median_other']:.4f})")
+    if "alignment" in s:
+        a = s["alignment"]
+        lines.append(f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere")
+    if "delta" in s:
+        d = s["delta"]
+        lines.append(f"  re-centred Δ: mean {d['index0_mean']:.2f} at index 0 vs {d['other_mean']:.2f} elsewhere; index-0 p10 above every other p90 in layers {d['layers_index0_p10_above_all_other_p90']}")
+    if "decomposition_check" in s:
+        lines.append(f"  decomposition: 4 terms sum to the model's scores within {s['decomposition_check']['max_abs_error']:.1e}")
+    for sk in s["skipped"]:
+        lines.append(f"  skipped {sk['stage']}: {sk['reason']}")
+    return "\n".join(lines)
 
 
 def format_summary(s: dict) -> str:
@@ -137,7 +249,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"measure": cmd_measure}
+COMMANDS = {"measure": cmd_measure, "explain": cmd_explain}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,19 @@
+"""Structural analyses of the sink circuit: score decomposition, EPE, query-bias / key alignment."""
+from .alignment import bq_key_alignment, gamma, gamma_split
+from .decomposition import ScoreTerms, delta_percentiles, recenter, score_terms, separation, source_agnostic_shift
+from .epe import effective_positional_embedding, epe_validation, massive_coords
+
+__all__ = [
+    "ScoreTerms",
+    "bq_key_alignment",
+    "delta_percentiles",
+    "effective_positional_embedding",
+    "epe_validation",
+    "gamma",
+    "gamma_split",
+    "massive_coords",
+    "recenter",
+    "score_terms",
+    "separation",
+    "source_agnostic_shift",
+]

@@ -1,0 +1,154 @@
+"""``sinkscope explain``: the circuit analyses of the paper (Figs 1-4, 6-8) on one model.
+
+Stages run only where the weights allow them; a stage that cannot run is listed in
+``summary["skipped"]`` with the reason (e.g. the missing tensors of a partial checkpoint).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..analysis import (
+    bq_key_alignment,
+    delta_percentiles,
+    effective_positional_embedding,
+    epe_validation,
+    gamma,
+    gamma_split,
+    massive_coords,
+    recenter,
+    score_terms,
+    separation,
+    source_agnostic_shift,
+)
+from ..errors import SinkscopeError
+from ..metrics import layer_band
+from ..models import SinkModel
+
+
+@dataclass
+class ExplainResult:
+    summary: dict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _skip(summary: dict, stage: str, err: Exception) -> None:
+    summary["skipped"].append({"stage": stage, "reason": str(err)})
+
+
+def explain(
+    model: SinkModel,
+    inputs=None,
+    *,
+    coords: list[int] | None = None,
+    band: tuple[int, int] | None = None,
+    k_sigma: float = 3.0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ExplainResult:
+    """Run every structural analysis the model's weights (and ``inputs``, if given) allow."""
+    ad = model.adapter
+    L = ad.n_layers
+    band = tuple(band) if band is not None else layer_band(L)
+    if not (0 <= band[0] < band[1] <= L):
+        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {L} layers; use START:STOP within 0:{L}")
+    t0 = time.perf_counter()
+    s: dict = {"model": model.name, "model_info": ad.describe(), "layer_band": list(band), "k_sigma": k_sigma, "skipped": []}
+    res = ExplainResult(summary=s)
+    T = int(inputs.ids.shape[1]) if inputs is not None else 40
+
+    # --- EPE and its massive coordinates (needs W_pos and the layer-0 MLP) ---------------------
+    epe = None
+    try:
+        epe = effective_positional_embedding(ad, T)
+        mc, mv = massive_coords(epe[0], k_sigma)
+        s["epe"] = {"massive_coords": mc, "massive_values": mv, "norm_index0": float(epe[0].norm()), "median_norm_other": float(epe[1:].norm(dim=-1).median())}
+        res.arrays["epe0"] = epe[0].double().numpy()
+        res.tables["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
+    except SinkscopeError as e:
+        _skip(s, "epe", e)
+    user_coords = coords is not None
+    if coords is None:
+        coords = s.get("epe", {}).get("massive_coords")
+    s["coords_source"] = "--coords" if user_coords else ("epe" if coords is not None else None)
+
+    # --- γ: weight-only --------------------------------------------------------------------
+    try:
+        g = gamma(ad)
+        res.tables["gamma_layer_head"] = pd.DataFrame(
+            [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
+        )
+        if coords is None:
+            raise SinkscopeError("γ split needs the massive coordinates: pass --coords (the model has no EPE to choose them)")
+        if not coords:
+            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
+        s["gamma"], res.tables["gamma"] = gamma_split(g, coords, band)
+    except SinkscopeError as e:
+        _skip(s, "gamma", e)
+
+    # --- alignment of b_Q with keys of EPE_j (Fig 2) ----------------------------------------
+    if epe is not None:
+        cos = bq_key_alignment(ad, epe, band)  # [layer, head, pos]
+        res.arrays["alignment"] = cos.double().numpy()
+        s["alignment"] = {
+            "index0_mean_cos": float(cos[..., 0].mean()),
+            "other_mean_cos": float(cos[..., 1:].mean()),
+            "index0_share_positive": float((cos[..., 0] > 0).double().mean()),
+        }
+        lay, head, pos = np.meshgrid(np.arange(band[0], band[1]), np.arange(ad.n_heads), np.arange(cos.shape[-1]), indexing="ij")
+        res.tables["alignment"] = pd.DataFrame({"layer": lay.ravel(), "head": head.ravel(), "position": pos.ravel(), "cos": cos.flatten().double().numpy()})
+    else:
+        _skip(s, "alignment", SinkscopeError("needs the EPE (see the epe stage)"))
+
+    # --- forward-pass analyses: Δ (Figs 1, 6), EPE validation (Fig 3), decomposition check ---
+    forward_stages = ("delta", "decomposition_check", "epe_validation")
+    try:
+        ad.require_forward()
+        if inputs is None:
+            raise SinkscopeError("no inputs given (weight-only run)")
+    except SinkscopeError as e:
+        for stage in forward_stages:
+            _skip(s, stage, e)
+        inputs = None
+    if inputs is not None:
+        try:
+            terms = score_terms(model, inputs.ids[: min(8, len(inputs))])
+            s["decomposition_check"] = {"max_abs_error": float((terms.total() - terms.scores).abs().max()), "max_abs_score": float(terms.scores.abs().max()), "n_scores": int(terms.scores.numel())}
+            delta_rc = recenter(source_agnostic_shift(model, inputs, batch_size=batch_size, progress=progress))
+            res.arrays["delta_rc"] = delta_rc.double().numpy()
+            pct = delta_percentiles(delta_rc)
+            sep = separation(pct)
+            res.tables["delta_percentiles"] = pct
+            res.tables["delta_separation"] = sep
+            in_band = sep[(sep.layer >= band[0]) & (sep.layer < band[1])]
+            s["delta"] = {
+                "index0_mean": float(in_band.index0_mean.mean()),
+                "other_mean": float(in_band.other_mean.mean()),
+                "layers_index0_p10_above_all_other_p90": [int(l) for l in sep.layer[sep.index0_p10_above_all_other_p90]],
+                "per_layer": in_band.to_dict(orient="records"),
+            }
+        except SinkscopeError as e:  # rotary / QK-norm models: no literal decomposition
+            for stage in ("delta", "decomposition_check"):
+                _skip(s, stage, e)
+        if epe is not None:
+            ids = inputs.ids
+            cosv = torch.cat([epe_validation(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double()
+            if inputs.ragged:
+                pos = torch.arange(cosv.shape[1])
+                cosv = cosv.masked_fill(pos[None, :] >= inputs.lengths[:, None], float("nan"))
+            c = cosv.numpy()
+            med = np.nanmedian(c, axis=0)
+            p10, p90 = np.nanpercentile(c, [10, 90], axis=0)
+            res.tables["epe_validation"] = pd.DataFrame({"position": np.arange(c.shape[1]), "median": med, "p10": p10, "p90": p90})
+            s["epe"]["validation_median_index0"] = float(med[0])
+            s["epe"]["validation_min_median_other"] = float(med[1:].min())
+            s["epe"]["validation_global_median_other"] = float(np.nanmedian(c[:, 1:]))
+        else:
+            _skip(s, "epe_validation", SinkscopeError("needs the EPE (see the epe stage)"))
+    s["seconds"] = round(time.perf_counter() - t0, 3)
+    return res

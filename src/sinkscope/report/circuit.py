@@ -1,0 +1,91 @@
+"""PNG figures of ``sinkscope explain`` (the paper's Figs 1-4 and 6-8)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .figures import plt, save_figure
+
+
+def delta_histograms(delta_rc: np.ndarray, band, path, *, truncate: float | None = None, title_suffix=""):
+    """Fig 1 / Fig 6: re-centred Δ at index 0 vs the other positions (layers in ``band``, pooled)."""
+    d = delta_rc[:, band[0] : band[1]]  # [example, layer, head, pos]
+    first = d[..., 0].ravel()
+    rest = d[..., 1:].ravel()
+    first, rest = first[~np.isnan(first)], rest[~np.isnan(rest)]
+    hi = truncate if truncate is not None else float(max(first.max(), rest.max()))
+    bins = np.linspace(0, hi, 80)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.hist(np.clip(rest, 0, hi), bins=bins, density=True, alpha=0.6, color="C0", label=f"other positions (n={rest.size:,})")
+    ax.hist(np.clip(first, 0, hi), bins=bins, density=True, alpha=0.6, color="C3", label=f"index 0 (n={first.size:,})")
+    ax.axvline(np.median(first), color="C3", ls="--", lw=1)
+    ax.axvline(np.median(rest), color="C0", ls="--", lw=1)
+    ax.set_xlabel("re-centred Δ = b_Q·W_K x_j − min_j (per example, layer, head)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Source-agnostic shift, layers {band[0]}..{band[1] - 1}{title_suffix} (dashed: medians)", fontsize=9)
+    return save_figure(fig, path)
+
+
+def alignment_strip(cos: np.ndarray, band, path):
+    """Fig 2: cos(b_Q,h, W_K,h·EPE_j) per head; index 0 vs the other positions, per layer."""
+    L = cos.shape[0]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    rng = np.random.default_rng(0)
+    for i in range(L):
+        other = cos[i, :, 1:].ravel()
+        ax.scatter(i - 0.15 + 0.1 * rng.standard_normal(other.size) * 0.3, other, s=3, color="C0", alpha=0.25, label="other positions" if i == 0 else None)
+        ax.scatter(i + 0.15 + 0.05 * rng.standard_normal(cos.shape[1]), cos[i, :, 0], s=14, color="C3", label="index 0 (one dot per head)" if i == 0 else None)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(L), [str(band[0] + i) for i in range(L)])
+    ax.set_xlabel("layer (0-based)")
+    ax.set_ylabel("cos(b_Q, W_K · EPE_j)")
+    ax.set_ylim(-1, 1)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Query bias aligns with the key of the first position's EPE", fontsize=9)
+    return save_figure(fig, path)
+
+
+def epe_validation_band(table, path):
+    """Fig 3: median cos(EPE_i, R_i − O_i) per position with the p10-p90 band."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.fill_between(table.position, table.p10, table.p90, color="C0", alpha=0.25, label="p10-p90")
+    ax.plot(table.position, table["median"], marker="o", ms=3, color="C0", label="median over inputs")
+    ax.set_xlabel("position")
+    ax.set_ylabel("cos(EPE_i, R_i − O_i)")
+    ax.set_ylim(min(0.0, float(table.p10.min()) - 0.05), 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title("EPE predicts what position adds after the first MLP", fontsize=9)
+    return save_figure(fig, path)
+
+
+def massive_coords_plot(epe0: np.ndarray, coords, k_sigma: float, path):
+    """Fig 7: |EPE_0| per residual coordinate, the mean + kσ threshold and the massive coordinates."""
+    a = np.abs(epe0)
+    thr = a.mean() + k_sigma * a.std()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(np.arange(a.size), a, width=1.0, color="grey")
+    for c in coords:
+        ax.bar([c], [a[c]], width=3, color="C3")
+        ax.annotate(f"{c}: {epe0[c]:+.0f}", (c, a[c]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8, color="C3")
+    ax.axhline(thr, color="C0", ls=":", lw=1, label=f"mean + {k_sigma:g}σ")
+    ax.set_xlabel("residual coordinate")
+    ax.set_ylabel("|EPE_0|")
+    ax.legend(fontsize=8)
+    ax.set_title("Massive activations of the first position's effective embedding", fontsize=9)
+    return save_figure(fig, path)
+
+
+def gamma_histograms(table, path, *, truncate: float | None = 4.0):
+    """Fig 4 (truncated at 4) / Fig 8 (full): |γ| on the massive coordinates vs the rest."""
+    m = table.abs_gamma[table.massive].to_numpy()
+    o = table.abs_gamma[~table.massive].to_numpy()
+    hi = truncate if truncate is not None else float(max(m.max(), o.max()))
+    bins = np.linspace(0, hi, 60)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.hist(np.clip(o, 0, hi), bins=bins, density=True, alpha=0.6, color="C0", label=f"other coords: mean {o.mean():.4f} (n={o.size:,})")
+    ax.hist(np.clip(m, 0, hi), bins=bins, density=True, alpha=0.6, color="C3", label=f"massive coords: mean {m.mean():.4f} (n={m.size:,})")
+    ax.set_xlabel("|γ_h[d]| = |b_Q,h · W_K,h[d, :]|" + (f" (clipped at {hi:g})" if truncate is not None else ""))
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title("Key projections read the massive coordinates through b_Q", fontsize=9)
+    return save_figure(fig, path)
