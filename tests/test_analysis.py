@@ -53,7 +53,7 @@ def _trained_gpt2(steps=80):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return hf.eval(), float(loss)
+    return hf.eval(), loss.item()
 
 
 @pytest.mark.parametrize("which", ["random", "trained", "opt"])
