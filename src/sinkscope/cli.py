@@ -16,6 +16,7 @@ from .errors import SinkscopeError
 
 DEFAULT_OUT = "sinkscope-out/measure"
 DEFAULT_EXPLAIN_OUT = "sinkscope-out/explain"
+DEFAULT_INTERVENE_OUT = "sinkscope-out/intervene"
 
 
 def _parse_band(text: str | None):
@@ -69,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights-only", action="store_true", help="skip the forward-pass analyses")
     e.add_argument("--no-figures", action="store_true")
     e.add_argument("--quiet", action="store_true")
+
+    v = sub.add_parser("intervene", help="interventions: sink change, relocation and loss cost (paper Table 1, Fig 5)")
+    _common_model_args(v)
+    _input_args(v)
+    v.add_argument("--out", default=DEFAULT_INTERVENE_OUT, help=f"output directory, replaced atomically (default: {DEFAULT_INTERVENE_OUT})")
+    v.add_argument("--preset", default="paper", help="paper: the ten interventions (a)..(j) of Table 1; none: only --edit")
+    v.add_argument("--edit", action="append", default=[], metavar="NAME=SPEC", help="a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README)")
+    v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: mean + 3 std rule on EPE_0)")
+    v.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    v.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
+    v.add_argument("--batch-size", type=int, default=32)
+    v.add_argument("--no-figures", action="store_true")
+    v.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -202,6 +216,64 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_intervene(args) -> int:
+    import torch
+
+    from .experiments.intervene import DICKENS, attention_maps, run_interventions
+    from .interventions import PAPER_LABELS, paper_presets
+    from .interventions.spec import parse_edit
+    from .io import atomic_output_dir, write_json_atomic
+    from .report import circuit
+
+    coords = _parse_coords(args.coords)
+    band = _parse_band(args.layers)
+    if args.preset not in ("paper", "none"):
+        raise SinkscopeError(f"--preset {args.preset} is unknown; use paper or none")
+    interventions = paper_presets(args.seed) if args.preset == "paper" else {}
+    labels = dict(PAPER_LABELS) if args.preset == "paper" else {}
+    if args.preset == "none":
+        from .interventions import Identity
+
+        interventions["baseline"] = Identity()
+    for item in args.edit:
+        name, iv = parse_edit(item)
+        if name in interventions:
+            raise SinkscopeError(f"--edit name '{name}' is used twice; give each edit its own NAME=")
+        interventions[name] = iv
+    t0 = time.perf_counter()
+    model, inputs = _load_model_and_inputs(args)
+    res = run_interventions(model, inputs, interventions, coords=coords, seed=args.seed, band=band, batch_size=args.batch_size, progress=not args.quiet, labels=labels)
+    table = res.table()
+    summary = {
+        "model": model.name,
+        "model_info": model.adapter.describe(),
+        "inputs": args.inputs,
+        "n_examples": len(inputs),
+        "layer_band": list(res.band),
+        "seed": args.seed,
+        "interventions": {
+            r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason, **({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()}} if "random_key_coords" in r.extra else {})}
+            for r in res.runs
+        },
+        "seconds": round(res.seconds, 2),
+    }
+    with atomic_output_dir(args.out) as tmp:
+        table.to_csv(tmp / "table1.csv", index=False, float_format="%.6g")
+        (tmp / "table1.md").write_text(f"# Interventions on {model.name} ({len(inputs)} inputs)\n\n" + res.markdown())
+        res.per_example_frame().to_csv(tmp / "per_example.csv", index=False, float_format="%.7g")
+        if not args.no_figures:
+            tok = model.tokenizer
+            ids = tok(args.sentence or DICKENS, add_special_tokens=False)["input_ids"][: args.max_tokens]
+            maps = attention_maps(model, torch.tensor(ids), interventions, res.band, coords=coords, seed=args.seed)
+            circuit.attention_grid(maps, {r.id: r.description for r in res.runs}, [tok.decode([i]) for i in ids], tmp / "fig5_attention_grid.png")
+            circuit.intervention_bars(table, tmp / "interventions.png")
+        summary["total_seconds"] = round(time.perf_counter() - t0, 2)
+        write_json_atomic(tmp / "summary.json", summary)
+    print(res.markdown())
+    print(f"wrote {args.out}/ (table1.csv, table1.md, per_example.csv, summary.json{'' if args.no_figures else ', figures'}) in {summary['total_seconds']:.0f} s")
+    return 0
+
+
 def format_explain(s: dict) -> str:
     lines = [f"model {s['model']}: layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}"]
     if "gamma" in s:
@@ -249,7 +321,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"measure": cmd_measure, "explain": cmd_explain}
+COMMANDS = {"measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene}
 
 
 def main(argv: list[str] | None = None) -> int:

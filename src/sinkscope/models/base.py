@@ -240,6 +240,23 @@ class Adapter:
         """Learned absolute positional embedding ``[n_ctx, d_model]``, or None."""
         return None
 
+    def position_embedding_module(self) -> nn.Module | None:
+        """The module whose output is added as absolute positions (None: rotary / no positions)."""
+        return None
+
+    def mlp_output_module(self, layer: int) -> nn.Module | None:
+        """The module whose output is the MLP's contribution to the residual stream."""
+        return self.mlp_module(layer)
+
+    # ---- live views of parameters, for in-place (and exactly undone) weight edits -------------
+    def query_bias_view(self, layer: int) -> torch.Tensor | None:  # pragma: no cover - abstract
+        """``[head, d_head]`` view of the live query-bias data, or None if the model has none."""
+        raise NotImplementedError
+
+    def key_weight_view(self, layer: int) -> torch.Tensor:  # pragma: no cover - abstract
+        """``[d_model (input coordinate), kv_head * d_head]`` view of the live key weight."""
+        raise NotImplementedError
+
     def describe(self) -> dict:
         info = self.info()
         return {
@@ -275,3 +292,10 @@ class SeparateQKVAdapter(Adapter):
 
     def _o(self, layer):
         return linear_out(getattr(self.attention_module(layer), self.out_proj_name), self.n_heads)
+
+    def query_bias_view(self, layer):
+        b = self.attention_module(layer).q_proj.bias
+        return None if b is None else b.data.view(self.n_heads, self.d_head)
+
+    def key_weight_view(self, layer):
+        return self.attention_module(layer).k_proj.weight.data.T  # nn.Linear [out, in] -> [in, out]

@@ -78,6 +78,15 @@ class GPT2Adapter(Adapter):
     def token_embedding_module(self):
         return self.tf.wte
 
+    def position_embedding_module(self):
+        return self.tf.wpe
+
+    def query_bias_view(self, layer):
+        return self.tf.h[layer].attn.c_attn.bias.data[: self.d_model].view(self.n_heads, self.d_head)
+
+    def key_weight_view(self, layer):
+        return self.tf.h[layer].attn.c_attn.weight.data[:, self.d_model : 2 * self.d_model]  # Conv1D [in, out]
+
     @property
     def W_pos(self) -> torch.Tensor:
         w = self.tf.wpe.weight

@@ -51,6 +51,9 @@ class GPTNeoAdapter(SeparateQKVAdapter):
     def token_embedding_module(self):
         return self.tf.wte
 
+    def position_embedding_module(self):
+        return self.tf.wpe
+
     @property
     def W_pos(self) -> torch.Tensor:
         w = self.tf.wpe.weight

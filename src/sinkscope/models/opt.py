@@ -68,6 +68,12 @@ class OPTAdapter(SeparateQKVAdapter):
     def token_embedding_module(self):
         return self.dec.embed_tokens
 
+    def position_embedding_module(self):
+        return self.dec.embed_positions
+
+    def mlp_output_module(self, layer):
+        return self.dec.layers[layer].fc2
+
     @property
     def W_pos(self) -> torch.Tensor:
         emb = self.dec.embed_positions

@@ -89,3 +89,52 @@ def gamma_histograms(table, path, *, truncate: float | None = 4.0):
     ax.legend(fontsize=8)
     ax.set_title("Key projections read the massive coordinates through b_Q", fontsize=9)
     return save_figure(fig, path)
+
+
+def attention_grid(maps: dict, labels: dict, tokens: list[str], path, *, title: str = ""):
+    """Fig 5: one head- and layer-averaged attention map per intervention (n/a panels greyed)."""
+    ids = list(maps)
+    cols = min(5, len(ids))
+    rows = (len(ids) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.1 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, rid in zip(axes.ravel(), ids):
+        m = maps[rid]
+        ax.set_title(f"({rid}) {labels.get(rid, '')}"[:48], fontsize=7)
+        if m is None:
+            ax.text(0.5, 0.5, "not applicable", ha="center", va="center", fontsize=8, color="grey", transform=ax.transAxes)
+            continue
+        ax.axis("on")
+        ax.imshow(m, vmin=0, vmax=1, cmap="magma")
+        ax.set_xticks([0, 1])
+        ax.set_yticks([])
+        ax.tick_params(labelsize=6)
+        ax.text(0.98, 0.02, f"→0: {m[m.shape[0] // 2 :, 0].mean():.2f}\n→1: {m[m.shape[0] // 2 :, 1].mean():.2f}", transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="white")
+    fig.suptitle(title or "Attention (mean over heads and band layers); rows: queries, columns: keys", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def intervention_bars(table, path):
+    """Sink left (% of baseline) and loss added (Δ CE, nats) per intervention, ±2SE."""
+    t = table[(table.scope == "mid") & (table.dataset == "all")]
+    ids = list(t.intervention)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ok = t.applicable.to_numpy()
+    x = np.arange(len(ids))
+    a1.bar(x[ok], t["mean"][ok], yerr=2 * t.se[ok], capsize=3, color="C3", label="attention to index 0")
+    a1.bar(x[ok] + 0.3, t.attn_to_1[ok], width=0.3, color="C0", label="attention to index 1")
+    for i in x[~ok]:
+        a1.text(i, 0.02, "n/a", ha="center", fontsize=7, color="grey", rotation=90)
+    a1.set_xticks(x, ids)
+    a1.set_ylabel("BOS attention (layer band)")
+    a1.legend(fontsize=7)
+    a1.set_title("Sink under each intervention", fontsize=9)
+    a2.bar(x[ok], t.delta_ce[ok], yerr=2 * t.delta_ce_se.fillna(0)[ok], capsize=3, color="C2")
+    a2.axhline(0, color="grey", lw=0.8)
+    a2.set_xticks(x, ids)
+    a2.set_ylabel("Δ next-token CE vs baseline (nats)")
+    a2.set_title("Loss cost of each intervention", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

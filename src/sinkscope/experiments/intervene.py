@@ -1,0 +1,237 @@
+"""``sinkscope intervene``: run interventions on batched inputs; sink metric, relocation and loss.
+
+For every intervention and example: BOS attention over the layer band ("mid") and over all
+layers ("all"), attention to index 1 (the sink *relocation* measure), and the next-token
+cross-entropy (nats), all from one instrumented forward pass per batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import SinkscopeError
+from ..interventions import PAPER_LABELS, PAPER_TABLE1, Context, Intervention, NotApplicable, apply
+from ..metrics import KeyAttentionCapture, aggregate, key_attention, layer_band
+from ..models import SinkModel
+
+DICKENS = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light"
+)
+
+
+@dataclass
+class InterventionRun:
+    """Per-example results of one intervention (arrays are None when not applicable)."""
+
+    id: str
+    description: str
+    label: str = ""
+    reason: str | None = None
+    per_head: np.ndarray | None = None  # [example, layer, head, key] second-half attention to keys (0, 1)
+    ce: np.ndarray | None = None  # [example] mean next-token cross-entropy (nats)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def applicable(self) -> bool:
+        return self.reason is None
+
+
+def next_token_ce(logits: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy per example: ``[batch]`` (positions past a length ignored)."""
+    B, T, V = logits.shape
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), ids[:, 1:].reshape(-1), reduction="none").view(B, T - 1)
+    if lengths is None:
+        return nll.mean(-1)
+    valid = torch.arange(T - 1, device=ids.device)[None, :] < (lengths.to(ids.device)[:, None] - 1)
+    return (nll * valid).sum(-1) / valid.sum(-1)
+
+
+@dataclass
+class InterveneResult:
+    model: str
+    inputs: object
+    band: tuple[int, int]
+    runs: list[InterventionRun]
+    baseline_id: str
+    seconds: float = 0.0
+
+    def run(self, rid: str) -> InterventionRun:
+        return next(r for r in self.runs if r.id == rid)
+
+    def per_example(self, rid: str, scope: str = "mid", key: int = 0) -> np.ndarray:
+        """``[example]`` head-mean, layer-band-mean attention to ``key`` (0 or 1)."""
+        r = self.run(rid)
+        L = r.per_head.shape[1]
+        lo, hi = self.band if scope == "mid" else (0, L)
+        return r.per_head[:, lo:hi, :, key].mean(axis=(1, 2))
+
+    def per_example_frame(self) -> pd.DataFrame:
+        """One row per applicable intervention × example: band / all-layer BOS, attention to 1, CE."""
+        frames = [
+            pd.DataFrame(
+                {
+                    "intervention": r.id,
+                    "example": np.arange(len(r.ce)),
+                    "domain": self.inputs.domains,
+                    "bos_attention": self.per_example(r.id, "mid"),
+                    "bos_attention_all_layers": self.per_example(r.id, "all"),
+                    "attn_to_1": self.per_example(r.id, "mid", key=1),
+                    "ce": r.ce,
+                }
+            )
+            for r in self.runs
+            if r.applicable
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+    def table(self) -> pd.DataFrame:
+        """One row per intervention × dataset (``all`` + each domain) × scope (``mid``, ``all``)."""
+        domains = np.asarray(self.inputs.domains)
+        groups = {"all": np.ones(len(domains), bool)} | {d: domains == d for d in dict.fromkeys(self.inputs.domains)}
+        base = self.run(self.baseline_id)
+        rows = []
+        for scope in ("mid", "all"):
+            for r in self.runs:
+                for ds, sel in groups.items():
+                    row = {"intervention": r.id, "description": r.description, "dataset": ds, "scope": scope, "applicable": r.applicable, "reason": r.reason or ""}
+                    if r.applicable:
+                        agg = aggregate(self.per_example(r.id, scope)[sel], baseline=float(self.per_example(base.id, scope)[sel].mean()))
+                        dce = aggregate(r.ce[sel] - base.ce[sel])
+                        row |= {
+                            "mean": agg["mean"], "se": agg["se"], "ci_low": agg["ci_low"], "ci_high": agg["ci_high"],
+                            "pct_baseline": agg["pct_baseline"], "n": agg["n"],
+                            "attn_to_1": float(self.per_example(r.id, scope, key=1)[sel].mean()),
+                            "ce": float(r.ce[sel].mean()), "delta_ce": dce["mean"], "delta_ce_se": dce["se"],
+                        }
+                    paper = PAPER_TABLE1.get(r.id) if r.label else None
+                    row["paper_mean"], row["paper_pct"] = (paper if paper and ds == "all" and scope == "mid" else (np.nan, np.nan))
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+    def markdown(self) -> str:
+        """The Table 1 view: overall (mid), per dataset, and the all-layer variant."""
+        t = self.table()
+        out = []
+
+        def fmt(x, spec):
+            return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
+
+        for title, rows in (
+            (f"BOS attention, layers {self.band[0]}..{self.band[1] - 1} (0-based), all inputs", t[(t.scope == "mid") & (t.dataset == "all")]),
+            ("BOS attention, all layers, all inputs", t[(t.scope == "all") & (t.dataset == "all")]),
+        ):
+            out += [f"### {title}", "", "| id | intervention | mean ± 2SE | % of baseline | attn to index 1 | Δ CE (nats) ± 2SE | paper, GPT-2 small: mean (%) |", "|---|---|---|---|---|---|---|"]
+            for _, r in rows.iterrows():
+                if not r.applicable:
+                    out.append(f"| {r.intervention} | {r.description} | not applicable: {r.reason} | | | | |")
+                    continue
+                paper = f"{r.paper_mean:.3f} ({r.paper_pct:.1f})" if not np.isnan(r.paper_mean) else ""
+                out.append(
+                    f"| {r.intervention} | {r.description} | {r['mean']:.3f} ± {2 * r.se:.3f} | {fmt(r.pct_baseline, '.1f')} | {r.attn_to_1:.3f} | {r.delta_ce:+.3f} ± {fmt(2 * r.delta_ce_se, '.3f')} | {paper} |"
+                )
+            out.append("")
+        per = t[(t.scope == "mid") & (t.dataset != "all") & t.applicable]
+        if len(per):
+            ds = list(dict.fromkeys(per.dataset))
+            out += ["### Per dataset (layers band): mean (% of baseline), Δ CE", "", "| id | " + " | ".join(ds) + " |", "|---|" + "---|" * len(ds)]
+            for rid, g in per.groupby("intervention", sort=False):
+                cells = [f"{g[g.dataset == d]['mean'].iloc[0]:.3f} ({fmt(g[g.dataset == d].pct_baseline.iloc[0], '.1f')}%), {g[g.dataset == d].delta_ce.iloc[0]:+.2f}" for d in ds]
+                out.append(f"| {rid} | " + " | ".join(cells) + " |")
+        return "\n".join(out) + "\n"
+
+
+def run_interventions(
+    model: SinkModel,
+    inputs,
+    interventions: dict[str, Intervention],
+    *,
+    coords: list[int] | None = None,
+    seed: int = 0,
+    band: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    labels: dict[str, str] | None = None,
+) -> InterveneResult:
+    """Run each intervention over all inputs (batched); not-applicable ones are recorded, not skipped."""
+    ad = model.adapter
+    ad.require_forward()
+    L = ad.n_layers
+    band = tuple(band) if band is not None else layer_band(L)
+    if not (0 <= band[0] < band[1] <= L):
+        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {L} layers; use START:STOP within 0:{L}")
+    if int(inputs.lengths.min()) < 2:
+        raise SinkscopeError("interventions need inputs of at least 2 tokens")
+    if coords is None and ad.position_embedding_module() is not None:
+        try:
+            from ..analysis import effective_positional_embedding, massive_coords
+
+            coords = massive_coords(effective_positional_embedding(ad, 1)[0])[0] or None
+        except SinkscopeError:
+            coords = None
+    labels = labels or {}
+    runs: list[InterventionRun] = []
+    device = model.device
+    t0 = time.perf_counter()
+    n_batches = (len(inputs) + batch_size - 1) // batch_size
+    bar = tqdm(total=n_batches * len(interventions), desc=f"intervene {model.name}", unit="batch", disable=not progress)
+    for rid, iv in interventions.items():
+        run = InterventionRun(rid, iv.describe(), labels.get(rid, ""))
+        ctx = Context(model, coords=coords, seed=seed)
+        try:
+            iv.check(ctx)
+        except NotApplicable as e:
+            run.reason = str(e)
+            runs.append(run)
+            bar.update(n_batches)
+            continue
+        per_head, ce = [], []
+        with torch.inference_mode(), apply(model, iv, ctx=ctx), KeyAttentionCapture(ad, (0, 1)) as cap:
+            for start in range(0, len(inputs), batch_size):
+                ids = inputs.ids[start : start + batch_size].to(device)
+                lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
+                cap.reset()
+                logits = model.hf(input_ids=ids, use_cache=False).logits
+                probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
+                per_head.append(torch.stack([key_attention(probs, j, lengths=lengths) for j in (0, 1)], -1).cpu())
+                ce.append(next_token_ce(logits, ids, lengths).cpu())
+                bar.update(1)
+        run.per_head = torch.cat(per_head).numpy()
+        run.ce = torch.cat(ce).double().numpy()
+        run.extra = {k: v for k, v in ctx.cache.items()}
+        runs.append(run)
+    bar.close()
+    base = "a" if "a" in interventions else next(iter(interventions))
+    if not runs[[r.id for r in runs].index(base)].applicable:
+        raise SinkscopeError(f"the baseline '{base}' is not applicable")
+    return InterveneResult(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0)
+
+
+def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0) -> dict[str, np.ndarray | None]:
+    """Fig 5: for one sequence ``ids [T]``, the head- and band-averaged attention map ``[T, T]``
+    under each intervention (None where not applicable)."""
+    ad = model.adapter
+    T = int(ids.shape[-1])
+    out = {}
+    for rid, iv in interventions.items():
+        ctx = Context(model, coords=coords, seed=seed)
+        try:
+            iv.check(ctx)
+        except NotApplicable:
+            out[rid] = None
+            continue
+        with torch.inference_mode(), apply(model, iv, ctx=ctx), KeyAttentionCapture(ad, tuple(range(T))) as cap:
+            ad.trunk()(input_ids=ids.view(1, T).to(model.device), use_cache=False)
+            p = cap.stacked()[0, band[0] : band[1]]  # [layer, head, q_pos, k_pos]
+        out[rid] = p.mean(dim=(0, 1)).double().cpu().numpy()
+    return out
+
+
+def paper_run_labels() -> dict[str, str]:
+    return dict(PAPER_LABELS)

@@ -1,0 +1,207 @@
+"""The concrete interventions of the study (and their generalisations)."""
+from __future__ import annotations
+
+import random
+from typing import Iterable, Sequence
+
+import torch
+
+from .base import Context, Intervention, NotApplicable, edit_inplace, hook_output
+
+
+def _layers(ctx: Context, layers: Iterable[int] | None) -> list[int]:
+    n = ctx.adapter.n_layers
+    out = list(range(n)) if layers is None else list(layers)
+    bad = [l for l in out if not 0 <= l < n]
+    if bad:
+        raise NotApplicable(f"layers {bad} are outside the model's {n} layers")
+    return out
+
+
+def _span(layers) -> str:
+    if layers is None:
+        return "all layers"
+    ls = list(layers)
+    return f"layers {ls[0]}..{ls[-1]}" if ls == list(range(ls[0], ls[-1] + 1)) else f"layers {ls}"
+
+
+class ScaleQueryBias(Intervention):
+    """b_Q := scale · b_Q in ``layers`` (all by default) and ``heads`` (all by default); b_K, b_V kept."""
+
+    def __init__(self, scale: float = 0.0, layers: Iterable[int] | None = None, heads: Sequence[int] | None = None):
+        self.scale, self.layers, self.heads = float(scale), (None if layers is None else list(layers)), heads
+
+    def describe(self):
+        who = _span(self.layers) + ("" if self.heads is None else f", heads {list(self.heads)}")
+        return f"b_Q := {self.scale:g}·b_Q ({who})"
+
+    def check(self, ctx):
+        if ctx.adapter.query_bias_view(0) is None:
+            raise NotApplicable(f"{ctx.adapter.family} has no query bias")
+
+    def install(self, ctx, stack):
+        heads = slice(None) if self.heads is None else list(self.heads)
+        for l in _layers(ctx, self.layers):
+            edit_inplace(stack, ctx.adapter.query_bias_view(l), lambda v: v.__setitem__(heads, v[heads] * self.scale))
+
+
+class ZeroKeyCoords(Intervention):
+    """Zero the W_K input rows of residual coordinates ``coords`` (default: the context's massive ones)."""
+
+    def __init__(self, coords: Sequence[int] | None = None, layers: Iterable[int] | None = None):
+        self.coords, self.layers = (None if coords is None else list(coords)), (None if layers is None else list(layers))
+
+    def _coords(self, ctx):
+        c = self.coords if self.coords is not None else ctx.coords
+        if not c:
+            raise NotApplicable("no massive coordinates known: pass --coords (the model has no EPE to choose them)")
+        return list(c)
+
+    def describe(self):
+        return f"zero W_K rows {self.coords if self.coords is not None else 'of the massive coords'} ({_span(self.layers)})"
+
+    def check(self, ctx):
+        self._coords(ctx)
+
+    def install(self, ctx, stack):
+        coords = self._coords(ctx)
+        for l in _layers(ctx, self.layers):
+            edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v: v.__setitem__(coords, 0.0))
+
+
+class RandomKeyCoords(Intervention):
+    """Control: zero ``n`` W_K input coordinates per layer, drawn with ``random.Random(seed)``
+    independently for each layer from the coordinates that are *not* massive."""
+
+    def __init__(self, n: int = 3, seed: int = 0, layers: Iterable[int] | None = None):
+        self.n, self.seed, self.layers = n, seed, (None if layers is None else list(layers))
+
+    def describe(self):
+        return f"zero {self.n} random W_K rows per layer (seed {self.seed})"
+
+    def draw(self, ctx) -> dict[int, list[int]]:
+        rng = random.Random(self.seed)
+        pool = [d for d in range(ctx.adapter.d_model) if d not in set(ctx.coords or [])]
+        return {l: sorted(rng.sample(pool, self.n)) for l in _layers(ctx, self.layers)}
+
+    def install(self, ctx, stack):
+        drawn = self.draw(ctx)
+        ctx.cache["random_key_coords"] = drawn
+        for l, coords in drawn.items():
+            edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v, c=coords: v.__setitem__(c, 0.0))
+
+
+class _PositionEdit(Intervention):
+    def check(self, ctx):
+        if ctx.adapter.position_embedding_module() is None:
+            raise NotApplicable(f"{ctx.adapter.family} has no learned absolute positional embedding")
+
+
+class ReplacePositionEmbedding(_PositionEdit):
+    """Index ``position`` gets the positional embedding of ``source`` (paper (c): p_0 := p_1)."""
+
+    def __init__(self, position: int = 0, source: int = 1):
+        self.position, self.source = position, source
+
+    def describe(self):
+        return f"p_{self.position} := p_{self.source}"
+
+    def install(self, ctx, stack):
+        W = ctx.adapter.W_pos
+
+        def fn(out):
+            out = out.clone()
+            out[..., self.position, :] = W[self.source]
+            return out
+
+        hook_output(stack, ctx.adapter.position_embedding_module(), fn)
+
+
+class DropPositionEmbeddings(_PositionEdit):
+    """No positional embeddings at all (paper (h))."""
+
+    def describe(self):
+        return "no positional embeddings"
+
+    def install(self, ctx, stack):
+        hook_output(stack, ctx.adapter.position_embedding_module(), torch.zeros_like)
+
+
+class ZeroTokenEmbedding(Intervention):
+    """The token embedding at ``position`` := 0 (paper (f), a control)."""
+
+    def __init__(self, position: int = 0):
+        self.position = position
+
+    def describe(self):
+        return f"token embedding at index {self.position} := 0"
+
+    def install(self, ctx, stack):
+        def fn(out):
+            out = out.clone()
+            out[..., self.position, :] = 0
+            return out
+
+        hook_output(stack, ctx.adapter.token_embedding_module(), fn)
+
+
+class SkipMLP(Intervention):
+    """The MLP adds nothing to the residual stream in ``layers`` (all by default; paper (g))."""
+
+    def __init__(self, layers: Iterable[int] | None = None):
+        self.layers = None if layers is None else list(layers)
+
+    def describe(self):
+        return f"skip MLP ({_span(self.layers)})"
+
+    def check(self, ctx):
+        if ctx.adapter.mlp_output_module(0) is None:
+            raise NotApplicable(f"{ctx.adapter.family} has no MLP")
+
+    def install(self, ctx, stack):
+        for l in _layers(ctx, self.layers):
+            hook_output(stack, ctx.adapter.mlp_output_module(l), torch.zeros_like)
+
+
+class SwapDirection(Intervention):
+    """After layer ``layer``'s MLP, move a direction's component from index ``a`` to index ``b``.
+
+    With u_a, u_b the unit directions (``kind="epe"``: EPE_a, EPE_b; ``kind="pe"``: raw p_a, p_b)
+    and α = ⟨MLP-out at index a, u_a⟩ per example, index a gets −α·u_a + α·u_b added and index b
+    the opposite, +α·u_a − α·u_b (paper (d), and (e) as its raw-PE control).
+    """
+
+    def __init__(self, kind: str = "epe", layer: int = 0, a: int = 0, b: int = 1):
+        if kind not in ("epe", "pe"):
+            raise ValueError("kind must be 'epe' or 'pe'")
+        self.kind, self.layer, self.a, self.b = kind, layer, a, b
+
+    def describe(self):
+        return f"swap {'EPE' if self.kind == 'epe' else 'raw-PE'} directions of index {self.a}/{self.b} after MLP {self.layer}"
+
+    def check(self, ctx):
+        if ctx.adapter.position_embedding_module() is None:
+            raise NotApplicable(f"{ctx.adapter.family} has no learned absolute positional embedding (no EPE)")
+        if ctx.adapter.mlp_output_module(self.layer) is None:
+            raise NotApplicable(f"{ctx.adapter.family} has no MLP")
+
+    def directions(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..analysis.epe import effective_positional_embedding
+
+        n = max(self.a, self.b) + 1
+        V = effective_positional_embedding(ctx.adapter, n) if self.kind == "epe" else ctx.adapter.W_pos[:n]
+        u = V / V.norm(dim=-1, keepdim=True)
+        return u[self.a], u[self.b]
+
+    def install(self, ctx, stack):
+        ua, ub = self.directions(ctx)
+
+        def fn(out):  # out: [batch, pos, d_model], the MLP's contribution
+            alpha = out[:, self.a] @ ua  # [batch]
+            shift = alpha[:, None] * (ub - ua)  # [batch, d_model]
+            out = out.clone()
+            out[:, self.a] += shift
+            out[:, self.b] -= shift
+            return out
+
+        hook_output(stack, ctx.adapter.mlp_output_module(self.layer), fn)
