@@ -158,8 +158,11 @@ def main() -> None:
     for m in runners:
         cmd = [sys.executable, __file__, "--child", m] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("child", "methods", "repeats", "mem_repeats")]
         samples = []
+        # a fixed mmap threshold: glibc then maps every large tensor and unmaps it on free, so RSS
+        # follows live memory instead of the allocator's history (its dynamic threshold otherwise)
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "MALLOC_MMAP_THRESHOLD_": "131072"}
         for _ in range(args.mem_repeats):
-            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [l for l in res.stdout.splitlines() if l.startswith("{")]
             if line and "activation_bytes" in json.loads(line[-1]):
                 samples.append(json.loads(line[-1])["activation_bytes"])
