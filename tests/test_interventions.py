@@ -3,13 +3,12 @@ HF eager attention), exact restoration of the weights, the CLI's Table 1 and the
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
-import random
 
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sinkscope.data import Example, TokenizedInputs
 from sinkscope.errors import SinkscopeError
@@ -18,7 +17,7 @@ from sinkscope.interventions import PAPER_LABELS, ScaleQueryBias, apply, paper_p
 from sinkscope.interventions.spec import parse_edit
 from sinkscope.models import SinkModel, adapter_for
 
-from conftest import tiny_model
+from conftest import ROOT, tiny_model
 
 COORDS = [5, 17]
 
@@ -30,69 +29,19 @@ def _model():
     return hf
 
 
+def _naive_module():
+    """The naive per-example loop of ``benchmarks/table1.py`` (independent of sinkscope)."""
+    spec = importlib.util.spec_from_file_location("table1_bench", ROOT / "benchmarks" / "table1.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _naive(hf, rid, ids, band):
     """Per example: the edit by hand on a deep copy (or an explicit hook), eager attention, loops."""
-    m = copy.deepcopy(hf)
-    d = m.config.n_embd
-    L, H = m.config.n_layer, m.config.n_head
-    hook = None
-    embeds = None
-    with torch.no_grad():
-        if rid == "b":
-            for blk in m.transformer.h:
-                blk.attn.c_attn.bias[:d] = 0
-        elif rid == "c":
-            m.transformer.wpe.weight[0] = m.transformer.wpe.weight[1].clone()
-        elif rid == "g":
-            for blk in m.transformer.h:
-                blk.mlp.c_proj.weight.zero_()
-                blk.mlp.c_proj.bias.zero_()
-        elif rid == "h":
-            m.transformer.wpe.weight.zero_()
-        elif rid == "i":
-            for blk in m.transformer.h:
-                blk.attn.c_attn.weight[COORDS, d : 2 * d] = 0
-        elif rid == "j":
-            rng = random.Random(0)
-            pool = [x for x in range(d) if x not in COORDS]
-            for blk in m.transformer.h:
-                blk.attn.c_attn.weight[sorted(rng.sample(pool, 3)), d : 2 * d] = 0
-        elif rid in ("d", "e"):
-            P = m.transformer.wpe.weight[:2].clone()
-            V = P + m.transformer.h[0].mlp(P) if rid == "d" else P
-            u0, u1 = V[0] / V[0].norm(), V[1] / V[1].norm()
-
-            def swap(mod, inp, out):
-                out = out.clone()
-                a = float(out[0, 0] @ u0)
-                out[0, 0] = out[0, 0] - a * u0 + a * u1
-                out[0, 1] = out[0, 1] + a * u0 - a * u1
-                return out
-
-            hook = m.transformer.h[0].mlp.register_forward_hook(swap)
-    m.config._attn_implementation = "eager"
-    res = []
-    for e in range(ids.shape[0]):
-        x = ids[e : e + 1]
-        kwargs = {"input_ids": x}
-        if rid == "f":
-            emb = m.transformer.wte(x).clone()
-            emb[0, 0] = 0
-            kwargs = {"inputs_embeds": emb}
-        with torch.no_grad():
-            out = m(**kwargs, output_attentions=True)
-        T = x.shape[1]
-        per_layer = []
-        to1 = []
-        for l in range(L):
-            att = out.attentions[l][0]
-            per_layer.append(sum(float(att[h, T // 2 :, 0].mean()) for h in range(H)) / H)
-            to1.append(sum(float(att[h, T // 2 :, 1].mean()) for h in range(H)) / H)
-        ce = float(F.cross_entropy(out.logits[0, :-1], x[0, 1:]))
-        res.append((sum(per_layer[band[0] : band[1]]) / (band[1] - band[0]), sum(per_layer) / L, sum(to1[band[0] : band[1]]) / (band[1] - band[0]), ce))
-    if hook is not None:
-        hook.remove()
-    return torch.tensor(res, dtype=torch.float64)
+    bench = _naive_module()
+    out = bench.naive_table1(hf, ids, band, ids_order=rid, per_layer_forward=False, coords=COORDS, seed=0)[rid]
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def test_presets_match_naive_loop_and_leave_weights_bit_identical():

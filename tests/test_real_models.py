@@ -78,3 +78,22 @@ def test_main_command_runs_offline(tmp_path, capsys):
     assert s["n_examples"] == 300 and set(s["bos_attention"]) == {"all", "nl", "math", "code"}
     assert s["bos_attention"]["all"]["mean"] > 5 * s["uniform_baseline"]
     assert "BOS attention" in capsys.readouterr().out
+
+
+def test_smollm2_interventions_run_or_say_why(smollm2):
+    """On a Llama-architecture model the GPT-2-specific presets are reported as not applicable."""
+    from sinkscope.experiments.intervene import run_interventions
+    from sinkscope.interventions import PAPER_LABELS, paper_presets
+
+    ti = load_inputs("default", smollm2.tokenizer, per_domain=8)
+    before = {k: v.clone() for k, v in smollm2.hf.state_dict().items() if "k_proj" in k}
+    r = run_interventions(smollm2, ti, paper_presets(), labels=PAPER_LABELS, progress=False)
+    na = {x.id: x.reason for x in r.runs if not x.applicable}
+    assert set(na) == {"b", "c", "d", "e", "h", "i"}, na
+    assert "no query bias" in na["b"] and "positional" in na["h"]
+    t = r.table()
+    ok = t[t.applicable & (t.dataset == "all") & (t.scope == "mid")].set_index("intervention")
+    assert set(ok.index) == {"a", "f", "g", "j"}
+    assert ok.loc["g", "delta_ce"] > 1.0  # removing every MLP wrecks the model
+    assert abs(ok.loc["j", "pct_baseline"] - 100) < 15  # the random-coordinate control barely moves the sink
+    assert all(torch.equal(before[k], v) for k, v in smollm2.hf.state_dict().items() if k in before)

@@ -7,7 +7,43 @@ import torch
 from .base import Adapter, ArchInfo
 
 
-class GPT2Adapter(Adapter):
+class TransformerHBlocks:
+    """Module layout shared by GPT-2 and GPT-Neo: ``transformer.{wte, wpe, h[l].{ln_1, ln_2, mlp}, ln_f}``."""
+
+    tf: object
+
+    def layers(self):
+        return list(self.tf.h)
+
+    def trunk(self):
+        return self.tf
+
+    def ln1_module(self, layer):
+        return self.tf.h[layer].ln_1
+
+    def ln2_module(self, layer):
+        return self.tf.h[layer].ln_2
+
+    def ln_final_module(self):
+        return self.tf.ln_f
+
+    def mlp_module(self, layer):
+        return self.tf.h[layer].mlp
+
+    def token_embedding_module(self):
+        return self.tf.wte
+
+    def position_embedding_module(self):
+        return self.tf.wpe
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        w = self.tf.wpe.weight
+        self._need(w, what="the positional embedding")
+        return w.detach()
+
+
+class GPT2Adapter(TransformerHBlocks, Adapter):
     family = "gpt2"
     model_types = ("gpt2",)
 
@@ -23,18 +59,12 @@ class GPT2Adapter(Adapter):
     def info(self) -> ArchInfo:
         return ArchInfo("gpt2", "learned", "layernorm", True, True, False)
 
-    def layers(self):
-        return list(self.tf.h)
-
     def attention_module(self, layer):
         return self.tf.h[layer].attn
 
     def attn_scale(self, layer):
         a = self.tf.h[layer].attn
         return float(a.scaling)
-
-    def trunk(self):
-        return self.tf
 
     def _qkv(self, layer: int, which: int):
         attn = self.tf.h[layer].attn
@@ -63,32 +93,8 @@ class GPT2Adapter(Adapter):
             return w, proj.bias
         return w.reshape(self.n_heads, self.d_head, self.d_model), proj.bias
 
-    def ln1_module(self, layer):
-        return self.tf.h[layer].ln_1
-
-    def ln2_module(self, layer):
-        return self.tf.h[layer].ln_2
-
-    def ln_final_module(self):
-        return self.tf.ln_f
-
-    def mlp_module(self, layer):
-        return self.tf.h[layer].mlp
-
-    def token_embedding_module(self):
-        return self.tf.wte
-
-    def position_embedding_module(self):
-        return self.tf.wpe
-
     def query_bias_view(self, layer):
         return self.tf.h[layer].attn.c_attn.bias.data[: self.d_model].view(self.n_heads, self.d_head)
 
     def key_weight_view(self, layer):
         return self.tf.h[layer].attn.c_attn.weight.data[:, self.d_model : 2 * self.d_model]  # Conv1D [in, out]
-
-    @property
-    def W_pos(self) -> torch.Tensor:
-        w = self.tf.wpe.weight
-        self._need(w, what="the positional embedding")
-        return w.detach()
