@@ -1,4 +1,4 @@
-"""Command line: ``sinkscope measure`` (more commands arrive with later issues).
+"""Command line: ``sinkscope measure | explain | intervene`` (twins of the Python API).
 
 Every user error is one line on stderr and exit code 2; results appear atomically.
 """
@@ -39,50 +39,39 @@ def _parse_keys(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-def _common_model_args(p: argparse.ArgumentParser) -> None:
+def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    """Options every command shares: model, inputs, output, batching, band, figures, progress."""
     p.add_argument("--model", default="default", help="hub id, HF directory, .gguf file or partial safetensors (default: SmolLM2-135M GGUF, offline)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _input_args(p)
+    p.add_argument("--out", default=default_out, help=f"output directory, replaced atomically (default: {default_out})")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sinkscope", description="Find, explain, break and fix attention sinks.")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure sink strength per example x layer x head")
-    _common_model_args(m)
-    _input_args(m)
-    m.add_argument("--out", default=DEFAULT_OUT, help=f"output directory, replaced atomically (default: {DEFAULT_OUT})")
-    m.add_argument("--batch-size", type=int, default=32)
-    m.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    _common_args(m, DEFAULT_OUT)
     m.add_argument("--keys", default="0,1", help="key positions to track (default 0,1; 0 = the sink)")
     m.add_argument("--eps", type=float, default=0.3, help="threshold of Gu et al.'s Sink_k^eps (default 0.3)")
     m.add_argument("--baseline", default=None, help="an earlier summary.json: adds %% of its means")
-    m.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    m.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = sub.add_parser("explain", help="the sink circuit: score decomposition, EPE, b_Q / key alignment (paper Figs 1-4, 6-8)")
-    _common_model_args(e)
-    _input_args(e)
-    e.add_argument("--out", default=DEFAULT_EXPLAIN_OUT, help=f"output directory, replaced atomically (default: {DEFAULT_EXPLAIN_OUT})")
+    _common_args(e, DEFAULT_EXPLAIN_OUT)
     e.add_argument("--coords", default=None, help="massive coordinates, e.g. 138,378,447 (default: mean + SIGMA*std rule on EPE_0)")
     e.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
-    e.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
-    e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--weights-only", action="store_true", help="skip the forward-pass analyses")
-    e.add_argument("--no-figures", action="store_true")
-    e.add_argument("--quiet", action="store_true")
 
     v = sub.add_parser("intervene", help="interventions: sink change, relocation and loss cost (paper Table 1, Fig 5)")
-    _common_model_args(v)
-    _input_args(v)
-    v.add_argument("--out", default=DEFAULT_INTERVENE_OUT, help=f"output directory, replaced atomically (default: {DEFAULT_INTERVENE_OUT})")
+    _common_args(v, DEFAULT_INTERVENE_OUT)
     v.add_argument("--preset", default="paper", help="paper: the ten interventions (a)..(j) of Table 1; none: only --edit")
     v.add_argument("--edit", action="append", default=[], metavar="NAME=SPEC", help="a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README)")
     v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: mean + 3 std rule on EPE_0)")
-    v.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
     v.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
-    v.add_argument("--batch-size", type=int, default=32)
-    v.add_argument("--no-figures", action="store_true")
-    v.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -93,7 +82,7 @@ def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=40, help="tokens per input; shorter texts are skipped (default 40)")
     p.add_argument("--short", choices=("skip", "keep"), default="skip", help="texts under --max-tokens tokens: skip and count them (default) or keep them at their own length")
     p.add_argument("--per-domain", type=int, default=None, help="keep at most N inputs per domain (default: all; 100 for the default corpus)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default corpus")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default corpus (and of the random control (j) in intervene)")
     p.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token (the paper does not)")
 
 
