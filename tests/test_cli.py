@@ -34,7 +34,7 @@ def test_measure_outputs_match_eager(tmp_path, tiny_gpt2_dir, inputs_jsonl, gpt2
     printed = capsys.readouterr().out
     assert "BOS attention" in printed and "skipped as too short: {'nl': 1}" in printed
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".sinkscope", "bos_by_domain.png", "bos_by_layer.png", "bos_heatmap.png", "metrics.csv", "per_layer.csv", "summary.json"]
+    assert names == [".sinkscope", "alpha_heatmap.png", "bos_by_domain.png", "bos_by_layer.png", "bos_heatmap.png", "metrics.csv", "per_layer.csv", "summary.json"]
     df = pd.read_csv(out / "metrics.csv")
     assert {"example", "domain", "layer", "head", "bos_attention", "attn_to_1", "gu_alpha_0"} <= set(df.columns)
     assert len(df) == 3 * 3 * 4  # examples x layers x heads

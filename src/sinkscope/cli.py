@@ -142,10 +142,11 @@ def cmd_measure(args) -> int:
         write_json_atomic(tmp / "summary.json", summary)
         if not args.no_figures:
             figures.bos_heatmap(result, tmp / "bos_heatmap.png")
+            figures.alpha_heatmap(result, tmp / "alpha_heatmap.png")
             figures.domain_bars(summary, tmp / "bos_by_domain.png")
             figures.layer_profile(result, summary, tmp / "bos_by_layer.png")
     print(format_summary(summary))
-    print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, summary.json{'' if args.no_figures else ', 3 PNG figures'})")
+    print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, summary.json{'' if args.no_figures else ', 4 PNG figures'})")
     return 0
 
 

@@ -30,9 +30,9 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def bos_heatmap(result, path):
-    """Layer × head heatmap of mean BOS attention over all examples; the band is outlined."""
-    data = result.bos_attention.mean(axis=0)  # [layer, head]
+def bos_heatmap(result, path, *, data=None, label="attention to index 0 (queries T/2..T-1)", what="BOS attention"):
+    """Layer × head heatmap of mean BOS attention (or ``data [layer, head]``); the band is outlined."""
+    data = result.bos_attention.mean(axis=0) if data is None else data  # [layer, head]
     L, H = data.shape
     fig, ax = plt.subplots(figsize=(max(4.5, 0.42 * H + 2), max(3.5, 0.3 * L + 1.5)))
     im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper")
@@ -46,9 +46,15 @@ def bos_heatmap(result, path):
     if H * L <= 400:
         for (i, j), v in np.ndenumerate(data):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5.5, color="white" if v < 0.6 else "black")
-    fig.colorbar(im, ax=ax, label="attention to index 0 (queries T/2..T-1)")
-    ax.set_title(f"{result.model}\nBOS attention per head (dashed: layers {b0}..{b1 - 1})", fontsize=9)
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(f"{result.model}\n{what} per head (dashed: layers {b0}..{b1 - 1})", fontsize=9)
     return save_figure(fig, path)
+
+
+def alpha_heatmap(result, path):
+    """Gu et al.'s per-head α map: mean attention to index 0 over all queries, averaged over examples."""
+    alpha = result.alpha[..., result.keys.index(0)].mean(axis=0)  # [layer, head]
+    return bos_heatmap(result, path, data=alpha, label="α: attention to index 0, all queries", what=f"Gu et al. α (Sink rate at ε={result.eps:g}: share above)")
 
 
 def domain_bars(summary: dict, path):
