@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
-from ..interventions import PAPER_LABELS, PAPER_TABLE1, Context, Intervention, NotApplicable, apply
+from ..interventions import PAPER_TABLE1, Context, Intervention, NotApplicable, apply
 from ..metrics import KeyAttentionCapture, aggregate, key_attention, layer_band
 from ..models import SinkModel
 
@@ -238,7 +237,3 @@ def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str,
             p = cap.stacked()[0, band[0] : band[1]]  # [layer, head, q_pos, k_pos]
         out[rid] = p.mean(dim=(0, 1)).double().cpu().numpy()
     return out
-
-
-def paper_run_labels() -> dict[str, str]:
-    return dict(PAPER_LABELS)
