@@ -208,3 +208,29 @@ def test_explain_cli_full_run(tmp_path, tiny_gpt2_dir, capsys):
     names = {p.name for p in out.iterdir()}
     assert {"fig1_delta_hist.png", "fig2_alignment.png", "fig3_epe_validation.png", "fig4_gamma_hist.png", "fig6_delta_hist_full.png", "fig7_massive_coords.png", "fig8_gamma_hist_full.png"} <= names
     assert {"gamma.csv", "delta_percentiles.csv", "delta_separation.csv", "epe_validation.csv", "alignment.csv"} <= names
+
+
+def test_residual_profile_matches_hidden_states_loop():
+    """Index-0 statistics per block against HF's own hidden states, example by example."""
+    from sinkscope.analysis import residual_profile
+
+    hf = tiny_model("gpt2")
+    with torch.no_grad():
+        hf.transformer.wpe.weight[0, [5, 17]] = torch.tensor([60.0, -45.0])
+    sm = SinkModel("t", hf, adapter_for(hf))
+    ids = torch.randint(0, 1000, (4, 10))
+    lengths = torch.tensor([10, 7, 10, 9])
+    p = residual_profile(sm, TokenizedInputs(ids, [Example("x", "a")] * 4, {}, lengths=lengths), batch_size=3, progress=False)
+    L = hf.config.n_layer
+    for i in range(L):  # hidden_states[i] = input of block i = output of block i-1 (the last one is after ln_f)
+        n0, no, med = [], [], []
+        for e in range(4):
+            with torch.no_grad():
+                h = hf(ids[e : e + 1, : int(lengths[e])], output_hidden_states=True).hidden_states[i][0]
+            n0.append(float(h[0].norm()))
+            no.append(float(h[1:].norm(dim=-1).median()))
+            med.append(float(h.abs().flatten().median()))
+        assert abs(p.norm0[i] - np.mean(n0)) < 1e-3 and abs(p.norm_other[i] - np.mean(no)) < 1e-3 and abs(p.median_abs[i] - np.mean(med)) < 1e-4
+    assert p.creating_block() == -1  # planted in p_0: special from the embeddings on
+    coords, values = p.massive(-1, ratio=20, min_abs=10)
+    assert coords[:2] == [5, 17] and values[0] > 50

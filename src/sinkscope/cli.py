@@ -192,6 +192,9 @@ def cmd_explain(args) -> int:
                 rest = d[:, band_[0] : band_[1], :, 1:]
                 circuit.delta_histograms(d, band_, tmp / "fig1_delta_hist.png", truncate=float(np.nanpercentile(rest, 99.5)) * 3, title_suffix=" (truncated)")
                 circuit.delta_histograms(d, band_, tmp / "fig6_delta_hist_full.png")
+            if "residual_profile" in res.tables:
+                r = s["residual"]
+                circuit.residual_norms(res.tables["residual_profile"], tmp / "residual_norms.png", title=f"Index 0 becomes special after block {r['creating_block']} (massive coords {r['massive_coords'][:5]})")
             if "alignment" in res.arrays:
                 circuit.alignment_strip(res.arrays["alignment"], band_, tmp / "fig2_alignment.png")
             if "epe_validation" in res.tables:
@@ -281,6 +284,10 @@ def format_explain(s: dict) -> str:
     if "alignment" in s:
         a = s["alignment"]
         lines.append(f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere")
+    if "residual" in s:
+        r = s["residual"]
+        vals = ", ".join(f"{c}: {v:+.0f}" for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6]))
+        lines.append(f"  index 0 becomes special after block {r['creating_block']} (massive coords {vals}); norm ratio peaks at {r['max_norm_ratio']:.0f}x after block {r['max_norm_ratio_block']}")
     if "delta" in s:
         d = s["delta"]
         lines.append(f"  re-centred Δ: mean {d['index0_mean']:.2f} at index 0 vs {d['other_mean']:.2f} elsewhere; index-0 p10 above every other p90 in layers {d['layers_index0_p10_above_all_other_p90']}")

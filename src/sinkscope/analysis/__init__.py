@@ -2,8 +2,10 @@
 from .alignment import bq_key_alignment, gamma, gamma_split
 from .decomposition import ScoreTerms, delta_percentiles, recenter, score_terms, separation, source_agnostic_shift
 from .epe import effective_positional_embedding, epe_validation, massive_coords
+from .massive import ResidualProfile, residual_profile
 
 __all__ = [
+    "ResidualProfile",
     "ScoreTerms",
     "bq_key_alignment",
     "delta_percentiles",
@@ -13,6 +15,7 @@ __all__ = [
     "gamma_split",
     "massive_coords",
     "recenter",
+    "residual_profile",
     "score_terms",
     "separation",
     "source_agnostic_shift",

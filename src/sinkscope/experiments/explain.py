@@ -20,6 +20,7 @@ from ..analysis import (
     gamma,
     gamma_split,
     massive_coords,
+    residual_profile,
     recenter,
     score_terms,
     separation,
@@ -106,7 +107,7 @@ def explain(
         _skip(s, "alignment", SinkscopeError("needs the EPE (see the epe stage)"))
 
     # --- forward-pass analyses: Δ (Figs 1, 6), EPE validation (Fig 3), decomposition check ---
-    forward_stages = ("delta", "decomposition_check", "epe_validation")
+    forward_stages = ("residual", "delta", "decomposition_check", "epe_validation")
     try:
         ad.require_forward()
         if inputs is None:
@@ -116,6 +117,18 @@ def explain(
             _skip(s, stage, e)
         inputs = None
     if inputs is not None:
+        # where index 0 becomes special: every architecture
+        prof = residual_profile(model, inputs, batch_size=batch_size, progress=progress)
+        res.tables["residual_profile"] = prof.table()
+        created = prof.creating_block()
+        ratio = prof.norm0 / prof.norm_other
+        s["residual"] = {
+            "creating_block": created,
+            "massive_coords": prof.massive(created)[0] if created is not None else [],
+            "massive_values": prof.massive(created)[1] if created is not None else [],
+            "max_norm_ratio": float(ratio.max()),
+            "max_norm_ratio_block": int(ratio.argmax()) - 1,
+        }
         try:
             terms = score_terms(model, inputs.ids[: min(8, len(inputs))])
             s["decomposition_check"] = {"max_abs_error": float((terms.total() - terms.scores).abs().max()), "max_abs_score": float(terms.scores.abs().max()), "n_scores": int(terms.scores.numel())}

@@ -138,3 +138,15 @@ def intervention_bars(table, path):
     a2.set_title("Loss cost of each intervention", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def residual_norms(table, path, *, title: str = ""):
+    """||a_0|| against the median norm of the other positions after every block (log scale)."""
+    fig, ax = plt.subplots(figsize=(6.8, 3.4))
+    ax.semilogy(table.block, table.norm_index0, marker="o", ms=3, color="C3", label="index 0")
+    ax.semilogy(table.block, table.median_norm_other, marker="o", ms=3, color="C0", label="other positions (median)")
+    ax.set_xlabel("after block (-1 = embeddings)")
+    ax.set_ylabel("residual L2 norm")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Where index 0 becomes special", fontsize=9)
+    return save_figure(fig, path)
