@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import SinkscopeError
@@ -69,6 +70,11 @@ class TokenizedInputs:
     @property
     def domains(self) -> list[str]:
         return [e.domain for e in self.examples]
+
+    def domain_masks(self) -> dict[str, np.ndarray]:
+        """``{"all": all True, <domain>: mask, ...}`` in first-seen domain order."""
+        d = np.asarray(self.domains)
+        return {"all": np.ones(len(d), bool)} | {name: d == name for name in dict.fromkeys(self.domains)}
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -27,7 +27,7 @@ from ..analysis import (
     source_agnostic_shift,
 )
 from ..errors import SinkscopeError
-from ..metrics import layer_band
+from ..metrics import resolve_band
 from ..models import SinkModel
 
 
@@ -55,9 +55,7 @@ def explain(
     """Run every structural analysis the model's weights (and ``inputs``, if given) allow."""
     ad = model.adapter
     L = ad.n_layers
-    band = tuple(band) if band is not None else layer_band(L)
-    if not (0 <= band[0] < band[1] <= L):
-        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {L} layers; use START:STOP within 0:{L}")
+    band = resolve_band(band, L)
     t0 = time.perf_counter()
     s: dict = {"model": model.name, "model_info": ad.describe(), "layer_band": list(band), "k_sigma": k_sigma, "skipped": []}
     res = ExplainResult(summary=s)
@@ -122,10 +120,11 @@ def explain(
         res.tables["residual_profile"] = prof.table()
         created = prof.creating_block()
         ratio = prof.norm0 / prof.norm_other
+        mcoords, mvalues = prof.massive(created) if created is not None else ([], [])
         s["residual"] = {
             "creating_block": created,
-            "massive_coords": prof.massive(created)[0] if created is not None else [],
-            "massive_values": prof.massive(created)[1] if created is not None else [],
+            "massive_coords": mcoords,
+            "massive_values": mvalues,
             "max_norm_ratio": float(ratio.max()),
             "max_norm_ratio_block": int(ratio.argmax()) - 1,
         }

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
 from ..interventions import PAPER_TABLE1, Context, Intervention, NotApplicable, apply
-from ..metrics import KeyAttentionCapture, aggregate, key_attention, layer_band
+from ..metrics import KeyAttentionCapture, aggregate, key_attention, resolve_band
 from ..models import SinkModel
 
 DICKENS = (
@@ -99,8 +99,7 @@ class InterveneResult:
 
     def table(self) -> pd.DataFrame:
         """One row per intervention × dataset (``all`` + each domain) × scope (``mid``, ``all``)."""
-        domains = np.asarray(self.inputs.domains)
-        groups = {"all": np.ones(len(domains), bool)} | {d: domains == d for d in dict.fromkeys(self.inputs.domains)}
+        groups = self.inputs.domain_masks()
         base = self.run(self.baseline_id)
         rows = []
         for scope in ("mid", "all"):
@@ -169,9 +168,7 @@ def run_interventions(
     ad = model.adapter
     ad.require_forward()
     L = ad.n_layers
-    band = tuple(band) if band is not None else layer_band(L)
-    if not (0 <= band[0] < band[1] <= L):
-        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {L} layers; use START:STOP within 0:{L}")
+    band = resolve_band(band, L)
     if int(inputs.lengths.min()) < 2:
         raise SinkscopeError("interventions need inputs of at least 2 tokens")
     if coords is None and ad.position_embedding_module() is not None:

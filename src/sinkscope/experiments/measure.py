@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import TokenizedInputs
 from ..errors import SinkscopeError
-from ..metrics import KeyAttentionCapture, aggregate, band_mean, gu_alpha, key_attention, layer_band, sink_rate, uniform_baseline
+from ..metrics import KeyAttentionCapture, aggregate, band_mean, gu_alpha, key_attention, resolve_band, sink_rate, uniform_baseline
 from ..models import SinkModel
 
 
@@ -72,17 +72,10 @@ class MeasureResult:
             cols[f"gu_alpha_{k}"] = self.alpha[..., j].ravel()
         return pd.DataFrame(cols)
 
-    def _by_domain(self) -> dict[str, np.ndarray]:
-        d = np.asarray(self.inputs.domains)
-        out = {"all": np.ones(len(d), bool)}
-        for name in dict.fromkeys(self.inputs.domains):
-            out[name] = d == name
-        return out
-
     def per_layer_frame(self) -> pd.DataFrame:
         """Mean over examples and heads of each key's attention, per layer and domain."""
         rows = []
-        for dom, sel in self._by_domain().items():
+        for dom, sel in self.inputs.domain_masks().items():
             ka = self.key_attn[sel].mean(axis=(0, 2))  # [layer, key]
             for layer in range(ka.shape[0]):
                 row = {"domain": dom, "layer": layer}
@@ -94,7 +87,7 @@ class MeasureResult:
     def summary(self, baseline: dict | None = None) -> dict:
         """The aggregates per domain over the layer band (and all layers), as ``summary.json``."""
         L = self.key_attn.shape[1]
-        groups = self._by_domain()
+        groups = self.inputs.domain_masks()
         base = (baseline or {}).get("bos_attention", {})
 
         def agg(per_head, band, base_block=None):
@@ -154,9 +147,7 @@ def measure(
     if max(keys) >= shortest:
         raise SinkscopeError(f"--keys {max(keys)} is beyond the shortest ({shortest}-token) input; use positions below {shortest}")
     L = ad.n_layers
-    band = tuple(band) if band is not None else layer_band(L)
-    if not (0 <= band[0] < band[1] <= L):
-        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {L} layers; use START:STOP within 0:{L}")
+    band = resolve_band(band, L)
     trunk = ad.trunk()
     device = model.device
     key_attn, alpha = [], []

@@ -32,6 +32,16 @@ def layer_band(n_layers: int) -> tuple[int, int]:
     return max(0, start), max(start + 1, min(n_layers, stop))
 
 
+def resolve_band(band: tuple[int, int] | None, n_layers: int) -> tuple[int, int]:
+    """``band`` checked against the model's depth, or the scaled paper band when None."""
+    from ..errors import SinkscopeError
+
+    band = tuple(band) if band is not None else layer_band(n_layers)
+    if not (0 <= band[0] < band[1] <= n_layers):
+        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {n_layers} layers; use START:STOP within 0:{n_layers}")
+    return band
+
+
 def query_window(T: int) -> slice:
     """Second half of the sequence: indices ``T//2 .. T-1`` (20..39 for T=40)."""
     return slice(T // 2, T)
