@@ -72,7 +72,56 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--edit", action="append", default=[], metavar="NAME=SPEC", help="a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README)")
     v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: mean + 3 std rule on EPE_0)")
     v.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
+    t = sub.add_parser("train", help="train a small GPT-2-style model with sink-circuit components switched on/off")
+    _train_args(t)
+    z = sub.add_parser("zoo", help="train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and compare their sinks")
+    z.add_argument("--budget", choices=("small", "gpu"), default="small", help="small: <= 2 h on a 2-core CPU; gpu: larger models on a CUDA device")
+    z.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
+    z.add_argument("--variants", default=None, help="comma-separated subset of the variants (default: all)")
+    z.add_argument("--out", default="sinkscope-out/zoo", help="zoo directory: one run per variant x seed plus zoo.csv / zoo.md / PNGs; reruns skip finished runs")
+    z.add_argument("--device", default="cpu")
+    z.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _bool(text: str) -> bool:
+    t = text.lower()
+    if t in ("on", "true", "yes", "1"):
+        return True
+    if t in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not on/off")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from .training import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--out", required=True, help="run directory: checkpoint.pt while training, then a HF model directory")
+    p.add_argument("--data", default=d.data, help="default (offline corpus) | text:PATH | jsonl:PATH:FIELD")
+    p.add_argument("--query-bias", type=_bool, default=d.query_bias, metavar="on|off", help="learned query bias (off: b_Q fixed at 0)")
+    p.add_argument("--positions", default=d.positions, choices=("learned", "rotary", "none"))
+    p.add_argument("--mlp", type=_bool, default=d.mlp, metavar="on|off")
+    p.add_argument("--normaliser", default=d.normaliser, choices=("softmax", "off_by_one", "gated", "sink_logit"))
+    p.add_argument("--layers", dest="n_layer", type=int, default=d.n_layer)
+    p.add_argument("--width", dest="n_embd", type=int, default=d.n_embd)
+    p.add_argument("--heads", dest="n_head", type=int, default=d.n_head)
+    p.add_argument("--context", type=int, default=d.context)
+    p.add_argument("--vocab", type=int, default=d.vocab, help="BPE vocabulary fitted to the data (default 4096)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--bos", type=_bool, default=d.bos, metavar="on|off", help="start every window with <|endoftext|>")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validation loss + sink readouts (0: never)")
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--tokenizer", default=None, help="a directory with a tokenizer to reuse instead of fitting one")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true", help="start over in an existing --out")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _input_args(p: argparse.ArgumentParser) -> None:
@@ -318,7 +367,41 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene}
+def cmd_train(args) -> int:
+    from dataclasses import fields
+
+    from .training import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    tok = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        except (OSError, ValueError) as e:
+            raise SinkscopeError(f"--tokenizer {args.tokenizer}: no tokenizer there ({type(e).__name__}); pass a model or tokenizer directory") from None
+    command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
+    r = train(cfg, args.out, resume=args.resume, force=args.force, tokenizer=tok, progress=not args.quiet, command=command, device=args.device)
+    f = r["final"]
+    sink = f"; BOS attention (layer band, T=40) {f['sink']:.3f}" if f["sink"] is not None else ""
+    print(f"trained {cfg.steps} steps in {r['seconds']:.0f} s: validation loss {f['val_loss']:.3f}{sink}")
+    print(f"wrote {args.out}/ (HF model directory; load it with --model {args.out})")
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from .experiments.zoo import run_zoo
+
+    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
+    r = run_zoo(args.out, budget=args.budget, seeds=seeds, variants=variants, device=args.device, progress=not args.quiet)
+    print(r.markdown())
+    print(f"wrote {args.out}/ (zoo.csv, zoo.md, figures, one model directory per run)")
+    return 0
+
+
+COMMANDS = {"measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene, "train": cmd_train, "zoo": cmd_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,11 +64,13 @@ def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, for
     return torch.cat(outs, 2), torch.cat(lses, 2)
 
 
-def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, keys: Sequence[int], *, force_reference=False):
+def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, keys: Sequence[int], *, force_reference=False, s_aux=None):
     """Attention output and the probabilities of every query to ``keys``.
 
     query ``[B, H, T, D]``; key/value ``[B, H_kv, S, D]`` (repeated for GQA); mask additive or
     boolean (True = keep), broadcastable to ``[B, H, T, S]``, or None with ``is_causal``.
+    ``s_aux [H]``: an extra per-head logit with a zero value (off-by-one softmax, learned sinks):
+    the normaliser becomes ``logaddexp(lse, s_aux)`` and the output shrinks by ``exp(lse - that)``.
     Returns ``out [B, H, T, D]`` and ``probs [B, H, T, len(keys)]``.
     """
     B, H, T, D = query.shape
@@ -82,6 +84,10 @@ def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, k
     elif mask is not None and mask.dtype != query.dtype:
         mask = mask.to(query.dtype)
     out, lse = sdpa_with_lse(query, key, value, mask, is_causal, scale, force_reference=force_reference)
+    if s_aux is not None:
+        lse_aux = torch.logaddexp(lse, s_aux.to(lse.dtype).view(1, -1, 1))  # [batch, head, q_pos]
+        out = out * torch.exp(lse - lse_aux)[..., None].to(out.dtype)
+        lse = lse_aux
     kidx = torch.as_tensor(list(keys), device=query.device)
     if int(kidx.max()) >= S:
         raise SinkscopeError(f"key position {int(kidx.max())} is outside the sequence of {S} tokens; lower --keys")
@@ -108,7 +114,10 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
     if attention_mask is not None and attention_mask.ndim == 4:
         attention_mask = attention_mask[:, :, :, : key.shape[-2]]
     keys = cap.keys if cap is not None else (0,)
-    out, probs = attend_and_capture(query, key, value, attention_mask, is_causal, scaling, keys, force_reference=cap.force_reference if cap else False)
+    out, probs = attend_and_capture(
+        query, key, value, attention_mask, is_causal, scaling, keys,
+        force_reference=cap.force_reference if cap else False, s_aux=kwargs.get("s_aux"),
+    )
     if cap is not None:
         cap._record(module._sinkscope_layer, probs, query, key)
     return out.transpose(1, 2).contiguous(), None

@@ -17,8 +17,9 @@ from .gpt2 import GPT2Adapter
 from .gpt_neo import GPTNeoAdapter
 from .llama import LlamaAdapter
 from .opt import OPTAdapter
+from .sinkgpt import SinkGPTAdapter
 
-ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter, Gemma3Adapter, GPTNeoAdapter, OPTAdapter)
+ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter, Gemma3Adapter, GPTNeoAdapter, OPTAdapter, SinkGPTAdapter)
 SUPPORTED_MODEL_TYPES: dict[str, type[Adapter]] = {t: a for a in ADAPTERS for t in a.model_types}
 
 DEFAULT_MODEL = "default"

@@ -1,0 +1,108 @@
+"""Training text and batches for ``sinkscope train``: a byte-level BPE fitted to the corpus, one
+token stream per domain (last ``val_fraction`` held out), and windows drawn deterministically from
+``(seed, step)``, so a resumed run sees exactly the batches an uninterrupted one would.
+
+>>> streams = {"a": torch.arange(1000), "b": torch.arange(1000, 2000)}
+>>> x = sample_windows(streams, batch=4, T=8, seed=0, step=3, bos_id=None)
+>>> y = sample_windows(streams, batch=4, T=8, seed=0, step=3, bos_id=None)
+>>> tuple(x.shape), bool((x == y).all()), bool((x[:, 1:] - x[:, :-1] == 1).all())
+((4, 8), True, True)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import SinkscopeError
+
+SPECIAL = "<|endoftext|>"
+
+
+def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str, list[str]]:
+    """Texts per domain: ``default`` (the offline corpus: stdlib prose, stdlib code, generated
+    math), ``text:PATH`` (one domain, a document per blank-line-separated paragraph) or
+    ``jsonl:PATH:FIELD``."""
+    from ..data import corpus
+
+    if spec == "default":
+        return {"nl": list(corpus.nl_texts()), "math": corpus.math_texts(seed=10_000, n=math_problems), "code": list(corpus.code_texts())}
+    kind, _, rest = spec.partition(":")
+    if kind == "text":
+        p = Path(rest)
+        if not p.is_file():
+            raise SinkscopeError(f"--data {spec}: {p} is not a file; pass text:PATH to a UTF-8 text file")
+        docs = [d.strip() for d in p.read_text(encoding="utf-8", errors="replace").split("\n\n") if d.strip()]
+        return {"text": docs}
+    if kind == "jsonl":
+        path, _, fld = rest.rpartition(":")
+        p = Path(path)
+        if not path or not fld or not p.is_file():
+            raise SinkscopeError(f"--data {spec}: expected jsonl:PATH:FIELD with an existing file")
+        docs = []
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise SinkscopeError(f"{p}:{n} is not valid JSON; fix the line or remove it") from None
+                if isinstance(row, dict) and isinstance(row.get(fld), str):
+                    docs.append(row[fld])
+        return {"jsonl": docs}
+    raise SinkscopeError(f"--data {spec!r} is not a data spec; use default, text:PATH or jsonl:PATH:FIELD")
+
+
+def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
+    """A byte-level BPE (GPT-2's pre-tokeniser) with ``vocab_size`` tokens, ``<|endoftext|>`` = 0.
+
+    Deterministic: the same texts give the same merges.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[SPECIAL], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    docs = [t for ts in texts.values() for t in ts]
+    tok.train_from_iterator(docs, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, unk_token=SPECIAL)
+
+
+def token_streams(texts: dict[str, list[str]], tokenizer, val_fraction: float = 0.05) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(train, val)``: per domain, every document's ids joined by ``<|endoftext|>`` into one
+    1-D stream; the last ``val_fraction`` of the stream is held out."""
+    eos = tokenizer.convert_tokens_to_ids(SPECIAL)
+    train, val = {}, {}
+    for domain, docs in texts.items():
+        enc = tokenizer(list(docs), add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([t for d in enc for t in (*d, eos)], dtype=torch.long)
+        if len(ids) < 400:
+            raise SinkscopeError(f"domain {domain!r} has only {len(ids)} tokens; give at least a few thousand tokens of text")
+        cut = int(len(ids) * (1 - val_fraction))
+        train[domain], val[domain] = ids[:cut], ids[cut:]
+    return train, val
+
+
+def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: int, step: int, bos_id: int | None) -> torch.Tensor:
+    """``[batch, T]`` windows: domain uniformly at random, then a uniform start in its stream.
+
+    With ``bos_id`` every window starts with that token followed by ``T - 1`` text tokens.
+    Depends only on ``(seed, step)``.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    names = sorted(streams)
+    n_text = T - 1 if bos_id is not None else T
+    dom = torch.randint(len(names), (batch,), generator=g)
+    rows = []
+    for i in range(batch):  # batch-sized loop over a few dozen rows: index building only
+        s = streams[names[int(dom[i])]]
+        start = int(torch.randint(len(s) - n_text, (1,), generator=g))
+        rows.append(s[start : start + n_text])
+    x = torch.stack(rows)
+    if bos_id is not None:
+        x = torch.cat([torch.full((batch, 1), bos_id, dtype=torch.long), x], dim=1)
+    return x

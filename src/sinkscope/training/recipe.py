@@ -1,0 +1,270 @@
+"""``sinkscope train``: a small GPT-2-style LM with each sink-circuit component switchable.
+
+The run directory holds ``checkpoint.pt`` (model, optimiser, step, history; replaced atomically
+every ``ckpt_every`` steps) and the tokenizer from the start; at the end a HF model directory
+(``config.json``, ``model.safetensors``, tokenizer, ``training.json``) that every sinkscope
+command loads. Batches and initialisation depend only on the seed, so a run resumed from a
+checkpoint follows the uninterrupted run's loss curve exactly (on the same machine).
+
+>>> import tempfile
+>>> cfg = TrainConfig(n_layer=1, n_embd=16, n_head=2, context=40, batch=2, steps=2, vocab=300, eval_every=0)
+>>> r = train(cfg, tempfile.mkdtemp() + "/m", data=tiny_texts(), progress=False)
+>>> len(r["losses"]), r["config"]["steps"]
+(2, 2)
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ..errors import SinkscopeError
+from ..io import write_json_atomic
+from ..models.sinkgpt import NORMALISERS, POSITIONS, SinkGPTConfig, SinkGPTForCausalLM
+from .data import SPECIAL, fit_tokenizer, sample_windows, token_streams, training_texts
+
+PROBE_T = 40  # the paper's sequence length for the live sink readout
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run (saved in ``training.json``)."""
+
+    # architecture switches
+    query_bias: bool = True
+    positions: str = "learned"  # learned | rotary | none
+    mlp: bool = True
+    normaliser: str = "softmax"  # softmax | off_by_one | gated | sink_logit
+    # size
+    n_layer: int = 6
+    n_embd: int = 128
+    n_head: int = 4
+    context: int = 64
+    vocab: int = 4096
+    # optimisation
+    steps: int = 3000
+    batch: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    bos: bool = False  # every window starts with <|endoftext|>
+    seed: int = 0
+    data: str = "default"
+    # bookkeeping
+    eval_every: int = 250
+    ckpt_every: int = 500
+
+    def validate(self) -> None:
+        if self.positions not in POSITIONS:
+            raise SinkscopeError(f"--positions {self.positions!r}: choose one of {', '.join(POSITIONS)}")
+        if self.normaliser not in NORMALISERS:
+            raise SinkscopeError(f"--normaliser {self.normaliser!r}: choose one of {', '.join(NORMALISERS)}")
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise SinkscopeError(f"--width {self.n_embd} must be a multiple of --heads {self.n_head} with an even head size")
+        for name in ("n_layer", "n_embd", "n_head", "context", "steps", "batch", "vocab"):
+            if getattr(self, name) < 1:
+                raise SinkscopeError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.context < PROBE_T:
+            raise SinkscopeError(f"--context {self.context} is shorter than the {PROBE_T}-token sink probe (the paper's T); use --context >= {PROBE_T}")
+        if self.vocab < 260:
+            raise SinkscopeError(f"--vocab {self.vocab} is below the 256 byte tokens + specials; use >= 260")
+
+    def model_config(self, tokenizer) -> SinkGPTConfig:
+        eos = tokenizer.convert_tokens_to_ids(SPECIAL)
+        return SinkGPTConfig(
+            vocab_size=len(tokenizer), n_positions=self.context, n_embd=self.n_embd, n_layer=self.n_layer, n_head=self.n_head,
+            query_bias=self.query_bias, positions=self.positions, mlp=self.mlp, normaliser=self.normaliser,
+            bos_token_id=eos, eos_token_id=eos,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def tiny_texts() -> dict[str, list[str]]:
+    """A few kB of synthetic text for doctests and unit tests."""
+    import random
+
+    r = random.Random(0)
+    words = "the cat sat on a mat while dogs ran past quickly and birds sang softly in trees".split()
+    return {d: [" ".join(r.choice(words) for _ in range(80)) for _ in range(30)] for d in ("nl", "code")}
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    rest = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95)
+    )
+
+
+def probe_sink(model, probe: torch.Tensor) -> float:
+    """Mean attention to index 0 from the second half of ``probe`` windows, over the scaled paper
+    layer band (the number ``sinkscope measure`` reports)."""
+    from ..metrics import KeyAttentionCapture
+    from ..metrics.sink import key_attention, resolve_band
+    from ..models import adapter_for
+
+    ad = adapter_for(model)
+    lo, hi = resolve_band(None, ad.n_layers)
+    was = model.training
+    model.eval()
+    with torch.no_grad(), KeyAttentionCapture(ad, keys=(0,)) as cap:
+        model.transformer(input_ids=probe)
+        a = key_attention(cap.stacked().float(), 0)  # [batch, layer, head]
+    model.train(was)
+    return float(a[:, lo:hi].mean())
+
+
+@torch.no_grad()
+def _val_loss(model, windows: torch.Tensor, bos: bool) -> float:
+    was = model.training
+    model.eval()
+    logits = model(windows).logits
+    start = 1 if bos else 0  # never score predicting the first text token from <|endoftext|> alone
+    loss = torch.nn.functional.cross_entropy(logits[:, start:-1].reshape(-1, logits.shape[-1]), windows[:, start + 1 :].reshape(-1))
+    model.train(was)
+    return float(loss)
+
+
+def _save_checkpoint(path: Path, model, opt, step: int, history: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "history": history}, tmp)
+    os.replace(tmp, path)
+
+
+def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> None:
+    """Write the HF directory: a plain ``GPT2LMHeadModel`` when every switch is GPT-2's.
+    ``config.json`` is written last, so a directory with one always has complete weights."""
+    import tempfile
+
+    from transformers import GPT2LMHeadModel
+
+    cfg = model.config
+    if cfg.is_gpt2:
+        hf = GPT2LMHeadModel(cfg.to_gpt2_config())
+        missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
+        assert not unexpected and all(k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing), (missing, unexpected)
+    else:
+        hf = model
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        hf.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(Path(tmp) / "training.json", summary)
+        names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")  # config.json last
+        for n in names:
+            os.replace(Path(tmp) / n, out / n)
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False, tokenizer=None, data: dict | None = None, progress: bool = True, command: str = "", device: str = "cpu") -> dict:
+    """Train (or resume) a run in ``out``; returns the ``training.json`` summary."""
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    cfg.validate()
+    out = Path(out)
+    ckpt = out / "checkpoint.pt"
+    if out.exists() and any(out.iterdir()) and not resume and not force:
+        raise SinkscopeError(f"--out {out} already holds a run; pass --resume to continue it or --force to start over")
+    if resume and not ckpt.exists():
+        raise SinkscopeError(f"--resume: {ckpt} does not exist; start the run without --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    if force and not resume:
+        for p in out.iterdir():
+            if p.is_file() and (p.name in ("checkpoint.pt", "config.json", "training.json") or p.suffix in (".safetensors", ".json", ".txt")):
+                p.unlink()
+    state = torch.load(ckpt, weights_only=False) if resume else None
+    if state is not None:
+        saved = TrainConfig.from_dict(state["history"]["config"])
+        if asdict(saved) | {"steps": cfg.steps} != asdict(cfg) | {"steps": cfg.steps}:
+            diff = [k for k, v in asdict(cfg).items() if asdict(saved)[k] != v and k != "steps"]
+            raise SinkscopeError(f"--resume with different settings ({', '.join(diff)}); resume with the run's own settings")
+    texts = data if data is not None else training_texts(cfg.data)
+    tok_dir = out / "tokenizer"
+    if tokenizer is None and (tok_dir / "tokenizer.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    if tokenizer is None:
+        tokenizer = fit_tokenizer(texts, cfg.vocab)
+    if not (tok_dir / "tokenizer.json").exists():
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tok-"))
+        tokenizer.save_pretrained(str(tmp))
+        os.replace(tmp, tok_dir)
+    train_ids, val_ids = token_streams(texts, tokenizer)
+    bos_id = tokenizer.convert_tokens_to_ids(SPECIAL) if cfg.bos else None
+
+    torch.manual_seed(cfg.seed)
+    model = SinkGPTForCausalLM(cfg.model_config(tokenizer))
+    model.config._attn_implementation = "sdpa"
+    model.to(device)
+    opt = _optimizer(model, cfg)
+    history = {"config": asdict(cfg), "losses": [], "evals": [], "seconds": 0.0}
+    step = 0
+    if state is not None:
+        model.load_state_dict({k: v.to(device) for k, v in state["model"].items()})
+        opt.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        history["config"]["steps"] = cfg.steps
+    probe = sample_windows(val_ids, 48, PROBE_T, seed=10_007, step=0, bos_id=bos_id).to(device)
+    val = sample_windows(val_ids, 64, cfg.context, seed=10_009, step=0, bos_id=bos_id).to(device)
+    model.train()
+    t0 = time.perf_counter() - history["seconds"]
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    postfix: dict = {}
+    while step < cfg.steps:
+        x = sample_windows(train_ids, cfg.batch, cfg.context, cfg.seed, step, bos_id).to(device)  # [batch, pos]
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        logits = model(x).logits
+        start = 1 if cfg.bos else 0
+        loss = torch.nn.functional.cross_entropy(logits[:, start:-1].reshape(-1, logits.shape[-1]), x[:, start + 1 :].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        history["losses"].append(round(float(loss.detach()), 6))
+        postfix["loss"] = f"{float(loss.detach()):.3f}"
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            ev = {"step": step, "val_loss": _val_loss(model, val, cfg.bos), "sink": probe_sink(model, probe)}
+            history["evals"].append(ev)
+            postfix["sink"] = f"{ev['sink']:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
+            history["seconds"] = time.perf_counter() - t0
+            _save_checkpoint(ckpt, model, opt, step, history)
+    bar.close()
+    history["seconds"] = time.perf_counter() - t0
+    final = {"val_loss": _val_loss(model, val, cfg.bos), "sink": probe_sink(model, probe)}
+    summary = {
+        "config": asdict(cfg),
+        "command": command,
+        "final": final,
+        "evals": history["evals"],
+        "losses": history["losses"],
+        "seconds": round(history["seconds"], 1),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "torch": torch.__version__,
+        "train_tokens": {k: len(v) for k, v in train_ids.items()},
+    }
+    _save_checkpoint(ckpt, model, opt, step, history)
+    export(model, tokenizer, out, summary)
+    return summary
