@@ -21,7 +21,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2():
-    return load_model("default")
+    return load_model("packaged:smollm2")
 
 
 def _eager_patterns(model, ids):

@@ -21,8 +21,6 @@ def _random(cfg: SinkGPTConfig, seed=0, scale=0.3):
     m = SinkGPTForCausalLM(cfg).eval()
     with torch.no_grad():
         for n, p in m.named_parameters():
-            if n.endswith("qkv_bias_mask"):
-                continue
             p.normal_(0, scale)
         if not cfg.query_bias:
             for blk in m.transformer.h:
@@ -196,3 +194,23 @@ def test_train_cli(tmp_path, capsys):
     assert "--width" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "x"), "--data", "text:/nonexistent.txt", "--quiet"]) == 2
     assert "not a file" in capsys.readouterr().err
+
+
+def test_zoo_trains_analyses_and_reuses_runs(tmp_path):
+    from sinkscope.experiments.zoo import run_zoo
+
+    base = TrainConfig(**{**TINY, "vocab": 400})
+    r = run_zoo(tmp_path / "zoo", seeds=(0,), variants=("full", "no_pos", "sink_logit"), base=base, progress=False, per_domain=8)
+    t = r.table()
+    assert list(t.variant) == ["full", "no_pos", "sink_logit"]
+    assert set(r.runs.domain) == {"all", "nl", "math", "code"}
+    full = r.runs[(r.runs.variant == "full") & (r.runs.domain == "all")].iloc[0]
+    direct = json.loads((tmp_path / "zoo" / "full-s0" / "training.json").read_text())
+    assert full.val_loss == pytest.approx(direct["final"]["val_loss"])
+    assert r.runs[r.runs.variant == "no_pos"].epe_massive.iloc[0] == "-"  # no learned positions: no EPE
+    for f in ("zoo.csv", "zoo.md", "zoo_sink.png", "zoo_loss_vs_sink.png", "zoo_training.png"):
+        assert (tmp_path / "zoo" / f).stat().st_size > 0
+    stamp = (tmp_path / "zoo" / "full-s0" / "training.json").stat().st_mtime_ns
+    r2 = run_zoo(tmp_path / "zoo", seeds=(0,), variants=("full",), base=base, progress=False, per_domain=8)
+    assert (tmp_path / "zoo" / "full-s0" / "training.json").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert r2.runs.bos_attention.iloc[0] == pytest.approx(full.bos_attention)

@@ -41,7 +41,7 @@ def _parse_keys(text: str) -> tuple[int, ...]:
 
 def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     """Options every command shares: model, inputs, output, batching, band, figures, progress."""
-    p.add_argument("--model", default="default", help="hub id, HF directory, .gguf file or partial safetensors (default: SmolLM2-135M GGUF, offline)")
+    p.add_argument("--model", default="default", help="hub id, HF directory, .gguf file, partial safetensors or packaged:NAME (default: the embedded GPT-2-architecture model, offline)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     _input_args(p)
     p.add_argument("--out", default=default_out, help=f"output directory, replaced atomically (default: {default_out})")
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--edit", action="append", default=[], metavar="NAME=SPEC", help="a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README)")
     v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: mean + 3 std rule on EPE_0)")
     v.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
+    c = sub.add_parser("compare", help="the sink circuit across models: components, sink per domain, creating block, shared-query share, matching interventions")
+    _common_args(c, "sinkscope-out/compare")
+    c.add_argument("--models", required=True, help="comma-separated model specs, e.g. default,packaged:smollm2,packaged:qwen2.5-coder-0.5b")
+    g = sub.add_parser("mitigate", help="sweep each mitigation's strength 1 -> 0: sink left vs cross-entropy added")
+    _common_args(g, "sinkscope-out/mitigate")
+    g.add_argument("--models", default=None, help="comma-separated model specs (default: --model)")
+    g.add_argument("--strengths", default="1,0.8,0.6,0.4,0.2,0", help="fractions kept, from 1 (no edit) to 0 (default 1,0.8,...,0)")
+    g.add_argument("--edits", default="bq,qbar,wk,patch0", help="subset of bq, qbar, wk, patch0")
     t = sub.add_parser("train", help="train a small GPT-2-style model with sink-circuit components switched on/off")
     _train_args(t)
     z = sub.add_parser("zoo", help="train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and compare their sinks")
@@ -132,7 +140,8 @@ def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--short", choices=("skip", "keep"), default="skip", help="texts under --max-tokens tokens: skip and count them (default) or keep them at their own length")
     p.add_argument("--per-domain", type=int, default=None, help="keep at most N inputs per domain (default: all; 100 for the default corpus)")
     p.add_argument("--seed", type=int, default=0, help="seed of the default corpus (and of the random control (j) in intervene)")
-    p.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token (the paper does not)")
+    p.add_argument("--bos", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
+                   help="prepend the tokenizer's BOS token; auto (default): only for models sinkscope trained with a BOS first token (the paper uses none)")
 
 
 def _load_model_and_inputs(args, *, need_forward: bool = True):
@@ -162,7 +171,7 @@ def _load_model_and_inputs(args, *, need_forward: bool = True):
         return model, None
     if examples is None:
         examples = read(model.tokenizer)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=args.bos, spec=args.inputs, keep_short=args.short == "keep")
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=model.wants_bos if args.bos == "auto" else args.bos == "on", spec=args.inputs, keep_short=args.short == "keep")
     return model, inputs
 
 
@@ -367,6 +376,93 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _models_and_inputs(args, specs: list[str]):
+    """Load each model in turn with this command's input options (same checks as measure)."""
+    import copy
+
+    for spec in specs:
+        a = copy.copy(args)
+        a.model = spec
+        yield _load_model_and_inputs(a)
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    from .experiments.compare import compare_one
+    from .io import atomic_output_dir, check_output_dir, write_json_atomic
+    from .report.compare import compare_figure
+
+    specs = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not specs:
+        raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
+    check_output_dir(args.out)
+    band = _parse_band(args.layers)
+    t0 = time.perf_counter()
+    rows, heads, secs = [], [], {}
+    for model, inputs in _models_and_inputs(args, specs):
+        t = time.perf_counter()
+        r, h, c = compare_one(model, inputs, band=band, batch_size=args.batch_size, progress=not args.quiet, seed=args.seed)
+        rows += r
+        heads.append(h)
+        secs[model.name] = {**{k: round(v, 1) for k, v in c.seconds.items()}, "total": round(time.perf_counter() - t, 1)}
+    from .experiments.compare import CompareResult
+
+    res = CompareResult(pd.DataFrame(rows), pd.concat(heads, ignore_index=True), secs)
+    with atomic_output_dir(args.out) as tmp:
+        res.rows.to_csv(tmp / "compare.csv", index=False, float_format="%.6g")
+        res.per_head.to_csv(tmp / "shared_query_per_head.csv", index=False, float_format="%.6g")
+        (tmp / "compare.md").write_text(res.markdown())
+        write_json_atomic(tmp / "compare.json", {"models": specs, "inputs": args.inputs, "seconds": secs, "total_seconds": round(time.perf_counter() - t0, 1)})
+        if not args.no_figures:
+            compare_figure(res, tmp / "compare.png")
+    print(res.markdown())
+    print(f"wrote {args.out}/ (compare.csv, compare.md, shared_query_per_head.csv{'' if args.no_figures else ', compare.png'}) in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def cmd_mitigate(args) -> int:
+    import re
+
+    import pandas as pd
+
+    from .experiments.mitigate import EDITS, MitigateResult, mitigate_one
+    from .io import atomic_output_dir, check_output_dir, write_json_atomic
+    from .report.compare import tradeoff_figure
+
+    try:
+        strengths = sorted({float(x) for x in args.strengths.split(",") if x.strip()} | {1.0}, reverse=True)
+    except ValueError:
+        raise SinkscopeError(f"--strengths {args.strengths} is not a comma-separated list of numbers in [0, 1]") from None
+    if any(not 0 <= s <= 1 for s in strengths):
+        raise SinkscopeError(f"--strengths {args.strengths}: every strength must lie in [0, 1] (1 = unedited, 0 = removed)")
+    edits = tuple(e.strip() for e in args.edits.split(",") if e.strip())
+    bad = [e for e in edits if e not in EDITS]
+    if bad or not edits:
+        raise SinkscopeError(f"--edits {args.edits}: choose from {', '.join(EDITS)}")
+    specs = [m.strip() for m in (args.models or args.model).split(",") if m.strip()]
+    check_output_dir(args.out)
+    band = _parse_band(args.layers)
+    t0 = time.perf_counter()
+    frames, na = [], {}
+    for model, inputs in _models_and_inputs(args, specs):
+        df, why = mitigate_one(model, inputs, strengths=strengths, edits=edits, band=band, batch_size=args.batch_size, progress=not args.quiet)
+        frames.append(df)
+        na[model.name] = why
+    res = MitigateResult(pd.concat(frames, ignore_index=True), na)
+    with atomic_output_dir(args.out) as tmp:
+        res.tradeoff.to_csv(tmp / "tradeoff.csv", index=False, float_format="%.6g")
+        (tmp / "mitigate.md").write_text(res.markdown())
+        write_json_atomic(tmp / "mitigate.json", {"models": specs, "inputs": args.inputs, "strengths": strengths, "edits": list(edits),
+                                                  "best": res.best().to_dict(orient="records"), "not_applicable": na, "total_seconds": round(time.perf_counter() - t0, 1)})
+        if not args.no_figures:
+            for m in dict.fromkeys(res.tradeoff.model):
+                tradeoff_figure(res.tradeoff, m, tmp / f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}.png")
+    print(res.markdown())
+    print(f"wrote {args.out}/ (tradeoff.csv, mitigate.md, mitigate.json{'' if args.no_figures else ', one PNG per model'}) in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def cmd_train(args) -> int:
     from dataclasses import fields
 
@@ -401,7 +497,10 @@ def cmd_zoo(args) -> int:
     return 0
 
 
-COMMANDS = {"measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene, "train": cmd_train, "zoo": cmd_zoo}
+COMMANDS = {
+    "measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene, "compare": cmd_compare,
+    "mitigate": cmd_mitigate, "train": cmd_train, "zoo": cmd_zoo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,8 +163,12 @@ def run_interventions(
     batch_size: int = 32,
     progress: bool = True,
     labels: dict[str, str] | None = None,
+    cache: dict | None = None,
 ) -> InterveneResult:
-    """Run each intervention over all inputs (batched); not-applicable ones are recorded, not skipped."""
+    """Run each intervention over all inputs (batched); not-applicable ones are recorded, not skipped.
+
+    ``cache`` seeds every intervention's :class:`Context` (e.g. ``q_bar``, ``creating_block``).
+    """
     ad = model.adapter
     ad.require_forward()
     L = ad.n_layers
@@ -186,7 +190,7 @@ def run_interventions(
     bar = tqdm(total=n_batches * len(interventions), desc=f"intervene {model.name}", unit="batch", disable=not progress)
     for rid, iv in interventions.items():
         run = InterventionRun(rid, iv.describe(), labels.get(rid, ""))
-        ctx = Context(model, coords=coords, seed=seed)
+        ctx = Context(model, coords=coords, seed=seed, cache=dict(cache or {}))
         try:
             iv.check(ctx)
         except NotApplicable as e:
@@ -207,7 +211,7 @@ def run_interventions(
                 bar.update(1)
         run.per_head = torch.cat(per_head).numpy()
         run.ce = torch.cat(ce).double().numpy()
-        run.extra = {k: v for k, v in ctx.cache.items()}
+        run.extra = {k: v for k, v in ctx.cache.items() if k not in (cache or {})}
         runs.append(run)
     bar.close()
     base = "a" if "a" in interventions else next(iter(interventions))

@@ -109,7 +109,7 @@ def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", pr
     model = load_model(str(run_dir), device=device)
     ad = model.adapter
     examples = read_examples("default", tokenizer=None, per_domain=per_domain, max_tokens=40, seed=0)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=40, per_domain=per_domain, prepend_bos=bool(cfg["bos"]), spec="default")
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=40, per_domain=per_domain, prepend_bos=model.wants_bos, spec="default")
     res = measure(model, inputs, batch_size=64, progress=progress)
     summary = res.summary()
     band = resolve_band(None, ad.n_layers)
@@ -131,13 +131,11 @@ def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", pr
         "epe_massive": epe_coords, "gamma_ratio": gratio, "creating_block": "none" if cb is None else str(cb),
         "resid_massive": " ".join(map(str, rm[:4])) or "none", "steps": cfg["steps"], "seconds": info["seconds"],
     }
-    rows = [{**base, "domain": "all", "bos_attention": summary["band"]["bos_attention"]["mean"]}]
-    for dom, d in summary["band"].get("per_domain", {}).items():
-        rows.append({**base, "domain": dom, "bos_attention": d["mean"]})
-    return rows
+    bos = summary["bos_attention"]  # {domain: aggregate over the layer band}, "all" included
+    return [{**base, "domain": dom, "bos_attention": bos[dom]["mean"]} for dom in ["all"] + [d for d in bos if d != "all"]]
 
 
-def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: str = "cpu", progress: bool = True, base=None) -> ZooResult:
+def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: str = "cpu", progress: bool = True, base=None, per_domain: int = 100) -> ZooResult:
     """Train (or reuse) every ``variant`` x ``seed`` and analyse them; writes zoo.csv, zoo.md, PNGs."""
     from tqdm.auto import tqdm
 
@@ -172,7 +170,7 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
             resume = (run / "checkpoint.pt").exists() and not done.exists()
             train(cfg, run, resume=resume, force=not resume, tokenizer=tok, data=texts, progress=progress, device=device,
                   command=f"sinkscope zoo --budget {budget} (variant {v}, seed {s})")
-        rows += analyse_run(run, device=device)
+        rows += analyse_run(run, device=device, per_domain=per_domain)
     result = ZooResult(pd.DataFrame(rows), out)
     result.runs.to_csv(out / "zoo.csv.tmp", index=False, float_format="%.6g")
     (out / "zoo.csv.tmp").replace(out / "zoo.csv")

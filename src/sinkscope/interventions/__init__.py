@@ -2,9 +2,11 @@
 from .base import Compose, Context, Identity, Intervention, NotApplicable, apply
 from .edits import (
     DropPositionEmbeddings,
+    PatchIndex0,
     RandomKeyCoords,
     ReplacePositionEmbedding,
     ScaleQueryBias,
+    ScaleSharedQuery,
     SkipMLP,
     SwapDirection,
     ZeroKeyCoords,
@@ -21,9 +23,11 @@ __all__ = [
     "NotApplicable",
     "PAPER_LABELS",
     "PAPER_TABLE1",
+    "PatchIndex0",
     "RandomKeyCoords",
     "ReplacePositionEmbedding",
     "ScaleQueryBias",
+    "ScaleSharedQuery",
     "SkipMLP",
     "SwapDirection",
     "ZeroKeyCoords",

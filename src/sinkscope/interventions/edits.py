@@ -46,10 +46,12 @@ class ScaleQueryBias(Intervention):
 
 
 class ZeroKeyCoords(Intervention):
-    """Zero the W_K input rows of residual coordinates ``coords`` (default: the context's massive ones)."""
+    """Zero (or, with ``scale``, scale) the W_K input rows of residual coordinates ``coords``
+    (default: the context's massive ones)."""
 
-    def __init__(self, coords: Sequence[int] | None = None, layers: Iterable[int] | None = None):
+    def __init__(self, coords: Sequence[int] | None = None, layers: Iterable[int] | None = None, scale: float = 0.0):
         self.coords, self.layers = (None if coords is None else list(coords)), (None if layers is None else list(layers))
+        self.scale = float(scale)
 
     def _coords(self, ctx):
         c = self.coords if self.coords is not None else ctx.coords
@@ -58,7 +60,8 @@ class ZeroKeyCoords(Intervention):
         return list(c)
 
     def describe(self):
-        return f"zero W_K rows {self.coords if self.coords is not None else 'of the massive coords'} ({_span(self.layers)})"
+        what = "zero" if self.scale == 0 else f"scale by {self.scale:g}"
+        return f"{what} W_K rows {self.coords if self.coords is not None else 'of the massive coords'} ({_span(self.layers)})"
 
     def check(self, ctx):
         self._coords(ctx)
@@ -66,7 +69,7 @@ class ZeroKeyCoords(Intervention):
     def install(self, ctx, stack):
         coords = self._coords(ctx)
         for l in _layers(ctx, self.layers):
-            edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v: v.__setitem__(coords, 0.0))
+            edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v: v.__setitem__(coords, v[coords] * self.scale))
 
 
 class RandomKeyCoords(Intervention):
@@ -205,3 +208,76 @@ class SwapDirection(Intervention):
             return out
 
         hook_output(stack, ctx.adapter.mlp_output_module(self.layer), fn)
+
+
+class ScaleSharedQuery(Intervention):
+    """Keep ``scale`` of each head's effective query bias q̄ (``analysis.shared_query``): every
+    query the kernel sees becomes ``q_i - (1 - scale)·R_i q̄``. The architecture-independent
+    counterpart of ``b_Q := scale·b_Q`` (needs ``ctx.cache["q_bar"]`` ``[layer, head, d_head]``)."""
+
+    def __init__(self, scale: float = 0.0, layers: Iterable[int] | None = None):
+        self.scale, self.layers = float(scale), (None if layers is None else list(layers))
+
+    def describe(self):
+        return f"q̄ := {self.scale:g}·q̄, effective query bias ({_span(self.layers)})"
+
+    def check(self, ctx):
+        if ctx.adapter.family == "gpt_neo":
+            raise NotApplicable("GPT-Neo has no attention interface to edit queries in")
+        if "q_bar" not in ctx.cache:
+            raise NotApplicable("no effective query bias computed (run analysis.shared_query and put q_bar in the context cache)")
+
+    def install(self, ctx, stack):
+        from ..analysis.shared_query import rotate
+        from ..metrics.capture import use_sinkscope_attention
+
+        ad = ctx.adapter
+        q_bar = ctx.cache["q_bar"]
+        for l in _layers(ctx, self.layers):
+            mod = ad.attention_module(l)
+            tables: dict = {}
+
+            def qedit(query, l=l, tables=tables):
+                T = query.shape[2]
+                if T not in tables:
+                    rope = ad.rope(l, T, device=query.device)
+                    shift = q_bar[l].to(device=query.device, dtype=query.dtype)[:, None, :].expand(-1, T, -1)  # [head, pos, d_head]
+                    tables[T] = rotate(shift, None if rope is None else tuple(t.to(query.dtype) for t in rope))
+                return query - (1.0 - self.scale) * tables[T][None, :, -T:]
+
+            mod._sinkscope_qedit = qedit
+            stack.callback(delattr, mod, "_sinkscope_qedit")
+        use_sinkscope_attention(ad, stack)
+
+
+class PatchIndex0(Intervention):
+    """After block ``block`` (default: the context's creating block), move index 0's residual a
+    fraction ``fraction`` of the way to the mean of the other positions (1: replace it)."""
+
+    def __init__(self, fraction: float = 1.0, block: int | None = None):
+        self.fraction, self.block = float(fraction), block
+
+    def _block(self, ctx):
+        b = self.block if self.block is not None else ctx.cache.get("creating_block")
+        if b is None or b < 0:
+            raise NotApplicable("index 0 is never special in the residual stream (no creating block)" if b is None else "index 0 is special from the embeddings on (no block creates it)")
+        return int(b)
+
+    def describe(self):
+        where = f"block {self.block}" if self.block is not None else "the creating block"
+        return f"index 0 residual -> {self.fraction:g} of the way to the others' mean, after {where}"
+
+    def check(self, ctx):
+        self._block(ctx)
+
+    def install(self, ctx, stack):
+        b = self._block(ctx)
+        f = self.fraction
+
+        def fn(out):
+            x = out[0] if isinstance(out, tuple) else out  # [batch, pos, d_model]
+            x = x.clone()
+            x[:, 0] = x[:, 0] - f * (x[:, 0] - x[:, 1:].mean(1))
+            return (x, *out[1:]) if isinstance(out, tuple) else x
+
+        hook_output(stack, ctx.adapter.layers()[b], fn)

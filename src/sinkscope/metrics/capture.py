@@ -113,6 +113,9 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
     is_causal = bool(is_causal and attention_mask is None and query.shape[2] > 1)
     if attention_mask is not None and attention_mask.ndim == 4:
         attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    qedit = getattr(module, "_sinkscope_qedit", None)
+    if qedit is not None:  # an intervention on the queries the kernel sees (e.g. ScaleSharedQuery)
+        query = qedit(query)
     keys = cap.keys if cap is not None else (0,)
     out, probs = attend_and_capture(
         query, key, value, attention_mask, is_causal, scaling, keys,
@@ -129,6 +132,20 @@ def _register() -> None:
 
     AttentionInterface.register(IMPL_NAME, _attention_interface)
     ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, sdpa_mask)
+
+
+def use_sinkscope_attention(adapter, stack) -> None:
+    """Route the model's attention through sinkscope's function until ``stack`` closes (for
+    query edits outside a capture). Raises for GPT-Neo, which has no attention interface."""
+    from ..errors import SinkscopeError
+
+    if adapter.family == "gpt_neo":
+        raise SinkscopeError("GPT-Neo has no attention interface to edit queries in")
+    _register()
+    for cfg in _configs(adapter.model):
+        saved = cfg._attn_implementation
+        cfg._attn_implementation = IMPL_NAME
+        stack.callback(setattr, cfg, "_attn_implementation", saved)
 
 
 def _gpt_neo_attn(self, query, key, value, attention_mask=None):

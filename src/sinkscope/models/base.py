@@ -103,6 +103,11 @@ class Adapter:
         output); the model's unscaled score is ``q·k / query_prescale``."""
         return 1.0
 
+    def rope(self, layer: int, T: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(cos, sin) [T, d_head]`` of the rotary embedding layer ``layer`` applies to q and k
+        (rotate-half convention: ``R_i x = x·cos_i + rotate_half(x)·sin_i``), or None."""
+        return None
+
     def trunk(self) -> nn.Module:
         """The transformer without the LM head (what ``measure`` runs)."""
         return self.model.base_model

@@ -20,6 +20,9 @@ class Gemma3Adapter(LlamaAdapter):
         has_bq = getattr(attn.q_proj, "bias", None) is not None
         return ArchInfo("gemma3", "rotary", "rmsnorm", has_bq, True, True)
 
+    def _rope_args(self, layer):
+        return (self.config.layer_types[layer],)  # sliding and full layers use different RoPE bases
+
     def ln2_module(self, layer):
         return self.body.layers[layer].pre_feedforward_layernorm
 

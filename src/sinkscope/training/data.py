@@ -106,3 +106,34 @@ def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: i
     if bos_id is not None:
         x = torch.cat([torch.full((batch, 1), bos_id, dtype=torch.long), x], dim=1)
     return x
+
+
+def backcopy_stream(text_streams: dict[str, torch.Tensor], n_tokens: int, seed: int = 0, eos_id: int = 0,
+                    n_states: int = 96, n_triggers: int = 6, fanout: int = 3, doc_len: int = 200) -> torch.Tensor:
+    """A synthetic "bigram-backcopy" stream (Guo et al. 2024, *Active-dormant attention heads*).
+
+    Tokens follow a sparse random bigram chain over ``n_states`` frequent text tokens, except that
+    after one of ``n_triggers`` trigger tokens the next token copies the token *before* the
+    trigger. Copying needs attention only at triggers: everywhere else those heads must do
+    nothing, which is the pressure that makes them park their attention on a sink.
+    Documents of ``doc_len`` tokens are separated by ``eos_id``. Deterministic in ``seed``.
+    """
+    g = torch.Generator().manual_seed(7_919 + seed)
+    counts = torch.bincount(torch.cat(list(text_streams.values())))
+    counts[eos_id] = 0
+    frequent = torch.argsort(counts, descending=True)[: n_states + n_triggers]
+    states, triggers = frequent[:n_states], frequent[n_states : n_states + n_triggers]
+    vocab = torch.cat([states, triggers])
+    succ = torch.stack([torch.randperm(len(vocab), generator=g)[:fanout] for _ in range(len(vocab))])  # [vocab, fanout]
+    is_trigger = torch.zeros(len(vocab), dtype=torch.bool)
+    is_trigger[n_states:] = True
+    n_docs = n_tokens // (doc_len + 1) + 1
+    # generate all documents at once, one position at a time (vectorised over documents)
+    seq = torch.empty(n_docs, doc_len, dtype=torch.long)
+    seq[:, 0] = torch.randint(n_states, (n_docs,), generator=g)
+    seq[:, 1] = succ[seq[:, 0], torch.randint(fanout, (n_docs,), generator=g)]
+    for t in range(2, doc_len):
+        nxt = succ[seq[:, t - 1], torch.randint(fanout, (n_docs,), generator=g)]
+        seq[:, t] = torch.where(is_trigger[seq[:, t - 1]], seq[:, t - 2], nxt)
+    ids = torch.cat([vocab[seq], torch.full((n_docs, 1), eos_id, dtype=torch.long)], dim=1).flatten()
+    return ids[:n_tokens]

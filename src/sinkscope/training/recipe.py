@@ -25,7 +25,7 @@ import torch
 from ..errors import SinkscopeError
 from ..io import write_json_atomic
 from ..models.sinkgpt import NORMALISERS, POSITIONS, SinkGPTConfig, SinkGPTForCausalLM
-from .data import SPECIAL, fit_tokenizer, sample_windows, token_streams, training_texts
+from .data import SPECIAL, backcopy_stream, fit_tokenizer, sample_windows, token_streams, training_texts
 
 PROBE_T = 40  # the paper's sequence length for the live sink readout
 
@@ -54,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     bos: bool = False  # every window starts with <|endoftext|>
+    backcopy: bool = False  # add a synthetic bigram-backcopy domain (heads needed only at triggers)
     seed: int = 0
     data: str = "default"
     # bookkeeping
@@ -158,10 +159,12 @@ def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> No
     cfg = model.config
     if cfg.is_gpt2:
         hf = GPT2LMHeadModel(cfg.to_gpt2_config())
+        hf.config.sinkscope_bos = bool(summary["config"]["bos"])
         missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
         assert not unexpected and all(k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing), (missing, unexpected)
     else:
         hf = model
+        hf.config.sinkscope_bos = bool(summary["config"]["bos"])
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         hf.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -207,6 +210,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         tokenizer.save_pretrained(str(tmp))
         os.replace(tmp, tok_dir)
     train_ids, val_ids = token_streams(texts, tokenizer)
+    eos_id = tokenizer.convert_tokens_to_ids(SPECIAL)
+    if cfg.backcopy:  # training windows only: validation loss and the sink probe stay on the text domains
+        train_ids["backcopy"] = backcopy_stream(train_ids, max(len(v) for v in train_ids.values()), seed=cfg.seed, eos_id=eos_id)
     bos_id = tokenizer.convert_tokens_to_ids(SPECIAL) if cfg.bos else None
 
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,209 @@
+"""``sinkscope compare``: the sink circuit across architectures, measured rather than cited.
+
+Per model: which components it has (b_Q, positions, MLP, QK-norm), sink strength per domain,
+where index 0 becomes special (creating block, massive coordinates), how much of index 0's logit
+advantage the shared query component explains (and GPT-2's literal b_Q term), how strongly the
+key weights read the massive coordinates (γ with q̄), and the matching interventions' sink and
+loss effects:
+
+* ``bq0``   b_Q := 0 (models with a query bias);
+* ``qbar0`` remove the effective query bias q̄ from every query (any architecture);
+* ``patch0`` replace index 0's residual after the creating block by the others' mean;
+* ``wk0``   zero the W_K rows of index 0's massive coordinates;
+* ``rand``  control: zero as many random non-massive W_K rows.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import SinkscopeError
+from ..metrics import resolve_band
+
+COMPARE_EDITS = {
+    "bq0": "b_Q := 0",
+    "qbar0": "remove effective query bias q̄",
+    "patch0": "index 0 := mean of others after creating block",
+    "wk0": "zero W_K rows of massive coords",
+    "rand": "control: zero random W_K rows",
+}
+
+
+@dataclass
+class Circuit:
+    """The structural facts of one model on one set of inputs."""
+
+    model: str
+    info: dict
+    band: tuple[int, int]
+    measure: object  # MeasureResult
+    profile: object  # ResidualProfile
+    shared: object  # SharedQuery
+    creating_block: int | None
+    coords: list[int]
+    coord_values: list[float]
+    gamma_split: dict | None
+    seconds: dict = field(default_factory=dict)
+
+
+def massive_at_index0(profile, band: tuple[int, int], creating_block: int | None) -> tuple[list[int], list[float]]:
+    """Index 0's massive coordinates where the sink layers read them: after the creating block
+    if there is one, else entering the layer band; the Sun et al. rule (ratio 100, |a| > 20),
+    relaxed to (20, 5) for small models whose activations never reach 20."""
+    block = creating_block if creating_block is not None else band[0] - 1
+    for ratio, min_abs in ((100.0, 20.0), (20.0, 5.0)):
+        coords, values = profile.massive(block, ratio=ratio, min_abs=min_abs)
+        if coords:
+            return coords[:8], values[:8]
+    return [], []
+
+
+def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True) -> Circuit:
+    """Measure, residual profile, shared query and γ(q̄) for one model (three passes)."""
+    from ..analysis import gamma_split, residual_profile
+    from ..analysis.shared_query import shared_gamma, shared_query
+    from . import measure
+
+    ad = model.adapter
+    band = resolve_band(band, ad.n_layers)
+    secs = {}
+    t = time.perf_counter()
+    m = measure(model, inputs, keys=(0, 1), batch_size=batch_size, band=band, progress=progress)
+    secs["measure"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prof = residual_profile(model, inputs, batch_size=batch_size, progress=progress)
+    cb = prof.creating_block()
+    coords, values = massive_at_index0(prof, band, cb)
+    secs["residual"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sq = shared_query(model, inputs, batch_size=batch_size, progress=progress)
+    gs = None
+    if coords:
+        gs, _ = gamma_split(shared_gamma(model, sq.q_bar, int(inputs.ids.shape[1])).float(), coords, band)
+    secs["shared_query"] = time.perf_counter() - t
+    return Circuit(model.name, ad.describe(), band, m, prof, sq, cb, coords, values, gs, secs)
+
+
+def compare_edits(c: Circuit, seed: int = 0) -> dict:
+    from ..interventions import Identity, PatchIndex0, RandomKeyCoords, ScaleQueryBias, ScaleSharedQuery, ZeroKeyCoords
+
+    return {
+        "a": Identity(),
+        "bq0": ScaleQueryBias(0.0),
+        "qbar0": ScaleSharedQuery(0.0),
+        "patch0": PatchIndex0(1.0),
+        "wk0": ZeroKeyCoords(scale=0.0),
+        "rand": RandomKeyCoords(n=max(1, len(c.coords)), seed=seed),
+    }
+
+
+def circuit_cache(c: Circuit) -> dict:
+    return {"q_bar": c.shared.q_bar.float(), "creating_block": c.creating_block}
+
+
+@dataclass
+class CompareResult:
+    rows: pd.DataFrame
+    per_head: pd.DataFrame
+    seconds: dict
+
+    def markdown(self) -> str:
+        t = self.rows
+        out = [
+            "| model | b_Q | positions | MLP | QK-norm | domain | BOS attention | creating block | massive coords (index 0) | shared-query share | literal b_Q share | γ(q̄) massive/other |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for _, r in t.iterrows():
+            bq = "n/a" if pd.isna(r.bq_share) else f"{r.bq_share:.2f}"
+            gr = "n/a" if pd.isna(r.gamma_ratio) else f"{r.gamma_ratio:.1f}×"
+            out.append(
+                f"| {r.model} | {'yes' if r.has_query_bias else 'no'} | {r.positional} | {'yes' if r.has_mlp else 'no'} | {'yes' if r.qk_norm else 'no'} | {r.domain} | "
+                f"{r.bos_attention:.3f} | {r.creating_block} | {r.massive_coords} | {r.shared_query_share:.2f} | {bq} | {gr} |"
+            )
+        out += ["", "Matching interventions (all inputs): BOS attention as % of baseline, Δ cross-entropy in nats", ""]
+        edits = [e for e in COMPARE_EDITS if f"{e}_pct" in t.columns]
+        out += ["| model | " + " | ".join(f"{e}: {COMPARE_EDITS[e]}" for e in edits) + " |", "|---|" + "---|" * len(edits)]
+        for _, r in t[t.domain == "all"].iterrows():
+            cells = []
+            for e in edits:
+                if pd.isna(r[f"{e}_pct"]):
+                    cells.append(f"n/a ({r[f'{e}_reason']})" if r.get(f"{e}_reason") else "n/a")
+                else:
+                    cells.append(f"{r[f'{e}_pct']:.1f}%, {r[f'{e}_delta_ce']:+.3f}")
+            out.append(f"| {r.model} | " + " | ".join(cells) + " |")
+        return "\n".join(out) + "\n"
+
+
+def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0):
+    """Rows (one per domain, ``all`` first) and the per-head table of one model."""
+    from .intervene import run_interventions
+
+    c = circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
+    t = time.perf_counter()
+    iv = run_interventions(model, inputs, compare_edits(c, seed), coords=c.coords or None, seed=seed, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
+    c.seconds["interventions"] = time.perf_counter() - t
+    table = iv.table()
+    table = table[table.scope == "mid"]
+    summary = c.measure.summary()
+    masks = inputs.domain_masks()
+    rows = []
+    info = c.info
+    for dom, sel in masks.items():
+        idx = torch.as_tensor(np.nonzero(sel)[0])
+        pooled = c.shared.pooled(c.band, idx)
+        row = {
+            "model": model.name,
+            "has_query_bias": bool(info["has_query_bias"]),
+            "positional": info["positional"],
+            "has_mlp": bool(info["has_mlp"]),
+            "qk_norm": bool(info["qk_norm"]),
+            "domain": dom,
+            "n": int(sel.sum()),
+            "bos_attention": summary["bos_attention"][dom]["mean"],
+            "bos_attention_se": summary["bos_attention"][dom]["se"],
+            "creating_block": "none" if c.creating_block is None else c.creating_block,
+            "massive_coords": " ".join(map(str, c.coords)) or "none",
+            "massive_values": " ".join(f"{v:.1f}" for v in c.coord_values),
+            "shared_query_share": pooled["shared_query_share"],
+            "bq_share": pooled["bq_share"],
+            "index0_advantage": pooled["mean_advantage"],
+            "gamma_ratio": c.gamma_split["ratio_of_means"] if c.gamma_split else float("nan"),
+            "layer_band": f"{c.band[0]}:{c.band[1]}",
+        }
+        for e in COMPARE_EDITS:
+            r = table[(table.intervention == e) & (table.dataset == dom)].iloc[0]
+            row[f"{e}_bos"] = r["mean"] if r.applicable else float("nan")
+            row[f"{e}_pct"] = r.pct_baseline if r.applicable else float("nan")
+            row[f"{e}_delta_ce"] = r.delta_ce if r.applicable else float("nan")
+            row[f"{e}_reason"] = r.reason
+        rows.append(row)
+    per_head = c.shared.frame({d: s for d, s in masks.items()})
+    per_head.insert(0, "model", model.name)
+    return rows, per_head, c
+
+
+def compare(specs: list[str], inputs_fn, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0, device: str = "cpu", load=None):
+    """Run :func:`compare_one` for every model spec; ``inputs_fn(model)`` tokenises the inputs
+    for that model's tokenizer. Models are loaded one at a time and released."""
+    from ..models import load_model
+
+    load = load or (lambda s: load_model(s, device=device))
+    rows, heads, secs, circuits = [], [], {}, {}
+    if not specs:
+        raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
+    for spec in specs:
+        t = time.perf_counter()
+        model = load(spec)
+        r, h, c = compare_one(model, inputs_fn(model), band=band, batch_size=batch_size, progress=progress, seed=seed)
+        rows += r
+        heads.append(h)
+        secs[model.name] = {**{k: round(v, 1) for k, v in c.seconds.items()}, "total": round(time.perf_counter() - t, 1)}
+        circuits[model.name] = c
+        del model
+    res = CompareResult(pd.DataFrame(rows), pd.concat(heads, ignore_index=True), secs)
+    res.circuits = circuits
+    return res

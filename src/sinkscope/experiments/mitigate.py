@@ -1,0 +1,121 @@
+"""``sinkscope mitigate``: what does removing the sink cost? Sweep each edit's strength from 1
+(the model as is) to 0 (the component removed) and record sink left vs cross-entropy added.
+
+Edits (strength s = the fraction kept):
+
+* ``bq``     b_Q := s·b_Q (models with a query bias);
+* ``qbar``   q̄ := s·q̄, the effective query bias, any architecture;
+* ``wk``     W_K rows of index 0's massive coordinates scaled by s;
+* ``patch0`` index 0's residual after the creating block moved (1 - s) of the way to the others' mean.
+
+The *most sink removed per nat* names, per model, the edit whose best point (s < 1, with at least
+0.01 nats added) removes the most BOS attention per nat of cross-entropy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+EDITS = ("bq", "qbar", "wk", "patch0")
+EDIT_TEXT = {
+    "bq": "b_Q := s·b_Q",
+    "qbar": "q̄ := s·q̄ (effective query bias)",
+    "wk": "W_K massive-coord rows × s",
+    "patch0": "index 0 residual: remove (1-s) of its special part",
+}
+DEFAULT_STRENGTHS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
+MIN_NATS = 0.01
+
+
+def sweep_edits(strengths=DEFAULT_STRENGTHS, edits=EDITS) -> dict:
+    """``{"edit@s": Intervention}``; strength 1 of every edit is the unedited baseline ``a``."""
+    from ..interventions import Identity, PatchIndex0, ScaleQueryBias, ScaleSharedQuery, ZeroKeyCoords
+
+    make = {
+        "bq": lambda s: ScaleQueryBias(s),
+        "qbar": lambda s: ScaleSharedQuery(s),
+        "wk": lambda s: ZeroKeyCoords(scale=s),
+        "patch0": lambda s: PatchIndex0(1.0 - s),
+    }
+    out = {"a": Identity()}
+    for e in edits:
+        for s in strengths:
+            if s != 1.0:
+                out[f"{e}@{s:g}"] = make[e](float(s))
+    return out
+
+
+@dataclass
+class MitigateResult:
+    tradeoff: pd.DataFrame  # model, edit, strength, domain, bos_attention, delta_ce (+ se, pct)
+    not_applicable: dict  # {model: {edit: reason}}
+
+    def best(self) -> pd.DataFrame:
+        """Per model: the edit with the most sink removed per nat (domain ``all``)."""
+        rows = []
+        t = self.tradeoff[(self.tradeoff.domain == "all") & (self.tradeoff.strength < 1)]
+        for model, g in t.groupby("model", sort=False):
+            base = self.tradeoff[(self.tradeoff.model == model) & (self.tradeoff.domain == "all") & (self.tradeoff.strength == 1)].bos_attention.iloc[0]
+            g = g.assign(removed=base - g.bos_attention)
+            g = g.assign(per_nat=g.removed / g.delta_ce.clip(lower=MIN_NATS))
+            g = g[g.removed > 0]
+            if not len(g):
+                rows.append({"model": model, "best_edit": "none", "strength": np.nan, "removed": 0.0, "delta_ce": np.nan, "sink_removed_per_nat": 0.0})
+                continue
+            r = g.loc[g.per_nat.idxmax()]
+            rows.append({"model": model, "best_edit": r.edit, "strength": r.strength, "removed": r.removed, "delta_ce": r.delta_ce, "sink_removed_per_nat": r.per_nat})
+        return pd.DataFrame(rows)
+
+    def markdown(self) -> str:
+        out = ["| model | edit | " + " | ".join(f"s={s:g}" for s in sorted(set(self.tradeoff.strength), reverse=True)) + " |"]
+        ss = sorted(set(self.tradeoff.strength), reverse=True)
+        out.append("|---|---|" + "---|" * len(ss))
+        t = self.tradeoff[self.tradeoff.domain == "all"]
+        for (model, edit), g in t.groupby(["model", "edit"], sort=False):
+            cells = []
+            for s in ss:
+                r = g[g.strength == s]
+                cells.append(f"{r.bos_attention.iloc[0]:.3f} / {r.delta_ce.iloc[0]:+.3f}" if len(r) else "")
+            out.append(f"| {model} | {edit} | " + " | ".join(cells) + " |")
+        out += ["", "Cells: BOS attention (layer band) / Δ cross-entropy (nats), all inputs.", ""]
+        out += ["| model | most sink removed per nat | at strength | sink removed | Δ CE | per nat |", "|---|---|---|---|---|---|"]
+        for _, r in self.best().iterrows():
+            out.append(f"| {r.model} | {r.best_edit} | {r.strength:g} | {r.removed:.3f} | {r.delta_ce:+.3f} | {r.sink_removed_per_nat:.2f} |")
+        for model, na in self.not_applicable.items():
+            for e, why in na.items():
+                out.append(f"\n{model}: `{e}` not applicable ({why})")
+        return "\n".join(out) + "\n"
+
+
+def mitigate_one(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, band=None, batch_size: int = 32, progress: bool = True, circuit=None):
+    """The trade-off rows of one model (and the reasons of edits that do not apply)."""
+    from .compare import circuit as get_circuit
+    from .compare import circuit_cache
+    from .intervene import run_interventions
+
+    c = circuit or get_circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
+    ivs = sweep_edits(strengths, edits)
+    res = run_interventions(model, inputs, ivs, coords=c.coords or None, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
+    t = res.table()
+    t = t[t.scope == "mid"]
+    rows, na = [], {}
+    for _, r in t.iterrows():
+        if r.intervention == "a":
+            for e in edits:
+                rows.append({"edit": e, "strength": 1.0, **_vals(r)})
+            continue
+        e, s = r.intervention.split("@")
+        if not r.applicable:
+            na[e] = r.reason
+            continue
+        rows.append({"edit": e, "strength": float(s), **_vals(r)})
+    df = pd.DataFrame(rows)
+    df = df[~df.edit.isin(na)]
+    df.insert(0, "model", model.name)
+    return df.sort_values(["edit", "domain", "strength"], ascending=[True, True, False], kind="stable").reset_index(drop=True), na
+
+
+def _vals(r) -> dict:
+    return {"domain": r.dataset, "bos_attention": r["mean"], "bos_attention_se": r.se, "pct_baseline": r.pct_baseline, "delta_ce": r.delta_ce, "delta_ce_se": r.delta_ce_se}
