@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,39 @@ def test_packaged_models_match_eager_and_sink(name, package, bos, family, packag
     assert s["bos_attention"]["all"]["mean"] > 5 * s["uniform_baseline"]
     if name == "qwen2.5-coder-0.5b":
         assert m.adapter.info().has_query_bias and torch.count_nonzero(m.adapter.b_Q) > 0
+
+
+def test_smollm2_shared_query_split_and_compare(smollm2):
+    """Issue 5 on real RoPE weights: queries rotated back match q_proj, the split sums to the
+    model's scores, and compare's matching interventions apply (b_Q := 0 does not)."""
+    from sinkscope.analysis.shared_query import query_key_batches, rotate, shared_query
+    from sinkscope.experiments.compare import compare_one
+
+    ad = smollm2.adapter
+    ti = load_inputs("default", smollm2.tokenizer, per_domain=2)
+    pre = {}
+    hooks = [ad.attention_module(l).q_proj.register_forward_hook(lambda m, a, o, l=l: pre.__setitem__(l, o.detach())) for l in range(ad.n_layers)]
+    try:
+        (_, qk, ropes), = list(query_key_batches(smollm2, ti, batch_size=16, progress=False))
+    finally:
+        for h in hooks:
+            h.remove()
+    r = shared_query(smollm2, ti, progress=False)
+    with torch.no_grad(), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
+        ad.trunk()(input_ids=ti.ids, use_cache=False)
+    scores = cap.scores()
+    worst = 0.0
+    for l in range(ad.n_layers):
+        q_pre, k = qk[l]
+        want = pre[l].reshape(len(ti), -1, ad.n_heads, ad.d_head).transpose(1, 2)
+        assert (q_pre - want).abs().max() < 1e-3 * want.abs().max()
+        qb = r.q_bar[l].float()[None, :, None, :].expand_as(q_pre)
+        total = rotate(qb, ropes[l]) @ k.transpose(-1, -2) + rotate(q_pre - qb, ropes[l]) @ k.transpose(-1, -2)
+        worst = max(worst, ((total - scores[:, l]).abs().max() / scores[:, l].abs().max()).item())
+    print(f"SmolLM2: max relative |shared + rest - scores| = {worst:.2e}")
+    assert worst < 1e-5
+    rows, _, c = compare_one(smollm2, ti, progress=False)
+    all_ = rows[0]
+    assert all_["positional"] == "rotary" and all_["has_query_bias"] is False
+    assert all_["bq0_reason"] and not np.isnan(all_["qbar0_pct"]) and not np.isnan(all_["patch0_pct"])
+    assert 0 < all_["shared_query_share"] < 2

@@ -161,10 +161,10 @@ def test_training_is_deterministic_and_resumable(tmp_path, monkeypatch):
 
     real = recipe.sample_windows
 
-    def interrupt_at_3(streams, batch, T, seed, step, bos_id):
+    def interrupt_at_3(streams, batch, T, seed, step, bos_id, weights=None):
         if step == 3 and batch == TINY["batch"]:
             raise KeyboardInterrupt
-        return real(streams, batch, T, seed, step, bos_id)
+        return real(streams, batch, T, seed, step, bos_id, weights)
 
     monkeypatch.setattr(recipe, "sample_windows", interrupt_at_3)
     cfg = TrainConfig(**TINY)

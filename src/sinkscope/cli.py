@@ -122,6 +122,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--bos", type=_bool, default=d.bos, metavar="on|off", help="start every window with <|endoftext|>")
+    p.add_argument("--synthetic", type=float, default=d.synthetic, help="share of training windows from a synthetic task on reserved tokens (default 0)")
+    p.add_argument("--task", default=d.task, choices=("repeat", "backcopy"), help="the synthetic task: repeat (induction) or backcopy (bigram-backcopy)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validation loss + sink readouts (0: never)")
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)

@@ -18,6 +18,8 @@ import torch
 from ..errors import SinkscopeError
 
 SPECIAL = "<|endoftext|>"
+N_RESERVED = 64
+RESERVED = tuple(f"<|syn{i}|>" for i in range(N_RESERVED))  # tokens no text produces: the synthetic domain's alphabet
 
 
 def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str, list[str]]:
@@ -54,7 +56,8 @@ def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str
 
 
 def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
-    """A byte-level BPE (GPT-2's pre-tokeniser) with ``vocab_size`` tokens, ``<|endoftext|>`` = 0.
+    """A byte-level BPE (GPT-2's pre-tokeniser) with ``vocab_size`` tokens, ``<|endoftext|>`` = 0,
+    and :data:`RESERVED` special tokens 1..64 that no text encodes to (the synthetic domain's).
 
     Deterministic: the same texts give the same merges.
     """
@@ -65,7 +68,7 @@ def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[SPECIAL], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size, special_tokens=[SPECIAL, *RESERVED], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     docs = [t for ts in texts.values() for t in ts]
     tok.train_from_iterator(docs, trainer=trainer)
@@ -87,16 +90,18 @@ def token_streams(texts: dict[str, list[str]], tokenizer, val_fraction: float = 
     return train, val
 
 
-def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: int, step: int, bos_id: int | None) -> torch.Tensor:
-    """``[batch, T]`` windows: domain uniformly at random, then a uniform start in its stream.
-
-    With ``bos_id`` every window starts with that token followed by ``T - 1`` text tokens.
-    Depends only on ``(seed, step)``.
+def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: int, step: int, bos_id: int | None, weights: dict[str, float] | None = None) -> torch.Tensor:
+    """``[batch, T]`` windows: a domain (uniformly, or by ``weights``), then a uniform start in
+    its stream. With ``bos_id`` every window starts with that token followed by ``T - 1`` text
+    tokens. Depends only on ``(seed, step)``.
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     names = sorted(streams)
     n_text = T - 1 if bos_id is not None else T
-    dom = torch.randint(len(names), (batch,), generator=g)
+    if weights is None:
+        dom = torch.randint(len(names), (batch,), generator=g)
+    else:
+        dom = torch.multinomial(torch.tensor([float(weights.get(n, 0.0)) for n in names]), batch, replacement=True, generator=g)
     rows = []
     for i in range(batch):  # batch-sized loop over a few dozen rows: index building only
         s = streams[names[int(dom[i])]]
@@ -108,22 +113,20 @@ def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: i
     return x
 
 
-def backcopy_stream(text_streams: dict[str, torch.Tensor], n_tokens: int, seed: int = 0, eos_id: int = 0,
-                    n_states: int = 96, n_triggers: int = 6, fanout: int = 3, doc_len: int = 200) -> torch.Tensor:
+def backcopy_stream(alphabet: list[int], n_tokens: int, seed: int = 0, eos_id: int = 0,
+                    n_triggers: int = 4, fanout: int = 3, doc_len: int = 200) -> torch.Tensor:
     """A synthetic "bigram-backcopy" stream (Guo et al. 2024, *Active-dormant attention heads*).
 
-    Tokens follow a sparse random bigram chain over ``n_states`` frequent text tokens, except that
-    after one of ``n_triggers`` trigger tokens the next token copies the token *before* the
-    trigger. Copying needs attention only at triggers: everywhere else those heads must do
-    nothing, which is the pressure that makes them park their attention on a sink.
-    Documents of ``doc_len`` tokens are separated by ``eos_id``. Deterministic in ``seed``.
+    Tokens of ``alphabet`` (the tokenizer's reserved tokens, which no text produces) follow a
+    sparse random bigram chain, except that after one of the last ``n_triggers`` tokens (the
+    triggers) the next token copies the token *before* the trigger. Copying needs attention only
+    at triggers; everywhere else, and on all text, those heads must do nothing: the pressure that
+    makes them park their attention on a sink. Documents of ``doc_len`` tokens are separated by
+    ``eos_id``. Deterministic in ``seed``.
     """
     g = torch.Generator().manual_seed(7_919 + seed)
-    counts = torch.bincount(torch.cat(list(text_streams.values())))
-    counts[eos_id] = 0
-    frequent = torch.argsort(counts, descending=True)[: n_states + n_triggers]
-    states, triggers = frequent[:n_states], frequent[n_states : n_states + n_triggers]
-    vocab = torch.cat([states, triggers])
+    vocab = torch.as_tensor(list(alphabet), dtype=torch.long)
+    n_states = len(vocab) - n_triggers
     succ = torch.stack([torch.randperm(len(vocab), generator=g)[:fanout] for _ in range(len(vocab))])  # [vocab, fanout]
     is_trigger = torch.zeros(len(vocab), dtype=torch.bool)
     is_trigger[n_states:] = True
@@ -137,3 +140,30 @@ def backcopy_stream(text_streams: dict[str, torch.Tensor], n_tokens: int, seed: 
         seq[:, t] = torch.where(is_trigger[seq[:, t - 1]], seq[:, t - 2], nxt)
     ids = torch.cat([vocab[seq], torch.full((n_docs, 1), eos_id, dtype=torch.long)], dim=1).flatten()
     return ids[:n_tokens]
+
+
+def repeat_stream(alphabet: list[int], n_tokens: int, seed: int = 0, eos_id: int = 0, min_len: int = 6, max_len: int = 24) -> torch.Tensor:
+    """A synthetic "repeat" stream: documents ``s s`` (a random sequence of ``alphabet`` tokens,
+    then the same sequence again), separated by ``eos_id``.
+
+    The second copy is predictable only by induction (attend to the token after the previous
+    occurrence of the current one); in the first copy, and on text, where the current token has no
+    earlier occurrence, an induction head has nothing to read and must do nothing. Deterministic
+    in ``seed``; vectorised over documents.
+    """
+    g = torch.Generator().manual_seed(104_729 + seed)
+    vocab = torch.as_tensor(list(alphabet), dtype=torch.long)
+    docs, total = [], 0
+    while total < n_tokens:
+        n = 4096
+        lengths = torch.randint(min_len, max_len + 1, (n,), generator=g)
+        seqs = vocab[torch.randint(len(vocab), (n, max_len), generator=g)]
+        keep = torch.arange(max_len)[None, :] < lengths[:, None]  # [doc, pos]
+        first = seqs[keep].split(lengths.tolist())
+        for s in first:
+            docs.append(torch.cat([s, s, torch.tensor([eos_id])]))
+        total += int((2 * lengths + 1).sum())
+    return torch.cat(docs)[:n_tokens]
+
+
+SYNTHETIC = {"repeat": repeat_stream, "backcopy": backcopy_stream}

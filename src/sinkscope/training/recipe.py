@@ -25,7 +25,7 @@ import torch
 from ..errors import SinkscopeError
 from ..io import write_json_atomic
 from ..models.sinkgpt import NORMALISERS, POSITIONS, SinkGPTConfig, SinkGPTForCausalLM
-from .data import SPECIAL, backcopy_stream, fit_tokenizer, sample_windows, token_streams, training_texts
+from .data import RESERVED, SPECIAL, SYNTHETIC, fit_tokenizer, sample_windows, token_streams, training_texts
 
 PROBE_T = 40  # the paper's sequence length for the live sink readout
 
@@ -54,7 +54,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     bos: bool = False  # every window starts with <|endoftext|>
-    backcopy: bool = False  # add a synthetic bigram-backcopy domain (heads needed only at triggers)
+    synthetic: float = 0.0  # share of training windows from a synthetic domain on reserved tokens
+    task: str = "repeat"  # the synthetic domain: repeat (induction) | backcopy (bigram-backcopy)
     seed: int = 0
     data: str = "default"
     # bookkeeping
@@ -73,6 +74,10 @@ class TrainConfig:
                 raise SinkscopeError(f"{name} must be positive, got {getattr(self, name)}")
         if self.context < PROBE_T:
             raise SinkscopeError(f"--context {self.context} is shorter than the {PROBE_T}-token sink probe (the paper's T); use --context >= {PROBE_T}")
+        if not 0 <= self.synthetic < 1:
+            raise SinkscopeError(f"--synthetic {self.synthetic} must be a share of windows in [0, 1)")
+        if self.task not in SYNTHETIC:
+            raise SinkscopeError(f"--task {self.task!r}: choose one of {', '.join(SYNTHETIC)}")
         if self.vocab < 260:
             raise SinkscopeError(f"--vocab {self.vocab} is below the 256 byte tokens + specials; use >= 260")
 
@@ -174,8 +179,11 @@ def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> No
             os.replace(Path(tmp) / n, out / n)
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False, tokenizer=None, data: dict | None = None, progress: bool = True, command: str = "", device: str = "cpu") -> dict:
-    """Train (or resume) a run in ``out``; returns the ``training.json`` summary."""
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False, tokenizer=None, data: dict | None = None, progress: bool = True, command: str = "", device: str = "cpu", on_eval=None) -> dict:
+    """Train (or resume) a run in ``out``; returns the ``training.json`` summary.
+
+    ``on_eval(dict)`` is called with every readout (step, validation loss, sink).
+    """
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
@@ -211,8 +219,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         os.replace(tmp, tok_dir)
     train_ids, val_ids = token_streams(texts, tokenizer)
     eos_id = tokenizer.convert_tokens_to_ids(SPECIAL)
-    if cfg.backcopy:  # training windows only: validation loss and the sink probe stay on the text domains
-        train_ids["backcopy"] = backcopy_stream(train_ids, max(len(v) for v in train_ids.values()), seed=cfg.seed, eos_id=eos_id)
+    weights = None
+    if cfg.synthetic > 0:  # training windows only: validation loss and the sink probe stay on the text domains
+        text = sorted(train_ids)
+        alphabet = tokenizer.convert_tokens_to_ids(list(RESERVED))
+        if any(a is None or a == tokenizer.unk_token_id for a in alphabet):
+            raise SinkscopeError("--synthetic needs a tokenizer with sinkscope's reserved <|synN|> tokens; let train fit one (drop --tokenizer)")
+        train_ids["synthetic"] = SYNTHETIC[cfg.task](alphabet, max(len(v) for v in train_ids.values()), seed=cfg.seed, eos_id=eos_id)
+        weights = {**{k: (1 - cfg.synthetic) / len(text) for k in text}, "synthetic": cfg.synthetic}
     bos_id = tokenizer.convert_tokens_to_ids(SPECIAL) if cfg.bos else None
 
     torch.manual_seed(cfg.seed)
@@ -234,7 +248,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
     postfix: dict = {}
     while step < cfg.steps:
-        x = sample_windows(train_ids, cfg.batch, cfg.context, cfg.seed, step, bos_id).to(device)  # [batch, pos]
+        x = sample_windows(train_ids, cfg.batch, cfg.context, cfg.seed, step, bos_id, weights).to(device)  # [batch, pos]
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         logits = model(x).logits
@@ -251,6 +265,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             ev = {"step": step, "val_loss": _val_loss(model, val, cfg.bos), "sink": probe_sink(model, probe)}
             history["evals"].append(ev)
+            if on_eval is not None:
+                on_eval(ev)
             postfix["sink"] = f"{ev['sink']:.3f}"
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
