@@ -63,7 +63,7 @@ def test_four_terms_sum_to_model_scores(which):
     t = score_terms(sm, torch.randint(0, 1000, (3, 24)))
     err = (t.total() - t.scores).abs().max().item()
     print(f"{which}: max |sum of terms - model score| = {err:.1e} (scores up to {t.scores.abs().max():.1f})")
-    assert err < 1e-5
+    assert err < 1e-6 * max(10.0, t.scores.abs().max().item())  # fp32: relative to the scores' size
     assert t.delta.abs().max() > 0.1 and t.query_only.abs().max() > 0.1  # biases really contribute
 
 

@@ -70,17 +70,6 @@ def test_smollm2_paper_inputs_show_a_clear_sink(smollm2):
     assert sum(v > 3 * u for v in per_layer) > 0.7 * len(per_layer)
 
 
-def test_main_command_runs_offline(tmp_path, capsys):
-    from sinkscope.cli import main
-
-    out = tmp_path / "m"
-    assert main(["measure", "--out", str(out), "--quiet"]) == 0
-    s = json.loads((out / "summary.json").read_text())
-    assert s["n_examples"] == 300 and set(s["bos_attention"]) == {"all", "nl", "math", "code"}
-    assert s["bos_attention"]["all"]["mean"] > 5 * s["uniform_baseline"]
-    assert "BOS attention" in capsys.readouterr().out
-
-
 def test_smollm2_interventions_run_or_say_why(smollm2):
     """On a Llama-architecture model the GPT-2-specific presets are reported as not applicable."""
     from sinkscope.experiments.intervene import run_interventions

@@ -51,10 +51,11 @@ def budget_config(budget: str):
     in under 2 h) or ``gpu`` (wider, deeper, longer; one CUDA device)."""
     from ..training import TrainConfig
 
+    recipe = dict(vocab=2048, bos=True, synthetic=0.7, task="repeat", lr=3e-3, weight_decay=0.1)  # the default model's recipe
     if budget == "small":
-        return TrainConfig(n_layer=4, n_embd=128, n_head=4, context=64, batch=32, steps=1200, lr=3e-3, weight_decay=0.1, eval_every=200, ckpt_every=400)
+        return TrainConfig(n_layer=6, n_embd=128, n_head=8, context=64, batch=32, steps=400, eval_every=100, ckpt_every=200, **recipe)
     if budget == "gpu":
-        return TrainConfig(n_layer=8, n_embd=256, n_head=8, context=128, batch=64, steps=4000, lr=2e-3, weight_decay=0.1, eval_every=500, ckpt_every=1000)
+        return TrainConfig(n_layer=8, n_embd=256, n_head=8, context=128, batch=64, steps=4000, eval_every=500, ckpt_every=1000, **recipe)
     raise SinkscopeError(f"--budget {budget!r}: choose small or gpu")
 
 

@@ -36,7 +36,10 @@ def compare_figure(result, path):
             txt = "n/a" if np.isnan(p) else f"{r[f'{e}_delta_ce']:+.2f}"
             a2.text(xi, (0 if np.isnan(p) else p) + 2, txt, ha="center", fontsize=6, rotation=90)
     a2.axhline(100, color="grey", lw=0.8, ls="--")
-    a2.set_xticks(range(len(edits)), [f"{e}\n{COMPARE_EDITS[e]}" for e in edits], fontsize=6)
+    import textwrap
+
+    a2.set_xticks(range(len(edits)), [e + "\n" + "\n".join(textwrap.wrap(COMPARE_EDITS[e], 18)) for e in edits], fontsize=6)
+    a2.set_ylim(0, max(120, a2.get_ylim()[1]))
     a2.set_ylabel("BOS attention, % of baseline")
     a2.legend(fontsize=7)
     a2.set_title("Matching interventions (numbers: Δ cross-entropy, nats)", fontsize=9)

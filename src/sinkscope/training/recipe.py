@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SinkscopeError
-from ..io import write_json_atomic
+from ..io import publish_mode, write_json_atomic
 from ..models.sinkgpt import NORMALISERS, POSITIONS, SinkGPTConfig, SinkGPTForCausalLM
 from .data import RESERVED, SPECIAL, SYNTHETIC, fit_tokenizer, sample_windows, token_streams, training_texts
 
@@ -170,12 +170,15 @@ def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> No
     else:
         hf = model
         hf.config.sinkscope_bos = bool(summary["config"]["bos"])
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+    from ..models.loading import _quiet_transformers
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp, _quiet_transformers():
         hf.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json_atomic(Path(tmp) / "training.json", summary)
         names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")  # config.json last
         for n in names:
+            publish_mode(Path(tmp) / n)
             os.replace(Path(tmp) / n, out / n)
 
 
@@ -216,6 +219,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
 
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tok-"))
         tokenizer.save_pretrained(str(tmp))
+        publish_mode(tmp, directory=True)
         os.replace(tmp, tok_dir)
     train_ids, val_ids = token_streams(texts, tokenizer)
     eos_id = tokenizer.convert_tokens_to_ids(SPECIAL)
