@@ -254,7 +254,7 @@ def cmd_explain(args) -> int:
                 circuit.delta_histograms(d, band_, tmp / "fig6_delta_hist_full.png")
             if "residual_profile" in res.tables:
                 r = s["residual"]
-                circuit.residual_norms(res.tables["residual_profile"], tmp / "residual_norms.png", title=f"Index 0 becomes special after block {r['creating_block']} (massive coords {r['massive_coords'][:5]})")
+                circuit.residual_norms(res.tables["residual_profile"], tmp / "residual_norms.png", title=f"Index 0 becomes special after block {r['creating_block']} (massive coords {r['massive_coords'][:5]})" if r["creating_block"] is not None else "Index 0 never becomes special in the residual stream")
             if "alignment" in res.arrays:
                 circuit.alignment_strip(res.arrays["alignment"], band_, tmp / "fig2_alignment.png")
             if "epe_validation" in res.tables:
@@ -347,7 +347,8 @@ def format_explain(s: dict) -> str:
     if "residual" in s:
         r = s["residual"]
         vals = ", ".join(f"{c}: {v:+.0f}" for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6]))
-        lines.append(f"  index 0 becomes special after block {r['creating_block']} (massive coords {vals}); norm ratio peaks at {r['max_norm_ratio']:.0f}x after block {r['max_norm_ratio_block']}")
+        where = f"becomes special after block {r['creating_block']} (massive coords {vals})" if r["creating_block"] is not None else "never becomes special (norm ratio < 5x after every block)"
+        lines.append(f"  index 0 {where}; norm ratio peaks at {r['max_norm_ratio']:.0f}x after block {r['max_norm_ratio_block']}")
     if "delta" in s:
         d = s["delta"]
         lines.append(f"  re-centred Δ: mean {d['index0_mean']:.2f} at index 0 vs {d['other_mean']:.2f} elsewhere; index-0 p10 above every other p90 in layers {d['layers_index0_p10_above_all_other_p90']}")
