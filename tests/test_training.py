@@ -214,3 +214,10 @@ def test_zoo_trains_analyses_and_reuses_runs(tmp_path):
     r2 = run_zoo(tmp_path / "zoo", seeds=(0,), variants=("full",), base=base, progress=False, per_domain=8)
     assert (tmp_path / "zoo" / "full-s0" / "training.json").stat().st_mtime_ns == stamp  # reused, not retrained
     assert r2.runs.bos_attention.iloc[0] == pytest.approx(full.bos_attention)
+
+
+def test_zoo_cli_rejects_unknown_variants(tmp_path, capsys):
+    from sinkscope.cli import main
+
+    assert main(["zoo", "--variants", "full,bogus", "--out", str(tmp_path / "z"), "--quiet"]) == 2
+    assert "bogus" in capsys.readouterr().err and not (tmp_path / "z").exists()
