@@ -76,9 +76,10 @@ class ZooResult:
         agg["seeds"] = wide.groupby("variant", sort=False)["seed"].count()
         agg["sink_sd"] = wide.groupby("variant", sort=False)["all"].std()
         for c in ("epe_massive", "resid_massive", "creating_block"):
-            agg[c] = wide.groupby("variant", sort=False)[c].agg(lambda s: " | ".join(dict.fromkeys(str(v) for v in s)))
+            agg[c] = wide.groupby("variant", sort=False)[c].agg(lambda s: " / ".join(dict.fromkeys(str(v) for v in s)))  # per seed where they differ
         agg["formed"] = np.where(agg["all"] >= 0.3, "yes", np.where(agg["all"] >= 0.1, "weak", "no"))
-        return agg.reset_index()
+        order = [v for v in VARIANTS if v in agg.index] + [v for v in agg.index if v not in VARIANTS]
+        return agg.loc[order].reset_index()
 
     def markdown(self) -> str:
         t = self.table()
