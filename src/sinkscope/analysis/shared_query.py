@@ -32,27 +32,18 @@ from tqdm.auto import tqdm
 
 from ..metrics import KeyAttentionCapture
 from ..metrics.sink import query_window
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+from ..models.sinkgpt import apply_rope
 
 
 def unrotate(x: torch.Tensor, rope) -> torch.Tensor:
-    """``R_iᵀ x_i`` for ``x [..., T, d_head]`` (identity when ``rope`` is None)."""
-    if rope is None:
-        return x
-    cos, sin = rope
-    return x * cos - rotate_half(x) * sin
+    """``R_iᵀ x_i`` for ``x [..., T, d_head]`` (identity when ``rope`` is None): the rotation by
+    the opposite angles."""
+    return x if rope is None else apply_rope(x, rope[0], -rope[1])
 
 
 def rotate(x: torch.Tensor, rope) -> torch.Tensor:
     """``R_i x_i`` (identity when ``rope`` is None)."""
-    if rope is None:
-        return x
-    cos, sin = rope
-    return x * cos + rotate_half(x) * sin
+    return x if rope is None else apply_rope(x, *rope)
 
 
 def _window_mask(T: int, lengths: torch.Tensor | None, B: int) -> torch.Tensor:
