@@ -17,6 +17,7 @@ dot product: ``A[i, k] = exp(scale * q_i·k_k + mask[i, k] - lse_i)``. So sink m
 """
 from __future__ import annotations
 
+import contextlib
 import types
 from typing import Sequence
 
@@ -215,15 +216,12 @@ class KeyAttentionCapture:
         for l, mod in enumerate(self._mods):
             mod._sinkscope_capture = self
             mod._sinkscope_layer = l
-        self._saved_impl = []
+        self._restore = contextlib.ExitStack()
         if self.adapter.family == "gpt_neo":
             for mod in self._mods:
                 mod._attn = types.MethodType(_gpt_neo_attn, mod)
         else:
-            _register()
-            for cfg in _configs(self.adapter.model):
-                self._saved_impl.append((cfg, cfg._attn_implementation))
-                cfg._attn_implementation = IMPL_NAME
+            use_sinkscope_attention(self.adapter, self._restore)
         return self
 
     def __exit__(self, *exc):
@@ -231,8 +229,7 @@ class KeyAttentionCapture:
             for attr in ("_sinkscope_capture", "_sinkscope_layer", "_attn"):
                 if attr in mod.__dict__:
                     delattr(mod, attr)
-        for cfg, impl in self._saved_impl:
-            cfg._attn_implementation = impl
+        self._restore.close()
         return False
 
 
