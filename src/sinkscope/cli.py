@@ -390,9 +390,7 @@ def _models_and_inputs(args, specs: list[str]):
 
 
 def cmd_compare(args) -> int:
-    import pandas as pd
-
-    from .experiments.compare import compare_one
+    from .experiments.compare import compare
     from .io import atomic_output_dir, check_output_dir, write_json_atomic
     from .report.compare import compare_figure
 
@@ -402,16 +400,8 @@ def cmd_compare(args) -> int:
     check_output_dir(args.out)
     band = _parse_band(args.layers)
     t0 = time.perf_counter()
-    rows, heads, secs = [], [], {}
-    for model, inputs in _models_and_inputs(args, specs):
-        t = time.perf_counter()
-        r, h, c = compare_one(model, inputs, band=band, batch_size=args.batch_size, progress=not args.quiet, seed=args.seed)
-        rows += r
-        heads.append(h)
-        secs[model.name] = {**{k: round(v, 1) for k, v in c.seconds.items()}, "total": round(time.perf_counter() - t, 1)}
-    from .experiments.compare import CompareResult
-
-    res = CompareResult(pd.DataFrame(rows), pd.concat(heads, ignore_index=True), secs)
+    res = compare(_models_and_inputs(args, specs), band=band, batch_size=args.batch_size, progress=not args.quiet, seed=args.seed)
+    secs = res.seconds
     with atomic_output_dir(args.out) as tmp:
         res.rows.to_csv(tmp / "compare.csv", index=False, float_format="%.6g")
         res.per_head.to_csv(tmp / "shared_query_per_head.csv", index=False, float_format="%.6g")

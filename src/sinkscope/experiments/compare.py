@@ -186,24 +186,17 @@ def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: boo
     return rows, per_head, c
 
 
-def compare(specs: list[str], inputs_fn, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0, device: str = "cpu", load=None):
-    """Run :func:`compare_one` for every model spec; ``inputs_fn(model)`` tokenises the inputs
-    for that model's tokenizer. Models are loaded one at a time and released."""
-    from ..models import load_model
-
-    load = load or (lambda s: load_model(s, device=device))
-    rows, heads, secs, circuits = [], [], {}, {}
-    if not specs:
-        raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
-    for spec in specs:
+def compare(models_and_inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0) -> CompareResult:
+    """Run :func:`compare_one` on every ``(model, inputs)`` pair, in order. Pass a generator
+    (``inputs`` tokenised with that model's tokenizer) to hold one model in memory at a time;
+    ``seconds`` times each model's analyses (loading excluded)."""
+    rows, heads, secs = [], [], {}
+    for model, inputs in models_and_inputs:
         t = time.perf_counter()
-        model = load(spec)
-        r, h, c = compare_one(model, inputs_fn(model), band=band, batch_size=batch_size, progress=progress, seed=seed)
+        r, h, c = compare_one(model, inputs, band=band, batch_size=batch_size, progress=progress, seed=seed)
         rows += r
         heads.append(h)
         secs[model.name] = {**{k: round(v, 1) for k, v in c.seconds.items()}, "total": round(time.perf_counter() - t, 1)}
-        circuits[model.name] = c
-        del model
-    res = CompareResult(pd.DataFrame(rows), pd.concat(heads, ignore_index=True), secs)
-    res.circuits = circuits
-    return res
+    if not rows:
+        raise SinkscopeError("no models to compare; pass e.g. --models default,packaged:smollm2")
+    return CompareResult(pd.DataFrame(rows), pd.concat(heads, ignore_index=True), secs)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..errors import SinkscopeError
 from ..io import write_json_atomic
@@ -194,4 +193,4 @@ def load_training_curves(out: Path) -> dict[str, list[dict]]:
     return curves
 
 
-__all__ = ["VARIANTS", "ZooResult", "analyse_run", "budget_config", "load_training_curves", "run_zoo", "torch"]
+__all__ = ["VARIANTS", "ZooResult", "analyse_run", "budget_config", "load_training_curves", "run_zoo"]
