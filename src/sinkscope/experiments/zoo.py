@@ -140,7 +140,8 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
     """Train (or reuse) every ``variant`` x ``seed`` and analyse them; writes zoo.csv, zoo.md, PNGs."""
     from tqdm.auto import tqdm
 
-    from ..training import fit_tokenizer, train, training_texts
+    from ..training import train, training_texts
+    from ..training.data import tokenizer_in
 
     variants = tuple(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -152,14 +153,7 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     texts = training_texts(base.data)
-    tok_dir = out / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    else:
-        tok = fit_tokenizer(texts, base.vocab)
-        tok.save_pretrained(str(tok_dir))
+    tok = tokenizer_in(out / "tokenizer", texts, base.vocab)
     rows = []
     jobs = [(v, s) for v in variants for s in seeds]
     t0 = time.perf_counter()

@@ -75,6 +75,29 @@ def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, unk_token=SPECIAL)
 
 
+def tokenizer_in(directory, texts: dict[str, list[str]], vocab_size: int, tokenizer=None):
+    """The tokenizer kept in ``directory``: ``tokenizer`` if given, else the one saved there,
+    else one fitted to ``texts``; saved there (atomically) when the directory has none yet."""
+    import os
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from ..io import publish_mode
+
+    directory = Path(directory)
+    saved = (directory / "tokenizer.json").exists()
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory)) if saved else fit_tokenizer(texts, vocab_size)
+    if not saved:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tok-"))
+        tokenizer.save_pretrained(str(tmp))
+        publish_mode(tmp, directory=True)
+        os.replace(tmp, directory)
+    return tokenizer
+
+
 def token_streams(texts: dict[str, list[str]], tokenizer, val_fraction: float = 0.05) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(train, val)``: per domain, every document's ids joined by ``<|endoftext|>`` into one
     1-D stream; the last ``val_fraction`` of the stream is held out."""

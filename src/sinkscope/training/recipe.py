@@ -25,7 +25,7 @@ import torch
 from ..errors import SinkscopeError
 from ..io import publish_mode, write_json_atomic
 from ..models.sinkgpt import NORMALISERS, POSITIONS, SinkGPTConfig, SinkGPTForCausalLM
-from .data import RESERVED, SPECIAL, SYNTHETIC, fit_tokenizer, sample_windows, token_streams, training_texts
+from .data import RESERVED, SPECIAL, SYNTHETIC, sample_windows, token_streams, tokenizer_in, training_texts
 
 PROBE_T = 40  # the paper's sequence length for the live sink readout
 
@@ -137,13 +137,18 @@ def probe_sink(model, probe: torch.Tensor) -> float:
     return float(a[:, lo:hi].mean())
 
 
+def lm_loss(logits: torch.Tensor, ids: torch.Tensor, bos: bool) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``ids [batch, pos]``; with ``bos`` the prediction made
+    from ``<|endoftext|>`` alone (the first text token) is not scored."""
+    start = 1 if bos else 0
+    return torch.nn.functional.cross_entropy(logits[:, start:-1].reshape(-1, logits.shape[-1]), ids[:, start + 1 :].reshape(-1))
+
+
 @torch.no_grad()
 def _val_loss(model, windows: torch.Tensor, bos: bool) -> float:
     was = model.training
     model.eval()
-    logits = model(windows).logits
-    start = 1 if bos else 0  # never score predicting the first text token from <|endoftext|> alone
-    loss = torch.nn.functional.cross_entropy(logits[:, start:-1].reshape(-1, logits.shape[-1]), windows[:, start + 1 :].reshape(-1))
+    loss = lm_loss(model(windows).logits, windows, bos)
     model.train(was)
     return float(loss)
 
@@ -188,7 +193,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     ``on_eval(dict)`` is called with every readout (step, validation loss, sink).
     """
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
 
     cfg.validate()
     out = Path(out)
@@ -209,18 +213,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             diff = [k for k, v in asdict(cfg).items() if asdict(saved)[k] != v and k != "steps"]
             raise SinkscopeError(f"--resume with different settings ({', '.join(diff)}); resume with the run's own settings")
     texts = data if data is not None else training_texts(cfg.data)
-    tok_dir = out / "tokenizer"
-    if tokenizer is None and (tok_dir / "tokenizer.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    if tokenizer is None:
-        tokenizer = fit_tokenizer(texts, cfg.vocab)
-    if not (tok_dir / "tokenizer.json").exists():
-        import tempfile
-
-        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tok-"))
-        tokenizer.save_pretrained(str(tmp))
-        publish_mode(tmp, directory=True)
-        os.replace(tmp, tok_dir)
+    tokenizer = tokenizer_in(out / "tokenizer", texts, cfg.vocab, tokenizer)
     train_ids, val_ids = token_streams(texts, tokenizer)
     eos_id = tokenizer.convert_tokens_to_ids(SPECIAL)
     weights = None
@@ -255,9 +248,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         x = sample_windows(train_ids, cfg.batch, cfg.context, cfg.seed, step, bos_id, weights).to(device)  # [batch, pos]
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
-        logits = model(x).logits
-        start = 1 if cfg.bos else 0
-        loss = torch.nn.functional.cross_entropy(logits[:, start:-1].reshape(-1, logits.shape[-1]), x[:, start + 1 :].reshape(-1))
+        loss = lm_loss(model(x).logits, x, cfg.bos)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
