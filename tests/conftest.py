@@ -83,3 +83,34 @@ def tiny_gpt2_dir(tmp_path, gpt2_tokenizer):
     m.save_pretrained(d)
     gpt2_tokenizer.save_pretrained(d)
     return d
+
+
+def rotary_split_errors(sm, ti, q_module):
+    """Per layer: ``(max |rotated-back q - the model's pre-RoPE q|, max |pre-RoPE q|,
+    max |shared + rest - the model's scores|, max |scores|)``. ``q_module(layer)`` is the module
+    whose output is the pre-RoPE query (``q_proj``; Gemma's ``q_norm``)."""
+    from sinkscope.analysis.shared_query import query_key_batches, rotate, shared_query
+    from sinkscope.metrics import KeyAttentionCapture
+
+    ad = sm.adapter
+    pre = {}
+    hooks = [q_module(l).register_forward_hook(lambda m, a, o, l=l: pre.__setitem__(l, o.detach())) for l in range(ad.n_layers)]
+    try:
+        (_, qk, ropes), = list(query_key_batches(sm, ti, batch_size=len(ti), progress=False))
+    finally:
+        for h in hooks:
+            h.remove()
+    r = shared_query(sm, ti, progress=False)
+    with torch.no_grad(), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
+        ad.trunk()(input_ids=ti.ids, use_cache=False)
+    scores = cap.scores()  # [batch, layer, head, q, k]
+    B, T = ti.ids.shape
+    out = []
+    for l in range(ad.n_layers):
+        q_pre, k = qk[l]
+        o = pre[l]  # q_proj: [batch, pos, H*dh]; Gemma's q_norm: [batch, head, pos, dh] or [batch, pos, head, dh]
+        want = o.reshape(B, T, ad.n_heads, ad.d_head).transpose(1, 2) if o.ndim == 3 else (o if o.shape[1] == ad.n_heads else o.transpose(1, 2))
+        qb = r.q_bar[l].float()[None, :, None, :].expand_as(q_pre)
+        total = rotate(qb, ropes[l]) @ k.transpose(-1, -2) + rotate(q_pre - qb, ropes[l]) @ k.transpose(-1, -2)
+        out.append(((q_pre - want).abs().max().item(), want.abs().max().item(), (total - scores[:, l]).abs().max().item(), scores[:, l].abs().max().item()))
+    return out

@@ -12,7 +12,7 @@ from sinkscope import load_inputs, load_model, measure
 from sinkscope.metrics import KeyAttentionCapture, key_attention
 from sinkscope.metrics.capture import _configs
 
-from conftest import PAPER_CSV, needs_shared
+from conftest import PAPER_CSV, needs_shared, rotary_split_errors
 
 pytestmark = [
     pytest.mark.slow,
@@ -135,30 +135,14 @@ def test_packaged_models_match_eager_and_sink(name, package, bos, family, packag
 def test_smollm2_shared_query_split_and_compare(smollm2):
     """Issue 5 on real RoPE weights: queries rotated back match q_proj, the split sums to the
     model's scores, and compare's matching interventions apply (b_Q := 0 does not)."""
-    from sinkscope.analysis.shared_query import query_key_batches, rotate, shared_query
     from sinkscope.experiments.compare import compare_one
 
     ad = smollm2.adapter
     ti = load_inputs("default", smollm2.tokenizer, per_domain=2)
-    pre = {}
-    hooks = [ad.attention_module(l).q_proj.register_forward_hook(lambda m, a, o, l=l: pre.__setitem__(l, o.detach())) for l in range(ad.n_layers)]
-    try:
-        (_, qk, ropes), = list(query_key_batches(smollm2, ti, batch_size=16, progress=False))
-    finally:
-        for h in hooks:
-            h.remove()
-    r = shared_query(smollm2, ti, progress=False)
-    with torch.no_grad(), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
-        ad.trunk()(input_ids=ti.ids, use_cache=False)
-    scores = cap.scores()
     worst = 0.0
-    for l in range(ad.n_layers):
-        q_pre, k = qk[l]
-        want = pre[l].reshape(len(ti), -1, ad.n_heads, ad.d_head).transpose(1, 2)
-        assert (q_pre - want).abs().max() < 1e-3 * want.abs().max()
-        qb = r.q_bar[l].float()[None, :, None, :].expand_as(q_pre)
-        total = rotate(qb, ropes[l]) @ k.transpose(-1, -2) + rotate(q_pre - qb, ropes[l]) @ k.transpose(-1, -2)
-        worst = max(worst, ((total - scores[:, l]).abs().max() / scores[:, l].abs().max()).item())
+    for q_err, q_scale, split_err, scale in rotary_split_errors(smollm2, ti, lambda l: ad.attention_module(l).q_proj):
+        assert q_err < 1e-3 * q_scale
+        worst = max(worst, split_err / scale)
     print(f"SmolLM2: max relative |shared + rest - scores| = {worst:.2e}")
     assert worst < 1e-5
     rows, _, c = compare_one(smollm2, ti, progress=False)

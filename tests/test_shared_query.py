@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import rotary_split_errors, tiny_model
 
 from sinkscope.analysis.residual import on_block_inputs
 from sinkscope.analysis.shared_query import query_key_batches, rotate, shared_gamma, shared_query
@@ -48,32 +48,11 @@ def test_gpt2_effective_query_bias_is_bq_plus_wq_mean_x():
 def test_rotary_split_recovers_pre_rope_queries_and_sums_to_scores(family):
     sm = _sm(tiny_model(family))
     ad = sm.adapter
-    ti = _inputs(n=3, T=12)
-    pre = {}
-    handles = []
-    for l in range(ad.n_layers):  # the model's own pre-rotary queries (after QK-norm for Gemma)
-        mod = ad.q_norm_module(l) if family == "gemma3" else ad.attention_module(l).q_proj
-        handles.append(mod.register_forward_hook(lambda m, a, o, l=l: pre.__setitem__(l, o.detach())))
-    try:
-        (_, qk, ropes), = list(query_key_batches(sm, ti, batch_size=8, progress=False))
-    finally:
-        for h in handles:
-            h.remove()
-    r = shared_query(sm, ti, progress=False)
-    with torch.no_grad(), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
-        ad.trunk()(input_ids=ti.ids)
-    scores = cap.scores()  # [batch, layer, head, q, k]
-    for l in range(ad.n_layers):
-        q_pre, k = qk[l]
-        o = pre[l]  # q_proj: [batch, pos, H*dh]; Gemma's q_norm: [batch, head, pos, dh] or [batch, pos, head, dh]
-        want = o.reshape(3, 12, ad.n_heads, ad.d_head).transpose(1, 2) if o.ndim == 3 else (o if o.shape[1] == ad.n_heads else o.transpose(1, 2))
-        assert (q_pre - want).abs().max() < 1e-5, (family, l)
-        rope = ropes[l]
-        shared = rotate(r.q_bar[l].float()[None, :, None, :].expand_as(q_pre), rope) @ k.transpose(-1, -2)
-        rest = rotate(q_pre - r.q_bar[l].float()[None, :, None, :], rope) @ k.transpose(-1, -2)
-        diff = (shared + rest - scores[:, l]).abs().max().item()
-        print(f"{family} layer {l}: max |shared + rest - model scores| = {diff:.2e}")
-        assert diff < 1e-4 * scores[:, l].abs().max().item()
+    q_module = ad.q_norm_module if family == "gemma3" else (lambda l: ad.attention_module(l).q_proj)  # after QK-norm for Gemma
+    for l, (q_err, _, split_err, scale) in enumerate(rotary_split_errors(sm, _inputs(n=3, T=12), q_module)):
+        assert q_err < 1e-5, (family, l)
+        print(f"{family} layer {l}: max |shared + rest - model scores| = {split_err:.2e}")
+        assert split_err < 1e-4 * scale
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
