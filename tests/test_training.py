@@ -221,3 +221,14 @@ def test_zoo_cli_rejects_unknown_variants(tmp_path, capsys):
 
     assert main(["zoo", "--variants", "full,bogus", "--out", str(tmp_path / "z"), "--quiet"]) == 2
     assert "bogus" in capsys.readouterr().err and not (tmp_path / "z").exists()
+
+
+def test_force_restart_fits_a_new_tokenizer(tmp_path):
+    from transformers import AutoTokenizer
+
+    _, d = _train(tmp_path, "run", steps=1, vocab=330)
+    small = len(AutoTokenizer.from_pretrained(str(d)))
+    train(TrainConfig(**{**TINY, "steps": 1, "vocab": 350}), d, data=tiny_texts(), progress=False, force=True)
+    tok = AutoTokenizer.from_pretrained(str(d))
+    assert len(tok) > small  # not the first run's tokenizer, left behind in run/tokenizer
+    assert load_model(str(d)).hf.config.vocab_size == len(tok) == len(AutoTokenizer.from_pretrained(str(d / "tokenizer")))

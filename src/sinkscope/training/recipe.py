@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -203,6 +204,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         raise SinkscopeError(f"--resume: {ckpt} does not exist; start the run without --resume")
     out.mkdir(parents=True, exist_ok=True)
     if force and not resume:
+        if (out / "tokenizer" / "tokenizer.json").exists():  # a fresh start fits a fresh tokenizer (e.g. another --vocab)
+            shutil.rmtree(out / "tokenizer")
         for p in out.iterdir():
             if p.is_file() and (p.name in ("checkpoint.pt", "config.json", "training.json") or p.suffix in (".safetensors", ".json", ".txt")):
                 p.unlink()
