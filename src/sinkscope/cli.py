@@ -10,7 +10,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from .errors import SinkscopeError
 
@@ -80,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--models", default=None, help="comma-separated model specs (default: --model)")
     g.add_argument("--strengths", default="1,0.8,0.6,0.4,0.2,0", help="fractions kept, from 1 (no edit) to 0 (default 1,0.8,...,0)")
     g.add_argument("--edits", default="bq,qbar,wk,patch0", help="subset of bq, qbar, wk, patch0")
+    r = sub.add_parser("reproduce", help="the whole study on one model: cached stages + a self-contained report.html with every figure, Table 1 and paper vs this run")
+    _reproduce_args(r)
     t = sub.add_parser("train", help="train a small GPT-2-style model with sink-circuit components switched on/off")
     _train_args(t)
     z = sub.add_parser("zoo", help="train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and compare their sinks")
@@ -132,6 +133,26 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="start over in an existing --out")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    from .experiments.reproduce import STAGE_NAMES
+
+    p.add_argument("--model", default=None, help="hub id, HF directory, .gguf, partial safetensors, packaged:NAME or default (default: gpt2 from the hub when reachable, else the embedded model)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _input_args(p)
+    p.set_defaults(inputs=None)
+    p.add_argument("--out", default="sinkscope-out/reproduce", help="run directory: stages/ (cached results), report.html, run.json (default: sinkscope-out/reproduce)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    p.add_argument("--coords", default=None, help="massive coordinates for γ, (i) and the W_K mitigation (default: mean + SIGMA*std rule on EPE_0)")
+    p.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
+    p.add_argument("--strengths", default="1,0.5,0", help="mitigation strengths kept, 1 = unedited (default 1,0.5,0)")
+    p.add_argument("--edits", default="bq,qbar,wk,patch0", help="mitigation edits (default bq,qbar,wk,patch0)")
+    p.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
+    p.add_argument("--skip", default="", help=f"comma-separated stages to leave out: {', '.join(STAGE_NAMES)}")
+    p.add_argument("--force", action="store_true", help="recompute every stage even if a cached result matches")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _input_args(p: argparse.ArgumentParser) -> None:
@@ -201,10 +222,7 @@ def cmd_measure(args) -> int:
         result.per_layer_frame().to_csv(tmp / "per_layer.csv", index=False, float_format="%.7g")
         write_json_atomic(tmp / "summary.json", summary)
         if not args.no_figures:
-            figures.bos_heatmap(result, tmp / "bos_heatmap.png")
-            figures.alpha_heatmap(result, tmp / "alpha_heatmap.png")
-            figures.domain_bars(summary, tmp / "bos_by_domain.png")
-            figures.layer_profile(result, summary, tmp / "bos_by_layer.png")
+            figures.measure_figures(result, summary, tmp)
     print(format_summary(summary))
     print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, summary.json{'' if args.no_figures else ', 4 PNG figures'})")
     return 0
@@ -246,37 +264,17 @@ def cmd_explain(args) -> int:
             table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.7g")
         write_json_atomic(tmp / "summary.json", s)
         if not args.no_figures:
-            band_ = tuple(s["layer_band"])
-            if "delta_rc" in res.arrays:
-                d = res.arrays["delta_rc"]
-                rest = d[:, band_[0] : band_[1], :, 1:]
-                circuit.delta_histograms(d, band_, tmp / "fig1_delta_hist.png", truncate=float(np.nanpercentile(rest, 99.5)) * 3, title_suffix=" (truncated)")
-                circuit.delta_histograms(d, band_, tmp / "fig6_delta_hist_full.png")
-            if "residual_profile" in res.tables:
-                r = s["residual"]
-                circuit.residual_norms(res.tables["residual_profile"], tmp / "residual_norms.png", title=f"Index 0 becomes special after block {r['creating_block']} (massive coords {r['massive_coords'][:5]})" if r["creating_block"] is not None else "Index 0 never becomes special in the residual stream")
-            if "alignment" in res.arrays:
-                circuit.alignment_strip(res.arrays["alignment"], band_, tmp / "fig2_alignment.png")
-            if "epe_validation" in res.tables:
-                circuit.epe_validation_band(res.tables["epe_validation"], tmp / "fig3_epe_validation.png")
-            if "gamma" in res.tables:
-                circuit.gamma_histograms(res.tables["gamma"], tmp / "fig4_gamma_hist.png", truncate=4.0)
-                circuit.gamma_histograms(res.tables["gamma"], tmp / "fig8_gamma_hist_full.png", truncate=None)
-            if "epe0" in res.arrays:
-                circuit.massive_coords_plot(res.arrays["epe0"], s["epe"]["massive_coords"], args.sigma, tmp / "fig7_massive_coords.png")
+            circuit.explain_figures(res, tmp, k_sigma=args.sigma)
     print(format_explain(s))
     print(f"wrote {args.out}/ ({len(res.tables)} CSV tables, summary.json{'' if args.no_figures else ', figures'})")
     return 0
 
 
 def cmd_intervene(args) -> int:
-    import torch
-
-    from .experiments.intervene import DICKENS, attention_maps, run_interventions
+    from .experiments.intervene import intervene_figures, run_interventions
     from .interventions import PAPER_LABELS, paper_presets
     from .interventions.spec import parse_edit
     from .io import atomic_output_dir, write_json_atomic
-    from .report import circuit
 
     coords = _parse_coords(args.coords)
     band = _parse_band(args.layers)
@@ -315,11 +313,7 @@ def cmd_intervene(args) -> int:
         (tmp / "table1.md").write_text(f"# Interventions on {model.name} ({len(inputs)} inputs)\n\n" + res.markdown())
         res.per_example_frame().to_csv(tmp / "per_example.csv", index=False, float_format="%.7g")
         if not args.no_figures:
-            tok = model.tokenizer
-            ids = tok(args.sentence or DICKENS, add_special_tokens=False)["input_ids"][: args.max_tokens]
-            maps = attention_maps(model, torch.tensor(ids), interventions, res.band, coords=coords, seed=args.seed)
-            circuit.attention_grid(maps, {r.id: r.description for r in res.runs}, [tok.decode([i]) for i in ids], tmp / "fig5_attention_grid.png")
-            circuit.intervention_bars(table, tmp / "interventions.png")
+            intervene_figures(model, res, interventions, tmp, sentence=args.sentence, max_tokens=args.max_tokens, coords=coords, seed=args.seed)
         summary["total_seconds"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(tmp / "summary.json", summary)
     print(res.markdown())
@@ -419,20 +413,12 @@ def cmd_mitigate(args) -> int:
 
     import pandas as pd
 
-    from .experiments.mitigate import EDITS, MitigateResult, mitigate_one
+    from .experiments.mitigate import MitigateResult, mitigate_one
     from .io import atomic_output_dir, check_output_dir, write_json_atomic
     from .report.compare import tradeoff_figure
 
-    try:
-        strengths = sorted({float(x) for x in args.strengths.split(",") if x.strip()} | {1.0}, reverse=True)
-    except ValueError:
-        raise SinkscopeError(f"--strengths {args.strengths} is not a comma-separated list of numbers in [0, 1]") from None
-    if any(not 0 <= s <= 1 for s in strengths):
-        raise SinkscopeError(f"--strengths {args.strengths}: every strength must lie in [0, 1] (1 = unedited, 0 = removed)")
-    edits = tuple(e.strip() for e in args.edits.split(",") if e.strip())
-    bad = [e for e in edits if e not in EDITS]
-    if bad or not edits:
-        raise SinkscopeError(f"--edits {args.edits}: choose from {', '.join(EDITS)}")
+    strengths = _parse_strengths(args.strengths)
+    edits = _parse_edits(args.edits)
     specs = [m.strip() for m in (args.models or args.model).split(",") if m.strip()]
     check_output_dir(args.out)
     band = _parse_band(args.layers)
@@ -453,6 +439,74 @@ def cmd_mitigate(args) -> int:
                 tradeoff_figure(res.tradeoff, m, tmp / f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}.png")
     print(res.markdown())
     print(f"wrote {args.out}/ (tradeoff.csv, mitigate.md, mitigate.json{'' if args.no_figures else ', one PNG per model'}) in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _parse_strengths(text: str) -> list[float]:
+    try:
+        strengths = sorted({float(x) for x in text.split(",") if x.strip()} | {1.0}, reverse=True)
+    except ValueError:
+        raise SinkscopeError(f"--strengths {text} is not a comma-separated list of numbers in [0, 1]") from None
+    if any(not 0 <= s <= 1 for s in strengths):
+        raise SinkscopeError(f"--strengths {text}: every strength must lie in [0, 1] (1 = unedited, 0 = removed)")
+    return strengths
+
+
+def _parse_edits(text: str) -> tuple[str, ...]:
+    from .experiments.mitigate import EDITS
+
+    edits = tuple(e.strip() for e in text.split(",") if e.strip())
+    if not edits or any(e not in EDITS for e in edits):
+        raise SinkscopeError(f"--edits {text}: choose from {', '.join(EDITS)}")
+    return edits
+
+
+def cmd_reproduce(args) -> int:
+    from .experiments.paper import is_gpt2_small
+    from .experiments.reproduce import STAGE_NAMES, Settings, reproduce
+    from .models.loading import hub_reachable
+
+    skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
+    bad = [x for x in skip if x not in STAGE_NAMES]
+    if bad:
+        raise SinkscopeError(f"--skip {args.skip}: unknown stage {', '.join(bad)}; choose from {', '.join(STAGE_NAMES)}")
+    settings = Settings(band=_parse_band(args.layers), coords=_parse_coords(args.coords), k_sigma=args.sigma, seed=args.seed, batch_size=args.batch_size,
+                        strengths=tuple(_parse_strengths(args.strengths)), edits=_parse_edits(args.edits), sentence=args.sentence, max_tokens=args.max_tokens, skip=skip)
+    notes = []
+    t0 = time.perf_counter()
+    hub = None
+    if args.model is None:
+        hub, why = hub_reachable("gpt2")
+        if hub:
+            args.model = "gpt2"
+        else:
+            args.model = "default"
+            msg = (f"the Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
+                   "pass --model gpt2 once online, or --model PATH for a local GPT-2")
+            print(f"sinkscope: {msg}", file=sys.stderr)
+            notes.append(msg[0].upper() + msg[1:] + ".")
+    if args.inputs is None:  # the paper's inputs for GPT-2 small when the hub is there, else the offline corpus
+        args.inputs = "default"
+        if args.model not in ("default",) and not args.model.startswith("packaged:"):
+            from transformers import AutoConfig
+
+            try:
+                cfg = AutoConfig.from_pretrained(args.model) if not str(args.model).endswith((".gguf", ".safetensors")) else None
+            except (OSError, ValueError):
+                cfg = None
+            if cfg is not None and is_gpt2_small(cfg) and (hub if hub is not None else hub_reachable("gpt2")[0]):
+                args.inputs = "paper"
+    model, inputs = _load_model_and_inputs(args, need_forward=False)
+    command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
+    try:
+        res = reproduce(model, inputs, args.out, settings=settings, force=args.force, progress=not args.quiet, notes=notes, run_info={"command": command})
+    except KeyboardInterrupt:
+        print(f"sinkscope: interrupted; finished stages are kept under {args.out}/stages and the same command resumes from them", file=sys.stderr)
+        return 130
+    for o in res.stages:
+        extra = o.reason if o.status in ("skipped", "not requested") else f"{o.seconds:.1f} s"
+        print(f"  {o.name:<16}{o.status:<14}{extra}")
+    print(f"report: {res.report} ({time.perf_counter() - t0:.0f} s in all; {sum(o.status == 'ran' for o in res.stages)} stages computed, {sum(o.status == 'cached' for o in res.stages)} reused)")
     return 0
 
 
@@ -492,7 +546,7 @@ def cmd_zoo(args) -> int:
 
 COMMANDS = {
     "measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene, "compare": cmd_compare,
-    "mitigate": cmd_mitigate, "train": cmd_train, "zoo": cmd_zoo,
+    "mitigate": cmd_mitigate, "reproduce": cmd_reproduce, "train": cmd_train, "zoo": cmd_zoo,
 }
 
 

@@ -73,17 +73,22 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iter
         raise
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON through a temporary file and ``os.replace``."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` through a temporary file in the same directory and ``os.replace``: readers
+    (and an interrupted run) see the old file or the new one, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON through a temporary file and ``os.replace``."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -38,6 +38,10 @@ class ExplainResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+class _NotRequested(Exception):
+    pass
+
+
 def _skip(summary: dict, stage: str, err: Exception) -> None:
     summary["skipped"].append({"stage": stage, "reason": str(err)})
 
@@ -51,8 +55,14 @@ def explain(
     k_sigma: float = 3.0,
     batch_size: int = 32,
     progress: bool = True,
+    weights: bool = True,
 ) -> ExplainResult:
-    """Run every structural analysis the model's weights (and ``inputs``, if given) allow."""
+    """Run every structural analysis the model's weights (and ``inputs``, if given) allow.
+
+    ``weights=False`` leaves out the weight-only analyses (γ, the b_Q / key alignment), e.g. when
+    ``sinkscope reproduce`` runs them as a stage of their own; the EPE is still computed (Fig 3
+    needs it).
+    """
     ad = model.adapter
     L = ad.n_layers
     band = resolve_band(band, L)
@@ -67,8 +77,9 @@ def explain(
         epe = effective_positional_embedding(ad, T)
         mc, mv = massive_coords(epe[0], k_sigma)
         s["epe"] = {"massive_coords": mc, "massive_values": mv, "norm_index0": float(epe[0].norm()), "median_norm_other": float(epe[1:].norm(dim=-1).median())}
-        res.arrays["epe0"] = epe[0].double().numpy()
-        res.tables["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
+        if weights:
+            res.arrays["epe0"] = epe[0].double().numpy()
+            res.tables["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
     except SinkscopeError as e:
         _skip(s, "epe", e)
     user_coords = coords is not None
@@ -78,6 +89,8 @@ def explain(
 
     # --- γ: weight-only --------------------------------------------------------------------
     try:
+        if not weights:
+            raise _NotRequested
         g = gamma(ad)
         res.tables["gamma_layer_head"] = pd.DataFrame(
             [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
@@ -87,17 +100,23 @@ def explain(
         if not coords:
             raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
         s["gamma"], res.tables["gamma"] = gamma_split(g, coords, band)
+    except _NotRequested:
+        pass
     except SinkscopeError as e:
         _skip(s, "gamma", e)
 
     # --- alignment of b_Q with keys of EPE_j (Fig 2) ----------------------------------------
-    if epe is not None:
+    if not weights:
+        pass
+    elif epe is not None:
         cos = bq_key_alignment(ad, epe, band)  # [layer, head, pos]
         res.arrays["alignment"] = cos.double().numpy()
         s["alignment"] = {
             "index0_mean_cos": float(cos[..., 0].mean()),
             "other_mean_cos": float(cos[..., 1:].mean()),
             "index0_share_positive": float((cos[..., 0] > 0).double().mean()),
+            "index0_p10_p90": [float(x) for x in torch.quantile(cos[..., 0].flatten().double(), torch.tensor([0.1, 0.9], dtype=torch.float64))],
+            "other_median_cos": float(cos[..., 1:].double().median()),
         }
         lay, head, pos = np.meshgrid(np.arange(band[0], band[1]), np.arange(ad.n_heads), np.arange(cos.shape[-1]), indexing="ij")
         res.tables["alignment"] = pd.DataFrame({"layer": lay.ravel(), "head": head.ravel(), "position": pos.ravel(), "cos": cos.flatten().double().numpy()})

@@ -238,3 +238,23 @@ def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str,
             p = cap.stacked()[0, band[0] : band[1]]  # [layer, head, q_pos, k_pos]
         out[rid] = p.mean(dim=(0, 1)).double().cpu().numpy()
     return out
+
+
+def intervene_figures(model: SinkModel, res: InterveneResult, interventions: dict[str, Intervention], out, *, sentence: str | None = None,
+                      max_tokens: int = 40, coords=None, seed: int = 0) -> dict[str, str]:
+    """Fig 5 (one attention map per intervention, on ``sentence``) and the sink / loss bars, in
+    ``out``; returns ``{file name: caption}``."""
+    from pathlib import Path
+
+    from ..report import circuit
+
+    out = Path(out)
+    tok = model.tokenizer
+    ids = tok(sentence or DICKENS, add_special_tokens=False)["input_ids"][:max_tokens]
+    maps = attention_maps(model, torch.tensor(ids), interventions, res.band, coords=coords, seed=seed)
+    circuit.attention_grid(maps, {r.id: r.description for r in res.runs}, [tok.decode([i]) for i in ids], out / "fig5_attention_grid.png")
+    circuit.intervention_bars(res.table(), out / "interventions.png")
+    return {
+        "interventions.png": "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
+        "fig5_attention_grid.png": "Fig 5: attention (mean over heads and band layers) on one sentence under each intervention; rows are queries, columns keys.",
+    }

@@ -93,11 +93,19 @@ def mitigate_one(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, ban
     """The trade-off rows of one model (and the reasons of edits that do not apply)."""
     from .compare import circuit as get_circuit
     from .compare import circuit_cache
-    from .intervene import run_interventions
 
     c = circuit or get_circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
+    return tradeoff_rows(model, inputs, strengths=strengths, edits=edits, coords=c.coords or None, band=c.band,
+                         cache=circuit_cache(c), batch_size=batch_size, progress=progress)
+
+
+def tradeoff_rows(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, coords=None, band=None, cache=None, batch_size: int = 32, progress: bool = True):
+    """Sweep ``edits`` over ``strengths`` given the circuit facts they need (``coords`` for ``wk``;
+    ``cache``: ``q_bar`` for ``qbar``, ``creating_block`` for ``patch0``)."""
+    from .intervene import run_interventions
+
     ivs = sweep_edits(strengths, edits)
-    res = run_interventions(model, inputs, ivs, coords=c.coords or None, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
+    res = run_interventions(model, inputs, ivs, coords=coords, band=band, batch_size=batch_size, progress=progress, cache=cache)
     t = res.table()
     t = t[t.scope == "mid"]
     rows, na = [], {}

@@ -143,6 +143,20 @@ def packaged_model_path(name: str, cache: Path | None = None) -> Path:
     raise SinkscopeError(f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}")
 
 
+def hub_reachable(repo: str = "gpt2", timeout: float = 5.0) -> tuple[bool, str]:
+    """``(True, "")`` when the Hugging Face hub answers for ``repo`` within ``timeout`` seconds,
+    else ``(False, why)``; ``HF_HUB_OFFLINE=1`` answers False without touching the network."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False, "HF_HUB_OFFLINE is set"
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(repo, timeout=timeout)
+        return True, ""
+    except Exception as e:  # any failure (DNS, timeout, HTTP error) means: not usable now
+        return False, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+
+
 def _looks_like_path(spec: str) -> bool:
     """A spec that cannot be a hub id (``name`` or ``owner/name``) is meant as a local path."""
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".gguf", ".safetensors"))

@@ -150,3 +150,62 @@ def residual_norms(table, path, *, title: str = ""):
     ax.legend(fontsize=8)
     ax.set_title(title or "Where index 0 becomes special", fontsize=9)
     return save_figure(fig, path)
+
+
+def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
+    """Every figure an :class:`~sinkscope.experiments.explain.ExplainResult` supports, in ``out``;
+    returns ``{file name: caption}`` (figures whose analysis was skipped are left out)."""
+    from pathlib import Path
+
+    out = Path(out)
+    s = res.summary
+    band = tuple(s["layer_band"])
+    made = {}
+    if "delta_rc" in res.arrays:
+        d = res.arrays["delta_rc"]
+        rest = d[:, band[0] : band[1], :, 1:]
+        delta_histograms(d, band, out / "fig1_delta_hist.png", truncate=float(np.nanpercentile(rest, 99.5)) * 3, title_suffix=" (truncated)")
+        delta_histograms(d, band, out / "fig6_delta_hist_full.png")
+        made["fig1_delta_hist.png"] = "Fig 1: the source-agnostic shift Δ_j = b_Q·W_K x_j (re-centred) at index 0 vs every other position, layer band, truncated."
+        made["fig6_delta_hist_full.png"] = "Fig 6: the same histogram without truncation."
+    if "residual_profile" in res.tables:
+        r = s["residual"]
+        title = (f"Index 0 becomes special after block {r['creating_block']} (massive coords {r['massive_coords'][:5]})" if r["creating_block"] is not None
+                 else "Index 0 never becomes special in the residual stream")
+        residual_norms(res.tables["residual_profile"], out / "residual_norms.png", title=title)
+        made["residual_norms.png"] = "Residual-stream norm of index 0 vs the other positions after every block: where the first position becomes special."
+    if "alignment" in res.arrays:
+        alignment_strip(res.arrays["alignment"], band, out / "fig2_alignment.png")
+        made["fig2_alignment.png"] = "Fig 2: cos(b_Q, W_K·EPE_j) per head; index 0 (red) against the other positions (blue)."
+    if "epe_validation" in res.tables:
+        epe_validation_band(res.tables["epe_validation"], out / "fig3_epe_validation.png")
+        made["fig3_epe_validation.png"] = "Fig 3: cos(EPE_i, R_i − O_i), how well the input-independent EPE predicts what position adds after the first MLP."
+    if "gamma" in res.tables:
+        gamma_histograms(res.tables["gamma"], out / "fig4_gamma_hist.png", truncate=4.0)
+        gamma_histograms(res.tables["gamma"], out / "fig8_gamma_hist_full.png", truncate=None)
+        made["fig4_gamma_hist.png"] = "Fig 4: |γ_h[d]| = |b_Q,h · W_K,h[d]| on the massive coordinates vs the other coordinates (clipped at 4)."
+        made["fig8_gamma_hist_full.png"] = "Fig 8: the same without clipping."
+    if "epe0" in res.arrays:
+        massive_coords_plot(res.arrays["epe0"], s["epe"]["massive_coords"], k_sigma, out / "fig7_massive_coords.png")
+        made["fig7_massive_coords.png"] = "Fig 7: |EPE_0| per residual coordinate; the massive coordinates exceed mean + kσ."
+    return made
+
+
+def shared_query_layers(frame, band, path) -> str:
+    """Per layer (mean over heads): the share of index 0's logit advantage that the effective
+    query bias q̄ explains, and the literal b_Q term's share where the model has one."""
+    g = frame.groupby("layer")[["shared_query_share", "bq_share"]].mean()
+    fig, ax = plt.subplots(figsize=(6.8, 3.4))
+    x = g.index.to_numpy()
+    ax.bar(x - 0.2, g.shared_query_share, 0.4, color="C3", label="shared query q̄")
+    if g.bq_share.notna().any():
+        ax.bar(x + 0.2, g.bq_share, 0.4, color="C1", label="literal b_Q")
+    ax.axvspan(band[0] - 0.5, band[1] - 0.5, color="grey", alpha=0.12, lw=0, label="layer band")
+    ax.axhline(1, color="grey", lw=0.8, ls="--")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("layer (0-based)")
+    ax.set_ylabel("share of index 0's logit advantage")
+    ax.legend(fontsize=8)
+    ax.set_title("How much of the sink the query component shared by all positions explains", fontsize=9)
+    save_figure(fig, path)
+    return "Share of index 0's logit advantage over the other keys explained by the effective query bias q̄ (red) and by the literal b_Q (orange), per layer, mean over heads; 1 = all of it."

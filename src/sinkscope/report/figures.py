@@ -92,3 +92,18 @@ def layer_profile(result, summary: dict, path):
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"{result.model}: sink by layer", fontsize=9)
     return save_figure(fig, path)
+
+
+def measure_figures(result, summary: dict, out) -> dict[str, str]:
+    """The four ``measure`` figures in ``out``; returns ``{file name: caption}``."""
+    out = Path(out)
+    bos_heatmap(result, out / "bos_heatmap.png")
+    alpha_heatmap(result, out / "alpha_heatmap.png")
+    domain_bars(summary, out / "bos_by_domain.png")
+    layer_profile(result, summary, out / "bos_by_layer.png")
+    return {
+        "bos_by_layer.png": "BOS attention per layer and dataset (the shaded band is the one the paper averages).",
+        "bos_heatmap.png": "BOS attention of every head: attention from the second half of each input to index 0, mean over inputs.",
+        "bos_by_domain.png": "BOS attention per dataset over the layer band, mean ± 2SE, with the uniform-attention level.",
+        "alpha_heatmap.png": "Gu et al.'s α: the share of queries' attention on index 0 over all queries, per head.",
+    }

@@ -1,0 +1,418 @@
+"""``sinkscope reproduce``: the whole study, and sinkscope's additions, on one model, as cached
+stages under ``DIR`` and one self-contained ``DIR/report.html``.
+
+Stages, in order (each writes ``DIR/stages/NAME/`` atomically, ``stage.json`` last):
+
+=================  ====================================================================  =======
+measure            BOS attention per example × layer × head, per dataset (Table 1a)      forward
+circuit_weights    EPE and its massive coordinates, b_Q / key alignment, γ (Figs 2,4,7,8) weights
+circuit_forward    Δ histograms, 4-term check, residual profile, EPE validation (1,3,6)  forward
+interventions      Table 1 (a)..(j): overall / per dataset / all layers, relocation,     forward
+                   loss cost, Fig 5
+shared_query       the effective query bias q̄: its share of index 0's logit advantage    forward
+mitigate           sink left vs loss added as b_Q, q̄, W_K rows, index 0 are scaled       forward
+=================  ====================================================================  =======
+
+A stage is reused when its ``stage.json`` carries the same *key*: a hash of the model's weights
+and config, the token ids of the inputs (forward stages), the settings the stage reads, the keys
+of the stages it builds on, and the sinkscope version. Anything else (``--force``, a changed
+setting, other weights) recomputes it. Stages that the weights cannot support (a partial
+checkpoint) are listed with the missing tensors.
+
+>>> [s.name for s in STAGES]
+['measure', 'circuit_weights', 'circuit_forward', 'interventions', 'shared_query', 'mitigate']
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import SinkscopeError
+from ..io import MARKER, atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
+from ..metrics import resolve_band
+from .mitigate import EDITS
+
+
+@dataclass
+class Settings:
+    """What the stages read besides the model and the inputs (all recorded in the report)."""
+
+    band: tuple[int, int] | None = None  # None: the paper's 3:11 of 12, scaled
+    coords: list[int] | None = None  # None: the EPE rule (or the paper's for GPT-2 small without its MLP)
+    k_sigma: float = 3.0
+    seed: int = 0
+    batch_size: int = 32
+    strengths: tuple[float, ...] = (1.0, 0.5, 0.0)
+    edits: tuple[str, ...] = EDITS
+    sentence: str | None = None
+    max_tokens: int = 40
+    skip: tuple[str, ...] = ()
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    forward: bool  # needs a forward pass (and inputs)
+    reads: tuple[str, ...]  # the Settings fields its results depend on
+    after: tuple[str, ...]  # stages whose results it uses
+    run: Callable  # (ctx, tmp_dir) -> stage record (summary, figures, tables)
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    title: str
+    status: str  # ran | cached | skipped | not requested
+    reason: str = ""
+    seconds: float = 0.0  # compute time (of the run that made the cached result, for cached)
+    record: dict = field(default_factory=dict)
+
+    @property
+    def dir(self) -> str:
+        return f"stages/{self.name}"
+
+
+@dataclass
+class ReproduceResult:
+    out: Path
+    report: Path
+    stages: list[StageOutcome]
+    seconds: float
+    run: dict
+
+    def outcome(self, name: str) -> StageOutcome:
+        return next(s for s in self.stages if s.name == name)
+
+
+@dataclass
+class Context:
+    model: object
+    inputs: object  # TokenizedInputs or None
+    settings: Settings
+    band: tuple[int, int]
+    out: Path
+    progress: bool = True
+    results: dict = field(default_factory=dict)  # stage name -> summary (finished stages)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out / "stages" / name
+
+
+# --- the stages -------------------------------------------------------------------------------
+
+
+def _measure(ctx: Context, tmp: Path) -> dict:
+    from ..report.figures import measure_figures
+    from .measure import measure
+
+    r = measure(ctx.model, ctx.inputs, keys=(0, 1), batch_size=ctx.settings.batch_size, band=ctx.band, progress=ctx.progress)
+    s = r.summary()
+    r.metrics_frame().to_csv(tmp / "metrics.csv", index=False, float_format="%.7g")
+    r.per_layer_frame().to_csv(tmp / "per_layer.csv", index=False, float_format="%.7g")
+    return {"summary": s, "figures": measure_figures(r, s, tmp),
+            "tables": {"per_layer.csv": "BOS attention per layer and dataset", "metrics.csv": "every example × layer × head"}}
+
+
+def _coords_for_weights(ctx: Context) -> tuple[list[int] | None, str | None]:
+    from .paper import PAPER_COORDS, is_gpt2_small
+
+    if ctx.settings.coords is not None:
+        return ctx.settings.coords, "--coords"
+    ad = ctx.model.adapter
+    if is_gpt2_small(ctx.model.hf.config) and ad.missing_tensors():
+        try:
+            from ..analysis import effective_positional_embedding
+
+            effective_positional_embedding(ad, 1)
+        except SinkscopeError:
+            return list(PAPER_COORDS), "the paper's Fig 7 (this checkpoint lacks the layer-0 MLP that the EPE needs)"
+    return None, None
+
+
+def _explain_record(res, tmp: Path, keep_skips: tuple[str, ...], k_sigma: float) -> dict:
+    from ..report.circuit import explain_figures
+
+    s = res.summary
+    s["skipped"] = [x for x in s["skipped"] if x["stage"] in keep_skips]
+    for name, table in res.tables.items():
+        table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.7g")
+    return {"summary": s, "figures": explain_figures(res, tmp, k_sigma=k_sigma), "tables": {f"{n}.csv": n.replace("_", " ") for n in res.tables}}
+
+
+def _circuit_weights(ctx: Context, tmp: Path) -> dict:
+    from .explain import explain
+
+    coords, source = _coords_for_weights(ctx)
+    res = explain(ctx.model, None, coords=coords, band=ctx.band, k_sigma=ctx.settings.k_sigma, progress=ctx.progress)
+    if source:
+        res.summary["coords_source"] = source
+    return _explain_record(res, tmp, ("epe", "gamma", "alignment"), ctx.settings.k_sigma)
+
+
+def _circuit_forward(ctx: Context, tmp: Path) -> dict:
+    from .explain import explain
+
+    res = explain(ctx.model, ctx.inputs, coords=ctx.settings.coords, band=ctx.band, k_sigma=ctx.settings.k_sigma,
+                  batch_size=ctx.settings.batch_size, progress=ctx.progress, weights=False)
+    return _explain_record(res, tmp, ("residual", "delta", "decomposition_check", "epe_validation"), ctx.settings.k_sigma)
+
+
+def _interventions(ctx: Context, tmp: Path) -> dict:
+    from ..interventions import PAPER_LABELS, paper_presets
+    from .intervene import intervene_figures, run_interventions
+
+    st = ctx.settings
+    ivs = paper_presets(st.seed)
+    res = run_interventions(ctx.model, ctx.inputs, ivs, coords=st.coords, seed=st.seed, band=ctx.band, batch_size=st.batch_size,
+                            progress=ctx.progress, labels=dict(PAPER_LABELS))
+    table = res.table()
+    table.to_csv(tmp / "table1.csv", index=False, float_format="%.6g")
+    (tmp / "table1.md").write_text(res.markdown())
+    res.per_example_frame().to_csv(tmp / "per_example.csv", index=False, float_format="%.7g")
+    compact: dict = {}
+    for _, r in table.iterrows():
+        cell = {"description": r.description, "applicable": bool(r.applicable), "reason": r.reason}
+        if r.applicable:
+            cell |= {k: float(r[k]) for k in ("mean", "se", "pct_baseline", "attn_to_1", "ce", "delta_ce", "delta_ce_se")}
+            cell["pct"] = cell.pop("pct_baseline")
+        compact.setdefault(r.scope, {}).setdefault(r.dataset, {})[r.intervention] = cell
+    coords = {r.id: r.extra["random_key_coords"] for r in res.runs if "random_key_coords" in r.extra}
+    s = {"table1": compact, "n_examples": len(ctx.inputs), "layer_band": list(res.band), "seed": st.seed,
+         "random_key_coords": {k: {str(a): b for a, b in v.items()} for k, v in coords.items()}}
+    figs = intervene_figures(ctx.model, res, ivs, tmp, sentence=st.sentence, max_tokens=st.max_tokens, coords=st.coords, seed=st.seed)
+    return {"summary": s, "figures": figs, "tables": {"table1.csv": "Table 1, every intervention × dataset × layer scope", "per_example.csv": "per example"}}
+
+
+def _shared_query(ctx: Context, tmp: Path) -> dict:
+    from ..analysis.shared_query import shared_query
+    from ..report.circuit import shared_query_layers
+
+    sq = shared_query(ctx.model, ctx.inputs, batch_size=ctx.settings.batch_size, progress=ctx.progress)
+    torch.save(sq.q_bar.float().clone(), tmp / "q_bar.pt")
+    masks = ctx.inputs.domain_masks()
+    frame = sq.frame(masks)
+    frame.to_csv(tmp / "shared_query_per_head.csv", index=False, float_format="%.6g")
+    pooled = {d: sq.pooled(ctx.band, torch.as_tensor(np.nonzero(m)[0])) for d, m in masks.items()}
+    s = {"pooled": pooled, "has_query_bias": sq.b_Q is not None, "layer_band": list(ctx.band),
+         "per_layer": frame[frame.domain == "all"].groupby("layer")[["shared_query_share", "bq_share", "index0_advantage"]].mean().reset_index().to_dict(orient="records")}
+    figs = {"shared_query.png": shared_query_layers(frame[frame.domain == "all"], ctx.band, tmp / "shared_query.png")}
+    return {"summary": s, "figures": figs, "tables": {"shared_query_per_head.csv": "per domain × layer × head"}}
+
+
+def _mitigate(ctx: Context, tmp: Path) -> dict:
+    from ..report.compare import tradeoff_figure
+    from .mitigate import MitigateResult, tradeoff_rows
+
+    st = ctx.settings
+    w, f = ctx.results.get("circuit_weights", {}), ctx.results.get("circuit_forward", {})
+    coords = st.coords or (w.get("epe") or {}).get("massive_coords") or (f.get("residual") or {}).get("massive_coords", [])[:8] or None
+    q_bar = torch.load(ctx.stage_dir("shared_query") / "q_bar.pt", weights_only=True)
+    cache = {"q_bar": q_bar, "creating_block": (f.get("residual") or {}).get("creating_block")}
+    df, na = tradeoff_rows(ctx.model, ctx.inputs, strengths=st.strengths, edits=st.edits, coords=coords, band=ctx.band, cache=cache,
+                           batch_size=st.batch_size, progress=ctx.progress)
+    res = MitigateResult(df, {ctx.model.name: na})
+    df.to_csv(tmp / "tradeoff.csv", index=False, float_format="%.6g")
+    (tmp / "mitigate.md").write_text(res.markdown())
+    tradeoff_figure(df, ctx.model.name, tmp / "tradeoff.png")
+    best = res.best().to_dict(orient="records")
+    allrows = df[df.domain == "all"][["edit", "strength", "bos_attention", "pct_baseline", "delta_ce"]]
+    s = {"best": best[0] if best else None, "not_applicable": na, "coords": coords, "strengths": list(st.strengths), "rows": allrows.to_dict(orient="records")}
+    return {"summary": s, "figures": {"tradeoff.png": "Sink left against cross-entropy added as each component is scaled from 1 (kept) to 0 (removed), per dataset."},
+            "tables": {"tradeoff.csv": "every edit × strength × dataset", "mitigate.md": "the trade-off table"}}
+
+
+STAGES: list[Stage] = [
+    Stage("measure", "Sink strength", True, ("band",), (), _measure),
+    Stage("circuit_weights", "The circuit in the weights: EPE, b_Q / key alignment, γ", False, ("band", "coords", "k_sigma"), (), _circuit_weights),
+    Stage("circuit_forward", "The circuit in the forward pass: Δ, EPE validation, where index 0 becomes special", True, ("band", "coords", "k_sigma"), (), _circuit_forward),
+    Stage("interventions", "Interventions: Table 1, relocation, loss cost, Fig 5", True, ("band", "coords", "seed", "sentence", "max_tokens"), (), _interventions),
+    Stage("shared_query", "The effective query bias (any architecture)", True, ("band",), (), _shared_query),
+    Stage("mitigate", "Mitigation trade-off: sink removed per nat", True, ("band", "coords", "strengths", "edits"), ("circuit_weights", "circuit_forward", "shared_query"), _mitigate),
+]
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def weights_hash(model) -> str:
+    """SHA-256 of the config and every loaded tensor (name, dtype, shape, bytes); a partial
+    checkpoint's missing tensors (on ``meta``) are left out."""
+    h = hashlib.sha256(model.hf.config.to_json_string(use_diff=False).encode())
+    for name, t in sorted(model.hf.state_dict().items()):
+        if t.is_meta:
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def inputs_hash(inputs) -> str | None:
+    if inputs is None:
+        return None
+    h = hashlib.sha256(inputs.ids.numpy().astype(np.int64).tobytes())
+    h.update(inputs.lengths.numpy().astype(np.int64).tobytes())
+    h.update("\x1f".join(inputs.domains).encode())
+    return h.hexdigest()
+
+
+def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str]) -> str:
+    from .. import __version__
+
+    blob = {
+        "stage": stage.name,
+        "version": __version__,
+        "weights": w_hash,
+        "inputs": in_hash if stage.forward else None,
+        "settings": {k: getattr(settings, k) for k in stage.reads},
+        "after": {k: upstream.get(k) for k in stage.after},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:20]
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def _read_record(d: Path) -> dict | None:
+    try:
+        with open(d / "stage.json") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return None if np.isnan(x) else float(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def prepare_out(out: str | os.PathLike) -> Path:
+    """Create ``out`` (or reuse an earlier reproduce directory); refuse anything else."""
+    out = check_output_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stages").mkdir(exist_ok=True)
+    if not (out / MARKER).exists():
+        write_text_atomic(out / MARKER, "sinkscope output directory (sinkscope reproduce; stages are reused by later runs)\n")
+    for stale in (out / "stages").glob(".*.tmp-*"):  # left by a killed process (SIGKILL); Ctrl-C cleans its own
+        shutil.rmtree(stale, ignore_errors=True)
+    return out
+
+
+def versions() -> dict:
+    import matplotlib
+    import pandas
+    import transformers
+
+    from .. import __version__
+
+    return {"sinkscope": __version__, "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "pandas": pandas.__version__, "matplotlib": matplotlib.__version__,
+            "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+
+
+def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | None = None, force: bool = False, progress: bool = True,
+              notes: list[str] | None = None, run_info: dict | None = None) -> ReproduceResult:
+    """Run every stage the model allows (reusing finished ones) and write ``out/report.html``.
+
+    ``inputs`` may be None for a weight-only run (forward stages are then skipped with the reason).
+    ``notes`` (e.g. "the hub was unreachable, used the embedded model") go to the report's top.
+    """
+    from ..report.html import write_report
+
+    t0 = time.perf_counter()
+    settings = settings or Settings()
+    unknown = [s for s in settings.skip if s not in STAGE_NAMES]
+    if unknown:
+        raise SinkscopeError(f"--skip {','.join(unknown)}: unknown stage; choose from {', '.join(STAGE_NAMES)}")
+    out = prepare_out(out)
+    ad = model.adapter
+    band = resolve_band(settings.band, ad.n_layers)
+    ctx = Context(model, inputs, settings, band, out, progress=progress)
+    w_hash = weights_hash(model)
+    in_hash = inputs_hash(inputs)
+    forward_reason = None
+    try:
+        ad.require_forward()
+        if inputs is None:
+            forward_reason = "no inputs (a weight-only run)"
+    except SinkscopeError as e:
+        forward_reason = str(e)
+    keys: dict[str, str] = {}
+    outcomes: list[StageOutcome] = []
+    bar = tqdm(total=len(STAGES), desc="reproduce", unit="stage", disable=not progress, position=0)
+    try:
+        for st in STAGES:
+            bar.set_postfix_str(st.name)
+            oc = StageOutcome(st.name, st.title, "skipped")
+            missing_dep = [a for a in st.after if a not in ctx.results]
+            if st.name in settings.skip:
+                oc.status, oc.reason = "not requested", "left out with --skip"
+            elif st.forward and forward_reason:
+                oc.reason = forward_reason
+            elif missing_dep:
+                oc.reason = f"needs the {', '.join(missing_dep)} stage(s), which did not run"
+            else:
+                key = keys[st.name] = stage_key(st, w_hash, in_hash, settings, keys)
+                d = ctx.stage_dir(st.name)
+                rec = None if force else _read_record(d)
+                if rec is not None and rec.get("key") == key and rec.get("status") == "done":
+                    oc.status, oc.seconds, oc.record = "cached", rec.get("seconds", 0.0), rec
+                else:
+                    t = time.perf_counter()
+                    with atomic_output_dir(d) as tmp:
+                        rec = st.run(ctx, tmp)
+                        rec = _jsonable({"stage": st.name, "title": st.title, "key": key, "status": "done", "seconds": round(time.perf_counter() - t, 2),
+                                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), **rec})
+                        write_json_atomic(tmp / "stage.json", rec)
+                    oc.status, oc.seconds, oc.record = "ran", rec["seconds"], rec
+                ctx.results[st.name] = oc.record.get("summary", {})
+            outcomes.append(oc)
+            bar.update(1)
+    finally:
+        bar.close()
+    total = time.perf_counter() - t0
+    run = {
+        "model": model.name,
+        "model_info": ad.describe(),
+        "model_source": model.source,
+        "weights_sha256": w_hash,
+        "inputs": getattr(inputs, "spec", None),
+        "n_examples": len(inputs) if inputs is not None else 0,
+        "seq_len": int(inputs.ids.shape[1]) if inputs is not None else None,
+        "inputs_sha256": in_hash,
+        "settings": asdict(settings) | {"band": list(band)},
+        "versions": versions(),
+        "stages": [{"name": o.name, "status": o.status, "seconds": o.seconds, "reason": o.reason} for o in outcomes],
+        "seconds_this_run": round(total, 2),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": list(notes or []),
+        **(run_info or {}),
+    }
+    report = write_report(out, model, inputs, outcomes, run)
+    run["seconds_this_run"] = round(time.perf_counter() - t0, 2)
+    write_json_atomic(out / "run.json", _jsonable(run))
+    return ReproduceResult(out, report, outcomes, time.perf_counter() - t0, run)

@@ -1,0 +1,282 @@
+"""``report.html`` of ``sinkscope reproduce``: one self-contained page (figures embedded as data
+URIs, no external files, scripts or fonts) built from the stage records under ``DIR/stages``.
+
+The page checks its own images on load and writes the count into ``<body data-images="k/n">``
+and the footer, so a headless browser can tell a broken figure from a loaded one.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import write_text_atomic
+from .readings import READINGS
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;max-width:1060px;margin:0 auto;padding:24px 28px 60px;background:#fbfbfa}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 6px;padding-top:10px;border-top:1px solid #ddd}h3{font-size:16px;margin:18px 0 6px}
+.sub{color:#566;margin:0 0 14px}.note{background:#fff6d6;border:1px solid #f0d98a;padding:8px 12px;border-radius:6px;margin:10px 0}
+.glance{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:10px;margin:14px 0}
+.card{background:#fff;border:1px solid #e3e3e3;border-radius:8px;padding:10px 12px}.card b{display:block;font-size:22px}.card span{color:#566;font-size:13px}
+.status{font-size:13px;color:#566}.ran{color:#1a7f37}.cached{color:#0a58ca}.skipped{color:#b42318}
+.reading{background:#fff;border-left:4px solid #c0392b;padding:8px 12px;margin:10px 0}
+figure{margin:14px 0;background:#fff;border:1px solid #e6e6e6;border-radius:8px;padding:10px}figure img{max-width:100%;height:auto;display:block;margin:auto}
+figcaption{font-size:13px;color:#445;margin-top:6px}
+table.tbl{border-collapse:collapse;font-size:13px;margin:8px 0;background:#fff}table.tbl th,table.tbl td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+table.tbl th{background:#f1f3f5}table.left td,table.left th{text-align:left}table.tbl td:first-child,table.tbl th:first-child{text-align:left}
+tr.matches td{background:#eefbea}tr.differs td{background:#fff1f0}tr.notrun td{color:#889}
+code{background:#f1f3f5;padding:1px 4px;border-radius:3px}details{margin:8px 0}ul.files{font-size:13px}
+"""
+
+SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; else imgs[i].setAttribute("data-broken", "1"); }
+  document.body.setAttribute("data-images", ok + "/" + imgs.length);
+  var el = document.getElementById("image-check");
+  if (el) el.textContent = ok + " of " + imgs.length + " figures loaded";
+});
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(df: pd.DataFrame, row_class=None, left: bool = False) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    rows = []
+    for _, r in df.iterrows():
+        cls = f' class="{row_class(r)}"' if row_class else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{_e(v)}</td>" for v in r.to_numpy()) + "</tr>")
+    return f'<table class="tbl{" left" if left else ""}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _f(x, spec=".3f", na="n/a") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return na
+    return format(x, spec)
+
+
+# --- per-stage tables -------------------------------------------------------------------------
+
+
+def _measure_tables(s: dict) -> str:
+    rows = []
+    for dom, a in s["bos_attention"].items():
+        rows.append({"dataset": dom, "n": a["n"], "BOS attention": _f(a["mean"]), "± 2SE": _f(2 * a["se"], ".4f"),
+                     "all layers": _f(s["bos_attention_all_layers"][dom]["mean"]), f"Sink rate (ε={s['sink_rate']['eps']})": _f(s["sink_rate"][dom])})
+    return _table(pd.DataFrame(rows))
+
+
+def _weights_tables(s: dict) -> str:
+    out = []
+    g = s.get("gamma")
+    if g:
+        out.append("<h3>γ on the massive coordinates vs the rest</h3>")
+        out.append(_table(pd.DataFrame([{"coordinates": name, "mean |γ|": _f(g[k]["mean"], ".4f"), "median |γ|": _f(g[k]["median"], ".4f"), "values": f"{g[k]['count']:,}"}
+                                        for k, name in (("massive", str(g["coords"])), ("other", "all others"))])))
+    e = s.get("epe")
+    if e and e["massive_coords"]:
+        out.append("<h3>Massive coordinates of EPE_0</h3>")
+        out.append(_table(pd.DataFrame({"coordinate": e["massive_coords"], "value": [f"{v:+.1f}" for v in e["massive_values"]]})))
+    return "".join(out)
+
+
+def _forward_tables(s: dict) -> str:
+    d = s.get("delta")
+    if not d:
+        return ""
+    df = pd.DataFrame(d["per_layer"])
+    df = pd.DataFrame({"layer": df.layer, "index 0 p10": df.index0_p10.map(_f2), "index 0 median": df.index0_median.map(_f2), "largest other p90": df.max_other_p90.map(_f2),
+                       "index 0 mean": df.index0_mean.map(_f2), "others' mean": df.other_mean.map(_f2), "p10 > all p90": df.index0_p10_above_all_other_p90.map(lambda b: "yes" if b else "no")})
+    return "<h3>Re-centred Δ per layer (band)</h3>" + _table(df)
+
+
+def _f2(x):
+    return _f(x, ".2f")
+
+
+def _interventions_tables(s: dict) -> str:
+    from ..interventions import PAPER_TABLE1
+
+    t = s["table1"]
+    out = []
+    for scope, title in (("mid", f"Table 1: BOS attention, layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}, all inputs"), ("all", "All-layer variant")):
+        rows = []
+        for rid, c in t[scope]["all"].items():
+            paper = PAPER_TABLE1.get(rid)
+            row = {"id": rid, "intervention": c["description"]}
+            if c["applicable"]:
+                row |= {"BOS attention ± 2SE": f"{c['mean']:.3f} ± {2 * c['se']:.3f}", "% of baseline": _f(c["pct"], ".1f"), "attention to index 1": _f(c["attn_to_1"]),
+                        "Δ CE (nats) ± 2SE": f"{c['delta_ce']:+.3f} ± {_f(2 * c['delta_ce_se'], '.3f', '0')}"}
+            else:
+                row |= {"BOS attention ± 2SE": "not applicable: " + c["reason"], "% of baseline": "", "attention to index 1": "", "Δ CE (nats) ± 2SE": ""}
+            if scope == "mid":
+                row["paper (GPT-2 small)"] = f"{paper[0]:.3f} ({paper[1]:.1f}%)" if paper else ""
+            rows.append(row)
+        out.append(f"<h3>{_e(title)}</h3>" + _table(pd.DataFrame(rows)))
+    ds = [d for d in t["mid"] if d != "all"]
+    if ds:
+        rows = []
+        for rid in t["mid"]["all"]:
+            row = {"id": rid}
+            for d in ds:
+                c = t["mid"][d].get(rid)
+                row[d] = f"{c['mean']:.3f} ({_f(c['pct'], '.1f')}%), {c['delta_ce']:+.2f}" if c and c["applicable"] else "n/a"
+            rows.append(row)
+        out.append("<h3>Per dataset: BOS attention (% of baseline), Δ CE</h3>" + _table(pd.DataFrame(rows)))
+    return "".join(out)
+
+
+def _shared_tables(s: dict) -> str:
+    rows = [{"dataset": d, "shared-query share": _f(p["shared_query_share"], ".2f"), "literal b_Q share": _f(p["bq_share"], ".2f"), "index 0 advantage (logits)": _f(p["mean_advantage"], ".2f")}
+            for d, p in s["pooled"].items()]
+    return _table(pd.DataFrame(rows))
+
+
+def _mitigate_tables(s: dict) -> str:
+    df = pd.DataFrame(s.get("rows", []))
+    if df.empty:
+        return ""
+    df = pd.DataFrame({"edit": df.edit, "strength kept": df.strength.map(lambda x: f"{x:g}"), "BOS attention": df.bos_attention.map(_f),
+                       "% of baseline": df.pct_baseline.map(lambda x: _f(x, ".1f")), "Δ CE (nats)": df.delta_ce.map(lambda x: _f(x, "+.3f"))})
+    return _table(df)
+
+
+TABLES = {"measure": _measure_tables, "circuit_weights": _weights_tables, "circuit_forward": _forward_tables,
+          "interventions": _interventions_tables, "shared_query": _shared_tables, "mitigate": _mitigate_tables}
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def _glance(results: dict) -> list[tuple[str, str]]:
+    cards = []
+    m = results.get("measure")
+    if m:
+        a = m["bos_attention"]["all"]
+        cards.append((f"{a['mean']:.3f}", f"BOS attention, layers {m['layer_band'][0]}..{m['layer_band'][1] - 1} (uniform {m['uniform_baseline']:.3f})"))
+    w = results.get("circuit_weights") or {}
+    if w.get("gamma"):
+        cards.append((f"{w['gamma']['ratio_of_means']:.1f}×", f"|γ| on coords {w['gamma']['coords']} vs the rest"))
+    iv = results.get("interventions")
+    if iv:
+        for rid, label in (("b", "left after b_Q := 0"), ("i", "left after zeroing the W_K rows")):
+            c = iv["table1"]["mid"]["all"].get(rid)
+            if c and c["applicable"]:
+                cards.append((f"{c['pct']:.0f}%", f"sink {label} ({c['delta_ce']:+.2f} nats)"))
+    sq = results.get("shared_query")
+    if sq:
+        cards.append((f"{sq['pooled']['all']['shared_query_share']:.0%}", "of index 0's advantage from the shared query q̄"))
+    return cards
+
+
+def _paper_section(results: dict, model, inputs, run: dict) -> tuple[str, pd.DataFrame]:
+    from ..experiments.paper import is_gpt2_small, paper_vs_run
+
+    df = paper_vs_run(results)
+    gpt2 = is_gpt2_small(model.hf.config)
+    paper_inputs = inputs is not None and (str(inputs.spec) == "paper" or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
+    counts = df.status.value_counts().to_dict()
+    if gpt2:
+        title = "Paper vs this run"
+        intro = (f"Every number of the study (GPT-2 small, paper-notes) beside this run's. <b>{counts.get('matches', 0)}</b> match to the paper's rounding, "
+                 f"<b>{counts.get('differs', 0)}</b> differ, <b>{counts.get('not run', 0)}</b> could not be computed here (their stage was skipped; see below).")
+        if not paper_inputs and inputs is not None:
+            intro += " <b>These inputs are not the paper's 300 × 40 tokens</b>, so the forward-pass numbers are not expected to match."
+    else:
+        title = "The paper's GPT-2 small numbers beside this model"
+        intro = "This model is not GPT-2 small, so this is a reference, not a reproduction: differences describe the model, not an error."
+    if not gpt2:
+        df = df[df.status != "not run"]
+        ref = df[["group", "quantity", "paper", "this run"]].rename(columns={"paper": "paper (GPT-2 small)", "this run": "this model"})
+        return f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(ref, left=True), paper_vs_run(results)
+    cls = lambda r: {"matches": "matches", "differs": "differs", "not run": "notrun"}.get(r.status, "")  # noqa: E731
+    body = f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(df.drop(columns=["stage"]), cls, left=True)
+    return body, df
+
+
+def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataFrame]:
+    results = {o.name: o.record.get("summary", {}) for o in outcomes if o.status in ("ran", "cached")}
+    info = run["model_info"]
+    n = run["n_examples"]
+    head = [f"<h1>sinkscope reproduce: {_e(model.name)}</h1>",
+            f'<p class="sub">{_e(info.get("model_type", ""))}, {info.get("n_layers")} layers × {info.get("n_heads")} heads; '
+            + (f"{n} inputs × {run['seq_len']} tokens from <code>{_e(run['inputs'])}</code>" if n else "no forward pass (weight-only run)")
+            + f"; finished {_e(run['finished'])}; stages computed in this run: {sum(o.status == 'ran' for o in outcomes)}, reused: {sum(o.status == 'cached' for o in outcomes)}</p>"]
+    for note in run.get("notes", []):
+        head.append(f'<div class="note">{_e(note)}</div>')
+    cards = _glance(results)
+    if cards:
+        head.append('<div class="glance">' + "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(t)}</span></div>' for v, t in cards) + "</div>")
+    from ..experiments.paper import is_gpt2_small
+
+    gpt2 = is_gpt2_small(model.hf.config)
+    links = ([("paper", "paper vs this run")] if gpt2 else []) + [(o.name, o.name) for o in outcomes]
+    links += ([] if gpt2 else [("paper", "the paper's numbers, for reference")]) + [("run", "settings, versions, timings")]
+    toc = ["<p>Contents: " + " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</p>"]
+    paper_html, paper_df = _paper_section(results, model, inputs, run)
+    sections = []
+    for o in outcomes:
+        sec = [f'<h2 id="{o.name}">{_e(o.title)}</h2>']
+        if o.status == "ran":
+            sec.append(f'<p class="status ran">computed in this run: {o.seconds:.1f} s</p>')
+        elif o.status == "cached":
+            sec.append(f'<p class="status cached">reused from the run of {_e(o.record.get("finished", "?"))} (same weights, inputs and settings; computed in {o.seconds:.1f} s)</p>')
+        else:
+            sec.append(f'<p class="status skipped">{_e(o.status)}: {_e(o.reason)}</p>')
+            sections.append("".join(sec))
+            continue
+        s = o.record.get("summary", {})
+        reading = READINGS[o.name](s)
+        if reading:
+            sec.append(f'<div class="reading">{_e(reading)}</div>')
+        for sk in s.get("skipped", []):
+            sec.append(f'<p class="status skipped">part skipped ({_e(sk["stage"])}): {_e(sk["reason"])}</p>')
+        sec.append(TABLES[o.name](s))
+        d = out / o.dir
+        for fname, caption in (o.record.get("figures") or {}).items():
+            if (d / fname).exists():
+                sec.append(f"<figure>{_img(d / fname, caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+        files = o.record.get("tables") or {}
+        if files:
+            sec.append('<ul class="files">' + "".join(f'<li><a href="{_e(o.dir)}/{_e(f)}">{_e(f)}</a>: {_e(c)}</li>' for f, c in files.items()) + "</ul>")
+        sections.append("".join(sec))
+    skipped = [o for o in outcomes if o.status in ("skipped", "not requested")]
+    skip_html = ""
+    if skipped:
+        skip_html = '<h2 id="skipped">Skipped stages</h2><ul>' + "".join(f"<li><b>{_e(o.name)}</b> ({_e(o.status)}): {_e(o.reason)}</li>" for o in skipped) + "</ul>"
+    st = run["settings"]
+    settings_df = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in st.items()] + [
+        {"setting": "model source", "value": str(run.get("model_source", {}).get("spec") or run.get("model_source", {}).get("path", ""))},
+        {"setting": "weights sha256", "value": run["weights_sha256"]}, {"setting": "inputs sha256", "value": str(run["inputs_sha256"])},
+        {"setting": "command", "value": run.get("command", "")}])
+    vers_df = pd.DataFrame([{"package": k, "version": str(v)} for k, v in run["versions"].items()])
+    time_df = pd.DataFrame([{"stage": o.name, "status": o.status, "seconds": f"{o.seconds:.1f}" if o.status in ("ran", "cached") else ""} for o in outcomes]
+                           + [{"stage": "total (this run)", "status": "", "seconds": f"{run['seconds_this_run']:.1f}"}])
+    tail = ['<h2 id="run">Settings, versions, timings</h2>', "<h3>Settings</h3>", _table(settings_df), "<h3>Versions</h3>", _table(vers_df),
+            "<h3>Timings</h3>", _table(time_df),
+            '<p class="status">Written by <code>sinkscope reproduce</code>; every figure is embedded in this file. '
+            'Per-stage CSV / JSON results sit under <code>stages/</code>. <span id="image-check">figures not checked (scripts off)</span></p>']
+    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>sinkscope reproduce: {_e(model.name)}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
+            + "".join(head) + "".join(toc) + (paper_html if gpt2 else "") + "".join(sections) + skip_html + ("" if gpt2 else paper_html) + "".join(tail) + "</body></html>\n")
+    return page, paper_df
+
+
+def write_report(out: Path, model, inputs, outcomes, run: dict) -> Path:
+    """Write ``out/report.html`` and ``out/paper_vs_run.csv`` atomically; return the report path."""
+    page, paper_df = render(out, model, inputs, outcomes, run)
+    write_text_atomic(out / "paper_vs_run.csv", paper_df.to_csv(index=False))
+    write_text_atomic(out / "report.html", page)
+    return out / "report.html"
