@@ -89,18 +89,18 @@ def _numbers() -> list[PaperNumber]:
         P("Source-agnostic shift Δ (Figs 1, 6)", "layer 3: index-0 median", 50.50, _layer(3, "index0_median"), digits=2, stage="circuit_forward"),
         P("Source-agnostic shift Δ (Figs 1, 6)", "layer 3: largest p90 of any other position", 29.49, _layer(3, "max_other_p90"), digits=2, stage="circuit_forward"),
         P("Source-agnostic shift Δ (Figs 1, 6)", "layers where index-0 p10 > every other p90", [8, 9, 10], _g("circuit_forward", "delta", "layers_index0_p10_above_all_other_p90"), stage="circuit_forward"),
-        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ at index 0, layers 3..10", 30.4, _g("circuit_forward", "delta", "index0_mean"), tol=0.05, stage="circuit_forward"),
-        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ elsewhere, layers 3..10", 5.6, _g("circuit_forward", "delta", "other_mean"), tol=0.05, stage="circuit_forward"),
+        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ at index 0, layers 3..10", 30.4, _g("circuit_forward", "delta", "index0_mean"), digits=1, tol=0.05, stage="circuit_forward"),
+        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ elsewhere, layers 3..10", 5.6, _g("circuit_forward", "delta", "other_mean"), digits=1, tol=0.05, stage="circuit_forward"),
         P("EPE validation (Fig 3)", "median cos at index 0", 0.9962, _g("circuit_forward", "epe", "validation_median_index0"), digits=4, stage="circuit_forward"),
         P("EPE validation (Fig 3)", "lowest median cos at another position", 0.8218, _g("circuit_forward", "epe", "validation_min_median_other"), digits=4, stage="circuit_forward"),
         P("EPE validation (Fig 3)", "global median cos, other positions", 0.8473, _g("circuit_forward", "epe", "validation_global_median_other"), digits=4, stage="circuit_forward"),
         P("Massive activations (Fig 7)", "massive coordinates of EPE_0", PAPER_COORDS, _g("circuit_weights", "epe", "massive_coords"), stage="circuit_weights"),
     ]
-    for i, (c, v) in enumerate(zip(PAPER_COORDS, (330.0, -218.0, 105.0))):
-        n.append(P("Massive activations (Fig 7)", f"EPE_0[{c}]", v, lambda r, i=i: r["circuit_weights"]["epe"]["massive_values"][i], tol=0.5, stage="circuit_weights"))
+    for c, v in zip(PAPER_COORDS, (330.0, -218.0, 105.0)):
+        n.append(P("Massive activations (Fig 7)", f"EPE_0[{c}]", v, _g("circuit_weights", "epe", "at_paper_coords", str(c)), digits=0, tol=0.5, stage="circuit_weights"))
     n += [
         P("b_Q / key alignment (Fig 2)", "cos at index 0, p10..p90 over heads", "+0.45..+0.9", lambda r: "{:+.2f}..{:+.2f}".format(*r["circuit_weights"]["alignment"]["index0_p10_p90"]), stage="circuit_weights"),
-        P("b_Q / key alignment (Fig 2)", "median cos at the other positions", -0.5, _g("circuit_weights", "alignment", "other_median_cos"), tol=0.1, stage="circuit_weights"),
+        P("b_Q / key alignment (Fig 2)", "median cos at the other positions", -0.5, _g("circuit_weights", "alignment", "other_median_cos"), digits=1, tol=0.1, stage="circuit_weights"),
         P("γ (Figs 4, 8)", "mean |γ| on the massive coordinates", 1.3695, _g("circuit_weights", "gamma", "massive", "mean"), digits=4, stage="circuit_weights"),
         P("γ (Figs 4, 8)", "median |γ| on the massive coordinates", 1.0923, _g("circuit_weights", "gamma", "massive", "median"), digits=4, stage="circuit_weights"),
         P("γ (Figs 4, 8)", "values on the massive coordinates", 288, _g("circuit_weights", "gamma", "massive", "count"), digits=0, stage="circuit_weights"),
@@ -125,6 +125,9 @@ def _fmt(x, digits: int) -> str:
 def compare_one(num: PaperNumber, results: dict) -> dict:
     """One row of the table: paper, this run, difference, status (``matches``/``differs``/``not run``)."""
     row = {"group": num.group, "quantity": num.label, "paper": _fmt(num.paper, num.digits), "this run": "", "difference": "", "status": "not run", "stage": num.stage}
+    if num.stage not in results:
+        row["status"] = f"not run ({num.stage} stage skipped)"
+        return row
     try:
         v = num.get(results)
     except (KeyError, IndexError, TypeError):
@@ -142,9 +145,9 @@ def compare_one(num: PaperNumber, results: dict) -> dict:
     v = float(v)
     tol = num.tol if num.tol is not None else 0.5 * 10 ** (-num.digits)
     diff = v - float(num.paper)
-    shown = num.digits + 1  # one digit more than the paper prints, so rounding is visible
-    row["this run"] = f"{v:,.{shown}f}" if abs(v) >= 1000 else f"{v:.{shown}f}"
-    row["difference"] = f"{diff:+.{shown}f}"
+    shown = num.digits + 1 if num.digits else 0  # one digit more than the paper prints, so rounding shows; counts as integers
+    row["this run"] = f"{v:,.{shown}f}"
+    row["difference"] = f"{diff + 0.0:+,.{shown}f}"
     row["status"] = "matches" if abs(diff) <= tol + 1e-12 else "differs"
     return row
 

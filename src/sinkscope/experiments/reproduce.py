@@ -155,11 +155,15 @@ def _explain_record(res, tmp: Path, keep_skips: tuple[str, ...], k_sigma: float)
 
 def _circuit_weights(ctx: Context, tmp: Path) -> dict:
     from .explain import explain
+    from .paper import PAPER_COORDS
 
     coords, source = _coords_for_weights(ctx)
     res = explain(ctx.model, None, coords=coords, band=ctx.band, k_sigma=ctx.settings.k_sigma, progress=ctx.progress)
     if source:
         res.summary["coords_source"] = source
+    epe0 = res.arrays.get("epe0")
+    if epe0 is not None and epe0.shape[0] > max(PAPER_COORDS):  # for the paper's Fig 7 values
+        res.summary["epe"]["at_paper_coords"] = {str(c): float(epe0[c]) for c in PAPER_COORDS}
     return _explain_record(res, tmp, ("epe", "gamma", "alignment"), ctx.settings.k_sigma)
 
 
