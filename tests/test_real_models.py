@@ -150,3 +150,27 @@ def test_smollm2_shared_query_split_and_compare(smollm2):
     assert all_["positional"] == "rotary" and all_["has_query_bias"] is False
     assert all_["bq0_reason"] and not np.isnan(all_["qbar0_pct"]) and not np.isnan(all_["patch0_pct"])
     assert 0 < all_["shared_query_share"] < 2
+
+
+def test_smollm2_reproduce_runs_every_forward_stage_and_says_why_weight_parts_do_not_apply(smollm2, tmp_path):
+    """Issue 7 on a real RoPE model without b_Q: every forward stage runs, the weight-only parts
+    that need learned positions are listed with the reason, and the report embeds every figure."""
+    import json
+    import re
+
+    from sinkscope.experiments.reproduce import STAGE_NAMES, Settings, reproduce
+
+    ti = load_inputs("default", smollm2.tokenizer, per_domain=3)
+    res = reproduce(smollm2, ti, tmp_path / "r", settings=Settings(strengths=(1.0, 0.0)), progress=False)
+    assert [o.status for o in res.stages] == ["ran"] * len(STAGE_NAMES)
+    w = res.outcome("circuit_weights").record["summary"]
+    assert {s["stage"] for s in w["skipped"]} == {"epe", "gamma", "alignment"} and "rotary" in w["skipped"][0]["reason"]
+    iv = res.outcome("interventions").record["summary"]["table1"]["mid"]["all"]
+    assert not iv["b"]["applicable"] and "query bias" in iv["b"]["reason"]
+    m = res.outcome("mitigate").record["summary"]
+    assert m["coords"] and {r["edit"] for r in m["rows"]} >= {"qbar", "wk", "patch0"}
+    page = res.report.read_text()
+    n = sum(len(o.record["figures"]) for o in res.stages)
+    assert page.count("data:image/png;base64,") == n >= 9
+    assert "not GPT-2 small" in page and not re.search(r"<h2[^>]*>Paper vs this run", page)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["model"].startswith("SmolLM2")
