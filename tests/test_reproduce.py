@@ -296,3 +296,31 @@ def test_report_renders_in_headless_chromium_with_every_figure_loaded(embedded_r
     assert img.shape[:2] == (2400, 1200)
     # not a blank page: the figures and tables put plenty of non-background pixels on it
     assert (np.abs(img[..., :3] - img[0, 0, :3]).sum(-1) > 0.1).mean() > 0.05
+
+
+def test_a_real_sigint_mid_run_keeps_finished_stages_only(tmp_path):
+    """SIGINT to a running ``python -m sinkscope reproduce`` (what Ctrl-C sends), once the first
+    stage is on disk: exit code 130, finished stages intact, nothing half-written."""
+    import os
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sinkscope", "reproduce", "--out", str(out), "--quiet", "--per-domain", "100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = out / "stages" / "measure" / "stage.json"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (out / "report.html").exists()
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name or ".old-" in p.name]
+    for d in (out / "stages").iterdir():  # every stage directory present is complete
+        rec = json.loads((d / "stage.json").read_text())
+        assert rec["status"] == "done" and all((d / f).exists() for f in rec["figures"])

@@ -61,6 +61,17 @@ class Settings:
     max_tokens: int = 40
     skip: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        unknown = [x for x in self.skip if x not in STAGE_NAMES]
+        if unknown:
+            raise SinkscopeError(f"--skip {','.join(self.skip)}: unknown stage {', '.join(unknown)}; choose from {', '.join(STAGE_NAMES)}")
+        if any(not 0 <= x <= 1 for x in self.strengths) or 1.0 not in self.strengths:
+            raise SinkscopeError(f"strengths {self.strengths}: each must lie in [0, 1] and 1 (unedited) must be among them")
+        if not self.edits or any(e not in EDITS for e in self.edits):
+            raise SinkscopeError(f"edits {self.edits}: choose from {', '.join(EDITS)}")
+        if self.batch_size < 1:
+            raise SinkscopeError(f"--batch-size {self.batch_size} must be at least 1")
+
 
 @dataclass
 class Stage:
@@ -321,8 +332,9 @@ def prepare_out(out: str | os.PathLike) -> Path:
     (out / "stages").mkdir(exist_ok=True)
     if not (out / MARKER).exists():
         write_text_atomic(out / MARKER, "sinkscope output directory (sinkscope reproduce; stages are reused by later runs)\n")
-    for stale in (out / "stages").glob(".*.tmp-*"):  # left by a killed process (SIGKILL); Ctrl-C cleans its own
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (".*.tmp-*", ".*.old-*"):  # left by a killed process (SIGKILL); Ctrl-C cleans up its own
+        for stale in (out / "stages").glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
     return out
 
 
@@ -349,9 +361,6 @@ def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | Non
 
     t0 = time.perf_counter()
     settings = settings or Settings()
-    unknown = [s for s in settings.skip if s not in STAGE_NAMES]
-    if unknown:
-        raise SinkscopeError(f"--skip {','.join(unknown)}: unknown stage; choose from {', '.join(STAGE_NAMES)}")
     out = prepare_out(out)
     ad = model.adapter
     band = resolve_band(settings.band, ad.n_layers)
