@@ -324,3 +324,34 @@ def test_a_real_sigint_mid_run_keeps_finished_stages_only(tmp_path):
     for d in (out / "stages").iterdir():  # every stage directory present is complete
         rec = json.loads((d / "stage.json").read_text())
         assert rec["status"] == "done" and all((d / f).exists() for f in rec["figures"])
+
+
+@pytest.mark.slow
+@needs_shared
+def test_gpt2_small_architecture_gets_the_full_paper_table(tmp_path, gpt2_tokenizer):
+    """The path a user with GPT-2 small takes (we have no full GPT-2 here): the real attention
+    tensors of the partial checkpoint in a GPT-2 small whose token embeddings and MLPs are random,
+    the paper's inputs (5 per dataset). Every paper number is found in the stage records, γ
+    (weights only) matches the paper, and the page says the inputs are not the paper's 300."""
+    from safetensors.torch import load_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config())
+    missing, unexpected = hf.load_state_dict(load_file(str(PARTIAL / "partial.safetensors")), strict=False)
+    assert not unexpected and all("wte" in k or ".mlp.c_" in k or "lm_head" in k for k in missing)
+    d = tmp_path / "gpt2-small-like"
+    hf.save_pretrained(d)
+    gpt2_tokenizer.save_pretrained(d)
+    out = tmp_path / "r"
+    assert main(["reproduce", "--model", str(d), "--inputs", f"paper-csv:{PAPER_CSV}", "--coords", "138,378,447", "--out", str(out),
+                 "--per-domain", "5", "--strengths", "1,0", "--quiet"]) == 0
+    assert set(_status(out).values()) == {"ran"}
+    import pandas as pd
+
+    pv = pd.read_csv(out / "paper_vs_run.csv")
+    assert not pv.status.str.startswith("not run").any(), pv[pv.status.str.startswith("not run")]
+    assert set(pv[pv.group.str.startswith("γ")].status) == {"matches"}
+    page = (out / "report.html").read_text()
+    assert page.index("Paper vs this run") < page.index('id="measure"')
+    assert "not the paper" in page
