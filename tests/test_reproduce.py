@@ -146,6 +146,11 @@ def test_rerun_reuses_stages_and_changed_settings_recompute_only_what_they_touch
     assert st.pop("circuit_weights") == "cached" and set(st.values()) == {"ran"}
     assert _run(out, "--seed", "3", "--force") == 0
     assert set(_status(out).values()) == {"ran"}
+    # --skip leaves a stage out (and says so); the others are reused
+    assert _run(out, "--seed", "3", "--skip", "mitigate") == 0
+    st = _status(out)
+    assert st.pop("mitigate") == "not requested" and set(st.values()) == {"cached"}
+    assert "left out with --skip" in (out / "report.html").read_text()
 
 
 def test_stage_keys_follow_weights_inputs_and_settings():
