@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +27,8 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 6px;padding-top
 .reading{background:#fff;border-left:4px solid #c0392b;padding:8px 12px;margin:10px 0}
 figure{margin:14px 0;background:#fff;border:1px solid #e6e6e6;border-radius:8px;padding:10px}figure img{max-width:100%;height:auto;display:block;margin:auto}
 figcaption{font-size:13px;color:#445;margin-top:6px}
-table.tbl{border-collapse:collapse;font-size:13px;margin:8px 0;background:#fff}table.tbl th,table.tbl td{border:1px solid #ddd;padding:3px 8px;text-align:right}
-table.tbl th{background:#f1f3f5}table.left td,table.left th{text-align:left}table.tbl td:first-child,table.tbl th:first-child{text-align:left}
+table.tbl{border-collapse:collapse;font-size:13px;margin:8px 0;background:#fff}table.tbl th,table.tbl td{border:1px solid #ddd;padding:3px 8px;text-align:left}table.tbl td.n{text-align:right;font-variant-numeric:tabular-nums}
+table.tbl th{background:#f1f3f5}
 tr.matches td{background:#eefbea}tr.differs td{background:#fff1f0}tr.notrun td{color:#889}
 code{background:#f1f3f5;padding:1px 4px;border-radius:3px}details{margin:8px 0}ul.files{font-size:13px}
 """
@@ -52,13 +53,16 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _table(df: pd.DataFrame, row_class=None, left: bool = False) -> str:
+_NUM = re.compile(r"^[+\-−]?[\d.,]+(e[+\-]?\d+)?%?( ± [\d.,]+)?( \([\d.,]+%?\))?$")
+
+
+def _table(df: pd.DataFrame, row_class=None) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
     rows = []
     for _, r in df.iterrows():
         cls = f' class="{row_class(r)}"' if row_class else ""
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{_e(v)}</td>" for v in r.to_numpy()) + "</tr>")
-    return f'<table class="tbl{" left" if left else ""}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        rows.append(f"<tr{cls}>" + "".join(f'<td class="n">{_e(v)}</td>' if _NUM.match(str(v)) else f"<td>{_e(v)}</td>" for v in r.to_numpy()) + "</tr>")
+    return f'<table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _f(x, spec=".3f", na="n/a") -> str:
@@ -200,9 +204,9 @@ def _paper_section(results: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
     if not gpt2:
         df = df[~df.status.str.startswith("not run")]
         ref = df[["group", "quantity", "paper", "this run"]].rename(columns={"paper": "paper (GPT-2 small)", "this run": "this model"})
-        return f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(ref, left=True), paper_vs_run(results)
+        return f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(ref), paper_vs_run(results)
     cls = lambda r: "notrun" if r.status.startswith("not run") else {"matches": "matches", "differs": "differs"}.get(r.status, "")  # noqa: E731
-    body = f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(df.drop(columns=["stage"]), cls, left=True)
+    body = f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(df.drop(columns=["stage"]), cls)
     return body, df
 
 

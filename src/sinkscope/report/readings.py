@@ -96,8 +96,14 @@ def interventions_reading(s: dict) -> str:
             parts.append(f"Swapping the first two positions' EPE directions (d) leaves {d['pct']:.1f}% at index 0 while index 1 now receives {d['attn_to_1']:.2f} "
                          f"(baseline {base['attn_to_1']:.2f}): the sink {'moves with the EPE' if d['attn_to_1'] > 2 * base['attn_to_1'] else 'does not move'}.")
         ctrl = [k for k in "efj" if ok.get(k)]
-        if ctrl:
-            parts.append("Controls " + ", ".join(f"({k}) {ok[k]['pct']:.1f}%" for k in ctrl) + " stay near 100% as they should.")
+        near = [k for k in ctrl if abs(ok[k]["pct"] - 100) <= 5]
+        far = [k for k in ctrl if k not in near]
+        if near:
+            parts.append(("Controls " if len(near) > 1 else "Control ") + ", ".join(f"({k}) {ok[k]['pct']:.1f}%" for k in near)
+                         + (" stay" if len(near) > 1 else " stays") + " within 5 points of 100%, as a control should.")
+        if far:
+            parts.append("But " + ", ".join(f"({k}) {ok[k]['description']} moves the sink ({ok[k]['pct']:.1f}%)" for k in far)
+                         + ": on this model that control is not neutral.")
     na = [k for k, v in rows.items() if v is None]
     if na:
         parts.append(f"Not applicable here: {', '.join('(' + k + ')' for k in na)} (the table gives the reason).")
