@@ -10,7 +10,6 @@ import os
 import sys
 import time
 
-
 from .errors import SinkscopeError
 
 DEFAULT_OUT = "sinkscope-out/measure"

@@ -38,12 +38,39 @@ class ExplainResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class _NotRequested(Exception):
-    pass
-
-
 def _skip(summary: dict, stage: str, err: Exception) -> None:
     summary["skipped"].append({"stage": stage, "reason": str(err)})
+
+
+def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) -> None:
+    """γ (Figs 4, 8) and the b_Q / key alignment (Fig 2): the weight-only analyses."""
+    s, L = res.summary, ad.n_layers
+    try:
+        g = gamma(ad)
+        res.tables["gamma_layer_head"] = pd.DataFrame(
+            [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
+        )
+        if coords is None:
+            raise SinkscopeError("γ split needs the massive coordinates: pass --coords (the model has no EPE to choose them)")
+        if not coords:
+            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
+        s["gamma"], res.tables["gamma"] = gamma_split(g, coords, band)
+    except SinkscopeError as e:
+        _skip(s, "gamma", e)
+    if epe is None:
+        _skip(s, "alignment", SinkscopeError("needs the EPE (see the epe stage)"))
+        return
+    cos = bq_key_alignment(ad, epe, band)  # [layer, head, pos]
+    res.arrays["alignment"] = cos.double().numpy()
+    s["alignment"] = {
+        "index0_mean_cos": float(cos[..., 0].mean()),
+        "other_mean_cos": float(cos[..., 1:].mean()),
+        "index0_share_positive": float((cos[..., 0] > 0).double().mean()),
+        "index0_p10_p90": [float(x) for x in torch.quantile(cos[..., 0].flatten().double(), torch.tensor([0.1, 0.9], dtype=torch.float64))],
+        "other_median_cos": float(cos[..., 1:].double().median()),
+    }
+    lay, head, pos = np.meshgrid(np.arange(band[0], band[1]), np.arange(ad.n_heads), np.arange(cos.shape[-1]), indexing="ij")
+    res.tables["alignment"] = pd.DataFrame({"layer": lay.ravel(), "head": head.ravel(), "position": pos.ravel(), "cos": cos.flatten().double().numpy()})
 
 
 def explain(
@@ -87,41 +114,8 @@ def explain(
         coords = s.get("epe", {}).get("massive_coords")
     s["coords_source"] = "--coords" if user_coords else ("epe" if coords is not None else None)
 
-    # --- γ: weight-only --------------------------------------------------------------------
-    try:
-        if not weights:
-            raise _NotRequested
-        g = gamma(ad)
-        res.tables["gamma_layer_head"] = pd.DataFrame(
-            [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
-        )
-        if coords is None:
-            raise SinkscopeError("γ split needs the massive coordinates: pass --coords (the model has no EPE to choose them)")
-        if not coords:
-            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
-        s["gamma"], res.tables["gamma"] = gamma_split(g, coords, band)
-    except _NotRequested:
-        pass
-    except SinkscopeError as e:
-        _skip(s, "gamma", e)
-
-    # --- alignment of b_Q with keys of EPE_j (Fig 2) ----------------------------------------
-    if not weights:
-        pass
-    elif epe is not None:
-        cos = bq_key_alignment(ad, epe, band)  # [layer, head, pos]
-        res.arrays["alignment"] = cos.double().numpy()
-        s["alignment"] = {
-            "index0_mean_cos": float(cos[..., 0].mean()),
-            "other_mean_cos": float(cos[..., 1:].mean()),
-            "index0_share_positive": float((cos[..., 0] > 0).double().mean()),
-            "index0_p10_p90": [float(x) for x in torch.quantile(cos[..., 0].flatten().double(), torch.tensor([0.1, 0.9], dtype=torch.float64))],
-            "other_median_cos": float(cos[..., 1:].double().median()),
-        }
-        lay, head, pos = np.meshgrid(np.arange(band[0], band[1]), np.arange(ad.n_heads), np.arange(cos.shape[-1]), indexing="ij")
-        res.tables["alignment"] = pd.DataFrame({"layer": lay.ravel(), "head": head.ravel(), "position": pos.ravel(), "cos": cos.flatten().double().numpy()})
-    else:
-        _skip(s, "alignment", SinkscopeError("needs the EPE (see the epe stage)"))
+    if weights:
+        _weight_analyses(res, ad, epe, coords, band, k_sigma)
 
     # --- forward-pass analyses: Δ (Figs 1, 6), EPE validation (Fig 3), decomposition check ---
     forward_stages = ("residual", "delta", "decomposition_check", "epe_validation")
