@@ -267,7 +267,7 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
         {"setting": "command", "value": run.get("command", "")}])
     vers_df = pd.DataFrame([{"package": k, "version": str(v)} for k, v in run["versions"].items()])
     time_df = pd.DataFrame([{"stage": o.name, "status": o.status, "seconds": f"{o.seconds:.1f}" if o.status in ("ran", "cached") else ""} for o in outcomes]
-                           + [{"stage": "total (this run)", "status": "", "seconds": f"{run['seconds_this_run']:.1f}"}])
+                           + [{"stage": "this run, up to the report (loading excluded)", "status": "", "seconds": f"{run['seconds_this_run']:.1f}"}])
     tail = ['<h2 id="run">Settings, versions, timings</h2>', "<h3>Settings</h3>", _table(settings_df), "<h3>Versions</h3>", _table(vers_df),
             "<h3>Timings</h3>", _table(time_df),
             '<p class="status">Written by <code>sinkscope reproduce</code>; every figure is embedded in this file. '
