@@ -24,12 +24,15 @@ checkpoint) are listed with the missing tensors.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -338,6 +341,33 @@ def prepare_out(out: str | os.PathLike) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def interrupt_guard():
+    """Ctrl-C raises ``KeyboardInterrupt`` at once, as usual, and is also remembered: Python can
+    swallow that exception (when the signal lands in a weakref callback or ``__del__`` during
+    garbage collection, it only prints "Exception ignored"), so the run calls the yielded
+    ``check()`` at every stage boundary and stops there. Either way no stage is half-written."""
+    hit: list[int] = []
+
+    def check() -> None:
+        if hit:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield check  # not ours to replace (a worker thread, or a caller's own handler)
+        return
+
+    def handler(signum, frame):
+        hit.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def versions() -> dict:
     import matplotlib
     import pandas
@@ -377,8 +407,9 @@ def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | Non
     keys: dict[str, str] = {}
     outcomes: list[StageOutcome] = []
     bar = tqdm(total=len(STAGES), desc="reproduce", unit="stage", disable=not progress, position=0)
-    try:
+    with interrupt_guard() as check, contextlib.closing(bar):
         for st in STAGES:
+            check()
             bar.set_postfix_str(st.name)
             oc = StageOutcome(st.name, st.title, "skipped")
             missing_dep = [a for a in st.after if a not in ctx.results]
@@ -405,8 +436,7 @@ def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | Non
                 ctx.results[st.name] = oc.record.get("summary", {})
             outcomes.append(oc)
             bar.update(1)
-    finally:
-        bar.close()
+        check()
     total = time.perf_counter() - t0
     run = {
         "model": model.name,
