@@ -390,3 +390,20 @@ def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(tmp_path, m
     assert {p.name for p in (out / "stages").iterdir()} == {"measure", "circuit_weights", "circuit_forward", "interventions"}
     assert _stage(out, "interventions")["status"] == "done" and not (out / "report.html").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in():
+    """The two renames that replace an output directory run with SIGINT blocked: a Ctrl-C that
+    arrives then is delivered right after, so the old result is never left moved aside."""
+    import signal
+    import time
+
+    from sinkscope.io import _sigint_deferred
+
+    reached = False
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_deferred():
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.05)  # a pending, unblocked signal would have raised by now
+            reached = True
+    assert reached

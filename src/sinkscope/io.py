@@ -41,6 +41,23 @@ def check_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
 
 
 @contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) back for the few system calls inside; it is delivered right after.
+    A no-op off the main thread or where the platform cannot block signals."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only when the block succeeds.
 
@@ -62,10 +79,11 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iter
         (tmp / MARKER).write_text("sinkscope output directory\n")
         publish_mode(tmp, directory=True)
         old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
+        with _sigint_deferred():  # the two renames happen together or not at all
+            if out.exists():
+                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                os.replace(out, old)
+            os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
