@@ -322,7 +322,9 @@ def test_a_real_sigint_mid_run_keeps_finished_stages_only(tmp_path):
     assert first.exists(), proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    # 130, or killed by SIGINT (-2): CPython can re-send itself SIGINT at exit after a caught
+    # KeyboardInterrupt that crossed C code (seen in ~1 of 10 runs here); a shell reports both as 130
+    assert proc.returncode in (130, -signal.SIGINT), err[-2000:]
     # it ended through sinkscope's handler, not an uncaught exception (Python may print
     # "Exception ignored" when the signal lands in a GC callback; the run then stops at the next stage)
     assert err.strip().splitlines()[-1].startswith("sinkscope: interrupted"), err[-2000:]
@@ -395,6 +397,7 @@ def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(tmp_path, m
 def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in():
     """The two renames that replace an output directory run with SIGINT blocked: a Ctrl-C that
     arrives then is delivered right after, so the old result is never left moved aside."""
+    import os
     import signal
     import time
 
@@ -403,7 +406,8 @@ def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in():
     reached = False
     with pytest.raises(KeyboardInterrupt):
         with _sigint_deferred():
-            signal.raise_signal(signal.SIGINT)
-            time.sleep(0.05)  # a pending, unblocked signal would have raised by now
+            os.kill(os.getpid(), signal.SIGINT)  # process-directed, as a terminal's Ctrl-C
+            time.sleep(0.05)  # an undeferred signal would have raised by now
             reached = True
     assert reached
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -42,19 +42,24 @@ def check_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
 
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT (Ctrl-C) back for the few system calls inside; it is delivered right after.
-    A no-op off the main thread or where the platform cannot block signals."""
+    """Hold a Ctrl-C back for the few system calls inside and act on it right after (through the
+    SIGINT handler that was in place). Python runs signal handlers in the main thread, so swapping
+    in a recording handler defers the signal whichever thread the OS delivered it to. A no-op off
+    the main thread."""
     import signal
     import threading
 
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    got: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGINT, before)
+        if got and callable(before):
+            before(signal.SIGINT, None)  # default_int_handler raises KeyboardInterrupt
 
 
 @contextlib.contextmanager
