@@ -192,21 +192,18 @@ def _paper_section(results: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
     gpt2 = is_gpt2_small(model.hf.config)
     paper_inputs = inputs is not None and (str(inputs.spec) == "paper" or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
     counts = df.status.map(lambda x: "not run" if x.startswith("not run") else x).value_counts().to_dict()
-    if gpt2:
-        title = "Paper vs this run"
-        intro = (f"Every number of the study (GPT-2 small, paper-notes) beside this run's. <b>{counts.get('matches', 0)}</b> match to the paper's rounding, "
-                 f"<b>{counts.get('differs', 0)}</b> differ, <b>{counts.get('not run', 0)}</b> could not be computed here (their stage was skipped; see below).")
-        if not paper_inputs and inputs is not None:
-            intro += " <b>These inputs are not the paper's 300 × 40 tokens</b>, so the forward-pass numbers are not expected to match."
-    else:
+    if not gpt2:
         title = "The paper's GPT-2 small numbers beside this model"
         intro = "This model is not GPT-2 small, so this is a reference, not a reproduction: differences describe the model, not an error."
-    if not gpt2:
-        df = df[~df.status.str.startswith("not run")]
-        ref = df[["group", "quantity", "paper", "this run"]].rename(columns={"paper": "paper (GPT-2 small)", "this run": "this model"})
-        return f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(ref), paper_vs_run(results)
+        ref = df[~df.status.str.startswith("not run")][["group", "quantity", "paper", "this run"]]
+        ref = ref.rename(columns={"paper": "paper (GPT-2 small)", "this run": "this model"})
+        return f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(ref), df
+    intro = (f"Every number of the study (GPT-2 small, paper-notes) beside this run's. <b>{counts.get('matches', 0)}</b> match to the paper's rounding, "
+             f"<b>{counts.get('differs', 0)}</b> differ, <b>{counts.get('not run', 0)}</b> could not be computed here (their stage was skipped; see below).")
+    if not paper_inputs and inputs is not None:
+        intro += " <b>These inputs are not the paper's 300 × 40 tokens</b>, so the forward-pass numbers are not expected to match."
     cls = lambda r: "notrun" if r.status.startswith("not run") else {"matches": "matches", "differs": "differs"}.get(r.status, "")  # noqa: E731
-    body = f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(df.drop(columns=["stage"]), cls)
+    body = '<h2 id="paper">Paper vs this run</h2>' + f"<p>{intro}</p>" + _table(df.drop(columns=["stage"]), cls)
     return body, df
 
 
