@@ -41,25 +41,35 @@ def check_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
 
 
 @contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C back for the few system calls inside and act on it right after (through the
-    SIGINT handler that was in place). Python runs signal handlers in the main thread, so swapping
-    in a recording handler defers the signal whichever thread the OS delivered it to. A no-op off
-    the main thread."""
+def sigint_handler(handler) -> Iterator[object | None]:
+    """Run the block with ``handler(signum, frame)`` as the SIGINT handler and put the previous
+    one back after; yields the previous handler, or None off the main thread (where Python cannot
+    set handlers, and nothing is changed). Python runs handlers in the main thread whichever
+    thread the OS delivered the signal to."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield None
         return
-    got: list[int] = []
-    before = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    before = signal.signal(signal.SIGINT, handler)
     try:
-        yield
+        yield before
     finally:
         signal.signal(signal.SIGINT, before)
-        if got and callable(before):
-            before(signal.SIGINT, None)  # default_int_handler raises KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back for the few system calls inside and act on it right after, through the
+    SIGINT handler that was in place (``default_int_handler`` raises KeyboardInterrupt)."""
+    import signal
+
+    got: list[int] = []
+    with sigint_handler(lambda signum, frame: got.append(signum)) as before:
+        yield
+    if got and callable(before):
+        before(signal.SIGINT, None)
 
 
 @contextlib.contextmanager

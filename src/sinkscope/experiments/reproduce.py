@@ -32,7 +32,6 @@ import platform
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -44,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
-from ..io import MARKER, atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
+from ..io import MARKER, atomic_output_dir, check_output_dir, sigint_handler, write_json_atomic, write_text_atomic
 from ..metrics import resolve_band
 from .mitigate import EDITS
 
@@ -353,19 +352,16 @@ def interrupt_guard():
         if hit:
             raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield check  # not ours to replace (a worker thread, or a caller's own handler)
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield check  # a caller's own handler: not ours to replace
         return
 
     def handler(signum, frame):
         hit.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
-    try:
+    with sigint_handler(handler):
         yield check
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def versions() -> dict:
