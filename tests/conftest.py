@@ -57,6 +57,26 @@ def tiny_model(family: str, seed: int = 0):
     return m
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test. A backgrounded pytest (``pytest &`` from a
+    script, nohup, some CI runners) starts with SIGINT ignored, and CPython then leaves it
+    ignored; the Ctrl-C tests put ``default_int_handler`` in place (what an interactive run
+    has) and restore the inherited disposition after."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def default_sigint_in_child() -> None:
+    """``preexec_fn`` for a subprocess that must react to SIGINT: undo an inherited SIG_IGN."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(params=FAMILIES)
 def family_model(request):
     return request.param, tiny_model(request.param)

@@ -55,9 +55,11 @@ def test_measure_outputs_match_eager(tmp_path, tiny_gpt2_dir, inputs_jsonl, gpt2
     assert s["n_examples"] == 3 and s["layer_band"] == [1, 3]  # 3 layers: paper band scaled
     assert set(s["bos_attention"]) == {"all", "nl", "code", "math"}
     # the summary's band mean is the mean over examples of the per-example band means
+    # metrics.csv is written with %.7g: each cell (in [0, 1]) carries up to 5e-8 rounding error,
+    # so the mean and the SE recomputed from it agree to ~1e-7, not to the float64 summary's digits
     band = df[(df.layer >= 1) & (df.layer < 3)].groupby("example")["bos_attention"].mean()
-    assert abs(s["bos_attention"]["all"]["mean"] - band.mean()) < 1e-9
-    assert abs(s["bos_attention"]["all"]["se"] - band.std(ddof=1) / 3**0.5) < 1e-9
+    assert abs(s["bos_attention"]["all"]["mean"] - band.mean()) < 2e-7
+    assert abs(s["bos_attention"]["all"]["se"] - band.std(ddof=1) / 3**0.5) < 2e-7
 
     # a rerun with a baseline replaces the directory atomically and reports % of baseline
     rc = main(["measure", "--model", str(tiny_gpt2_dir), "--inputs", f"jsonl:{inputs_jsonl}:text", "--out", str(out), "--max-tokens", "24", "--quiet", "--no-figures", "--baseline", str(out / "summary.json")])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PAPER_CSV, PARTIAL, needs_shared
+from conftest import PAPER_CSV, PARTIAL, default_sigint_in_child, needs_shared
 from sinkscope.cli import main
 from sinkscope.experiments import reproduce as rp
 
@@ -314,7 +314,8 @@ def test_a_real_sigint_mid_run_keeps_finished_stages_only(tmp_path):
     out = tmp_path / "r"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "sinkscope", "reproduce", "--out", str(out), "--quiet", "--per-domain", "100"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint_in_child)  # as from a terminal, even when pytest runs in the background
     first = out / "stages" / "measure" / "stage.json"
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
@@ -366,7 +367,7 @@ def test_gpt2_small_architecture_gets_the_full_paper_table(tmp_path, gpt2_tokeni
     assert "not the paper" in page
 
 
-def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(tmp_path, monkeypatch, capsys):
+def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(tmp_path, monkeypatch, capsys, python_sigint):
     """A SIGINT whose KeyboardInterrupt is swallowed (as in a weakref callback during GC) is
     remembered: the stage it hit finishes whole, then the run stops with exit code 130."""
     import signal
@@ -394,7 +395,7 @@ def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(tmp_path, m
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
 
-def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in():
+def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in(python_sigint):
     """The two renames that replace an output directory run with SIGINT blocked: a Ctrl-C that
     arrives then is delivered right after, so the old result is never left moved aside."""
     import os
