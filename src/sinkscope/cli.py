@@ -24,7 +24,18 @@ def _parse_band(text: str | None):
         a, b = (int(x) for x in text.split(":"))
     except ValueError:
         raise SinkscopeError(f"--layers {text} is not START:STOP (0-based, stop exclusive), e.g. 3:11") from None
+    if not 0 <= a < b:
+        raise SinkscopeError(f"--layers {text}: START must be at least 0 and below STOP (0-based, stop exclusive), e.g. 3:11")
     return a, b
+
+
+def _check_number(flag: str, x: float, lo: float, hi: float, *, hi_open: bool = False) -> float:
+    """A float option that must be finite and within ``[lo, hi]`` (or ``[lo, hi)``)."""
+    import math
+
+    if not math.isfinite(x) or x < lo or x > hi or (hi_open and x == hi):
+        raise SinkscopeError(f"{flag} {x} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}")
+    return x
 
 
 def _parse_keys(text: str) -> tuple[int, ...]:
@@ -187,10 +198,12 @@ def _load_model_and_inputs(args, *, need_forward: bool = True):
     weights_only = getattr(args, "weights_only", False)
     examples = read(None) if kind != "paper" and not weights_only else None
     model = load_model(args.model, device=args.device)
+    model.adapter.check_coords(_parse_coords(getattr(args, "coords", None)))
     if need_forward:
         model.adapter.require_forward()
     elif weights_only or model.adapter.missing_tensors():
         return model, None
+    model.adapter.check_length(args.max_tokens)
     if examples is None:
         examples = read(model.tokenizer)
     inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=model.wants_bos if args.bos == "auto" else args.bos == "on", spec=args.inputs, keep_short=args.short == "keep")
@@ -204,6 +217,7 @@ def cmd_measure(args) -> int:
 
     keys = _parse_keys(args.keys)
     band = _parse_band(args.layers)
+    _check_number("--eps", args.eps, 0.0, 1.0, hi_open=True)
     baseline = None
     if args.baseline:
         try:
@@ -251,6 +265,7 @@ def cmd_explain(args) -> int:
 
     coords = _parse_coords(args.coords)
     band = _parse_band(args.layers)
+    _check_number("--sigma", args.sigma, 0.0, 1e6)
     t0 = time.perf_counter()
     model, inputs = _load_model_and_inputs(args, need_forward=False)
     res = explain(model, inputs, coords=coords, band=band, k_sigma=args.sigma, batch_size=args.batch_size, progress=not args.quiet)
@@ -373,9 +388,15 @@ def format_summary(s: dict) -> str:
 
 
 def _models_and_inputs(args, specs: list[str]):
-    """Load each model in turn with this command's input options (same checks as measure)."""
+    """Load each model in turn with this command's input options (same checks as measure);
+    every spec is checked cheaply first, so a bad last model fails before the first one runs."""
     import copy
 
+    from .models.loading import precheck_model, resolve_device
+
+    resolve_device(args.device)
+    for spec in specs:
+        precheck_model(spec)
     for spec in specs:
         a = copy.copy(args)
         a.model = spec
@@ -446,7 +467,7 @@ def _parse_strengths(text: str) -> list[float]:
         strengths = sorted({float(x) for x in text.split(",") if x.strip()} | {1.0}, reverse=True)
     except ValueError:
         raise SinkscopeError(f"--strengths {text} is not a comma-separated list of numbers in [0, 1]") from None
-    if any(not 0 <= s <= 1 for s in strengths):
+    if any(not 0 <= s <= 1 for s in strengths):  # NaN fails this too
         raise SinkscopeError(f"--strengths {text}: every strength must lie in [0, 1] (1 = unedited, 0 = removed)")
     return strengths
 
@@ -466,6 +487,7 @@ def cmd_reproduce(args) -> int:
     from .models.loading import hub_reachable
 
     skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
+    _check_number("--sigma", args.sigma, 0.0, 1e6)
     settings = Settings(band=_parse_band(args.layers), coords=_parse_coords(args.coords), k_sigma=args.sigma, seed=args.seed, batch_size=args.batch_size,
                         strengths=tuple(_parse_strengths(args.strengths)), edits=_parse_edits(args.edits), sentence=args.sentence, max_tokens=args.max_tokens, skip=skip)
     notes = []
@@ -546,18 +568,61 @@ COMMANDS = {
 }
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like a Ctrl-C so that every temp directory is cleaned up on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Parse, run one command, and turn every way it can end into an exit code: 0; 2 with one
+    ``sinkscope: error:`` line for a user error; 130 / 143 for Ctrl-C / SIGTERM (temp files
+    removed); 1 with one line for an internal error (``SINKSCOPE_DEBUG=1`` shows the traceback)."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
+        parser = build_parser()  # imports happen here, inside the handlers below
+        args = parser.parse_args(argv)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         return COMMANDS[args.command](args)
     except SinkscopeError as e:
         print(f"sinkscope: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("sinkscope: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
+        print(f"sinkscope: {what}; {_interrupted_note(argv)}", file=sys.stderr)
+        return code
+    except Exception as e:
+        if os.environ.get("SINKSCOPE_DEBUG"):
+            raise
+        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        print(f"sinkscope: internal error: {type(e).__name__}{': ' + text if text else ''} "
+              "(a bug in sinkscope; rerun with SINKSCOPE_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _interrupted_note(argv) -> str:
+    """What an interrupted command leaves: train keeps its last checkpoint, the rest nothing."""
+    from pathlib import Path
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"] and "--out" in argv[:-1]:
+        ckpt = Path(argv[argv.index("--out") + 1]) / "checkpoint.pt"
+        if ckpt.exists():
+            return f"the last checkpoint is kept in {ckpt}; add --resume to the same command to continue"
+    if argv[:1] == ["zoo"]:
+        return "finished runs and checkpoints are kept; the same command resumes"
+    if argv[:1] == ["reproduce"]:
+        return "finished stages are kept and the same command resumes from them"
+    return "no output was written"
 
 
 if __name__ == "__main__":

@@ -103,20 +103,45 @@ def _existing_file(path: str, what: str) -> Path:
     return p
 
 
+def _read_utf8(p: Path, what: str) -> str:
+    """The file's text; a file that is not UTF-8 is a one-line error saying where it breaks."""
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise SinkscopeError(f"{what} file {p} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+                             "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def read_paper_csv(path: str) -> list[Example]:
-    """The study's prepared inputs: columns ``dataset, text`` (and ``kind``, ``source_index``...)."""
+    """The study's prepared inputs: columns ``dataset, text`` (and ``kind``, ``source_index``...).
+    Fields of any length are read (texts are cut to ``--max-tokens`` afterwards)."""
+    import io
+    import sys
+
     p = _existing_file(path, "paper-csv")
-    with open(p, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    text = _read_utf8(p, "paper-csv")
+    limit = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KB would reject long texts
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames or not {"dataset", "text"} <= set(reader.fieldnames):
             raise SinkscopeError(f"{path} needs the columns 'dataset' and 'text' (the format of paper-inputs.csv)")
         rows = list(reader)
+    except csv.Error as e:
+        raise SinkscopeError(f"{path} is not a readable CSV (line {reader.line_num}: {e}); check its quoting") from None
+    finally:
+        csv.field_size_limit(limit)
+    if any(r.get("text") is None or r.get("dataset") is None for r in rows):
+        bad = next(i for i, r in enumerate(rows, 2) if r.get("text") is None or r.get("dataset") is None)
+        raise SinkscopeError(f"{path}:{bad} has fewer fields than the header; every row needs 'dataset' and 'text'")
     return [Example(text=r["text"], domain=r["dataset"], source=f"paper-csv:{p.name}", meta={k: v for k, v in r.items() if k != "text"}) for r in rows]
 
 
 def read_text(path: str) -> list[Example]:
     p = _existing_file(path, "text")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in _read_utf8(p, "text").splitlines() if ln.strip()]
     if not lines:
         raise SinkscopeError(f"text file {path} has no non-blank lines; put one text per line")
     return [Example(text=ln, domain=p.stem, source=f"text:{p.name}") for ln in lines]
@@ -125,7 +150,7 @@ def read_text(path: str) -> list[Example]:
 def read_jsonl(path: str, field_name: str) -> list[Example]:
     p = _existing_file(path, "jsonl")
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(_read_utf8(p, "jsonl").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import SinkscopeError
 from ..interventions import PAPER_TABLE1, Context, Intervention, NotApplicable, apply
 from ..metrics import KeyAttentionCapture, aggregate, key_attention, resolve_band
+from ..metrics.capture import NonFiniteError
 from ..models import SinkModel
 
 DICKENS = (
@@ -175,6 +176,8 @@ def run_interventions(
     band = resolve_band(band, L)
     if int(inputs.lengths.min()) < 2:
         raise SinkscopeError("interventions need inputs of at least 2 tokens")
+    ad.check_coords(coords)
+    ad.check_length(int(inputs.ids.shape[1]))
     if coords is None and ad.position_embedding_module() is not None:
         try:
             from ..analysis import effective_positional_embedding, massive_coords
@@ -182,6 +185,13 @@ def run_interventions(
             coords = massive_coords(effective_positional_embedding(ad, 1)[0])[0] or None
         except SinkscopeError:
             coords = None
+    for rid, iv in interventions.items():  # arguments outside the model fail now, not mid-run
+        try:
+            iv.validate(Context(model, coords=coords, seed=seed))
+        except NotApplicable:
+            pass
+        except SinkscopeError as e:
+            raise SinkscopeError(f"intervention {rid} ({iv.describe()}): {e}") from None
     labels = labels or {}
     runs: list[InterventionRun] = []
     device = model.device
@@ -199,16 +209,21 @@ def run_interventions(
             bar.update(n_batches)
             continue
         per_head, ce = [], []
-        with torch.inference_mode(), apply(model, iv, ctx=ctx), KeyAttentionCapture(ad, (0, 1)) as cap:
-            for start in range(0, len(inputs), batch_size):
-                ids = inputs.ids[start : start + batch_size].to(device)
-                lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
-                cap.reset()
-                logits = model.hf(input_ids=ids, use_cache=False).logits
-                probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
-                per_head.append(torch.stack([key_attention(probs, j, lengths=lengths) for j in (0, 1)], -1).cpu())
-                ce.append(next_token_ce(logits, ids, lengths).cpu())
-                bar.update(1)
+        try:
+            with torch.inference_mode(), apply(model, iv, ctx=ctx), KeyAttentionCapture(ad, (0, 1)) as cap:
+                for start in range(0, len(inputs), batch_size):
+                    ids = inputs.ids[start : start + batch_size].to(device)
+                    lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
+                    cap.reset()
+                    logits = model.hf(input_ids=ids, use_cache=False).logits
+                    probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
+                    per_head.append(torch.stack([key_attention(probs, j, lengths=lengths) for j in (0, 1)], -1).cpu())
+                    ce.append(next_token_ce(logits, ids, lengths).cpu())
+                    if not bool(torch.isfinite(ce[-1]).all()):
+                        raise NonFiniteError("the cross-entropy is NaN / inf (the logits overflowed)")
+                    bar.update(1)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"under intervention {rid} ({run.description}): {e}") from None
         run.per_head = torch.cat(per_head).numpy()
         run.ce = torch.cat(ce).double().numpy()
         run.extra = {k: v for k, v in ctx.cache.items() if k not in (cache or {})}

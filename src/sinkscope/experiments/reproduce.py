@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import signal
 import sys
 import time
@@ -43,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
-from ..io import MARKER, atomic_output_dir, check_output_dir, sigint_handler, write_json_atomic, write_text_atomic
+from ..io import atomic_output_dir, check_output_dir, clean_stale, exclusive_dir, mark, sigint_handler, write_json_atomic
 from ..metrics import resolve_band
 from .mitigate import EDITS
 
@@ -332,11 +331,7 @@ def prepare_out(out: str | os.PathLike) -> Path:
     out = check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)
-    if not (out / MARKER).exists():
-        write_text_atomic(out / MARKER, "sinkscope output directory (sinkscope reproduce; stages are reused by later runs)\n")
-    for pattern in (".*.tmp-*", ".*.old-*"):  # left by a killed process (SIGKILL); Ctrl-C cleans up its own
-        for stale in (out / "stages").glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
+    mark(out, "sinkscope output directory (sinkscope reproduce; stages are reused by later runs)")
     return out
 
 
@@ -383,11 +378,16 @@ def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | Non
     ``inputs`` may be None for a weight-only run (forward stages are then skipped with the reason).
     ``notes`` (e.g. "the hub was unreachable, used the embedded model") go to the report's top.
     """
+    t0 = time.perf_counter()
+    out = prepare_out(out)
+    with exclusive_dir(out, "sinkscope reproduce"):
+        clean_stale(out / "stages")  # left by a killed run (SIGKILL); Ctrl-C cleans up its own
+        return _reproduce(model, inputs, out, settings or Settings(), force, progress, notes, run_info, t0)
+
+
+def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progress: bool, notes, run_info, t0: float) -> ReproduceResult:
     from ..report.html import write_report
 
-    t0 = time.perf_counter()
-    settings = settings or Settings()
-    out = prepare_out(out)
     ad = model.adapter
     band = resolve_band(settings.band, ad.n_layers)
     ctx = Context(model, inputs, settings, band, out, progress=progress)

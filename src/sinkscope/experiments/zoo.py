@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SinkscopeError
-from ..io import write_json_atomic
+from ..io import MARKER, check_writable, exclusive_dir, is_sinkscope_dir, mark, write_json_atomic
 
 VARIANTS: dict[str, dict] = {
     "full": {},
@@ -138,11 +138,6 @@ def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", pr
 
 def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: str = "cpu", progress: bool = True, base=None, per_domain: int = 100) -> ZooResult:
     """Train (or reuse) every ``variant`` x ``seed`` and analyse them; writes zoo.csv, zoo.md, PNGs."""
-    from tqdm.auto import tqdm
-
-    from ..training import train, training_texts
-    from ..training.data import tokenizer_in
-
     variants = tuple(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -151,7 +146,31 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
         raise SinkscopeError("--seeds is empty; pass e.g. 0,1")
     base = base or budget_config(budget)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the zoo")
+    if out.exists() and not is_sinkscope_dir(out):
+        raise SinkscopeError(f"--out {out} exists and is not a sinkscope zoo (no {MARKER} marker); choose a new or empty directory")
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
+    mark(out, "sinkscope zoo directory (sinkscope zoo; finished runs are reused)")
+    with exclusive_dir(out, "sinkscope zoo"):
+        return _run_zoo(out, budget, seeds, variants, device, progress, base, per_domain)
+
+
+def _finished_config(done: Path) -> dict | None:
+    """The config a finished run recorded in ``training.json`` (None: absent or unreadable)."""
+    try:
+        return json.loads(done.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _run_zoo(out: Path, budget: str, seeds, variants, device: str, progress: bool, base, per_domain: int) -> ZooResult:
+    from tqdm.auto import tqdm
+
+    from ..training import train, training_texts
+    from ..training.data import tokenizer_in
+
     texts = training_texts(base.data)
     tok = tokenizer_in(out / "tokenizer", texts, base.vocab)
     rows = []
@@ -161,7 +180,7 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
         cfg = replace(base, seed=s, **VARIANTS[v])
         run = out / f"{v}-s{s}"
         done = run / "training.json"
-        if not (done.exists() and json.loads(done.read_text())["config"] == asdict(cfg)):
+        if _finished_config(done) != asdict(cfg):
             resume = (run / "checkpoint.pt").exists() and not done.exists()
             train(cfg, run, resume=resume, force=not resume, tokenizer=tok, data=texts, progress=progress, device=device,
                   command=f"sinkscope zoo --budget {budget} (variant {v}, seed {s})")

@@ -55,6 +55,10 @@ class Intervention:
     def check(self, ctx: Context) -> None:
         """Raise :class:`NotApplicable` naming the missing component."""
 
+    def validate(self, ctx: Context) -> None:
+        """Raise :class:`SinkscopeError` for arguments outside the model (layers, coordinates,
+        positions); run for every intervention before any computation starts."""
+
     def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -84,6 +88,10 @@ class Compose(Intervention):
     def check(self, ctx):
         for p in self.parts:
             p.check(ctx)
+
+    def validate(self, ctx):
+        for p in self.parts:
+            p.validate(ctx)
 
     def install(self, ctx, stack):
         for p in self.parts:

@@ -6,23 +6,27 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..errors import SinkscopeError
 from .base import Context, Intervention, NotApplicable, edit_inplace, hook_output
 
 
 def _layers(ctx: Context, layers: Iterable[int] | None) -> list[int]:
     n = ctx.adapter.n_layers
     out = list(range(n)) if layers is None else list(layers)
-    bad = [l for l in out if not 0 <= l < n]
-    if bad:
-        raise NotApplicable(f"layers {bad} are outside the model's {n} layers")
+    if any(not 0 <= l < n for l in out):
+        raise SinkscopeError(f"{_span(out)} are outside the model's {n} layers; use @START:STOP within 0:{n}")
     return out
+
+
 
 
 def _span(layers) -> str:
     if layers is None:
         return "all layers"
     ls = list(layers)
-    return f"layers {ls[0]}..{ls[-1]}" if ls == list(range(ls[0], ls[-1] + 1)) else f"layers {ls}"
+    if not ls:
+        return "no layers"
+    return f"layers {ls[0]}..{ls[-1]}" if ls == list(range(ls[0], ls[-1] + 1)) else f"layers {ls[:8]}{'...' if len(ls) > 8 else ''}"
 
 
 class ScaleQueryBias(Intervention):
@@ -38,6 +42,12 @@ class ScaleQueryBias(Intervention):
     def check(self, ctx):
         if ctx.adapter.query_bias_view(0) is None:
             raise NotApplicable(f"{ctx.adapter.family} has no query bias")
+
+    def validate(self, ctx):
+        _layers(ctx, self.layers)
+        bad = [h for h in self.heads or () if not 0 <= h < ctx.adapter.n_heads]
+        if bad:
+            raise SinkscopeError(f"heads {bad[:5]} are outside the model's {ctx.adapter.n_heads} heads")
 
     def install(self, ctx, stack):
         heads = slice(None) if self.heads is None else list(self.heads)
@@ -66,6 +76,10 @@ class ZeroKeyCoords(Intervention):
     def check(self, ctx):
         self._coords(ctx)
 
+    def validate(self, ctx):
+        _layers(ctx, self.layers)
+        ctx.adapter.check_coords(self.coords, "zero_wk")
+
     def install(self, ctx, stack):
         coords = self._coords(ctx)
         for l in _layers(ctx, self.layers):
@@ -82,9 +96,18 @@ class RandomKeyCoords(Intervention):
     def describe(self):
         return f"zero {self.n} random W_K rows per layer (seed {self.seed})"
 
+    def _pool(self, ctx) -> list[int]:
+        return [d for d in range(ctx.adapter.d_model) if d not in set(ctx.coords or [])]
+
+    def validate(self, ctx):
+        _layers(ctx, self.layers)
+        pool = len(self._pool(ctx))
+        if not 1 <= self.n <= pool:
+            raise SinkscopeError(f"cannot draw {self.n} random W_K rows per layer: the model has {pool} non-massive coordinates; use 1..{pool}")
+
     def draw(self, ctx) -> dict[int, list[int]]:
         rng = random.Random(self.seed)
-        pool = [d for d in range(ctx.adapter.d_model) if d not in set(ctx.coords or [])]
+        pool = self._pool(ctx)
         return {l: sorted(rng.sample(pool, self.n)) for l in _layers(ctx, self.layers)}
 
     def install(self, ctx, stack):
@@ -108,6 +131,11 @@ class ReplacePositionEmbedding(_PositionEdit):
 
     def describe(self):
         return f"p_{self.position} := p_{self.source}"
+
+    def validate(self, ctx):
+        n = ctx.adapter.max_positions()
+        if n is not None and not (0 <= self.position < n and 0 <= self.source < n):
+            raise SinkscopeError(f"positions {self.position} and {self.source} must lie within the model's {n} learned positions (0..{n - 1})")
 
     def install(self, ctx, stack):
         W = ctx.adapter.W_pos
@@ -156,6 +184,9 @@ class SkipMLP(Intervention):
 
     def describe(self):
         return f"skip MLP ({_span(self.layers)})"
+
+    def validate(self, ctx):
+        _layers(ctx, self.layers)
 
     def check(self, ctx):
         if ctx.adapter.mlp_output_module(0) is None:
@@ -220,6 +251,9 @@ class ScaleSharedQuery(Intervention):
 
     def describe(self):
         return f"q̄ := {self.scale:g}·q̄, effective query bias ({_span(self.layers)})"
+
+    def validate(self, ctx):
+        _layers(ctx, self.layers)
 
     def check(self, ctx):
         if ctx.adapter.family == "gpt_neo":

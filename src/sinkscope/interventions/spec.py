@@ -39,24 +39,38 @@ KINDS = ("baseline", "bq", "zero_wk", "random_wk", "pos", "no_pos", "zero_tok0",
 
 
 def _part(text: str) -> Intervention:
+    import math
+
     body, _, span = text.partition("@")
     kind, _, arg = body.partition(":")
     layers = None
+
+    def count(x: str, what: str) -> int:
+        n = int(x)
+        if n < 0:
+            raise SinkscopeError(f"--edit part '{text}': {what} {n} is negative; use 0 or more")
+        return n
+
     try:
         if span:
             a, b = (int(x) for x in span.split(":"))
+            if not 0 <= a < b:
+                raise SinkscopeError(f"--edit part '{text}': @{a}:{b} is not a layer range START:STOP with 0 <= START < STOP")
             layers = range(a, b)
         if kind == "baseline":
             return Identity()
         if kind == "bq":
-            return ScaleQueryBias(float(arg or 0.0), layers=layers)
+            scale = float(arg or 0.0)
+            if not math.isfinite(scale):
+                raise SinkscopeError(f"--edit part '{text}': the scale {arg} is not a finite number; e.g. bq:0.5")
+            return ScaleQueryBias(scale, layers=layers)
         if kind == "zero_wk":
-            return ZeroKeyCoords([int(c) for c in arg.split(",")] if arg else None, layers=layers)
+            return ZeroKeyCoords([count(c, "coordinate") for c in arg.split(",")] if arg else None, layers=layers)
         if kind == "random_wk":
             n, _, seed = arg.partition(":")
-            return RandomKeyCoords(int(n or 3), seed=int(seed or 0), layers=layers)
+            return RandomKeyCoords(count(n or "3", "row count"), seed=int(seed or 0), layers=layers)
         if kind == "pos":
-            return ReplacePositionEmbedding(0, int(arg or 1))
+            return ReplacePositionEmbedding(0, count(arg or "1", "position"))
         if kind == "no_pos":
             return DropPositionEmbeddings()
         if kind == "zero_tok0":

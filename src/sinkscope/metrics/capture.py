@@ -162,6 +162,20 @@ def _gpt_neo_attn(self, query, key, value, attention_mask=None):
     return out, None
 
 
+class NonFiniteError(SinkscopeError):
+    """The forward pass produced NaN / inf (overflow, or an edit that pushed it there)."""
+
+
+def check_finite_attention(probs: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteError` naming the first layer whose captured attention ``probs
+    [batch, layer, ...]`` holds NaN / inf, instead of letting NaN flow into the tables."""
+    bad = ~torch.isfinite(probs.flatten(2)).all(-1).all(0)  # [layer]
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        raise NonFiniteError(f"attention became NaN / inf in layer {first} (0-based) during the forward pass "
+                             "(an overflow, or an edit that drove activations there); check the weights and edits")
+
+
 class KeyAttentionCapture:
     """Context manager: while active, the model's attention records ``A[:, :, :, keys]``.
 
@@ -204,7 +218,9 @@ class KeyAttentionCapture:
         missing = [l for l in range(n) if l not in self.probs]
         if missing:
             raise RuntimeError(f"no attention captured for layers {missing}: did the forward pass run inside the context?")
-        return torch.stack([self.probs[l] for l in range(n)], dim=1)
+        out = torch.stack([self.probs[l] for l in range(n)], dim=1)
+        check_finite_attention(out)
+        return out
 
     def reset(self) -> None:
         self.probs = {}

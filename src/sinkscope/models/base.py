@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import MissingTensorsError
+from ..errors import MissingTensorsError, SinkscopeError
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,30 @@ class Adapter:
         missing = self.missing_tensors()
         if missing:
             raise MissingTensorsError(missing, "a forward pass")
+
+    def max_positions(self) -> int | None:
+        """The longest input the model can run: the rows of a learned positional embedding (a
+        longer input would index past it), or None where positions set no hard limit (rotary
+        or no positions: longer inputs run, beyond what the model was trained on)."""
+        if self.info().positional != "learned":
+            return None
+        try:
+            return int(self.W_pos.shape[0])
+        except MissingTensorsError:
+            return None
+
+    def check_coords(self, coords, what: str = "--coords") -> None:
+        """Raise a clear error for residual coordinates outside ``0..d_model-1``."""
+        bad = [c for c in coords or () if not 0 <= int(c) < self.d_model]
+        if bad:
+            raise SinkscopeError(f"{what}: coordinate(s) {', '.join(map(str, bad[:5]))} outside the model's "
+                                 f"{self.d_model} residual coordinates (0..{self.d_model - 1})")
+
+    def check_length(self, T: int) -> None:
+        """Raise a clear error for inputs longer than :meth:`max_positions`."""
+        limit = self.max_positions()
+        if limit is not None and T > limit:
+            raise SinkscopeError(f"inputs of {T} tokens do not fit this model's {limit} learned positions; use --max-tokens {limit} or less")
 
     def _stack(self, fn: Callable[[int], torch.Tensor]) -> torch.Tensor:
         return torch.stack([fn(layer) for layer in range(self.n_layers)])

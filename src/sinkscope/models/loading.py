@@ -53,15 +53,70 @@ class SinkModel:
         return torch.device("cpu")
 
 
+def supported_families() -> str:
+    """``family (model types)`` of every adapter.
+
+    >>> supported_families()[:40]
+    'gpt2 (gpt2); llama (llama, qwen2, mistra'
+    """
+    return "; ".join(f"{a.family} ({', '.join(a.model_types)})" for a in ADAPTERS)
+
+
+def unsupported(mt) -> SinkscopeError:
+    """The one error for an architecture without an adapter, listing the supported families."""
+    return SinkscopeError(f"unsupported architecture '{mt}'; supported families (model_type): {supported_families()}; pass a model of one of these")
+
+
 def adapter_for(model: torch.nn.Module) -> Adapter:
     """Pick the adapter for a HF model by ``config.model_type``."""
     mt = getattr(model.config, "model_type", None)
     cls = SUPPORTED_MODEL_TYPES.get(mt)
     if cls is None:
-        raise SinkscopeError(
-            f"unsupported architecture '{mt}'; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
-        )
+        raise unsupported(mt)
     return cls(model)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``--device`` checked before anything is loaded: a torch device that exists here.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SinkscopeError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise SinkscopeError(f"--device {device}: torch sees no CUDA device on this machine (torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise SinkscopeError(f"--device {device}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SinkscopeError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        raise SinkscopeError(f"--device {device}: sinkscope runs on cpu, cuda or mps")
+    return dev
+
+
+def _describe_exc(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def check_finite(model: torch.nn.Module) -> None:
+    """Refuse NaN / inf weights up front, naming the first parameter (in layer order) that has
+    them: a forward pass would only spread them into a table of NaN."""
+    import re
+
+    for name, p in model.named_parameters():
+        if p.is_meta or torch.isfinite(p).all():
+            continue
+        n_nan, n_inf = int(torch.isnan(p).sum()), int(torch.isinf(p).sum())
+        m = re.search(r"\.(\d+)\.", name)
+        where = f"layer {m.group(1)}" if m else "outside the layers"
+        raise SinkscopeError(f"the checkpoint's weights are not finite: {name} ({where}) holds {n_nan} NaN and {n_inf} inf values; "
+                             "it is corrupt or from a diverged run, so load another checkpoint")
 
 
 EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "assets" / "default-model"
@@ -170,6 +225,52 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dt
     a local HF directory, a ``.gguf`` file, or a directory / ``.safetensors`` file holding a
     *partial* checkpoint in HF names (weight-only analyses; missing tensors stay on ``meta``).
     """
+    dev = resolve_device(device)
+    try:
+        return _load(spec, dev, dtype)
+    except SinkscopeError:
+        raise
+    except Exception as e:  # one place turns loader failures (safetensors, config, tokenizer, pickle) into one line
+        raise SinkscopeError(f"could not load model {spec if spec is not None else DEFAULT_MODEL} ({_describe_exc(e)}); "
+                             "check that its files are complete and uncorrupted, or re-download / re-save them") from None
+
+
+def precheck_model(spec: str | os.PathLike | None) -> None:
+    """The cheap part of :func:`load_model` (no weights read): the spec resolves, a local
+    config parses and names a supported architecture, safetensors headers are intact. Commands
+    that load several models run it for all of them before the first computation."""
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        return
+    spec = str(spec)
+    if spec.startswith("packaged:"):
+        name = spec.split(":", 1)[1]
+        if name not in PACKAGED:
+            raise SinkscopeError(f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}")
+        return
+    path = Path(spec).expanduser()
+    if not path.exists():
+        if _looks_like_path(spec):
+            raise SinkscopeError(f"model path {spec} does not exist; check the path or pass a hub id such as gpt2")
+        return  # a hub id: resolved when it is loaded
+    try:
+        if path.is_dir() and (path / "config.json").exists():
+            import json
+
+            mt = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+            if mt not in SUPPORTED_MODEL_TYPES:
+                raise unsupported(mt)
+        for f in _safetensors_files(path) if path.is_dir() or path.suffix == ".safetensors" else []:
+            from safetensors import safe_open
+
+            with safe_open(str(f), "pt"):
+                pass
+    except SinkscopeError:
+        raise
+    except Exception as e:
+        raise SinkscopeError(f"could not load model {spec} ({_describe_exc(e)}); check that its files are complete and uncorrupted") from None
+
+
+def _load(spec, device, dtype) -> SinkModel:
     if spec is None or str(spec) == DEFAULT_MODEL:
         return _load_hf(str(embedded_model_dir()), device, dtype, name="sinkscope-default (embedded GPT-2, trained offline)")
     spec = str(spec)
@@ -205,6 +306,10 @@ def _finish(hf, tokenizer, name, device, dtype, source, partial=False) -> SinkMo
     if not partial:
         hf.to(device=device, dtype=dtype)
     adapter = adapter_for(hf)
+    if adapter.n_layers < 1 or adapter.n_heads < 1:
+        raise SinkscopeError(f"{name}: its config declares {adapter.n_layers} layers and {adapter.n_heads} heads; "
+                             "a model needs at least one of each, so fix config.json")
+    check_finite(hf)
     return SinkModel(name=name, hf=hf, adapter=adapter, tokenizer=tokenizer, partial=partial, source=source)
 
 
@@ -237,9 +342,7 @@ def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
         ) from None
     mt = getattr(config, "model_type", None)
     if mt not in SUPPORTED_MODEL_TYPES:
-        raise SinkscopeError(
-            f"unsupported architecture '{mt}'; supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
-        )
+        raise unsupported(mt)
     with _quiet_transformers():
         hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation="sdpa" if mt != "gpt_neo" else "eager")
         try:
@@ -262,7 +365,10 @@ def _load_gguf(path: Path, device, dtype) -> SinkModel:
                 str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa"
             )
         except (ValueError, KeyError, RuntimeError) as e:
-            raise SinkscopeError(f"could not load GGUF {path}: {str(e).splitlines()[0][:200]}") from None
+            msg = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            if "architecture" in msg and "not supported" in msg:
+                raise SinkscopeError(f"{path}: {msg}; supported families (model_type): {supported_families()}") from None
+            raise SinkscopeError(f"could not load GGUF {path}: {msg}") from None
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return _finish(hf, tok, path.stem, device, dtype, {"kind": "gguf", "path": str(path)})
 
@@ -315,7 +421,7 @@ def _load_partial(path: Path, device, dtype) -> SinkModel:
     else:
         config = _gpt2_config_from_tensors({k: tuple(v.shape) for k, v in tensors.items()}, meta)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
-        adapter_for(type("M", (), {"config": config})())  # raises the standard error
+        raise unsupported(config.model_type)
     config._attn_implementation = "sdpa" if config.model_type != "gpt_neo" else "eager"
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SinkscopeError
-from ..io import publish_mode, write_json_atomic
+from ..io import MARKER, check_writable, exclusive_dir, is_sinkscope_dir, mark, publish_mode, write_json_atomic
 from ..models.sinkgpt import NORMALISERS, POSITIONS, SinkGPTConfig, SinkGPTForCausalLM
 from .data import RESERVED, SPECIAL, SYNTHETIC, sample_windows, token_streams, tokenizer_in, training_texts
 
@@ -191,25 +191,55 @@ def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> No
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False, tokenizer=None, data: dict | None = None, progress: bool = True, command: str = "", device: str = "cpu", on_eval=None) -> dict:
     """Train (or resume) a run in ``out``; returns the ``training.json`` summary.
 
-    ``on_eval(dict)`` is called with every readout (step, validation loss, sink).
+    ``on_eval(dict)`` is called with every readout (step, validation loss, sink). ``out`` must
+    be new, empty or an earlier sinkscope run (its ``.sinkscope`` marker): ``force`` clears only
+    such a directory, and only the files a run writes.
     """
-    from tqdm.auto import tqdm
-
     cfg.validate()
     out = Path(out)
     ckpt = out / "checkpoint.pt"
+    if out.exists() and not out.is_dir():
+        raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the run")
     if out.exists() and any(out.iterdir()) and not resume and not force:
         raise SinkscopeError(f"--out {out} already holds a run; pass --resume to continue it or --force to start over")
+    if out.exists() and not is_sinkscope_dir(out):  # --force and --resume only touch sinkscope's own runs
+        raise SinkscopeError(f"--out {out} is not a sinkscope training run (no {MARKER} marker); choose a new or empty directory")
     if resume and not ckpt.exists():
         raise SinkscopeError(f"--resume: {ckpt} does not exist; start the run without --resume")
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
+    mark(out, "sinkscope training run (sinkscope train)")
+    with exclusive_dir(out, "sinkscope train"):
+        return _train(cfg, out, resume, force, tokenizer, data, progress, command, device, on_eval)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """``checkpoint.pt`` read with ``weights_only=True``: tensors, numbers, strings and
+    containers only, so a crafted file cannot run code (PyTorch's restricted unpickler)."""
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise SinkscopeError(f"{path} is not a sinkscope checkpoint that can be read safely ({why}); "
+                             "start over with --force (nothing in it was run)") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "history"} <= set(state):
+        raise SinkscopeError(f"{path} is not a sinkscope checkpoint (no model / optimizer / step / history); start over with --force")
+    return state
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, data, progress: bool, command: str, device: str, on_eval) -> dict:
+    from tqdm.auto import tqdm
+
+    ckpt = out / "checkpoint.pt"
     if force and not resume:
         if (out / "tokenizer" / "tokenizer.json").exists():  # a fresh start fits a fresh tokenizer (e.g. another --vocab)
             shutil.rmtree(out / "tokenizer")
         for p in out.iterdir():
             if p.is_file() and (p.name in ("checkpoint.pt", "config.json", "training.json") or p.suffix in (".safetensors", ".json", ".txt")):
                 p.unlink()
-    state = torch.load(ckpt, weights_only=False) if resume else None
+    state = load_checkpoint(ckpt) if resume else None
     if state is not None:
         saved = TrainConfig.from_dict(state["history"]["config"])
         if asdict(saved) | {"steps": cfg.steps} != asdict(cfg) | {"steps": cfg.steps}:
