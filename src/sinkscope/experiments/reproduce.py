@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
@@ -218,7 +219,7 @@ def _shared_query(ctx: Context, tmp: Path) -> dict:
     from ..report.circuit import shared_query_layers
 
     sq = shared_query(ctx.model, ctx.inputs, batch_size=ctx.settings.batch_size, progress=ctx.progress)
-    torch.save(sq.q_bar.float().clone(), tmp / "q_bar.pt")
+    save_file({"q_bar": sq.q_bar.float().contiguous()}, str(tmp / "q_bar.safetensors"))  # data only, no pickle
     masks = ctx.inputs.domain_masks()
     frame = sq.frame(masks)
     frame.to_csv(tmp / "shared_query_per_head.csv", index=False, float_format="%.6g")
@@ -229,6 +230,13 @@ def _shared_query(ctx: Context, tmp: Path) -> dict:
     return {"summary": s, "figures": figs, "tables": {"shared_query_per_head.csv": "per domain × layer × head"}}
 
 
+def _read_q_bar(path: Path) -> torch.Tensor:
+    try:
+        return load_file(str(path))["q_bar"]
+    except Exception as e:  # missing, truncated or edited by hand
+        raise SinkscopeError(f"the cached {path} cannot be read ({type(e).__name__}); rerun with --force to recompute it") from None
+
+
 def _mitigate(ctx: Context, tmp: Path) -> dict:
     from ..report.compare import tradeoff_figure
     from .mitigate import MitigateResult, tradeoff_rows
@@ -236,7 +244,7 @@ def _mitigate(ctx: Context, tmp: Path) -> dict:
     st = ctx.settings
     w, f = ctx.results.get("circuit_weights", {}), ctx.results.get("circuit_forward", {})
     coords = st.coords or (w.get("epe") or {}).get("massive_coords") or (f.get("residual") or {}).get("massive_coords", [])[:8] or None
-    q_bar = torch.load(ctx.stage_dir("shared_query") / "q_bar.pt", weights_only=True)
+    q_bar = _read_q_bar(ctx.stage_dir("shared_query") / "q_bar.safetensors")
     cache = {"q_bar": q_bar, "creating_block": (f.get("residual") or {}).get("creating_block")}
     df, na = tradeoff_rows(ctx.model, ctx.inputs, strengths=st.strengths, edits=st.edits, coords=coords, band=ctx.band, cache=cache,
                            batch_size=st.batch_size, progress=ctx.progress)
@@ -287,12 +295,16 @@ def inputs_hash(inputs) -> str | None:
     return h.hexdigest()
 
 
+CACHE_FORMAT = 2  # 2: q_bar as safetensors (1 pickled it with torch.save)
+
+
 def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str]) -> str:
     from .. import __version__
 
     blob = {
         "stage": stage.name,
         "version": __version__,
+        "cache_format": CACHE_FORMAT,
         "weights": w_hash,
         "inputs": in_hash if stage.forward else None,
         "settings": {k: getattr(settings, k) for k in stage.reads},

@@ -100,6 +100,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _describe_exc(e: BaseException) -> str:
+    import pickle
+
+    if isinstance(e, pickle.UnpicklingError):  # torch's weights-only unpickler refused a global
+        return "a pickle holding Python objects beyond tensors and numbers, refused: sinkscope never runs code from a file"
     text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 

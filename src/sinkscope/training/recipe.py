@@ -221,7 +221,8 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        why = ("it holds Python objects beyond tensors and numbers" if isinstance(e, pickle.UnpicklingError)
+               else str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__)
         raise SinkscopeError(f"{path} is not a sinkscope checkpoint that can be read safely ({why}); "
                              "start over with --force (nothing in it was run)") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "step", "history"} <= set(state):

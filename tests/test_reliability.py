@@ -1,0 +1,493 @@
+"""The reliability audit, case by case (tiny models, in-process unless a real signal is needed):
+no file's code ever runs, nothing sinkscope did not create is deleted, no NaN table, every user
+error is one ``sinkscope: error:`` line with exit code 2 and no output, concurrent runs do not
+break each other, and killed runs leave nothing that a later run does not clean up."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import default_sigint_in_child
+from sinkscope.cli import main
+from sinkscope.errors import SinkscopeError
+from sinkscope.io import MARKER
+
+
+class Payload:
+    """Unpickling this runs ``touch PATH`` (what a crafted checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def plant(path: Path, marker: Path, **extra) -> Path:
+    """A torch pickle at ``path`` whose loading with ``weights_only=False`` creates ``marker``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": Payload(marker), "optimizer": {}, "step": 1, "history": {}, **extra}, path)
+    return path
+
+
+RECORDS: list[tuple[str, str, int, str]] = []  # (case, command, exit code, stderr line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def case_table():
+    """``SINKSCOPE_RELIABILITY_TABLE=FILE pytest tests/test_reliability.py`` writes the table of
+    cases (case, command, exit code, stderr line) that these tests ran."""
+    yield
+    path = os.environ.get("SINKSCOPE_RELIABILITY_TABLE")
+    if path:
+        rows = ["| case | command | exit | stderr |", "|---|---|---|---|"]
+        for case, cmd, rc, line in RECORDS:
+            rows.append(f"| {case} | `{cmd}` | {rc} | {line.replace('|', '/')} |")
+        Path(path).write_text("\n".join(rows) + "\n")
+
+
+def user_error(capsys, argv, *fragments, out: Path | None = None) -> str:
+    """Run the CLI; assert exit 2, one stderr line ``sinkscope: error: ...`` holding every
+    fragment, and no output directory; return that line."""
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    case = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+    short = " ".join(str(a).split("/")[0] + Path(a).name if "/" in str(a) else str(a) for a in argv)  # paths by their last part
+    RECORDS.append((case, f"sinkscope {short}", rc, err.splitlines()[0] if err else ""))
+    assert rc == 2, (rc, err)
+    assert len(err.splitlines()) == 1 and err.startswith("sinkscope: error:") and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, (f, err)
+    if out is not None:
+        assert not out.exists(), f"{out} was written"
+        assert not list(out.parent.glob(f".{out.name}.tmp-*")), "temp directory left"
+    return err
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("\n".join(f"line {i}: " + "the river runs past the mill and the town " * 6 for i in range(4)) + "\n")
+    return f
+
+
+def _measure(model, text_file, out, *extra):
+    return ["measure", "--model", model, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--no-figures", "--max-tokens", "24", *extra]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---- 1. no code from any file runs ------------------------------------------------------------
+
+
+def test_crafted_checkpoint_is_never_unpickled_by_train_resume(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / MARKER).write_text("sinkscope training run\n")
+    plant(run / "checkpoint.pt", marker)
+    user_error(capsys, ["train", "--out", run, "--resume", "--quiet", "--layers", "1", "--width", "16", "--heads", "2", "--steps", "2"],
+               "checkpoint.pt", "nothing in it was run")
+    assert not marker.exists()
+
+
+def test_crafted_checkpoint_in_a_zoo_run_is_never_unpickled(tmp_path, monkeypatch):
+    """``zoo`` resumes a run directory that has ``checkpoint.pt`` but no ``training.json``."""
+    from sinkscope.experiments.zoo import run_zoo
+    from sinkscope.training import TrainConfig
+    from sinkscope.training.recipe import tiny_texts
+
+    marker = tmp_path / "PWNED"
+    zoo = tmp_path / "zoo"
+    (zoo / "full-s0").mkdir(parents=True)
+    for d in (zoo, zoo / "full-s0"):
+        (d / MARKER).write_text("sinkscope\n")
+    plant(zoo / "full-s0" / "checkpoint.pt", marker)
+    base = TrainConfig(n_layer=1, n_embd=16, n_head=2, context=40, batch=2, steps=2, vocab=300, eval_every=0)
+    monkeypatch.setattr("sinkscope.training.training_texts", lambda spec: tiny_texts())
+    with pytest.raises(SinkscopeError, match="nothing in it was run"):
+        run_zoo(zoo, seeds=(0,), variants=("full",), base=base, progress=False)
+    assert not marker.exists()
+
+
+def test_crafted_pytorch_model_bin_is_refused(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    marker = tmp_path / "PWNED"
+    d = _copy(tiny_gpt2_dir, tmp_path / "evil")
+    (d / "model.safetensors").unlink()
+    torch.save({"transformer.wte.weight": Payload(marker)}, d / "pytorch_model.bin")
+    out = tmp_path / "out"
+    user_error(capsys, _measure(d, text_file, out), "could not load model")
+    assert not marker.exists()
+
+
+def test_stage_caches_hold_no_pickles(tmp_path, capsys, monkeypatch):
+    """``reproduce`` caches only CSV / JSON / PNG / safetensors; a pickle planted under every
+    cache name it could read is never loaded, and a tampered tensor cache is a clear error."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    marker = tmp_path / "PWNED"
+    out = tmp_path / "r"
+    argv = ["reproduce", "--model", "default", "--out", out, "--quiet", "--per-domain", "2", "--skip", "interventions", "--strengths", "1,0"]
+    assert main([str(a) for a in argv]) == 0
+    files = [p for p in (out / "stages").rglob("*") if p.is_file() and p.name != MARKER]
+    assert {p.suffix for p in files} <= {".csv", ".json", ".png", ".md", ".safetensors"}, {p.suffix for p in files}
+    for d in (out / "stages").iterdir():
+        plant(d / "q_bar.pt", marker)
+        plant(d / "cache.pt", marker)
+    (out / "stages" / "shared_query" / "q_bar.safetensors").write_bytes(b"\x00" * 7)
+    capsys.readouterr()
+    user_error(capsys, [*argv[:-1], "1,0.5,0"], "q_bar.safetensors", "--force")  # mitigate reruns, reads q_bar
+    assert not marker.exists()
+
+
+# ---- 2. nothing sinkscope did not create is deleted ------------------------------------------
+
+
+def test_train_force_refuses_a_user_directory(tmp_path, capsys):
+    d = tmp_path / "mine"
+    d.mkdir()
+    for name in ("notes.txt", "config.json", "weights.safetensors"):
+        (d / name).write_text("keep me")
+    user_error(capsys, ["train", "--out", d, "--force", "--quiet", "--steps", "2"], "not a sinkscope training run")
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "notes.txt", "weights.safetensors"]
+    assert all(p.read_text() == "keep me" for p in d.iterdir())
+
+
+@pytest.mark.parametrize("cmd", ["zoo", "measure"])
+def test_a_user_directory_is_never_an_output(cmd, tmp_path, capsys):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    user_error(capsys, [cmd, "--out", d, "--quiet"], "not a sinkscope")
+    assert [p.name for p in d.iterdir()] == ["notes.txt"]
+
+
+def test_train_out_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    user_error(capsys, ["train", "--out", f, "--quiet"], "is an existing file")
+    assert f.read_text() == "keep me"
+
+
+# ---- 3. numbers are finite or the run says why ------------------------------------------------
+
+
+def _poisoned(src: Path, dst: Path, name: str, value: float) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    d = _copy(src, dst)
+    sd = load_file(str(d / "model.safetensors"))
+    sd[name][0, 0] = value
+    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+    return d
+
+
+@pytest.mark.parametrize("cmd", ["measure", "intervene"])
+def test_nan_in_one_mlp_is_an_error_naming_its_layer(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    d = _poisoned(tiny_gpt2_dir, tmp_path / "nan", "transformer.h.1.mlp.c_fc.weight", float("nan"))
+    out = tmp_path / "out"
+    argv = _measure(d, text_file, out)
+    argv[0] = cmd
+    user_error(capsys, argv, "transformer.h.1.mlp.c_fc.weight", "layer 1", "1 NaN", out=out)
+
+
+@pytest.mark.parametrize("cmd", ["measure", "explain"])
+def test_inf_in_c_attn_is_an_error(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    d = _poisoned(tiny_gpt2_dir, tmp_path / "inf", "transformer.h.2.attn.c_attn.weight", float("inf"))
+    out = tmp_path / "out"
+    argv = _measure(d, text_file, out)
+    argv[0] = cmd
+    user_error(capsys, argv, "layer 2", "1 inf", out=out)
+
+
+def test_an_edit_that_overflows_names_the_layer_and_the_edit(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    """b_Q scaled by 1e38 (the tiny model's query bias set to 1 first): the scores overflow in
+    layer 1, the first layer edited, and the run stops there instead of writing NaN rows."""
+    from safetensors.torch import load_file, save_file
+
+    d = _copy(tiny_gpt2_dir, tmp_path / "biased")
+    sd = load_file(str(d / "model.safetensors"))
+    for l in range(3):
+        sd[f"transformer.h.{l}.attn.c_attn.bias"][:64] = 1.0  # the query part of [q | k | v]
+    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "out"
+    argv = _measure(d, text_file, out, "--preset", "none", "--edit", "huge=bq:1e38@1:2")
+    argv[0] = "intervene"
+    user_error(capsys, argv, "under intervention huge", "layer 1", out=out)
+
+
+def test_capture_check_against_a_planted_nan():
+    from sinkscope.metrics.capture import NonFiniteError, check_finite_attention
+
+    probs = torch.rand(2, 4, 3, 5, 1)  # [batch, layer, head, q_pos, key]
+    check_finite_attention(probs)
+    probs[1, 2, 0, 3, 0] = float("nan")
+    probs[0, 3, 1, 1, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="layer 2 "):
+        check_finite_attention(probs)
+
+
+def test_json_outputs_are_strict(tmp_path):
+    from sinkscope.io import write_json_atomic
+
+    write_json_atomic(tmp_path / "s.json", {"a": float("nan"), "b": [float("-inf"), 1.5], "c": {"d": float("inf")}})
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+# ---- 4. every user error: one line, exit 2, nothing written -----------------------------------
+
+
+def _truncate(p: Path, keep: float = 0.5) -> None:
+    data = p.read_bytes()
+    p.write_bytes(data[: int(len(data) * keep)])
+
+
+def _flip_header(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[8 + 2] ^= 0xFF  # inside the JSON header that follows the 8-byte length
+    p.write_bytes(bytes(data))
+
+
+def _config(d: Path, **changes) -> None:
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(changes)
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+BROKEN_MODELS = {
+    "config-but-no-weights": (lambda d: (d / "model.safetensors").unlink(), "could not load model"),
+    "truncated-safetensors": (lambda d: _truncate(d / "model.safetensors"), "could not load model"),
+    "byte-flipped-safetensors": (lambda d: _flip_header(d / "model.safetensors"), "could not load model"),
+    "n_head-not-dividing-n_embd": (lambda d: _config(d, n_head=5), "could not load model"),
+    "n_layer-negative": (lambda d: _config(d, n_layer=-1), "-1 layers"),
+    "unknown-architecture": (lambda d: _config(d, model_type="bert"), "supported families"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_MODELS))
+def test_broken_model_directories(case, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    d = _copy(tiny_gpt2_dir, tmp_path / case)
+    breaker, fragment = BROKEN_MODELS[case]
+    breaker(d)
+    out = tmp_path / "out"
+    user_error(capsys, _measure(d, text_file, out), fragment, out=out)
+
+
+def test_truncated_partial_safetensors_file(tmp_path, tiny_gpt2_dir, capsys):
+    f = tmp_path / "partial.safetensors"
+    shutil.copy(tiny_gpt2_dir / "model.safetensors", f)
+    _truncate(f, 0.3)
+    out = tmp_path / "out"
+    user_error(capsys, ["explain", "--model", f, "--out", out, "--quiet", "--weights-only"], "could not load model", out=out)
+
+
+def test_compare_checks_every_model_before_the_first_runs(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    bad = _copy(tiny_gpt2_dir, tmp_path / "bad")
+    _truncate(bad / "model.safetensors")
+    out = tmp_path / "cmp"
+    t = time.perf_counter()
+    user_error(capsys, ["compare", "--models", f"{tiny_gpt2_dir},{bad}", "--inputs", f"text:{text_file}", "--out", out, "--quiet",
+                        "--max-tokens", "24"], str(bad), out=out)
+    assert time.perf_counter() - t < 5  # failed before loading (let alone measuring) the first model
+
+
+@pytest.mark.parametrize("case", ["csv", "text", "jsonl"])
+def test_non_utf8_inputs(case, tmp_path, tiny_gpt2_dir, capsys):
+    f = tmp_path / f"in.{case}"
+    body = {"csv": b"dataset,text\nnl,caf\xe9 au lait\n", "text": b"caf\xe9 au lait\n", "jsonl": b'{"text": "caf\xe9"}\n'}[case]
+    f.write_bytes(body)
+    spec = {"csv": f"paper-csv:{f}", "text": f"text:{f}", "jsonl": f"jsonl:{f}:text"}[case]
+    out = tmp_path / "out"
+    user_error(capsys, ["measure", "--model", tiny_gpt2_dir, "--inputs", spec, "--out", out, "--quiet"], "not UTF-8", "0xe9", out=out)
+
+
+def test_a_csv_field_over_128_kb_is_read(tmp_path, tiny_gpt2_dir, capsys):
+    """Python's csv rejects fields over 128 KB by default; a long text is a valid input."""
+    import pandas as pd
+
+    f = tmp_path / "long.csv"
+    long = "the mill by the river " * 8000  # 176 KB
+    pd.DataFrame({"dataset": ["nl", "nl"], "text": [long, "a short one about the mill and the river and the town " * 3]}).to_csv(f, index=False)
+    out = tmp_path / "out"
+    assert main(["measure", "--model", str(tiny_gpt2_dir), "--inputs", f"paper-csv:{f}", "--out", str(out), "--quiet", "--no-figures",
+                 "--max-tokens", "24"]) == 0
+    assert json.loads((out / "summary.json").read_text())["n_examples"] == 2
+
+
+def test_max_tokens_beyond_the_learned_positions(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    out = tmp_path / "out"
+    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--max-tokens", "200"), "128 learned positions", "--max-tokens 128", out=out)
+
+
+@pytest.mark.parametrize("device,fragment", [("nonsense", "is not a torch device"), ("cuda", "no CUDA device"), ("cuda:7", "CUDA")])
+def test_bad_device_before_loading(device, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the CUDA devices asked for")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--device", device), fragment, out=out)
+
+
+EDITS = {
+    "zero_wk:999999": "coordinate(s) 999999 outside the model's 64",
+    "random_wk:999999": "cannot draw 999999",
+    "pos:99999": "within the model's 128 learned positions",
+    "bq:0@5:2": "0 <= START < STOP",
+    "skip_mlp@0:999": "layers 0..998 are outside the model's 3 layers",
+    "bq:nan": "not a finite number",
+    "zero_wk:-1": "negative",
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_bad_edits(edit, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    out = tmp_path / "out"
+    err = user_error(capsys, ["intervene", "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet",
+                              "--max-tokens", "24", "--edit", f"x={edit}"], EDITS[edit], out=out)
+    assert len(err) < 300, err  # a short line, not a list of 999 layers
+
+
+@pytest.mark.parametrize("cmd", ["intervene", "explain"])
+def test_coords_outside_the_model(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    out = tmp_path / "out"
+    user_error(capsys, [cmd, "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--max-tokens", "24",
+                        "--coords", "999999"], "999999", "0..63", out=out)
+
+
+def test_out_that_cannot_be_written_fails_before_the_work(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    probe = Path("/sys/sinkscope-probe")
+    try:
+        probe.mkdir()
+        probe.rmdir()
+        pytest.skip("/sys is writable here; no unwritable directory to test with")
+    except OSError:
+        pass
+    t = time.perf_counter()
+    user_error(capsys, _measure(tiny_gpt2_dir, text_file, "/sys/sinkscope-out"), "cannot be written", "choose a writable directory")
+    assert time.perf_counter() - t < 2  # before loading the model
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--eps", "2"], "--eps 2.0 must be a number in [0, 1)"),
+    (["--eps", "nan"], "--eps nan"),
+    (["--layers", "5:2"], "START must be at least 0 and below STOP"),
+    (["--layers=-1:2"], "START must be at least 0"),
+])
+def test_nonsense_options(args, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    out = tmp_path / "out"
+    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, *args), fragment, out=out)
+
+
+def test_layers_beyond_the_model(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    out = tmp_path / "out"
+    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--layers", "2:9"), "outside the model's 3 layers", out=out)
+
+
+# ---- 5. concurrency ---------------------------------------------------------------------------
+
+
+def test_a_second_reproduce_on_a_live_out_is_refused(tmp_path, capsys, monkeypatch):
+    """A running reproduce holds a lock on its directory (flock: released if it dies); a second
+    one refuses instead of deleting the first one's temp directories."""
+    from sinkscope.io import exclusive_dir
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "r"
+    (out / "stages" / ".measure.tmp-live").mkdir(parents=True)
+    (out / MARKER).write_text("sinkscope\n")
+    with exclusive_dir(out, "test"):  # stands for the first, still running, reproduce
+        user_error(capsys, ["reproduce", "--model", "default", "--out", out, "--quiet", "--per-domain", "2"],
+                   "in use by another sinkscope reproduce run")
+    assert (out / "stages" / ".measure.tmp-live").exists()
+
+
+def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_gpt2_dir, text_file):
+    from sinkscope.io import _flock
+
+    out = tmp_path / "out"
+    dead = tmp_path / ".out.tmp-dead1234"
+    dead.mkdir()
+    (dead / "metrics.csv").write_text("half a fil")
+    old = tmp_path / ".out.old-dead5678"
+    old.mkdir()
+    live = tmp_path / ".out.tmp-live9999"
+    live.mkdir()
+    with _flock(live):  # a concurrent run still writing
+        assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
+    assert not dead.exists() and not old.exists() and live.exists() and (out / "metrics.csv").exists()
+
+
+def test_two_runs_finishing_on_one_out_both_succeed(tmp_path, tiny_gpt2_dir, text_file):
+    """Two measure processes on the same --out: both exit 0, the result is one whole run."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "sinkscope", *map(str, _measure(tiny_gpt2_dir, text_file, out))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-1500:]
+    assert sorted(p.name for p in out.iterdir()) == [".sinkscope", "metrics.csv", "per_layer.csv", "summary.json"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+# ---- 7. signals -------------------------------------------------------------------------------
+
+
+def _spawn(argv, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "sinkscope", *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path, preexec_fn=default_sigint_in_child)
+
+
+def test_sigterm_while_writing_leaves_nothing(tmp_path):
+    out = tmp_path / "m"
+    proc = _spawn(["measure", "--out", out, "--quiet", "--per-domain", "30"], tmp_path)
+    deadline = time.time() + 240
+    while not list(tmp_path.glob(".m.tmp-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before its temp directory was seen")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the signal arrived after the result was in place")
+    assert proc.returncode == 143, err[-1500:]
+    assert err.strip().splitlines()[-1].startswith("sinkscope: terminated"), err[-1500:]
+    assert "Traceback" not in err and not out.exists() and not list(tmp_path.glob(".m.*"))
+
+
+def test_ctrl_c_during_imports_is_one_line(tmp_path):
+    proc = _spawn(["measure", "--out", tmp_path / "m", "--quiet"], tmp_path)
+    time.sleep(0.6)  # python is up; torch / transformers are still importing
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (130, -signal.SIGINT), err[-1500:]
+    assert "Traceback" not in err and err.strip().startswith("sinkscope: interrupted"), err[-1500:]
+
+
+def test_interrupted_train_points_to_its_checkpoint(tmp_path):
+    from sinkscope.cli import _interrupted_note
+
+    run = tmp_path / "run"
+    assert _interrupted_note(["train", "--out", str(run)]) == "no output was written"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert "checkpoint" in _interrupted_note(["train", "--out", str(run)]) and "--resume" in _interrupted_note(["train", "--out", str(run)])
+
+
+def test_importing_the_cli_does_not_import_torch():
+    r = subprocess.run([sys.executable, "-c", "import sinkscope.cli, sys; sys.exit('torch' in sys.modules)"])
+    assert r.returncode == 0
