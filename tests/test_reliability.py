@@ -80,8 +80,8 @@ def text_file(tmp_path):
     return f
 
 
-def _measure(model, text_file, out, *extra):
-    return ["measure", "--model", model, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--no-figures", "--max-tokens", "24", *extra]
+def _measure(model, text_file, out, *extra, cmd: str = "measure"):
+    return [cmd, "--model", model, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--no-figures", "--max-tokens", "24", *extra]
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -193,22 +193,20 @@ def _poisoned(src: Path, dst: Path, name: str, value: float) -> Path:
     return d
 
 
-@pytest.mark.parametrize("cmd", ["measure", "intervene"])
-def test_nan_in_one_mlp_is_an_error_naming_its_layer(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
-    d = _poisoned(tiny_gpt2_dir, tmp_path / "nan", "transformer.h.1.mlp.c_fc.weight", float("nan"))
-    out = tmp_path / "out"
-    argv = _measure(d, text_file, out)
-    argv[0] = cmd
-    user_error(capsys, argv, "transformer.h.1.mlp.c_fc.weight", "layer 1", "1 NaN", out=out)
+NON_FINITE = {  # command, poisoned parameter, value, what the error names
+    "nan-mlp-measure": ("measure", "transformer.h.1.mlp.c_fc.weight", float("nan"), ("transformer.h.1.mlp.c_fc.weight", "layer 1", "1 NaN")),
+    "nan-mlp-intervene": ("intervene", "transformer.h.1.mlp.c_fc.weight", float("nan"), ("layer 1", "1 NaN")),
+    "inf-c_attn-measure": ("measure", "transformer.h.2.attn.c_attn.weight", float("inf"), ("layer 2", "1 inf")),
+    "inf-c_attn-explain": ("explain", "transformer.h.2.attn.c_attn.weight", float("inf"), ("layer 2", "1 inf")),
+}
 
 
-@pytest.mark.parametrize("cmd", ["measure", "explain"])
-def test_inf_in_c_attn_is_an_error(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
-    d = _poisoned(tiny_gpt2_dir, tmp_path / "inf", "transformer.h.2.attn.c_attn.weight", float("inf"))
+@pytest.mark.parametrize("case", list(NON_FINITE))
+def test_non_finite_weights_are_an_error_naming_the_layer(case, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    cmd, name, value, fragments = NON_FINITE[case]
+    d = _poisoned(tiny_gpt2_dir, tmp_path / case, name, value)
     out = tmp_path / "out"
-    argv = _measure(d, text_file, out)
-    argv[0] = cmd
-    user_error(capsys, argv, "layer 2", "1 inf", out=out)
+    user_error(capsys, _measure(d, text_file, out, cmd=cmd), *fragments, out=out)
 
 
 def test_an_edit_that_overflows_names_the_layer_and_the_edit(tmp_path, tiny_gpt2_dir, text_file, capsys):
@@ -222,8 +220,7 @@ def test_an_edit_that_overflows_names_the_layer_and_the_edit(tmp_path, tiny_gpt2
         sd[f"transformer.h.{l}.attn.c_attn.bias"][:64] = 1.0  # the query part of [q | k | v]
     save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
     out = tmp_path / "out"
-    argv = _measure(d, text_file, out, "--preset", "none", "--edit", "huge=bq:1e38@1:2")
-    argv[0] = "intervene"
+    argv = _measure(d, text_file, out, "--preset", "none", "--edit", "huge=bq:1e38@1:2", cmd="intervene")
     user_error(capsys, argv, "under intervention huge", "layer 1", out=out)
 
 

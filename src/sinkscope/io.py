@@ -42,13 +42,16 @@ def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
     """Fail early if nothing can be created at ``out``: probe the nearest existing ancestor by
     making (and removing) a directory there, which also catches read-only file systems."""
     out = Path(out).absolute()
-    parent = next(p for p in (out, *out.parents) if p.exists())
-    if not parent.is_dir():
-        raise SinkscopeError(f"{flag} {out}: {parent} is a file, not a directory; choose another path")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".sinkscope-probe-", dir=parent))
-    except OSError as e:
-        raise SinkscopeError(f"{flag} {out} cannot be written ({e.strerror}: {parent}); choose a writable directory") from None
+    # results are swapped in from a temp directory beside ``out``, so its parent must take new
+    # entries; an existing ``out`` (reproduce, train, zoo write into it) must too
+    nearest = next(p for p in out.parents if p.exists())
+    for d in ([out] if out.is_dir() else []) + [nearest]:
+        if not d.is_dir():
+            raise SinkscopeError(f"{flag} {out}: {d} is a file, not a directory; choose another path")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".sinkscope-probe-", dir=d))
+        except OSError as e:
+            raise SinkscopeError(f"{flag} {out} cannot be written ({e.strerror}: {d}); choose a writable directory") from None
 
 
 def check_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
