@@ -485,6 +485,14 @@ def test_interrupted_train_points_to_its_checkpoint(tmp_path):
     assert "checkpoint" in _interrupted_note(["train", "--out", str(run)]) and "--resume" in _interrupted_note(["train", "--out", str(run)])
 
 
-def test_importing_the_cli_does_not_import_torch():
+def test_the_cli_parses_before_importing_torch():
+    """``import sinkscope.cli`` and building the parser (``--help``, ``--version``) import neither
+    torch nor transformers: a Ctrl-C then finds sinkscope's handler in place, and help is instant."""
     r = subprocess.run([sys.executable, "-c", "import sinkscope.cli, sys; sys.exit('torch' in sys.modules)"])
     assert r.returncode == 0
+    code = "import sys; from sinkscope.cli import build_parser; build_parser(); sys.exit(bool({'torch', 'transformers'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    from sinkscope import __version__
+
+    r = subprocess.run([sys.executable, "-m", "sinkscope", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"sinkscope {__version__}"

@@ -8,21 +8,15 @@ The Python API mirrors the CLI::
     result = sinkscope.measure(model, inputs)           # per example x layer x head metrics
     result.summary()["bos_attention"]["all"]            # {"mean", "se", "ci_low", "ci_high", "n"}
 """
+from ._lazy import lazy_exports
 from .errors import MissingTensorsError, SinkscopeError
 
 __version__ = "0.1.0"
 
 # torch and transformers load on first use (PEP 562), so ``import sinkscope.cli`` stays light
-_LAZY = {"load_inputs": "data", "MeasureResult": "experiments", "measure": "experiments",
-         "SinkModel": "models", "adapter_for": "models", "load_model": "models"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'sinkscope' has no attribute {name!r}")
+_EXPORTS = {"load_inputs": "data.inputs", "MeasureResult": "experiments.measure", "measure": "experiments.measure",
+            "SinkModel": "models.loading", "adapter_for": "models.loading", "load_model": "models.loading"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "MeasureResult",

@@ -61,7 +61,10 @@ def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="sinkscope", description="Find, explain, break and fix attention sinks.")
+    parser.add_argument("--version", action="version", version=f"sinkscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure sink strength per example x layer x head")
     _common_args(m, DEFAULT_OUT)
@@ -113,15 +116,16 @@ def _bool(text: str) -> bool:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from .training import TrainConfig
+    from .models.switches import NORMALISERS, POSITIONS
+    from .training.config import TASKS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt while training, then a HF model directory")
     p.add_argument("--data", default=d.data, help="default (offline corpus) | text:PATH | jsonl:PATH:FIELD")
     p.add_argument("--query-bias", type=_bool, default=d.query_bias, metavar="on|off", help="learned query bias (off: b_Q fixed at 0)")
-    p.add_argument("--positions", default=d.positions, choices=("learned", "rotary", "none"))
+    p.add_argument("--positions", default=d.positions, choices=POSITIONS)
     p.add_argument("--mlp", type=_bool, default=d.mlp, metavar="on|off")
-    p.add_argument("--normaliser", default=d.normaliser, choices=("softmax", "off_by_one", "gated", "sink_logit"))
+    p.add_argument("--normaliser", default=d.normaliser, choices=NORMALISERS)
     p.add_argument("--layers", dest="n_layer", type=int, default=d.n_layer)
     p.add_argument("--width", dest="n_embd", type=int, default=d.n_embd)
     p.add_argument("--heads", dest="n_head", type=int, default=d.n_head)
@@ -134,7 +138,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--bos", type=_bool, default=d.bos, metavar="on|off", help="start every window with <|endoftext|>")
     p.add_argument("--synthetic", type=float, default=d.synthetic, help="share of training windows from a synthetic task on reserved tokens (default 0)")
-    p.add_argument("--task", default=d.task, choices=("repeat", "backcopy"), help="the synthetic task: repeat (induction) or backcopy (bigram-backcopy)")
+    p.add_argument("--task", default=d.task, choices=TASKS, help="the synthetic task: repeat (induction) or backcopy (bigram-backcopy)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validation loss + sink readouts (0: never)")
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
@@ -146,8 +150,6 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
-    from .experiments.reproduce import STAGE_NAMES
-
     p.add_argument("--model", default=None, help="hub id, HF directory, .gguf, partial safetensors, packaged:NAME or default (default: gpt2 from the hub when reachable, else the embedded model)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     _input_args(p)
@@ -160,13 +162,13 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strengths", default="1,0.5,0", help="mitigation strengths kept, 1 = unedited (default 1,0.5,0)")
     p.add_argument("--edits", default="bq,qbar,wk,patch0", help="mitigation edits (default bq,qbar,wk,patch0)")
     p.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
-    p.add_argument("--skip", default="", help=f"comma-separated stages to leave out: {', '.join(STAGE_NAMES)}")
+    p.add_argument("--skip", default="", help="comma-separated stages to leave out (measure, circuit_weights, ...; an unknown name lists them all)")
     p.add_argument("--force", action="store_true", help="recompute every stage even if a cached result matches")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _input_args(p: argparse.ArgumentParser) -> None:
-    from .data import SPEC_HELP
+    from .data.spec import SPEC_HELP
 
     p.add_argument("--inputs", default="default", help=f"{SPEC_HELP} (default: the offline corpus)")
     p.add_argument("--max-tokens", type=int, default=40, help="tokens per input; shorter texts are skipped (default 40)")

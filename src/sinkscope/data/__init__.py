@@ -1,30 +1,20 @@
 """Inputs: the paper protocol, prepared CSVs, text / JSONL files, HF datasets, the offline corpus."""
-from .corpus import default_corpus
-from .inputs import (
-    PAPER_SOURCES,
-    SPEC_HELP,
-    Example,
-    TokenizedInputs,
-    effective_per_domain,
-    load_inputs,
-    paper_protocol,
-    parse_spec,
-    read_examples,
-    tokenize_examples,
-    truncate_text,
-)
 
-__all__ = [
-    "PAPER_SOURCES",
-    "SPEC_HELP",
-    "Example",
-    "TokenizedInputs",
-    "default_corpus",
-    "effective_per_domain",
-    "load_inputs",
-    "paper_protocol",
-    "parse_spec",
-    "read_examples",
-    "tokenize_examples",
-    "truncate_text",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "PAPER_SOURCES": "spec",
+    "SPEC_HELP": "spec",
+    "Example": "inputs",
+    "TokenizedInputs": "inputs",
+    "default_corpus": "corpus",
+    "effective_per_domain": "spec",
+    "load_inputs": "inputs",
+    "paper_protocol": "inputs",
+    "parse_spec": "spec",
+    "read_examples": "inputs",
+    "tokenize_examples": "inputs",
+    "truncate_text": "inputs",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -4,10 +4,7 @@ Specs: ``default`` (offline corpus), ``paper-csv:PATH``, ``text:PATH`` (one text
 line), ``jsonl:PATH:FIELD``, ``hf:DATASET[:CONFIG]:SPLIT:FIELD`` and ``paper`` (the study's
 protocol from the HF hub: SST-2 / GSM8K / HumanEval).
 
->>> parse_spec("jsonl:data/x.jsonl:text")
-('jsonl', ['data/x.jsonl', 'text'])
->>> parse_spec("hf:openai/gsm8k:main:train:question")
-('hf', ['openai/gsm8k', 'main', 'train', 'question'])
+The spec itself (kinds, parsing) lives in :mod:`sinkscope.data.spec`.
 """
 from __future__ import annotations
 
@@ -23,17 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import SinkscopeError
+from .spec import PAPER_SOURCES, SPEC_HELP, SPEC_KINDS, effective_per_domain, parse_spec  # noqa: F401  (re-exported)
 
 MIN_KEEP = 4  # shortest text kept with keep_short (its second half must hold a query)
-SPEC_KINDS = ("default", "paper", "paper-csv", "text", "jsonl", "hf")
-SPEC_HELP = "default | paper | paper-csv:PATH | text:PATH | jsonl:PATH:FIELD | hf:DATASET[:CONFIG]:SPLIT:FIELD"
-
-# The study's three sources (paper-notes: Protocol): name, hub path, config, split, field.
-PAPER_SOURCES = (
-    ("sst2", "stanfordnlp/sst2", None, "train", "sentence"),
-    ("gsm8k", "openai/gsm8k", "main", "train", "question"),
-    ("humaneval", "openai/openai_humaneval", None, "test", "prompt"),
-)
 
 
 @dataclass
@@ -78,20 +67,6 @@ class TokenizedInputs:
 
     def __len__(self) -> int:
         return len(self.examples)
-
-
-def parse_spec(spec: str) -> tuple[str, list[str]]:
-    """Split an ``--inputs`` spec into its kind and arguments (Windows drive letters are not supported)."""
-    kind, _, rest = spec.partition(":")
-    if kind not in SPEC_KINDS:
-        raise SinkscopeError(f"unknown --inputs '{spec}'; expected {SPEC_HELP}")
-    args = rest.split(":") if rest else []
-    want = {"default": (0, 0), "paper": (0, 0), "paper-csv": (1, 1), "text": (1, 1), "jsonl": (2, 2), "hf": (3, 4)}[kind]
-    if kind == "jsonl" and len(args) > 2:  # allow ':' in the path, field is the last part
-        args = [":".join(args[:-1]), args[-1]]
-    if not want[0] <= len(args) <= want[1]:
-        raise SinkscopeError(f"malformed --inputs '{spec}'; expected {SPEC_HELP}")
-    return kind, args
 
 
 def _existing_file(path: str, what: str) -> Path:
@@ -284,13 +259,6 @@ def tokenize_examples(
     for j, r in enumerate(rows):
         ids[j, : len(r)] = torch.tensor(r)
     return TokenizedInputs(ids=ids, examples=kept, skipped=dict(skipped), spec=spec, lengths=lengths)
-
-
-def effective_per_domain(spec: str, per_domain: int | None) -> int | None:
-    """``--per-domain`` as given, else 100 for the generated sets (``default``, ``paper``), else all."""
-    if per_domain is not None:
-        return per_domain
-    return 100 if parse_spec(spec)[0] in ("default", "paper") else None
 
 
 def load_inputs(spec: str = "default", tokenizer=None, *, max_tokens: int = 40, per_domain: int | None = None, prepend_bos: bool = False, seed: int = 0, keep_short: bool = False) -> TokenizedInputs:

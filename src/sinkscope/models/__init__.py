@@ -6,18 +6,20 @@
 >>> tuple(a.W_Q.shape), tuple(a.b_Q.shape), a.info().positional
 ((2, 4, 32, 8), (2, 4, 8), 'learned')
 """
-from .base import Adapter, ArchInfo
-from .loading import ADAPTERS, PACKAGED, SUPPORTED_MODEL_TYPES, SinkModel, adapter_for, default_model_path, load_model, packaged_model_path
 
-__all__ = [
-    "ADAPTERS",
-    "Adapter",
-    "ArchInfo",
-    "PACKAGED",
-    "SUPPORTED_MODEL_TYPES",
-    "SinkModel",
-    "adapter_for",
-    "default_model_path",
-    "load_model",
-    "packaged_model_path",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "Adapter": "base",
+    "ArchInfo": "base",
+    "ADAPTERS": "loading",
+    "PACKAGED": "loading",
+    "SUPPORTED_MODEL_TYPES": "loading",
+    "SinkModel": "loading",
+    "adapter_for": "loading",
+    "default_model_path": "loading",
+    "load_model": "loading",
+    "packaged_model_path": "loading",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -37,8 +37,7 @@ from transformers.activations import NewGELUActivation
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 from transformers.pytorch_utils import Conv1D
 
-POSITIONS = ("learned", "rotary", "none")
-NORMALISERS = ("softmax", "off_by_one", "gated", "sink_logit")
+from .switches import NORMALISERS, POSITIONS  # noqa: E402  (re-exported: the model's own switches)
 
 
 class SinkGPTConfig(PretrainedConfig):

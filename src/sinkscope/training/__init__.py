@@ -1,5 +1,16 @@
 """Training small GPT-2-style models with sink-circuit components switched off (``sinkscope train``)."""
-from .data import fit_tokenizer, sample_windows, token_streams, training_texts
-from .recipe import TrainConfig, export, probe_sink, train
 
-__all__ = ["TrainConfig", "export", "fit_tokenizer", "probe_sink", "sample_windows", "token_streams", "train", "training_texts"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "export": "recipe",
+    "fit_tokenizer": "data",
+    "probe_sink": "recipe",
+    "sample_windows": "data",
+    "token_streams": "data",
+    "train": "recipe",
+    "training_texts": "data",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SinkscopeError
+from .config import TASKS
 
 SPECIAL = "<|endoftext|>"
 N_RESERVED = 64
@@ -190,3 +191,4 @@ def repeat_stream(alphabet: list[int], n_tokens: int, seed: int = 0, eos_id: int
 
 
 SYNTHETIC = {"repeat": repeat_stream, "backcopy": backcopy_stream}
+assert tuple(SYNTHETIC) == TASKS, "training/config.py: TASKS names the synthetic domains"

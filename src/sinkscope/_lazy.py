@@ -1,0 +1,22 @@
+"""Lazy package attributes (PEP 562): ``import sinkscope.cli`` must not import torch, so the
+packages name their exports here and import the submodule on first use."""
+from __future__ import annotations
+
+import importlib
+
+
+def lazy_exports(package: str, exports: dict[str, str]):
+    """A module ``__getattr__`` for ``package`` that imports ``exports[name]`` (a submodule)
+    when ``name`` is first asked for.
+
+    >>> getattr_ = lazy_exports("sinkscope", {"SinkscopeError": "errors"})
+    >>> getattr_("SinkscopeError").__name__
+    'SinkscopeError'
+    """
+
+    def __getattr__(name: str):
+        if name in exports:
+            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -1,0 +1,80 @@
+"""What determines a ``sinkscope train`` run, importable without torch (the CLI's options come
+from these defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import SinkscopeError
+from ..models.switches import NORMALISERS, POSITIONS
+
+PROBE_T = 40  # the paper's sequence length for the live sink readout
+TASKS = ("repeat", "backcopy")  # synthetic domains (training/data.py: SYNTHETIC)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run (saved in ``training.json``)."""
+
+    # architecture switches
+    query_bias: bool = True
+    positions: str = "learned"  # learned | rotary | none
+    mlp: bool = True
+    normaliser: str = "softmax"  # softmax | off_by_one | gated | sink_logit
+    # size
+    n_layer: int = 6
+    n_embd: int = 128
+    n_head: int = 4
+    context: int = 64
+    vocab: int = 4096
+    # optimisation
+    steps: int = 3000
+    batch: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    bos: bool = False  # every window starts with <|endoftext|>
+    synthetic: float = 0.0  # share of training windows from a synthetic domain on reserved tokens
+    task: str = "repeat"  # the synthetic domain: repeat (induction) | backcopy (bigram-backcopy)
+    seed: int = 0
+    data: str = "default"
+    # bookkeeping
+    eval_every: int = 250
+    ckpt_every: int = 500
+
+    def validate(self) -> None:
+        if self.positions not in POSITIONS:
+            raise SinkscopeError(f"--positions {self.positions!r}: choose one of {', '.join(POSITIONS)}")
+        if self.normaliser not in NORMALISERS:
+            raise SinkscopeError(f"--normaliser {self.normaliser!r}: choose one of {', '.join(NORMALISERS)}")
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise SinkscopeError(f"--width {self.n_embd} must be a multiple of --heads {self.n_head} with an even head size")
+        for name in ("n_layer", "n_embd", "n_head", "context", "steps", "batch", "vocab"):
+            if getattr(self, name) < 1:
+                raise SinkscopeError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.context < PROBE_T:
+            raise SinkscopeError(f"--context {self.context} is shorter than the {PROBE_T}-token sink probe (the paper's T); use --context >= {PROBE_T}")
+        if not 0 <= self.synthetic < 1:
+            raise SinkscopeError(f"--synthetic {self.synthetic} must be a share of windows in [0, 1)")
+        if self.task not in TASKS:
+            raise SinkscopeError(f"--task {self.task!r}: choose one of {', '.join(TASKS)}")
+        if self.vocab < 260:
+            raise SinkscopeError(f"--vocab {self.vocab} is below the 256 byte tokens + specials; use >= 260")
+
+    def model_config(self, tokenizer):
+        """The :class:`SinkGPTConfig` of this run (vocabulary and BOS from ``tokenizer``)."""
+        from ..models.sinkgpt import SinkGPTConfig
+        from .data import SPECIAL
+
+        eos = tokenizer.convert_tokens_to_ids(SPECIAL)
+        return SinkGPTConfig(
+            vocab_size=len(tokenizer), n_positions=self.context, n_embd=self.n_embd, n_layer=self.n_layer, n_head=self.n_head,
+            query_bias=self.query_bias, positions=self.positions, mlp=self.mlp, normaliser=self.normaliser,
+            bos_token_id=eos, eos_token_id=eos,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
