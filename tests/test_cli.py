@@ -34,7 +34,7 @@ def test_measure_outputs_match_eager(tmp_path, tiny_gpt2_dir, inputs_jsonl, gpt2
     printed = capsys.readouterr().out
     assert "BOS attention" in printed and "skipped as too short: {'nl': 1}" in printed
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".sinkscope", "alpha_heatmap.png", "bos_by_domain.png", "bos_by_layer.png", "bos_heatmap.png", "metrics.csv", "per_layer.csv", "summary.json"]
+    assert names == [".sinkscope", "alpha_heatmap.png", "bos_by_domain.png", "bos_by_layer.png", "bos_heatmap.png", "inputs.jsonl", "metrics.csv", "per_layer.csv", "summary.json"]
     df = pd.read_csv(out / "metrics.csv")
     assert {"example", "domain", "layer", "head", "bos_attention", "attn_to_1", "gu_alpha_0"} <= set(df.columns)
     assert len(df) == 3 * 3 * 4  # examples x layers x heads
@@ -51,8 +51,15 @@ def test_measure_outputs_match_eager(tmp_path, tiny_gpt2_dir, inputs_jsonl, gpt2
     got = torch.tensor(df.sort_values(["example", "layer", "head"])["bos_attention"].to_numpy()).view(3, 3, 4)
     assert (got - want).abs().max().item() < 1e-6
 
+    # inputs.jsonl traces every example to its text and the exact ids the model saw
+    rows = [json.loads(l) for l in (out / "inputs.jsonl").read_text().splitlines()]
+    assert [r["token_ids"] for r in rows] == ids.tolist() and [r["text"] for r in rows] == texts
     s = json.loads((out / "summary.json").read_text())
     assert s["n_examples"] == 3 and s["layer_band"] == [1, 3]  # 3 layers: paper band scaled
+    import hashlib
+
+    assert s["inputs"] == {"spec": f"jsonl:{inputs_jsonl}:text", "bos": False, "n": 3, "seq_len": 24,
+                           "token_ids_sha256": hashlib.sha256(ids.numpy().tobytes()).hexdigest()}
     assert set(s["bos_attention"]) == {"all", "nl", "code", "math"}
     # the summary's band mean is the mean over examples of the per-example band means
     # metrics.csv is written with %.7g: each cell (in [0, 1]) carries up to 5e-8 rounding error,

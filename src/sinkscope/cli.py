@@ -185,7 +185,7 @@ def _load_model_and_inputs(args, *, need_forward: bool = True):
     Returns ``(model, inputs)``; ``inputs`` is None when ``need_forward`` is False and the model
     cannot run (a partial checkpoint) or ``--weights-only`` was given.
     """
-    from .data import effective_per_domain, parse_spec, read_examples, tokenize_examples
+    from .data import effective_per_domain, parse_spec, read_examples, resolve_bos, tokenize_examples
     from .io import check_output_dir
     from .models import load_model
 
@@ -208,14 +208,13 @@ def _load_model_and_inputs(args, *, need_forward: bool = True):
     model.adapter.check_length(args.max_tokens)
     if examples is None:
         examples = read(model.tokenizer)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=model.wants_bos if args.bos == "auto" else args.bos == "on", spec=args.inputs, keep_short=args.short == "keep")
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=resolve_bos(model, args.bos), spec=args.inputs, keep_short=args.short == "keep")
     return model, inputs
 
 
 def cmd_measure(args) -> int:
     from .experiments import measure
-    from .io import atomic_output_dir, write_json_atomic
-    from .report import figures
+    from .io import atomic_output_dir
 
     keys = _parse_keys(args.keys)
     band = _parse_band(args.layers)
@@ -233,13 +232,9 @@ def cmd_measure(args) -> int:
     summary = result.summary(baseline)
     summary["total_seconds"] = round(time.perf_counter() - t0, 2)
     with atomic_output_dir(args.out) as tmp:
-        result.metrics_frame().to_csv(tmp / "metrics.csv", index=False, float_format="%.7g")
-        result.per_layer_frame().to_csv(tmp / "per_layer.csv", index=False, float_format="%.7g")
-        write_json_atomic(tmp / "summary.json", summary)
-        if not args.no_figures:
-            figures.measure_figures(result, summary, tmp)
+        result.write(tmp, summary, figures=not args.no_figures)
     print(format_summary(summary))
-    print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, summary.json{'' if args.no_figures else ', 4 PNG figures'})")
+    print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, inputs.jsonl, summary.json{'' if args.no_figures else ', 4 PNG figures'})")
     return 0
 
 
@@ -263,7 +258,6 @@ def _parse_coords(text: str | None):
 def cmd_explain(args) -> int:
     from .experiments.explain import explain
     from .io import atomic_output_dir, write_json_atomic
-    from .report import circuit
 
     coords = _parse_coords(args.coords)
     band = _parse_band(args.layers)
@@ -272,22 +266,17 @@ def cmd_explain(args) -> int:
     model, inputs = _load_model_and_inputs(args, need_forward=False)
     res = explain(model, inputs, coords=coords, band=band, k_sigma=args.sigma, batch_size=args.batch_size, progress=not args.quiet)
     s = res.summary
-    s["inputs"] = args.inputs if inputs is not None else None
-    s["n_examples"] = len(inputs) if inputs is not None else 0
     s["total_seconds"] = round(time.perf_counter() - t0, 2)
     with atomic_output_dir(args.out) as tmp:
-        for name, table in res.tables.items():
-            table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.7g")
+        res.write(tmp, k_sigma=args.sigma, figures=not args.no_figures)
         write_json_atomic(tmp / "summary.json", s)
-        if not args.no_figures:
-            circuit.explain_figures(res, tmp, k_sigma=args.sigma)
     print(format_explain(s))
-    print(f"wrote {args.out}/ ({len(res.tables)} CSV tables, summary.json{'' if args.no_figures else ', figures'})")
+    print(f"wrote {args.out}/ ({len(res.tables)} CSV tables, {'inputs.jsonl, ' if inputs is not None else ''}summary.json{'' if args.no_figures else ', figures'})")
     return 0
 
 
 def cmd_intervene(args) -> int:
-    from .experiments.intervene import intervene_figures, run_interventions
+    from .experiments.intervene import run_interventions, write_intervene
     from .interventions import PAPER_LABELS, paper_presets
     from .interventions.spec import parse_edit
     from .io import atomic_output_dir, write_json_atomic
@@ -310,30 +299,13 @@ def cmd_intervene(args) -> int:
     t0 = time.perf_counter()
     model, inputs = _load_model_and_inputs(args)
     res = run_interventions(model, inputs, interventions, coords=coords, seed=args.seed, band=band, batch_size=args.batch_size, progress=not args.quiet, labels=labels)
-    table = res.table()
-    summary = {
-        "model": model.name,
-        "model_info": model.adapter.describe(),
-        "inputs": args.inputs,
-        "n_examples": len(inputs),
-        "layer_band": list(res.band),
-        "seed": args.seed,
-        "interventions": {
-            r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason, **({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()}} if "random_key_coords" in r.extra else {})}
-            for r in res.runs
-        },
-        "seconds": round(res.seconds, 2),
-    }
+    summary = res.summary()
     with atomic_output_dir(args.out) as tmp:
-        table.to_csv(tmp / "table1.csv", index=False, float_format="%.6g")
-        (tmp / "table1.md").write_text(f"# Interventions on {model.name} ({len(inputs)} inputs)\n\n" + res.markdown())
-        res.per_example_frame().to_csv(tmp / "per_example.csv", index=False, float_format="%.7g")
-        if not args.no_figures:
-            intervene_figures(model, res, interventions, tmp, sentence=args.sentence, max_tokens=args.max_tokens, coords=coords, seed=args.seed)
+        write_intervene(model, res, interventions, tmp, sentence=args.sentence, max_tokens=args.max_tokens, figures=not args.no_figures)
         summary["total_seconds"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(tmp / "summary.json", summary)
     print(res.markdown())
-    print(f"wrote {args.out}/ (table1.csv, table1.md, per_example.csv, summary.json{'' if args.no_figures else ', figures'}) in {summary['total_seconds']:.0f} s")
+    print(f"wrote {args.out}/ (table1.csv, table1.md, per_example.csv, fig5.csv, inputs.jsonl, summary.json{'' if args.no_figures else ', figures'}) in {summary['total_seconds']:.0f} s")
     return 0
 
 

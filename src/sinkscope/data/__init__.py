@@ -13,6 +13,7 @@ _EXPORTS = {
     "paper_protocol": "inputs",
     "parse_spec": "spec",
     "read_examples": "inputs",
+    "resolve_bos": "inputs",
     "tokenize_examples": "inputs",
     "truncate_text": "inputs",
 }

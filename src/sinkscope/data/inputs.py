@@ -9,6 +9,7 @@ The spec itself (kinds, parsing) lives in :mod:`sinkscope.data.spec`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 from collections import Counter
@@ -47,10 +48,28 @@ class TokenizedInputs:
     skipped: dict[str, int]
     spec: str = ""
     lengths: torch.Tensor | None = None  # [example]; None = every row is full length
+    bos: bool = False  # index 0 is the tokenizer's BOS token, prepended before the text
 
     def __post_init__(self):
         if self.lengths is None:
             self.lengths = torch.full((self.ids.shape[0],), self.ids.shape[1], dtype=torch.long)
+
+    @property
+    def token_ids_sha256(self) -> str:
+        """SHA-256 of the ``[example, pos]`` int64 ids: two runs with the same hash saw the same tokens."""
+        return hashlib.sha256(self.ids.to(torch.int64).numpy().tobytes()).hexdigest()
+
+    def record(self) -> dict:
+        """What every output says about its inputs (``summary.json``'s ``inputs``)."""
+        return {"spec": self.spec, "bos": self.bos, "n": len(self), "seq_len": int(self.ids.shape[1]),
+                "token_ids_sha256": self.token_ids_sha256}
+
+    def write_jsonl(self, path) -> None:
+        """``inputs.jsonl``: one line per example (``example, domain, text, token_ids``), so that
+        every number in an output can be traced to its text and the exact tokens the model saw."""
+        lines = [json.dumps({"example": i, "domain": e.domain, "text": e.text, "token_ids": self.ids[i, : int(n)].tolist()}, ensure_ascii=False)
+                 for i, (e, n) in enumerate(zip(self.examples, self.lengths))]
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @property
     def ragged(self) -> bool:
@@ -258,11 +277,30 @@ def tokenize_examples(
     ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
     for j, r in enumerate(rows):
         ids[j, : len(r)] = torch.tensor(r)
-    return TokenizedInputs(ids=ids, examples=kept, skipped=dict(skipped), spec=spec, lengths=lengths)
+    return TokenizedInputs(ids=ids, examples=kept, skipped=dict(skipped), spec=spec, lengths=lengths, bos=prepend_bos)
 
 
-def load_inputs(spec: str = "default", tokenizer=None, *, max_tokens: int = 40, per_domain: int | None = None, prepend_bos: bool = False, seed: int = 0, keep_short: bool = False) -> TokenizedInputs:
-    """Read and tokenise an ``--inputs`` spec: the Python twin of ``sinkscope measure --inputs``."""
+def resolve_bos(model, bos: str | bool = "auto") -> bool:
+    """Whether to prepend the tokenizer's BOS token: ``"on"`` / ``"off"`` (or a bool) as given;
+    ``"auto"`` follows the model's convention (:attr:`SinkModel.wants_bos`: models sinkscope
+    trained with a BOS first token get one; a bare tokenizer or any other model gets none, as in
+    the paper). The CLI's ``--bos`` and :func:`load_inputs` both decide here."""
+    if isinstance(bos, bool):
+        return bos
+    if bos not in ("auto", "on", "off"):
+        raise SinkscopeError(f"bos={bos!r}: use auto, on or off")
+    return bool(getattr(model, "wants_bos", False)) if bos == "auto" else bos == "on"
+
+
+def load_inputs(spec: str = "default", model=None, *, max_tokens: int = 40, per_domain: int | None = None, bos: str | bool = "auto",
+                seed: int = 0, keep_short: bool = False, prepend_bos: bool | None = None) -> TokenizedInputs:
+    """Read and tokenise an ``--inputs`` spec: the Python twin of ``sinkscope measure --inputs``.
+
+    ``model`` is a :class:`SinkModel` (its tokenizer and BOS convention are used, exactly as the
+    CLI does) or a bare tokenizer. ``bos`` is the CLI's ``--bos``; ``prepend_bos`` (a bool)
+    overrides it."""
+    tokenizer = model.tokenizer if hasattr(model, "adapter") else model
+    prepend = resolve_bos(model, bos if prepend_bos is None else prepend_bos)
     per_domain = effective_per_domain(spec, per_domain)
     examples = read_examples(spec, tokenizer=tokenizer, per_domain=per_domain, max_tokens=max_tokens, seed=seed)
-    return tokenize_examples(examples, tokenizer, max_tokens=max_tokens, per_domain=per_domain, prepend_bos=prepend_bos, spec=spec, keep_short=keep_short)
+    return tokenize_examples(examples, tokenizer, max_tokens=max_tokens, per_domain=per_domain, prepend_bos=prepend, spec=spec, keep_short=keep_short)

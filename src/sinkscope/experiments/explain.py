@@ -36,6 +36,22 @@ class ExplainResult:
     summary: dict
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    inputs: object = None  # the TokenizedInputs of the forward analyses (None: weights only)
+
+    def write(self, out, *, k_sigma: float = 3.0, figures: bool = True) -> dict[str, str]:
+        """The tables (CSV), ``inputs.jsonl`` (when there were inputs) and, with ``figures``, every
+        figure the analyses support, in ``out``; returns ``{figure file: caption}``. The CLI and
+        reproduce's circuit stages write through here (each adds its own summary file)."""
+        from pathlib import Path
+
+        from ..report.circuit import explain_figures
+
+        out = Path(out)
+        for name, table in self.tables.items():
+            table.to_csv(out / f"{name}.csv", index=False, float_format="%.7g")
+        if self.inputs is not None:
+            self.inputs.write_jsonl(out / "inputs.jsonl")
+        return explain_figures(self, out, k_sigma=k_sigma) if figures else {}
 
 
 def _skip(summary: dict, stage: str, err: Exception) -> None:
@@ -94,8 +110,9 @@ def explain(
     L = ad.n_layers
     band = resolve_band(band, L)
     t0 = time.perf_counter()
-    s: dict = {"model": model.name, "model_info": ad.describe(), "layer_band": list(band), "k_sigma": k_sigma, "skipped": []}
-    res = ExplainResult(summary=s)
+    s: dict = {"model": model.name, "model_info": ad.describe(), "layer_band": list(band), "k_sigma": k_sigma, "skipped": [],
+               "inputs": inputs.record() if inputs is not None else None, "n_examples": len(inputs) if inputs is not None else 0}
+    res = ExplainResult(summary=s, inputs=inputs)
     T = int(inputs.ids.shape[1]) if inputs is not None else 40
 
     # --- EPE and its massive coordinates (needs W_pos and the layer-0 MLP) ---------------------

@@ -68,6 +68,30 @@ class InterveneResult:
     runs: list[InterventionRun]
     baseline_id: str
     seconds: float = 0.0
+    coords: list[int] | None = None  # the massive coordinates every intervention (and Fig 5) used
+    seed: int = 0
+    cache: dict = field(default_factory=dict)  # what seeded each Context (q_bar, creating block)
+    model_info: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """``summary.json`` of ``sinkscope intervene`` and the record of reproduce's stage: the
+        inputs, settings, each intervention's status, and Table 1 as nested
+        ``{scope: {dataset: {intervention: cell}}}``."""
+        table1: dict = {}
+        for _, r in self.table().iterrows():
+            cell = {"description": r.description, "applicable": bool(r.applicable), "reason": r.reason}
+            if r.applicable:
+                cell |= {k: float(r[k]) for k in ("mean", "se", "pct_baseline", "attn_to_1", "ce", "delta_ce", "delta_ce_se")}
+                cell["pct"] = cell.pop("pct_baseline")
+            table1.setdefault(r.scope, {}).setdefault(r.dataset, {})[r.intervention] = cell
+        return {
+            "model": self.model, "model_info": self.model_info, "inputs": self.inputs.record(), "n_examples": len(self.inputs),
+            "layer_band": list(self.band), "seed": self.seed, "coords": self.coords,
+            "interventions": {r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason}
+                              | ({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()}} if "random_key_coords" in r.extra else {})
+                              for r in self.runs},
+            "table1": table1, "seconds": round(self.seconds, 2),
+        }
 
     def run(self, rid: str) -> InterventionRun:
         return next(r for r in self.runs if r.id == rid)
@@ -232,17 +256,19 @@ def run_interventions(
     base = "a" if "a" in interventions else next(iter(interventions))
     if not runs[[r.id for r in runs].index(base)].applicable:
         raise SinkscopeError(f"the baseline '{base}' is not applicable")
-    return InterveneResult(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0)
+    return InterveneResult(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0, coords=coords, seed=seed,
+                           cache=dict(cache or {}), model_info=ad.describe())
 
 
-def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0) -> dict[str, np.ndarray | None]:
+def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0,
+                   cache: dict | None = None) -> dict[str, np.ndarray | None]:
     """Fig 5: for one sequence ``ids [T]``, the head- and band-averaged attention map ``[T, T]``
     under each intervention (None where not applicable)."""
     ad = model.adapter
     T = int(ids.shape[-1])
     out = {}
     for rid, iv in interventions.items():
-        ctx = Context(model, coords=coords, seed=seed)
+        ctx = Context(model, coords=coords, seed=seed, cache=dict(cache or {}))
         try:
             iv.check(ctx)
         except NotApplicable:
@@ -255,19 +281,48 @@ def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str,
     return out
 
 
-def intervene_figures(model: SinkModel, res: InterveneResult, interventions: dict[str, Intervention], out, *, sentence: str | None = None,
-                      max_tokens: int = 40, coords=None, seed: int = 0) -> dict[str, str]:
-    """Fig 5 (one attention map per intervention, on ``sentence``) and the sink / loss bars, in
-    ``out``; returns ``{file name: caption}``."""
+def fig5_ids(model: SinkModel, inputs, sentence: str | None = None, max_tokens: int = 40) -> list[int]:
+    """The Fig 5 sentence tokenised with the run's own convention: the BOS token first when the
+    run's inputs have one, ``max_tokens`` ids in all (as every input)."""
+    tok = model.tokenizer
+    head = [tok.bos_token_id] if inputs.bos else []
+    return head + tok(sentence or DICKENS, add_special_tokens=False)["input_ids"][: max_tokens - len(head)]
+
+
+def fig5_frame(maps: dict[str, np.ndarray | None]) -> pd.DataFrame:
+    """``fig5.csv``: ``intervention, query, key, attention`` (head- and band-averaged, causal
+    entries only), for every intervention that has a map."""
+    rows = []
+    for rid, m in maps.items():
+        if m is None:
+            continue
+        q, k = np.tril_indices(m.shape[0])
+        rows.append(pd.DataFrame({"intervention": rid, "query": q, "key": k, "attention": m[q, k]}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["intervention", "query", "key", "attention"])
+
+
+def write_intervene(model: SinkModel, res: InterveneResult, interventions: dict[str, Intervention], out, *, sentence: str | None = None,
+                    max_tokens: int = 40, figures: bool = True) -> dict[str, str]:
+    """Every ``intervene`` output in ``out`` except the summary: ``table1.csv`` / ``.md``,
+    ``per_example.csv``, ``fig5.csv`` (Fig 5 on ``sentence``, with the run's BOS convention, massive
+    coordinates and seed, so each panel matches its Table 1 row), ``inputs.jsonl`` and, with
+    ``figures``, the PNGs; returns ``{figure file: caption}``. ``sinkscope intervene`` and
+    reproduce's interventions stage both write through here."""
     from pathlib import Path
 
     from ..report import circuit
 
     out = Path(out)
-    tok = model.tokenizer
-    ids = tok(sentence or DICKENS, add_special_tokens=False)["input_ids"][:max_tokens]
-    maps = attention_maps(model, torch.tensor(ids), interventions, res.band, coords=coords, seed=seed)
-    circuit.attention_grid(maps, {r.id: r.description for r in res.runs}, [tok.decode([i]) for i in ids], out / "fig5_attention_grid.png")
+    res.table().to_csv(out / "table1.csv", index=False, float_format="%.6g")
+    (out / "table1.md").write_text(f"# Interventions on {res.model} ({len(res.inputs)} inputs)\n\n" + res.markdown())
+    res.per_example_frame().to_csv(out / "per_example.csv", index=False, float_format="%.7g")
+    res.inputs.write_jsonl(out / "inputs.jsonl")
+    ids = fig5_ids(model, res.inputs, sentence, max_tokens)
+    maps = attention_maps(model, torch.tensor(ids), interventions, res.band, coords=res.coords, seed=res.seed, cache=res.cache)
+    fig5_frame(maps).to_csv(out / "fig5.csv", index=False, float_format="%.7g")
+    if not figures:
+        return {}
+    circuit.attention_grid(maps, {r.id: r.description for r in res.runs}, [model.tokenizer.decode([i]) for i in ids], out / "fig5_attention_grid.png")
     circuit.intervention_bars(res.table(), out / "interventions.png")
     return {
         "interventions.png": "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -101,7 +100,7 @@ class MeasureResult:
         s = {
             "model": self.model,
             "model_info": self.model_info,
-            "inputs": self.inputs.spec,
+            "inputs": self.inputs.record(),
             "n_examples": len(self.inputs),
             "n_per_domain": {k: int(v.sum()) for k, v in groups.items() if k != "all"},
             "skipped_short": self.inputs.skipped,
@@ -119,10 +118,27 @@ class MeasureResult:
                 str(k): {dom: aggregate(band_mean(self.key_attn[sel][..., j], self.band)) for dom, sel in groups.items()}
                 for j, k in enumerate(self.keys)
             },
-            "inputs_sha256": hashlib.sha256(self.inputs.ids.numpy().tobytes()).hexdigest(),
             "seconds": round(self.seconds, 3),
         }
         return s
+
+    def write(self, out, summary: dict | None = None, *, figures: bool = True) -> dict[str, str]:
+        """Every ``measure`` output in the directory ``out``: ``metrics.csv``, ``per_layer.csv``,
+        ``inputs.jsonl``, ``summary.json`` (``summary`` or :meth:`summary`) and, with ``figures``,
+        the four PNGs; returns ``{figure file: caption}``. ``sinkscope measure`` and reproduce's
+        measure stage both write through here."""
+        from pathlib import Path
+
+        from ..io import write_json_atomic
+        from ..report.figures import measure_figures
+
+        out = Path(out)
+        summary = self.summary() if summary is None else summary
+        self.metrics_frame().to_csv(out / "metrics.csv", index=False, float_format="%.7g")
+        self.per_layer_frame().to_csv(out / "per_layer.csv", index=False, float_format="%.7g")
+        self.inputs.write_jsonl(out / "inputs.jsonl")
+        write_json_atomic(out / "summary.json", summary)
+        return measure_figures(self, summary, out) if figures else {}
 
 
 def measure(

@@ -129,14 +129,11 @@ class Context:
 
 
 def _measure(ctx: Context, tmp: Path) -> dict:
-    from ..report.figures import measure_figures
     from .measure import measure
 
     r = measure(ctx.model, ctx.inputs, keys=(0, 1), batch_size=ctx.settings.batch_size, band=ctx.band, progress=ctx.progress)
     s = r.summary()
-    r.metrics_frame().to_csv(tmp / "metrics.csv", index=False, float_format="%.7g")
-    r.per_layer_frame().to_csv(tmp / "per_layer.csv", index=False, float_format="%.7g")
-    return {"summary": s, "figures": measure_figures(r, s, tmp),
+    return {"summary": s, "figures": r.write(tmp, s),
             "tables": {"per_layer.csv": "BOS attention per layer and dataset", "metrics.csv": "every example × layer × head"}}
 
 
@@ -157,13 +154,9 @@ def _coords_for_weights(ctx: Context) -> tuple[list[int] | None, str | None]:
 
 
 def _explain_record(res, tmp: Path, keep_skips: tuple[str, ...], k_sigma: float) -> dict:
-    from ..report.circuit import explain_figures
-
     s = res.summary
     s["skipped"] = [x for x in s["skipped"] if x["stage"] in keep_skips]
-    for name, table in res.tables.items():
-        table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.7g")
-    return {"summary": s, "figures": explain_figures(res, tmp, k_sigma=k_sigma), "tables": {f"{n}.csv": n.replace("_", " ") for n in res.tables}}
+    return {"summary": s, "figures": res.write(tmp, k_sigma=k_sigma), "tables": {f"{n}.csv": n.replace("_", " ") for n in res.tables}}
 
 
 def _circuit_weights(ctx: Context, tmp: Path) -> dict:
@@ -190,28 +183,15 @@ def _circuit_forward(ctx: Context, tmp: Path) -> dict:
 
 def _interventions(ctx: Context, tmp: Path) -> dict:
     from ..interventions import PAPER_LABELS, paper_presets
-    from .intervene import intervene_figures, run_interventions
+    from .intervene import run_interventions, write_intervene
 
     st = ctx.settings
     ivs = paper_presets(st.seed)
     res = run_interventions(ctx.model, ctx.inputs, ivs, coords=st.coords, seed=st.seed, band=ctx.band, batch_size=st.batch_size,
                             progress=ctx.progress, labels=dict(PAPER_LABELS))
-    table = res.table()
-    table.to_csv(tmp / "table1.csv", index=False, float_format="%.6g")
-    (tmp / "table1.md").write_text(res.markdown())
-    res.per_example_frame().to_csv(tmp / "per_example.csv", index=False, float_format="%.7g")
-    compact: dict = {}
-    for _, r in table.iterrows():
-        cell = {"description": r.description, "applicable": bool(r.applicable), "reason": r.reason}
-        if r.applicable:
-            cell |= {k: float(r[k]) for k in ("mean", "se", "pct_baseline", "attn_to_1", "ce", "delta_ce", "delta_ce_se")}
-            cell["pct"] = cell.pop("pct_baseline")
-        compact.setdefault(r.scope, {}).setdefault(r.dataset, {})[r.intervention] = cell
-    coords = {r.id: r.extra["random_key_coords"] for r in res.runs if "random_key_coords" in r.extra}
-    s = {"table1": compact, "n_examples": len(ctx.inputs), "layer_band": list(res.band), "seed": st.seed,
-         "random_key_coords": {k: {str(a): b for a, b in v.items()} for k, v in coords.items()}}
-    figs = intervene_figures(ctx.model, res, ivs, tmp, sentence=st.sentence, max_tokens=st.max_tokens, coords=st.coords, seed=st.seed)
-    return {"summary": s, "figures": figs, "tables": {"table1.csv": "Table 1, every intervention × dataset × layer scope", "per_example.csv": "per example"}}
+    figs = write_intervene(ctx.model, res, ivs, tmp, sentence=st.sentence, max_tokens=st.max_tokens)
+    return {"summary": res.summary(), "figures": figs, "tables": {"table1.csv": "Table 1, every intervention × dataset × layer scope",
+                                                                 "per_example.csv": "per example", "fig5.csv": "Fig 5 attention, per intervention"}}
 
 
 def _shared_query(ctx: Context, tmp: Path) -> dict:

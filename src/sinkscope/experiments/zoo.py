@@ -100,7 +100,7 @@ class ZooResult:
 def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", progress: bool = False) -> list[dict]:
     """The zoo's per-run numbers (one dict per domain, ``all`` first)."""
     from ..analysis import effective_positional_embedding, gamma, gamma_split, massive_coords, residual_profile
-    from ..data import read_examples, tokenize_examples
+    from ..data import read_examples, resolve_bos, tokenize_examples
     from ..experiments import measure
     from ..metrics import resolve_band
     from ..models import load_model
@@ -110,7 +110,7 @@ def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", pr
     model = load_model(str(run_dir), device=device)
     ad = model.adapter
     examples = read_examples("default", tokenizer=None, per_domain=per_domain, max_tokens=40, seed=0)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=40, per_domain=per_domain, prepend_bos=model.wants_bos, spec="default")
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=40, per_domain=per_domain, prepend_bos=resolve_bos(model), spec="default")
     res = measure(model, inputs, batch_size=64, progress=progress)
     summary = res.summary()
     band = resolve_band(None, ad.n_layers)
