@@ -412,3 +412,68 @@ def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in(python_sigin
             reached = True
     assert reached
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---- one code path per output: the CLI commands and reproduce's stages write the same files ----
+
+STAGE_FILES = {  # CLI command -> (reproduce stages whose files it also writes, files compared)
+    "measure": (("measure",), ("metrics.csv", "per_layer.csv", "inputs.jsonl")),
+    "explain": (("circuit_weights", "circuit_forward"), None),  # None: every CSV either stage wrote
+    "intervene": (("interventions",), ("table1.csv", "table1.md", "per_example.csv", "fig5.csv", "inputs.jsonl")),
+}
+
+
+@pytest.mark.parametrize("cmd", list(STAGE_FILES))
+def test_cli_and_reproduce_stage_write_identical_files(cmd, embedded_run, tmp_path):
+    """Same model, inputs and settings (the defaults, ``--per-domain 6``): byte-identical tables."""
+    stages, names = STAGE_FILES[cmd]
+    out = tmp_path / cmd
+    assert main([cmd, "--out", str(out), "--per-domain", "6", "--quiet", "--no-figures"]) == 0
+    stage_dirs = [embedded_run / "stages" / s for s in stages]
+    if names is None:
+        names = sorted({p.name for d in stage_dirs for p in d.glob("*.csv")})
+        assert sorted(p.name for p in out.glob("*.csv")) == names
+    for name in names:
+        theirs = next(d / name for d in stage_dirs if (d / name).exists())
+        assert (out / name).read_bytes() == theirs.read_bytes(), f"{cmd}: {name} differs from reproduce's {theirs.parent.name}/{name}"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["inputs"]["bos"] is True and s["inputs"]["n"] == 18  # the embedded model is analysed with its BOS
+
+
+def test_fig5_follows_the_runs_inputs_and_table1(embedded_run):
+    """Fig 5's sentence starts with the BOS the run's inputs have, and every intervention with a
+    Table 1 value has its panel (i included: the run's massive coordinates reach it)."""
+    import pandas as pd
+
+    d = embedded_run / "stages" / "interventions"
+    t1 = pd.read_csv(d / "table1.csv")
+    f5 = pd.read_csv(d / "fig5.csv")
+    assert set(f5.intervention) == set(t1[t1.applicable].intervention)
+    assert "i" in set(f5.intervention)
+    T = int(f5["query"].max()) + 1
+    assert T == 40 and len(f5) == len(set(f5.intervention)) * T * (T + 1) // 2
+    rows = f5.groupby(["intervention", "query"]).attention.sum()  # each query's attention sums to 1 over keys <= query
+    assert np.allclose(rows.to_numpy(), 1.0, atol=1e-5)
+    from sinkscope import load_model
+
+    m = load_model()
+    first = json.loads((d / "inputs.jsonl").read_text().splitlines()[0])["token_ids"][0]
+    assert first == m.tokenizer.bos_token_id  # the run's inputs start with BOS, and so does Fig 5's sentence
+    s = _stage(embedded_run, "interventions")["summary"]
+    assert s["coords"] and s["table1"]["mid"]["all"]["i"]["applicable"]
+
+
+def test_readme_python_example_equals_the_cli(tmp_path):
+    """The README's Python API block gives the numbers ``sinkscope measure`` gives (same model,
+    same BOS rule, same inputs): identical per-example files."""
+    import sinkscope
+
+    model = sinkscope.load_model("default")
+    inputs = sinkscope.load_inputs("default", model, max_tokens=40, per_domain=6)
+    result = sinkscope.measure(model, inputs, progress=False)
+    (tmp_path / "api").mkdir()
+    result.write(tmp_path / "api", figures=False)
+    assert main(["measure", "--out", str(tmp_path / "cli"), "--per-domain", "6", "--quiet", "--no-figures"]) == 0
+    assert inputs.bos
+    for name in ("metrics.csv", "per_layer.csv", "inputs.jsonl"):
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
