@@ -133,7 +133,7 @@ def test_crafted_pytorch_model_bin_is_refused(tmp_path, tiny_gpt2_dir, text_file
 
 
 def test_stage_caches_hold_no_pickles(tmp_path, capsys, monkeypatch):
-    """``reproduce`` caches only CSV / JSON / PNG / safetensors; a pickle planted under every
+    """``reproduce`` caches only CSV / JSON(L) / Markdown / PNG / safetensors; a pickle planted under every
     cache name it could read is never loaded, and a tampered tensor cache is a clear error."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     marker = tmp_path / "PWNED"
@@ -141,7 +141,7 @@ def test_stage_caches_hold_no_pickles(tmp_path, capsys, monkeypatch):
     argv = ["reproduce", "--model", "default", "--out", out, "--quiet", "--per-domain", "2", "--skip", "interventions", "--strengths", "1,0"]
     assert main([str(a) for a in argv]) == 0
     files = [p for p in (out / "stages").rglob("*") if p.is_file() and p.name != MARKER]
-    assert {p.suffix for p in files} <= {".csv", ".json", ".png", ".md", ".safetensors"}, {p.suffix for p in files}
+    assert {p.suffix for p in files} <= {".csv", ".json", ".jsonl", ".png", ".md", ".safetensors"}, {p.suffix for p in files}
     for d in (out / "stages").iterdir():
         plant(d / "q_bar.pt", marker)
         plant(d / "cache.pt", marker)
@@ -436,7 +436,7 @@ def test_two_runs_finishing_on_one_out_both_succeed(tmp_path, tiny_gpt2_dir, tex
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-1500:]
-    assert sorted(p.name for p in out.iterdir()) == [".sinkscope", "metrics.csv", "per_layer.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".sinkscope", "inputs.jsonl", "metrics.csv", "per_layer.csv", "summary.json"]
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 

@@ -256,8 +256,8 @@ class ScaleSharedQuery(Intervention):
         _layers(ctx, self.layers)
 
     def check(self, ctx):
-        if ctx.adapter.family == "gpt_neo":
-            raise NotApplicable("GPT-Neo has no attention interface to edit queries in")
+        if not ctx.adapter.attention_interface:
+            raise NotApplicable(f"{ctx.adapter.family} has no attention interface to edit queries in")
         if "q_bar" not in ctx.cache:
             raise NotApplicable("no effective query bias computed (run analysis.shared_query and put q_bar in the context cache)")
 

@@ -18,7 +18,6 @@ dot product: ``A[i, k] = exp(scale * q_i·k_k + mask[i, k] - lse_i)``. So sink m
 from __future__ import annotations
 
 import contextlib
-import types
 from typing import Sequence
 
 import torch
@@ -140,26 +139,13 @@ def use_sinkscope_attention(adapter, stack) -> None:
     query edits outside a capture). Raises for GPT-Neo, which has no attention interface."""
     from ..errors import SinkscopeError
 
-    if adapter.family == "gpt_neo":
-        raise SinkscopeError("GPT-Neo has no attention interface to edit queries in")
+    if not adapter.attention_interface:
+        raise SinkscopeError(f"{adapter.family} has no attention interface to edit queries in")
     _register()
     for cfg in _configs(adapter.model):
         saved = cfg._attn_implementation
         cfg._attn_implementation = IMPL_NAME
         stack.callback(setattr, cfg, "_attn_implementation", saved)
-
-
-def _gpt_neo_attn(self, query, key, value, attention_mask=None):
-    """Replacement for ``GPTNeoSelfAttention._attn`` (GPT-Neo has no attention interface)."""
-    T, S = query.shape[-2], key.shape[-2]
-    keep = self.bias[:, :, S - T : S, :S]  # [1, 1, T, S] bool: causal, windowed on local layers
-    mask = torch.zeros(keep.shape, dtype=query.dtype, device=query.device).masked_fill_(~keep, torch.finfo(query.dtype).min)
-    if attention_mask is not None:
-        mask = mask + attention_mask
-    cap = self._sinkscope_capture
-    out, probs = attend_and_capture(query, key, value, mask, False, 1.0, cap.keys, force_reference=cap.force_reference)
-    cap._record(self._sinkscope_layer, probs, query, key)
-    return out, None
 
 
 class NonFiniteError(SinkscopeError):
@@ -233,16 +219,12 @@ class KeyAttentionCapture:
             mod._sinkscope_capture = self
             mod._sinkscope_layer = l
         self._restore = contextlib.ExitStack()
-        if self.adapter.family == "gpt_neo":
-            for mod in self._mods:
-                mod._attn = types.MethodType(_gpt_neo_attn, mod)
-        else:
-            use_sinkscope_attention(self.adapter, self._restore)
+        self.adapter.route_attention(self._restore)  # the model's attention now calls attend_and_capture
         return self
 
     def __exit__(self, *exc):
         for mod in self._mods:
-            for attr in ("_sinkscope_capture", "_sinkscope_layer", "_attn"):
+            for attr in ("_sinkscope_capture", "_sinkscope_layer"):
                 if attr in mod.__dict__:
                     delattr(mod, attr)
         self._restore.close()

@@ -17,6 +17,7 @@ access and are never folded: ``b_Q`` is the model's own query bias.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,9 +27,10 @@ from torch import nn
 from ..errors import MissingTensorsError, SinkscopeError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ArchInfo:
-    """Which circuit components an architecture has."""
+    """Which circuit components an architecture has (keyword fields: ``ArchInfo(family="gpt2",
+    positional="learned", norm="layernorm", has_query_bias=True, has_mlp=True, qk_norm=False)``)."""
 
     family: str
     positional: str  # "learned" | "rotary" | "none"
@@ -63,15 +65,27 @@ def linear_out(lin: nn.Linear, n_heads: int):
     return w.T.reshape(n_heads, hd // n_heads, d_out), lin.bias
 
 
-class Adapter:
+class Adapter(ABC):
     """Base class; one subclass per architecture family (see ``models/<family>.py``).
 
     Subclasses implement the per-layer accessors ``_q/_k/_v(layer) -> (W [H, d, dh], b [H, dh] | None)``,
-    ``_o(layer) -> (W [H, dh, d], b [d] | None)``, and the module lookups below.
+    ``_o(layer) -> (W [H, dh, d], b [d] | None)``, and the module lookups below. Everything
+    sinkscope knows about an architecture lives in its adapter: how it is loaded
+    (``attn_implementation``), how its attention is captured (:meth:`route_attention`), its scales.
     """
 
     family: str = "base"
     model_types: tuple[str, ...] = ()
+    attn_implementation: str = "sdpa"  # what the model is loaded with (the capture replaces it while active)
+    attention_interface: bool = True  # attention goes through transformers' AttentionInterface
+
+    def route_attention(self, stack) -> None:
+        """Send every layer's attention through sinkscope's ``attend_and_capture`` until ``stack``
+        closes (the capture and the query edits use this). Default: transformers' attention
+        interface; families without one override it."""
+        from ..metrics.capture import use_sinkscope_attention
+
+        use_sinkscope_attention(self, stack)
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -85,14 +99,17 @@ class Adapter:
     d_head: int
 
     # ---- per-family hooks ---------------------------------------------------------------------
-    def info(self) -> ArchInfo:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def info(self) -> ArchInfo:
+        """The circuit components this model has."""
 
-    def layers(self) -> list[nn.Module]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def layers(self) -> list[nn.Module]:
+        """The transformer blocks, in order."""
 
-    def attention_module(self, layer: int) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def attention_module(self, layer: int) -> nn.Module:
+        """The attention module of block ``layer`` (whose forward the capture routes)."""
 
     def attn_scale(self, layer: int) -> float:
         """The factor the model multiplies ``q·k`` by before the softmax."""

@@ -18,7 +18,7 @@ class Gemma3Adapter(LlamaAdapter):
     def info(self):
         attn = self.attention_module(0)
         has_bq = getattr(attn.q_proj, "bias", None) is not None
-        return ArchInfo("gemma3", "rotary", "rmsnorm", has_bq, True, True)
+        return ArchInfo(family="gemma3", positional="rotary", norm="rmsnorm", has_query_bias=has_bq, has_mlp=True, qk_norm=True)
 
     def _rope_args(self, layer):
         return (self.config.layer_types[layer],)  # sliding and full layers use different RoPE bases

@@ -57,7 +57,7 @@ class GPT2Adapter(TransformerHBlocks, Adapter):
         self.tf = model.transformer
 
     def info(self) -> ArchInfo:
-        return ArchInfo("gpt2", "learned", "layernorm", True, True, False)
+        return ArchInfo(family="gpt2", positional="learned", norm="layernorm", has_query_bias=True, has_mlp=True, qk_norm=False)
 
     def attention_module(self, layer):
         return self.tf.h[layer].attn

@@ -25,7 +25,7 @@ class LlamaAdapter(SeparateQKVAdapter):
     def info(self):
         attn = self.attention_module(0)
         has_bq = getattr(attn.q_proj, "bias", None) is not None
-        return ArchInfo(self.config.model_type, "rotary", "rmsnorm", has_bq, True, False)
+        return ArchInfo(family=self.config.model_type, positional="rotary", norm="rmsnorm", has_query_bias=has_bq, has_mlp=True, qk_norm=False)
 
     def _rope_args(self, layer):
         return ()

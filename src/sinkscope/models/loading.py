@@ -348,7 +348,7 @@ def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
     if mt not in SUPPORTED_MODEL_TYPES:
         raise unsupported(mt)
     with _quiet_transformers():
-        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation="sdpa" if mt != "gpt_neo" else "eager")
+        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=SUPPORTED_MODEL_TYPES[mt].attn_implementation)
         try:
             tok = AutoTokenizer.from_pretrained(spec)
         except (OSError, ValueError, TypeError):
@@ -426,7 +426,7 @@ def _load_partial(path: Path, device, dtype) -> SinkModel:
         config = _gpt2_config_from_tensors({k: tuple(v.shape) for k, v in tensors.items()}, meta)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise unsupported(config.model_type)
-    config._attn_implementation = "sdpa" if config.model_type != "gpt_neo" else "eager"
+    config._attn_implementation = SUPPORTED_MODEL_TYPES[config.model_type].attn_implementation
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
     expected = dict(hf.state_dict())

@@ -36,7 +36,7 @@ class OPTAdapter(SeparateQKVAdapter):
 
     def info(self):
         norm = "layernorm" if self.config.do_layer_norm_before else "layernorm-post"
-        return ArchInfo("opt", "learned", norm, True, True, False)
+        return ArchInfo(family="opt", positional="learned", norm=norm, has_query_bias=True, has_mlp=True, qk_norm=False)
 
     def layers(self):
         return list(self.dec.layers)

@@ -316,7 +316,7 @@ class SinkGPTAdapter(GPT2Adapter):
 
     def info(self) -> ArchInfo:
         c = self.config
-        return ArchInfo("sinkscope_gpt", c.positions, "layernorm", bool(c.query_bias), bool(c.mlp), False)
+        return ArchInfo(family="sinkscope_gpt", positional=c.positions, norm="layernorm", has_query_bias=bool(c.query_bias), has_mlp=bool(c.mlp), qk_norm=False)
 
     def position_embedding_module(self):
         return getattr(self.tf, "wpe", None)
