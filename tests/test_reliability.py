@@ -19,7 +19,7 @@ import torch
 from conftest import default_sigint_in_child
 from sinkscope.cli import main
 from sinkscope.errors import SinkscopeError
-from sinkscope.io import MARKER
+from sinkscope.io import MARKER, TMP_MARKER, mark
 
 
 class Payload:
@@ -96,7 +96,7 @@ def test_crafted_checkpoint_is_never_unpickled_by_train_resume(tmp_path, capsys)
     marker = tmp_path / "PWNED"
     run = tmp_path / "run"
     run.mkdir()
-    (run / MARKER).write_text("sinkscope training run\n")
+    mark(run, "train")
     plant(run / "checkpoint.pt", marker)
     user_error(capsys, ["train", "--out", run, "--resume", "--quiet", "--layers", "1", "--width", "16", "--heads", "2", "--steps", "2"],
                "checkpoint.pt", "nothing in it was run")
@@ -112,8 +112,8 @@ def test_crafted_checkpoint_in_a_zoo_run_is_never_unpickled(tmp_path, monkeypatc
     marker = tmp_path / "PWNED"
     zoo = tmp_path / "zoo"
     (zoo / "full-s0").mkdir(parents=True)
-    for d in (zoo, zoo / "full-s0"):
-        (d / MARKER).write_text("sinkscope\n")
+    mark(zoo, "zoo")
+    mark(zoo / "full-s0", "train")
     plant(zoo / "full-s0" / "checkpoint.pt", marker)
     base = TrainConfig(n_layer=1, n_embd=16, n_head=2, context=40, batch=2, steps=2, vocab=300, eval_every=0)
     monkeypatch.setattr("sinkscope.training.training_texts", lambda spec: tiny_texts())
@@ -268,7 +268,9 @@ BROKEN_MODELS = {
     "truncated-safetensors": (lambda d: _truncate(d / "model.safetensors"), "could not load model"),
     "byte-flipped-safetensors": (lambda d: _flip_header(d / "model.safetensors"), "could not load model"),
     "n_head-not-dividing-n_embd": (lambda d: _config(d, n_head=5), "could not load model"),
-    "n_layer-negative": (lambda d: _config(d, n_layer=-1), "-1 layers"),
+    "n_layer-negative": (lambda d: _config(d, n_layer=-1), "do not match config.json"),
+    "n_layer-above-the-weights": (lambda d: _config(d, n_layer=4), "missing (transformer.h.3."),
+    "n_layer-below-the-weights": (lambda d: _config(d, n_layer=2), "not in the model (transformer.h.2."),
     "unknown-architecture": (lambda d: _config(d, model_type="bert"), "supported families"),
 }
 
@@ -404,27 +406,47 @@ def test_a_second_reproduce_on_a_live_out_is_refused(tmp_path, capsys, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "r"
     (out / "stages" / ".measure.tmp-live").mkdir(parents=True)
-    (out / MARKER).write_text("sinkscope\n")
+    mark(out, "reproduce")
     with exclusive_dir(out, "test"):  # stands for the first, still running, reproduce
         user_error(capsys, ["reproduce", "--model", "default", "--out", out, "--quiet", "--per-domain", "2"],
-                   "in use by another sinkscope reproduce run")
+                   "in use by a running sinkscope command")
     assert (out / "stages" / ".measure.tmp-live").exists()
 
 
 def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_gpt2_dir, text_file):
+    """A SIGKILLed run leaves ``.out.tmp-*`` (with sinkscope's temp marker) or ``.out.old-*``
+    (a marked output); the next run removes those, but not a live run's (locked) temp directory
+    and never a user's directory that merely has such a name."""
     from sinkscope.io import _flock
 
     out = tmp_path / "out"
     dead = tmp_path / ".out.tmp-dead1234"
     dead.mkdir()
+    (dead / TMP_MARKER).write_text("")
     (dead / "metrics.csv").write_text("half a fil")
     old = tmp_path / ".out.old-dead5678"
     old.mkdir()
+    mark(old, "result")
     live = tmp_path / ".out.tmp-live9999"
     live.mkdir()
+    (live / TMP_MARKER).write_text("")
+    users = [tmp_path / ".out.tmp-mydata", tmp_path / ".out.old-notes"]
+    for u in users:
+        u.mkdir()
+        (u / "keep.txt").write_text("keep me")
     with _flock(live):  # a concurrent run still writing
         assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
     assert not dead.exists() and not old.exists() and live.exists() and (out / "metrics.csv").exists()
+    assert all((u / "keep.txt").read_text() == "keep me" for u in users)
+
+
+def test_glob_characters_in_out_match_nothing_else(tmp_path, tiny_gpt2_dir, text_file):
+    """``--out '*'`` is a directory named ``*``: cleaning its temp names never touches others'."""
+    other = tmp_path / ".project.tmp-2024"
+    other.mkdir()
+    (other / TMP_MARKER).write_text("")  # even one that looks like sinkscope's
+    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, tmp_path / "*")]) == 0
+    assert other.exists() and (tmp_path / "*" / "metrics.csv").exists()
 
 
 def test_two_runs_finishing_on_one_out_both_succeed(tmp_path, tiny_gpt2_dir, text_file):
@@ -479,7 +501,7 @@ def test_interrupted_train_points_to_its_checkpoint(tmp_path):
     from sinkscope.cli import _interrupted_note
 
     run = tmp_path / "run"
-    assert _interrupted_note(["train", "--out", str(run)]) == "no output was written"
+    assert "nothing half-written" in _interrupted_note(["train", "--out", str(run)])
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"")
     assert "checkpoint" in _interrupted_note(["train", "--out", str(run)]) and "--resume" in _interrupted_note(["train", "--out", str(run)])
@@ -496,3 +518,131 @@ def test_the_cli_parses_before_importing_torch():
 
     r = subprocess.run([sys.executable, "-m", "sinkscope", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == f"sinkscope {__version__}"
+
+
+# ---- second audit: what a fresh pair of eyes found ----------------------------------------------
+
+TR = ["train", "--layers", "1", "--width", "16", "--heads", "2", "--steps", "3", "--vocab", "300", "--eval-every", "0", "--quiet"]
+
+
+def _tiny_corpus(tmp_path) -> Path:
+    f = tmp_path / "corpus.txt"
+    f.write_text("\n".join(f"story {i}: the miller walked past the river to the town and back again " * 4 for i in range(300)) + "\n")
+    return f
+
+
+@pytest.mark.parametrize("case", ["list", "number-as-block", "string-mean", "empty", "nan"])
+def test_baseline_of_the_wrong_shape(case, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    b = tmp_path / "b.json"
+    b.write_text({"list": "[1, 2, 3]", "number-as-block": '{"bos_attention": 5}', "string-mean": '{"bos_attention": {"all": {"mean": "x"}}}',
+                  "empty": "{}", "nan": "NaN"}[case])
+    out = tmp_path / "out"
+    t = time.perf_counter()
+    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--baseline", b), "--baseline", "has no bos_attention", out=out)
+    assert time.perf_counter() - t < 2  # before loading the model
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["mitigate", "--models", ","], "--models is empty"),
+    (["mitigate", "--strengths", ","], "names no strength"),
+    (["zoo", "--seeds", "a", "--variants", "full"], "--seeds a is not"),
+    (["zoo", "--seeds", "99999999999999999999", "--variants", "full"], "must lie in [0, 2^32)"),
+    (["zoo", "--seeds", "0", "--variants", "full", "--device", "nonsense"], "is not a torch device"),
+    ([*TR, "--device", "nonsense"], "is not a torch device"),
+    ([*TR, "--lr", "nan"], "--lr nan must be"),
+    ([*TR, "--lr", "-1"], "--lr -1.0 must be"),
+    ([*TR, "--weight-decay", "nan"], "--weight-decay nan"),
+    ([*TR, "--heads", "0"], "--heads 0 must be positive"),
+    ([*TR, "--seed", "99999999999999999999"], "--seed"),
+])
+def test_more_bad_options_leave_nothing(argv, fragment, tmp_path, capsys):
+    out = tmp_path / "o"
+    user_error(capsys, [*argv, "--out", out], fragment, out=out)
+
+
+def test_train_that_fails_before_its_first_checkpoint_leaves_no_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    corpus = _tiny_corpus(tmp_path)
+    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "100000", "--out", out], "do not fill one --context 100000 window", out=out)
+    assert main([*TR, "--data", f"text:{corpus}", "--context", "40", "--out", str(out)]) == 0  # the same --out, no --force needed
+    capsys.readouterr()
+    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "40", "--steps", "2", "--resume", "--out", out], "--steps 2 is below the 3 steps")
+    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "40", "--steps", "5", "--resume", "--vocab", "400", "--out", out],
+               "different settings (vocab)")
+
+
+@pytest.mark.parametrize("cmd", ["measure", "train"])
+def test_a_directory_of_another_kind_is_never_replaced(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    """A training run under ``measure --out`` (or a result under ``train --force``) is refused:
+    a marker says which command made a directory, and only that command replaces it."""
+    from sinkscope.io import mark
+
+    d = _copy(tiny_gpt2_dir, tmp_path / "model")
+    mark(d, "train" if cmd == "measure" else "result")
+    argv = _measure(d, text_file, d) if cmd == "measure" else [*TR, "--force", "--out", d]
+    user_error(capsys, argv, "sinkscope training run" if cmd == "measure" else "not a sinkscope training run")
+    assert (d / "model.safetensors").exists() and (d / "config.json").exists()
+
+
+def test_a_path_through_a_missing_folder_names_its_real_target(tmp_path, capsys, monkeypatch):
+    """``victim/missing/..`` is ``victim``: a user's directory, refused; nothing is created."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("keep me")
+    for cmd in ("measure", "reproduce"):
+        user_error(capsys, [cmd, "--model", "default", "--per-domain", "2", "--quiet", "--out", f"{victim}/missing/.."], "not a sinkscope output")
+    assert sorted(p.name for p in victim.iterdir()) == ["thesis.txt"]
+
+
+def test_reproduce_with_a_bad_band_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "rp"
+    user_error(capsys, ["reproduce", "--model", "default", "--per-domain", "2", "--quiet", "--layers", "3:99", "--out", out],
+               "outside the model's 6 layers", out=out)
+
+
+def test_a_result_locked_by_a_live_run_is_not_swapped(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    from sinkscope.io import _flock
+
+    out = tmp_path / "out"
+    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
+    with _flock(out):
+        user_error(capsys, _measure(tiny_gpt2_dir, text_file, out), "in use by a running sinkscope command")
+    assert (out / "metrics.csv").exists()
+
+
+def test_unusual_but_valid_out_paths(tmp_path, tiny_gpt2_dir, text_file, monkeypatch):
+    """A 250-character name, ``--out .`` inside an earlier result, a symbolic link to one."""
+    long = tmp_path / ("a" * 250)
+    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, long)]) == 0 and (long / "metrics.csv").exists()
+    monkeypatch.chdir(long)
+    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, ".")]) == 0
+    assert (long / "metrics.csv").exists() and not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+    link = tmp_path / "link"
+    link.symlink_to(long)
+    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, link)]) == 0
+    assert link.is_symlink() and (link / "metrics.csv").exists()
+
+
+def test_inputs_edge_cases(tmp_path, tiny_gpt2_dir, capsys):
+    """A domain named ``all`` would overwrite the aggregate: refused. A CSV with a UTF-8 BOM
+    (Excel's default) is read."""
+    j = tmp_path / "all.jsonl"
+    j.write_text("\n".join(json.dumps({"text": "the mill by the river and the town " * 5, "domain": d}) for d in ("all", "x", "x")))
+    out = tmp_path / "out"
+    user_error(capsys, ["measure", "--model", tiny_gpt2_dir, "--inputs", f"jsonl:{j}:text", "--out", out, "--quiet", "--max-tokens", "24"],
+               "domain named 'all'", out=out)
+    c = tmp_path / "bom.csv"
+    c.write_bytes(b"\xef\xbb\xbfdataset,text\nnl," + b"the mill by the river and the town " * 5 + b"\n")
+    assert main(["measure", "--model", str(tiny_gpt2_dir), "--inputs", f"paper-csv:{c}", "--out", str(out), "--quiet", "--no-figures",
+                 "--max-tokens", "24"]) == 0
+
+
+def test_two_models_with_one_folder_name_stay_apart(tmp_path, tiny_gpt2_dir, text_file):
+    import pandas as pd
+
+    a, b = _copy(tiny_gpt2_dir, tmp_path / "x" / "run"), _copy(tiny_gpt2_dir, tmp_path / "y" / "run")
+    out = tmp_path / "mit"
+    assert main(["mitigate", "--models", f"{a},{b}", "--inputs", f"text:{text_file}", "--out", str(out), "--quiet", "--no-figures",
+                 "--max-tokens", "24", "--strengths", "1,0", "--edits", "bq"]) == 0
+    assert set(pd.read_csv(out / "tradeoff.csv").model) == {str(a), str(b)}

@@ -179,7 +179,7 @@ def _input_args(p: argparse.ArgumentParser) -> None:
                    help="prepend the tokenizer's BOS token; auto (default): only for models sinkscope trained with a BOS first token (the paper uses none)")
 
 
-def _load_model_and_inputs(args, *, need_forward: bool = True):
+def _load_model_and_inputs(args, *, need_forward: bool = True, kind: str = "result"):
     """Cheap checks first (options, output dir, input files), then the model, then tokenising.
 
     Returns ``(model, inputs)``; ``inputs`` is None when ``need_forward`` is False and the model
@@ -193,12 +193,12 @@ def _load_model_and_inputs(args, *, need_forward: bool = True):
         raise SinkscopeError(f"--batch-size {args.batch_size} must be at least 1")
     if args.per_domain is not None and args.per_domain < 1:
         raise SinkscopeError(f"--per-domain {args.per_domain} must be at least 1")
-    check_output_dir(args.out)
-    kind, _ = parse_spec(args.inputs)
+    check_output_dir(args.out, kind=kind)
+    spec_kind, _ = parse_spec(args.inputs)
     per_domain = effective_per_domain(args.inputs, args.per_domain)
     read = lambda tok: read_examples(args.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=args.max_tokens, seed=args.seed)  # noqa: E731
     weights_only = getattr(args, "weights_only", False)
-    examples = read(None) if kind != "paper" and not weights_only else None
+    examples = read(None) if spec_kind != "paper" and not weights_only else None
     model = load_model(args.model, device=args.device)
     model.adapter.check_coords(_parse_coords(getattr(args, "coords", None)))
     if need_forward:
@@ -219,13 +219,7 @@ def cmd_measure(args) -> int:
     keys = _parse_keys(args.keys)
     band = _parse_band(args.layers)
     _check_number("--eps", args.eps, 0.0, 1.0, hi_open=True)
-    baseline = None
-    if args.baseline:
-        try:
-            with open(args.baseline) as f:
-                baseline = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise SinkscopeError(f"--baseline {args.baseline} is not a readable summary.json ({e}); pass a sinkscope summary") from None
+    baseline = _read_baseline(args.baseline) if args.baseline else None
     t0 = time.perf_counter()
     model, inputs = _load_model_and_inputs(args)
     result = measure(model, inputs, keys=keys, batch_size=args.batch_size, band=band, eps=args.eps, progress=not args.quiet)
@@ -236,6 +230,27 @@ def cmd_measure(args) -> int:
     print(format_summary(summary))
     print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, inputs.jsonl, summary.json{'' if args.no_figures else ', 4 PNG figures'})")
     return 0
+
+
+def _read_baseline(path: str) -> dict:
+    """A ``measure`` summary.json to compare with: its ``bos_attention`` means, checked here."""
+    import math
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            baseline = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SinkscopeError(f"--baseline {path} is not a readable summary.json ({type(e).__name__}); pass a sinkscope measure summary") from None
+
+    def means_ok(block) -> bool:  # {domain: {"mean": finite number or null, ...}, ...}
+        return isinstance(block, dict) and bool(block) and all(
+            isinstance(v, dict) and (v.get("mean") is None or (isinstance(v.get("mean"), (int, float)) and math.isfinite(v["mean"])))
+            for v in block.values())
+
+    if not isinstance(baseline, dict) or not means_ok(baseline.get("bos_attention")) or (
+            "bos_attention_all_layers" in baseline and not means_ok(baseline["bos_attention_all_layers"])):
+        raise SinkscopeError(f"--baseline {path} has no bos_attention {{domain: {{mean: number}}}} block; pass the summary.json of sinkscope measure")
+    return baseline
 
 
 def _window(s: dict) -> str:
@@ -371,10 +386,15 @@ def _models_and_inputs(args, specs: list[str]):
     resolve_device(args.device)
     for spec in specs:
         precheck_model(spec)
+    if len(set(specs)) < len(specs):
+        raise SinkscopeError(f"--models {','.join(specs)} names a model twice; give each once")
     for spec in specs:
         a = copy.copy(args)
         a.model = spec
-        yield _load_model_and_inputs(a)
+        model, inputs = _load_model_and_inputs(a)
+        if sum(os.path.basename(os.path.normpath(x)) == os.path.basename(os.path.normpath(spec)) for x in specs) > 1:
+            model.name = spec  # two models with one display name (x/run, y/run): tell them apart by their spec
+        yield model, inputs
 
 
 def cmd_compare(args) -> int:
@@ -414,6 +434,8 @@ def cmd_mitigate(args) -> int:
     strengths = _parse_strengths(args.strengths)
     edits = _parse_edits(args.edits)
     specs = [m.strip() for m in (args.models or args.model).split(",") if m.strip()]
+    if not specs:
+        raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
     check_output_dir(args.out)
     band = _parse_band(args.layers)
     t0 = time.perf_counter()
@@ -438,9 +460,12 @@ def cmd_mitigate(args) -> int:
 
 def _parse_strengths(text: str) -> list[float]:
     try:
-        strengths = sorted({float(x) for x in text.split(",") if x.strip()} | {1.0}, reverse=True)
+        given = {float(x) for x in text.split(",") if x.strip()}
+        strengths = sorted(given | {1.0}, reverse=True)
     except ValueError:
         raise SinkscopeError(f"--strengths {text} is not a comma-separated list of numbers in [0, 1]") from None
+    if not given:
+        raise SinkscopeError(f"--strengths {text!r} names no strength; e.g. 1,0.5,0")
     if any(not 0 <= s <= 1 for s in strengths):  # NaN fails this too
         raise SinkscopeError(f"--strengths {text}: every strength must lie in [0, 1] (1 = unedited, 0 = removed)")
     return strengths
@@ -488,7 +513,7 @@ def cmd_reproduce(args) -> int:
                 cfg = None
             if cfg is not None and is_gpt2_small(cfg) and (hub if hub is not None else hub_reachable("gpt2")[0]):
                 args.inputs = "paper"
-    model, inputs = _load_model_and_inputs(args, need_forward=False)
+    model, inputs = _load_model_and_inputs(args, need_forward=False, kind="reproduce")
     command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
     try:
         res = reproduce(model, inputs, args.out, settings=settings, force=args.force, progress=not args.quiet, notes=notes, run_info={"command": command})
@@ -528,7 +553,10 @@ def cmd_train(args) -> int:
 def cmd_zoo(args) -> int:
     from .experiments.zoo import run_zoo
 
-    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError:
+        raise SinkscopeError(f"--seeds {args.seeds} is not a comma-separated list of integers, e.g. 0,1") from None
     variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
     r = run_zoo(args.out, budget=args.budget, seeds=seeds, variants=variants, device=args.device, progress=not args.quiet)
     print(r.markdown())
@@ -596,7 +624,7 @@ def _interrupted_note(argv) -> str:
         return "finished runs and checkpoints are kept; the same command resumes"
     if argv[:1] == ["reproduce"]:
         return "finished stages are kept and the same command resumes from them"
-    return "no output was written"
+    return "nothing half-written was left (--out holds a complete result or none)"
 
 
 if __name__ == "__main__":

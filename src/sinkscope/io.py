@@ -25,23 +25,51 @@ def publish_mode(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def is_sinkscope_dir(path: str | os.PathLike) -> bool:
-    """True for a directory sinkscope made (it holds the ``.sinkscope`` marker) or an empty one:
-    the only kinds sinkscope may clear or replace."""
+TMP_MARKER = ".sinkscope-tmp"  # inside a temp directory sinkscope is still writing
+KINDS = {  # what a marked directory is; a command only replaces or clears its own kind
+    "result": "a sinkscope result (measure, explain, intervene, compare, mitigate)",
+    "reproduce": "a sinkscope reproduce run",
+    "train": "a sinkscope training run",
+    "zoo": "a sinkscope zoo",
+}
+
+
+def out_path(out: str | os.PathLike) -> Path:
+    """``--out`` as the directory it really names: ``~`` expanded, symbolic links and ``..``
+    resolved (``a/missing/..`` is ``a``, a link is its target), so checks and renames act on it."""
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(out))))
+
+
+def marker_kind(path: str | os.PathLike) -> str | None:
+    """The kind in ``path``'s ``.sinkscope`` marker (None: no marker). Markers written before
+    kinds existed are read by their wording."""
+    try:
+        text = (Path(path) / MARKER).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    first = text.splitlines()[0].strip() if text.strip() else ""
+    if first.startswith("sinkscope:") and first[10:] in KINDS:
+        return first[10:]
+    return "reproduce" if "reproduce" in text else "train" if "training run" in text else "zoo" if "zoo" in text else "result"
+
+
+def owned(path: str | os.PathLike, kind: str) -> bool:
+    """True for a directory sinkscope may clear or replace for ``kind``: empty, or marked with
+    that kind. A directory of another kind (a training run under ``measure --out``) is not."""
     path = Path(path)
-    return path.is_dir() and ((path / MARKER).exists() or not any(path.iterdir()))
+    return path.is_dir() and (marker_kind(path) == kind or not any(path.iterdir()))
 
 
-def mark(path: str | os.PathLike, what: str = "sinkscope output directory") -> None:
-    """Put the ``.sinkscope`` marker into a directory sinkscope created."""
+def mark(path: str | os.PathLike, kind: str) -> None:
+    """Put the ``.sinkscope`` marker of ``kind`` into a directory sinkscope created."""
     if not (Path(path) / MARKER).exists():
-        write_text_atomic(Path(path) / MARKER, what + "\n")
+        write_text_atomic(Path(path) / MARKER, f"sinkscope:{kind}\n{KINDS[kind]}; sinkscope may replace it\n")
 
 
 def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
     """Fail early if nothing can be created at ``out``: probe the nearest existing ancestor by
     making (and removing) a directory there, which also catches read-only file systems."""
-    out = Path(out).absolute()
+    out = out_path(out)
     # results are swapped in from a temp directory beside ``out``, so its parent must take new
     # entries; an existing ``out`` (reproduce, train, zoo write into it) must too
     nearest = next(p for p in out.parents if p.exists())
@@ -54,39 +82,53 @@ def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
             raise SinkscopeError(f"{flag} {out} cannot be written ({e.strerror}: {d}); choose a writable directory") from None
 
 
-def check_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Fail early (before any work) if ``out`` cannot be (re)placed by a sinkscope result."""
-    out = Path(out)
+def check_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True) -> Path:
+    """Fail early (before any work) if ``out`` cannot be (re)placed by a sinkscope ``kind``
+    directory: not a file, not someone else's directory, not a directory of another kind, not in
+    use by a live run, writable. Returns the resolved path (:func:`out_path`)."""
+    out = out_path(out)
     if out.exists():
         if not out.is_dir():
             raise SinkscopeError(f"--out {out} is an existing file; pass a directory path")
-        if not is_sinkscope_dir(out):
-            raise SinkscopeError(
-                f"--out {out} exists and is not a sinkscope output; choose a new or empty directory"
-            )
+        found = marker_kind(out)
+        if found is None and any(out.iterdir()):
+            raise SinkscopeError(f"--out {out} exists and is not a sinkscope output; choose a new or empty directory")
+        if found is not None and found != kind:
+            raise SinkscopeError(f"--out {out} is {KINDS[found]}, not {KINDS[kind]}; choose another --out")
         if not overwrite:
             raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
+        with _flock(out, blocking=False) as free:
+            if not free:
+                raise SinkscopeError(f"--out {out} is in use by a running sinkscope command; wait for it to finish or choose another --out")
     check_writable(out)
     return out
 
 
 @contextlib.contextmanager
-def _flock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+def _flock(path: Path, *, blocking: bool = True, timeout: float | None = None) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on the directory ``path`` for the block; yields False when
-    ``blocking`` is off and another process holds it. The kernel drops the lock when its holder
-    dies, so a lock held means a live process. (No-op that yields True where flock is missing.)"""
+    it is not free (at once without ``blocking``, after ``timeout`` s with one). The kernel drops
+    the lock when its holder dies, so a lock held means a live process. (No-op that yields True
+    where flock is missing.)"""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield True
         return
+    import time
+
     fd = os.open(path, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if not blocking or deadline else 0))
+                break
+            except BlockingIOError:
+                if deadline is None or time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -102,13 +144,22 @@ def exclusive_dir(path: str | os.PathLike, what: str) -> Iterator[None]:
         yield
 
 
-def clean_stale(parent: Path, name: str = "*") -> None:
-    """Remove the temp directories ``.NAME.tmp-*`` / ``.NAME.old-*`` that a killed run (SIGKILL,
-    power loss) left beside ``parent/NAME``. A live run holds a lock on its temp directory, so
-    only dead runs' leftovers go."""
-    for pattern in (f".{name}.tmp-*", f".{name}.old-*"):
+def _prefix(name: str, what: str) -> str:
+    """``.NAME.tmp-`` / ``.NAME.old-``, with NAME cut so that the temp name stays a legal file name."""
+    return f".{name[:96]}.{what}-"
+
+
+def clean_stale(parent: Path, name: str | None = None) -> None:
+    """Remove the temp directories ``.NAME.tmp-*`` / ``.NAME.old-*`` (every name when None) that
+    a killed run (SIGKILL, power loss) left beside ``parent/NAME``. Only directories sinkscope
+    made go (they hold its temp or output marker), and only a dead run's: a live run holds a lock
+    on its temp directory."""
+    import glob
+
+    for what in ("tmp", "old"):
+        pattern = glob.escape(_prefix(name, what)) + "*" if name is not None else f".*.{what}-*"
         for stale in parent.glob(pattern):
-            if not stale.is_dir():
+            if not stale.is_dir() or stale.is_symlink() or not ((stale / TMP_MARKER).exists() or (stale / MARKER).exists()):
                 continue
             try:
                 with _flock(stale, blocking=False) as free:
@@ -151,7 +202,7 @@ def _sigint_deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only when the block succeeds.
 
     An existing ``out`` is replaced only if it is an earlier sinkscope output (it holds the
@@ -164,22 +215,26 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iter
     >>> sorted(p.name for p in d.iterdir())
     ['.sinkscope', 'a.txt']
     """
-    out = check_output_dir(out, overwrite=overwrite)
+    out = check_output_dir(out, kind=kind, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out.parent, out.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name, "tmp"), dir=out.parent))
     old = None
     try:
         with _flock(tmp):  # marks the temp dir as live for clean_stale of a concurrent run
+            (tmp / TMP_MARKER).write_text("a sinkscope run is writing here\n")
             yield tmp
-            (tmp / MARKER).write_text("sinkscope output directory\n")
+            (tmp / TMP_MARKER).unlink()
+            mark(tmp, kind)
             publish_mode(tmp, directory=True)
             # two runs finishing on one --out at once: their swaps take turns (last one wins,
             # each result whole); a parent lock, as only directories the user named are involved
-            with _flock(out.parent), _sigint_deferred():  # the two renames together or not at all
-                check_output_dir(out, overwrite=overwrite)  # still ours to replace
+            with _flock(out.parent, timeout=60) as free, _sigint_deferred():  # the two renames together or not at all
+                if not free:
+                    raise SinkscopeError(f"--out {out}: its directory stayed locked by another sinkscope run for 60 s; retry when it is done")
+                check_output_dir(out, kind=kind, overwrite=overwrite)  # still ours to replace
                 if out.exists():
-                    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                    old = Path(tempfile.mkdtemp(prefix=_prefix(out.name, "old"), dir=out.parent))
                     os.replace(out, old)  # onto the empty directory just made
                 os.replace(tmp, out)
         if old is not None:

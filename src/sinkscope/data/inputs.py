@@ -101,7 +101,7 @@ def _read_utf8(p: Path, what: str) -> str:
     """The file's text; a file that is not UTF-8 is a one-line error saying where it breaks."""
     data = p.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark (Excel's UTF-8 CSV) is dropped
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise SinkscopeError(f"{what} file {p} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
@@ -239,6 +239,8 @@ def tokenize_examples(
     """
     if tokenizer is None:
         raise SinkscopeError("this model has no tokenizer (a partial checkpoint?); load a complete model to measure")
+    if any(e.domain == "all" for e in examples):
+        raise SinkscopeError(f"--inputs {spec or '?'} has a domain named 'all', the name of the aggregate over every input; rename that domain")
     if not examples:
         raise SinkscopeError(f"--inputs {spec or '?'} produced no texts; check the file or dataset")
     if max_tokens < 2:

@@ -320,10 +320,10 @@ def _jsonable(x):
 
 def prepare_out(out: str | os.PathLike) -> Path:
     """Create ``out`` (or reuse an earlier reproduce directory); refuse anything else."""
-    out = check_output_dir(out)
+    out = check_output_dir(out, kind="reproduce")
     out.mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)
-    mark(out, "sinkscope output directory (sinkscope reproduce; stages are reused by later runs)")
+    mark(out, "reproduce")
     return out
 
 
@@ -371,6 +371,7 @@ def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | Non
     ``notes`` (e.g. "the hub was unreachable, used the embedded model") go to the report's top.
     """
     t0 = time.perf_counter()
+    resolve_band((settings or Settings()).band, model.adapter.n_layers)  # a bad --layers fails before --out is made
     out = prepare_out(out)
     with exclusive_dir(out, "sinkscope reproduce"):
         clean_stale(out / "stages")  # left by a killed run (SIGKILL); Ctrl-C cleans up its own

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SinkscopeError
-from ..io import MARKER, check_writable, exclusive_dir, is_sinkscope_dir, mark, write_json_atomic
+from ..io import MARKER, check_writable, exclusive_dir, mark, out_path, owned, write_json_atomic
+from ..models.loading import resolve_device
 
 VARIANTS: dict[str, dict] = {
     "full": {},
@@ -145,14 +146,17 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
     if not seeds:
         raise SinkscopeError("--seeds is empty; pass e.g. 0,1")
     base = base or budget_config(budget)
-    out = Path(out)
+    for s in seeds:
+        replace(base, seed=s).validate()
+    resolve_device(device)
+    out = out_path(out)
     if out.exists() and not out.is_dir():
         raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the zoo")
-    if out.exists() and not is_sinkscope_dir(out):
-        raise SinkscopeError(f"--out {out} exists and is not a sinkscope zoo (no {MARKER} marker); choose a new or empty directory")
+    if out.exists() and not owned(out, "zoo"):
+        raise SinkscopeError(f"--out {out} exists and is not a sinkscope zoo (no {MARKER} marker of one); choose a new or empty directory")
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    mark(out, "sinkscope zoo directory (sinkscope zoo; finished runs are reused)")
+    mark(out, "zoo")
     with exclusive_dir(out, "sinkscope zoo"):
         return _run_zoo(out, budget, seeds, variants, device, progress, base, per_domain)
 

@@ -348,12 +348,28 @@ def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
     if mt not in SUPPORTED_MODEL_TYPES:
         raise unsupported(mt)
     with _quiet_transformers():
-        hf = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=SUPPORTED_MODEL_TYPES[mt].attn_implementation)
+        hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=SUPPORTED_MODEL_TYPES[mt].attn_implementation,
+                                                        output_loading_info=True)
+        _check_loading_info(name, info)
         try:
             tok = AutoTokenizer.from_pretrained(spec)
         except (OSError, ValueError, TypeError):
             tok = None
     return _finish(hf, tok, name, device, dtype, {"kind": "hf", "spec": spec})
+
+
+def _check_loading_info(name: str, info: dict) -> None:
+    """Refuse weights that do not fit the config (transformers would initialise the missing
+    tensors at random and drop the unexpected ones, both silently under its quiet logging)."""
+    from ..errors import compress_names
+
+    problems = []
+    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "not in the model"), ("mismatched_keys", "of another shape")):
+        names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+        if names:
+            problems.append(f"{len(names)} {what} ({compress_names(names)[:160]})")
+    if problems:
+        raise SinkscopeError(f"{name}: the weights do not match config.json: {'; '.join(problems)}; fix config.json or load the checkpoint it belongs to")
 
 
 def _load_gguf(path: Path, device, dtype) -> SinkModel:

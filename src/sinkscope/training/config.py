@@ -2,6 +2,7 @@
 from these defaults)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from ..errors import SinkscopeError
@@ -48,14 +49,29 @@ class TrainConfig:
             raise SinkscopeError(f"--positions {self.positions!r}: choose one of {', '.join(POSITIONS)}")
         if self.normaliser not in NORMALISERS:
             raise SinkscopeError(f"--normaliser {self.normaliser!r}: choose one of {', '.join(NORMALISERS)}")
+        flags = {"n_layer": "--layers", "n_embd": "--width", "n_head": "--heads", "context": "--context", "steps": "--steps",
+                 "batch": "--batch", "vocab": "--vocab"}
+        for name, flag in flags.items():
+            if getattr(self, name) < 1:
+                raise SinkscopeError(f"{flag} {getattr(self, name)} must be positive")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise SinkscopeError(f"--width {self.n_embd} must be a multiple of --heads {self.n_head} with an even head size")
-        for name in ("n_layer", "n_embd", "n_head", "context", "steps", "batch", "vocab"):
-            if getattr(self, name) < 1:
-                raise SinkscopeError(f"{name} must be positive, got {getattr(self, name)}")
+        for flag, x, ok, what in (
+            ("--lr", self.lr, lambda v: 0 < v < 1e3, "a finite learning rate above 0"),
+            ("--weight-decay", self.weight_decay, lambda v: 0 <= v < 1e3, "a finite decay of 0 or more"),
+            ("min_lr_ratio", self.min_lr_ratio, lambda v: 0 <= v <= 1, "a share in [0, 1]"),
+            ("grad_clip", self.grad_clip, lambda v: 0 <= v < 1e9, "0 (off) or a finite norm"),
+        ):
+            if not math.isfinite(x) or not ok(x):
+                raise SinkscopeError(f"{flag} {x} must be {what}")
+        for flag, x in (("--warmup", self.warmup), ("--eval-every", self.eval_every), ("--ckpt-every", self.ckpt_every)):
+            if x < 0:
+                raise SinkscopeError(f"{flag} {x} must be 0 or more")
+        if not 0 <= self.seed < 2**32:
+            raise SinkscopeError(f"--seed {self.seed} must lie in [0, 2^32)")
         if self.context < PROBE_T:
             raise SinkscopeError(f"--context {self.context} is shorter than the {PROBE_T}-token sink probe (the paper's T); use --context >= {PROBE_T}")
-        if not 0 <= self.synthetic < 1:
+        if not 0 <= self.synthetic < 1:  # NaN fails this too
             raise SinkscopeError(f"--synthetic {self.synthetic} must be a share of windows in [0, 1)")
         if self.task not in TASKS:
             raise SinkscopeError(f"--task {self.task!r}: choose one of {', '.join(TASKS)}")

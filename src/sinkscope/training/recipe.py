@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from ..errors import SinkscopeError
-from ..io import MARKER, check_writable, exclusive_dir, is_sinkscope_dir, mark, publish_mode, write_json_atomic
+from ..io import MARKER, check_writable, exclusive_dir, mark, out_path, owned, publish_mode, write_json_atomic
+from ..models.loading import resolve_device
 from ..models.sinkgpt import SinkGPTForCausalLM
 from .config import PROBE_T, TrainConfig
 from .data import RESERVED, SPECIAL, SYNTHETIC, sample_windows, token_streams, tokenizer_in, training_texts
@@ -129,21 +130,32 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     such a directory, and only the files a run writes.
     """
     cfg.validate()
-    out = Path(out)
+    resolve_device(device)
+    out = out_path(out)
     ckpt = out / "checkpoint.pt"
     if out.exists() and not out.is_dir():
         raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the run")
-    if out.exists() and any(out.iterdir()) and not resume and not force:
+    if out.exists() and not owned(out, "train"):  # --force and --resume only touch sinkscope's own runs
+        raise SinkscopeError(f"--out {out} is not a sinkscope training run (no {MARKER} marker of one); choose a new or empty directory")
+    if out.exists() and any(p.name != MARKER for p in out.iterdir()) and not resume and not force:
         raise SinkscopeError(f"--out {out} already holds a run; pass --resume to continue it or --force to start over")
-    if out.exists() and not is_sinkscope_dir(out):  # --force and --resume only touch sinkscope's own runs
-        raise SinkscopeError(f"--out {out} is not a sinkscope training run (no {MARKER} marker); choose a new or empty directory")
     if resume and not ckpt.exists():
         raise SinkscopeError(f"--resume: {ckpt} does not exist; start the run without --resume")
     check_writable(out)
+    new = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    mark(out, "sinkscope training run (sinkscope train)")
+    mark(out, "train")
     with exclusive_dir(out, "sinkscope train"):
-        return _train(cfg, out, resume, force, tokenizer, data, progress, command, device, on_eval)
+        try:
+            return _train(cfg, out, resume, force, tokenizer, data, progress, command, device, on_eval)
+        except BaseException:
+            if not ckpt.exists():  # failed or stopped before its first checkpoint: leave no half-made run
+                if new:
+                    shutil.rmtree(out, ignore_errors=True)
+                else:
+                    for p in out.iterdir():
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            raise
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -182,6 +194,12 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, da
     texts = data if data is not None else training_texts(cfg.data)
     tokenizer = tokenizer_in(out / "tokenizer", texts, cfg.vocab, tokenizer)
     train_ids, val_ids = token_streams(texts, tokenizer)
+    for split, streams in (("training", train_ids), ("held-out", val_ids)):
+        short = {k: len(v) for k, v in streams.items() if len(v) <= cfg.context}
+        if short:
+            k, n = min(short.items(), key=lambda kv: kv[1])
+            raise SinkscopeError(f"the {split} tokens of domain '{k}' ({n}) do not fill one --context {cfg.context} window; "
+                                 "use a shorter --context or more --data")
     eos_id = tokenizer.convert_tokens_to_ids(SPECIAL)
     weights = None
     if cfg.synthetic > 0:  # training windows only: validation loss and the sink probe stay on the text domains
@@ -201,9 +219,15 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, da
     history = {"config": asdict(cfg), "losses": [], "evals": [], "seconds": 0.0}
     step = 0
     if state is not None:
-        model.load_state_dict({k: v.to(device) for k, v in state["model"].items()})
-        opt.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict({k: v.to(device) for k, v in state["model"].items()})
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise SinkscopeError(f"--resume: {ckpt} does not fit this run's model ({str(e).strip().splitlines()[0][:120]}); "
+                                 "resume with the run's own tokenizer and settings, or start over with --force") from None
         step, history = state["step"], state["history"]
+        if step > cfg.steps:
+            raise SinkscopeError(f"--steps {cfg.steps} is below the {step} steps the checkpoint already has; pass --steps {step} or more")
         history["config"]["steps"] = cfg.steps
     probe = sample_windows(val_ids, 48, PROBE_T, seed=10_007, step=0, bos_id=bos_id).to(device)
     val = sample_windows(val_ids, 64, cfg.context, seed=10_009, step=0, bos_id=bos_id).to(device)
