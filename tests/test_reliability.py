@@ -284,6 +284,24 @@ def test_broken_model_directories(case, tmp_path, tiny_gpt2_dir, text_file, caps
     user_error(capsys, _measure(d, text_file, out), fragment, out=out)
 
 
+def test_an_original_gpt2_checkpoint_with_its_buffers_loads(tmp_path):
+    """OpenAI's GPT-2 files carry ``attn.bias`` / ``attn.masked_bias`` buffers and no
+    ``transformer.`` prefix: harmless leftovers, not a mismatch with config.json."""
+    from safetensors.torch import save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from sinkscope import load_model
+
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4)
+    sd = {k.replace("transformer.", ""): v.contiguous() for k, v in GPT2LMHeadModel(cfg).state_dict().items() if k != "lm_head.weight"}
+    for l in range(2):
+        sd[f"h.{l}.attn.bias"] = torch.tril(torch.ones(1, 1, 64, 64))
+        sd[f"h.{l}.attn.masked_bias"] = torch.tensor(-1e4)
+    cfg.save_pretrained(tmp_path)
+    save_file(sd, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    assert load_model(str(tmp_path)).adapter.n_layers == 2
+
+
 def test_truncated_partial_safetensors_file(tmp_path, tiny_gpt2_dir, capsys):
     f = tmp_path / "partial.safetensors"
     shutil.copy(tiny_gpt2_dir / "model.safetensors", f)

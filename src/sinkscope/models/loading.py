@@ -350,7 +350,7 @@ def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
     with _quiet_transformers():
         hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=SUPPORTED_MODEL_TYPES[mt].attn_implementation,
                                                         output_loading_info=True)
-        _check_loading_info(name, info)
+        _check_loading_info(name, info, adapter_for(hf).n_layers)
         try:
             tok = AutoTokenizer.from_pretrained(spec)
         except (OSError, ValueError, TypeError):
@@ -358,14 +358,24 @@ def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
     return _finish(hf, tok, name, device, dtype, {"kind": "hf", "spec": spec})
 
 
-def _check_loading_info(name: str, info: dict) -> None:
-    """Refuse weights that do not fit the config (transformers would initialise the missing
-    tensors at random and drop the unexpected ones, both silently under its quiet logging)."""
+def _check_loading_info(name: str, info: dict, n_layers: int) -> None:
+    """Refuse weights that do not fit the config: tensors the config has and the file lacks
+    (transformers would initialise them at random) or that the file has for layers the config
+    lacks, other weights it would drop, and shape mismatches, all silent under its quiet logging.
+    Leftover buffers (GPT-2's ``attn.masked_bias``) are harmless and pass."""
+    import re
+
     from ..errors import compress_names
 
+    def beyond(k: str) -> bool:
+        m = re.search(r"\.(\d+)\.", k)
+        return k.endswith(".weight") or (m is not None and int(m.group(1)) >= n_layers)
+
     problems = []
-    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "not in the model"), ("mismatched_keys", "of another shape")):
+    for key, what, keep in (("missing_keys", "missing", None), ("unexpected_keys", "not in the model", beyond),
+                            ("mismatched_keys", "of another shape", None)):
         names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+        names = [n for n in names if keep is None or keep(n)]
         if names:
             problems.append(f"{len(names)} {what} ({compress_names(names)[:160]})")
     if problems:
