@@ -5,7 +5,6 @@ Every user error is one line on stderr and exit code 2; results appear atomicall
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -214,12 +213,13 @@ def _load_model_and_inputs(args, *, need_forward: bool = True, kind: str = "resu
 
 def cmd_measure(args) -> int:
     from .experiments import measure
+    from .experiments.measure import read_baseline
     from .io import atomic_output_dir
 
     keys = _parse_keys(args.keys)
     band = _parse_band(args.layers)
     _check_number("--eps", args.eps, 0.0, 1.0, hi_open=True)
-    baseline = _read_baseline(args.baseline) if args.baseline else None
+    baseline = read_baseline(args.baseline) if args.baseline else None
     t0 = time.perf_counter()
     model, inputs = _load_model_and_inputs(args)
     result = measure(model, inputs, keys=keys, batch_size=args.batch_size, band=band, eps=args.eps, progress=not args.quiet)
@@ -230,27 +230,6 @@ def cmd_measure(args) -> int:
     print(format_summary(summary))
     print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, inputs.jsonl, summary.json{'' if args.no_figures else ', 4 PNG figures'})")
     return 0
-
-
-def _read_baseline(path: str) -> dict:
-    """A ``measure`` summary.json to compare with: its ``bos_attention`` means, checked here."""
-    import math
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            baseline = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SinkscopeError(f"--baseline {path} is not a readable summary.json ({type(e).__name__}); pass a sinkscope measure summary") from None
-
-    def means_ok(block) -> bool:  # {domain: {"mean": finite number or null, ...}, ...}
-        return isinstance(block, dict) and bool(block) and all(
-            isinstance(v, dict) and (v.get("mean") is None or (isinstance(v.get("mean"), (int, float)) and math.isfinite(v["mean"])))
-            for v in block.values())
-
-    if not isinstance(baseline, dict) or not means_ok(baseline.get("bos_attention")) or (
-            "bos_attention_all_layers" in baseline and not means_ok(baseline["bos_attention_all_layers"])):
-        raise SinkscopeError(f"--baseline {path} has no bos_attention {{domain: {{mean: number}}}} block; pass the summary.json of sinkscope measure")
-    return baseline
 
 
 def _window(s: dict) -> str:
@@ -481,38 +460,16 @@ def _parse_edits(text: str) -> tuple[str, ...]:
 
 
 def cmd_reproduce(args) -> int:
-    from .experiments.paper import is_gpt2_small
-    from .experiments.reproduce import Settings, reproduce
-    from .models.loading import hub_reachable
+    from .experiments.reproduce import Settings, reproduce, resolve_defaults
 
     skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
     _check_number("--sigma", args.sigma, 0.0, 1e6)
     settings = Settings(band=_parse_band(args.layers), coords=_parse_coords(args.coords), k_sigma=args.sigma, seed=args.seed, batch_size=args.batch_size,
                         strengths=tuple(_parse_strengths(args.strengths)), edits=_parse_edits(args.edits), sentence=args.sentence, max_tokens=args.max_tokens, skip=skip)
-    notes = []
     t0 = time.perf_counter()
-    hub = None
-    if args.model is None:
-        hub, why = hub_reachable("gpt2")
-        if hub:
-            args.model = "gpt2"
-        else:
-            args.model = "default"
-            msg = (f"the Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
-                   "pass --model gpt2 once online, or --model PATH for a local GPT-2")
-            print(f"sinkscope: {msg}", file=sys.stderr)
-            notes.append(msg[0].upper() + msg[1:] + ".")
-    if args.inputs is None:  # the paper's inputs for GPT-2 small when the hub is there, else the offline corpus
-        args.inputs = "default"
-        if args.model not in ("default",) and not args.model.startswith("packaged:"):
-            from transformers import AutoConfig
-
-            try:
-                cfg = AutoConfig.from_pretrained(args.model) if not str(args.model).endswith((".gguf", ".safetensors")) else None
-            except (OSError, ValueError):
-                cfg = None
-            if cfg is not None and is_gpt2_small(cfg) and (hub if hub is not None else hub_reachable("gpt2")[0]):
-                args.inputs = "paper"
+    args.model, args.inputs, notes = resolve_defaults(args.model, args.inputs)
+    for n in notes:
+        print(f"sinkscope: {n[0].lower()}{n[1:].rstrip('.')}", file=sys.stderr)
     model, inputs = _load_model_and_inputs(args, need_forward=False, kind="reproduce")
     command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
     try:

@@ -363,6 +363,35 @@ def versions() -> dict:
             "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
 
 
+def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, list[str]]:
+    """``reproduce``'s defaults: ``(model spec, inputs spec, notes for the report)``. No model:
+    ``gpt2`` when the hub answers, else the embedded model (with a note saying so). No inputs:
+    the paper's (``paper``) for GPT-2 small with the hub reachable, else the offline corpus."""
+    from ..models.loading import hub_reachable
+    from .paper import is_gpt2_small
+
+    notes: list[str] = []
+    hub = None
+    if model is None:
+        hub, why = hub_reachable("gpt2")
+        model = "gpt2" if hub else "default"
+        if not hub:
+            notes.append(f"The Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
+                         "pass --model gpt2 once online, or --model PATH for a local GPT-2.")
+    if inputs is None:
+        inputs = "default"
+        if model != "default" and not model.startswith("packaged:") and not model.endswith((".gguf", ".safetensors")):
+            from transformers import AutoConfig
+
+            try:
+                cfg = AutoConfig.from_pretrained(model)
+            except (OSError, ValueError):
+                cfg = None
+            if cfg is not None and is_gpt2_small(cfg) and (hub if hub is not None else hub_reachable("gpt2")[0]):
+                inputs = "paper"
+    return model, inputs, notes
+
+
 def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | None = None, force: bool = False, progress: bool = True,
               notes: list[str] | None = None, run_info: dict | None = None) -> ReproduceResult:
     """Run every stage the model allows (reusing finished ones) and write ``out/report.html``.
