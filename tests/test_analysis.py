@@ -234,3 +234,22 @@ def test_residual_profile_matches_hidden_states_loop():
     assert p.creating_block() == -1  # planted in p_0: special from the embeddings on
     coords, values = p.massive(-1, ratio=20, min_abs=10)
     assert coords[:2] == [5, 17] and values[0] > 50
+
+
+def test_massive_coordinates_are_chosen_by_one_rule_in_order():
+    """--coords, else the EPE_0 rule (learned positions + MLP), else the residual-stream rule,
+    else none with the reason; every answer names its rule."""
+    from conftest import tiny_model
+    from sinkscope.analysis import effective_positional_embedding, massive_coords
+    from sinkscope.analysis.facts import choose_massive_coords
+    from sinkscope.models import SinkModel, adapter_for
+
+    gpt2, llama = (SinkModel(f, m, adapter_for(m)) for f, m in (("gpt2", tiny_model("gpt2")), ("llama", tiny_model("llama"))))
+    assert choose_massive_coords(gpt2, [3, 1]).record() == {"coords": [3, 1], "rule": "--coords"}
+    got = choose_massive_coords(gpt2, k_sigma=2.0)
+    assert list(got.coords) == massive_coords(effective_positional_embedding(gpt2.adapter, 1)[0], 2.0)[0] and "mean + 2 std" in got.rule
+    assert choose_massive_coords(llama, residual=([9, 4], 1)).record() == {"coords": [9, 4], "rule": "residual-stream rule: index 0's massive activations after block 1"}
+    none = choose_massive_coords(llama)
+    assert none.coords is None and "no learned positional embedding" in none.rule
+    with pytest.raises(SinkscopeError, match="outside the model's 64"):
+        choose_massive_coords(gpt2, [64])

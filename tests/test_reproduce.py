@@ -477,3 +477,19 @@ def test_readme_python_example_equals_the_cli(tmp_path):
     assert inputs.bos
     for name in ("metrics.csv", "per_layer.csv", "inputs.jsonl"):
         assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+
+
+def test_one_set_of_massive_coordinates_per_run(embedded_run, tmp_path):
+    """(i), Fig 5 and the W_K mitigation use the coordinates one rule chose, and say which; the
+    rule's --sigma reaches (i) in ``intervene`` as it does in ``explain``."""
+    from sinkscope import load_model
+    from sinkscope.analysis import effective_positional_embedding, massive_coords
+
+    iv, mi = _stage(embedded_run, "interventions")["summary"], _stage(embedded_run, "mitigate")["summary"]
+    assert iv["coords"] == mi["coords"] and iv["coords_rule"] == mi["coords_rule"] and iv["coords_rule"].startswith("EPE_0 rule")
+    epe0 = effective_positional_embedding(load_model().adapter, 1)[0]
+    for sigma in ("3", "1"):
+        out = tmp_path / f"s{sigma}"
+        assert main(["intervene", "--out", str(out), "--per-domain", "2", "--quiet", "--no-figures", "--sigma", sigma]) == 0
+        s = json.loads((out / "summary.json").read_text())
+        assert s["coords"] == massive_coords(epe0, float(sigma))[0] and f"mean + {sigma} std" in s["coords_rule"]

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_args(v, DEFAULT_INTERVENE_OUT)
     v.add_argument("--preset", default="paper", help="paper: the ten interventions (a)..(j) of Table 1; none: only --edit")
     v.add_argument("--edit", action="append", default=[], metavar="NAME=SPEC", help="a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README)")
-    v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: mean + 3 std rule on EPE_0)")
+    v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: the EPE_0 rule, mean + SIGMA*std)")
+    v.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
     v.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
     c = sub.add_parser("compare", help="the sink circuit across models: components, sink per domain, creating block, shared-query share, matching interventions")
     _common_args(c, "sinkscope-out/compare")
@@ -277,6 +278,7 @@ def cmd_intervene(args) -> int:
 
     coords = _parse_coords(args.coords)
     band = _parse_band(args.layers)
+    _check_number("--sigma", args.sigma, 0.0, 1e6)
     if args.preset not in ("paper", "none"):
         raise SinkscopeError(f"--preset {args.preset} is unknown; use paper or none")
     interventions = paper_presets(args.seed) if args.preset == "paper" else {}
@@ -292,7 +294,8 @@ def cmd_intervene(args) -> int:
         interventions[name] = iv
     t0 = time.perf_counter()
     model, inputs = _load_model_and_inputs(args)
-    res = run_interventions(model, inputs, interventions, coords=coords, seed=args.seed, band=band, batch_size=args.batch_size, progress=not args.quiet, labels=labels)
+    res = run_interventions(model, inputs, interventions, coords=coords, seed=args.seed, band=band, batch_size=args.batch_size, progress=not args.quiet,
+                            labels=labels, k_sigma=args.sigma)
     summary = res.summary()
     with atomic_output_dir(args.out) as tmp:
         write_intervene(model, res, interventions, tmp, sentence=args.sentence, max_tokens=args.max_tokens, figures=not args.no_figures)

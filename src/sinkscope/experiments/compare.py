@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..analysis.facts import MassiveCoords
 from ..errors import SinkscopeError
 from ..metrics import resolve_band
 
@@ -144,7 +145,8 @@ def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: boo
 
     c = circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
     t = time.perf_counter()
-    iv = run_interventions(model, inputs, compare_edits(c, seed), coords=c.coords or None, seed=seed, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
+    facts = MassiveCoords(tuple(c.coords), f"residual-stream rule: index 0's massive activations after block {c.creating_block}") if c.coords else None
+    iv = run_interventions(model, inputs, compare_edits(c, seed), coords=facts, seed=seed, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
     c.seconds["interventions"] = time.perf_counter() - t
     table = iv.table()
     table = table[table.scope == "mid"]

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
 from ..interventions import PAPER_TABLE1, Context, Intervention, NotApplicable, apply
+from ..analysis.facts import MassiveCoords, choose_massive_coords
 from ..metrics import KeyAttentionCapture, aggregate, key_attention, resolve_band
 from ..metrics.capture import NonFiniteError
 from ..models import SinkModel
@@ -69,6 +70,7 @@ class InterveneResult:
     baseline_id: str
     seconds: float = 0.0
     coords: list[int] | None = None  # the massive coordinates every intervention (and Fig 5) used
+    coords_rule: str = ""  # the rule that chose them (analysis.facts)
     seed: int = 0
     cache: dict = field(default_factory=dict)  # what seeded each Context (q_bar, creating block)
     model_info: dict = field(default_factory=dict)
@@ -86,7 +88,7 @@ class InterveneResult:
             table1.setdefault(r.scope, {}).setdefault(r.dataset, {})[r.intervention] = cell
         return {
             "model": self.model, "model_info": self.model_info, "inputs": self.inputs.record(), "n_examples": len(self.inputs),
-            "layer_band": list(self.band), "seed": self.seed, "coords": self.coords,
+            "layer_band": list(self.band), "seed": self.seed, "coords": self.coords, "coords_rule": self.coords_rule,
             "interventions": {r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason}
                               | ({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()}} if "random_key_coords" in r.extra else {})
                               for r in self.runs},
@@ -189,9 +191,12 @@ def run_interventions(
     progress: bool = True,
     labels: dict[str, str] | None = None,
     cache: dict | None = None,
+    k_sigma: float = 3.0,
 ) -> InterveneResult:
     """Run each intervention over all inputs (batched); not-applicable ones are recorded, not skipped.
 
+    ``coords``: the massive coordinates, as a list (the user's) or a :class:`MassiveCoords` a run
+    already chose; None applies :func:`choose_massive_coords` (EPE_0 rule with ``k_sigma``).
     ``cache`` seeds every intervention's :class:`Context` (e.g. ``q_bar``, ``creating_block``).
     """
     ad = model.adapter
@@ -200,15 +205,10 @@ def run_interventions(
     band = resolve_band(band, L)
     if int(inputs.lengths.min()) < 2:
         raise SinkscopeError("interventions need inputs of at least 2 tokens")
-    ad.check_coords(coords)
     ad.check_length(int(inputs.ids.shape[1]))
-    if coords is None and ad.position_embedding_module() is not None:
-        try:
-            from ..analysis import effective_positional_embedding, massive_coords
-
-            coords = massive_coords(effective_positional_embedding(ad, 1)[0])[0] or None
-        except SinkscopeError:
-            coords = None
+    if not isinstance(coords, MassiveCoords):
+        coords = choose_massive_coords(model, coords, k_sigma=k_sigma)
+    facts, coords = coords, coords.list
     for rid, iv in interventions.items():  # arguments outside the model fail now, not mid-run
         try:
             iv.validate(Context(model, coords=coords, seed=seed))
@@ -257,7 +257,7 @@ def run_interventions(
     if not runs[[r.id for r in runs].index(base)].applicable:
         raise SinkscopeError(f"the baseline '{base}' is not applicable")
     return InterveneResult(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0, coords=coords, seed=seed,
-                           cache=dict(cache or {}), model_info=ad.describe())
+                           cache=dict(cache or {}), model_info=ad.describe(), coords_rule=facts.rule)
 
 
 def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0,

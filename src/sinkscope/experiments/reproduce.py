@@ -81,8 +81,9 @@ class Stage:
     title: str
     forward: bool  # needs a forward pass (and inputs)
     reads: tuple[str, ...]  # the Settings fields its results depend on
-    after: tuple[str, ...]  # stages whose results it uses
+    after: tuple[str, ...]  # stages whose results it needs
     run: Callable  # (ctx, tmp_dir) -> stage record (summary, figures, tables)
+    uses: tuple[str, ...] = ()  # stages whose results it uses when they ran (part of its key, not required)
 
 
 @dataclass
@@ -181,13 +182,24 @@ def _circuit_forward(ctx: Context, tmp: Path) -> dict:
     return _explain_record(res, tmp, ("residual", "delta", "decomposition_check", "epe_validation"), ctx.settings.k_sigma)
 
 
+def _massive_coords(ctx: Context):
+    """The run's massive coordinates, chosen once by :func:`choose_massive_coords` (``--coords``,
+    else the EPE_0 rule with ``--sigma``, else index 0's massive activations found by the
+    circuit_forward stage) and used by (i), Fig 5 and the W_K mitigation alike."""
+    from ..analysis.facts import choose_massive_coords
+
+    r = ctx.results.get("circuit_forward", {}).get("residual") or {}
+    return choose_massive_coords(ctx.model, ctx.settings.coords, k_sigma=ctx.settings.k_sigma,
+                                 residual=(r.get("massive_coords", [])[:8], r.get("creating_block")))
+
+
 def _interventions(ctx: Context, tmp: Path) -> dict:
     from ..interventions import PAPER_LABELS, paper_presets
     from .intervene import run_interventions, write_intervene
 
     st = ctx.settings
     ivs = paper_presets(st.seed)
-    res = run_interventions(ctx.model, ctx.inputs, ivs, coords=st.coords, seed=st.seed, band=ctx.band, batch_size=st.batch_size,
+    res = run_interventions(ctx.model, ctx.inputs, ivs, coords=_massive_coords(ctx), seed=st.seed, band=ctx.band, batch_size=st.batch_size,
                             progress=ctx.progress, labels=dict(PAPER_LABELS))
     figs = write_intervene(ctx.model, res, ivs, tmp, sentence=st.sentence, max_tokens=st.max_tokens)
     return {"summary": res.summary(), "figures": figs, "tables": {"table1.csv": "Table 1, every intervention × dataset × layer scope",
@@ -222,8 +234,9 @@ def _mitigate(ctx: Context, tmp: Path) -> dict:
     from .mitigate import MitigateResult, tradeoff_rows
 
     st = ctx.settings
-    w, f = ctx.results.get("circuit_weights", {}), ctx.results.get("circuit_forward", {})
-    coords = st.coords or (w.get("epe") or {}).get("massive_coords") or (f.get("residual") or {}).get("massive_coords", [])[:8] or None
+    f = ctx.results.get("circuit_forward", {})
+    facts = _massive_coords(ctx)
+    coords = facts.list
     q_bar = _read_q_bar(ctx.stage_dir("shared_query") / "q_bar.safetensors")
     cache = {"q_bar": q_bar, "creating_block": (f.get("residual") or {}).get("creating_block")}
     df, na = tradeoff_rows(ctx.model, ctx.inputs, strengths=st.strengths, edits=st.edits, coords=coords, band=ctx.band, cache=cache,
@@ -234,7 +247,7 @@ def _mitigate(ctx: Context, tmp: Path) -> dict:
     tradeoff_figure(df, ctx.model.name, tmp / "tradeoff.png")
     best = res.best().to_dict(orient="records")
     allrows = df[df.domain == "all"][["edit", "strength", "bos_attention", "pct_baseline", "delta_ce"]]
-    s = {"best": best[0] if best else None, "not_applicable": na, "coords": coords, "strengths": list(st.strengths), "rows": allrows.to_dict(orient="records")}
+    s = {"best": best[0] if best else None, "not_applicable": na, "coords": coords, "coords_rule": facts.rule, "strengths": list(st.strengths), "rows": allrows.to_dict(orient="records")}
     return {"summary": s, "figures": {"tradeoff.png": "Sink left against cross-entropy added as each component is scaled from 1 (kept) to 0 (removed), per dataset."},
             "tables": {"tradeoff.csv": "every edit × strength × dataset", "mitigate.md": "the trade-off table"}}
 
@@ -243,9 +256,10 @@ STAGES: list[Stage] = [
     Stage("measure", "Sink strength", True, ("band",), (), _measure),
     Stage("circuit_weights", "The circuit in the weights: EPE, b_Q / key alignment, γ", False, ("band", "coords", "k_sigma"), (), _circuit_weights),
     Stage("circuit_forward", "The circuit in the forward pass: Δ, EPE validation, where index 0 becomes special", True, ("band", "coords", "k_sigma"), (), _circuit_forward),
-    Stage("interventions", "Interventions: Table 1, relocation, loss cost, Fig 5", True, ("band", "coords", "seed", "sentence", "max_tokens"), (), _interventions),
+    Stage("interventions", "Interventions: Table 1, relocation, loss cost, Fig 5", True, ("band", "coords", "k_sigma", "seed", "sentence", "max_tokens"), (), _interventions,
+          uses=("circuit_forward",)),
     Stage("shared_query", "The effective query bias (any architecture)", True, ("band",), (), _shared_query),
-    Stage("mitigate", "Mitigation trade-off: sink removed per nat", True, ("band", "coords", "strengths", "edits"), ("circuit_weights", "circuit_forward", "shared_query"), _mitigate),
+    Stage("mitigate", "Mitigation trade-off: sink removed per nat", True, ("band", "coords", "k_sigma", "strengths", "edits"), ("circuit_weights", "circuit_forward", "shared_query"), _mitigate),
 ]
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -288,7 +302,7 @@ def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings
         "weights": w_hash,
         "inputs": in_hash if stage.forward else None,
         "settings": {k: getattr(settings, k) for k in stage.reads},
-        "after": {k: upstream.get(k) for k in stage.after},
+        "after": {k: upstream.get(k) for k in stage.after + stage.uses},
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:20]
 
