@@ -150,3 +150,23 @@ def test_intervene_cli(tmp_path, tiny_gpt2_dir, capsys):
     assert "| half_bq |" in (out / "table1.md").read_text() or "half_bq" in (out / "table1.md").read_text()
     assert main(["intervene", "--model", str(tiny_gpt2_dir), "--out", str(tmp_path / "bad"), "--edit", "x=nope"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_one_edit_language_for_presets_compare_and_mitigate():
+    """The paper's presets, compare's edits and mitigate's sweeps are written in the --edit
+    language; each builds the same intervention as the classes it names."""
+    from sinkscope.experiments.mitigate import EDITS, sweep_edits
+    from sinkscope.interventions import (DropPositionEmbeddings, Identity, PatchIndex0, RandomKeyCoords, ReplacePositionEmbedding,
+                                         ScaleQueryBias, ScaleSharedQuery, SkipMLP, SwapDirection, ZeroKeyCoords, ZeroTokenEmbedding)
+    from sinkscope.interventions.spec import SCALABLE, parse_edit
+
+    by_hand = [Identity(), ScaleQueryBias(0.0), ReplacePositionEmbedding(0, 1), SwapDirection("epe", 0), SwapDirection("pe", 0),
+               ZeroTokenEmbedding(0), SkipMLP(), DropPositionEmbeddings(), ZeroKeyCoords(), RandomKeyCoords(3, seed=5)]
+    assert [iv.describe() for iv in paper_presets(5).values()] == [iv.describe() for iv in by_hand]
+    assert EDITS == SCALABLE
+    sweep = sweep_edits((1.0, 0.5, 0.0), EDITS)
+    assert sweep["bq@0.5"].describe() == ScaleQueryBias(0.5).describe()
+    assert sweep["qbar@0"].describe() == ScaleSharedQuery(0.0).describe()
+    assert sweep["wk@0.5"].describe() == ZeroKeyCoords(scale=0.5).describe()
+    assert sweep["patch0@0.5"].fraction == PatchIndex0(0.5).fraction
+    assert parse_edit("x=qbar:0.25@1:3")[1].describe() == ScaleSharedQuery(0.25, layers=range(1, 3)).describe()

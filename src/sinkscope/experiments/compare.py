@@ -90,16 +90,11 @@ def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = 
 
 
 def compare_edits(c: Circuit, seed: int = 0) -> dict:
-    from ..interventions import Identity, PatchIndex0, RandomKeyCoords, ScaleQueryBias, ScaleSharedQuery, ZeroKeyCoords
+    """The edits ``compare`` matches across models, in the ``--edit`` language."""
+    from ..interventions.spec import edits
 
-    return {
-        "a": Identity(),
-        "bq0": ScaleQueryBias(0.0),
-        "qbar0": ScaleSharedQuery(0.0),
-        "patch0": PatchIndex0(1.0),
-        "wk0": ZeroKeyCoords(scale=0.0),
-        "rand": RandomKeyCoords(n=max(1, len(c.coords)), seed=seed),
-    }
+    return edits({"a": "baseline", "bq0": "bq:0", "qbar0": "qbar:0", "patch0": "patch0:0", "wk0": "wk:0",
+                  "rand": f"random_wk:{max(1, len(c.coords))}:{seed}"})
 
 
 def circuit_cache(c: Circuit) -> dict:

@@ -18,33 +18,26 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-EDITS = ("bq", "qbar", "wk", "patch0")
-EDIT_TEXT = {
+from ..interventions.spec import SCALABLE
+
+EDIT_TEXT = {  # the scalable kinds of the --edit language (interventions.spec.SCALABLE), s = share kept
     "bq": "b_Q := s·b_Q",
     "qbar": "q̄ := s·q̄ (effective query bias)",
     "wk": "W_K massive-coord rows × s",
     "patch0": "index 0 residual: remove (1-s) of its special part",
 }
+EDITS = SCALABLE
+assert tuple(EDIT_TEXT) == EDITS, "one text per scalable kind of the --edit language"
 DEFAULT_STRENGTHS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
 MIN_NATS = 0.01
 
 
 def sweep_edits(strengths=DEFAULT_STRENGTHS, edits=EDITS) -> dict:
     """``{"edit@s": Intervention}``; strength 1 of every edit is the unedited baseline ``a``."""
-    from ..interventions import Identity, PatchIndex0, ScaleQueryBias, ScaleSharedQuery, ZeroKeyCoords
+    from ..interventions.spec import edits as parse
 
-    make = {
-        "bq": lambda s: ScaleQueryBias(s),
-        "qbar": lambda s: ScaleSharedQuery(s),
-        "wk": lambda s: ZeroKeyCoords(scale=s),
-        "patch0": lambda s: PatchIndex0(1.0 - s),
-    }
-    out = {"a": Identity()}
-    for e in edits:
-        for s in strengths:
-            if s != 1.0:
-                out[f"{e}@{s:g}"] = make[e](float(s))
-    return out
+    specs = {"a": "baseline"} | {f"{e}@{s:g}": f"{e}:{float(s)!r}" for e in edits for s in strengths if s != 1.0}
+    return parse(specs)
 
 
 @dataclass

@@ -1,17 +1,8 @@
 """The ten interventions of the paper's Table 1, by their letters (a)..(j)."""
 from __future__ import annotations
 
-from .base import Identity, Intervention
-from .edits import (
-    DropPositionEmbeddings,
-    RandomKeyCoords,
-    ReplacePositionEmbedding,
-    ScaleQueryBias,
-    SkipMLP,
-    SwapDirection,
-    ZeroKeyCoords,
-    ZeroTokenEmbedding,
-)
+from .base import Intervention
+from .spec import edits
 
 PAPER_LABELS = {
     "a": "baseline",
@@ -33,17 +24,16 @@ PAPER_TABLE1 = {
 }
 
 
+PAPER_SPECS = {  # the ten interventions in the --edit language
+    "a": "baseline", "b": "bq:0", "c": "pos:1", "d": "swap_epe", "e": "swap_pe", "f": "zero_tok0", "g": "skip_mlp",
+    "h": "no_pos", "i": "zero_wk", "j": "random_wk:3:{seed}",
+}
+
+
 def paper_presets(seed: int = 0) -> dict[str, Intervention]:
-    """``{"a": Identity(), "b": ScaleQueryBias(0), ...}`` in the paper's order."""
-    return {
-        "a": Identity(),
-        "b": ScaleQueryBias(0.0),
-        "c": ReplacePositionEmbedding(0, 1),
-        "d": SwapDirection("epe", layer=0),
-        "e": SwapDirection("pe", layer=0),
-        "f": ZeroTokenEmbedding(0),
-        "g": SkipMLP(),
-        "h": DropPositionEmbeddings(),
-        "i": ZeroKeyCoords(),
-        "j": RandomKeyCoords(3, seed=seed),
-    }
+    """``{"a": Identity(), "b": ScaleQueryBias(0), ...}`` in the paper's order.
+
+    >>> paper_presets(7)["j"].describe()
+    'zero 3 random W_K rows per layer (seed 7)'
+    """
+    return edits({k: v.format(seed=seed) for k, v in PAPER_SPECS.items()})

@@ -10,9 +10,15 @@
 ``zero_tok0``      token embedding at index 0 := 0
 ``skip_mlp``       the MLP adds nothing
 ``swap_epe`` / ``swap_pe``  move the EPE / raw-PE component of index 0 to index 1 after MLP 0
+``qbar:S``         q̄ := S·q̄, the effective query bias (any architecture)
+``wk:S``           W_K input rows of the massive coordinates × S
+``patch0:S``       keep S of index 0's special part after the creating block (0: patched away)
 =================  ==========================================================
 
-``@START:STOP`` restricts ``bq``, ``zero_wk``, ``random_wk`` and ``skip_mlp`` to those layers.
+``@START:STOP`` restricts ``bq``, ``qbar``, ``zero_wk``, ``wk``, ``random_wk`` and ``skip_mlp`` to
+those layers. This language is the one registry of edits: the paper's presets (a)..(j),
+``compare``'s edits and ``mitigate``'s sweeps are written in it (:data:`SCALABLE` names the edits a
+strength sweeps).
 
 >>> name, iv = parse_edit("half_bq=bq:0.5@3:11")
 >>> name, iv.describe()
@@ -26,16 +32,19 @@ from ..errors import SinkscopeError
 from .base import Compose, Identity, Intervention
 from .edits import (
     DropPositionEmbeddings,
+    PatchIndex0,
     RandomKeyCoords,
     ReplacePositionEmbedding,
     ScaleQueryBias,
+    ScaleSharedQuery,
     SkipMLP,
     SwapDirection,
     ZeroKeyCoords,
     ZeroTokenEmbedding,
 )
 
-KINDS = ("baseline", "bq", "zero_wk", "random_wk", "pos", "no_pos", "zero_tok0", "skip_mlp", "swap_epe", "swap_pe")
+KINDS = ("baseline", "bq", "zero_wk", "random_wk", "pos", "no_pos", "zero_tok0", "skip_mlp", "swap_epe", "swap_pe", "qbar", "wk", "patch0")
+SCALABLE = ("bq", "qbar", "wk", "patch0")  # kind:S keeps a share S of a component (mitigate sweeps S from 1 to 0)
 
 
 def _part(text: str) -> Intervention:
@@ -79,9 +88,27 @@ def _part(text: str) -> Intervention:
             return SkipMLP(layers=layers)
         if kind in ("swap_epe", "swap_pe"):
             return SwapDirection(kind.split("_")[1], layer=0)
+        if kind in ("qbar", "wk", "patch0"):
+            share = float(arg or 0.0)
+            if not math.isfinite(share):
+                raise SinkscopeError(f"--edit part '{text}': the share {arg} is not a finite number; e.g. {kind}:0.5")
+            if kind == "qbar":
+                return ScaleSharedQuery(share, layers=layers)
+            if kind == "wk":
+                return ZeroKeyCoords(None, layers=layers, scale=share)
+            return PatchIndex0(1.0 - share)
     except ValueError:
         raise SinkscopeError(f"--edit part '{text}' has a malformed number; e.g. bq:0.5@3:11") from None
     raise SinkscopeError(f"--edit part '{text}' is unknown; kinds: {', '.join(KINDS)}")
+
+
+def edits(specs: dict[str, str]) -> dict[str, Intervention]:
+    """``{name: spec}`` -> ``{name: intervention}``, in order (presets, compare and mitigate).
+
+    >>> {k: v.describe() for k, v in edits({"a": "baseline", "half": "qbar:0.5"}).items()}
+    {'a': 'baseline', 'half': 'q̄ := 0.5·q̄, effective query bias (all layers)'}
+    """
+    return {name: parse_edit(f"{name}={spec}")[1] for name, spec in specs.items()}
 
 
 def parse_edit(item: str) -> tuple[str, Intervention]:
