@@ -432,9 +432,9 @@ def test_a_second_reproduce_on_a_live_out_is_refused(tmp_path, capsys, monkeypat
 
 
 def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_gpt2_dir, text_file):
-    """A SIGKILLed run leaves ``.out.tmp-*`` (with sinkscope's temp marker) or ``.out.old-*``
-    (a marked output); the next run removes those, but not a live run's (locked) temp directory
-    and never a user's directory that merely has such a name."""
+    """A SIGKILLed run leaves ``.out.tmp-*`` or ``.out.old-*``
+    (both with sinkscope's temp marker); the next run removes those, but not a live run's (locked)
+    temp directory and never a user's directory, or a sinkscope result, that merely has such a name."""
     from sinkscope.io import _flock
 
     out = tmp_path / "out"
@@ -442,9 +442,13 @@ def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_
     dead.mkdir()
     (dead / TMP_MARKER).write_text("")
     (dead / "metrics.csv").write_text("half a fil")
-    old = tmp_path / ".out.old-dead5678"
+    old = tmp_path / ".out.old-dead5678"  # a replaced result a killed swap left behind
     old.mkdir()
     mark(old, "result")
+    (old / TMP_MARKER).write_text("")
+    kept = tmp_path / ".out.old-keep"  # a result the user asked for under that name (--out .out.old-keep)
+    kept.mkdir()
+    mark(kept, "result")
     live = tmp_path / ".out.tmp-live9999"
     live.mkdir()
     (live / TMP_MARKER).write_text("")
@@ -454,7 +458,7 @@ def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_
         (u / "keep.txt").write_text("keep me")
     with _flock(live):  # a concurrent run still writing
         assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
-    assert not dead.exists() and not old.exists() and live.exists() and (out / "metrics.csv").exists()
+    assert not dead.exists() and not old.exists() and live.exists() and kept.exists() and (out / "metrics.csv").exists()
     assert all((u / "keep.txt").read_text() == "keep me" for u in users)
 
 
@@ -664,3 +668,77 @@ def test_two_models_with_one_folder_name_stay_apart(tmp_path, tiny_gpt2_dir, tex
     assert main(["mitigate", "--models", f"{a},{b}", "--inputs", f"text:{text_file}", "--out", str(out), "--quiet", "--no-figures",
                  "--max-tokens", "24", "--strengths", "1,0", "--edits", "bq"]) == 0
     assert set(pd.read_csv(out / "tradeoff.csv").model) == {str(a), str(b)}
+
+
+# ---- code review findings ------------------------------------------------------------------------
+
+
+def test_train_force_that_fails_keeps_what_the_user_put_in_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    corpus = _tiny_corpus(tmp_path)
+    assert main([*TR, "--data", f"text:{corpus}", "--context", "40", "--out", str(out)]) == 0
+    (out / "NOTES.md").write_text("mine")
+    capsys.readouterr()
+    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "100000", "--force", "--out", out], "do not fill one")
+    assert (out / "NOTES.md").read_text() == "mine" and (out / MARKER).exists()
+
+
+def test_a_run_from_before_markers_can_be_resumed(tmp_path):
+    out = tmp_path / "run"
+    corpus = _tiny_corpus(tmp_path)
+    argv = [*TR, "--data", f"text:{corpus}", "--context", "40", "--out", str(out), "--ckpt-every", "1"]
+    assert main(argv) == 0
+    (out / MARKER).unlink()  # as an earlier sinkscope left it
+    argv[argv.index("--steps") + 1] = "4"
+    assert main([*argv, "--resume"]) == 0 and (out / MARKER).exists()
+
+
+def test_a_checkpoint_of_random_bytes_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    mark(run, "train")
+    (run / "checkpoint.pt").write_bytes(b"hello world\n" * 10)
+    user_error(capsys, [*TR, "--resume", "--out", run], "not a readable checkpoint")
+
+
+def test_a_stop_between_the_two_renames_puts_the_old_result_back(tmp_path, tiny_gpt2_dir, text_file, monkeypatch):
+    """SIGTERM (or anything) right after the old result was moved aside: it is moved back."""
+    import sinkscope.io as sio
+
+    out = tmp_path / "out"
+    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
+    before = (out / "metrics.csv").read_bytes()
+    real = os.replace
+    calls = []
+
+    def replace_then_stop(a, b):
+        real(a, b)
+        calls.append(b)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # lands between moving the old result aside and putting the new one
+
+    monkeypatch.setattr(sio.os, "replace", replace_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        with sio.atomic_output_dir(out) as tmp:
+            (tmp / "metrics.csv").write_text("new")
+    monkeypatch.setattr(sio.os, "replace", real)
+    assert (out / "metrics.csv").read_bytes() == before and not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+
+
+def test_a_long_non_ascii_out_name(tmp_path, tiny_gpt2_dir, text_file):
+    out = tmp_path / ("あ" * 84)  # 252 bytes: a legal name whose temp names must be cut by bytes
+    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0 and (out / "metrics.csv").exists()
+
+
+def test_lazy_packages_keep_their_submodules():
+    code = ("import sinkscope, sys; sinkscope.models.load_model; sinkscope.data.load_inputs; sinkscope.experiments.measure; "
+            "import sinkscope.data as d; d.corpus; assert 'load_model' in dir(sinkscope)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1500:]
+
+
+def test_interrupted_train_note_reads_out_equals(tmp_path):
+    from sinkscope.cli import _interrupted_note
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert "--resume" in _interrupted_note(["train", f"--out={tmp_path}"])

@@ -402,11 +402,11 @@ def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in(python_sigin
     import signal
     import time
 
-    from sinkscope.io import _sigint_deferred
+    from sinkscope.io import _signals_deferred
 
     reached = False
     with pytest.raises(KeyboardInterrupt):
-        with _sigint_deferred():
+        with _signals_deferred():
             os.kill(os.getpid(), signal.SIGINT)  # process-directed, as a terminal's Ctrl-C
             time.sleep(0.05)  # an undeferred signal would have raised by now
             reached = True

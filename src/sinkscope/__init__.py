@@ -8,7 +8,7 @@ The Python API mirrors the CLI::
     result = sinkscope.measure(model, inputs)           # per example x layer x head metrics
     result.summary()["bos_attention"]["all"]            # {"mean", "se", "ci_low", "ci_high", "n"}
 """
-from ._lazy import lazy_exports
+from ._lazy import lazy_dir, lazy_exports
 from .errors import MissingTensorsError, SinkscopeError
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {"load_inputs": "data.inputs", "MeasureResult": "experiments.measure", "measure": "experiments.measure",
             "SinkModel": "models.loading", "adapter_for": "models.loading", "load_model": "models.loading"}
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(globals(), _EXPORTS)
 
 __all__ = [
     "MeasureResult",

@@ -17,6 +17,16 @@ def lazy_exports(package: str, exports: dict[str, str]):
     def __getattr__(name: str):
         if name in exports:
             return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        try:  # a submodule (``sinkscope.models``, ``sinkscope.data.corpus``), imported on first use
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.{name}":
+                raise
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def lazy_dir(module_globals: dict, exports: dict[str, str]):
+    """A module ``__dir__`` that lists the lazy exports too."""
+    return lambda: sorted(set(module_globals) | set(exports))

@@ -559,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
         print(f"sinkscope: {what}; {_interrupted_note(argv)}", file=sys.stderr)
         return code
+    except BrokenPipeError:  # the reader went away (``sinkscope ... | head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as e:
         if os.environ.get("SINKSCOPE_DEBUG"):
             raise
@@ -576,8 +579,9 @@ def _interrupted_note(argv) -> str:
     from pathlib import Path
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"] and "--out" in argv[:-1]:
-        ckpt = Path(argv[argv.index("--out") + 1]) / "checkpoint.pt"
+    outs = [b for a, b in zip(argv, argv[1:]) if a == "--out"] + [a[6:] for a in argv if a.startswith("--out=")]
+    if argv[:1] == ["train"] and outs:
+        ckpt = Path(outs[-1]) / "checkpoint.pt"
         if ckpt.exists():
             return f"the last checkpoint is kept in {ckpt}; add --resume to the same command to continue"
     if argv[:1] == ["zoo"]:

@@ -53,11 +53,20 @@ def marker_kind(path: str | os.PathLike) -> str | None:
     return "reproduce" if "reproduce" in text else "train" if "training run" in text else "zoo" if "zoo" in text else "result"
 
 
-def owned(path: str | os.PathLike, kind: str) -> bool:
+def owned(path: str | os.PathLike, kind: str, legacy=None) -> bool:
     """True for a directory sinkscope may clear or replace for ``kind``: empty, or marked with
-    that kind. A directory of another kind (a training run under ``measure --out``) is not."""
+    that kind. A directory of another kind (a training run under ``measure --out``) is not.
+    ``legacy(path)`` recognises an unmarked directory an earlier sinkscope made (it is then
+    marked)."""
     path = Path(path)
-    return path.is_dir() and (marker_kind(path) == kind or not any(path.iterdir()))
+    if not path.is_dir():
+        return False
+    if marker_kind(path) == kind or not any(path.iterdir()):
+        return True
+    if marker_kind(path) is None and legacy is not None and legacy(path):
+        mark(path, kind)
+        return True
+    return False
 
 
 def mark(path: str | os.PathLike, kind: str) -> None:
@@ -82,7 +91,7 @@ def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
             raise SinkscopeError(f"{flag} {out} cannot be written ({e.strerror}: {d}); choose a writable directory") from None
 
 
-def check_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True) -> Path:
+def check_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True, busy: bool = True) -> Path:
     """Fail early (before any work) if ``out`` cannot be (re)placed by a sinkscope ``kind``
     directory: not a file, not someone else's directory, not a directory of another kind, not in
     use by a live run, writable. Returns the resolved path (:func:`out_path`)."""
@@ -97,9 +106,15 @@ def check_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite:
             raise SinkscopeError(f"--out {out} is {KINDS[found]}, not {KINDS[kind]}; choose another --out")
         if not overwrite:
             raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
-        with _flock(out, blocking=False) as free:
-            if not free:
-                raise SinkscopeError(f"--out {out} is in use by a running sinkscope command; wait for it to finish or choose another --out")
+    if busy:  # a live reproduce / train / zoo holds its directory; a result cannot go into or onto it
+        for d in [out] if out.is_dir() else []:
+            with _flock(d, blocking=False) as free:
+                if not free:
+                    raise SinkscopeError(f"--out {out} is in use by a running sinkscope command; wait for it to finish or choose another --out")
+        if out.parent.is_dir():
+            with _flock(out.parent, timeout=1.0) as free:
+                if not free:
+                    raise SinkscopeError(f"--out {out}: {out.parent} is in use by a running sinkscope command; choose another --out")
     check_writable(out)
     return out
 
@@ -117,7 +132,11 @@ def _flock(path: Path, *, blocking: bool = True, timeout: float | None = None) -
         return
     import time
 
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # unreadable directory: it cannot be locked, carry on without the lock
+        yield True
+        return
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -129,6 +148,8 @@ def _flock(path: Path, *, blocking: bool = True, timeout: float | None = None) -
                     yield False
                     return
                 time.sleep(0.05)
+            except OSError:  # a file system without flock on directories (NFS, some Lustre mounts)
+                break
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -146,20 +167,20 @@ def exclusive_dir(path: str | os.PathLike, what: str) -> Iterator[None]:
 
 def _prefix(name: str, what: str) -> str:
     """``.NAME.tmp-`` / ``.NAME.old-``, with NAME cut so that the temp name stays a legal file name."""
-    return f".{name[:96]}.{what}-"
+    return f".{name.encode('utf-8')[:96].decode('utf-8', 'ignore')}.{what}-"
 
 
 def clean_stale(parent: Path, name: str | None = None) -> None:
     """Remove the temp directories ``.NAME.tmp-*`` / ``.NAME.old-*`` (every name when None) that
     a killed run (SIGKILL, power loss) left beside ``parent/NAME``. Only directories sinkscope
-    made go (they hold its temp or output marker), and only a dead run's: a live run holds a lock
-    on its temp directory."""
+    made go (they hold its temp marker), and only a dead run's: a live run holds a lock on its
+    temp directory."""
     import glob
 
     for what in ("tmp", "old"):
         pattern = glob.escape(_prefix(name, what)) + "*" if name is not None else f".*.{what}-*"
         for stale in parent.glob(pattern):
-            if not stale.is_dir() or stale.is_symlink() or not ((stale / TMP_MARKER).exists() or (stale / MARKER).exists()):
+            if not stale.is_dir() or stale.is_symlink() or not (stale / TMP_MARKER).exists():
                 continue
             try:
                 with _flock(stale, blocking=False) as free:
@@ -189,16 +210,29 @@ def sigint_handler(handler) -> Iterator[object | None]:
 
 
 @contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C back for the few system calls inside and act on it right after, through the
-    SIGINT handler that was in place (``default_int_handler`` raises KeyboardInterrupt)."""
+def _signals_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C or SIGTERM back for the few system calls inside and act on it right after,
+    through the handler that was in place (``default_int_handler`` raises KeyboardInterrupt;
+    the CLI's SIGTERM handler raises its own exception)."""
     import signal
+    import threading
 
-    got: list[int] = []
-    with sigint_handler(lambda signum, frame: got.append(signum)) as before:
+    if threading.current_thread() is not threading.main_thread():
         yield
-    if got and callable(before):
-        before(signal.SIGINT, None)
+        return
+    got: list[int] = []
+    before = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in before.items():
+            signal.signal(sig, h)
+    for sig in dict.fromkeys(got):
+        h = before[sig]
+        if callable(h):
+            h(sig, None)
+        elif h == signal.SIG_DFL:
+            signal.raise_signal(sig)
 
 
 @contextlib.contextmanager
@@ -221,7 +255,9 @@ def atomic_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name, "tmp"), dir=out.parent))
     old = None
     try:
-        with _flock(tmp):  # marks the temp dir as live for clean_stale of a concurrent run
+        tmp_lock = contextlib.ExitStack()
+        with tmp_lock:
+            tmp_lock.enter_context(_flock(tmp))  # marks the temp dir as live for clean_stale of a concurrent run
             (tmp / TMP_MARKER).write_text("a sinkscope run is writing here\n")
             yield tmp
             (tmp / TMP_MARKER).unlink()
@@ -229,17 +265,23 @@ def atomic_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite
             publish_mode(tmp, directory=True)
             # two runs finishing on one --out at once: their swaps take turns (last one wins,
             # each result whole); a parent lock, as only directories the user named are involved
-            with _flock(out.parent, timeout=60) as free, _sigint_deferred():  # the two renames together or not at all
+            with _flock(out.parent, timeout=60) as free, _signals_deferred():  # the two renames together or not at all
                 if not free:
                     raise SinkscopeError(f"--out {out}: its directory stayed locked by another sinkscope run for 60 s; retry when it is done")
-                check_output_dir(out, kind=kind, overwrite=overwrite)  # still ours to replace
+                check_output_dir(out, kind=kind, overwrite=overwrite, busy=False)  # still ours to replace
                 if out.exists():
                     old = Path(tempfile.mkdtemp(prefix=_prefix(out.name, "old"), dir=out.parent))
                     os.replace(out, old)  # onto the empty directory just made
+                    (old / TMP_MARKER).write_text("a replaced sinkscope result, to be removed\n")
                 os.replace(tmp, out)
+                tmp_lock.close()  # before the parent lock goes: the next swap must not find out "in use"
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and old.exists() and not out.exists():  # stopped between the renames: put it back
+            with contextlib.suppress(OSError):
+                (old / TMP_MARKER).unlink(missing_ok=True)
+                os.replace(old, out)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

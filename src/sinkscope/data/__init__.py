@@ -1,6 +1,6 @@
 """Inputs: the paper protocol, prepared CSVs, text / JSONL files, HF datasets, the offline corpus."""
 
-from .._lazy import lazy_exports
+from .._lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     "PAPER_SOURCES": "spec",
@@ -18,4 +18,5 @@ _EXPORTS = {
     "truncate_text": "inputs",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(globals(), _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -23,6 +23,7 @@ import pandas as pd
 from ..errors import SinkscopeError
 from ..io import MARKER, check_writable, exclusive_dir, mark, out_path, owned, write_json_atomic
 from ..models.loading import resolve_device
+from ..training.recipe import looks_like_run
 
 VARIANTS: dict[str, dict] = {
     "full": {},
@@ -152,7 +153,8 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
     out = out_path(out)
     if out.exists() and not out.is_dir():
         raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the zoo")
-    if out.exists() and not owned(out, "zoo"):
+    if out.exists() and not owned(out, "zoo", legacy=lambda p: (p / "zoo.json").exists() or (
+            (p / "tokenizer" / "tokenizer.json").exists() and any(looks_like_run(r) for r in p.glob("*-s*")))):
         raise SinkscopeError(f"--out {out} exists and is not a sinkscope zoo (no {MARKER} marker of one); choose a new or empty directory")
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@
 ((2, 4, 32, 8), (2, 4, 8), 'learned')
 """
 
-from .._lazy import lazy_exports
+from .._lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     "Adapter": "base",
@@ -22,4 +22,5 @@ _EXPORTS = {
     "packaged_model_path": "loading",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(globals(), _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -94,7 +94,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
             raise SinkscopeError(f"--device {device}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise SinkscopeError(f"--device {device}: MPS is not available here; use --device cpu")
-    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+    elif dev.type not in ("cpu", "cuda", "mps"):
         raise SinkscopeError(f"--device {device}: sinkscope runs on cpu, cuda or mps")
     return dev
 
@@ -102,7 +102,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def _describe_exc(e: BaseException) -> str:
     import pickle
 
-    if isinstance(e, pickle.UnpicklingError):  # torch's weights-only unpickler refused a global
+    if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():  # torch's weights-only unpickler refused a global
         return "a pickle holding Python objects beyond tensors and numbers, refused: sinkscope never runs code from a file"
     text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -234,6 +234,9 @@ def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dt
         return _load(spec, dev, dtype)
     except SinkscopeError:
         raise
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        raise SinkscopeError(f"not enough memory to load model {spec} on {dev} ({type(e).__name__}); "
+                             "use a machine or device with more memory, or a smaller model") from None
     except Exception as e:  # one place turns loader failures (safetensors, config, tokenizer, pickle) into one line
         raise SinkscopeError(f"could not load model {spec if spec is not None else DEFAULT_MODEL} ({_describe_exc(e)}); "
                              "check that its files are complete and uncorrupted, or re-download / re-save them") from None

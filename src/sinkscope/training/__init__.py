@@ -1,6 +1,6 @@
 """Training small GPT-2-style models with sink-circuit components switched off (``sinkscope train``)."""
 
-from .._lazy import lazy_exports
+from .._lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "config",
@@ -13,4 +13,5 @@ _EXPORTS = {
     "training_texts": "data",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(globals(), _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -135,7 +135,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     ckpt = out / "checkpoint.pt"
     if out.exists() and not out.is_dir():
         raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the run")
-    if out.exists() and not owned(out, "train"):  # --force and --resume only touch sinkscope's own runs
+    if out.exists() and not owned(out, "train", legacy=looks_like_run):  # --force and --resume only touch sinkscope's own runs
         raise SinkscopeError(f"--out {out} is not a sinkscope training run (no {MARKER} marker of one); choose a new or empty directory")
     if out.exists() and any(p.name != MARKER for p in out.iterdir()) and not resume and not force:
         raise SinkscopeError(f"--out {out} already holds a run; pass --resume to continue it or --force to start over")
@@ -145,6 +145,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     new = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     mark(out, "train")
+    before = {p.name for p in out.iterdir()}
     with exclusive_dir(out, "sinkscope train"):
         try:
             return _train(cfg, out, resume, force, tokenizer, data, progress, command, device, on_eval)
@@ -152,10 +153,17 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             if not ckpt.exists():  # failed or stopped before its first checkpoint: leave no half-made run
                 if new:
                     shutil.rmtree(out, ignore_errors=True)
-                else:
+                else:  # only what this call added (a fresh tokenizer): never the user's own files
                     for p in out.iterdir():
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                        if p.name not in before:
+                            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             raise
+
+
+def looks_like_run(path: Path) -> bool:
+    """An unmarked run directory of a sinkscope before markers: a tokenizer it fitted plus a
+    checkpoint or a finished run's ``training.json``."""
+    return (path / "tokenizer" / "tokenizer.json").exists() and ((path / "checkpoint.pt").exists() or (path / "training.json").exists())
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -165,13 +173,15 @@ def load_checkpoint(path: Path) -> dict:
 
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        why = ("it holds Python objects beyond tensors and numbers" if isinstance(e, pickle.UnpicklingError)
-               else str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__)
+    except Exception as e:  # refused globals, truncation, random bytes: all "cannot be read"
+        why = ("it holds Python objects beyond tensors and numbers" if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower()
+               else f"it is not a readable checkpoint: {type(e).__name__}")
         raise SinkscopeError(f"{path} is not a sinkscope checkpoint that can be read safely ({why}); "
                              "start over with --force (nothing in it was run)") from None
-    if not isinstance(state, dict) or not {"model", "optimizer", "step", "history"} <= set(state):
-        raise SinkscopeError(f"{path} is not a sinkscope checkpoint (no model / optimizer / step / history); start over with --force")
+    ok = (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("optimizer"), dict)
+          and isinstance(state.get("step"), int) and isinstance(state.get("history"), dict) and isinstance(state["history"].get("config"), dict))
+    if not ok:
+        raise SinkscopeError(f"{path} is not a sinkscope checkpoint (no model / optimizer / step / history with its config); start over with --force")
     return state
 
 
