@@ -203,7 +203,7 @@ def test_explain_cli_full_run(tmp_path, tiny_gpt2_dir, capsys):
     s = json.loads((out / "summary.json").read_text())
     assert {"gamma", "epe", "delta", "alignment", "decomposition_check"} <= set(s) and s["skipped"] == []
     assert s["decomposition_check"]["max_abs_error"] < 1e-5
-    assert s["gamma"]["coords"] == s["epe"]["massive_coords"] == [5, 17] and s["coords_source"] == "epe"
+    assert s["gamma"]["coords"] == s["epe"]["massive_coords"] == [5, 17] and s["coords_source"].startswith("EPE_0 rule")
     assert {"validation_median_index0", "massive_values"} <= set(s["epe"])
     names = {p.name for p in out.iterdir()}
     assert {"fig1_delta_hist.png", "fig2_alignment.png", "fig3_epe_validation.png", "fig4_gamma_hist.png", "fig6_delta_hist_full.png", "fig7_massive_coords.png", "fig8_gamma_hist_full.png"} <= names

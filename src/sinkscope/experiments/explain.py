@@ -26,6 +26,7 @@ from ..analysis import (
     separation,
     source_agnostic_shift,
 )
+from ..analysis.facts import choose_massive_coords
 from ..errors import SinkscopeError
 from ..metrics import resolve_band
 from ..models import SinkModel
@@ -67,7 +68,7 @@ def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) 
             [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
         )
         if coords is None:
-            raise SinkscopeError("γ split needs the massive coordinates: pass --coords (the model has no EPE to choose them)")
+            raise SinkscopeError(f"γ split needs the massive coordinates; {s.get('coords_source')}")
         if not coords:
             raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
         s["gamma"], res.tables["gamma"] = gamma_split(g, coords, band)
@@ -126,10 +127,9 @@ def explain(
             res.tables["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
     except SinkscopeError as e:
         _skip(s, "epe", e)
-    user_coords = coords is not None
-    if coords is None:
-        coords = s.get("epe", {}).get("massive_coords")
-    s["coords_source"] = "--coords" if user_coords else ("epe" if coords is not None else None)
+    facts = choose_massive_coords(model, coords, k_sigma=k_sigma)  # the run's one rule (analysis/facts.py)
+    coords = facts.list if facts.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
+    s["coords_source"] = facts.rule
 
     if weights:
         _weight_analyses(res, ad, epe, coords, band, k_sigma)
