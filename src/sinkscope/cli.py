@@ -543,10 +543,14 @@ def main(argv: list[str] | None = None) -> int:
     ``sinkscope: error:`` line for a user error; 130 / 143 for Ctrl-C / SIGTERM (temp files
     removed); 1 with one line for an internal error (``SINKSCOPE_DEBUG=1`` shows the traceback)."""
     import signal
-    import threading
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    before = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    from .io import signal_handlers
+
+    with signal_handlers(_on_sigterm, signal.SIGTERM):
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         parser = build_parser()  # imports happen here, inside the handlers below
         args = parser.parse_args(argv)
@@ -569,9 +573,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sinkscope: internal error: {type(e).__name__}{': ' + text if text else ''} "
               "(a bug in sinkscope; rerun with SINKSCOPE_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, before)
 
 
 def _interrupted_note(argv) -> str:

@@ -27,8 +27,8 @@ def publish_mode(path: str | os.PathLike, directory: bool = False) -> None:
 
 TMP_MARKER = ".sinkscope-tmp"  # inside a temp directory sinkscope is still writing
 KINDS = {  # what a marked directory is; a command only replaces or clears its own kind
-    "result": "a sinkscope result (measure, explain, intervene, compare, mitigate)",
-    "reproduce": "a sinkscope reproduce run",
+    "result": "a sinkscope output (measure, explain, intervene, compare, mitigate)",
+    "reproduce": "a sinkscope output of reproduce",
     "train": "a sinkscope training run",
     "zoo": "a sinkscope zoo",
 }
@@ -61,12 +61,35 @@ def owned(path: str | os.PathLike, kind: str, legacy=None) -> bool:
     path = Path(path)
     if not path.is_dir():
         return False
-    if marker_kind(path) == kind or not any(path.iterdir()):
+    found = marker_kind(path)
+    if found == kind or not any(path.iterdir()):
         return True
-    if marker_kind(path) is None and legacy is not None and legacy(path):
+    if found is None and legacy is not None and legacy(path):
         mark(path, kind)
         return True
     return False
+
+
+def check_owned(out: str | os.PathLike, kind: str, legacy=None) -> Path:
+    """``out`` resolved (:func:`out_path`), refused if it is a file, someone else's directory or
+    a sinkscope directory of another kind: the ownership rule of every command."""
+    out = out_path(out)
+    if out.exists() and not out.is_dir():
+        raise SinkscopeError(f"--out {out} is an existing file; pass a directory path")
+    if out.exists() and not owned(out, kind, legacy):
+        found = marker_kind(out)
+        if found is None:
+            raise SinkscopeError(f"--out {out} exists and is not {KINDS[kind]}; choose a new or empty directory")
+        raise SinkscopeError(f"--out {out} is {KINDS[found]}, not {KINDS[kind]}; choose another --out")
+    return out
+
+
+def claim_dir(out: Path, kind: str) -> None:
+    """Create (or keep) the directory ``out``, already checked by :func:`check_owned`, for a
+    command that works inside it (reproduce, train, zoo), and mark it with ``kind``."""
+    check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, kind)
 
 
 def mark(path: str | os.PathLike, kind: str) -> None:
@@ -95,17 +118,9 @@ def check_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite:
     """Fail early (before any work) if ``out`` cannot be (re)placed by a sinkscope ``kind``
     directory: not a file, not someone else's directory, not a directory of another kind, not in
     use by a live run, writable. Returns the resolved path (:func:`out_path`)."""
-    out = out_path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise SinkscopeError(f"--out {out} is an existing file; pass a directory path")
-        found = marker_kind(out)
-        if found is None and any(out.iterdir()):
-            raise SinkscopeError(f"--out {out} exists and is not a sinkscope output; choose a new or empty directory")
-        if found is not None and found != kind:
-            raise SinkscopeError(f"--out {out} is {KINDS[found]}, not {KINDS[kind]}; choose another --out")
-        if not overwrite:
-            raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
+    out = check_owned(out, kind)
+    if out.exists() and not overwrite:
+        raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
     if busy:  # a live reproduce / train / zoo holds its directory; a result cannot go into or onto it
         for d in [out] if out.is_dir() else []:
             with _flock(d, blocking=False) as free:
@@ -191,22 +206,23 @@ def clean_stale(parent: Path, name: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def sigint_handler(handler) -> Iterator[object | None]:
-    """Run the block with ``handler(signum, frame)`` as the SIGINT handler and put the previous
-    one back after; yields the previous handler, or None off the main thread (where Python cannot
-    set handlers, and nothing is changed). Python runs handlers in the main thread whichever
-    thread the OS delivered the signal to."""
+def signal_handlers(handler, *signals: int) -> Iterator[dict]:
+    """Run the block with ``handler(signum, frame)`` as the handler of ``signals`` (default
+    SIGINT) and put the previous ones back after; yields ``{signal: previous handler}``, empty off
+    the main thread (where Python cannot set handlers, and nothing is changed). Python runs
+    handlers in the main thread whichever thread the OS delivered the signal to."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        yield None
+        yield {}
         return
-    before = signal.signal(signal.SIGINT, handler)
+    before = {sig: signal.signal(sig, handler) for sig in signals or (signal.SIGINT,)}
     try:
         yield before
     finally:
-        signal.signal(signal.SIGINT, before)
+        for sig, h in before.items():
+            signal.signal(sig, h)
 
 
 @contextlib.contextmanager
@@ -215,18 +231,10 @@ def _signals_deferred() -> Iterator[None]:
     through the handler that was in place (``default_int_handler`` raises KeyboardInterrupt;
     the CLI's SIGTERM handler raises its own exception)."""
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     got: list[int] = []
-    before = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with signal_handlers(lambda signum, frame: got.append(signum), signal.SIGINT, signal.SIGTERM) as before:
         yield
-    finally:
-        for sig, h in before.items():
-            signal.signal(sig, h)
     for sig in dict.fromkeys(got):
         h = before[sig]
         if callable(h):

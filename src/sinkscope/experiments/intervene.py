@@ -313,7 +313,8 @@ def write_intervene(model: SinkModel, res: InterveneResult, interventions: dict[
     from ..report import circuit
 
     out = Path(out)
-    res.table().to_csv(out / "table1.csv", index=False, float_format="%.6g")
+    table = res.table()
+    table.to_csv(out / "table1.csv", index=False, float_format="%.6g")
     (out / "table1.md").write_text(f"# Interventions on {res.model} ({len(res.inputs)} inputs)\n\n" + res.markdown())
     res.per_example_frame().to_csv(out / "per_example.csv", index=False, float_format="%.7g")
     res.inputs.write_jsonl(out / "inputs.jsonl")
@@ -323,7 +324,7 @@ def write_intervene(model: SinkModel, res: InterveneResult, interventions: dict[
     if not figures:
         return {}
     circuit.attention_grid(maps, {r.id: r.description for r in res.runs}, [model.tokenizer.decode([i]) for i in ids], out / "fig5_attention_grid.png")
-    circuit.intervention_bars(res.table(), out / "interventions.png")
+    circuit.intervention_bars(table, out / "interventions.png")
     return {
         "interventions.png": "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
         "fig5_attention_grid.png": "Fig 5: attention (mean over heads and band layers) on one sentence under each intervention; rows are queries, columns keys.",

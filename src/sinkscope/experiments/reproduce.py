@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
-from ..io import atomic_output_dir, check_output_dir, clean_stale, exclusive_dir, mark, sigint_handler, write_json_atomic
+from ..io import atomic_output_dir, check_output_dir, claim_dir, clean_stale, exclusive_dir, signal_handlers, write_json_atomic
 from ..metrics import resolve_band
 from .mitigate import EDITS
 
@@ -335,9 +335,8 @@ def _jsonable(x):
 def prepare_out(out: str | os.PathLike) -> Path:
     """Create ``out`` (or reuse an earlier reproduce directory); refuse anything else."""
     out = check_output_dir(out, kind="reproduce")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_dir(out, "reproduce")
     (out / "stages").mkdir(exist_ok=True)
-    mark(out, "reproduce")
     return out
 
 
@@ -361,7 +360,7 @@ def interrupt_guard():
         hit.append(signum)
         raise KeyboardInterrupt
 
-    with sigint_handler(handler):
+    with signal_handlers(handler):
         yield check
 
 

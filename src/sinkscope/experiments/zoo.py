@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SinkscopeError
-from ..io import MARKER, check_writable, exclusive_dir, mark, out_path, owned, write_json_atomic
+from ..io import check_owned, claim_dir, exclusive_dir, write_json_atomic
 from ..models.loading import resolve_device
 from ..training.recipe import looks_like_run
 
@@ -150,15 +150,9 @@ def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: 
     for s in seeds:
         replace(base, seed=s).validate()
     resolve_device(device)
-    out = out_path(out)
-    if out.exists() and not out.is_dir():
-        raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the zoo")
-    if out.exists() and not owned(out, "zoo", legacy=lambda p: (p / "zoo.json").exists() or (
-            (p / "tokenizer" / "tokenizer.json").exists() and any(looks_like_run(r) for r in p.glob("*-s*")))):
-        raise SinkscopeError(f"--out {out} exists and is not a sinkscope zoo (no {MARKER} marker of one); choose a new or empty directory")
-    check_writable(out)
-    out.mkdir(parents=True, exist_ok=True)
-    mark(out, "zoo")
+    out = check_owned(out, "zoo", legacy=lambda p: (p / "zoo.json").exists() or (
+        (p / "tokenizer" / "tokenizer.json").exists() and any(looks_like_run(r) for r in p.glob("*-s*"))))
+    claim_dir(out, "zoo")
     with exclusive_dir(out, "sinkscope zoo"):
         return _run_zoo(out, budget, seeds, variants, device, progress, base, per_domain)
 

@@ -97,7 +97,8 @@ class RandomKeyCoords(Intervention):
         return f"zero {self.n} random W_K rows per layer (seed {self.seed})"
 
     def _pool(self, ctx) -> list[int]:
-        return [d for d in range(ctx.adapter.d_model) if d not in set(ctx.coords or [])]
+        massive = set(ctx.coords or [])
+        return [d for d in range(ctx.adapter.d_model) if d not in massive]
 
     def validate(self, ctx):
         _layers(ctx, self.layers)

@@ -108,17 +108,23 @@ def _describe_exc(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def _layer_index(name: str) -> int | None:
+    """The block a HF parameter / buffer name belongs to: its first ``.N.`` (``h.3``, ``layers.3``)."""
+    import re
+
+    m = re.search(r"\.(\d+)\.", name)
+    return int(m.group(1)) if m else None
+
+
 def check_finite(model: torch.nn.Module) -> None:
     """Refuse NaN / inf weights up front, naming the first parameter (in layer order) that has
     them: a forward pass would only spread them into a table of NaN."""
-    import re
-
     for name, p in model.named_parameters():
         if p.is_meta or torch.isfinite(p).all():
             continue
         n_nan, n_inf = int(torch.isnan(p).sum()), int(torch.isinf(p).sum())
-        m = re.search(r"\.(\d+)\.", name)
-        where = f"layer {m.group(1)}" if m else "outside the layers"
+        layer = _layer_index(name)
+        where = f"layer {layer}" if layer is not None else "outside the layers"
         raise SinkscopeError(f"the checkpoint's weights are not finite: {name} ({where}) holds {n_nan} NaN and {n_inf} inf values; "
                              "it is corrupt or from a diverged run, so load another checkpoint")
 
@@ -366,13 +372,11 @@ def _check_loading_info(name: str, info: dict, n_layers: int) -> None:
     (transformers would initialise them at random) or that the file has for layers the config
     lacks, other weights it would drop, and shape mismatches, all silent under its quiet logging.
     Leftover buffers (GPT-2's ``attn.masked_bias``) are harmless and pass."""
-    import re
-
     from ..errors import compress_names
 
     def beyond(k: str) -> bool:
-        m = re.search(r"\.(\d+)\.", k)
-        return k.endswith(".weight") or (m is not None and int(m.group(1)) >= n_layers)
+        layer = _layer_index(k)
+        return k.endswith(".weight") or (layer is not None and layer >= n_layers)
 
     problems = []
     for key, what, keep in (("missing_keys", "missing", None), ("unexpected_keys", "not in the model", beyond),

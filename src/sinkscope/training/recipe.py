@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SinkscopeError
-from ..io import MARKER, check_writable, exclusive_dir, mark, out_path, owned, publish_mode, write_json_atomic
+from ..io import MARKER, check_owned, claim_dir, exclusive_dir, publish_mode, write_json_atomic
 from ..models.loading import resolve_device
 from ..models.sinkgpt import SinkGPTForCausalLM
 from .config import PROBE_T, TrainConfig
@@ -131,20 +131,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     """
     cfg.validate()
     resolve_device(device)
-    out = out_path(out)
+    out = check_owned(out, "train", legacy=looks_like_run)  # --force and --resume only touch sinkscope's own runs
     ckpt = out / "checkpoint.pt"
-    if out.exists() and not out.is_dir():
-        raise SinkscopeError(f"--out {out} is an existing file; pass a directory for the run")
-    if out.exists() and not owned(out, "train", legacy=looks_like_run):  # --force and --resume only touch sinkscope's own runs
-        raise SinkscopeError(f"--out {out} is not a sinkscope training run (no {MARKER} marker of one); choose a new or empty directory")
     if out.exists() and any(p.name != MARKER for p in out.iterdir()) and not resume and not force:
         raise SinkscopeError(f"--out {out} already holds a run; pass --resume to continue it or --force to start over")
     if resume and not ckpt.exists():
         raise SinkscopeError(f"--resume: {ckpt} does not exist; start the run without --resume")
-    check_writable(out)
     new = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    mark(out, "train")
+    claim_dir(out, "train")
     before = {p.name for p in out.iterdir()}
     with exclusive_dir(out, "sinkscope train"):
         try:
