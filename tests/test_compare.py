@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sinkscope.data import Example, TokenizedInputs
-from sinkscope.experiments.mitigate import mitigate_one
+from sinkscope.experiments.mitigate import MitigateConfig
 from sinkscope.models import SinkModel, adapter_for
 
 COORD = 5
@@ -45,7 +45,8 @@ def test_sweep_is_monotone_on_a_planted_sink_and_leaves_the_model_unchanged():
     before = {k: v.clone() for k, v in sm.hf.state_dict().items()}
     impl = sm.hf.config._attn_implementation
     strengths = (1.0, 0.75, 0.5, 0.25, 0.0)
-    df, na = mitigate_one(sm, _inputs(), strengths=strengths, band=(0, 3), progress=False)
+    r = MitigateConfig(strengths=strengths).compute(sm, _inputs(), band=(0, 3), progress=False)
+    df, na = r.tradeoff, r.not_applicable["planted"]
     assert all(torch.equal(before[k], v) for k, v in sm.hf.state_dict().items())
     assert sm.hf.config._attn_implementation == impl
     assert not hasattr(sm.adapter.attention_module(0), "_sinkscope_qedit")

@@ -189,14 +189,14 @@ def test_ctrl_c_leaves_no_half_written_stage_and_the_rerun_resumes(tmp_path, mon
     assert _run(out) == 130
     assert "the same command resumes" in capsys.readouterr().err
     done = {p.name for p in (out / "stages").iterdir()}
-    assert done == {"measure", "circuit_weights", "circuit_forward"}
+    assert done == {"facts", "measure", "circuit_weights", "circuit_forward"}
     assert all((out / "stages" / n / "stage.json").exists() for n in done)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name] and not (out / "report.html").exists()
     monkeypatch.undo()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert _run(out) == 0
     st = _status(out)
-    assert [st[n] for n in rp.STAGE_NAMES] == ["cached"] * 3 + ["ran"] * 3
+    assert [st[n] for n in rp.STAGE_NAMES] == ["cached"] * 4 + ["ran"] * 3
 
 
 @pytest.mark.parametrize(
@@ -260,7 +260,7 @@ def test_partial_gpt2_small_gives_the_papers_gamma_and_lists_what_it_skipped(tmp
     printed = capsys.readouterr().out
     assert f"report: {out}/report.html" in printed
     st = _status(out)
-    assert st.pop("circuit_weights") == "ran" and set(st.values()) == {"skipped"}
+    assert st.pop("facts") == st.pop("circuit_weights") == "ran" and set(st.values()) == {"skipped"}
     run = json.loads((out / "run.json").read_text())
     for s in run["stages"]:
         if s["status"] == "skipped":
@@ -390,7 +390,7 @@ def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(tmp_path, m
     out = tmp_path / "r"
     assert _run(out) == 130
     assert "interrupted" in capsys.readouterr().err
-    assert {p.name for p in (out / "stages").iterdir()} == {"measure", "circuit_weights", "circuit_forward", "interventions"}
+    assert {p.name for p in (out / "stages").iterdir()} == {"facts", "measure", "circuit_weights", "circuit_forward", "interventions"}
     assert _stage(out, "interventions")["status"] == "done" and not (out / "report.html").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
@@ -416,28 +416,41 @@ def test_ctrl_c_is_held_back_while_a_result_directory_is_swapped_in(python_sigin
 
 # ---- one code path per output: the CLI commands and reproduce's stages write the same files ----
 
-STAGE_FILES = {  # CLI command -> (reproduce stages whose files it also writes, files compared)
-    "measure": (("measure",), ("metrics.csv", "per_layer.csv", "inputs.jsonl")),
-    "explain": (("circuit_weights", "circuit_forward"), None),  # None: every CSV either stage wrote
-    "intervene": (("interventions",), ("table1.csv", "table1.md", "per_example.csv", "fig5.csv", "inputs.jsonl")),
+STAGE_FILES = {  # CLI command -> (reproduce stages whose files it also writes, files compared, extra CLI flags)
+    "measure": (("measure",), ("metrics.csv", "per_layer.csv", "inputs.jsonl", "summary.json"), ()),
+    "explain": (("circuit_weights", "circuit_forward"), None, ()),  # None: every CSV either stage wrote
+    "intervene": (("interventions",), ("table1.csv", "table1.md", "per_example.csv", "fig5.csv", "inputs.jsonl", "summary.json"), ()),
+    "mitigate": (("mitigate",), ("tradeoff.csv", "mitigate.md", "mitigate.json"), ("--strengths", "1,0")),  # as ARGS
 }
+
+
+def _untimed(x):
+    """A summary without its timings (the only thing two runs of one computation differ in)."""
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k not in ("seconds", "total_seconds")}
+    return [_untimed(v) for v in x] if isinstance(x, list) else x
 
 
 @pytest.mark.parametrize("cmd", list(STAGE_FILES))
 def test_cli_and_reproduce_stage_write_identical_files(cmd, embedded_run, tmp_path):
-    """Same model, inputs and settings (the defaults, ``--per-domain 6``): byte-identical tables."""
-    stages, names = STAGE_FILES[cmd]
+    """Same model, inputs and settings (the defaults, ``--per-domain 6``): byte-identical tables,
+    and the same summary up to its timings."""
+    stages, names, flags = STAGE_FILES[cmd]
     out = tmp_path / cmd
-    assert main([cmd, "--out", str(out), "--per-domain", "6", "--quiet", "--no-figures"]) == 0
+    assert main([cmd, "--out", str(out), "--per-domain", "6", "--quiet", "--no-figures", *flags]) == 0
     stage_dirs = [embedded_run / "stages" / s for s in stages]
     if names is None:
         names = sorted({p.name for d in stage_dirs for p in d.glob("*.csv")})
         assert sorted(p.name for p in out.glob("*.csv")) == names
     for name in names:
         theirs = next(d / name for d in stage_dirs if (d / name).exists())
+        if name.endswith(".json"):
+            assert _untimed(json.loads((out / name).read_text())) == _untimed(json.loads(theirs.read_text())), f"{cmd}: {name}"
+            continue
         assert (out / name).read_bytes() == theirs.read_bytes(), f"{cmd}: {name} differs from reproduce's {theirs.parent.name}/{name}"
-    s = json.loads((out / "summary.json").read_text())
-    assert s["inputs"]["bos"] is True and s["inputs"]["n"] == 18  # the embedded model is analysed with its BOS
+    if cmd != "mitigate":
+        s = json.loads((out / "summary.json").read_text())
+        assert s["inputs"]["bos"] is True and s["inputs"]["n"] == 18  # the embedded model is analysed with its BOS
 
 
 def test_fig5_follows_the_runs_inputs_and_table1(embedded_run):
@@ -486,7 +499,10 @@ def test_one_set_of_massive_coordinates_per_run(embedded_run, tmp_path):
     from sinkscope.analysis import effective_positional_embedding, massive_coords
 
     iv, mi = _stage(embedded_run, "interventions")["summary"], _stage(embedded_run, "mitigate")["summary"]
-    assert iv["coords"] == mi["coords"] and iv["coords_rule"] == mi["coords_rule"] and iv["coords_rule"].startswith("EPE_0 rule")
+    (facts,) = mi["facts"].values()  # one model
+    assert iv["coords"] == facts["massive_coords"]["coords"] and iv["coords_rule"] == facts["massive_coords"]["rule"]
+    assert iv["coords_rule"].startswith("EPE_0 rule") and iv["facts"] == facts
+    assert facts.items() <= _stage(embedded_run, "facts")["summary"].items()
     epe0 = effective_positional_embedding(load_model().adapter, 1)[0]
     for sigma in ("3", "1"):
         out = tmp_path / f"s{sigma}"

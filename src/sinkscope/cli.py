@@ -179,63 +179,67 @@ def _input_args(p: argparse.ArgumentParser) -> None:
                    help="prepend the tokenizer's BOS token; auto (default): only for models sinkscope trained with a BOS first token (the paper uses none)")
 
 
-def _load_model_and_inputs(args, *, need_forward: bool = True, kind: str = "result"):
-    """Cheap checks first (options, output dir, input files), then the model, then tokenising.
+def _options(args):
+    """The shared options of a command, as the experiments take them."""
+    from .experiments.run import RunOptions
 
-    Returns ``(model, inputs)``; ``inputs`` is None when ``need_forward`` is False and the model
-    cannot run (a partial checkpoint) or ``--weights-only`` was given.
-    """
-    from .data import effective_per_domain, parse_spec, read_examples, resolve_bos, tokenize_examples
-    from .io import check_output_dir
-    from .models import load_model
-
-    if getattr(args, "batch_size", 1) < 1:
-        raise SinkscopeError(f"--batch-size {args.batch_size} must be at least 1")
-    if args.per_domain is not None and args.per_domain < 1:
-        raise SinkscopeError(f"--per-domain {args.per_domain} must be at least 1")
-    check_output_dir(args.out, kind=kind)
-    spec_kind, _ = parse_spec(args.inputs)
-    per_domain = effective_per_domain(args.inputs, args.per_domain)
-    read = lambda tok: read_examples(args.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=args.max_tokens, seed=args.seed)  # noqa: E731
-    weights_only = getattr(args, "weights_only", False)
-    examples = read(None) if spec_kind != "paper" and not weights_only else None
-    model = load_model(args.model, device=args.device)
-    model.adapter.check_coords(_parse_coords(getattr(args, "coords", None)))
-    if need_forward:
-        model.adapter.require_forward()
-    elif weights_only or model.adapter.missing_tensors():
-        return model, None
-    model.adapter.check_length(args.max_tokens)
-    if examples is None:
-        examples = read(model.tokenizer)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=args.max_tokens, per_domain=per_domain, prepend_bos=resolve_bos(model, args.bos), spec=args.inputs, keep_short=args.short == "keep")
-    return model, inputs
+    return RunOptions(model=args.model, device=args.device, inputs=args.inputs, max_tokens=args.max_tokens, short=args.short,
+                      per_domain=args.per_domain, seed=args.seed, bos=args.bos, batch_size=args.batch_size,
+                      band=_parse_band(args.layers), coords=_parse_coords(getattr(args, "coords", None)),
+                      k_sigma=_check_number("--sigma", getattr(args, "sigma", 3.0), 0.0, 1e6), out=args.out,
+                      figures=not getattr(args, "no_figures", False), progress=not args.quiet)
 
 
-def cmd_measure(args) -> int:
-    from .experiments import measure
-    from .experiments.measure import read_baseline
-    from .io import atomic_output_dir
+def _run_one(config, args) -> int:
+    """One command = one stage: run it, print its text and what it wrote."""
+    from .experiments.run import run_stage, wrote
 
-    keys = _parse_keys(args.keys)
-    band = _parse_band(args.layers)
-    _check_number("--eps", args.eps, 0.0, 1.0, hi_open=True)
-    baseline = read_baseline(args.baseline) if args.baseline else None
-    t0 = time.perf_counter()
-    model, inputs = _load_model_and_inputs(args)
-    result = measure(model, inputs, keys=keys, batch_size=args.batch_size, band=band, eps=args.eps, progress=not args.quiet)
-    summary = result.summary(baseline)
-    summary["total_seconds"] = round(time.perf_counter() - t0, 2)
-    with atomic_output_dir(args.out) as tmp:
-        result.write(tmp, summary, figures=not args.no_figures)
-    print(format_summary(summary))
-    print(f"wrote {args.out}/ (metrics.csv, per_layer.csv, inputs.jsonl, summary.json{'' if args.no_figures else ', 4 PNG figures'})")
+    res = run_stage(config, _options(args))
+    print(res.format())
+    print(wrote(res, args.out))
     return 0
 
 
-def _window(s: dict) -> str:
-    w = s["query_window"]
-    return f"{w[0]}..{w[1] - 1}" if isinstance(w, list) else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+def _run_models(config, args, specs: str) -> int:
+    """A stage over several models, one at a time, into one result."""
+    from .experiments.run import run_models, wrote
+
+    res = run_models(config, _options(args), [m.strip() for m in specs.split(",") if m.strip()])
+    print(res.format())
+    print(wrote(res, args.out))
+    return 0
+
+
+def cmd_measure(args) -> int:
+    from .experiments.measure import MeasureConfig
+
+    return _run_one(MeasureConfig(keys=_parse_keys(args.keys), eps=args.eps, baseline=args.baseline), args)
+
+
+def cmd_explain(args) -> int:
+    from .experiments.explain import ExplainConfig
+
+    return _run_one(ExplainConfig(forward=not args.weights_only), args)
+
+
+def cmd_intervene(args) -> int:
+    from .experiments.intervene import InterveneConfig
+
+    return _run_one(InterveneConfig(preset=args.preset, edits=tuple(args.edit), seed=args.seed, sentence=args.sentence,
+                                max_tokens=args.max_tokens), args)
+
+
+def cmd_compare(args) -> int:
+    from .experiments.compare import CompareConfig
+
+    return _run_models(CompareConfig(seed=args.seed), args, args.models)
+
+
+def cmd_mitigate(args) -> int:
+    from .experiments.mitigate import MitigateConfig
+
+    config = MitigateConfig(strengths=tuple(_parse_strengths(args.strengths)), edits=_parse_edits(args.edits))
+    return _run_models(config, args, args.models or args.model)
 
 
 def _parse_coords(text: str | None):
@@ -248,196 +252,6 @@ def _parse_coords(text: str | None):
     if not coords:
         raise SinkscopeError("--coords is empty; give coordinates such as 138,378,447")
     return coords
-
-
-def cmd_explain(args) -> int:
-    from .experiments.explain import explain
-    from .io import atomic_output_dir, write_json_atomic
-
-    coords = _parse_coords(args.coords)
-    band = _parse_band(args.layers)
-    _check_number("--sigma", args.sigma, 0.0, 1e6)
-    t0 = time.perf_counter()
-    model, inputs = _load_model_and_inputs(args, need_forward=False)
-    res = explain(model, inputs, coords=coords, band=band, k_sigma=args.sigma, batch_size=args.batch_size, progress=not args.quiet)
-    s = res.summary
-    s["total_seconds"] = round(time.perf_counter() - t0, 2)
-    with atomic_output_dir(args.out) as tmp:
-        res.write(tmp, k_sigma=args.sigma, figures=not args.no_figures)
-        write_json_atomic(tmp / "summary.json", s)
-    print(format_explain(s))
-    print(f"wrote {args.out}/ ({len(res.tables)} CSV tables, {'inputs.jsonl, ' if inputs is not None else ''}summary.json{'' if args.no_figures else ', figures'})")
-    return 0
-
-
-def cmd_intervene(args) -> int:
-    from .experiments.intervene import run_interventions, write_intervene
-    from .interventions import PAPER_LABELS, paper_presets
-    from .interventions.spec import parse_edit
-    from .io import atomic_output_dir, write_json_atomic
-
-    coords = _parse_coords(args.coords)
-    band = _parse_band(args.layers)
-    _check_number("--sigma", args.sigma, 0.0, 1e6)
-    if args.preset not in ("paper", "none"):
-        raise SinkscopeError(f"--preset {args.preset} is unknown; use paper or none")
-    interventions = paper_presets(args.seed) if args.preset == "paper" else {}
-    labels = dict(PAPER_LABELS) if args.preset == "paper" else {}
-    if args.preset == "none":
-        from .interventions import Identity
-
-        interventions["baseline"] = Identity()
-    for item in args.edit:
-        name, iv = parse_edit(item)
-        if name in interventions:
-            raise SinkscopeError(f"--edit name '{name}' is used twice; give each edit its own NAME=")
-        interventions[name] = iv
-    t0 = time.perf_counter()
-    model, inputs = _load_model_and_inputs(args)
-    res = run_interventions(model, inputs, interventions, coords=coords, seed=args.seed, band=band, batch_size=args.batch_size, progress=not args.quiet,
-                            labels=labels, k_sigma=args.sigma)
-    summary = res.summary()
-    with atomic_output_dir(args.out) as tmp:
-        write_intervene(model, res, interventions, tmp, sentence=args.sentence, max_tokens=args.max_tokens, figures=not args.no_figures)
-        summary["total_seconds"] = round(time.perf_counter() - t0, 2)
-        write_json_atomic(tmp / "summary.json", summary)
-    print(res.markdown())
-    print(f"wrote {args.out}/ (table1.csv, table1.md, per_example.csv, fig5.csv, inputs.jsonl, summary.json{'' if args.no_figures else ', figures'}) in {summary['total_seconds']:.0f} s")
-    return 0
-
-
-def format_explain(s: dict) -> str:
-    lines = [f"model {s['model']}: layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}"]
-    if "gamma" in s:
-        g = s["gamma"]
-        lines.append(
-            f"  |γ| on coords {g['coords']} ({s['coords_source']}): mean {g['massive']['mean']:.4f}, median {g['massive']['median']:.4f}, n={g['massive']['count']:,}"
-            f"; other coords: mean {g['other']['mean']:.4f}, median {g['other']['median']:.4f}, n={g['other']['count']:,}  (ratio {g['ratio_of_means']:.1f}x)"
-        )
-    if "epe" in s:
-        e = s["epe"]
-        vals = ", ".join(f"{c}: {v:+.1f}" for c, v in zip(e["massive_coords"], e["massive_values"]))
-        lines.append(f"  EPE_0 massive coordinates: {vals}")
-        if "validation_median_index0" in e:
-            lines.append(f"  EPE validation cos: median {e['validation_median_index0']:.4f} at index 0, >= {e['validation_min_median_other']:.4f} elsewhere (global median {e['validation_global_median_other']:.4f})")
-    if "alignment" in s:
-        a = s["alignment"]
-        lines.append(f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere")
-    if "residual" in s:
-        r = s["residual"]
-        vals = ", ".join(f"{c}: {v:+.0f}" for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6]))
-        where = f"becomes special after block {r['creating_block']} (massive coords {vals})" if r["creating_block"] is not None else "never becomes special (norm ratio < 5x after every block)"
-        lines.append(f"  index 0 {where}; norm ratio peaks at {r['max_norm_ratio']:.0f}x after block {r['max_norm_ratio_block']}")
-    if "delta" in s:
-        d = s["delta"]
-        lines.append(f"  re-centred Δ: mean {d['index0_mean']:.2f} at index 0 vs {d['other_mean']:.2f} elsewhere; index-0 p10 above every other p90 in layers {d['layers_index0_p10_above_all_other_p90']}")
-    if "decomposition_check" in s:
-        lines.append(f"  decomposition: 4 terms sum to the model's scores within {s['decomposition_check']['max_abs_error']:.1e}")
-    for sk in s["skipped"]:
-        lines.append(f"  skipped {sk['stage']}: {sk['reason']}")
-    return "\n".join(lines)
-
-
-def format_summary(s: dict) -> str:
-    b0, b1 = s["layer_band"]
-    lines = [
-        f"model {s['model']}: {s['n_examples']} inputs x {s['seq_len']} tokens"
-        + (f" (shorter texts kept whole: {s['seq_len_range'][0]}..{s['seq_len_range'][1]})" if isinstance(s["query_window"], str) else "")
-        + (f" (skipped as too short: {s['skipped_short']})" if s["skipped_short"] else ""),
-        f"BOS attention, layers {b0}..{b1 - 1} (0-based), queries {_window(s)}; uniform attention would give {s['uniform_baseline']:.3f}",
-        f"  {'domain':<12}{'n':>5}{'mean':>9}{'SE':>8}{'±2SE':>18}{'all layers':>12}{'Sink_0^' + str(s['sink_rate']['eps']):>12}",
-    ]
-    for dom, a in s["bos_attention"].items():
-        al = s["bos_attention_all_layers"][dom]["mean"]
-        pct = f"  {a['pct_baseline']:.1f}% of baseline" if "pct_baseline" in a else ""
-        lines.append(
-            f"  {dom:<12}{a['n']:>5}{a['mean']:>9.3f}{a['se']:>8.4f}   [{a['ci_low']:.3f}, {a['ci_high']:.3f}]{al:>12.3f}{s['sink_rate'][dom]:>12.3f}{pct}"
-        )
-    per_layer = s["bos_attention_per_layer"]["all"]
-    lines.append("  per layer (all): " + " ".join(f"{v:.2f}" for v in per_layer))
-    return "\n".join(lines)
-
-
-def _models_and_inputs(args, specs: list[str]):
-    """Load each model in turn with this command's input options (same checks as measure);
-    every spec is checked cheaply first, so a bad last model fails before the first one runs."""
-    import copy
-
-    from .models.loading import precheck_model, resolve_device
-
-    resolve_device(args.device)
-    for spec in specs:
-        precheck_model(spec)
-    if len(set(specs)) < len(specs):
-        raise SinkscopeError(f"--models {','.join(specs)} names a model twice; give each once")
-    for spec in specs:
-        a = copy.copy(args)
-        a.model = spec
-        model, inputs = _load_model_and_inputs(a)
-        if sum(os.path.basename(os.path.normpath(x)) == os.path.basename(os.path.normpath(spec)) for x in specs) > 1:
-            model.name = spec  # two models with one display name (x/run, y/run): tell them apart by their spec
-        yield model, inputs
-
-
-def cmd_compare(args) -> int:
-    from .experiments.compare import compare
-    from .io import atomic_output_dir, check_output_dir, write_json_atomic
-    from .report.compare import compare_figure
-
-    specs = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not specs:
-        raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
-    check_output_dir(args.out)
-    band = _parse_band(args.layers)
-    t0 = time.perf_counter()
-    res = compare(_models_and_inputs(args, specs), band=band, batch_size=args.batch_size, progress=not args.quiet, seed=args.seed)
-    secs = res.seconds
-    with atomic_output_dir(args.out) as tmp:
-        res.rows.to_csv(tmp / "compare.csv", index=False, float_format="%.6g")
-        res.per_head.to_csv(tmp / "shared_query_per_head.csv", index=False, float_format="%.6g")
-        (tmp / "compare.md").write_text(res.markdown())
-        write_json_atomic(tmp / "compare.json", {"models": specs, "inputs": args.inputs, "seconds": secs, "total_seconds": round(time.perf_counter() - t0, 1)})
-        if not args.no_figures:
-            compare_figure(res, tmp / "compare.png")
-    print(res.markdown())
-    print(f"wrote {args.out}/ (compare.csv, compare.md, shared_query_per_head.csv{'' if args.no_figures else ', compare.png'}) in {time.perf_counter() - t0:.0f} s")
-    return 0
-
-
-def cmd_mitigate(args) -> int:
-    import re
-
-    import pandas as pd
-
-    from .experiments.mitigate import MitigateResult, mitigate_one
-    from .io import atomic_output_dir, check_output_dir, write_json_atomic
-    from .report.compare import tradeoff_figure
-
-    strengths = _parse_strengths(args.strengths)
-    edits = _parse_edits(args.edits)
-    specs = [m.strip() for m in (args.models or args.model).split(",") if m.strip()]
-    if not specs:
-        raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
-    check_output_dir(args.out)
-    band = _parse_band(args.layers)
-    t0 = time.perf_counter()
-    frames, na = [], {}
-    for model, inputs in _models_and_inputs(args, specs):
-        df, why = mitigate_one(model, inputs, strengths=strengths, edits=edits, band=band, batch_size=args.batch_size, progress=not args.quiet)
-        frames.append(df)
-        na[model.name] = why
-    res = MitigateResult(pd.concat(frames, ignore_index=True), na)
-    with atomic_output_dir(args.out) as tmp:
-        res.tradeoff.to_csv(tmp / "tradeoff.csv", index=False, float_format="%.6g")
-        (tmp / "mitigate.md").write_text(res.markdown())
-        write_json_atomic(tmp / "mitigate.json", {"models": specs, "inputs": args.inputs, "strengths": strengths, "edits": list(edits),
-                                                  "best": res.best().to_dict(orient="records"), "not_applicable": na, "total_seconds": round(time.perf_counter() - t0, 1)})
-        if not args.no_figures:
-            for m in dict.fromkeys(res.tradeoff.model):
-                tradeoff_figure(res.tradeoff, m, tmp / f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}.png")
-    print(res.markdown())
-    print(f"wrote {args.out}/ (tradeoff.csv, mitigate.md, mitigate.json{'' if args.no_figures else ', one PNG per model'}) in {time.perf_counter() - t0:.0f} s")
-    return 0
 
 
 def _parse_strengths(text: str) -> list[float]:
@@ -473,7 +287,9 @@ def cmd_reproduce(args) -> int:
     args.model, args.inputs, notes = resolve_defaults(args.model, args.inputs)
     for n in notes:
         print(f"sinkscope: {n[0].lower()}{n[1:].rstrip('.')}", file=sys.stderr)
-    model, inputs = _load_model_and_inputs(args, need_forward=False, kind="reproduce")
+    from .experiments.run import load
+
+    model, inputs = load(_options(args), need_forward=False, kind="reproduce")
     command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
     try:
         res = reproduce(model, inputs, args.out, settings=settings, force=args.force, progress=not args.quiet, notes=notes, run_info={"command": command})

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..analysis.facts import MassiveCoords
 from ..errors import SinkscopeError
 from ..metrics import resolve_band
 
@@ -49,23 +48,13 @@ class Circuit:
     coord_values: list[float]
     gamma_split: dict | None
     seconds: dict = field(default_factory=dict)
-
-
-def massive_at_index0(profile, band: tuple[int, int], creating_block: int | None) -> tuple[list[int], list[float]]:
-    """Index 0's massive coordinates where the sink layers read them: after the creating block
-    if there is one, else entering the layer band; the Sun et al. rule (ratio 100, |a| > 20),
-    relaxed to (20, 5) for small models whose activations never reach 20."""
-    block = creating_block if creating_block is not None else band[0] - 1
-    for ratio, min_abs in ((100.0, 20.0), (20.0, 5.0)):
-        coords, values = profile.massive(block, ratio=ratio, min_abs=min_abs)
-        if coords:
-            return coords[:8], values[:8]
-    return [], []
+    facts: object = None  # the run's CircuitFacts (coords, rule, creating block, q̄)
 
 
 def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True) -> Circuit:
     """Measure, residual profile, shared query and γ(q̄) for one model (three passes)."""
     from ..analysis import gamma_split, residual_profile
+    from ..analysis.facts import resolve_facts
     from ..analysis.shared_query import shared_gamma, shared_query
     from . import measure
 
@@ -77,16 +66,19 @@ def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = 
     secs["measure"] = time.perf_counter() - t
     t = time.perf_counter()
     prof = residual_profile(model, inputs, batch_size=batch_size, progress=progress)
-    cb = prof.creating_block()
-    coords, values = massive_at_index0(prof, band, cb)
     secs["residual"] = time.perf_counter() - t
     t = time.perf_counter()
     sq = shared_query(model, inputs, batch_size=batch_size, progress=progress)
+    facts = resolve_facts(model, inputs, band=band, profile=prof, q_bar=sq.q_bar)  # the one rule (analysis.facts)
+    cb = facts.creating_block
+    coords = facts.coords.list or []
+    at = (cb if cb is not None else band[0] - 1) + 1  # index 0's values where the sink layers read them
+    values = [float(prof.signed0[at, c]) for c in coords]
     gs = None
     if coords:
         gs, _ = gamma_split(shared_gamma(model, sq.q_bar, int(inputs.ids.shape[1])).float(), coords, band)
     secs["shared_query"] = time.perf_counter() - t
-    return Circuit(model.name, ad.describe(), band, m, prof, sq, cb, coords, values, gs, secs)
+    return Circuit(model.name, ad.describe(), band, m, prof, sq, cb, coords, values, gs, secs, facts)
 
 
 def compare_edits(c: Circuit, seed: int = 0) -> dict:
@@ -98,7 +90,7 @@ def compare_edits(c: Circuit, seed: int = 0) -> dict:
 
 
 def circuit_cache(c: Circuit) -> dict:
-    return {"q_bar": c.shared.q_bar.float(), "creating_block": c.creating_block}
+    return c.facts.cache()
 
 
 @dataclass
@@ -106,6 +98,40 @@ class CompareResult:
     rows: pd.DataFrame
     per_head: pd.DataFrame
     seconds: dict
+    inputs: str | None = None  # the --inputs spec
+
+    tables = {"compare.csv": "one row per model × domain", "compare.md": "the comparison as Markdown",
+              "shared_query_per_head.csv": "shared-query shares per model × domain × layer × head"}
+    summary_file = "compare.json"
+
+    @classmethod
+    def concat(cls, results: list["CompareResult"]) -> "CompareResult":
+        return cls(pd.concat([r.rows for r in results], ignore_index=True), pd.concat([r.per_head for r in results], ignore_index=True),
+                   {k: v for r in results for k, v in r.seconds.items()}, results[0].inputs)
+
+    def summary(self) -> dict:
+        return {"models": list(dict.fromkeys(self.rows.model)), "inputs": self.inputs, "seconds": self.seconds}
+
+    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+        """``compare.csv``, ``compare.md``, ``shared_query_per_head.csv``, ``compare.json`` (plus
+        ``extra``) and, with ``figures``, ``compare.png``."""
+        from pathlib import Path
+
+        from ..io import write_json_atomic
+        from ..report.compare import compare_figure
+
+        out = Path(out)
+        self.rows.to_csv(out / "compare.csv", index=False, float_format="%.6g")
+        self.per_head.to_csv(out / "shared_query_per_head.csv", index=False, float_format="%.6g")
+        (out / "compare.md").write_text(self.markdown())
+        write_json_atomic(out / "compare.json", self.summary() | (extra or {}))
+        if not figures:
+            return {}
+        compare_figure(self, out / "compare.png")
+        return {"compare.png": "The sink circuit across models."}
+
+    def format(self) -> str:
+        return self.markdown()
 
     def markdown(self) -> str:
         t = self.rows
@@ -140,8 +166,7 @@ def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: boo
 
     c = circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
     t = time.perf_counter()
-    facts = MassiveCoords(tuple(c.coords), f"residual-stream rule: index 0's massive activations after block {c.creating_block}") if c.coords else None
-    iv = run_interventions(model, inputs, compare_edits(c, seed), coords=facts, seed=seed, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
+    iv = run_interventions(model, inputs, compare_edits(c, seed), coords=c.facts.coords, seed=seed, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
     c.seconds["interventions"] = time.perf_counter() - t
     table = iv.table()
     table = table[table.scope == "mid"]
@@ -165,6 +190,7 @@ def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: boo
             "creating_block": "none" if c.creating_block is None else c.creating_block,
             "massive_coords": " ".join(map(str, c.coords)) or "none",
             "massive_values": " ".join(f"{v:.1f}" for v in c.coord_values),
+            "coords_rule": c.facts.coords.rule,
             "shared_query_share": pooled["shared_query_share"],
             "bq_share": pooled["bq_share"],
             "index0_advantage": pooled["mean_advantage"],
@@ -183,17 +209,33 @@ def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: boo
     return rows, per_head, c
 
 
+@dataclass
+class CompareConfig:
+    """``sinkscope compare`` as a stage, run once per model (facts decided inside, from the
+    residual profile and q̄ it computes anyway)."""
+
+    seed: int = 0
+
+    name = "compare"
+    needs_forward = True
+    facts: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        pass
+
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> CompareResult:
+        t = time.perf_counter()
+        rows, head, c = compare_one(model, inputs, band=band, batch_size=batch_size, progress=progress, seed=self.seed)
+        secs = {model.name: {**{k: round(v, 1) for k, v in c.seconds.items()}, "total": round(time.perf_counter() - t, 1)}}
+        return CompareResult(pd.DataFrame(rows), head, secs, inputs.spec)
+
+
 def compare(models_and_inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0) -> CompareResult:
     """Run :func:`compare_one` on every ``(model, inputs)`` pair, in order. Pass a generator
     (``inputs`` tokenised with that model's tokenizer) to hold one model in memory at a time;
     ``seconds`` times each model's analyses (loading excluded)."""
-    rows, heads, secs = [], [], {}
-    for model, inputs in models_and_inputs:
-        t = time.perf_counter()
-        r, h, c = compare_one(model, inputs, band=band, batch_size=batch_size, progress=progress, seed=seed)
-        rows += r
-        heads.append(h)
-        secs[model.name] = {**{k: round(v, 1) for k, v in c.seconds.items()}, "total": round(time.perf_counter() - t, 1)}
-    if not rows:
+    cfg = CompareConfig(seed)
+    results = [cfg.compute(m, i, band=band, batch_size=batch_size, progress=progress) for m, i in models_and_inputs]
+    if not results:
         raise SinkscopeError("no models to compare; pass e.g. --models default,packaged:smollm2")
-    return CompareResult(pd.DataFrame(rows), pd.concat(heads, ignore_index=True), secs)
+    return CompareResult.concat(results)

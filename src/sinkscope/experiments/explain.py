@@ -26,7 +26,7 @@ from ..analysis import (
     separation,
     source_agnostic_shift,
 )
-from ..analysis.facts import choose_massive_coords
+from ..analysis.facts import residual_massive_coords
 from ..errors import SinkscopeError
 from ..metrics import resolve_band
 from ..models import SinkModel
@@ -34,25 +34,40 @@ from ..models import SinkModel
 
 @dataclass
 class ExplainResult:
-    summary: dict
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    data: dict  # what summary() returns
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> table (written as NAME.csv)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     inputs: object = None  # the TokenizedInputs of the forward analyses (None: weights only)
+    k_sigma: float = 3.0
 
-    def write(self, out, *, k_sigma: float = 3.0, figures: bool = True) -> dict[str, str]:
-        """The tables (CSV), ``inputs.jsonl`` (when there were inputs) and, with ``figures``, every
-        figure the analyses support, in ``out``; returns ``{figure file: caption}``. The CLI and
-        reproduce's circuit stages write through here (each adds its own summary file)."""
+    def summary(self) -> dict:
+        return self.data
+
+    @property
+    def tables(self) -> dict[str, str]:
+        t = {f"{n}.csv": n.replace("_", " ") for n in self.frames}
+        return t | ({"inputs.jsonl": "each input's text and token ids"} if self.inputs is not None else {})
+
+    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+        """The tables (CSV), ``inputs.jsonl`` (when there were inputs), ``summary.json`` (plus
+        ``extra``) and, with ``figures``, every figure the analyses support, in ``out``; returns
+        ``{figure file: caption}``. The CLI and reproduce's circuit stages write through here."""
         from pathlib import Path
 
+        from ..io import write_json_atomic
         from ..report.circuit import explain_figures
 
         out = Path(out)
-        for name, table in self.tables.items():
+        for name, table in self.frames.items():
             table.to_csv(out / f"{name}.csv", index=False, float_format="%.7g")
         if self.inputs is not None:
             self.inputs.write_jsonl(out / "inputs.jsonl")
-        return explain_figures(self, out, k_sigma=k_sigma) if figures else {}
+        write_json_atomic(out / "summary.json", self.data | (extra or {}))
+        return explain_figures(self, out, k_sigma=self.k_sigma) if figures else {}
+
+    def format(self) -> str:
+        """The text ``sinkscope explain`` prints."""
+        return format_explain(self.data)
 
 
 def _skip(summary: dict, stage: str, err: Exception) -> None:
@@ -61,17 +76,17 @@ def _skip(summary: dict, stage: str, err: Exception) -> None:
 
 def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) -> None:
     """γ (Figs 4, 8) and the b_Q / key alignment (Fig 2): the weight-only analyses."""
-    s, L = res.summary, ad.n_layers
+    s, L = res.data, ad.n_layers
     try:
         g = gamma(ad)
-        res.tables["gamma_layer_head"] = pd.DataFrame(
+        res.frames["gamma_layer_head"] = pd.DataFrame(
             [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
         )
         if coords is None:
             raise SinkscopeError(f"γ split needs the massive coordinates; {s.get('coords_source')}")
         if not coords:
             raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
-        s["gamma"], res.tables["gamma"] = gamma_split(g, coords, band)
+        s["gamma"], res.frames["gamma"] = gamma_split(g, coords, band)
     except SinkscopeError as e:
         _skip(s, "gamma", e)
     if epe is None:
@@ -87,7 +102,7 @@ def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) 
         "other_median_cos": float(cos[..., 1:].double().median()),
     }
     lay, head, pos = np.meshgrid(np.arange(band[0], band[1]), np.arange(ad.n_heads), np.arange(cos.shape[-1]), indexing="ij")
-    res.tables["alignment"] = pd.DataFrame({"layer": lay.ravel(), "head": head.ravel(), "position": pos.ravel(), "cos": cos.flatten().double().numpy()})
+    res.frames["alignment"] = pd.DataFrame({"layer": lay.ravel(), "head": head.ravel(), "position": pos.ravel(), "cos": cos.flatten().double().numpy()})
 
 
 def explain(
@@ -100,20 +115,31 @@ def explain(
     batch_size: int = 32,
     progress: bool = True,
     weights: bool = True,
+    forward: bool = True,
+    facts=None,
 ) -> ExplainResult:
     """Run every structural analysis the model's weights (and ``inputs``, if given) allow.
 
+    ``facts``: the run's :class:`~sinkscope.analysis.facts.CircuitFacts` (massive coordinates
+    and their rule, the residual profile); None decides them here from ``coords`` / ``k_sigma``.
     ``weights=False`` leaves out the weight-only analyses (γ, the b_Q / key alignment), e.g. when
     ``sinkscope reproduce`` runs them as a stage of their own; the EPE is still computed (Fig 3
-    needs it).
+    needs it). ``forward=False`` (or ``inputs=None``) runs the weight-only analyses alone; only
+    ``forward=True`` lists the forward analyses that could not run.
     """
+    from ..analysis.facts import resolve_facts
+
     ad = model.adapter
     L = ad.n_layers
     band = resolve_band(band, L)
     t0 = time.perf_counter()
+    if facts is None:
+        facts = resolve_facts(model, inputs, coords=coords, k_sigma=k_sigma, band=band, batch_size=batch_size, progress=progress)
+    k_sigma = facts.k_sigma
     s: dict = {"model": model.name, "model_info": ad.describe(), "layer_band": list(band), "k_sigma": k_sigma, "skipped": [],
-               "inputs": inputs.record() if inputs is not None else None, "n_examples": len(inputs) if inputs is not None else 0}
-    res = ExplainResult(summary=s, inputs=inputs)
+               "inputs": inputs.record() if inputs is not None else None, "n_examples": len(inputs) if inputs is not None else 0,
+               "facts": facts.record()}
+    res = ExplainResult(data=s, inputs=inputs, k_sigma=k_sigma)
     T = int(inputs.ids.shape[1]) if inputs is not None else 40
 
     # --- EPE and its massive coordinates (needs W_pos and the layer-0 MLP) ---------------------
@@ -124,12 +150,12 @@ def explain(
         s["epe"] = {"massive_coords": mc, "massive_values": mv, "norm_index0": float(epe[0].norm()), "median_norm_other": float(epe[1:].norm(dim=-1).median())}
         if weights:
             res.arrays["epe0"] = epe[0].double().numpy()
-            res.tables["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
+            res.frames["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
     except SinkscopeError as e:
-        _skip(s, "epe", e)
-    facts = choose_massive_coords(model, coords, k_sigma=k_sigma)  # the run's one rule (analysis/facts.py)
-    coords = facts.list if facts.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
-    s["coords_source"] = facts.rule
+        if weights:
+            _skip(s, "epe", e)
+    coords = facts.coords.list if facts.coords.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
+    s["coords_source"] = facts.coords.rule
 
     if weights:
         _weight_analyses(res, ad, epe, coords, band, k_sigma)
@@ -137,20 +163,23 @@ def explain(
     # --- forward-pass analyses: Δ (Figs 1, 6), EPE validation (Fig 3), decomposition check ---
     forward_stages = ("residual", "delta", "decomposition_check", "epe_validation")
     try:
+        if not forward:
+            raise SinkscopeError("not requested")
         ad.require_forward()
         if inputs is None:
             raise SinkscopeError("no inputs given (weight-only run)")
     except SinkscopeError as e:
-        for stage in forward_stages:
-            _skip(s, stage, e)
+        if forward:  # forward=False: not asked for (--weights-only, reproduce's weights stage)
+            for stage in forward_stages:
+                _skip(s, stage, e)
         inputs = None
     if inputs is not None:
-        # where index 0 becomes special: every architecture
-        prof = residual_profile(model, inputs, batch_size=batch_size, progress=progress)
-        res.tables["residual_profile"] = prof.table()
-        created = prof.creating_block()
+        # where index 0 becomes special: every architecture (the run's facts computed the profile)
+        prof = facts.profile if facts.profile is not None else residual_profile(model, inputs, batch_size=batch_size, progress=progress)
+        res.frames["residual_profile"] = prof.table()
+        created = facts.creating_block if facts.profile is not None else prof.creating_block()
         ratio = prof.norm0 / prof.norm_other
-        mcoords, mvalues = prof.massive(created) if created is not None else ([], [])
+        mcoords, mvalues = residual_massive_coords(prof, band, created) if created is not None else ([], [])
         s["residual"] = {
             "creating_block": created,
             "massive_coords": mcoords,
@@ -165,8 +194,8 @@ def explain(
             res.arrays["delta_rc"] = delta_rc.double().numpy()
             pct = delta_percentiles(delta_rc)
             sep = separation(pct)
-            res.tables["delta_percentiles"] = pct
-            res.tables["delta_separation"] = sep
+            res.frames["delta_percentiles"] = pct
+            res.frames["delta_separation"] = sep
             in_band = sep[(sep.layer >= band[0]) & (sep.layer < band[1])]
             s["delta"] = {
                 "index0_mean": float(in_band.index0_mean.mean()),
@@ -186,7 +215,7 @@ def explain(
             c = cosv.numpy()
             med = np.nanmedian(c, axis=0)
             p10, p90 = np.nanpercentile(c, [10, 90], axis=0)
-            res.tables["epe_validation"] = pd.DataFrame({"position": np.arange(c.shape[1]), "median": med, "p10": p10, "p90": p90})
+            res.frames["epe_validation"] = pd.DataFrame({"position": np.arange(c.shape[1]), "median": med, "p10": p10, "p90": p90})
             s["epe"]["validation_median_index0"] = float(med[0])
             s["epe"]["validation_min_median_other"] = float(med[1:].min())
             s["epe"]["validation_global_median_other"] = float(np.nanmedian(c[:, 1:]))
@@ -194,3 +223,62 @@ def explain(
             _skip(s, "epe_validation", SinkscopeError("needs the EPE (see the epe stage)"))
     s["seconds"] = round(time.perf_counter() - t0, 3)
     return res
+
+
+@dataclass
+class ExplainConfig:
+    """``sinkscope explain`` as a stage: the paper's circuit analyses (Figs 1-4, 6-8).
+    ``weights`` / ``forward`` select the weight-only and the forward-pass analyses (reproduce runs
+    them as two stages); ``forward=False`` is ``--weights-only``."""
+
+    weights: bool = True
+    forward: bool = True
+
+    name = "explain"
+    needs_forward = False
+    facts = ("coords",)
+
+    @property
+    def weights_only(self) -> bool:
+        return not self.forward
+
+    def check(self) -> None:
+        if not (self.weights or self.forward):
+            raise SinkscopeError("explain needs the weight-only analyses, the forward ones or both")
+
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> ExplainResult:
+        return explain(model, inputs if self.forward else None, band=band, batch_size=batch_size, progress=progress,
+                       weights=self.weights, forward=self.forward, facts=facts)
+
+
+def format_explain(s: dict) -> str:
+    """An explain summary as text: γ, EPE, alignment, residual, Δ, decomposition, skipped."""
+    lines = [f"model {s['model']}: layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}"]
+    if "gamma" in s:
+        g = s["gamma"]
+        lines.append(
+            f"  |γ| on coords {g['coords']} ({s['coords_source']}): mean {g['massive']['mean']:.4f}, median {g['massive']['median']:.4f}, n={g['massive']['count']:,}"
+            f"; other coords: mean {g['other']['mean']:.4f}, median {g['other']['median']:.4f}, n={g['other']['count']:,}  (ratio {g['ratio_of_means']:.1f}x)"
+        )
+    if "epe" in s:
+        e = s["epe"]
+        vals = ", ".join(f"{c}: {v:+.1f}" for c, v in zip(e["massive_coords"], e["massive_values"]))
+        lines.append(f"  EPE_0 massive coordinates: {vals}")
+        if "validation_median_index0" in e:
+            lines.append(f"  EPE validation cos: median {e['validation_median_index0']:.4f} at index 0, >= {e['validation_min_median_other']:.4f} elsewhere (global median {e['validation_global_median_other']:.4f})")
+    if "alignment" in s:
+        a = s["alignment"]
+        lines.append(f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere")
+    if "residual" in s:
+        r = s["residual"]
+        vals = ", ".join(f"{c}: {v:+.0f}" for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6]))
+        where = f"becomes special after block {r['creating_block']} (massive coords {vals})" if r["creating_block"] is not None else "never becomes special (norm ratio < 5x after every block)"
+        lines.append(f"  index 0 {where}; norm ratio peaks at {r['max_norm_ratio']:.0f}x after block {r['max_norm_ratio_block']}")
+    if "delta" in s:
+        d = s["delta"]
+        lines.append(f"  re-centred Δ: mean {d['index0_mean']:.2f} at index 0 vs {d['other_mean']:.2f} elsewhere; index-0 p10 above every other p90 in layers {d['layers_index0_p10_above_all_other_p90']}")
+    if "decomposition_check" in s:
+        lines.append(f"  decomposition: 4 terms sum to the model's scores within {s['decomposition_check']['max_abs_error']:.1e}")
+    for sk in s["skipped"]:
+        lines.append(f"  skipped {sk['stage']}: {sk['reason']}")
+    return "\n".join(lines)

@@ -74,6 +74,13 @@ class InterveneResult:
     seed: int = 0
     cache: dict = field(default_factory=dict)  # what seeded each Context (q_bar, creating block)
     model_info: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)  # CircuitFacts.record() of the run
+    fig5_maps: dict = field(default_factory=dict)  # Fig 5: intervention -> [T, T] map or None
+    fig5_tokens: list = field(default_factory=list)  # Fig 5's tokens, as text
+
+    tables = {"table1.csv": "Table 1, every intervention × dataset × layer scope", "table1.md": "Table 1 as Markdown",
+              "per_example.csv": "per example", "fig5.csv": "Fig 5 attention, per intervention",
+              "inputs.jsonl": "each input's text and token ids"}
 
     def summary(self) -> dict:
         """``summary.json`` of ``sinkscope intervene`` and the record of reproduce's stage: the
@@ -92,7 +99,39 @@ class InterveneResult:
             "interventions": {r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason}
                               | ({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()}} if "random_key_coords" in r.extra else {})
                               for r in self.runs},
-            "table1": table1, "seconds": round(self.seconds, 2),
+            "facts": self.facts, "table1": table1, "seconds": round(self.seconds, 2),
+        }
+
+    def format(self) -> str:
+        """The text ``sinkscope intervene`` prints."""
+        return self.markdown()
+
+    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+        """Every ``intervene`` output in ``out``: ``table1.csv`` / ``.md``, ``per_example.csv``,
+        ``fig5.csv`` (the Fig 5 maps computed with the run's BOS convention, facts and seed, so
+        each panel matches its Table 1 row), ``inputs.jsonl``, ``summary.json`` (plus ``extra``)
+        and, with ``figures``, the PNGs; returns ``{figure file: caption}``. ``sinkscope
+        intervene`` and reproduce's interventions stage both write through here."""
+        from pathlib import Path
+
+        from ..io import write_json_atomic
+        from ..report import circuit
+
+        out = Path(out)
+        table = self.table()
+        table.to_csv(out / "table1.csv", index=False, float_format="%.6g")
+        (out / "table1.md").write_text(f"# Interventions on {self.model} ({len(self.inputs)} inputs)\n\n" + self.markdown())
+        self.per_example_frame().to_csv(out / "per_example.csv", index=False, float_format="%.7g")
+        self.inputs.write_jsonl(out / "inputs.jsonl")
+        fig5_frame(self.fig5_maps).to_csv(out / "fig5.csv", index=False, float_format="%.7g")
+        write_json_atomic(out / "summary.json", self.summary() | (extra or {}))
+        if not figures:
+            return {}
+        circuit.attention_grid(self.fig5_maps, {r.id: r.description for r in self.runs}, self.fig5_tokens, out / "fig5_attention_grid.png")
+        circuit.intervention_bars(table, out / "interventions.png")
+        return {
+            "interventions.png": "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
+            "fig5_attention_grid.png": "Fig 5: attention (mean over heads and band layers) on one sentence under each intervention; rows are queries, columns keys.",
         }
 
     def run(self, rid: str) -> InterventionRun:
@@ -301,31 +340,59 @@ def fig5_frame(maps: dict[str, np.ndarray | None]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["intervention", "query", "key", "attention"])
 
 
-def write_intervene(model: SinkModel, res: InterveneResult, interventions: dict[str, Intervention], out, *, sentence: str | None = None,
-                    max_tokens: int = 40, figures: bool = True) -> dict[str, str]:
-    """Every ``intervene`` output in ``out`` except the summary: ``table1.csv`` / ``.md``,
-    ``per_example.csv``, ``fig5.csv`` (Fig 5 on ``sentence``, with the run's BOS convention, massive
-    coordinates and seed, so each panel matches its Table 1 row), ``inputs.jsonl`` and, with
-    ``figures``, the PNGs; returns ``{figure file: caption}``. ``sinkscope intervene`` and
-    reproduce's interventions stage both write through here."""
-    from pathlib import Path
+@dataclass
+class InterveneConfig:
+    """``sinkscope intervene`` as a stage: the paper's ten interventions (``preset="paper"``)
+    and/or ``--edit`` specs, with sink, relocation and loss cost, and Fig 5 on ``sentence``.
 
-    from ..report import circuit
+    >>> sorted(InterveneConfig(preset="none", edits=("half=bq:0.5",)).interventions())
+    ['baseline', 'half']
+    """
 
-    out = Path(out)
-    table = res.table()
-    table.to_csv(out / "table1.csv", index=False, float_format="%.6g")
-    (out / "table1.md").write_text(f"# Interventions on {res.model} ({len(res.inputs)} inputs)\n\n" + res.markdown())
-    res.per_example_frame().to_csv(out / "per_example.csv", index=False, float_format="%.7g")
-    res.inputs.write_jsonl(out / "inputs.jsonl")
-    ids = fig5_ids(model, res.inputs, sentence, max_tokens)
-    maps = attention_maps(model, torch.tensor(ids), interventions, res.band, coords=res.coords, seed=res.seed, cache=res.cache)
-    fig5_frame(maps).to_csv(out / "fig5.csv", index=False, float_format="%.7g")
-    if not figures:
-        return {}
-    circuit.attention_grid(maps, {r.id: r.description for r in res.runs}, [model.tokenizer.decode([i]) for i in ids], out / "fig5_attention_grid.png")
-    circuit.intervention_bars(table, out / "interventions.png")
-    return {
-        "interventions.png": "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
-        "fig5_attention_grid.png": "Fig 5: attention (mean over heads and band layers) on one sentence under each intervention; rows are queries, columns keys.",
-    }
+    preset: str = "paper"  # paper | none
+    edits: tuple[str, ...] = ()  # NAME=SPEC (interventions.spec)
+    seed: int = 0
+    sentence: str | None = None  # the Fig 5 text (default: the opening of A Tale of Two Cities)
+    max_tokens: int = 40  # Fig 5's length, as every input's
+
+    name = "intervene"
+    needs_forward = True
+
+    def interventions(self) -> dict[str, Intervention]:
+        from ..interventions import Identity, paper_presets
+        from ..interventions.spec import parse_edit
+
+        if self.preset not in ("paper", "none"):
+            raise SinkscopeError(f"--preset {self.preset} is unknown; use paper or none")
+        ivs = paper_presets(self.seed) if self.preset == "paper" else {"baseline": Identity()}
+        for item in self.edits:
+            name, iv = parse_edit(item)
+            if name in ivs:
+                raise SinkscopeError(f"--edit name '{name}' is used twice; give each edit its own NAME=")
+            ivs[name] = iv
+        return ivs
+
+    @property
+    def facts(self) -> tuple[str, ...]:
+        return ("coords",) + (("q_bar",) if any("q_bar" in iv.needs for iv in self.interventions().values()) else ())
+
+    def check(self) -> None:
+        self.interventions()
+
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> InterveneResult:
+        """Every intervention over ``inputs``, then the Fig 5 maps; ``facts`` (the run's
+        :class:`~sinkscope.analysis.facts.CircuitFacts`) default to :func:`resolve_facts`'s."""
+        from ..analysis.facts import resolve_facts
+        from ..interventions import PAPER_LABELS
+
+        ivs = self.interventions()
+        if facts is None:
+            facts = resolve_facts(model, inputs, band=band, q_bar=any("q_bar" in iv.needs for iv in ivs.values()),
+                                  batch_size=batch_size, progress=progress)
+        res = run_interventions(model, inputs, ivs, coords=facts.coords, seed=self.seed, band=band, batch_size=batch_size, progress=progress,
+                                labels=dict(PAPER_LABELS) if self.preset == "paper" else {}, cache=facts.cache())
+        res.facts = facts.record()
+        ids = fig5_ids(model, inputs, self.sentence, self.max_tokens)
+        res.fig5_maps = attention_maps(model, torch.tensor(ids), ivs, res.band, coords=res.coords, seed=res.seed, cache=res.cache)
+        res.fig5_tokens = [model.tokenizer.decode([i]) for i in ids]
+        return res

@@ -41,6 +41,10 @@ class MeasureResult:
     eps: float = 0.3
     seconds: float = 0.0
     model_info: dict = field(default_factory=dict)
+    baseline: dict | None = None  # an earlier summary.json (--baseline): adds % of its means
+
+    tables = {"metrics.csv": "every example × layer × head", "per_layer.csv": "BOS attention per layer and dataset",
+              "inputs.jsonl": "each input's text and token ids"}
 
     @property
     def seq_len(self) -> int:
@@ -84,7 +88,9 @@ class MeasureResult:
         return pd.DataFrame(rows)
 
     def summary(self, baseline: dict | None = None) -> dict:
-        """The aggregates per domain over the layer band (and all layers), as ``summary.json``."""
+        """The aggregates per domain over the layer band (and all layers), as ``summary.json``
+        (with % of ``baseline``'s means, default: the result's own ``baseline``)."""
+        baseline = self.baseline if baseline is None else baseline
         L = self.key_attn.shape[1]
         groups = self.inputs.domain_masks()
         base = (baseline or {}).get("bos_attention", {})
@@ -122,9 +128,9 @@ class MeasureResult:
         }
         return s
 
-    def write(self, out, summary: dict | None = None, *, figures: bool = True) -> dict[str, str]:
+    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         """Every ``measure`` output in the directory ``out``: ``metrics.csv``, ``per_layer.csv``,
-        ``inputs.jsonl``, ``summary.json`` (``summary`` or :meth:`summary`) and, with ``figures``,
+        ``inputs.jsonl``, ``summary.json`` (:meth:`summary` plus ``extra``) and, with ``figures``,
         the four PNGs; returns ``{figure file: caption}``. ``sinkscope measure`` and reproduce's
         measure stage both write through here."""
         from pathlib import Path
@@ -133,12 +139,71 @@ class MeasureResult:
         from ..report.figures import measure_figures
 
         out = Path(out)
-        summary = self.summary() if summary is None else summary
+        summary = self.summary() | (extra or {})
         self.metrics_frame().to_csv(out / "metrics.csv", index=False, float_format="%.7g")
         self.per_layer_frame().to_csv(out / "per_layer.csv", index=False, float_format="%.7g")
         self.inputs.write_jsonl(out / "inputs.jsonl")
         write_json_atomic(out / "summary.json", summary)
         return measure_figures(self, summary, out) if figures else {}
+
+    def format(self) -> str:
+        """The text ``sinkscope measure`` prints."""
+        return format_summary(self.summary())
+
+
+def _window(s: dict) -> str:
+    w = s["query_window"]
+    return f"{w[0]}..{w[1] - 1}" if isinstance(w, list) else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+
+
+def format_summary(s: dict) -> str:
+    """A measure summary as a table: BOS attention per domain, SE, ±2SE, all layers, sink rate."""
+    b0, b1 = s["layer_band"]
+    lines = [
+        f"model {s['model']}: {s['n_examples']} inputs x {s['seq_len']} tokens"
+        + (f" (shorter texts kept whole: {s['seq_len_range'][0]}..{s['seq_len_range'][1]})" if isinstance(s["query_window"], str) else "")
+        + (f" (skipped as too short: {s['skipped_short']})" if s["skipped_short"] else ""),
+        f"BOS attention, layers {b0}..{b1 - 1} (0-based), queries {_window(s)}; uniform attention would give {s['uniform_baseline']:.3f}",
+        f"  {'domain':<12}{'n':>5}{'mean':>9}{'SE':>8}{'±2SE':>18}{'all layers':>12}{'Sink_0^' + str(s['sink_rate']['eps']):>12}",
+    ]
+    for dom, a in s["bos_attention"].items():
+        al = s["bos_attention_all_layers"][dom]["mean"]
+        pct = f"  {a['pct_baseline']:.1f}% of baseline" if "pct_baseline" in a else ""
+        lines.append(
+            f"  {dom:<12}{a['n']:>5}{a['mean']:>9.3f}{a['se']:>8.4f}   [{a['ci_low']:.3f}, {a['ci_high']:.3f}]{al:>12.3f}{s['sink_rate'][dom]:>12.3f}{pct}"
+        )
+    per_layer = s["bos_attention_per_layer"]["all"]
+    lines.append("  per layer (all): " + " ".join(f"{v:.2f}" for v in per_layer))
+    return "\n".join(lines)
+
+
+@dataclass
+class MeasureConfig:
+    """``sinkscope measure`` as a stage: sink strength per example × layer × head.
+
+    >>> MeasureConfig(keys=(0, 1), eps=0.3).name
+    'measure'
+    """
+
+    keys: tuple[int, ...] = (0, 1)
+    eps: float = 0.3
+    baseline: str | None = None  # path of an earlier summary.json
+
+    name = "measure"
+    needs_forward = True
+    facts: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        import math
+
+        if not math.isfinite(self.eps) or not 0 <= self.eps < 1:
+            raise SinkscopeError(f"--eps {self.eps} must be a number in [0, 1)")
+        self._baseline = read_baseline(self.baseline) if self.baseline else None
+
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> MeasureResult:
+        r = measure(model, inputs, keys=self.keys, batch_size=batch_size, band=band, eps=self.eps, progress=progress)
+        r.baseline = getattr(self, "_baseline", None) if self.baseline else None
+        return r
 
 
 def read_baseline(path: str) -> dict:

@@ -13,7 +13,7 @@ The *most sink removed per nat* names, per model, the edit whose best point (s <
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,53 @@ def sweep_edits(strengths=DEFAULT_STRENGTHS, edits=EDITS) -> dict:
 class MitigateResult:
     tradeoff: pd.DataFrame  # model, edit, strength, domain, bos_attention, delta_ce (+ se, pct)
     not_applicable: dict  # {model: {edit: reason}}
+    strengths: tuple[float, ...] = DEFAULT_STRENGTHS
+    edits: tuple[str, ...] = EDITS
+    facts: dict = field(default_factory=dict)  # {model: CircuitFacts.record()}
+    inputs: str | None = None  # the --inputs spec
+
+    tables = {"tradeoff.csv": "every edit × strength × dataset", "mitigate.md": "the trade-off table"}
+    summary_file = "mitigate.json"
+
+    @classmethod
+    def concat(cls, results: list["MitigateResult"]) -> "MitigateResult":
+        """One result over several models (``sinkscope mitigate --models``)."""
+        r0 = results[0]
+        return cls(pd.concat([r.tradeoff for r in results], ignore_index=True), {k: v for r in results for k, v in r.not_applicable.items()},
+                   r0.strengths, r0.edits, {k: v for r in results for k, v in r.facts.items()}, r0.inputs)
+
+    def summary(self) -> dict:
+        best = self.best().to_dict(orient="records")
+        rows = self.tradeoff[self.tradeoff.domain == "all"][["model", "edit", "strength", "bos_attention", "pct_baseline", "delta_ce"]]
+        return {"models": list(dict.fromkeys(self.tradeoff.model)), "inputs": self.inputs, "strengths": list(self.strengths),
+                "edits": list(self.edits), "facts": self.facts, "best": best, "not_applicable": self.not_applicable,
+                "rows": rows.to_dict(orient="records")}
+
+    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+        """``tradeoff.csv``, ``mitigate.md``, ``mitigate.json`` (plus ``extra``) and, with
+        ``figures``, one trade-off PNG per model; ``sinkscope mitigate`` and reproduce's mitigate
+        stage write through here."""
+        import re
+        from pathlib import Path
+
+        from ..io import write_json_atomic
+        from ..report.compare import tradeoff_figure
+
+        out = Path(out)
+        self.tradeoff.to_csv(out / "tradeoff.csv", index=False, float_format="%.6g")
+        (out / "mitigate.md").write_text(self.markdown())
+        write_json_atomic(out / "mitigate.json", self.summary() | (extra or {}))
+        figs = {}
+        if figures:
+            models = list(dict.fromkeys(self.tradeoff.model))
+            for m in models:
+                name = "tradeoff.png" if len(models) == 1 else f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}.png"
+                tradeoff_figure(self.tradeoff, m, out / name)
+                figs[name] = f"{m}: sink left against cross-entropy added as each component is scaled from 1 (kept) to 0 (removed), per dataset."
+        return figs
+
+    def format(self) -> str:
+        return self.markdown()
 
     def best(self) -> pd.DataFrame:
         """Per model: the edit with the most sink removed per nat (domain ``all``)."""
@@ -82,23 +129,49 @@ class MitigateResult:
         return "\n".join(out) + "\n"
 
 
-def mitigate_one(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, band=None, batch_size: int = 32, progress: bool = True, circuit=None):
-    """The trade-off rows of one model (and the reasons of edits that do not apply)."""
-    from .compare import circuit as get_circuit
-    from .compare import circuit_cache
+@dataclass
+class MitigateConfig:
+    """``sinkscope mitigate`` as a stage: each edit in ``edits`` scaled through ``strengths``."""
 
-    c = circuit or get_circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
-    return tradeoff_rows(model, inputs, strengths=strengths, edits=edits, coords=c.coords or None, band=c.band,
-                         cache=circuit_cache(c), batch_size=batch_size, progress=progress)
+    strengths: tuple[float, ...] = DEFAULT_STRENGTHS
+    edits: tuple[str, ...] = EDITS
+
+    name = "mitigate"
+    needs_forward = True
+
+    @property
+    def facts(self) -> tuple[str, ...]:
+        return ("coords",) + (("q_bar",) if "qbar" in self.edits else ())
+
+    def check(self) -> None:
+        from ..errors import SinkscopeError
+
+        if any(not 0 <= x <= 1 for x in self.strengths) or 1.0 not in self.strengths:
+            raise SinkscopeError(f"strengths {self.strengths}: each must lie in [0, 1] and 1 (unedited) must be among them")
+        if not self.edits or any(e not in EDITS for e in self.edits):
+            raise SinkscopeError(f"edits {self.edits}: choose from {', '.join(EDITS)}")
+
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> MitigateResult:
+        """The trade-off rows of one model, with the run's facts (coordinates for ``wk``, q̄ for
+        ``qbar``, the creating block for ``patch0``); None decides them here."""
+        from ..analysis.facts import resolve_facts
+
+        if facts is None:
+            facts = resolve_facts(model, inputs, band=band, q_bar="qbar" in self.edits, batch_size=batch_size, progress=progress)
+        df, na = tradeoff_rows(model, inputs, strengths=self.strengths, edits=self.edits, coords=facts.coords, band=band,
+                               cache=facts.cache(), batch_size=batch_size, progress=progress)
+        return MitigateResult(df, {model.name: na}, tuple(self.strengths), tuple(self.edits), {model.name: facts.record()}, inputs.spec)
 
 
 def tradeoff_rows(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, coords=None, band=None, cache=None, batch_size: int = 32, progress: bool = True):
     """Sweep ``edits`` over ``strengths`` given the circuit facts they need (``coords`` for ``wk``;
     ``cache``: ``q_bar`` for ``qbar``, ``creating_block`` for ``patch0``)."""
+    from ..metrics import resolve_band
     from .intervene import run_interventions
 
     ivs = sweep_edits(strengths, edits)
-    res = run_interventions(model, inputs, ivs, coords=coords, band=band, batch_size=batch_size, progress=progress, cache=cache)
+    res = run_interventions(model, inputs, ivs, coords=coords, band=resolve_band(band, model.adapter.n_layers), batch_size=batch_size,
+                            progress=progress, cache=cache)
     t = res.table()
     t = t[t.scope == "mid"]
     rows, na = [], {}

@@ -4,6 +4,8 @@ stages under ``DIR`` and one self-contained ``DIR/report.html``.
 Stages, in order (each writes ``DIR/stages/NAME/`` atomically, ``stage.json`` last):
 
 =================  ====================================================================  =======
+facts              massive coordinates (and the rule that chose them), creating block, q̄  weights
+                   (decided once; every later stage reads them)                          (+inputs)
 measure            BOS attention per example × layer × head, per dataset (Table 1a)      forward
 circuit_weights    EPE and its massive coordinates, b_Q / key alignment, γ (Figs 2,4,7,8) weights
 circuit_forward    Δ histograms, 4-term check, residual profile, EPE validation (1,3,6)  forward
@@ -20,7 +22,7 @@ setting, other weights) recomputes it. Stages that the weights cannot support (a
 checkpoint) are listed with the missing tensors.
 
 >>> [s.name for s in STAGES]
-['measure', 'circuit_weights', 'circuit_forward', 'interventions', 'shared_query', 'mitigate']
+['facts', 'measure', 'circuit_weights', 'circuit_forward', 'interventions', 'shared_query', 'mitigate']
 """
 from __future__ import annotations
 
@@ -84,6 +86,7 @@ class Stage:
     after: tuple[str, ...]  # stages whose results it needs
     run: Callable  # (ctx, tmp_dir) -> stage record (summary, figures, tables)
     uses: tuple[str, ...] = ()  # stages whose results it uses when they ran (part of its key, not required)
+    reads_inputs: bool = False  # uses the inputs when there are any (without needing a forward pass)
 
 
 @dataclass
@@ -121,6 +124,7 @@ class Context:
     out: Path
     progress: bool = True
     results: dict = field(default_factory=dict)  # stage name -> summary (finished stages)
+    facts: object = None  # the run's CircuitFacts, set by the facts stage
 
     def stage_dir(self, name: str) -> Path:
         return self.out / "stages" / name
@@ -129,81 +133,93 @@ class Context:
 # --- the stages -------------------------------------------------------------------------------
 
 
-def _measure(ctx: Context, tmp: Path) -> dict:
-    from .measure import measure
-
-    r = measure(ctx.model, ctx.inputs, keys=(0, 1), batch_size=ctx.settings.batch_size, band=ctx.band, progress=ctx.progress)
-    s = r.summary()
-    return {"summary": s, "figures": r.write(tmp, s),
-            "tables": {"per_layer.csv": "BOS attention per layer and dataset", "metrics.csv": "every example × layer × head"}}
+def _record(res, tmp: Path) -> dict:
+    """A stage's record: the result's summary, the figures it wrote and its tables; the files
+    are the ones ``sinkscope <command>`` writes (one ``write`` for both)."""
+    figs = res.write(tmp)
+    return {"summary": res.summary(), "figures": figs, "tables": dict(res.tables)}
 
 
-def _coords_for_weights(ctx: Context) -> tuple[list[int] | None, str | None]:
+def _paper_fallback(model):
+    """GPT-2 small whose checkpoint lacks the layer-0 MLP (no EPE): the paper's Fig 7 coordinates."""
+    from ..analysis.facts import MassiveCoords
     from .paper import PAPER_COORDS, is_gpt2_small
 
-    if ctx.settings.coords is not None:
-        return ctx.settings.coords, "--coords"
-    ad = ctx.model.adapter
-    if is_gpt2_small(ctx.model.hf.config) and ad.missing_tensors():
+    if is_gpt2_small(model.hf.config) and model.adapter.missing_tensors():
+        return MassiveCoords(tuple(PAPER_COORDS), "the paper's Fig 7 (this checkpoint lacks the layer-0 MLP that the EPE needs)")
+    return None
+
+
+FACT_ARRAYS = ("norm0", "norm_other", "abs0", "median_abs", "signed0")
+
+
+def _facts(ctx: Context, tmp: Path) -> dict:
+    """The run's circuit facts, decided once (analysis.facts.resolve_facts) and read by every
+    later stage: massive coordinates and their rule, the creating block, q̄."""
+    from ..analysis.facts import resolve_facts
+
+    st = ctx.settings
+    facts = resolve_facts(ctx.model, ctx.inputs, coords=st.coords, k_sigma=st.k_sigma, band=ctx.band, q_bar=True,
+                          fallback=_paper_fallback(ctx.model), batch_size=st.batch_size, progress=ctx.progress)
+    tensors = {} if facts.q_bar is None else {"q_bar": facts.q_bar.float().contiguous()}
+    if facts.profile is not None:
+        tensors |= {k: torch.from_numpy(getattr(facts.profile, k)).contiguous() for k in FACT_ARRAYS}
+    if tensors:
+        save_file(tensors, str(tmp / "facts.safetensors"))  # data only, no pickle
+    ctx.facts = facts
+    return {"summary": facts.record() | {"q_bar_computed": facts.q_bar is not None}, "figures": {}, "tables": {"facts.safetensors": "q̄ and index 0's residual profile"} if tensors else {}}
+
+
+def _load_facts(ctx: Context, summary: dict):
+    """The facts of a cached facts stage (its record and ``facts.safetensors``)."""
+    from ..analysis.facts import CircuitFacts, MassiveCoords
+    from ..analysis.massive import ResidualProfile
+
+    path = ctx.stage_dir("facts") / "facts.safetensors"
+    t = {}
+    if path.exists():
         try:
-            from ..analysis import effective_positional_embedding
+            t = load_file(str(path))
+        except Exception as e:  # truncated or edited by hand
+            raise SinkscopeError(f"the cached {path} cannot be read ({type(e).__name__}); rerun with --force to recompute it") from None
+    mc = summary["massive_coords"]
+    prof = ResidualProfile(**{k: t[k].numpy() for k in FACT_ARRAYS}) if all(k in t for k in FACT_ARRAYS) else None
+    return CircuitFacts(MassiveCoords(tuple(mc["coords"]) if mc["coords"] is not None else None, mc["rule"]), summary["creating_block"],
+                        summary["creating_block_rule"], t.get("q_bar"), prof, summary.get("k_sigma", ctx.settings.k_sigma))
 
-            effective_positional_embedding(ad, 1)
-        except SinkscopeError:
-            return list(PAPER_COORDS), "the paper's Fig 7 (this checkpoint lacks the layer-0 MLP that the EPE needs)"
-    return None, None
 
+def _measure(ctx: Context, tmp: Path) -> dict:
+    from .measure import MeasureConfig
 
-def _explain_record(res, tmp: Path, keep_skips: tuple[str, ...], k_sigma: float) -> dict:
-    s = res.summary
-    s["skipped"] = [x for x in s["skipped"] if x["stage"] in keep_skips]
-    return {"summary": s, "figures": res.write(tmp, k_sigma=k_sigma), "tables": {f"{n}.csv": n.replace("_", " ") for n in res.tables}}
+    return _record(MeasureConfig(keys=(0, 1)).compute(ctx.model, ctx.inputs, band=ctx.band, batch_size=ctx.settings.batch_size,
+                                                      progress=ctx.progress), tmp)
 
 
 def _circuit_weights(ctx: Context, tmp: Path) -> dict:
-    from .explain import explain
+    from .explain import ExplainConfig
     from .paper import PAPER_COORDS
 
-    coords, source = _coords_for_weights(ctx)
-    res = explain(ctx.model, None, coords=coords, band=ctx.band, k_sigma=ctx.settings.k_sigma, progress=ctx.progress)
-    if source:
-        res.summary["coords_source"] = source
+    res = ExplainConfig(forward=False).compute(ctx.model, None, ctx.facts, band=ctx.band, progress=ctx.progress)
     epe0 = res.arrays.get("epe0")
     if epe0 is not None and epe0.shape[0] > max(PAPER_COORDS):  # for the paper's Fig 7 values
-        res.summary["epe"]["at_paper_coords"] = {str(c): float(epe0[c]) for c in PAPER_COORDS}
-    return _explain_record(res, tmp, ("epe", "gamma", "alignment"), ctx.settings.k_sigma)
+        res.data["epe"]["at_paper_coords"] = {str(c): float(epe0[c]) for c in PAPER_COORDS}
+    return _record(res, tmp)
 
 
 def _circuit_forward(ctx: Context, tmp: Path) -> dict:
-    from .explain import explain
+    from .explain import ExplainConfig
 
-    res = explain(ctx.model, ctx.inputs, coords=ctx.settings.coords, band=ctx.band, k_sigma=ctx.settings.k_sigma,
-                  batch_size=ctx.settings.batch_size, progress=ctx.progress, weights=False)
-    return _explain_record(res, tmp, ("residual", "delta", "decomposition_check", "epe_validation"), ctx.settings.k_sigma)
-
-
-def _massive_coords(ctx: Context):
-    """The run's massive coordinates, chosen once by :func:`choose_massive_coords` (``--coords``,
-    else the EPE_0 rule with ``--sigma``, else index 0's massive activations found by the
-    circuit_forward stage) and used by (i), Fig 5 and the W_K mitigation alike."""
-    from ..analysis.facts import choose_massive_coords
-
-    r = ctx.results.get("circuit_forward", {}).get("residual") or {}
-    return choose_massive_coords(ctx.model, ctx.settings.coords, k_sigma=ctx.settings.k_sigma,
-                                 residual=(r.get("massive_coords", [])[:8], r.get("creating_block")))
+    res = ExplainConfig(weights=False).compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=ctx.settings.batch_size,
+                                               progress=ctx.progress)
+    return _record(res, tmp)
 
 
 def _interventions(ctx: Context, tmp: Path) -> dict:
-    from ..interventions import PAPER_LABELS, paper_presets
-    from .intervene import run_interventions, write_intervene
+    from .intervene import InterveneConfig
 
     st = ctx.settings
-    ivs = paper_presets(st.seed)
-    res = run_interventions(ctx.model, ctx.inputs, ivs, coords=_massive_coords(ctx), seed=st.seed, band=ctx.band, batch_size=st.batch_size,
-                            progress=ctx.progress, labels=dict(PAPER_LABELS))
-    figs = write_intervene(ctx.model, res, ivs, tmp, sentence=st.sentence, max_tokens=st.max_tokens)
-    return {"summary": res.summary(), "figures": figs, "tables": {"table1.csv": "Table 1, every intervention × dataset × layer scope",
-                                                                 "per_example.csv": "per example", "fig5.csv": "Fig 5 attention, per intervention"}}
+    cfg = InterveneConfig(preset="paper", seed=st.seed, sentence=st.sentence, max_tokens=st.max_tokens)
+    return _record(cfg.compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=st.batch_size, progress=ctx.progress), tmp)
 
 
 def _shared_query(ctx: Context, tmp: Path) -> dict:
@@ -211,7 +227,6 @@ def _shared_query(ctx: Context, tmp: Path) -> dict:
     from ..report.circuit import shared_query_layers
 
     sq = shared_query(ctx.model, ctx.inputs, batch_size=ctx.settings.batch_size, progress=ctx.progress)
-    save_file({"q_bar": sq.q_bar.float().contiguous()}, str(tmp / "q_bar.safetensors"))  # data only, no pickle
     masks = ctx.inputs.domain_masks()
     frame = sq.frame(masks)
     frame.to_csv(tmp / "shared_query_per_head.csv", index=False, float_format="%.6g")
@@ -222,44 +237,22 @@ def _shared_query(ctx: Context, tmp: Path) -> dict:
     return {"summary": s, "figures": figs, "tables": {"shared_query_per_head.csv": "per domain × layer × head"}}
 
 
-def _read_q_bar(path: Path) -> torch.Tensor:
-    try:
-        return load_file(str(path))["q_bar"]
-    except Exception as e:  # missing, truncated or edited by hand
-        raise SinkscopeError(f"the cached {path} cannot be read ({type(e).__name__}); rerun with --force to recompute it") from None
-
-
 def _mitigate(ctx: Context, tmp: Path) -> dict:
-    from ..report.compare import tradeoff_figure
-    from .mitigate import MitigateResult, tradeoff_rows
+    from .mitigate import MitigateConfig
 
     st = ctx.settings
-    f = ctx.results.get("circuit_forward", {})
-    facts = _massive_coords(ctx)
-    coords = facts.list
-    q_bar = _read_q_bar(ctx.stage_dir("shared_query") / "q_bar.safetensors")
-    cache = {"q_bar": q_bar, "creating_block": (f.get("residual") or {}).get("creating_block")}
-    df, na = tradeoff_rows(ctx.model, ctx.inputs, strengths=st.strengths, edits=st.edits, coords=coords, band=ctx.band, cache=cache,
-                           batch_size=st.batch_size, progress=ctx.progress)
-    res = MitigateResult(df, {ctx.model.name: na})
-    df.to_csv(tmp / "tradeoff.csv", index=False, float_format="%.6g")
-    (tmp / "mitigate.md").write_text(res.markdown())
-    tradeoff_figure(df, ctx.model.name, tmp / "tradeoff.png")
-    best = res.best().to_dict(orient="records")
-    allrows = df[df.domain == "all"][["edit", "strength", "bos_attention", "pct_baseline", "delta_ce"]]
-    s = {"best": best[0] if best else None, "not_applicable": na, "coords": coords, "coords_rule": facts.rule, "strengths": list(st.strengths), "rows": allrows.to_dict(orient="records")}
-    return {"summary": s, "figures": {"tradeoff.png": "Sink left against cross-entropy added as each component is scaled from 1 (kept) to 0 (removed), per dataset."},
-            "tables": {"tradeoff.csv": "every edit × strength × dataset", "mitigate.md": "the trade-off table"}}
+    cfg = MitigateConfig(strengths=st.strengths, edits=st.edits)
+    return _record(cfg.compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=st.batch_size, progress=ctx.progress), tmp)
 
 
 STAGES: list[Stage] = [
+    Stage("facts", "Circuit facts: massive coordinates, creating block, q̄", False, ("band", "coords", "k_sigma"), (), _facts, reads_inputs=True),
     Stage("measure", "Sink strength", True, ("band",), (), _measure),
-    Stage("circuit_weights", "The circuit in the weights: EPE, b_Q / key alignment, γ", False, ("band", "coords", "k_sigma"), (), _circuit_weights),
-    Stage("circuit_forward", "The circuit in the forward pass: Δ, EPE validation, where index 0 becomes special", True, ("band", "coords", "k_sigma"), (), _circuit_forward),
-    Stage("interventions", "Interventions: Table 1, relocation, loss cost, Fig 5", True, ("band", "coords", "k_sigma", "seed", "sentence", "max_tokens"), (), _interventions,
-          uses=("circuit_forward",)),
+    Stage("circuit_weights", "The circuit in the weights: EPE, b_Q / key alignment, γ (Figs 2, 4, 7, 8)", False, ("band",), ("facts",), _circuit_weights),
+    Stage("circuit_forward", "The circuit in the forward pass: Δ, EPE validation, where index 0 becomes special", True, ("band",), ("facts",), _circuit_forward),
+    Stage("interventions", "Interventions: Table 1, relocation, loss cost, Fig 5", True, ("band", "seed", "sentence", "max_tokens"), ("facts",), _interventions),
     Stage("shared_query", "The effective query bias (any architecture)", True, ("band",), (), _shared_query),
-    Stage("mitigate", "Mitigation trade-off: sink removed per nat", True, ("band", "coords", "k_sigma", "strengths", "edits"), ("circuit_weights", "circuit_forward", "shared_query"), _mitigate),
+    Stage("mitigate", "Mitigation trade-off: sink removed per nat", True, ("band", "strengths", "edits"), ("facts",), _mitigate),
 ]
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -289,7 +282,7 @@ def inputs_hash(inputs) -> str | None:
     return h.hexdigest()
 
 
-CACHE_FORMAT = 2  # 2: q_bar as safetensors (1 pickled it with torch.save)
+CACHE_FORMAT = 3  # 2: q_bar as safetensors (1 pickled it with torch.save); 3: the facts stage
 
 
 def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str]) -> str:
@@ -300,7 +293,7 @@ def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings
         "version": __version__,
         "cache_format": CACHE_FORMAT,
         "weights": w_hash,
-        "inputs": in_hash if stage.forward else None,
+        "inputs": in_hash if stage.forward or stage.reads_inputs else None,
         "settings": {k: getattr(settings, k) for k in stage.reads},
         "after": {k: upstream.get(k) for k in stage.after + stage.uses},
     }
@@ -456,6 +449,8 @@ def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progre
                 rec = None if force else _read_record(d)
                 if rec is not None and rec.get("key") == key and rec.get("status") == "done":
                     oc.status, oc.seconds, oc.record = "cached", rec.get("seconds", 0.0), rec
+                    if st.name == "facts":
+                        ctx.facts = _load_facts(ctx, rec["summary"])
                 else:
                     t = time.perf_counter()
                     with atomic_output_dir(d) as tmp:
@@ -465,6 +460,8 @@ def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progre
                         write_json_atomic(tmp / "stage.json", rec)
                     oc.status, oc.seconds, oc.record = "ran", rec["seconds"], rec
                 ctx.results[st.name] = oc.record.get("summary", {})
+                if st.name == "facts":  # later stages depend on what the facts are, not on how they were found
+                    keys["facts"] = hashlib.sha256(json.dumps(ctx.results["facts"], sort_keys=True).encode()).hexdigest()[:20]
             outcomes.append(oc)
             bar.update(1)
         check()

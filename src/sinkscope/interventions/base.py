@@ -47,7 +47,10 @@ class Context:
 
 class Intervention:
     """Base class. Subclasses implement :meth:`install` (and :meth:`check` if they need a
-    component some architectures lack); ``describe`` is the one-line label of tables."""
+    component some architectures lack); ``describe`` is the one-line label of tables;
+    ``needs`` names the circuit facts it reads from the context cache (``"q_bar"``)."""
+
+    needs: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return type(self).__name__
@@ -81,6 +84,7 @@ class Compose(Intervention):
 
     def __init__(self, *parts: Intervention):
         self.parts = [q for p in parts for q in (p.parts if isinstance(p, Compose) else [p])]
+        self.needs = tuple(dict.fromkeys(n for p in self.parts for n in p.needs))
 
     def describe(self):
         return " + ".join(p.describe() for p in self.parts)

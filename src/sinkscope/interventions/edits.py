@@ -247,6 +247,8 @@ class ScaleSharedQuery(Intervention):
     query the kernel sees becomes ``q_i - (1 - scale)·R_i q̄``. The architecture-independent
     counterpart of ``b_Q := scale·b_Q`` (needs ``ctx.cache["q_bar"]`` ``[layer, head, d_head]``)."""
 
+    needs = ("q_bar",)
+
     def __init__(self, scale: float = 0.0, layers: Iterable[int] | None = None):
         self.scale, self.layers = float(scale), (None if layers is None else list(layers))
 

@@ -158,7 +158,7 @@ def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
     from pathlib import Path
 
     out = Path(out)
-    s = res.summary
+    s = res.data
     band = tuple(s["layer_band"])
     made = {}
     if "delta_rc" in res.arrays:
@@ -168,21 +168,21 @@ def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
         delta_histograms(d, band, out / "fig6_delta_hist_full.png")
         made["fig1_delta_hist.png"] = "Fig 1: the source-agnostic shift Δ_j = b_Q·W_K x_j (re-centred) at index 0 vs every other position, layer band, truncated."
         made["fig6_delta_hist_full.png"] = "Fig 6: the same histogram without truncation."
-    if "residual_profile" in res.tables:
+    if "residual_profile" in res.frames:
         r = s["residual"]
         title = (f"Index 0 becomes special after block {r['creating_block']} (massive coords {r['massive_coords'][:5]})" if r["creating_block"] is not None
                  else "Index 0 never becomes special in the residual stream")
-        residual_norms(res.tables["residual_profile"], out / "residual_norms.png", title=title)
+        residual_norms(res.frames["residual_profile"], out / "residual_norms.png", title=title)
         made["residual_norms.png"] = "Residual-stream norm of index 0 vs the other positions after every block: where the first position becomes special."
     if "alignment" in res.arrays:
         alignment_strip(res.arrays["alignment"], band, out / "fig2_alignment.png")
         made["fig2_alignment.png"] = "Fig 2: cos(b_Q, W_K·EPE_j) per head; index 0 (red) against the other positions (blue)."
-    if "epe_validation" in res.tables:
-        epe_validation_band(res.tables["epe_validation"], out / "fig3_epe_validation.png")
+    if "epe_validation" in res.frames:
+        epe_validation_band(res.frames["epe_validation"], out / "fig3_epe_validation.png")
         made["fig3_epe_validation.png"] = "Fig 3: cos(EPE_i, R_i − O_i), how well the input-independent EPE predicts what position adds after the first MLP."
-    if "gamma" in res.tables:
-        gamma_histograms(res.tables["gamma"], out / "fig4_gamma_hist.png", truncate=4.0)
-        gamma_histograms(res.tables["gamma"], out / "fig8_gamma_hist_full.png", truncate=None)
+    if "gamma" in res.frames:
+        gamma_histograms(res.frames["gamma"], out / "fig4_gamma_hist.png", truncate=4.0)
+        gamma_histograms(res.frames["gamma"], out / "fig8_gamma_hist_full.png", truncate=None)
         made["fig4_gamma_hist.png"] = "Fig 4: |γ_h[d]| = |b_Q,h · W_K,h[d]| on the massive coordinates vs the other coordinates (clipped at 4)."
         made["fig8_gamma_hist_full.png"] = "Fig 8: the same without clipping."
     if "epe0" in res.arrays:

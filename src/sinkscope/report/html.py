@@ -74,6 +74,14 @@ def _f(x, spec=".3f", na="n/a") -> str:
 # --- per-stage tables -------------------------------------------------------------------------
 
 
+def _facts_tables(s: dict) -> str:
+    mc = s["massive_coords"]
+    rows = [{"fact": "massive coordinates", "value": ", ".join(map(str, mc["coords"])) if mc["coords"] else "none", "decided by": mc["rule"]},
+            {"fact": "creating block", "value": "none" if s["creating_block"] is None else str(s["creating_block"]), "decided by": s["creating_block_rule"]},
+            {"fact": "effective query bias q̄", "value": "computed" if s.get("q_bar_computed") else "not computed", "decided by": "mean query per layer × head (shared_query)"}]
+    return _table(pd.DataFrame(rows))
+
+
 def _measure_tables(s: dict) -> str:
     rows = []
     for dom, a in s["bos_attention"].items():
@@ -157,7 +165,7 @@ def _mitigate_tables(s: dict) -> str:
     return _table(df)
 
 
-TABLES = {"measure": _measure_tables, "circuit_weights": _weights_tables, "circuit_forward": _forward_tables,
+TABLES = {"facts": _facts_tables, "measure": _measure_tables, "circuit_weights": _weights_tables, "circuit_forward": _forward_tables,
           "interventions": _interventions_tables, "shared_query": _shared_tables, "mitigate": _mitigate_tables}
 
 

@@ -14,6 +14,15 @@ def _strength(m: float) -> str:
     return "a strong sink" if m >= 0.3 else ("a weak sink" if m >= 0.1 else "hardly a sink")
 
 
+def facts_reading(s: dict) -> str:
+    mc = s["massive_coords"]
+    coords = f"The run's massive coordinates are {mc['coords']}, chosen by the {mc['rule']}" if mc["coords"] else f"No massive coordinates are known ({mc['rule']})"
+    b = s["creating_block"]
+    block = (f"index 0 stands out in the residual stream after block {b}" if b is not None
+             else "index 0 never stands out in the residual stream" if "never" in s["creating_block_rule"] else "the creating block was not computed (no forward pass)")
+    return f"{coords}; {block}. Every later stage, figure and table of this report uses these facts."
+
+
 def measure_reading(s: dict) -> str:
     a = s["bos_attention"]["all"]
     b0, b1 = s["layer_band"]
@@ -123,7 +132,7 @@ def shared_query_reading(s: dict) -> str:
 
 
 def mitigate_reading(s: dict) -> str:
-    b = s.get("best")
+    b = (s.get("best") or [None])[0]  # one model in a reproduce run
     text = ""
     if b and b.get("best_edit") not in (None, "none"):
         text = (f"Per nat of cross-entropy added, scaling `{b['best_edit']}` to s = {b['strength']:g} removes the most sink: "
@@ -136,12 +145,14 @@ def mitigate_reading(s: dict) -> str:
         deepest = min(full, key=lambda r: r["bos_attention"])
         text += (f" Removed completely (s = 0), `{deepest['edit']}` leaves the least sink ({deepest['pct_baseline']:.1f}%, {deepest['delta_ce']:+.2f} nats) and "
                  f"`{cheapest['edit']}` costs the least ({cheapest['delta_ce']:+.2f} nats, {cheapest['pct_baseline']:.1f}% left).")
-    for e, why in (s.get("not_applicable") or {}).items():
-        text += f" `{e}` does not apply: {why}."
+    for na in (s.get("not_applicable") or {}).values():
+        for e, why in na.items():
+            text += f" `{e}` does not apply: {why}."
     return text.strip()
 
 
 READINGS = {
+    "facts": facts_reading,
     "measure": measure_reading,
     "circuit_weights": circuit_weights_reading,
     "circuit_forward": circuit_forward_reading,

@@ -1,0 +1,158 @@
+"""One command, one stage: the options every command shares, and the run that checks them, loads
+the model and the inputs, decides the circuit facts once, computes a stage and writes its result
+atomically. ``sinkscope <command>`` is :func:`run_stage` on the command's config; ``reproduce``
+calls the same configs' ``compute`` and the results' ``write`` (plus caching).
+
+A stage config has ``name``, ``needs_forward`` (False: the weights suffice, inputs optional),
+``facts`` (which circuit facts it reads: ``"coords"``, ``"q_bar"``), ``check()`` (cheap option
+checks) and ``compute(model, inputs, facts, *, band, batch_size, progress) -> Result``; a result
+has ``summary()``, ``write(out, *, figures=True, extra=None) -> {figure: caption}``, ``tables``
+(``{file: description}``) and ``format()`` (the text the CLI prints).
+
+>>> RunOptions(model="default", per_domain=6).inputs
+'default'
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from ..errors import SinkscopeError
+
+
+@dataclass
+class RunOptions:
+    """What every command shares: model, inputs, output and batching (the CLI's common flags)."""
+
+    model: str = "default"
+    device: str = "cpu"
+    inputs: str = "default"
+    max_tokens: int = 40
+    short: str = "skip"  # texts under max_tokens: skip (count them) or keep at their own length
+    per_domain: int | None = None
+    seed: int = 0
+    bos: str | bool = "auto"
+    batch_size: int = 32
+    band: tuple[int, int] | None = None
+    coords: Sequence[int] | None = None  # the user's massive coordinates (--coords)
+    k_sigma: float = 3.0  # the EPE_0 rule's sigma (--sigma)
+    out: str | None = None
+    figures: bool = True
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise SinkscopeError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.per_domain is not None and self.per_domain < 1:
+            raise SinkscopeError(f"--per-domain {self.per_domain} must be at least 1")
+
+
+def load(opts: RunOptions, *, need_forward: bool = True, weights_only: bool = False, kind: str = "result"):
+    """Cheap checks first (options, output directory, input files), then the model, then the
+    tokenising: ``(model, inputs)``. ``inputs`` is None with ``weights_only`` or when
+    ``need_forward`` is False and the model cannot run (a partial checkpoint)."""
+    from ..data import effective_per_domain, parse_spec, read_examples, resolve_bos, tokenize_examples
+    from ..io import check_output_dir
+    from ..models import load_model
+
+    opts.check()
+    if opts.out is not None:
+        check_output_dir(opts.out, kind=kind)
+    spec_kind, _ = parse_spec(opts.inputs)
+    per_domain = effective_per_domain(opts.inputs, opts.per_domain)
+
+    def read(tok):
+        return read_examples(opts.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=opts.max_tokens, seed=opts.seed)
+
+    examples = read(None) if spec_kind != "paper" and not weights_only else None  # a bad file fails before the model loads
+    model = load_model(opts.model, device=opts.device)
+    model.adapter.check_coords(opts.coords)
+    if need_forward:
+        model.adapter.require_forward()
+    elif weights_only or model.adapter.missing_tensors():
+        return model, None
+    model.adapter.check_length(opts.max_tokens)
+    if examples is None:
+        examples = read(model.tokenizer)
+    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=opts.max_tokens, per_domain=per_domain,
+                               prepend_bos=resolve_bos(model, opts.bos), spec=opts.inputs, keep_short=opts.short == "keep")
+    return model, inputs
+
+
+def load_each(opts: RunOptions, specs: Sequence[str]) -> Iterator[tuple]:
+    """``(model, inputs)`` for each model spec in turn, with ``opts``' input options. Every spec is
+    checked cheaply first, so a bad last model fails before the first one runs."""
+    from ..models.loading import precheck_model, resolve_device
+
+    if not specs:
+        raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
+    resolve_device(opts.device)
+    for spec in specs:
+        precheck_model(spec)
+    if len(set(specs)) < len(specs):
+        raise SinkscopeError(f"--models {','.join(specs)} names a model twice; give each once")
+    base = lambda s: os.path.basename(os.path.normpath(s))  # noqa: E731
+    for spec in specs:
+        one = copy.copy(opts)
+        one.model, one.out = spec, None
+        model, inputs = load(one)
+        if sum(base(x) == base(spec) for x in specs) > 1:
+            model.name = spec  # two models with one display name (x/run, y/run): tell them apart by their spec
+        yield model, inputs
+
+
+def facts_for(config, model, inputs, opts: RunOptions, *, profile=None, fallback=None):
+    """The run's :class:`~sinkscope.analysis.facts.CircuitFacts`, decided once, for what
+    ``config.facts`` asks (None when it asks nothing)."""
+    from ..analysis.facts import resolve_facts
+
+    need = getattr(config, "facts", ())
+    if not need:
+        return None
+    return resolve_facts(model, inputs, coords=opts.coords, k_sigma=opts.k_sigma, band=opts.band, q_bar="q_bar" in need,
+                         profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
+
+
+def run_stage(config, opts: RunOptions):
+    """``sinkscope <command>``: check, load, decide the facts, compute and write ``opts.out``
+    atomically (``summary.json`` gains ``total_seconds``). Returns the result."""
+    from ..io import atomic_output_dir
+
+    config.check()
+    t0 = time.perf_counter()
+    model, inputs = load(opts, need_forward=config.needs_forward, weights_only=getattr(config, "weights_only", False))
+    facts = facts_for(config, model, inputs, opts)
+    res = config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size, progress=opts.progress)
+    with atomic_output_dir(opts.out) as tmp:
+        res.figures = res.write(tmp, figures=opts.figures, extra={"total_seconds": round(time.perf_counter() - t0, 2)})
+    res.total_seconds = time.perf_counter() - t0
+    return res
+
+
+def wrote(res, out: str) -> str:
+    """The CLI's last line: what a result wrote, and where."""
+    files = list(res.tables) + [getattr(res, "summary_file", "summary.json")] + (["figures"] if getattr(res, "figures", None) else [])
+    return f"wrote {out}/ ({', '.join(files)}) in {res.total_seconds:.0f} s"
+
+
+def run_models(config, opts: RunOptions, specs: Sequence[str]):
+    """``compare`` / ``mitigate``: the stage on each model in turn (one in memory at a time, each
+    with its own facts), combined into one result written atomically to ``opts.out``."""
+    from ..io import atomic_output_dir, check_output_dir
+
+    config.check()
+    if opts.out is not None:
+        check_output_dir(opts.out)
+    t0 = time.perf_counter()
+    results = []
+    for model, inputs in load_each(opts, specs):
+        results.append(config.compute(model, inputs, facts_for(config, model, inputs, opts), band=opts.band,
+                                      batch_size=opts.batch_size, progress=opts.progress))
+    res = type(results[0]).concat(results)
+    with atomic_output_dir(opts.out) as tmp:
+        res.figures = res.write(tmp, figures=opts.figures, extra={"total_seconds": round(time.perf_counter() - t0, 2)})
+    res.total_seconds = time.perf_counter() - t0
+    return res
