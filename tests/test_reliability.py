@@ -145,9 +145,9 @@ def test_stage_caches_hold_no_pickles(tmp_path, capsys, monkeypatch):
     for d in (out / "stages").iterdir():
         plant(d / "q_bar.pt", marker)
         plant(d / "cache.pt", marker)
-    (out / "stages" / "shared_query" / "q_bar.safetensors").write_bytes(b"\x00" * 7)
+    (out / "stages" / "facts" / "facts.safetensors").write_bytes(b"\x00" * 7)
     capsys.readouterr()
-    user_error(capsys, [*argv[:-1], "1,0.5,0"], "q_bar.safetensors", "--force")  # mitigate reruns, reads q_bar
+    user_error(capsys, [*argv[:-1], "1,0.5,0"], "facts.safetensors", "--force")  # the cached facts (q̄, profile) are read
     assert not marker.exists()
 
 

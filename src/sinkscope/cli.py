@@ -306,17 +306,10 @@ def cmd_reproduce(args) -> int:
 def cmd_train(args) -> int:
     from dataclasses import fields
 
-    from .training import TrainConfig, train
+    from .training import TrainConfig, read_tokenizer, train
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
-    tok = None
-    if args.tokenizer:
-        from transformers import AutoTokenizer
-
-        try:
-            tok = AutoTokenizer.from_pretrained(args.tokenizer)
-        except (OSError, ValueError) as e:
-            raise SinkscopeError(f"--tokenizer {args.tokenizer}: no tokenizer there ({type(e).__name__}); pass a model or tokenizer directory") from None
+    tok = read_tokenizer(args.tokenizer) if args.tokenizer else None
     command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
     r = train(cfg, args.out, resume=args.resume, force=args.force, tokenizer=tok, progress=not args.quiet, command=command, device=args.device)
     f = r["final"]

@@ -7,6 +7,7 @@ _EXPORTS = {
     "export": "recipe",
     "fit_tokenizer": "data",
     "probe_sink": "recipe",
+    "read_tokenizer": "data",
     "sample_windows": "data",
     "token_streams": "data",
     "train": "recipe",

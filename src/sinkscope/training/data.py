@@ -76,6 +76,18 @@ def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, unk_token=SPECIAL)
 
 
+def read_tokenizer(path: str):
+    """A tokenizer to reuse (``train --tokenizer DIR``): one line naming the fix when none is there."""
+    from transformers import AutoTokenizer
+
+    from ..errors import SinkscopeError
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise SinkscopeError(f"--tokenizer {path}: no tokenizer there ({type(e).__name__}); pass a model or tokenizer directory") from None
+
+
 def tokenizer_in(directory, texts: dict[str, list[str]], vocab_size: int, tokenizer=None):
     """The tokenizer kept in ``directory``: ``tokenizer`` if given, else the one saved there,
     else one fitted to ``texts``; saved there (atomically) when the directory has none yet."""
