@@ -240,10 +240,22 @@ def test_paper_table_for_gpt2_small_reads_every_stage(embedded_run):
         results["interventions"]["table1"]["mid"][new] = results["interventions"]["table1"]["mid"][ds]
     df = paper_vs_run(results)
     assert len(df) == len(PAPER_NUMBERS) >= 50
-    unresolved = df[df.status.str.startswith("not run")]
+    unresolved = df[df.status.str.startswith("not ")]
     # the paper's Fig 7 coordinates 138 and 447 do not exist in a 128-wide model (378 does not either)
     assert set(unresolved.quantity) <= {"EPE_0[138]", "EPE_0[378]", "EPE_0[447]"}, unresolved
+    assert (unresolved.status == unresolved.quantity.map(lambda q: f"not computed here: the model has no coordinate {q[6:-1]}")).all()
     assert len(df) - len(unresolved) >= 50
+    # like with like: the paper's setting beside this run's; a model that is not GPT-2 small, or
+    # other inputs for forward-pass numbers, gives reference rows, never "matches" / "differs"
+    assert df["paper setting"].str.startswith("GPT-2 small").all() and (df["this run's setting"] != "").all()
+    assert "layers 2..5, 18 inputs × 40 tokens" in df["this run's setting"][0]
+    other = paper_vs_run(results, gpt2_small=False)
+    assert set(other.status) - {"reference"} <= set(unresolved.status)
+    mixed = paper_vs_run(results, paper_inputs=False)
+    assert set(mixed[mixed.stage != "circuit_weights"].status) - {"reference"} <= set(unresolved.status)
+    assert {"matches", "differs"} & set(mixed[mixed.stage == "circuit_weights"].status)
+    with pytest.raises(KeyError):  # a key missing from a stage that ran is a bug, not "not run"
+        compare_one(PAPER_NUMBERS[0], {"measure": {"bos_attention": {}}})
     assert is_gpt2_small(GPT2Config()) and not is_gpt2_small(GPT2Config(n_layer=6))
     html, _ = _paper_section(results, SimpleNamespace(hf=SimpleNamespace(config=GPT2Config())), None, {})
     assert "Paper vs this run" in html and 'class="differs"' in html

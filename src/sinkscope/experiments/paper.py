@@ -1,13 +1,19 @@
 """Every number of the study (``shared/docs/paper-notes.md``) and where ``sinkscope reproduce``
 finds its counterpart, for the report's *paper vs this run* table.
 
-A number *matches* when this run's value lies within half a unit of the paper's last printed
-digit (``.563`` → ±0.0005; values the paper gives as "≈" get the stated ``tol``); sets must be
-equal. Layers are 0-based here (the paper's "layer 4" is our layer 3).
+Each row carries the paper's setting and this run's, so like is compared with like. A row is
+*matches* / *differs* only where the two settings agree (GPT-2 small; for forward-pass numbers also
+the paper's 300 inputs of 40 tokens); elsewhere it is a *reference* row. A number matches when
+this run's value lies within half a unit of the paper's last printed digit (``.563`` → ±0.0005;
+values the paper gives as "≈" get the stated ``tol``); sets must be equal. Layers are 0-based
+here (the paper's "layer 4" is our layer 3).
 
->>> row = compare_one(PAPER_NUMBERS[0], {"measure": {"bos_attention": {"all": {"mean": 0.5634}}}})
+>>> r = {"measure": {"bos_attention": {"all": {"mean": 0.5634}}}}
+>>> row = compare_one(PAPER_NUMBERS[0], r)
 >>> row["paper"], row["this run"], row["status"]
 ('0.563', '0.5634', 'matches')
+>>> compare_one(PAPER_NUMBERS[0], r, comparable=False)["status"]
+'reference'
 """
 from __future__ import annotations
 
@@ -33,15 +39,39 @@ class PaperNumber:
     group: str
     label: str
     paper: Any  # float, or a list for sets
-    get: Callable[[dict], Any]  # stage summaries -> this run's value (KeyError/None: not run)
+    get: Callable[[dict], Any]  # stage summaries -> this run's value (raises NotComputed when a part was skipped)
     digits: int = 3  # decimals the paper prints
     tol: float | None = None  # explicit tolerance for "≈" values
     stage: str = ""
 
+    @property
+    def setting(self) -> str:
+        """The paper's setting of this number."""
+        if self.stage == "circuit_weights":
+            return "GPT-2 small weights" + (", W_K rows 138, 378, 447" if "γ" in self.group else "")
+        extra = ", W_K rows 138, 378, 447" if self.label.startswith("(i)") else ""
+        scope = "all 12 layers" if "all-layer" in self.label else "layers 3..10"
+        return f"GPT-2 small, {scope}, 300 inputs × 40 tokens{extra}"
 
-def _g(*path):
+
+class NotComputed(LookupError):
+    """This run's stage ran but did not compute the number; the message says why."""
+
+
+def _part(r: dict, stage: str, part: str):
+    """``r[stage][part]``, or :class:`NotComputed` with the reason the stage recorded."""
+    s = r[stage]
+    if part in s:
+        return s[part]
+    why = next((x["reason"] for x in s.get("skipped", []) if x["stage"] in (part, part.split("_")[0])), None)
+    raise NotComputed(f"not computed here: {why}" if why else f"not computed here ({stage} has no {part})")
+
+
+def _g(stage, part, *path):
+    """A getter for ``results[stage][part][path...]``: a part the stage skipped is
+    :class:`NotComputed` with its reason; any other missing key is a bug and raises."""
     def get(r):
-        x = r
+        x = _part(r, stage, part)
         for p in path:
             x = x[p]
         return x
@@ -50,13 +80,44 @@ def _g(*path):
 
 
 def _t1(rid, field="mean", dataset="all", scope="mid"):
-    return _g("interventions", "table1", scope, dataset, rid, field)
+    def get(r):
+        cells = r["interventions"]["table1"][scope]
+        if dataset not in cells:
+            raise NotComputed(f"not computed here: no {dataset} inputs")
+        c = cells[dataset][rid]
+        if not c["applicable"]:
+            raise NotComputed(f"not applicable here: {c['reason']}")
+        return c[field]
+
+    return get
 
 
 def _layer(layer, field):
     def get(r):
-        rows = [x for x in r["circuit_forward"]["delta"]["per_layer"] if x["layer"] == layer]
-        return rows[0][field] if rows else None
+        rows = [x for x in _part(r, "circuit_forward", "delta")["per_layer"] if x["layer"] == layer]
+        if not rows:
+            raise NotComputed(f"not computed here: layer {layer} is outside this run's band")
+        return rows[0][field]
+
+    return get
+
+
+def _dataset(ds):
+    def get(r):
+        block = _part(r, "measure", "bos_attention")
+        if ds not in block:
+            raise NotComputed(f"not computed here: this run has no {ds} inputs")
+        return block[ds]["mean"]
+
+    return get
+
+
+def _at_paper_coord(c):
+    def get(r):
+        e = _part(r, "circuit_weights", "epe")
+        if str(c) not in e.get("at_paper_coords", {}):
+            raise NotComputed(f"not computed here: the model has no coordinate {c}")
+        return e["at_paper_coords"][str(c)]
 
     return get
 
@@ -64,18 +125,18 @@ def _layer(layer, field):
 def _numbers() -> list[PaperNumber]:
     P = PaperNumber
     n = [
-        P("Sink (Table 1a)", "BOS attention, layers 3..10, 300 inputs", 0.563, _g("measure", "bos_attention", "all", "mean"), stage="measure"),
-        P("Sink (Table 1a)", "2 SE of that mean", 0.004, lambda r: 2 * r["measure"]["bos_attention"]["all"]["se"], stage="measure"),
-        P("Sink (Table 1a)", "SST-2 baseline", 0.599, _g("measure", "bos_attention", "sst2", "mean"), stage="measure"),
-        P("Sink (Table 1a)", "GSM8K baseline", 0.552, _g("measure", "bos_attention", "gsm8k", "mean"), stage="measure"),
-        P("Sink (Table 1a)", "HumanEval baseline", 0.539, _g("measure", "bos_attention", "humaneval", "mean"), stage="measure"),
+        P("Sink (Table 1a)", "BOS attention (layer band, all inputs)", 0.563, _g("measure", "bos_attention", "all", "mean"), stage="measure"),
+        P("Sink (Table 1a)", "2 SE of that mean", 0.004, lambda r: 2 * _part(r, "measure", "bos_attention")["all"]["se"], stage="measure"),
+        P("Sink (Table 1a)", "SST-2 baseline", 0.599, _dataset("sst2"), stage="measure"),
+        P("Sink (Table 1a)", "GSM8K baseline", 0.552, _dataset("gsm8k"), stage="measure"),
+        P("Sink (Table 1a)", "HumanEval baseline", 0.539, _dataset("humaneval"), stage="measure"),
         P("Sink (Table 1a)", "all-layer baseline", 0.44, _g("measure", "bos_attention_all_layers", "all", "mean"), digits=2, stage="measure"),
     ]
     table1 = {"b": (0.251, 44.7), "c": (0.017, 3.0), "d": (0.035, 6.2), "e": (0.557, 99.0), "f": (0.561, 99.7),
               "g": (0.283, 50.3), "h": (0.099, 17.5), "i": (0.367, 65.2), "j": (0.563, 100.0)}
     names = {"b": "b_Q := 0", "c": "index 0 gets p_1", "d": "swap EPE (sink moves to index 1)", "e": "swap raw positions (control)",
              "f": "index-0 token embedding := 0 (control)", "g": "skip every MLP", "h": "no positional embeddings",
-             "i": "zero W_K rows 138, 378, 447", "j": "zero 3 random W_K rows (control)"}
+             "i": "zero the massive coordinates' W_K rows", "j": "zero 3 random W_K rows (control)"}
     for rid, (mean, pct) in table1.items():
         n.append(P("Interventions (Table 1)", f"({rid}) {names[rid]}: BOS attention", mean, _t1(rid), stage="interventions"))
         n.append(P("Interventions (Table 1)", f"({rid}) {names[rid]}: % of baseline", pct, _t1(rid, "pct"), digits=1 if pct != 100.0 else 0, stage="interventions"))
@@ -83,23 +144,23 @@ def _numbers() -> list[PaperNumber]:
         n.append(P("Interventions (Table 1)", f"(b) b_Q := 0 on {ds}: % of baseline", pct, _t1("b", "pct", ds), digits=1, stage="interventions"))
     for rid, pct in (("b", 45.2), ("c", 3.6), ("d", 9.6)):
         n.append(P("Interventions (Table 1)", f"({rid}) all-layer variant: % of baseline", pct, _t1(rid, "pct", scope="all"), digits=1, stage="interventions"))
-    for rid, nats, what in (("d", 0.94, "swap EPE"), ("b", 1.6, "b_Q := 0"), ("i", 0.26, "zero W_K rows 138, 378, 447")):
+    for rid, nats, what in (("d", 0.94, "swap EPE"), ("b", 1.6, "b_Q := 0"), ("i", 0.26, "zero the massive coordinates' W_K rows")):
         n.append(P("Loss cost (reported elsewhere)", f"({rid}) {what}: Δ cross-entropy (nats)", nats, _t1(rid, "delta_ce"), digits=2 if rid != "b" else 1, stage="interventions"))
     n += [
         P("Source-agnostic shift Δ (Figs 1, 6)", "layer 3: index-0 median", 50.50, _layer(3, "index0_median"), digits=2, stage="circuit_forward"),
         P("Source-agnostic shift Δ (Figs 1, 6)", "layer 3: largest p90 of any other position", 29.49, _layer(3, "max_other_p90"), digits=2, stage="circuit_forward"),
         P("Source-agnostic shift Δ (Figs 1, 6)", "layers where index-0 p10 > every other p90", [8, 9, 10], _g("circuit_forward", "delta", "layers_index0_p10_above_all_other_p90"), stage="circuit_forward"),
-        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ at index 0, layers 3..10", 30.4, _g("circuit_forward", "delta", "index0_mean"), digits=1, tol=0.05, stage="circuit_forward"),
-        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ elsewhere, layers 3..10", 5.6, _g("circuit_forward", "delta", "other_mean"), digits=1, tol=0.05, stage="circuit_forward"),
+        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ at index 0, layer band", 30.4, _g("circuit_forward", "delta", "index0_mean"), digits=1, tol=0.05, stage="circuit_forward"),
+        P("Source-agnostic shift Δ (Figs 1, 6)", "mean Δ elsewhere, layer band", 5.6, _g("circuit_forward", "delta", "other_mean"), digits=1, tol=0.05, stage="circuit_forward"),
         P("EPE validation (Fig 3)", "median cos at index 0", 0.9962, _g("circuit_forward", "epe", "validation_median_index0"), digits=4, stage="circuit_forward"),
         P("EPE validation (Fig 3)", "lowest median cos at another position", 0.8218, _g("circuit_forward", "epe", "validation_min_median_other"), digits=4, stage="circuit_forward"),
         P("EPE validation (Fig 3)", "global median cos, other positions", 0.8473, _g("circuit_forward", "epe", "validation_global_median_other"), digits=4, stage="circuit_forward"),
         P("Massive activations (Fig 7)", "massive coordinates of EPE_0", PAPER_COORDS, _g("circuit_weights", "epe", "massive_coords"), stage="circuit_weights"),
     ]
     for c, v in zip(PAPER_COORDS, (330.0, -218.0, 105.0)):
-        n.append(P("Massive activations (Fig 7)", f"EPE_0[{c}]", v, _g("circuit_weights", "epe", "at_paper_coords", str(c)), digits=0, tol=0.5, stage="circuit_weights"))
+        n.append(P("Massive activations (Fig 7)", f"EPE_0[{c}]", v, _at_paper_coord(c), digits=0, tol=0.5, stage="circuit_weights"))
     n += [
-        P("b_Q / key alignment (Fig 2)", "cos at index 0, p10..p90 over heads", "+0.45..+0.9", lambda r: "{:+.2f}..{:+.2f}".format(*r["circuit_weights"]["alignment"]["index0_p10_p90"]), stage="circuit_weights"),
+        P("b_Q / key alignment (Fig 2)", "cos at index 0, p10..p90 over heads", "+0.45..+0.9", lambda r: "{:+.2f}..{:+.2f}".format(*_part(r, "circuit_weights", "alignment")["index0_p10_p90"]), stage="circuit_weights"),
         P("b_Q / key alignment (Fig 2)", "median cos at the other positions", -0.5, _g("circuit_weights", "alignment", "other_median_cos"), digits=1, tol=0.1, stage="circuit_weights"),
         P("γ (Figs 4, 8)", "mean |γ| on the massive coordinates", 1.3695, _g("circuit_weights", "gamma", "massive", "mean"), digits=4, stage="circuit_weights"),
         P("γ (Figs 4, 8)", "median |γ| on the massive coordinates", 1.0923, _g("circuit_weights", "gamma", "massive", "median"), digits=4, stage="circuit_weights"),
@@ -122,36 +183,75 @@ def _fmt(x, digits: int) -> str:
     return f"{x:,.{digits}f}" if digits == 0 else f"{x:.{digits}f}"
 
 
-def compare_one(num: PaperNumber, results: dict) -> dict:
-    """One row of the table: paper, this run, difference, status (``matches``/``differs``/``not run``)."""
-    row = {"group": num.group, "quantity": num.label, "paper": _fmt(num.paper, num.digits), "this run": "", "difference": "", "status": "not run", "stage": num.stage}
+def compare_one(num: PaperNumber, results: dict, *, comparable: bool = True, setting: str = "") -> dict:
+    """One row: the paper's value and setting, this run's value and setting, the difference, and
+    the status: ``matches`` / ``differs`` where ``comparable``, else ``reference``; ``not run``
+    (its stage was skipped) or ``not computed`` / ``not applicable`` (with the reason)."""
+    row = {"group": num.group, "quantity": num.label, "paper": _fmt(num.paper, num.digits), "paper setting": num.setting,
+           "this run": "", "this run's setting": setting, "difference": "", "status": "not run", "stage": num.stage}
     if num.stage not in results:
         row["status"] = f"not run ({num.stage} stage skipped)"
         return row
     try:
         v = num.get(results)
-    except (KeyError, IndexError, TypeError):
-        v = None
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    except NotComputed as e:
+        row["status"] = str(e)
         return row
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        row["status"] = "not computed here (no value)"
+        return row
+
+    def status(same: bool) -> str:
+        return ("matches" if same else "differs") if comparable else "reference"
+
     if isinstance(num.paper, (list, tuple)):
         got = sorted(int(x) for x in v)
         row["this run"] = _fmt(got, 0)
-        row["status"] = "matches" if got == sorted(num.paper) else "differs"
+        row["status"] = status(got == sorted(num.paper))
         return row
     if isinstance(num.paper, str):
-        row["this run"], row["status"] = str(v), "compare by eye"
+        row["this run"], row["status"] = str(v), "compare by eye" if comparable else "reference"
         return row
     v = float(v)
     tol = num.tol if num.tol is not None else 0.5 * 10 ** (-num.digits)
     diff = v - float(num.paper)
     shown = num.digits + 1 if num.digits else 0  # one digit more than the paper prints, so rounding shows; counts as integers
     row["this run"] = f"{v:,.{shown}f}"
-    row["difference"] = f"{diff + 0.0:+,.{shown}f}"
-    row["status"] = "matches" if abs(diff) <= tol + 1e-12 else "differs"
+    if comparable:
+        row["difference"] = f"{diff + 0.0:+,.{shown}f}"
+    row["status"] = status(abs(diff) <= tol + 1e-12)
     return row
 
 
-def paper_vs_run(results: dict) -> pd.DataFrame:
-    """The whole table: one row per number of the paper (``results``: stage name -> summary)."""
-    return pd.DataFrame([compare_one(n, results) for n in PAPER_NUMBERS])
+def run_settings(results: dict, model_name: str = "this model") -> dict[str, str]:
+    """This run's setting per stage, in the words of :attr:`PaperNumber.setting`."""
+    out = {}
+    m = results.get("measure") or results.get("interventions") or results.get("circuit_forward")
+    if m:
+        b0, b1 = m["layer_band"]
+        n = m.get("n_examples", 0)
+        T = m.get("seq_len") or "?"
+        forward = f"{model_name}, layers {b0}..{b1 - 1}, {n} inputs" + (f" × {T} tokens" if T != "?" else "")
+        out |= {"measure": forward, "circuit_forward": forward, "interventions": forward}
+    iv = results.get("interventions")
+    if iv:
+        out["interventions (i)"] = out["interventions"] + f", W_K rows {', '.join(map(str, iv.get('coords') or [])) or 'none'}"
+    w = results.get("circuit_weights")
+    if w:
+        coords = (w.get("gamma") or {}).get("coords")
+        out["circuit_weights"] = f"{model_name} weights"
+        out["circuit_weights γ"] = out["circuit_weights"] + (f", W_K rows {', '.join(map(str, coords))} ({w.get('coords_source')})" if coords else "")
+    return out
+
+
+def paper_vs_run(results: dict, *, gpt2_small: bool = True, paper_inputs: bool = True, model_name: str = "this model") -> pd.DataFrame:
+    """The whole table: one row per number of the paper (``results``: stage name -> summary).
+    Rows are *matches* / *differs* only for GPT-2 small (``gpt2_small``), and forward-pass rows
+    only on the paper's inputs (``paper_inputs``); the rest are *reference* rows."""
+    st = run_settings(results, model_name)
+    rows = []
+    for n in PAPER_NUMBERS:
+        comparable = gpt2_small and (paper_inputs or n.stage == "circuit_weights")
+        key = n.stage + (" (i)" if n.label.startswith("(i)") else "") + (" γ" if "γ" in n.group else "")
+        rows.append(compare_one(n, results, comparable=comparable, setting=st.get(key, st.get(n.stage, ""))))
+    return pd.DataFrame(rows)

@@ -196,21 +196,23 @@ def _glance(results: dict) -> list[tuple[str, str]]:
 def _paper_section(results: dict, model, inputs, run: dict) -> tuple[str, pd.DataFrame]:
     from ..experiments.paper import is_gpt2_small, paper_vs_run
 
-    df = paper_vs_run(results)
     gpt2 = is_gpt2_small(model.hf.config)
     paper_inputs = inputs is not None and (str(inputs.spec) == "paper" or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
-    counts = df.status.map(lambda x: "not run" if x.startswith("not run") else x).value_counts().to_dict()
+    df = paper_vs_run(results, gpt2_small=gpt2, paper_inputs=paper_inputs, model_name=getattr(model, "name", "this model"))
+    counts = df.status.map(lambda x: x.split(" ")[0] if x.startswith(("not run", "not computed", "not applicable")) else x).value_counts().to_dict()
     if not gpt2:
         title = "The paper's GPT-2 small numbers beside this model"
-        intro = "This model is not GPT-2 small, so this is a reference, not a reproduction: differences describe the model, not an error."
-        ref = df[~df.status.str.startswith("not run")][["group", "quantity", "paper", "this run"]]
-        ref = ref.rename(columns={"paper": "paper (GPT-2 small)", "this run": "this model"})
+        intro = ("This model is not GPT-2 small, so this is a reference table, not a reproduction: each row gives the paper's setting "
+                 "and this run's (layers, inputs, coordinates), and differences describe the model, not an error.")
+        ref = df[df.status == "reference"][["group", "quantity", "paper", "paper setting", "this run", "this run's setting"]]
         return f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(ref), df
-    intro = (f"Every number of the study (GPT-2 small, paper-notes) beside this run's. <b>{counts.get('matches', 0)}</b> match to the paper's rounding, "
-             f"<b>{counts.get('differs', 0)}</b> differ, <b>{counts.get('not run', 0)}</b> could not be computed here (their stage was skipped; see below).")
+    intro = (f"Every number of the study (GPT-2 small, paper-notes) beside this run's, each with its setting. <b>{counts.get('matches', 0)}</b> match "
+             f"to the paper's rounding, <b>{counts.get('differs', 0)}</b> differ, <b>{counts.get('reference', 0)}</b> are shown for reference only "
+             f"(their settings differ from the paper's), <b>{sum(counts.get(k, 0) for k in ('not',))}</b> could not be computed here (the row says why).")
     if not paper_inputs and inputs is not None:
-        intro += " <b>These inputs are not the paper's 300 × 40 tokens</b>, so the forward-pass numbers are not expected to match."
-    cls = lambda r: "notrun" if r.status.startswith("not run") else {"matches": "matches", "differs": "differs"}.get(r.status, "")  # noqa: E731
+        intro += (" <b>These inputs are not the paper's 300 × 40 tokens</b>, so the forward-pass rows are a reference, not a reproduction; "
+                  "run with <code>--inputs paper</code> (or <code>paper-csv:FILE</code>) to compare them.")
+    cls = lambda r: "notrun" if r.status.startswith("not ") else {"matches": "matches", "differs": "differs"}.get(r.status, "")  # noqa: E731
     body = '<h2 id="paper">Paper vs this run</h2>' + f"<p>{intro}</p>" + _table(df.drop(columns=["stage"]), cls)
     return body, df
 
