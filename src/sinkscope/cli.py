@@ -75,14 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common_args(e, DEFAULT_EXPLAIN_OUT)
     e.add_argument("--coords", default=None, help="massive coordinates, e.g. 138,378,447 (default: mean + SIGMA*std rule on EPE_0)")
     e.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
+    e.add_argument("--coords-rule", choices=("paper", "sigma"), default="paper",
+                   help="γ's coordinates: paper = the paper's code (sample std; the top-2 |EPE_0| when none passes), sigma = population std, none: γ split skipped (default paper)")
     e.add_argument("--weights-only", action="store_true", help="skip the forward-pass analyses")
 
     v = sub.add_parser("intervene", help="interventions: sink change, relocation and loss cost (paper Table 1, Fig 5)")
     _common_args(v, DEFAULT_INTERVENE_OUT)
     v.add_argument("--preset", default="paper", help="paper: the ten interventions (a)..(j) of Table 1; none: only --edit")
     v.add_argument("--edit", action="append", default=[], metavar="NAME=SPEC", help="a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README)")
-    v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: the EPE_0 rule, mean + SIGMA*std)")
-    v.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
+    v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: --coords-rule)")
+    v.add_argument("--coords-rule", choices=("paper", "sigma"), default=None,
+                   help="(i)'s coordinates: paper = top-3 |EPE_0| (the paper's code), sigma = |EPE_0[d]| > mean + SIGMA*std (default: paper under --preset paper without --sigma, else sigma)")
+    v.add_argument("--sigma", type=float, default=None, help="the sigma rule's SIGMA (default 3; implies --coords-rule sigma)")
+    v.add_argument("--random", choices=("paper", "sinkscope"), default=None,
+                   help="(j)'s draw: paper = the paper's code (seed 42 before each example, randint 3 times per layer, repeats allowed); sinkscope = random.Random(--seed), 3 distinct non-massive rows per layer (default paper)")
     v.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
     c = sub.add_parser("compare", help="the sink circuit across models: components, sink per domain, creating block, shared-query share, matching interventions")
     _common_args(c, "sinkscope-out/compare")
@@ -174,7 +180,7 @@ def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=40, help="tokens per input; shorter texts are skipped (default 40)")
     p.add_argument("--short", choices=("skip", "keep"), default="skip", help="texts under --max-tokens tokens: skip and count them (default) or keep them at their own length")
     p.add_argument("--per-domain", type=int, default=None, help="keep at most N inputs per domain (default: all; 100 for the default corpus)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default corpus (and of the random control (j) in intervene)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default corpus (and of intervene's (j) with --random sinkscope)")
     p.add_argument("--bos", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
                    help="prepend the tokenizer's BOS token; auto (default): only for models sinkscope trained with a BOS first token (the paper uses none)")
 
@@ -259,7 +265,8 @@ def cmd_explain(args) -> int:
     _check_number("--sigma", args.sigma, 0.0, 1e6)
     t0 = time.perf_counter()
     model, inputs = _load_model_and_inputs(args, need_forward=False)
-    res = explain(model, inputs, coords=coords, band=band, k_sigma=args.sigma, batch_size=args.batch_size, progress=not args.quiet)
+    res = explain(model, inputs, coords=coords, band=band, k_sigma=args.sigma, coords_rule=args.coords_rule, batch_size=args.batch_size,
+                  progress=not args.quiet)
     s = res.summary
     s["total_seconds"] = round(time.perf_counter() - t0, 2)
     with atomic_output_dir(args.out) as tmp:
@@ -271,17 +278,18 @@ def cmd_explain(args) -> int:
 
 
 def cmd_intervene(args) -> int:
-    from .experiments.intervene import run_interventions, write_intervene
+    from .experiments.intervene import cli_settings, run_interventions, write_intervene
     from .interventions import PAPER_LABELS, paper_presets
     from .interventions.spec import parse_edit
     from .io import atomic_output_dir, write_json_atomic
 
     coords = _parse_coords(args.coords)
     band = _parse_band(args.layers)
-    _check_number("--sigma", args.sigma, 0.0, 1e6)
     if args.preset not in ("paper", "none"):
         raise SinkscopeError(f"--preset {args.preset} is unknown; use paper or none")
-    interventions = paper_presets(args.seed) if args.preset == "paper" else {}
+    rule, sigma, draw = cli_settings(args.preset, args.coords_rule, args.sigma, args.random)
+    _check_number("--sigma", sigma, 0.0, 1e6)
+    interventions = paper_presets(args.seed, random=draw) if args.preset == "paper" else {}
     labels = dict(PAPER_LABELS) if args.preset == "paper" else {}
     if args.preset == "none":
         from .interventions import Identity
@@ -295,7 +303,7 @@ def cmd_intervene(args) -> int:
     t0 = time.perf_counter()
     model, inputs = _load_model_and_inputs(args)
     res = run_interventions(model, inputs, interventions, coords=coords, seed=args.seed, band=band, batch_size=args.batch_size, progress=not args.quiet,
-                            labels=labels, k_sigma=args.sigma)
+                            labels=labels, k_sigma=sigma, coords_rule=rule)
     summary = res.summary()
     with atomic_output_dir(args.out) as tmp:
         write_intervene(model, res, interventions, tmp, sentence=args.sentence, max_tokens=args.max_tokens, figures=not args.no_figures)
@@ -319,7 +327,10 @@ def format_explain(s: dict) -> str:
         vals = ", ".join(f"{c}: {v:+.1f}" for c, v in zip(e["massive_coords"], e["massive_values"]))
         lines.append(f"  EPE_0 massive coordinates: {vals}")
         if "validation_median_index0" in e:
-            lines.append(f"  EPE validation cos: median {e['validation_median_index0']:.4f} at index 0, >= {e['validation_min_median_other']:.4f} elsewhere (global median {e['validation_global_median_other']:.4f})")
+            for what, v in (("MLP only", e), ("full block 0, causal", e.get("validation_full_block"))):
+                if v:
+                    lines.append(f"  EPE validation cos ({what}): median {v['validation_median_index0']:.4f} at index 0, >= {v['validation_min_median_other']:.4f} elsewhere; "
+                                 f"global median {v['validation_global_median']:.4f} (all positions), {v['validation_global_median_other']:.4f} (positions >= 1)")
     if "alignment" in s:
         a = s["alignment"]
         lines.append(f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere")

@@ -17,6 +17,7 @@ from ..analysis import (
     delta_percentiles,
     effective_positional_embedding,
     epe_validation,
+    epe_validation_full_block,
     gamma,
     gamma_split,
     massive_coords,
@@ -26,7 +27,8 @@ from ..analysis import (
     separation,
     source_agnostic_shift,
 )
-from ..analysis.facts import choose_massive_coords
+from ..analysis.decomposition import DELTA_STD
+from ..analysis.facts import choose_massive_coords, resolve_rule
 from ..errors import SinkscopeError
 from ..metrics import resolve_band
 from ..models import SinkModel
@@ -55,6 +57,19 @@ class ExplainResult:
         return explain_figures(self, out, k_sigma=k_sigma) if figures else {}
 
 
+FULL_BLOCK_ATTENTION = "causal (the model's own mask); the paper's code calls block 0's attention without a mask"
+
+
+def _validation_summary(c: np.ndarray) -> dict:
+    """EPE validation cos ``[example, pos]`` -> the medians the paper reports, keyed as in
+    ``summary.json``: the median at index 0, the lowest per-position median elsewhere, the global
+    median over all positions (index 0 included: the paper's "global median") and over
+    positions >= 1."""
+    med = np.nanmedian(c, axis=0)
+    return {"validation_median_index0": float(med[0]), "validation_min_median_other": float(med[1:].min()),
+            "validation_global_median": float(np.nanmedian(c)), "validation_global_median_other": float(np.nanmedian(c[:, 1:]))}
+
+
 def _skip(summary: dict, stage: str, err: Exception) -> None:
     summary["skipped"].append({"stage": stage, "reason": str(err)})
 
@@ -70,7 +85,8 @@ def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) 
         if coords is None:
             raise SinkscopeError(f"γ split needs the massive coordinates; {s.get('coords_source')}")
         if not coords:
-            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
+            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords, a lower --sigma "
+                                 "or --coords-rule paper (the paper's top-2 fallback)")
         s["gamma"], res.tables["gamma"] = gamma_split(g, coords, band)
     except SinkscopeError as e:
         _skip(s, "gamma", e)
@@ -97,11 +113,17 @@ def explain(
     coords: list[int] | None = None,
     band: tuple[int, int] | None = None,
     k_sigma: float = 3.0,
+    coords_rule: str = "paper",
     batch_size: int = 32,
     progress: bool = True,
     weights: bool = True,
 ) -> ExplainResult:
     """Run every structural analysis the model's weights (and ``inputs``, if given) allow.
+
+    ``coords_rule``: how γ's massive coordinates are chosen without ``coords``: ``paper`` (the
+    paper's γ code: mean + ``k_sigma`` sample std, else the top-2 |EPE_0|) or ``sigma``
+    (sinkscope's: population std, and γ's split is skipped when nothing passes); see
+    :mod:`sinkscope.analysis.facts`.
 
     ``weights=False`` leaves out the weight-only analyses (γ, the b_Q / key alignment), e.g. when
     ``sinkscope reproduce`` runs them as a stage of their own; the EPE is still computed (Fig 3
@@ -127,7 +149,7 @@ def explain(
             res.tables["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
     except SinkscopeError as e:
         _skip(s, "epe", e)
-    facts = choose_massive_coords(model, coords, k_sigma=k_sigma)  # the run's one rule (analysis/facts.py)
+    facts = choose_massive_coords(model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "gamma"))  # analysis/facts.py
     coords = facts.list if facts.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
     s["coords_source"] = facts.rule
 
@@ -169,6 +191,7 @@ def explain(
             res.tables["delta_separation"] = sep
             in_band = sep[(sep.layer >= band[0]) & (sep.layer < band[1])]
             s["delta"] = {
+                "std_estimator": DELTA_STD,  # delta_percentiles.csv's std column
                 "index0_mean": float(in_band.index0_mean.mean()),
                 "other_mean": float(in_band.other_mean.mean()),
                 "layers_index0_p10_above_all_other_p90": [int(l) for l in sep.layer[sep.index0_p10_above_all_other_p90]],
@@ -179,17 +202,27 @@ def explain(
                 _skip(s, stage, e)
         if epe is not None:
             ids = inputs.ids
-            cosv = torch.cat([epe_validation(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double()
+            cosv = torch.cat([epe_validation(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double().cpu()
+            pos = torch.arange(cosv.shape[1])
             if inputs.ragged:
-                pos = torch.arange(cosv.shape[1])
                 cosv = cosv.masked_fill(pos[None, :] >= inputs.lengths[:, None], float("nan"))
             c = cosv.numpy()
             med = np.nanmedian(c, axis=0)
             p10, p90 = np.nanpercentile(c, [10, 90], axis=0)
             res.tables["epe_validation"] = pd.DataFrame({"position": np.arange(c.shape[1]), "median": med, "p10": p10, "p90": p90})
-            s["epe"]["validation_median_index0"] = float(med[0])
-            s["epe"]["validation_min_median_other"] = float(med[1:].min())
-            s["epe"]["validation_global_median_other"] = float(np.nanmedian(c[:, 1:]))
+            s["epe"].update(_validation_summary(c))
+            try:
+                full = torch.cat([epe_validation_full_block(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double().cpu()
+            except SinkscopeError as e:
+                _skip(s, "epe_validation_full_block", e)
+            else:
+                if inputs.ragged:
+                    full = full.masked_fill(pos[None, :] >= inputs.lengths[:, None], float("nan"))
+                f = full.numpy()
+                fp10, fp90 = np.nanpercentile(f, [10, 90], axis=0)
+                res.tables["epe_validation_full_block"] = pd.DataFrame({"position": np.arange(f.shape[1]), "median": np.nanmedian(f, axis=0),
+                                                                        "p10": fp10, "p90": fp90})
+                s["epe"]["validation_full_block"] = _validation_summary(f) | {"attention": FULL_BLOCK_ATTENTION}
         else:
             _skip(s, "epe_validation", SinkscopeError("needs the EPE (see the epe stage)"))
     s["seconds"] = round(time.perf_counter() - t0, 3)
