@@ -382,7 +382,7 @@ def test_bad_edits(edit, tmp_path, tiny_gpt2_dir, text_file, capsys):
 @pytest.mark.parametrize("args,fragment", [
     (["--coords-rule", "paper", "--sigma", "2"], "--coords-rule paper takes the top-3 |EPE_0|"),
     (["--preset", "none", "--random", "paper"], "write the draw in --edit instead"),
-])
+], ids=["coords-rule-paper-with-sigma", "random-without-the-preset"])
 def test_conflicting_paper_options(args, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
     user_error(capsys, ["intervene", "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--max-tokens", "24",

@@ -73,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="the sink circuit: score decomposition, EPE, b_Q / key alignment (paper Figs 1-4, 6-8)")
     _common_args(e, DEFAULT_EXPLAIN_OUT)
-    e.add_argument("--coords", default=None, help="massive coordinates, e.g. 138,378,447 (default: mean + SIGMA*std rule on EPE_0)")
+    e.add_argument("--coords", default=None, help="massive coordinates, e.g. 138,378,447 (default: --coords-rule on EPE_0)")
     e.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
     e.add_argument("--coords-rule", choices=("paper", "sigma"), default="paper",
-                   help="γ's coordinates: paper = the paper's code (sample std; the top-2 |EPE_0| when none passes), sigma = population std, none: γ split skipped (default paper)")
+                   help="γ's coordinates: paper = the paper's code, mean + SIGMA*std with the sample std, else the top-2 |EPE_0|; sigma = population std, γ split skipped when none passes (default paper)")
     e.add_argument("--weights-only", action="store_true", help="skip the forward-pass analyses")
 
     v = sub.add_parser("intervene", help="interventions: sink change, relocation and loss cost (paper Table 1, Fig 5)")
