@@ -184,12 +184,12 @@ def _circuit_forward(ctx: Context, tmp: Path) -> dict:
 
 def _massive_coords(ctx: Context):
     """The run's massive coordinates, chosen once by :func:`choose_massive_coords` (``--coords``,
-    else the EPE_0 rule with ``--sigma``, else index 0's massive activations found by the
-    circuit_forward stage) and used by (i), Fig 5 and the W_K mitigation alike."""
-    from ..analysis.facts import choose_massive_coords
+    else the paper's rule for (i), the top-3 |EPE_0|, else index 0's massive activations found by
+    the circuit_forward stage) and used by (i), Fig 5 and the W_K mitigation alike."""
+    from ..analysis.facts import PAPER_RULES, choose_massive_coords
 
     r = ctx.results.get("circuit_forward", {}).get("residual") or {}
-    return choose_massive_coords(ctx.model, ctx.settings.coords, k_sigma=ctx.settings.k_sigma,
+    return choose_massive_coords(ctx.model, ctx.settings.coords, k_sigma=ctx.settings.k_sigma, rule=PAPER_RULES["interventions"],
                                  residual=(r.get("massive_coords", [])[:8], r.get("creating_block")))
 
 
@@ -289,7 +289,7 @@ def inputs_hash(inputs) -> str | None:
     return h.hexdigest()
 
 
-CACHE_FORMAT = 2  # 2: q_bar as safetensors (1 pickled it with torch.save)
+CACHE_FORMAT = 3  # 3: the paper's (i) coordinates, (j) draw, Δ std and EPE medians; 2: q_bar as safetensors (1 pickled it)
 
 
 def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str]) -> str:
