@@ -35,8 +35,11 @@ import torch.nn.functional as F  # noqa: E402
 COORDS = [138, 378, 447]
 
 
-def naive_edit(hf, rid: str, coords=COORDS, seed: int = 0):
-    """A deep copy of ``hf`` with Table 1 edit ``rid`` made by hand; returns (model, embeds_fn, hooks)."""
+def naive_edit(hf, rid: str, coords=COORDS, seed: int = 0, random_draw: str = "paper"):
+    """A deep copy of ``hf`` with Table 1 edit ``rid`` made by hand; returns (model, embeds_fn, hooks).
+    (j) with ``random_draw="paper"``: a generator seeded 42 (the paper's ``random.seed(42)``),
+    3 ``randint(0, d - 1)`` per layer in order; ``"sinkscope"``: ``random.Random(seed)``, 3 distinct
+    non-massive rows per layer."""
     m = copy.deepcopy(hf)
     m.config._attn_implementation = "eager"
     d = m.config.n_embd
@@ -63,6 +66,10 @@ def naive_edit(hf, rid: str, coords=COORDS, seed: int = 0):
         elif rid == "i":
             for blk in m.transformer.h:
                 blk.attn.c_attn.weight[coords, d : 2 * d] = 0
+        elif rid == "j" and random_draw == "paper":
+            rng = random.Random(42)
+            for blk in m.transformer.h:
+                blk.attn.c_attn.weight[[rng.randint(0, d - 1) for _ in range(3)], d : 2 * d] = 0
         elif rid == "j":
             rng = random.Random(seed)
             pool = [x for x in range(d) if x not in coords]
@@ -108,12 +115,18 @@ def naive_example(m, embeds_fn, x, band, per_layer_forward: bool = True):
     return sum(bos[lo:hi]) / (hi - lo), sum(bos) / L, sum(to1[lo:hi]) / (hi - lo), ce
 
 
-def naive_table1(hf, ids, band, ids_order="abcdefghij", per_layer_forward=True, coords=COORDS, seed=0):
-    """``{rid: [(bos_mid, bos_all, to1_mid, ce) per example]}``."""
+def naive_table1(hf, ids, band, ids_order="abcdefghij", per_layer_forward=True, coords=COORDS, seed=0, random_draw="paper"):
+    """``{rid: [(bos_mid, bos_all, to1_mid, ce) per example]}``. The paper's (j) reseeds before
+    each example, as its code does: one edited copy per example."""
     out = {}
     for rid in ids_order:
-        m, embeds_fn, hooks = naive_edit(hf, rid, coords, seed)
-        out[rid] = [naive_example(m, embeds_fn, ids[e : e + 1], band, per_layer_forward) for e in range(ids.shape[0])]
+        per_example = rid == "j" and random_draw == "paper"
+        m, embeds_fn, hooks = naive_edit(hf, rid, coords, seed, random_draw)
+        out[rid] = []
+        for e in range(ids.shape[0]):
+            if per_example and e:
+                m, embeds_fn, hooks = naive_edit(hf, rid, coords, seed, random_draw)
+            out[rid].append(naive_example(m, embeds_fn, ids[e : e + 1], band, per_layer_forward))
         for h in hooks:
             h.remove()
     return out

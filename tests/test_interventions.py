@@ -37,10 +37,10 @@ def _naive_module():
     return mod
 
 
-def _naive(hf, rid, ids, band):
+def _naive(hf, rid, ids, band, random_draw="paper"):
     """Per example: the edit by hand on a deep copy (or an explicit hook), eager attention, loops."""
     bench = _naive_module()
-    out = bench.naive_table1(hf, ids, band, ids_order=rid, per_layer_forward=False, coords=COORDS, seed=0)[rid]
+    out = bench.naive_table1(hf, ids, band, ids_order=rid, per_layer_forward=False, coords=COORDS, seed=0, random_draw=random_draw)[rid]
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -61,6 +61,11 @@ def test_presets_match_naive_loop_and_leave_weights_bit_identical():
         worst[rid] = diff.tolist()
         assert diff[:3].max() < 1e-6, (rid, diff)
         assert diff[3] < 1e-5, (rid, diff)
+    # (j) with sinkscope's own draw (random.Random(seed), distinct, non-massive) as well
+    rs = run_interventions(sm, ti, {"a": paper_presets()["a"], "j": paper_presets(0, random="sinkscope")["j"]}, batch_size=4, progress=False)
+    got = torch.tensor([list(v) for v in zip(rs.per_example("j", "mid"), rs.per_example("j", "all"), rs.per_example("j", "mid", key=1), rs.run("j").ce)], dtype=torch.float64)
+    diff = (got - _naive(hf, "j", ids, r.band, random_draw="sinkscope")).abs().max(dim=0).values
+    assert diff[:3].max() < 1e-6 and diff[3] < 1e-5, diff
     print("max |sinkscope - naive| per preset (bos mid, bos all, attn->1, CE):", json.dumps(worst))
     # the interventions do something: (c) and (d) move attention, (b)/(g)/(h) change the loss
     assert abs(r.per_example("c", "mid").mean() - r.per_example("a", "mid").mean()) > 1e-3
@@ -161,8 +166,10 @@ def test_one_edit_language_for_presets_compare_and_mitigate():
     from sinkscope.interventions.spec import SCALABLE, parse_edit
 
     by_hand = [Identity(), ScaleQueryBias(0.0), ReplacePositionEmbedding(0, 1), SwapDirection("epe", 0), SwapDirection("pe", 0),
-               ZeroTokenEmbedding(0), SkipMLP(), DropPositionEmbeddings(), ZeroKeyCoords(), RandomKeyCoords(3, seed=5)]
+               ZeroTokenEmbedding(0), SkipMLP(), DropPositionEmbeddings(), ZeroKeyCoords(), RandomKeyCoords(3, seed=42, draw="paper")]
     assert [iv.describe() for iv in paper_presets(5).values()] == [iv.describe() for iv in by_hand]
+    assert paper_presets(5, random="sinkscope")["j"].describe() == RandomKeyCoords(3, seed=5).describe()
+    assert parse_edit("random_wk:3:42:paper")[1].describe() == RandomKeyCoords(3, seed=42, draw="paper").describe()
     assert EDITS == SCALABLE
     sweep = sweep_edits((1.0, 0.5, 0.0), EDITS)
     assert sweep["bq@0.5"].describe() == ScaleQueryBias(0.5).describe()

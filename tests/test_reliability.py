@@ -366,6 +366,8 @@ EDITS = {
     "skip_mlp@0:999": "layers 0..998 are outside the model's 3 layers",
     "bq:nan": "not a finite number",
     "zero_wk:-1": "negative",
+    "random_wk:3:42:papers": "the draw 'papers' is unknown; use sinkscope or paper",
+    "random_wk:0:42:paper": "cannot draw 0",
 }
 
 
@@ -375,6 +377,16 @@ def test_bad_edits(edit, tmp_path, tiny_gpt2_dir, text_file, capsys):
     err = user_error(capsys, ["intervene", "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet",
                               "--max-tokens", "24", "--edit", f"x={edit}"], EDITS[edit], out=out)
     assert len(err) < 300, err  # a short line, not a list of 999 layers
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--coords-rule", "paper", "--sigma", "2"], "--coords-rule paper takes the top-3 |EPE_0|"),
+    (["--preset", "none", "--random", "paper"], "write the draw in --edit instead"),
+], ids=["coords-rule-paper-with-sigma", "random-without-the-preset"])
+def test_conflicting_paper_options(args, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
+    out = tmp_path / "out"
+    user_error(capsys, ["intervene", "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--max-tokens", "24",
+                        *args], fragment, out=out)
 
 
 @pytest.mark.parametrize("cmd", ["intervene", "explain"])

@@ -505,15 +505,15 @@ def test_readme_python_example_equals_the_cli(tmp_path):
 
 
 def test_one_set_of_massive_coordinates_per_run(embedded_run, tmp_path):
-    """(i), Fig 5 and the W_K mitigation use the coordinates one rule chose, and say which; the
-    rule's --sigma reaches (i) in ``intervene`` as it does in ``explain``."""
+    """(i), Fig 5 and the W_K mitigation use the coordinates one rule chose (reproduce: the
+    paper's top-3 |EPE_0|), and say which; ``intervene --sigma`` selects the σ rule for (i)."""
     from sinkscope import load_model
     from sinkscope.analysis import effective_positional_embedding, massive_coords
 
     iv, mi = _stage(embedded_run, "interventions")["summary"], _stage(embedded_run, "mitigate")["summary"]
     (facts,) = mi["facts"].values()  # one model
     assert iv["coords"] == facts["massive_coords"]["coords"] and iv["coords_rule"] == facts["massive_coords"]["rule"]
-    assert iv["coords_rule"].startswith("EPE_0 rule") and iv["facts"] == facts
+    assert iv["coords_rule"].startswith("top-3 |EPE_0|") and iv["facts"] == facts
     assert facts.items() <= _stage(embedded_run, "facts")["summary"].items()
     epe0 = effective_positional_embedding(load_model().adapter, 1)[0]
     for sigma in ("3", "1"):

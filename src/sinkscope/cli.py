@@ -73,16 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="the sink circuit: score decomposition, EPE, b_Q / key alignment (paper Figs 1-4, 6-8)")
     _common_args(e, DEFAULT_EXPLAIN_OUT)
-    e.add_argument("--coords", default=None, help="massive coordinates, e.g. 138,378,447 (default: mean + SIGMA*std rule on EPE_0)")
+    e.add_argument("--coords", default=None, help="massive coordinates, e.g. 138,378,447 (default: --coords-rule on EPE_0)")
     e.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
+    e.add_argument("--coords-rule", choices=("paper", "sigma"), default="paper",
+                   help="γ's coordinates: paper = the paper's code, mean + SIGMA*std with the sample std, else the top-2 |EPE_0|; sigma = population std, γ split skipped when none passes (default paper)")
     e.add_argument("--weights-only", action="store_true", help="skip the forward-pass analyses")
 
     v = sub.add_parser("intervene", help="interventions: sink change, relocation and loss cost (paper Table 1, Fig 5)")
     _common_args(v, DEFAULT_INTERVENE_OUT)
     v.add_argument("--preset", default="paper", help="paper: the ten interventions (a)..(j) of Table 1; none: only --edit")
     v.add_argument("--edit", action="append", default=[], metavar="NAME=SPEC", help="a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README)")
-    v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: the EPE_0 rule, mean + SIGMA*std)")
-    v.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
+    v.add_argument("--coords", default=None, help="massive coordinates for (i) / zero_wk (default: --coords-rule)")
+    v.add_argument("--coords-rule", choices=("paper", "sigma"), default=None,
+                   help="(i)'s coordinates: paper = top-3 |EPE_0| (the paper's code), sigma = |EPE_0[d]| > mean + SIGMA*std (default: paper under --preset paper without --sigma, else sigma)")
+    v.add_argument("--sigma", type=float, default=None, help="the sigma rule's SIGMA (default 3; implies --coords-rule sigma)")
+    v.add_argument("--random", choices=("paper", "sinkscope"), default=None,
+                   help="(j)'s draw: paper = the paper's code (seed 42 before each example, randint 3 times per layer, repeats allowed); sinkscope = random.Random(--seed), 3 distinct non-massive rows per layer (default paper)")
     v.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
     c = sub.add_parser("compare", help="the sink circuit across models: components, sink per domain, creating block, shared-query share, matching interventions")
     _common_args(c, "sinkscope-out/compare")
@@ -157,8 +163,8 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="sinkscope-out/reproduce", help="run directory: stages/ (cached results), report.html, run.json (default: sinkscope-out/reproduce)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
-    p.add_argument("--coords", default=None, help="massive coordinates for γ, (i) and the W_K mitigation (default: mean + SIGMA*std rule on EPE_0)")
-    p.add_argument("--sigma", type=float, default=3.0, help="massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
+    p.add_argument("--coords", default=None, help="massive coordinates for γ, (i) and the W_K mitigation (default: the paper's rules on EPE_0: top-3 for (i) and the W_K mitigation, mean + SIGMA*std for γ)")
+    p.add_argument("--sigma", type=float, default=3.0, help="γ's massive-coordinate rule: |EPE_0[d]| > mean + SIGMA*std (default 3)")
     p.add_argument("--strengths", default="1,0.5,0", help="mitigation strengths kept, 1 = unedited (default 1,0.5,0)")
     p.add_argument("--edits", default="bq,qbar,wk,patch0", help="mitigation edits (default bq,qbar,wk,patch0)")
     p.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
@@ -174,7 +180,7 @@ def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=40, help="tokens per input; shorter texts are skipped (default 40)")
     p.add_argument("--short", choices=("skip", "keep"), default="skip", help="texts under --max-tokens tokens: skip and count them (default) or keep them at their own length")
     p.add_argument("--per-domain", type=int, default=None, help="keep at most N inputs per domain (default: all; 100 for the default corpus)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default corpus (and of the random control (j) in intervene)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default corpus (and of intervene's (j) with --random sinkscope)")
     p.add_argument("--bos", nargs="?", const="on", default="auto", choices=("auto", "on", "off"),
                    help="prepend the tokenizer's BOS token; auto (default): only for models sinkscope trained with a BOS first token (the paper uses none)")
 
@@ -186,7 +192,8 @@ def _options(args):
     return RunOptions(model=args.model, device=args.device, inputs=args.inputs, max_tokens=args.max_tokens, short=args.short,
                       per_domain=args.per_domain, seed=args.seed, bos=args.bos, batch_size=args.batch_size,
                       band=_parse_band(args.layers), coords=_parse_coords(getattr(args, "coords", None)),
-                      k_sigma=_check_number("--sigma", getattr(args, "sigma", 3.0), 0.0, 1e6), out=args.out,
+                      k_sigma=_check_number("--sigma", 3.0 if getattr(args, "sigma", None) is None else args.sigma, 0.0, 1e6),
+                      coords_rule=getattr(args, "coords_rule", None) or "paper", out=args.out,
                       figures=not getattr(args, "no_figures", False), progress=not args.quiet)
 
 
@@ -223,10 +230,11 @@ def cmd_explain(args) -> int:
 
 
 def cmd_intervene(args) -> int:
-    from .experiments.intervene import InterveneConfig
+    from .experiments.intervene import InterveneConfig, cli_settings
 
-    return _run_one(InterveneConfig(preset=args.preset, edits=tuple(args.edit), seed=args.seed, sentence=args.sentence,
-                                max_tokens=args.max_tokens), args)
+    args.coords_rule, args.sigma, draw = cli_settings(args.preset, args.coords_rule, args.sigma, args.random)
+    return _run_one(InterveneConfig(preset=args.preset, edits=tuple(args.edit), seed=args.seed, random=draw, sentence=args.sentence,
+                                    max_tokens=args.max_tokens), args)
 
 
 def cmd_compare(args) -> int:

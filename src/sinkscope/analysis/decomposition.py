@@ -108,15 +108,19 @@ def recenter(delta: torch.Tensor) -> torch.Tensor:
     return delta - lo
 
 
-def delta_percentiles(delta_rc: torch.Tensor, layers: range | None = None) -> pd.DataFrame:
-    """Per layer and position: p10 / p50 / p90 / mean / std of re-centred Δ over examples × heads."""
+DELTA_STD = "population std (ddof=0), as the paper's np.std"  # the std column of delta_percentiles
+
+
+def delta_percentiles(delta_rc: torch.Tensor, layers: range | None = None, ddof: int = 0) -> pd.DataFrame:
+    """Per layer and position: p10 / p50 / p90 / mean / std of re-centred Δ over examples × heads
+    (``std``: the population std, :data:`DELTA_STD`; ``ddof=1`` gives the sample std)."""
     d = delta_rc.double().numpy()  # [example, layer, head, pos]
     layers = range(d.shape[1]) if layers is None else layers
     rows = []
     for layer in layers:
         v = d[:, layer].reshape(-1, d.shape[-1])  # [(example, head), pos]
         p10, p50, p90 = np.nanpercentile(v, [10, 50, 90], axis=0)
-        mean, std, n = np.nanmean(v, 0), np.nanstd(v, 0, ddof=1), (~np.isnan(v)).sum(0)
+        mean, std, n = np.nanmean(v, 0), np.nanstd(v, 0, ddof=ddof), (~np.isnan(v)).sum(0)
         for pos in range(v.shape[1]):
             rows.append({"layer": layer, "position": pos, "p10": p10[pos], "p50": p50[pos], "p90": p90[pos], "mean": mean[pos], "std": std[pos], "n": int(n[pos])})
     return pd.DataFrame(rows)

@@ -1,8 +1,22 @@
 """Circuit facts a run decides once and passes along: which residual coordinates are *massive*
 (and by which rule), recorded in every output that uses them.
 
+The rules on EPE_0 (:data:`RULES`); the paper's code uses a different one per analysis
+(:data:`PAPER_RULES`), sinkscope's own is ``sigma`` everywhere:
+
+=============  ================================================================================
+``top3``       the 3 largest |EPE_0[d]|: the paper's (i) (``intervention_i_zero_top_wk``)
+``sigma``      |EPE_0[d]| > mean + k std of |EPE_0| (population std); none passes: no coordinates
+``sigma-top2`` the paper's γ code (Figs 4, 8): the same test with the sample std (torch's
+               default), and the 2 largest |EPE_0[d]| when none passes
+=============  ================================================================================
+
 >>> MassiveCoords((138, 378), "--coords").record()
 {'coords': [138, 378], 'rule': '--coords'}
+>>> import torch
+>>> v = torch.zeros(64); v[[3, 9, 40]] = torch.tensor([90.0, -6.0, 5.0])
+>>> pick_epe_coords(v, "sigma"), pick_epe_coords(v, "top3")[0]
+(([3], 'EPE_0 rule: |EPE_0[d]| > mean + 3 std of |EPE_0| (population std)'), [3, 9, 40])
 """
 from __future__ import annotations
 
@@ -10,6 +24,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..errors import SinkscopeError
+
+RULES = ("top3", "sigma", "sigma-top2")
+PAPER_RULES = {"interventions": "top3", "gamma": "sigma-top2"}  # the paper's code, per analysis
+PAPER_TOP_K = 3  # (i): the top-3 |EPE_0| coordinates
+PAPER_FALLBACK_K = 2  # the γ code: the top-2 |EPE_0| coordinates when none passes the σ test
 
 
 @dataclass(frozen=True)
@@ -28,30 +47,70 @@ class MassiveCoords:
         return list(self.coords) if self.coords else None
 
 
-def epe_rule(k_sigma: float) -> str:
+def resolve_rule(choice: str, use: str) -> str:
+    """``paper`` -> the paper's rule for ``use`` (``interventions`` or ``gamma``); a rule name
+    -> itself."""
+    if choice == "paper":
+        return PAPER_RULES[use]
+    if choice not in RULES:
+        raise SinkscopeError(f"coordinate rule '{choice}' is unknown; use paper or one of {', '.join(RULES)}")
+    return choice
+
+
+def epe_rule(k_sigma: float, rule: str = "sigma") -> str:
+    """The text that names ``rule`` in the outputs."""
+    if rule == "top3":
+        return f"top-{PAPER_TOP_K} |EPE_0| (the paper's (i), intervention_i_zero_top_wk)"
+    if rule == "sigma-top2":
+        return (f"EPE_0 rule as the paper's γ code: |EPE_0[d]| > mean + {k_sigma:g} std of |EPE_0| (sample std), "
+                f"else the top-{PAPER_FALLBACK_K} |EPE_0|")
     return f"EPE_0 rule: |EPE_0[d]| > mean + {k_sigma:g} std of |EPE_0| (population std)"
 
 
-def choose_massive_coords(model, coords: Sequence[int] | None = None, *, k_sigma: float = 3.0,
+def _top(vec, k: int) -> list[int]:
+    import torch
+
+    return sorted(int(i) for i in torch.topk(vec.abs().double(), min(k, vec.numel())).indices)
+
+
+def pick_epe_coords(epe0, rule: str = "sigma", k_sigma: float = 3.0) -> tuple[list[int], str]:
+    """The coordinates of ``epe0`` (``[d_model]``) that ``rule`` picks, ascending, and the rule's
+    text (saying so when the paper's top-2 fallback fired); ``[]`` when the σ test finds none."""
+    from .epe import massive_coords
+
+    text = epe_rule(k_sigma, rule)
+    if rule == "top3":
+        return _top(epe0, PAPER_TOP_K), text
+    if rule not in RULES:
+        raise SinkscopeError(f"coordinate rule '{rule}' is unknown; use one of {', '.join(RULES)}")
+    found, _ = massive_coords(epe0, k_sigma, ddof=1 if rule == "sigma-top2" else 0)
+    if not found and rule == "sigma-top2":
+        return _top(epe0, PAPER_FALLBACK_K), f"{text}: no coordinate passes, so the top-{PAPER_FALLBACK_K} |EPE_0| (the paper's fallback)"
+    return found, text
+
+
+def choose_massive_coords(model, coords: Sequence[int] | None = None, *, k_sigma: float = 3.0, rule: str = "sigma",
                           residual: tuple[Sequence[int], int | None] | None = None) -> MassiveCoords:
     """The one place a run picks its massive coordinates, in this order: the user's
-    ``--coords``; the EPE_0 rule (models with learned positions and an MLP, the paper's rule);
+    ``--coords``; the EPE_0 ``rule`` (:data:`RULES`; models with learned positions and an MLP);
     the residual-stream rule (index 0's massive activations, from a residual profile the caller
     computed: ``residual = (coords, creating block)``, any architecture); else none, with why."""
     if coords is not None:
         model.adapter.check_coords(coords)
         return MassiveCoords(tuple(int(c) for c in coords), "--coords")
+    if rule not in RULES:
+        raise SinkscopeError(f"coordinate rule '{rule}' is unknown; use one of {', '.join(RULES)}")
     why = "the model has no learned positional embedding and MLP (no EPE)"
     ad = model.adapter
     if ad.position_embedding_module() is not None and ad.mlp_module(0) is not None:
-        from .epe import effective_positional_embedding, massive_coords
+        from .epe import effective_positional_embedding
 
         try:
-            found, _ = massive_coords(effective_positional_embedding(ad, 1)[0], k_sigma)
+            found, text = pick_epe_coords(effective_positional_embedding(ad, 1)[0], rule, k_sigma)
         except SinkscopeError as e:  # a partial checkpoint without the layer-0 MLP
             why = str(e)
         else:
-            return MassiveCoords(tuple(found), epe_rule(k_sigma)) if found else MassiveCoords(None, f"{epe_rule(k_sigma)}: no coordinate passes")
+            return MassiveCoords(tuple(found), text) if found else MassiveCoords(None, f"{text}: no coordinate passes")
     if residual is not None and residual[0]:
         block = residual[1]
         after = f" after block {block}" if block is not None else ""
@@ -88,10 +147,12 @@ class CircuitFacts:
     q_bar: object = None  # torch.Tensor [layer, head, d_head] or None (not computed)
     profile: object = None  # the ResidualProfile the creating block came from, or None
     k_sigma: float = 3.0  # the EPE_0 rule's sigma (also the threshold explain's EPE table shows)
+    gamma_coords: MassiveCoords | None = None  # γ's coordinates (the paper's γ code has its own rule); None: ``coords``
 
     def record(self) -> dict:
         """The facts as recorded in summaries and the report (no tensors)."""
-        return {"massive_coords": self.coords.record(), "creating_block": self.creating_block,
+        return {"massive_coords": self.coords.record(), "gamma_coords": (self.gamma_coords or self.coords).record(),
+                "creating_block": self.creating_block,
                 "creating_block_rule": self.creating_block_rule, "k_sigma": self.k_sigma}
 
     def cache(self) -> dict:
@@ -105,7 +166,7 @@ class CircuitFacts:
 CREATING_RULE = "the first block after which index 0's residual norm exceeds 5x the others' median"
 
 
-def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_sigma: float = 3.0,
+def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_sigma: float = 3.0, coords_rule: str = "paper",
                   band: tuple[int, int] | None = None, q_bar=False, profile=None,
                   fallback: MassiveCoords | None = None, batch_size: int = 32,
                   progress: bool = True) -> CircuitFacts:
@@ -114,6 +175,8 @@ def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_
     With ``inputs`` on a model that can run forward, one residual-stream pass (or ``profile``,
     when the caller has one) gives the creating block and the residual-stream rule's coordinates;
     ``q_bar=True`` also computes q̄ (one more pass; or pass the tensor when the caller has it).
+    ``coords_rule`` picks the EPE_0 rules (:func:`resolve_rule`): ``paper`` gives the
+    interventions the top-3 |EPE_0| and γ the paper's γ rule; ``sigma`` gives both the σ rule.
     ``fallback`` (e.g. the paper's coordinates
     for a GPT-2 small checkpoint without its MLP) is used only when no rule finds coordinates.
     """
@@ -130,9 +193,12 @@ def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_
         block = profile.creating_block()
         block_rule = CREATING_RULE + ("" if block is not None else ": never")
         residual = (residual_massive_coords(profile, band, block)[0], block)
-    mc = choose_massive_coords(model, coords, k_sigma=k_sigma, residual=residual)
+    mc = choose_massive_coords(model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "interventions"), residual=residual)
+    gc = choose_massive_coords(model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "gamma"), residual=residual)
     if mc.coords is None and fallback is not None:
         mc = fallback
+    if gc.coords is None and fallback is not None:
+        gc = fallback
     qb = None
     if q_bar is not None and not isinstance(q_bar, bool):
         qb = q_bar.float()
@@ -140,4 +206,4 @@ def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_
         from .shared_query import shared_query
 
         qb = shared_query(model, inputs, batch_size=batch_size, progress=progress).q_bar.float()
-    return CircuitFacts(mc, block, block_rule, qb, profile if forward else None, k_sigma)
+    return CircuitFacts(mc, block, block_rule, qb, profile if forward else None, k_sigma, None if gc == mc else gc)

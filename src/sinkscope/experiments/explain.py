@@ -17,6 +17,7 @@ from ..analysis import (
     delta_percentiles,
     effective_positional_embedding,
     epe_validation,
+    epe_validation_full_block,
     gamma,
     gamma_split,
     massive_coords,
@@ -26,6 +27,7 @@ from ..analysis import (
     separation,
     source_agnostic_shift,
 )
+from ..analysis.decomposition import DELTA_STD
 from ..analysis.facts import residual_massive_coords
 from ..errors import SinkscopeError
 from ..metrics import resolve_band
@@ -70,6 +72,19 @@ class ExplainResult:
         return format_explain(self.data)
 
 
+FULL_BLOCK_ATTENTION = "causal (the model's own mask); the paper's code calls block 0's attention without a mask"
+
+
+def _validation_summary(c: np.ndarray) -> dict:
+    """EPE validation cos ``[example, pos]`` -> the medians the paper reports, keyed as in
+    ``summary.json``: the median at index 0, the lowest per-position median elsewhere, the global
+    median over all positions (index 0 included: the paper's "global median") and over
+    positions >= 1."""
+    med = np.nanmedian(c, axis=0)
+    return {"validation_median_index0": float(med[0]), "validation_min_median_other": float(med[1:].min()),
+            "validation_global_median": float(np.nanmedian(c)), "validation_global_median_other": float(np.nanmedian(c[:, 1:]))}
+
+
 def _skip(summary: dict, stage: str, err: Exception) -> None:
     summary["skipped"].append({"stage": stage, "reason": str(err)})
 
@@ -85,7 +100,8 @@ def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) 
         if coords is None:
             raise SinkscopeError(f"γ split needs the massive coordinates; {s.get('coords_source')}")
         if not coords:
-            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords or a lower --sigma")
+            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords, a lower --sigma "
+                                 "or --coords-rule paper (the paper's top-2 fallback)")
         s["gamma"], res.frames["gamma"] = gamma_split(g, coords, band)
     except SinkscopeError as e:
         _skip(s, "gamma", e)
@@ -112,6 +128,7 @@ def explain(
     coords: list[int] | None = None,
     band: tuple[int, int] | None = None,
     k_sigma: float = 3.0,
+    coords_rule: str = "paper",
     batch_size: int = 32,
     progress: bool = True,
     weights: bool = True,
@@ -122,6 +139,11 @@ def explain(
 
     ``facts``: the run's :class:`~sinkscope.analysis.facts.CircuitFacts` (massive coordinates
     and their rule, the residual profile); None decides them here from ``coords`` / ``k_sigma``.
+    ``coords_rule``: how γ's massive coordinates are chosen without ``coords``: ``paper`` (the
+    paper's γ code: mean + ``k_sigma`` sample std, else the top-2 |EPE_0|) or ``sigma``
+    (sinkscope's: population std, and γ's split is skipped when nothing passes); see
+    :mod:`sinkscope.analysis.facts`.
+
     ``weights=False`` leaves out the weight-only analyses (γ, the b_Q / key alignment), e.g. when
     ``sinkscope reproduce`` runs them as a stage of their own; the EPE is still computed (Fig 3
     needs it). ``forward=False`` (or ``inputs=None``) runs the weight-only analyses alone; only
@@ -134,7 +156,8 @@ def explain(
     band = resolve_band(band, L)
     t0 = time.perf_counter()
     if facts is None:
-        facts = resolve_facts(model, inputs, coords=coords, k_sigma=k_sigma, band=band, batch_size=batch_size, progress=progress)
+        facts = resolve_facts(model, inputs, coords=coords, k_sigma=k_sigma, coords_rule=coords_rule, band=band, batch_size=batch_size,
+                              progress=progress)
     k_sigma = facts.k_sigma
     s: dict = {"model": model.name, "model_info": ad.describe(), "layer_band": list(band), "k_sigma": k_sigma, "skipped": [],
                "inputs": inputs.record() if inputs is not None else None, "n_examples": len(inputs) if inputs is not None else 0,
@@ -154,8 +177,9 @@ def explain(
     except SinkscopeError as e:
         if weights:
             _skip(s, "epe", e)
-    coords = facts.coords.list if facts.coords.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
-    s["coords_source"] = facts.coords.rule
+    gc = facts.gamma_coords or facts.coords  # γ's rule (the paper's γ code by default); the run's otherwise
+    coords = gc.list if gc.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
+    s["coords_source"] = gc.rule
 
     if weights:
         _weight_analyses(res, ad, epe, coords, band, k_sigma)
@@ -198,6 +222,7 @@ def explain(
             res.frames["delta_separation"] = sep
             in_band = sep[(sep.layer >= band[0]) & (sep.layer < band[1])]
             s["delta"] = {
+                "std_estimator": DELTA_STD,  # delta_percentiles.csv's std column
                 "index0_mean": float(in_band.index0_mean.mean()),
                 "other_mean": float(in_band.other_mean.mean()),
                 "layers_index0_p10_above_all_other_p90": [int(l) for l in sep.layer[sep.index0_p10_above_all_other_p90]],
@@ -208,17 +233,27 @@ def explain(
                 _skip(s, stage, e)
         if epe is not None:
             ids = inputs.ids
-            cosv = torch.cat([epe_validation(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double()
+            cosv = torch.cat([epe_validation(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double().cpu()
+            pos = torch.arange(cosv.shape[1])
             if inputs.ragged:
-                pos = torch.arange(cosv.shape[1])
                 cosv = cosv.masked_fill(pos[None, :] >= inputs.lengths[:, None], float("nan"))
             c = cosv.numpy()
             med = np.nanmedian(c, axis=0)
             p10, p90 = np.nanpercentile(c, [10, 90], axis=0)
             res.frames["epe_validation"] = pd.DataFrame({"position": np.arange(c.shape[1]), "median": med, "p10": p10, "p90": p90})
-            s["epe"]["validation_median_index0"] = float(med[0])
-            s["epe"]["validation_min_median_other"] = float(med[1:].min())
-            s["epe"]["validation_global_median_other"] = float(np.nanmedian(c[:, 1:]))
+            s["epe"].update(_validation_summary(c))
+            try:
+                full = torch.cat([epe_validation_full_block(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double().cpu()
+            except SinkscopeError as e:
+                _skip(s, "epe_validation_full_block", e)
+            else:
+                if inputs.ragged:
+                    full = full.masked_fill(pos[None, :] >= inputs.lengths[:, None], float("nan"))
+                f = full.numpy()
+                fp10, fp90 = np.nanpercentile(f, [10, 90], axis=0)
+                res.frames["epe_validation_full_block"] = pd.DataFrame({"position": np.arange(f.shape[1]), "median": np.nanmedian(f, axis=0),
+                                                                        "p10": fp10, "p90": fp90})
+                s["epe"]["validation_full_block"] = _validation_summary(f) | {"attention": FULL_BLOCK_ATTENTION}
         else:
             _skip(s, "epe_validation", SinkscopeError("needs the EPE (see the epe stage)"))
     s["seconds"] = round(time.perf_counter() - t0, 3)
@@ -265,7 +300,10 @@ def format_explain(s: dict) -> str:
         vals = ", ".join(f"{c}: {v:+.1f}" for c, v in zip(e["massive_coords"], e["massive_values"]))
         lines.append(f"  EPE_0 massive coordinates: {vals}")
         if "validation_median_index0" in e:
-            lines.append(f"  EPE validation cos: median {e['validation_median_index0']:.4f} at index 0, >= {e['validation_min_median_other']:.4f} elsewhere (global median {e['validation_global_median_other']:.4f})")
+            for what, v in (("MLP only", e), ("full block 0, causal", e.get("validation_full_block"))):
+                if v:
+                    lines.append(f"  EPE validation cos ({what}): median {v['validation_median_index0']:.4f} at index 0, >= {v['validation_min_median_other']:.4f} elsewhere; "
+                                 f"global median {v['validation_global_median']:.4f} (all positions), {v['validation_global_median_other']:.4f} (positions >= 1)")
     if "alignment" in s:
         a = s["alignment"]
         lines.append(f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere")

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from ..errors import SinkscopeError
 from ..interventions import PAPER_TABLE1, Context, Intervention, NotApplicable, apply
-from ..analysis.facts import MassiveCoords, choose_massive_coords
+from ..analysis.facts import MassiveCoords, choose_massive_coords, resolve_rule
 from ..metrics import KeyAttentionCapture, aggregate, key_attention, resolve_band
+from ..metrics.sink import SE_ESTIMATOR
 from ..metrics.capture import NonFiniteError
 from ..models import SinkModel
 
@@ -97,8 +98,10 @@ class InterveneResult:
             "model": self.model, "model_info": self.model_info, "inputs": self.inputs.record(), "n_examples": len(self.inputs),
             "layer_band": list(self.band), "seed": self.seed, "coords": self.coords, "coords_rule": self.coords_rule,
             "interventions": {r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason}
-                              | ({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()}} if "random_key_coords" in r.extra else {})
+                              | ({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()},
+                                  "random_key_draw": r.extra.get("random_key_draw")} if "random_key_coords" in r.extra else {})
                               for r in self.runs},
+            "estimators": {"se": SE_ESTIMATOR, "delta_ce_se": SE_ESTIMATOR + ", of the paired differences"},
             "facts": self.facts, "table1": table1, "seconds": round(self.seconds, 2),
         }
 
@@ -231,11 +234,14 @@ def run_interventions(
     labels: dict[str, str] | None = None,
     cache: dict | None = None,
     k_sigma: float = 3.0,
+    coords_rule: str = "sigma",
 ) -> InterveneResult:
     """Run each intervention over all inputs (batched); not-applicable ones are recorded, not skipped.
 
     ``coords``: the massive coordinates, as a list (the user's) or a :class:`MassiveCoords` a run
-    already chose; None applies :func:`choose_massive_coords` (EPE_0 rule with ``k_sigma``).
+    already chose; None applies :func:`choose_massive_coords` with ``coords_rule``: ``paper`` (the
+    paper's (i): top-3 |EPE_0|), ``sigma`` (sinkscope's: mean + ``k_sigma`` std) or a rule of
+    :data:`sinkscope.analysis.facts.RULES`.
     ``cache`` seeds every intervention's :class:`Context` (e.g. ``q_bar``, ``creating_block``).
     """
     ad = model.adapter
@@ -246,7 +252,7 @@ def run_interventions(
         raise SinkscopeError("interventions need inputs of at least 2 tokens")
     ad.check_length(int(inputs.ids.shape[1]))
     if not isinstance(coords, MassiveCoords):
-        coords = choose_massive_coords(model, coords, k_sigma=k_sigma)
+        coords = choose_massive_coords(model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "interventions"))
     facts, coords = coords, coords.list
     for rid, iv in interventions.items():  # arguments outside the model fail now, not mid-run
         try:
@@ -297,6 +303,19 @@ def run_interventions(
         raise SinkscopeError(f"the baseline '{base}' is not applicable")
     return InterveneResult(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0, coords=coords, seed=seed,
                            cache=dict(cache or {}), model_info=ad.describe(), coords_rule=facts.rule)
+
+
+def cli_settings(preset: str, coords_rule: str | None, sigma: float | None, random: str | None) -> tuple[str, float, str]:
+    """``sinkscope intervene``'s ``(coords_rule, k_sigma, random draw)`` from its options: under
+    ``--preset paper`` the paper's procedure (top-3 |EPE_0| for (i), the paper's draw for (j))
+    unless ``--coords-rule sigma`` or ``--sigma`` asks for sinkscope's coordinate rule."""
+    if coords_rule == "paper" and sigma is not None:
+        raise SinkscopeError("--sigma sets the sigma rule, but --coords-rule paper takes the top-3 |EPE_0|; drop one of them")
+    if random is not None and preset != "paper":
+        raise SinkscopeError(f"--random chooses the draw of the paper preset's (j), and --preset is {preset}; "
+                             "write the draw in --edit instead, e.g. rand=random_wk:3:42:paper")
+    rule = coords_rule or ("paper" if preset == "paper" and sigma is None else "sigma")
+    return rule, 3.0 if sigma is None else sigma, random or "paper"
 
 
 def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0,
@@ -352,6 +371,7 @@ class InterveneConfig:
     preset: str = "paper"  # paper | none
     edits: tuple[str, ...] = ()  # NAME=SPEC (interventions.spec)
     seed: int = 0
+    random: str = "paper"  # (j)'s draw: paper (the paper's code) or sinkscope (random.Random(seed), distinct, non-massive)
     sentence: str | None = None  # the Fig 5 text (default: the opening of A Tale of Two Cities)
     max_tokens: int = 40  # Fig 5's length, as every input's
 
@@ -364,7 +384,7 @@ class InterveneConfig:
 
         if self.preset not in ("paper", "none"):
             raise SinkscopeError(f"--preset {self.preset} is unknown; use paper or none")
-        ivs = paper_presets(self.seed) if self.preset == "paper" else {"baseline": Identity()}
+        ivs = paper_presets(self.seed, random=self.random) if self.preset == "paper" else {"baseline": Identity()}
         for item in self.edits:
             name, iv = parse_edit(item)
             if name in ivs:

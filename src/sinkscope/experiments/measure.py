@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..data import TokenizedInputs
 from ..errors import SinkscopeError
 from ..metrics import KeyAttentionCapture, aggregate, band_mean, gu_alpha, key_attention, resolve_band, sink_rate, uniform_baseline
+from ..metrics.sink import SE_ESTIMATOR
 from ..models import SinkModel
 
 
@@ -115,6 +116,7 @@ class MeasureResult:
             "layer_band": list(self.band),
             "query_window": [self.seq_len // 2, self.seq_len] if not self.inputs.ragged else "each input's second half",
             "uniform_baseline": uniform_baseline(self.inputs.lengths.tolist()),
+            "se_estimator": SE_ESTIMATOR,  # the "se" of every aggregate below
             "bos_attention": agg(bos, self.band, base),
             "bos_attention_all_layers": agg(bos, (0, L), (baseline or {}).get("bos_attention_all_layers")),
             "bos_attention_per_layer": {dom: bos[sel].mean(axis=(0, 2)).round(6).tolist() for dom, sel in groups.items()},

@@ -282,7 +282,7 @@ def inputs_hash(inputs) -> str | None:
     return h.hexdigest()
 
 
-CACHE_FORMAT = 3  # 2: q_bar as safetensors (1 pickled it with torch.save); 3: the facts stage
+CACHE_FORMAT = 4  # 4: the facts stage; 3: the paper's (i) coordinates, (j) draw, Δ std and EPE medians; 2: q_bar as safetensors
 
 
 def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str]) -> str:

@@ -39,6 +39,7 @@ class RunOptions:
     band: tuple[int, int] | None = None
     coords: Sequence[int] | None = None  # the user's massive coordinates (--coords)
     k_sigma: float = 3.0  # the EPE_0 rule's sigma (--sigma)
+    coords_rule: str = "paper"  # paper: the paper's rule per analysis; sigma: the σ rule (analysis.facts.resolve_rule)
     out: str | None = None
     figures: bool = True
     progress: bool = True
@@ -112,7 +113,8 @@ def facts_for(config, model, inputs, opts: RunOptions, *, profile=None, fallback
     need = getattr(config, "facts", ())
     if not need:
         return None
-    return resolve_facts(model, inputs, coords=opts.coords, k_sigma=opts.k_sigma, band=opts.band, q_bar="q_bar" in need,
+    return resolve_facts(model, inputs, coords=opts.coords, k_sigma=opts.k_sigma, coords_rule=opts.coords_rule, band=opts.band,
+                         q_bar="q_bar" in need,
                          profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
 
 

@@ -86,14 +86,27 @@ class ZeroKeyCoords(Intervention):
             edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v: v.__setitem__(coords, v[coords] * self.scale))
 
 
-class RandomKeyCoords(Intervention):
-    """Control: zero ``n`` W_K input coordinates per layer, drawn with ``random.Random(seed)``
-    independently for each layer from the coordinates that are *not* massive."""
+RANDOM_DRAWS = ("sinkscope", "paper")
 
-    def __init__(self, n: int = 3, seed: int = 0, layers: Iterable[int] | None = None):
-        self.n, self.seed, self.layers = n, seed, (None if layers is None else list(layers))
+
+class RandomKeyCoords(Intervention):
+    """Control: zero ``n`` W_K input coordinates per layer, drawn with ``random.Random(seed)``.
+
+    ``draw="sinkscope"``: ``n`` distinct coordinates per layer, independently for each layer,
+    from the coordinates that are *not* massive. ``draw="paper"``: as the paper's code (which
+    calls ``random.seed(42)`` before each example, so every example gets the same draw):
+    ``randint(0, d_model - 1)`` ``n`` times for layer 0, then layer 1, ... (repeats and massive
+    coordinates allowed); ``layers`` keeps those layers' draws.
+    """
+
+    def __init__(self, n: int = 3, seed: int = 0, layers: Iterable[int] | None = None, draw: str = "sinkscope"):
+        if draw not in RANDOM_DRAWS:
+            raise SinkscopeError(f"the random draw '{draw}' is unknown; use {' or '.join(RANDOM_DRAWS)}")
+        self.n, self.seed, self.layers, self.style = n, seed, (None if layers is None else list(layers)), draw
 
     def describe(self):
+        if self.style == "paper":
+            return f"zero {self.n} random W_K rows per layer (the paper's draw: seed {self.seed} before each example, repeats allowed)"
         return f"zero {self.n} random W_K rows per layer (seed {self.seed})"
 
     def _pool(self, ctx) -> list[int]:
@@ -102,18 +115,27 @@ class RandomKeyCoords(Intervention):
 
     def validate(self, ctx):
         _layers(ctx, self.layers)
+        if self.style == "paper":
+            if self.n < 1:
+                raise SinkscopeError(f"cannot draw {self.n} random W_K rows per layer; use 1 or more")
+            return
         pool = len(self._pool(ctx))
         if not 1 <= self.n <= pool:
             raise SinkscopeError(f"cannot draw {self.n} random W_K rows per layer: the model has {pool} non-massive coordinates; use 1..{pool}")
 
     def draw(self, ctx) -> dict[int, list[int]]:
         rng = random.Random(self.seed)
+        if self.style == "paper":
+            d = ctx.adapter.d_model
+            rows = {l: [rng.randint(0, d - 1) for _ in range(self.n)] for l in range(ctx.adapter.n_layers)}
+            return {l: rows[l] for l in _layers(ctx, self.layers)}
         pool = self._pool(ctx)
         return {l: sorted(rng.sample(pool, self.n)) for l in _layers(ctx, self.layers)}
 
     def install(self, ctx, stack):
         drawn = self.draw(ctx)
         ctx.cache["random_key_coords"] = drawn
+        ctx.cache["random_key_draw"] = self.style
         for l, coords in drawn.items():
             edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v, c=coords: v.__setitem__(c, 0.0))
 

@@ -4,7 +4,9 @@
 ``baseline``       no change
 ``bq:S``           b_Q := S·b_Q (``bq:0`` removes it)
 ``zero_wk[:c,..]`` zero W_K input rows (default: the massive coordinates)
-``random_wk:N[:SEED]``  zero N random non-massive W_K rows per layer
+``random_wk:N[:SEED[:DRAW]]``  zero N random W_K rows per layer; DRAW ``sinkscope`` (default):
+                   distinct, non-massive; ``paper``: the paper's draw (``randint`` N times per
+                   layer, repeats and massive rows allowed; the seed reset before each example)
 ``pos:K``          index 0 gets p_K
 ``no_pos``         no positional embeddings
 ``zero_tok0``      token embedding at index 0 := 0
@@ -31,6 +33,7 @@ from __future__ import annotations
 from ..errors import SinkscopeError
 from .base import Compose, Identity, Intervention
 from .edits import (
+    RANDOM_DRAWS,
     DropPositionEmbeddings,
     PatchIndex0,
     RandomKeyCoords,
@@ -76,8 +79,11 @@ def _part(text: str) -> Intervention:
         if kind == "zero_wk":
             return ZeroKeyCoords([count(c, "coordinate") for c in arg.split(",")] if arg else None, layers=layers)
         if kind == "random_wk":
-            n, _, seed = arg.partition(":")
-            return RandomKeyCoords(count(n or "3", "row count"), seed=int(seed or 0), layers=layers)
+            n, _, rest = arg.partition(":")
+            seed, _, draw = rest.partition(":")
+            if draw and draw not in RANDOM_DRAWS:
+                raise SinkscopeError(f"--edit part '{text}': the draw '{draw}' is unknown; use {' or '.join(RANDOM_DRAWS)}")
+            return RandomKeyCoords(count(n or "3", "row count"), seed=int(seed or 0), layers=layers, draw=draw or "sinkscope")
         if kind == "pos":
             return ReplacePositionEmbedding(0, count(arg or "1", "position"))
         if kind == "no_pos":

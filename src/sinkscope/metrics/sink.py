@@ -99,6 +99,9 @@ def uniform_baseline(T: int | Sequence[int], queries: slice | None = None) -> fl
     return float(np.mean(1.0 / (idx + 1)))
 
 
+SE_ESTIMATOR = "std (ddof=1) / sqrt(n)"  # the SE of every aggregate (the paper's too)
+
+
 def aggregate(values: Sequence[float] | np.ndarray, baseline: float | None = None) -> dict:
     """Mean, SE (std ddof=1 / sqrt n), mean ± 2SE and, given a baseline mean, % of it.
 
