@@ -134,3 +134,35 @@ def rotary_split_errors(sm, ti, q_module):
         total = rotate(qb, ropes[l]) @ k.transpose(-1, -2) + rotate(q_pre - qb, ropes[l]) @ k.transpose(-1, -2)
         out.append(((q_pre - want).abs().max().item(), want.abs().max().item(), (total - scores[:, l]).abs().max().item(), scores[:, l].abs().max().item()))
     return out
+
+
+def fill_hub_cache(home: Path, repo: str, model, tokenizer, revision: str = "main") -> Path:
+    """Lay ``model`` and ``tokenizer`` out as the Hugging Face hub cache does under ``home``
+    (``hub/models--ORG--NAME/{refs/REVISION, snapshots/COMMIT/...}``), so that with
+    ``HF_HOME=home HF_HUB_OFFLINE=1`` the id ``repo`` loads offline exactly as from the hub."""
+    import hashlib
+
+    commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+    d = home / "hub" / f"models--{repo.replace('/', '--')}"
+    snap = d / "snapshots" / commit
+    model.save_pretrained(snap)
+    tokenizer.save_pretrained(snap)
+    (d / "refs").mkdir(parents=True, exist_ok=True)
+    (d / "refs" / revision).write_text(commit)
+    return snap
+
+
+@pytest.fixture(scope="session")
+def hub_home(tmp_path_factory):
+    """An ``HF_HOME`` whose hub cache holds a GPT-2-shaped model (2 layers, GPT-2's vocabulary and
+    the genuine GPT-2 tokenizer) under the id ``gpt2``: README commands with ``--model gpt2`` run
+    offline (``HF_HUB_OFFLINE=1``) end to end."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from sinkscope.data.tokenizers import offline_gpt2_tokenizer
+
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, initializer_range=0.1)).eval()
+    home = tmp_path_factory.mktemp("hf_home")
+    fill_hub_cache(home, "gpt2", m, offline_gpt2_tokenizer())
+    return home

@@ -133,6 +133,21 @@ def read_paper_csv(path: str) -> list[Example]:
     return [Example(text=r["text"], domain=r["dataset"], source=f"paper-csv:{p.name}", meta={k: v for k, v in r.items() if k != "text"}) for r in rows]
 
 
+PAPER_OFFLINE = Path(__file__).resolve().parent.parent / "assets" / "paper-inputs" / "paper-inputs.csv"
+
+
+def paper_offline() -> list[Example]:
+    """The study's 300 inputs, shipped with sinkscope (``--inputs paper-offline``; sources and
+    licences in ``assets/paper-inputs/SOURCES.md``): 100 per dataset, in the study's order
+    (``--per-domain N`` keeps the first N of each).
+
+    >>> ex = paper_offline()
+    >>> len(ex), sorted({e.domain for e in ex}), ex[0].source
+    (300, ['gsm8k', 'humaneval', 'sst2'], 'paper-offline')
+    """
+    return [Example(e.text, e.domain, "paper-offline", e.meta) for e in read_paper_csv(str(PAPER_OFFLINE))]
+
+
 def read_text(path: str) -> list[Example]:
     p = _existing_file(path, "text")
     lines = [ln.strip() for ln in _read_utf8(p, "text").splitlines() if ln.strip()]
@@ -215,6 +230,8 @@ def read_examples(spec: str, *, tokenizer=None, per_domain: int | None = None, m
         return paper_protocol(tokenizer, n=per_domain or 100, max_tokens=max_tokens, seed=42 if seed == 0 else seed)
     if kind == "paper-csv":
         return read_paper_csv(args[0])
+    if kind == "paper-offline":
+        return paper_offline()
     if kind == "text":
         return read_text(args[0])
     if kind == "jsonl":

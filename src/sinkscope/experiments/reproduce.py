@@ -372,12 +372,12 @@ def versions() -> dict:
 def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, list[str]]:
     """``reproduce``'s defaults: ``(model spec, inputs spec, notes for the report)``. No model:
     ``gpt2`` when the hub answers, else the embedded model (with a note saying so). No inputs:
-    the paper's (``paper``) for GPT-2 small with the hub reachable, else the offline corpus."""
+    the paper's 300 texts for GPT-2 small (``paper-offline``: shipped, no hub needed), else the
+    offline corpus."""
     from ..models.loading import hub_reachable
     from .paper import is_gpt2_small
 
     notes: list[str] = []
-    hub = None
     if model is None:
         hub, why = hub_reachable("gpt2")
         model = "gpt2" if hub else "default"
@@ -393,8 +393,8 @@ def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, l
                 cfg = AutoConfig.from_pretrained(model)
             except (OSError, ValueError):
                 cfg = None
-            if cfg is not None and is_gpt2_small(cfg) and (hub if hub is not None else hub_reachable("gpt2")[0]):
-                inputs = "paper"
+            if cfg is not None and is_gpt2_small(cfg):
+                inputs = "paper-offline"
     return model, inputs, notes
 
 

@@ -197,7 +197,7 @@ def _paper_section(results: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
     from ..experiments.paper import is_gpt2_small, paper_vs_run
 
     gpt2 = is_gpt2_small(model.hf.config)
-    paper_inputs = inputs is not None and (str(inputs.spec) == "paper" or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
+    paper_inputs = inputs is not None and (str(inputs.spec) in ("paper", "paper-offline") or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
     df = paper_vs_run(results, gpt2_small=gpt2, paper_inputs=paper_inputs, model_name=getattr(model, "name", "this model"))
     counts = df.status.map(lambda x: x.split(" ")[0] if x.startswith(("not run", "not computed", "not applicable")) else x).value_counts().to_dict()
     if not gpt2:
