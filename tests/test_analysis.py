@@ -258,3 +258,24 @@ def test_massive_coordinates_are_chosen_by_one_rule_in_order():
     assert none.coords is None and "no learned positional embedding" in none.rule
     with pytest.raises(SinkscopeError, match="outside the model's 64"):
         choose_massive_coords(gpt2, [64])
+
+
+def test_explain_on_a_model_without_query_bias_uses_the_effective_query_bias():
+    """No b_Q (Llama): γ = b_Q·W_K would be all zero, so explain computes γ with q̄ (given inputs)
+    and says so; the b_Q alignment is skipped with the reason; without inputs the advice is to
+    give inputs, not --coords (which would give an all-zero γ)."""
+    from sinkscope.analysis.shared_query import shared_gamma, shared_query
+    from sinkscope.experiments.explain import explain
+
+    hf = tiny_model("llama")
+    sm = SinkModel("llama", hf, adapter_for(hf))
+    g = torch.Generator().manual_seed(0)
+    ti = TokenizedInputs(torch.randint(0, 1000, (6, 16), generator=g), [Example("t", "x")] * 6, {})
+    s = explain(sm, ti, coords=[3, 7], progress=False).summary()
+    assert "q̄" in s["gamma_query"] and s["gamma"]["coords"] == [3, 7]
+    want = shared_gamma(sm, shared_query(sm, ti, progress=False).q_bar, 16)[1:3].abs()  # the band of 3 layers: 1..2
+    assert s["gamma"]["layers"] == [1, 3]
+    assert abs(s["gamma"]["massive"]["mean"] - float(want[..., [3, 7]].mean())) < 1e-5
+    assert any(x["stage"] == "alignment" and "no query bias" in x["reason"] for x in s["skipped"])
+    w = explain(sm, None, coords=[3, 7], progress=False).summary()
+    assert "gamma" not in w and any(x["stage"] == "gamma" and "give inputs" in x["reason"] for x in w["skipped"])

@@ -115,7 +115,7 @@ def choose_massive_coords(model, coords: Sequence[int] | None = None, *, k_sigma
         block = residual[1]
         after = f" after block {block}" if block is not None else ""
         return MassiveCoords(tuple(int(c) for c in residual[0]), f"residual-stream rule: index 0's massive activations{after}")
-    return MassiveCoords(None, f"none: {why}; pass --coords")
+    return MassiveCoords(None, f"none: {why}; give inputs (the residual-stream rule finds index 0's massive activations) or pass --coords")
 
 
 def residual_massive_coords(profile, band: tuple[int, int], creating_block: int | None) -> tuple[list[int], list[float]]:

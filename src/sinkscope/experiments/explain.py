@@ -89,11 +89,20 @@ def _skip(summary: dict, stage: str, err: Exception) -> None:
     summary["skipped"].append({"stage": stage, "reason": str(err)})
 
 
-def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) -> None:
-    """γ (Figs 4, 8) and the b_Q / key alignment (Fig 2): the weight-only analyses."""
+NO_BQ = "the model has no query bias, so γ = b_Q·W_K and cos(b_Q, ·) are zero / undefined"
+
+
+def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float, g_qbar=None) -> None:
+    """γ (Figs 4, 8) and the b_Q / key alignment (Fig 2): the weight-only analyses. A model
+    without b_Q gets γ with the effective query bias q̄ instead (``g_qbar``, when inputs gave
+    one) and no alignment, each with the reason."""
     s, L = res.data, ad.n_layers
+    has_bq = ad.info().has_query_bias
     try:
-        g = gamma(ad)
+        if not has_bq and g_qbar is None:
+            raise SinkscopeError(f"{NO_BQ}; give inputs (not --weights-only) and explain computes γ with the effective query bias q̄ instead")
+        g = gamma(ad) if has_bq else g_qbar
+        s["gamma_query"] = "b_Q" if has_bq else "the effective query bias q̄ (the model has no b_Q; analysis.shared_query)"
         res.frames["gamma_layer_head"] = pd.DataFrame(
             [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
         )
@@ -105,8 +114,8 @@ def _weight_analyses(res: ExplainResult, ad, epe, coords, band, k_sigma: float) 
         s["gamma"], res.frames["gamma"] = gamma_split(g, coords, band)
     except SinkscopeError as e:
         _skip(s, "gamma", e)
-    if epe is None:
-        _skip(s, "alignment", SinkscopeError("needs the EPE (see the epe stage)"))
+    if epe is None or not has_bq:
+        _skip(s, "alignment", SinkscopeError(NO_BQ if not has_bq else "needs the EPE (see the epe stage)"))
         return
     cos = bq_key_alignment(ad, epe, band)  # [layer, head, pos]
     res.arrays["alignment"] = cos.double().numpy()
@@ -182,7 +191,15 @@ def explain(
     s["coords_source"] = gc.rule
 
     if weights:
-        _weight_analyses(res, ad, epe, coords, band, k_sigma)
+        g_qbar = None
+        if not ad.info().has_query_bias:  # γ with q̄: the run's (reproduce's facts) or from these inputs
+            from ..analysis.shared_query import shared_gamma, shared_query
+
+            q_bar = facts.q_bar
+            if q_bar is None and inputs is not None and forward and not ad.missing_tensors():
+                q_bar = shared_query(model, inputs, batch_size=batch_size, progress=progress).q_bar
+            g_qbar = shared_gamma(model, q_bar, T).float() if q_bar is not None else None
+        _weight_analyses(res, ad, epe, coords, band, k_sigma, g_qbar)
 
     # --- forward-pass analyses: Δ (Figs 1, 6), EPE validation (Fig 3), decomposition check ---
     forward_stages = ("residual", "delta", "decomposition_check", "epe_validation")
@@ -291,8 +308,9 @@ def format_explain(s: dict) -> str:
     lines = [f"model {s['model']}: layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}"]
     if "gamma" in s:
         g = s["gamma"]
+        lab = "γ" if s.get("gamma_query", "b_Q") == "b_Q" else "γ(q̄), with the effective query bias (no b_Q),"
         lines.append(
-            f"  |γ| on coords {g['coords']} ({s['coords_source']}): mean {g['massive']['mean']:.4f}, median {g['massive']['median']:.4f}, n={g['massive']['count']:,}"
+            f"  |{lab}| on coords {g['coords']} ({s['coords_source']}): mean {g['massive']['mean']:.4f}, median {g['massive']['median']:.4f}, n={g['massive']['count']:,}"
             f"; other coords: mean {g['other']['mean']:.4f}, median {g['other']['median']:.4f}, n={g['other']['count']:,}  (ratio {g['ratio_of_means']:.1f}x)"
         )
     if "epe" in s:

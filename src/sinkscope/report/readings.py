@@ -56,7 +56,8 @@ def circuit_weights_reading(s: dict) -> str:
                      f"and away from the other positions' (mean {a['other_mean_cos']:+.2f}): every query gets the same bonus for index 0.")
     g = s.get("gamma")
     if g:
-        parts.append(f"Through b_Q, the key projections weigh the coordinates {g['coords']} {g['ratio_of_means']:.1f}× more than the others "
+        via = "b_Q" if s.get("gamma_query", "b_Q") == "b_Q" else "the effective query bias q̄ (this model has no b_Q)"
+        parts.append(f"Through {via}, the key projections weigh the coordinates {g['coords']} {g['ratio_of_means']:.1f}× more than the others "
                      f"(mean |γ| {g['massive']['mean']:.4f} vs {g['other']['mean']:.4f}; coordinates from {s.get('coords_source')}).")
     return " ".join(parts) or "No weight-only analysis could run on this model (see the skipped list)."
 
