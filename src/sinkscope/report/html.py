@@ -179,7 +179,7 @@ def _glance(results: dict) -> list[tuple[str, str]]:
         a = m["bos_attention"]["all"]
         cards.append((f"{a['mean']:.3f}", f"BOS attention, layers {m['layer_band'][0]}..{m['layer_band'][1] - 1} (uniform {m['uniform_baseline']:.3f})"))
     w = results.get("circuit_weights") or {}
-    if w.get("gamma"):
+    if w.get("gamma") and w["gamma"].get("ratio_of_means") is not None:  # None: γ is zero everywhere
         cards.append((f"{w['gamma']['ratio_of_means']:.1f}×", f"|γ| on coords {w['gamma']['coords']} vs the rest"))
     iv = results.get("interventions")
     if iv:

@@ -55,7 +55,10 @@ def circuit_weights_reading(s: dict) -> str:
         parts.append(f"b_Q points towards the key of index 0's EPE in {a['index0_share_positive']:.0%} of the band's heads (mean cos {a['index0_mean_cos']:+.2f}) "
                      f"and away from the other positions' (mean {a['other_mean_cos']:+.2f}): every query gets the same bonus for index 0.")
     g = s.get("gamma")
-    if g:
+    if g and g.get("ratio_of_means") is None:
+        parts.append(f"γ is zero on every coordinate (mean |γ| {g['massive']['mean']:.2g} on {g['coords']}, {g['other']['mean']:.2g} elsewhere): "
+                     "this model's query bias does not read the residual stream through the key weights.")
+    elif g:
         via = "b_Q" if s.get("gamma_query", "b_Q") == "b_Q" else "the effective query bias q̄ (this model has no b_Q)"
         parts.append(f"Through {via}, the key projections weigh the coordinates {g['coords']} {g['ratio_of_means']:.1f}× more than the others "
                      f"(mean |γ| {g['massive']['mean']:.4f} vs {g['other']['mean']:.4f}; coordinates from {s.get('coords_source')}).")
