@@ -166,3 +166,19 @@ def hub_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("hf_home")
     fill_hub_cache(home, "gpt2", m, offline_gpt2_tokenizer())
     return home
+
+
+REPRODUCE_ARGS = ["--per-domain", "6", "--strengths", "1,0", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory):
+    """One offline ``sinkscope reproduce`` with no --model (the hub is unreachable, so the embedded
+    model is used), shared by the tests that read a run's stages."""
+    from sinkscope.cli import main
+
+    out = tmp_path_factory.mktemp("rep") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        assert main(["reproduce", "--out", str(out), *REPRODUCE_ARGS]) == 0
+    return out

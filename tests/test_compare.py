@@ -46,7 +46,7 @@ def test_sweep_is_monotone_on_a_planted_sink_and_leaves_the_model_unchanged():
     impl = sm.hf.config._attn_implementation
     strengths = (1.0, 0.75, 0.5, 0.25, 0.0)
     r = MitigateConfig(strengths=strengths).compute(sm, _inputs(), band=(0, 3), progress=False)
-    df, na = r.tradeoff, r.not_applicable["planted"]
+    df = r.tradeoff
     assert all(torch.equal(before[k], v) for k, v in sm.hf.state_dict().items())
     assert sm.hf.config._attn_implementation == impl
     assert not hasattr(sm.adapter.attention_module(0), "_sinkscope_qedit")

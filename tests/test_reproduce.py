@@ -17,7 +17,7 @@ from conftest import PAPER_CSV, PARTIAL, default_sigint_in_child, needs_shared
 from sinkscope.cli import main
 from sinkscope.experiments import reproduce as rp
 
-ARGS = ["--per-domain", "6", "--strengths", "1,0", "--quiet"]
+from conftest import REPRODUCE_ARGS as ARGS  # noqa: E402  (embedded_run, in conftest, ran with these)
 
 
 def _run(out: Path, *extra: str) -> int:
@@ -27,15 +27,6 @@ def _run(out: Path, *extra: str) -> int:
 def _status(out: Path) -> dict:
     return {s["name"]: s["status"] for s in json.loads((out / "run.json").read_text())["stages"]}
 
-
-@pytest.fixture(scope="module")
-def embedded_run(tmp_path_factory):
-    """One offline run with no --model: the hub is unreachable, so the embedded model is used."""
-    out = tmp_path_factory.mktemp("rep") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        assert _run(out) == 0
-    return out
 
 
 def _stage(out: Path, name: str) -> dict:
@@ -232,12 +223,14 @@ def test_paper_table_for_gpt2_small_reads_every_stage(embedded_run):
     from transformers import GPT2Config
 
     from sinkscope.experiments.paper import PAPER_NUMBERS, compare_one, is_gpt2_small, paper_vs_run
+    from sinkscope.experiments.records import RecordError, read_record
     from sinkscope.report.html import _paper_section
 
-    results = {n: _stage(embedded_run, n)["summary"] for n in rp.STAGE_NAMES}
+    summaries = {n: _stage(embedded_run, n)["summary"] for n in rp.STAGE_NAMES}
     for ds, new in (("nl", "sst2"), ("math", "gsm8k"), ("code", "humaneval")):  # the paper's dataset names
-        results["measure"]["bos_attention"][new] = results["measure"]["bos_attention"][ds]
-        results["interventions"]["table1"]["mid"][new] = results["interventions"]["table1"]["mid"][ds]
+        summaries["measure"]["bos_attention"][new] = summaries["measure"]["bos_attention"][ds]
+        summaries["interventions"]["table1"]["mid"][new] = summaries["interventions"]["table1"]["mid"][ds]
+    results = {n: read_record(n, s) for n, s in summaries.items()}
     df = paper_vs_run(results)
     assert len(df) == len(PAPER_NUMBERS) >= 50
     unresolved = df[df.status.str.startswith("not ")]
@@ -255,14 +248,17 @@ def test_paper_table_for_gpt2_small_reads_every_stage(embedded_run):
     assert set(mixed[mixed.stage != "circuit_weights"].status) - {"reference"} <= set(unresolved.status)
     assert {"matches", "differs"} & set(mixed[mixed.stage == "circuit_weights"].status)
     with pytest.raises(KeyError):  # a key missing from a stage that ran is a bug, not "not run"
-        compare_one(PAPER_NUMBERS[0], {"measure": {"bos_attention": {}}})
+        compare_one(PAPER_NUMBERS[0], {"measure": read_record("measure", {"layer_band": [0, 1], "bos_attention": {}})})
+    with pytest.raises(RecordError, match="has no 'layer_band'.*--force"):  # a stage record of another shape: one clear error
+        read_record("measure", {"bos_attention": {}})
     assert is_gpt2_small(GPT2Config()) and not is_gpt2_small(GPT2Config(n_layer=6))
     html, _ = _paper_section(results, SimpleNamespace(hf=SimpleNamespace(config=GPT2Config())), None, {})
     assert "Paper vs this run" in html and 'class="differs"' in html
     # tolerance: half a unit of the paper's last digit
     n = PAPER_NUMBERS[0]
-    assert compare_one(n, {"measure": {"bos_attention": {"all": {"mean": 0.5635}}}})["status"] == "matches"
-    assert compare_one(n, {"measure": {"bos_attention": {"all": {"mean": 0.5636}}}})["status"] == "differs"
+    for v, status in ((0.5635, "matches"), (0.5636, "differs")):
+        rec = read_record("measure", {"layer_band": [3, 11], "bos_attention": {"all": {"mean": v}}})
+        assert compare_one(n, {"measure": rec})["status"] == status
 
 
 @needs_shared

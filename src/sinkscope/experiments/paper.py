@@ -8,7 +8,8 @@ this run's value lies within half a unit of the paper's last printed digit (``.5
 values the paper gives as "≈" get the stated ``tol``); sets must be equal. Layers are 0-based
 here (the paper's "layer 4" is our layer 3).
 
->>> r = {"measure": {"bos_attention": {"all": {"mean": 0.5634}}}}
+>>> from sinkscope.experiments.records import read_record
+>>> r = {"measure": read_record("measure", {"layer_band": [3, 11], "bos_attention": {"all": {"mean": 0.5634}}})}
 >>> row = compare_one(PAPER_NUMBERS[0], r)
 >>> row["paper"], row["this run"], row["status"]
 ('0.563', '0.5634', 'matches')
@@ -59,21 +60,23 @@ class NotComputed(LookupError):
 
 
 def _part(r: dict, stage: str, part: str):
-    """``r[stage][part]``, or :class:`NotComputed` with the reason the stage recorded."""
-    s = r[stage]
-    if part in s:
-        return s[part]
-    why = next((x["reason"] for x in s.get("skipped", []) if x["stage"] in (part, part.split("_")[0])), None)
+    """Part ``part`` of stage ``stage``'s typed record (:mod:`.records`), or
+    :class:`NotComputed` with the reason the stage recorded for skipping it."""
+    rec = r[stage]
+    x = getattr(rec, part)  # an unknown part is a bug: AttributeError
+    if x is not None:
+        return x
+    why = rec.why_not(part) if hasattr(rec, "why_not") else None
     raise NotComputed(f"not computed here: {why}" if why else f"not computed here ({stage} has no {part})")
 
 
 def _g(stage, part, *path):
-    """A getter for ``results[stage][part][path...]``: a part the stage skipped is
-    :class:`NotComputed` with its reason; any other missing key is a bug and raises."""
+    """A getter for ``records[stage].part.path...`` (dict entries by key): a part the stage
+    skipped is :class:`NotComputed` with its reason; anything else missing is a bug and raises."""
     def get(r):
         x = _part(r, stage, part)
         for p in path:
-            x = x[p]
+            x = x[p] if isinstance(x, dict) else getattr(x, p)
         return x
 
     return get
@@ -81,23 +84,23 @@ def _g(stage, part, *path):
 
 def _t1(rid, field="mean", dataset="all", scope="mid"):
     def get(r):
-        cells = r["interventions"]["table1"][scope]
-        if dataset not in cells:
+        iv = r["interventions"]
+        if dataset not in iv.table1[scope]:
             raise NotComputed(f"not computed here: no {dataset} inputs")
-        c = cells[dataset][rid]
-        if not c["applicable"]:
-            raise NotComputed(f"not applicable here: {c['reason']}")
-        return c[field]
+        c = iv.table1[scope][dataset][rid]
+        if not c.applicable:
+            raise NotComputed(f"not applicable here: {c.reason}")
+        return getattr(c, field)
 
     return get
 
 
 def _layer(layer, field):
     def get(r):
-        rows = [x for x in _part(r, "circuit_forward", "delta")["per_layer"] if x["layer"] == layer]
-        if not rows:
+        row = _part(r, "circuit_forward", "delta").layer(layer)
+        if row is None:
             raise NotComputed(f"not computed here: layer {layer} is outside this run's band")
-        return rows[0][field]
+        return getattr(row, field)
 
     return get
 
@@ -107,7 +110,7 @@ def _dataset(ds):
         block = _part(r, "measure", "bos_attention")
         if ds not in block:
             raise NotComputed(f"not computed here: this run has no {ds} inputs")
-        return block[ds]["mean"]
+        return block[ds].mean
 
     return get
 
@@ -115,9 +118,9 @@ def _dataset(ds):
 def _at_paper_coord(c):
     def get(r):
         e = _part(r, "circuit_weights", "epe")
-        if str(c) not in e.get("at_paper_coords", {}):
+        if str(c) not in e.at_paper_coords:
             raise NotComputed(f"not computed here: the model has no coordinate {c}")
-        return e["at_paper_coords"][str(c)]
+        return e.at_paper_coords[str(c)]
 
     return get
 
@@ -126,7 +129,7 @@ def _numbers() -> list[PaperNumber]:
     P = PaperNumber
     n = [
         P("Sink (Table 1a)", "BOS attention (layer band, all inputs)", 0.563, _g("measure", "bos_attention", "all", "mean"), stage="measure"),
-        P("Sink (Table 1a)", "2 SE of that mean", 0.004, lambda r: 2 * _part(r, "measure", "bos_attention")["all"]["se"], stage="measure"),
+        P("Sink (Table 1a)", "2 SE of that mean", 0.004, lambda r: 2 * _part(r, "measure", "bos_attention")["all"].se, stage="measure"),
         P("Sink (Table 1a)", "SST-2 baseline", 0.599, _dataset("sst2"), stage="measure"),
         P("Sink (Table 1a)", "GSM8K baseline", 0.552, _dataset("gsm8k"), stage="measure"),
         P("Sink (Table 1a)", "HumanEval baseline", 0.539, _dataset("humaneval"), stage="measure"),
@@ -161,7 +164,7 @@ def _numbers() -> list[PaperNumber]:
     for c, v in zip(PAPER_COORDS, (330.0, -218.0, 105.0)):
         n.append(P("Massive activations (Fig 7)", f"EPE_0[{c}]", v, _at_paper_coord(c), digits=0, tol=0.5, stage="circuit_weights"))
     n += [
-        P("b_Q / key alignment (Fig 2)", "cos at index 0, p10..p90 over heads", "+0.45..+0.9", lambda r: "{:+.2f}..{:+.2f}".format(*_part(r, "circuit_weights", "alignment")["index0_p10_p90"]), stage="circuit_weights"),
+        P("b_Q / key alignment (Fig 2)", "cos at index 0, p10..p90 over heads", "+0.45..+0.9", lambda r: "{:+.2f}..{:+.2f}".format(*_part(r, "circuit_weights", "alignment").index0_p10_p90), stage="circuit_weights"),
         P("b_Q / key alignment (Fig 2)", "median cos at the other positions", -0.5, _g("circuit_weights", "alignment", "other_median_cos"), digits=1, tol=0.1, stage="circuit_weights"),
         P("γ (Figs 4, 8)", "mean |γ| on the massive coordinates", 1.3695, _g("circuit_weights", "gamma", "massive", "mean"), digits=4, stage="circuit_weights"),
         P("γ (Figs 4, 8)", "median |γ| on the massive coordinates", 1.0923, _g("circuit_weights", "gamma", "massive", "median"), digits=4, stage="circuit_weights"),
@@ -224,29 +227,29 @@ def compare_one(num: PaperNumber, results: dict, *, comparable: bool = True, set
     return row
 
 
-def run_settings(results: dict, model_name: str = "this model") -> dict[str, str]:
-    """This run's setting per stage, in the words of :attr:`PaperNumber.setting`."""
+def run_settings(records: dict, model_name: str = "this model") -> dict[str, str]:
+    """This run's setting per stage (``records``: stage name -> typed record), in the words of
+    :attr:`PaperNumber.setting`."""
     out = {}
-    m = results.get("measure") or results.get("interventions") or results.get("circuit_forward")
+    m = records.get("measure") or records.get("interventions")
     if m:
-        b0, b1 = m["layer_band"]
-        n = m.get("n_examples", 0)
-        T = m.get("seq_len") or "?"
-        forward = f"{model_name}, layers {b0}..{b1 - 1}, {n} inputs" + (f" × {T} tokens" if T != "?" else "")
+        T = getattr(m, "seq_len", None)
+        forward = f"{model_name}, layers {m.band_text}, {m.n_examples} inputs" + (f" × {T} tokens" if T else "")
         out |= {"measure": forward, "circuit_forward": forward, "interventions": forward}
-    iv = results.get("interventions")
+    iv = records.get("interventions")
     if iv:
-        out["interventions (i)"] = out["interventions"] + f", W_K rows {', '.join(map(str, iv.get('coords') or [])) or 'none'}"
-    w = results.get("circuit_weights")
+        out["interventions (i)"] = out["interventions"] + f", W_K rows {', '.join(map(str, iv.coords or [])) or 'none'}"
+    w = records.get("circuit_weights")
     if w:
-        coords = (w.get("gamma") or {}).get("coords")
+        coords = w.gamma.coords if w.gamma else None
         out["circuit_weights"] = f"{model_name} weights"
-        out["circuit_weights γ"] = out["circuit_weights"] + (f", W_K rows {', '.join(map(str, coords))} ({w.get('coords_source')})" if coords else "")
+        out["circuit_weights γ"] = out["circuit_weights"] + (f", W_K rows {', '.join(map(str, coords))} ({w.coords_source})" if coords else "")
     return out
 
 
 def paper_vs_run(results: dict, *, gpt2_small: bool = True, paper_inputs: bool = True, model_name: str = "this model") -> pd.DataFrame:
-    """The whole table: one row per number of the paper (``results``: stage name -> summary).
+    """The whole table: one row per number of the paper (``results``: stage name -> typed
+    record, :func:`~sinkscope.experiments.records.read_record`).
     Rows are *matches* / *differs* only for GPT-2 small (``gpt2_small``), and forward-pass rows
     only on the paper's inputs (``paper_inputs``); the rest are *reference* rows."""
     st = run_settings(results, model_name)

@@ -74,43 +74,46 @@ def _f(x, spec=".3f", na="n/a") -> str:
 # --- per-stage tables -------------------------------------------------------------------------
 
 
-def _facts_tables(s: dict) -> str:
-    mc = s["massive_coords"]
-    rows = [{"fact": "massive coordinates", "value": ", ".join(map(str, mc["coords"])) if mc["coords"] else "none", "decided by": mc["rule"]},
-            {"fact": "creating block", "value": "none" if s["creating_block"] is None else str(s["creating_block"]), "decided by": s["creating_block_rule"]},
-            {"fact": "effective query bias q̄", "value": "computed" if s.get("q_bar_computed") else "not computed", "decided by": "mean query per layer × head (shared_query)"}]
+def _facts_tables(f) -> str:
+    rows = [{"fact": "massive coordinates (interventions, W_K edits, Fig 5)", "value": ", ".join(map(str, f.massive_coords.coords or [])) or "none",
+             "decided by": f.massive_coords.rule}]
+    if f.gamma_coords is not None and f.gamma_coords != f.massive_coords:
+        rows.append({"fact": "γ's coordinates", "value": ", ".join(map(str, f.gamma_coords.coords or [])) or "none", "decided by": f.gamma_coords.rule})
+    rows += [{"fact": "creating block", "value": "none" if f.creating_block is None else str(f.creating_block), "decided by": f.creating_block_rule},
+             {"fact": "effective query bias q̄", "value": "computed" if f.q_bar_computed else "not computed", "decided by": "mean query per layer × head (shared_query)"}]
     return _table(pd.DataFrame(rows))
 
 
-def _measure_tables(s: dict) -> str:
+def _measure_tables(m) -> str:
     rows = []
-    for dom, a in s["bos_attention"].items():
-        rows.append({"dataset": dom, "n": a["n"], "BOS attention": _f(a["mean"]), "± 2SE": _f(2 * a["se"], ".4f"),
-                     "all layers": _f(s["bos_attention_all_layers"][dom]["mean"]), f"Sink rate (ε={s['sink_rate']['eps']})": _f(s["sink_rate"][dom])})
+    for dom, a in m.bos_attention.items():
+        rows.append({"dataset": dom, "n": a.n, "BOS attention": _f(a.mean), "± 2SE": _f(2 * a.se, ".4f"),
+                     "all layers": _f(m.bos_attention_all_layers[dom].mean), f"Sink rate (ε={m.sink_rate['eps']:g})": _f(m.sink_rate[dom])})
     return _table(pd.DataFrame(rows))
 
 
-def _weights_tables(s: dict) -> str:
+def _weights_tables(w) -> str:
     out = []
-    g = s.get("gamma")
+    g = w.gamma
     if g:
-        out.append("<h3>γ on the massive coordinates vs the rest</h3>")
-        out.append(_table(pd.DataFrame([{"coordinates": name, "mean |γ|": _f(g[k]["mean"], ".4f"), "median |γ|": _f(g[k]["median"], ".4f"), "values": f"{g[k]['count']:,}"}
-                                        for k, name in (("massive", str(g["coords"])), ("other", "all others"))])))
-    e = s.get("epe")
-    if e and e["massive_coords"]:
+        lab = "γ" if w.gamma_query == "b_Q" else "γ(q̄)"
+        out.append(f"<h3>{lab} on the massive coordinates vs the rest</h3>")
+        out.append(_table(pd.DataFrame([{"coordinates": name, f"mean |{lab}|": _f(v.mean, ".4f"), f"median |{lab}|": _f(v.median, ".4f"), "values": f"{v.count:,}"}
+                                        for v, name in ((g.massive, str(g.coords)), (g.other, "all others"))])))
+    e = w.epe
+    if e and e.massive_coords:
         out.append("<h3>Massive coordinates of EPE_0</h3>")
-        out.append(_table(pd.DataFrame({"coordinate": e["massive_coords"], "value": [f"{v:+.1f}" for v in e["massive_values"]]})))
+        out.append(_table(pd.DataFrame({"coordinate": e.massive_coords, "value": [f"{v:+.1f}" for v in e.massive_values]})))
     return "".join(out)
 
 
-def _forward_tables(s: dict) -> str:
-    d = s.get("delta")
+def _forward_tables(f) -> str:
+    d = f.delta
     if not d:
         return ""
-    df = pd.DataFrame(d["per_layer"])
-    df = pd.DataFrame({"layer": df.layer, "index 0 p10": df.index0_p10.map(_f2), "index 0 median": df.index0_median.map(_f2), "largest other p90": df.max_other_p90.map(_f2),
-                       "index 0 mean": df.index0_mean.map(_f2), "others' mean": df.other_mean.map(_f2), "p10 > all p90": df.index0_p10_above_all_other_p90.map(lambda b: "yes" if b else "no")})
+    df = pd.DataFrame([{"layer": r.layer, "index 0 p10": _f2(r.index0_p10), "index 0 median": _f2(r.index0_median), "largest other p90": _f2(r.max_other_p90),
+                        "index 0 mean": _f2(r.index0_mean), "others' mean": _f2(r.other_mean), "p10 > all p90": "yes" if r.index0_p10_above_all_other_p90 else "no"}
+                       for r in d.per_layer])
     return "<h3>Re-centred Δ per layer (band)</h3>" + _table(df)
 
 
@@ -118,21 +121,21 @@ def _f2(x):
     return _f(x, ".2f")
 
 
-def _interventions_tables(s: dict) -> str:
+def _interventions_tables(iv) -> str:
     from ..interventions import PAPER_TABLE1
 
-    t = s["table1"]
+    t = iv.table1
     out = []
-    for scope, title in (("mid", f"Table 1: BOS attention, layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}, all inputs"), ("all", "All-layer variant")):
+    for scope, title in (("mid", f"Table 1: BOS attention, layers {iv.band_text}, all inputs"), ("all", "All-layer variant")):
         rows = []
         for rid, c in t[scope]["all"].items():
             paper = PAPER_TABLE1.get(rid)
-            row = {"id": rid, "intervention": c["description"]}
-            if c["applicable"]:
-                row |= {"BOS attention ± 2SE": f"{c['mean']:.3f} ± {2 * c['se']:.3f}", "% of baseline": _f(c["pct"], ".1f"), "attention to index 1": _f(c["attn_to_1"]),
-                        "Δ CE (nats) ± 2SE": f"{c['delta_ce']:+.3f} ± {_f(2 * c['delta_ce_se'], '.3f', '0')}"}
+            row = {"id": rid, "intervention": c.description}
+            if c.applicable:
+                row |= {"BOS attention ± 2SE": f"{c.mean:.3f} ± {2 * c.se:.3f}", "% of baseline": _f(c.pct, ".1f"), "attention to index 1": _f(c.attn_to_1),
+                        "Δ CE (nats) ± 2SE": f"{c.delta_ce:+.3f} ± {_f(2 * c.delta_ce_se, '.3f', '0')}"}
             else:
-                row |= {"BOS attention ± 2SE": "not applicable: " + c["reason"], "% of baseline": "", "attention to index 1": "", "Δ CE (nats) ± 2SE": ""}
+                row |= {"BOS attention ± 2SE": f"not applicable: {c.reason}", "% of baseline": "", "attention to index 1": "", "Δ CE (nats) ± 2SE": ""}
             if scope == "mid":
                 row["paper (GPT-2 small)"] = f"{paper[0]:.3f} ({paper[1]:.1f}%)" if paper else ""
             rows.append(row)
@@ -143,25 +146,28 @@ def _interventions_tables(s: dict) -> str:
         for rid in t["mid"]["all"]:
             row = {"id": rid}
             for d in ds:
-                c = t["mid"][d].get(rid)
-                row[d] = f"{c['mean']:.3f} ({_f(c['pct'], '.1f')}%), {c['delta_ce']:+.2f}" if c and c["applicable"] else "n/a"
+                c = iv.value(rid, "mid", d)
+                row[d] = f"{c.mean:.3f} ({_f(c.pct, '.1f')}%), {c.delta_ce:+.2f}" if c else "n/a"
             rows.append(row)
         out.append("<h3>Per dataset: BOS attention (% of baseline), Δ CE</h3>" + _table(pd.DataFrame(rows)))
     return "".join(out)
 
 
-def _shared_tables(s: dict) -> str:
-    rows = [{"dataset": d, "shared-query share": _f(p["shared_query_share"], ".2f"), "literal b_Q share": _f(p["bq_share"], ".2f"), "index 0 advantage (logits)": _f(p["mean_advantage"], ".2f")}
-            for d, p in s["pooled"].items()]
-    return _table(pd.DataFrame(rows))
+def _shared_tables(sq) -> str:
+    rows = [{"dataset": d, "shared-query share": _f(p.shared_query_share, ".2f"), "literal b_Q share": _f(p.bq_share, ".2f"), "index 0 advantage (logits)": _f(p.mean_advantage, ".2f")}
+            for d, p in sq.pooled.items()]
+    note = ""
+    if any(p.shared_query_share > 1 or (not math.isnan(p.bq_share) and p.bq_share > 1) for p in sq.pooled.values()):
+        note = ('<p class="status">A share above 1 means that part of the query alone favours index 0 more than the whole query does: '
+                "the rest of the query works against the sink.</p>")
+    return _table(pd.DataFrame(rows)) + note
 
 
-def _mitigate_tables(s: dict) -> str:
-    df = pd.DataFrame(s.get("rows", []))
-    if df.empty:
+def _mitigate_tables(mi) -> str:
+    if not mi.rows:
         return ""
-    df = pd.DataFrame({"edit": df.edit, "strength kept": df.strength.map(lambda x: f"{x:g}"), "BOS attention": df.bos_attention.map(_f),
-                       "% of baseline": df.pct_baseline.map(lambda x: _f(x, ".1f")), "Δ CE (nats)": df.delta_ce.map(lambda x: _f(x, "+.3f"))})
+    df = pd.DataFrame([{"edit": r.edit, "strength kept": f"{r.strength:g}", "BOS attention": _f(r.bos_attention), "% of baseline": _f(r.pct_baseline, ".1f"),
+                        "Δ CE (nats)": _f(r.delta_ce, "+.3f")} for r in mi.rows])
     return _table(df)
 
 
@@ -172,33 +178,33 @@ TABLES = {"facts": _facts_tables, "measure": _measure_tables, "circuit_weights":
 # --- the page ---------------------------------------------------------------------------------
 
 
-def _glance(results: dict) -> list[tuple[str, str]]:
+def _glance(records: dict) -> list[tuple[str, str]]:
     cards = []
-    m = results.get("measure")
+    m = records.get("measure")
     if m:
-        a = m["bos_attention"]["all"]
-        cards.append((f"{a['mean']:.3f}", f"BOS attention, layers {m['layer_band'][0]}..{m['layer_band'][1] - 1} (uniform {m['uniform_baseline']:.3f})"))
-    w = results.get("circuit_weights") or {}
-    if w.get("gamma") and w["gamma"].get("ratio_of_means") is not None:  # None: γ is zero everywhere
-        cards.append((f"{w['gamma']['ratio_of_means']:.1f}×", f"|γ| on coords {w['gamma']['coords']} vs the rest"))
-    iv = results.get("interventions")
+        a = m.bos_attention["all"]
+        cards.append((f"{a.mean:.3f}", f"BOS attention, layers {m.band_text} (uniform {m.uniform_baseline:.3f})"))
+    w = records.get("circuit_weights")
+    if w and w.gamma and not w.gamma.zero:
+        cards.append((f"{w.gamma.ratio_of_means:.1f}×", f"|γ| on coords {w.gamma.coords} vs the rest"))
+    iv = records.get("interventions")
     if iv:
         for rid, label in (("b", "left after b_Q := 0"), ("i", "left after zeroing the W_K rows")):
-            c = iv["table1"]["mid"]["all"].get(rid)
-            if c and c["applicable"]:
-                cards.append((f"{c['pct']:.0f}%", f"sink {label} ({c['delta_ce']:+.2f} nats)"))
-    sq = results.get("shared_query")
+            c = iv.value(rid)
+            if c:
+                cards.append((f"{c.pct:.0f}%", f"sink {label} ({c.delta_ce:+.2f} nats)"))
+    sq = records.get("shared_query")
     if sq:
-        cards.append((f"{sq['pooled']['all']['shared_query_share']:.0%}", "of index 0's advantage from the shared query q̄"))
+        cards.append((f"{sq.pooled['all'].shared_query_share:.0%}", "of index 0's advantage from the shared query q̄"))
     return cards
 
 
-def _paper_section(results: dict, model, inputs, run: dict) -> tuple[str, pd.DataFrame]:
+def _paper_section(records: dict, model, inputs, run: dict) -> tuple[str, pd.DataFrame]:
     from ..experiments.paper import is_gpt2_small, paper_vs_run
 
     gpt2 = is_gpt2_small(model.hf.config)
     paper_inputs = inputs is not None and (str(inputs.spec) in ("paper", "paper-offline") or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
-    df = paper_vs_run(results, gpt2_small=gpt2, paper_inputs=paper_inputs, model_name=getattr(model, "name", "this model"))
+    df = paper_vs_run(records, gpt2_small=gpt2, paper_inputs=paper_inputs, model_name=getattr(model, "name", "this model"))
     counts = df.status.map(lambda x: x.split(" ")[0] if x.startswith(("not run", "not computed", "not applicable")) else x).value_counts().to_dict()
     if not gpt2:
         title = "The paper's GPT-2 small numbers beside this model"
@@ -218,7 +224,9 @@ def _paper_section(results: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
 
 
 def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataFrame]:
-    results = {o.name: o.record.get("summary", {}) for o in outcomes if o.status in ("ran", "cached")}
+    from ..experiments.records import read_record
+
+    records = {o.name: read_record(o.name, o.record.get("summary", {})) for o in outcomes if o.status in ("ran", "cached")}
     info = run["model_info"]
     n = run["n_examples"]
     head = [f"<h1>sinkscope reproduce: {_e(model.name)}</h1>",
@@ -227,7 +235,7 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
             + f"; finished {_e(run['finished'])}; stages computed in this run: {sum(o.status == 'ran' for o in outcomes)}, reused: {sum(o.status == 'cached' for o in outcomes)}</p>"]
     for note in run.get("notes", []):
         head.append(f'<div class="note">{_e(note)}</div>')
-    cards = _glance(results)
+    cards = _glance(records)
     if cards:
         head.append('<div class="glance">' + "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(t)}</span></div>' for v, t in cards) + "</div>")
     from ..experiments.paper import is_gpt2_small
@@ -236,7 +244,7 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
     links = ([("paper", "paper vs this run")] if gpt2 else []) + [(o.name, o.name) for o in outcomes]
     links += ([] if gpt2 else [("paper", "the paper's numbers, for reference")]) + [("run", "settings, versions, timings")]
     toc = ["<p>Contents: " + " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</p>"]
-    paper_html, paper_df = _paper_section(results, model, inputs, run)
+    paper_html, paper_df = _paper_section(records, model, inputs, run)
     sections = []
     for o in outcomes:
         sec = [f'<h2 id="{o.name}">{_e(o.title)}</h2>']
@@ -248,13 +256,13 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
             sec.append(f'<p class="status skipped">{_e(o.status)}: {_e(o.reason)}</p>')
             sections.append("".join(sec))
             continue
-        s = o.record.get("summary", {})
-        reading = READINGS[o.name](s)
+        rec = records[o.name]
+        reading = READINGS[o.name](rec)
         if reading:
             sec.append(f'<div class="reading">{_e(reading)}</div>')
-        for sk in s.get("skipped", []):
-            sec.append(f'<p class="status skipped">part skipped ({_e(sk["stage"])}): {_e(sk["reason"])}</p>')
-        sec.append(TABLES[o.name](s))
+        for sk in getattr(rec, "skipped", []):
+            sec.append(f'<p class="status skipped">part skipped ({_e(sk.stage)}): {_e(sk.reason)}</p>')
+        sec.append(TABLES[o.name](rec))
         d = out / o.dir
         for fname, caption in (o.record.get("figures") or {}).items():
             if (d / fname).exists():
