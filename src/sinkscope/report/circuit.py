@@ -37,6 +37,8 @@ def delta_histograms(delta_rc: np.ndarray, band, path, *, truncate: float | None
     ax.set_ylabel("density")
     legend_right(ax)
     ratio = f" ({m0 / m1:.1f}x)" if m1 > 0 and np.isfinite(m0) else ""
+    if cut and not title_suffix:
+        title_suffix = f" (x-axis cut at {hi:.3g})"
     set_title(ax, f"Re-centred Δ, layers {band[0]}..{band[1] - 1}{title_suffix}: median {fmt_num(m0)} at index 0 vs {fmt_num(m1)} at the other positions{ratio}")
     return save_figure(fig, path)
 
@@ -274,7 +276,7 @@ def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
     if "delta_rc" in res.arrays:
         d = res.arrays["delta_rc"]
         rest = d[:, band[0] : band[1], :, 1:]
-        delta_histograms(d, band, out / figure_name("fig1_delta_hist"), truncate=float(np.nanpercentile(rest, 99.5)) * 3, title_suffix=" (truncated)")
+        delta_histograms(d, band, out / figure_name("fig1_delta_hist"), truncate=float(np.nanpercentile(rest, 99.5)) * 3)
         delta_histograms(d, band, out / figure_name("fig6_delta_hist_full"))
         made += ["fig1_delta_hist", "fig6_delta_hist_full"]
     if "residual_profile" in res.frames:

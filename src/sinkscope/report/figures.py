@@ -9,8 +9,8 @@ values all lie in it); titles state what the data show.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -72,8 +72,40 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
 def wrap(text: str, width_in: float, fontsize: float = 9) -> str:
     """``text`` wrapped to lines that fit ``width_in`` inches at ``fontsize`` points (existing
     line breaks kept; a word longer than a line, e.g. a path, is broken, never cut)."""
-    chars = max(12, int(width_in * 72 / (fontsize * 0.56)))
-    return "\n".join(textwrap.fill(line, chars, break_long_words=True, break_on_hyphens=False) or line for line in str(text).split("\n"))
+    return fill(str(text), max(12, int(width_in * 72 / (fontsize * 0.56))))
+
+
+_CHUNK = re.compile(r"\s+|[^\s/-]*[/-]+|[^\s/-]+")
+
+
+def fill(text: str, chars: int) -> str:
+    """Greedy wrap of every line of ``text`` to ``chars`` characters, breaking at spaces and after
+    ``/`` and ``-`` (model names, paths), a longer run of letters only where it must. No
+    character is dropped except the spaces at line breaks.
+
+    >>> fill("org/some-model-name-1.5B", 10)
+    'org/some-\\nmodel-\\nname-1.5B'
+    """
+    out = []
+    for line in text.split("\n"):
+        lines, cur = [], ""
+        for tok in _CHUNK.findall(line):
+            if tok.isspace():
+                cur += " " if cur else ""
+                continue
+            while tok:
+                if len(cur) + len(tok) <= chars:
+                    cur, tok = cur + tok, ""
+                elif cur.strip():
+                    lines.append(cur.rstrip())
+                    cur = ""
+                else:  # a run longer than a line: break it
+                    lines.append(tok[:chars])
+                    tok = tok[chars:]
+        if cur.strip():
+            lines.append(cur.rstrip())
+        out.append("\n".join(lines) if lines else line)
+    return "\n".join(out)
 
 
 def axes_width(ax) -> float:
@@ -108,7 +140,7 @@ def _rewrap(t, avail: float, r) -> bool:
     src = getattr(t, "_sinkscope_text", t.get_text())
     longest = max(len(line) for line in t.get_text().split("\n"))
     chars = max(8, int(longest * avail / w * 0.96))
-    new = "\n".join(textwrap.fill(line, chars, break_long_words=True, break_on_hyphens=False) or line for line in str(src).split("\n"))
+    new = fill(str(src), chars)
     if new == t.get_text():
         return False
     t.set_text(new)
@@ -134,7 +166,7 @@ def _fit_ticklabels(ax, r) -> bool:
     texts = [t.get_text() for t in labels]
     longest = max(len(line) for t in texts for line in t.split("\n"))
     chars = max(4, int(longest * gap / w))
-    new = ["\n".join(textwrap.fill(line, chars, break_long_words=True, break_on_hyphens=False) or line for line in t.split("\n")) for t in texts]
+    new = [fill(t, chars) for t in texts]
     if new == texts:
         return False
     ax.set_xticks(locs, new, fontsize=labels[0].get_fontsize())
