@@ -62,11 +62,16 @@ def tradeoff_figure(df, model: str, path):
     domains = list(dict.fromkeys(d.domain))
     fig, axes = subplots(1, len(domains), figsize=(3.6 * len(domains) + 0.6, 3.9), squeeze=False)
     for ax, dom in zip(axes[0], domains):
-        for e, g in d[d.domain == dom].groupby("edit", sort=False):
+        dd = d[d.domain == dom]
+        span = np.array([np.ptp(dd.delta_ce.to_numpy(dtype=float)) or 1.0, np.ptp(dd.bos_attention.to_numpy(dtype=float)) or 1.0])
+        labelled = []
+        for e, g in dd.groupby("edit", sort=False):
             g = g.sort_values("strength", ascending=False)
             ax.plot(g.delta_ce, g.bos_attention, marker="o", ms=3, label=EDIT_TEXT.get(e, e))
             last = g.iloc[-1]
-            if last.strength < 1:
+            at = np.array([last.delta_ce, last.bos_attention], dtype=float) / span
+            if last.strength < 1 and np.isfinite(at).all() and all(np.abs(at - q).max() > 0.04 for q in labelled):  # one label per place
+                labelled.append(at)
                 ax.annotate(f"s={last.strength:g}", (last.delta_ce, last.bos_attention), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("Δ cross-entropy (nats)")
         title(ax, dom, 9)
