@@ -10,6 +10,7 @@ import sys
 import time
 
 from .errors import SinkscopeError
+from .report.formats import FIGURE_FORMATS
 
 DEFAULT_OUT = "sinkscope-out/measure"
 DEFAULT_EXPLAIN_OUT = "sinkscope-out/explain"
@@ -55,7 +56,8 @@ def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--out", default=default_out, help=f"output directory, replaced atomically (default: {default_out})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--format", choices=FIGURE_FORMATS, default="png", help="figure file format: png, svg or pdf (a PDF gets a PNG preview beside it; default png)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -170,6 +172,7 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
     p.add_argument("--skip", default="", help="comma-separated stages to leave out (measure, circuit_weights, ...; an unknown name lists them all)")
     p.add_argument("--force", action="store_true", help="recompute every stage even if a cached result matches")
+    p.add_argument("--format", choices=FIGURE_FORMATS, default="png", help="figure file format: png, svg or pdf (a PDF gets a PNG preview beside it; default png)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -372,7 +375,10 @@ def _run(argv: list[str] | None) -> int:
         parser = build_parser()  # imports happen here, inside the handlers below
         args = parser.parse_args(argv)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        return COMMANDS[args.command](args)
+        from .report.formats import figure_format
+
+        with figure_format(getattr(args, "format", None)):  # the run's figure format, set once for every command
+            return COMMANDS[args.command](args)
     except SinkscopeError as e:
         print(f"sinkscope: error: {e}", file=sys.stderr)
         return 2

@@ -127,8 +127,11 @@ class CompareResult:
         write_json_atomic(out / "compare.json", self.summary() | (extra or {}))
         if not figures:
             return {}
-        compare_figure(self, out / "compare.png")
-        return {"compare.png": "The sink circuit across models."}
+        from ..report.formats import figure_name
+
+        name = figure_name("compare")
+        compare_figure(self, out / name)
+        return {name: "The sink circuit across models."}
 
     def format(self) -> str:
         return self.markdown()

@@ -130,11 +130,14 @@ class InterveneResult:
         write_json_atomic(out / "summary.json", self.summary() | (extra or {}))
         if not figures:
             return {}
-        circuit.attention_grid(self.fig5_maps, {r.id: r.description for r in self.runs}, self.fig5_tokens, out / "fig5_attention_grid.png")
-        circuit.intervention_bars(table, out / "interventions.png")
+        from ..report.formats import figure_name
+
+        grid, bars = figure_name("fig5_attention_grid"), figure_name("interventions")
+        circuit.attention_grid(self.fig5_maps, {r.id: r.description for r in self.runs}, self.fig5_tokens, out / grid)
+        circuit.intervention_bars(table, out / bars)
         return {
-            "interventions.png": "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
-            "fig5_attention_grid.png": "Fig 5: attention (mean over heads and band layers) on one sentence under each intervention; rows are queries, columns keys.",
+            bars: "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
+            grid: "Fig 5: attention (mean over heads and band layers) on one sentence under each intervention; rows are queries, columns keys.",
         }
 
     def run(self, rid: str) -> InterventionRun:

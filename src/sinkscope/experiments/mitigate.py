@@ -75,6 +75,7 @@ class MitigateResult:
 
         from ..io import write_json_atomic
         from ..report.compare import tradeoff_figure
+        from ..report.formats import figure_name
 
         out = Path(out)
         self.tradeoff.to_csv(out / "tradeoff.csv", index=False, float_format="%.6g")
@@ -84,7 +85,7 @@ class MitigateResult:
         if figures:
             models = list(dict.fromkeys(self.tradeoff.model))
             for m in models:
-                name = "tradeoff.png" if len(models) == 1 else f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}.png"
+                name = figure_name("tradeoff" if len(models) == 1 else f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}")
                 tradeoff_figure(self.tradeoff, m, out / name)
                 figs[name] = f"{m}: sink left against cross-entropy added as each component is scaled from 1 (kept) to 0 (removed), per dataset."
         return figs

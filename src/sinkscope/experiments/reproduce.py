@@ -225,6 +225,7 @@ def _interventions(ctx: Context, tmp: Path) -> dict:
 def _shared_query(ctx: Context, tmp: Path) -> dict:
     from ..analysis.shared_query import shared_query
     from ..report.circuit import shared_query_layers
+    from ..report.formats import figure_name
 
     sq = shared_query(ctx.model, ctx.inputs, batch_size=ctx.settings.batch_size, progress=ctx.progress)
     masks = ctx.inputs.domain_masks()
@@ -233,7 +234,8 @@ def _shared_query(ctx: Context, tmp: Path) -> dict:
     pooled = {d: sq.pooled(ctx.band, torch.as_tensor(np.nonzero(m)[0])) for d, m in masks.items()}
     s = {"pooled": pooled, "has_query_bias": sq.b_Q is not None, "layer_band": list(ctx.band),
          "per_layer": frame[frame.domain == "all"].groupby("layer")[["shared_query_share", "bq_share", "index0_advantage"]].mean().reset_index().to_dict(orient="records")}
-    figs = {"shared_query.png": shared_query_layers(frame[frame.domain == "all"], ctx.band, tmp / "shared_query.png")}
+    name = figure_name("shared_query")
+    figs = {name: shared_query_layers(frame[frame.domain == "all"], ctx.band, tmp / name)}
     return {"summary": s, "figures": figs, "tables": {"shared_query_per_head.csv": "per domain × layer × head"}}
 
 
@@ -287,6 +289,7 @@ CACHE_FORMAT = 4  # 4: the facts stage; 3: the paper's (i) coordinates, (j) draw
 
 def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str]) -> str:
     from .. import __version__
+    from ..report.formats import current_format
 
     blob = {
         "stage": stage.name,
@@ -296,6 +299,7 @@ def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings
         "inputs": in_hash if stage.forward or stage.reads_inputs else None,
         "settings": {k: getattr(settings, k) for k in stage.reads},
         "after": {k: upstream.get(k) for k in stage.after + stage.uses},
+        "figure_format": None if stage.name == "facts" else current_format(),  # a cached stage's figures are in the run's format
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:20]
 

@@ -1,35 +1,52 @@
-"""PNG figures of ``sinkscope explain`` (the paper's Figs 1-4 and 6-8)."""
+"""Figures of ``sinkscope explain`` (the paper's Figs 1-4 and 6-8), ``intervene`` (Fig 5, the
+Table 1 bars) and reproduce's shared-query stage. Titles state what the data show (computed from
+them), never the paper's claim; see :mod:`sinkscope.report.figures` for the layout rules."""
 from __future__ import annotations
 
 import numpy as np
 
-from .figures import plt, save_figure
+from .figures import fmt_num, legend_below, legend_right, prob_ylim, save_figure, subplots, suptitle, wrap
+from .figures import title as set_title
+from .formats import figure_name
+
+
+def _finite(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float).ravel()
+    return x[np.isfinite(x)]
 
 
 def delta_histograms(delta_rc: np.ndarray, band, path, *, truncate: float | None = None, title_suffix=""):
-    """Fig 1 / Fig 6: re-centred Δ at index 0 vs the other positions (layers in ``band``, pooled)."""
+    """Fig 1 / Fig 6: re-centred Δ at index 0 vs the other positions (layers in ``band``, pooled).
+    ``truncate``: the x-axis ends there (larger values are counted in the last bin, and the
+    title says so) unless every value is below it."""
     d = delta_rc[:, band[0] : band[1]]  # [example, layer, head, pos]
-    first = d[..., 0].ravel()
-    rest = d[..., 1:].ravel()
-    first, rest = first[~np.isnan(first)], rest[~np.isnan(rest)]
-    hi = truncate if truncate is not None else float(max(first.max(), rest.max()))
-    bins = np.linspace(0, hi, 80)
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    first, rest = _finite(d[..., 0]), _finite(d[..., 1:])
+    top = float(max(first.max(initial=0.0), rest.max(initial=0.0)))
+    cut = truncate is not None and truncate < top
+    hi = float(truncate) if cut else top
+    bins = np.linspace(0, hi if hi > 0 else 1.0, 80)
+    fig, ax = subplots(figsize=(7.4, 3.6))
     ax.hist(np.clip(rest, 0, hi), bins=bins, density=True, alpha=0.6, color="C0", label=f"other positions (n={rest.size:,})")
     ax.hist(np.clip(first, 0, hi), bins=bins, density=True, alpha=0.6, color="C3", label=f"index 0 (n={first.size:,})")
-    ax.axvline(np.median(first), color="C3", ls="--", lw=1)
-    ax.axvline(np.median(rest), color="C0", ls="--", lw=1)
-    ax.set_xlabel("re-centred Δ = b_Q·W_K x_j − min_j (per example, layer, head)")
+    m0 = float(np.median(first)) if first.size else float("nan")
+    m1 = float(np.median(rest)) if rest.size else float("nan")
+    ax.axvline(m0, color="C3", ls="--", lw=1, label=f"median, index 0: {fmt_num(m0)}")
+    ax.axvline(m1, color="C0", ls="--", lw=1, label=f"median, others: {fmt_num(m1)}")
+    ax.set_xlim(0, bins[-1])
+    ax.set_xlabel("re-centred Δ = b_Q·W_K x_j − min_j (per example, layer, head)" + (f"; values above {hi:.3g} in the last bin" if cut else ""))
     ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.set_title(f"Source-agnostic shift, layers {band[0]}..{band[1] - 1}{title_suffix} (dashed: medians)", fontsize=9)
+    legend_right(ax)
+    ratio = f" ({m0 / m1:.1f}x)" if m1 > 0 and np.isfinite(m0) else ""
+    if cut and not title_suffix:
+        title_suffix = f" (x-axis cut at {hi:.3g})"
+    set_title(ax, f"Re-centred Δ, layers {band[0]}..{band[1] - 1}{title_suffix}: median {fmt_num(m0)} at index 0 vs {fmt_num(m1)} at the other positions{ratio}")
     return save_figure(fig, path)
 
 
 def alignment_strip(cos: np.ndarray, band, path):
     """Fig 2: cos(b_Q,h, W_K,h·EPE_j) per head; index 0 vs the other positions, per layer."""
     L = cos.shape[0]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = subplots(figsize=(max(6.5, 0.6 * L + 4.5), 3.6))
     rng = np.random.default_rng(0)
     for i in range(L):
         other = cos[i, :, 1:].ravel()
@@ -39,55 +56,108 @@ def alignment_strip(cos: np.ndarray, band, path):
     ax.set_xticks(range(L), [str(band[0] + i) for i in range(L)])
     ax.set_xlabel("layer (0-based)")
     ax.set_ylabel("cos(b_Q, W_K · EPE_j)")
-    ax.set_ylim(-1, 1)
-    ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("Query bias aligns with the key of the first position's EPE", fontsize=9)
+    first, rest = _finite(cos[:, :, 0]), _finite(cos[:, :, 1:])
+    allv = np.r_[first, rest, 0.0]
+    pad = 0.05 * max(float(allv.max() - allv.min()), 0.1)
+    ax.set_ylim(max(-1.05, float(allv.min()) - pad), min(1.05, float(allv.max()) + pad))
+    legend_right(ax, markerscale=2)
+    if not first.size:
+        what = "undefined: b_Q is zero (no query bias)"
+    else:
+        what = (f"index 0 mean {first.mean():+.2f} ({(first > 0).mean():.0%} of heads above 0) "
+                f"vs {rest.mean():+.2f} at the other positions")
+    set_title(ax, f"cos(b_Q, W_K·EPE_j), layers {band[0]}..{band[0] + L - 1}: {what}")
     return save_figure(fig, path)
 
 
 def epe_validation_band(table, path):
     """Fig 3: median cos(EPE_i, R_i − O_i) per position with the p10-p90 band."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    ax.fill_between(table.position, table.p10, table.p90, color="C0", alpha=0.25, label="p10-p90")
+    fig, ax = subplots(figsize=(7.4, 3.4))
+    ax.fill_between(table.position, table.p10, table.p90, color="C0", alpha=0.25, label="p10-p90 over inputs")
     ax.plot(table.position, table["median"], marker="o", ms=3, color="C0", label="median over inputs")
+    ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel("position")
     ax.set_ylabel("cos(EPE_i, R_i − O_i)")
-    ax.set_ylim(min(0.0, float(table.p10.min()) - 0.05), 1.02)
-    ax.legend(fontsize=8)
-    ax.set_title("EPE predicts what position adds after the first MLP", fontsize=9)
+    vals = np.r_[_finite(table.p10), _finite(table.p90), _finite(table["median"]), 0.0]
+    pad = 0.05 * max(float(vals.max() - vals.min()), 0.1)
+    ax.set_ylim(max(-1.05, float(vals.min()) - pad), min(1.05, float(vals.max()) + pad))
+    legend_right(ax)
+    med = table["median"].to_numpy(dtype=float)
+    pos = table.position.to_numpy()
+    at0 = med[pos == 0]
+    other = _finite(med[pos != 0])
+    parts = [f"median {at0[0]:.2f} at index 0"] if at0.size else []
+    if other.size:
+        parts.append(f"{other.min():.2f} to {other.max():.2f} at positions {int(pos[pos != 0].min())}..{int(pos.max())}")
+    set_title(ax, "cos(EPE_i, R_i − O_i) per position: " + ", ".join(parts))
     return save_figure(fig, path)
 
 
 def massive_coords_plot(epe0: np.ndarray, coords, k_sigma: float, path):
-    """Fig 7: |EPE_0| per residual coordinate, the mean + kσ threshold and the massive coordinates."""
-    a = np.abs(epe0)
+    """Fig 7: |EPE_0| per residual coordinate, the mean + kσ threshold (population std, the rule
+    that chose ``coords``) and the coordinates above it."""
+    a = np.abs(np.asarray(epe0, dtype=float))
     thr = a.mean() + k_sigma * a.std()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.bar(np.arange(a.size), a, width=1.0, color="grey")
-    for c in coords:
-        ax.bar([c], [a[c]], width=3, color="C3")
-        ax.annotate(f"{c}: {epe0[c]:+.0f}", (c, a[c]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8, color="C3")
-    ax.axhline(thr, color="C0", ls=":", lw=1, label=f"mean + {k_sigma:g}σ")
-    ax.set_xlabel("residual coordinate")
-    ax.set_ylabel("|EPE_0|")
-    ax.legend(fontsize=8)
-    ax.set_title("Massive activations of the first position's effective embedding", fontsize=9)
+    fig, ax = subplots(figsize=(7.8, 3.4))
+    ax.bar(np.arange(a.size), a, width=1.0, color="grey", label="|EPE_0[d]|")
+    for j, c in enumerate(coords):
+        ax.bar([c], [a[c]], width=max(3, a.size // 200), color="C3", label="above the line" if j == 0 else None)
+        ax.annotate(f"{c}: {fmt_num(epe0[c])}", (c, a[c]), textcoords="offset points", xytext=(0, 3), ha="center", va="bottom", fontsize=7, color="C3")
+    ax.axhline(thr, color="C0", ls=":", lw=1, label=f"mean + {k_sigma:g}σ = {fmt_num(thr)}")
+    ax.set_xlim(-0.5 - a.size * 0.01, a.size - 0.5 + a.size * 0.01)
+    ax.set_ylim(0, max(float(a.max()), thr) * 1.15 if a.size and max(float(a.max()), thr) > 0 else 1.0)
+    ax.set_xlabel("residual coordinate d")
+    ax.set_ylabel("|EPE_0[d]|")
+    legend_right(ax)
+    top = int(np.argmax(a)) if a.size else 0
+    med = float(np.median(a)) if a.size else 0.0
+    big = f"largest: coordinate {top}, {a[top] / med:.1f}x the median" if med > 0 else f"largest: coordinate {top}"
+    if len(coords):
+        head = f"{len(coords)} coordinate{'s' if len(coords) != 1 else ''} of EPE_0 above mean + {k_sigma:g}σ ({', '.join(map(str, coords))})"
+    else:
+        head = f"no coordinate of EPE_0 above mean + {k_sigma:g}σ"
+    set_title(ax, f"|EPE_0| per coordinate: {head}; {big}")
     return save_figure(fig, path)
 
 
+def gamma_title(table) -> str:
+    """What the |γ| values show: the massive coordinates' mean against the others' (or that every
+    |γ| is 0, or that there are no massive coordinates)."""
+    g = np.asarray(table.abs_gamma, dtype=float)
+    m = np.asarray(table.abs_gamma[table.massive], dtype=float)
+    o = np.asarray(table.abs_gamma[~table.massive], dtype=float)
+    coords = sorted({int(c) for c in table.coord[table.massive]})
+    if g.size and not np.any(g):
+        return "|γ| is 0 everywhere (b_Q is zero: no query bias)"
+    if not m.size:
+        return f"|γ|: no massive coordinates chosen (mean over all coordinates {fmt_num(o.mean())})" if o.size else "|γ|: no values"
+    if not o.size or o.mean() == 0:
+        return f"|γ| on coords {coords}: mean {fmt_num(m.mean())}; the other coordinates' |γ| is 0"
+    return f"|γ| on coords {coords}: {m.mean() / o.mean():.1f}x the other coordinates (mean {fmt_num(m.mean())} vs {fmt_num(o.mean())})"
+
+
 def gamma_histograms(table, path, *, truncate: float | None = 4.0):
-    """Fig 4 (truncated at 4) / Fig 8 (full): |γ| on the massive coordinates vs the rest."""
-    m = table.abs_gamma[table.massive].to_numpy()
-    o = table.abs_gamma[~table.massive].to_numpy()
-    hi = truncate if truncate is not None else float(max(m.max(), o.max()))
-    bins = np.linspace(0, hi, 60)
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    ax.hist(np.clip(o, 0, hi), bins=bins, density=True, alpha=0.6, color="C0", label=f"other coords: mean {o.mean():.4f} (n={o.size:,})")
-    ax.hist(np.clip(m, 0, hi), bins=bins, density=True, alpha=0.6, color="C3", label=f"massive coords: mean {m.mean():.4f} (n={m.size:,})")
-    ax.set_xlabel("|γ_h[d]| = |b_Q,h · W_K,h[d, :]|" + (f" (clipped at {hi:g})" if truncate is not None else ""))
+    """Fig 4 (x-axis cut at ``truncate``, larger values in the last bin) / Fig 8 (full): |γ| on the
+    massive coordinates vs the rest."""
+    m = np.asarray(table.abs_gamma[table.massive], dtype=float)
+    o = np.asarray(table.abs_gamma[~table.massive], dtype=float)
+    top = float(max(m.max(initial=0.0), o.max(initial=0.0)))
+    cut = truncate is not None and truncate < top
+    hi = float(truncate) if cut else top
+    fig, ax = subplots(figsize=(7.4, 3.4))
+    if hi > 0:
+        bins = np.linspace(0, hi, 60)
+        if o.size:
+            ax.hist(np.clip(o, 0, hi), bins=bins, density=True, alpha=0.6, color="C0", label=f"other coords: mean {fmt_num(o.mean())} (n={o.size:,})")
+        if m.size:
+            ax.hist(np.clip(m, 0, hi), bins=bins, density=True, alpha=0.6, color="C3", label=f"massive coords: mean {fmt_num(m.mean())} (n={m.size:,})")
+        ax.set_xlim(0, hi)
+        legend_right(ax)
+    else:
+        ax.text(0.5, 0.5, f"every |γ| is 0 ({m.size + o.size:,} values)", ha="center", va="center", transform=ax.transAxes, fontsize=9, color="grey")
+    ax.set_xlabel("|γ_h[d]| = |b_Q,h · W_K,h[d, :]|" + (f"; values above {hi:g} in the last bin" if cut else ""))
     ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.set_title("Key projections read the massive coordinates through b_Q", fontsize=9)
+    set_title(ax, gamma_title(table))
     return save_figure(fig, path)
 
 
@@ -96,23 +166,27 @@ def attention_grid(maps: dict, labels: dict, tokens: list[str], path, *, title: 
     ids = list(maps)
     cols = min(5, len(ids))
     rows = (len(ids) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.1 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.9 * cols + 0.9, 3.2 * rows + 0.5), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
+    im = None
     for ax, rid in zip(axes.ravel(), ids):
         m = maps[rid]
-        ax.set_title(f"({rid}) {labels.get(rid, '')}"[:48], fontsize=7)
+        ax.set_title(wrap(f"({rid}) {labels.get(rid, '')}", 2.7, 7), fontsize=7)
         if m is None:
             ax.text(0.5, 0.5, "not applicable", ha="center", va="center", fontsize=8, color="grey", transform=ax.transAxes)
             continue
         ax.axis("on")
-        ax.imshow(m, vmin=0, vmax=1, cmap="magma")
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="magma")  # attention weights: always in [0, 1]
         ax.set_xticks([0, 1])
         ax.set_yticks([])
         ax.tick_params(labelsize=6)
         ax.text(0.98, 0.02, f"→0: {m[m.shape[0] // 2 :, 0].mean():.2f}\n→1: {m[m.shape[0] // 2 :, 1].mean():.2f}", transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="white")
-    fig.suptitle(title or "Attention (mean over heads and band layers); rows: queries, columns: keys", fontsize=9)
-    fig.tight_layout()
+    if im is not None:
+        cb = fig.colorbar(im, ax=axes, shrink=0.6, aspect=30)
+        cb.set_label("attention", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    suptitle(fig, title or "Attention (mean over heads and band layers); rows: queries, columns: keys; →0 / →1: mean attention of the second half's queries to index 0 / 1", 9)
     return save_figure(fig, path)
 
 
@@ -120,92 +194,157 @@ def intervention_bars(table, path):
     """Sink left (% of baseline) and loss added (Δ CE, nats) per intervention, ±2SE."""
     t = table[(table.scope == "mid") & (table.dataset == "all")]
     ids = list(t.intervention)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ok = t.applicable.to_numpy()
+    fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.9))
+    ok = t.applicable.to_numpy(dtype=bool)
     x = np.arange(len(ids))
-    a1.bar(x[ok], t["mean"][ok], yerr=2 * t.se[ok], capsize=3, color="C3", label="attention to index 0")
-    a1.bar(x[ok] + 0.3, t.attn_to_1[ok], width=0.3, color="C0", label="attention to index 1")
-    for i in x[~ok]:
-        a1.text(i, 0.02, "n/a", ha="center", fontsize=7, color="grey", rotation=90)
+    mean, se, to1 = t["mean"].to_numpy(dtype=float), t.se.to_numpy(dtype=float), t.attn_to_1.to_numpy(dtype=float)
+    a1.bar(x[ok], mean[ok], yerr=2 * np.nan_to_num(se[ok]), capsize=3, color="C3", label="attention to index 0 (±2SE)")
+    a1.bar(x[ok] + 0.3, to1[ok], width=0.3, color="C0", label="attention to index 1 (relocation)")
     a1.set_xticks(x, ids)
     a1.set_ylabel("BOS attention (layer band)")
-    a1.legend(fontsize=7)
-    a1.set_title("Sink under each intervention", fontsize=9)
-    a2.bar(x[ok], t.delta_ce[ok], yerr=2 * t.delta_ce_se.fillna(0)[ok], capsize=3, color="C2")
+    prob_ylim(a1, np.r_[mean[ok] + 2 * np.nan_to_num(se[ok]), mean[ok] - 2 * np.nan_to_num(se[ok]), to1[ok]])
+    for i in x[~ok]:
+        a1.text(i, 0.02 * a1.get_ylim()[1], "n/a", ha="center", va="bottom", fontsize=7, color="grey", rotation=90)
+    dce, dse = t.delta_ce.to_numpy(dtype=float), t.delta_ce_se.fillna(0).to_numpy(dtype=float)
+    a2.bar(x[ok], dce[ok], yerr=2 * dse[ok], capsize=3, color="C2", label="Δ CE (±2SE)")
     a2.axhline(0, color="grey", lw=0.8)
     a2.set_xticks(x, ids)
     a2.set_ylabel("Δ next-token CE vs baseline (nats)")
-    a2.set_title("Loss cost of each intervention", fontsize=9)
-    fig.tight_layout()
+    s1 = "BOS attention under each intervention"
+    if ok.any():
+        base = mean[(np.asarray(ids) == "a") & ok]
+        j = int(np.nanargmin(np.where(ok, mean, np.nan)))
+        s1 += (f": baseline {base[0]:.2f}, " if base.size else ": ") + f"lowest {mean[j]:.2f} ({ids[j]})"
+        k = int(np.nanargmax(np.where(ok, dce, np.nan)))
+        s2 = f"Loss added: at most {dce[k]:+.2f} nats ({ids[k]})"
+    else:
+        s2 = "Loss added: no intervention applicable"
+    set_title(a1, s1)
+    set_title(a2, s2)
+    legend_below(fig, ncol=3)
     return save_figure(fig, path)
 
 
 def residual_norms(table, path, *, title: str = ""):
     """||a_0|| against the median norm of the other positions after every block (log scale)."""
-    fig, ax = plt.subplots(figsize=(6.8, 3.4))
+    fig, ax = subplots(figsize=(7.6, 3.4))
     ax.semilogy(table.block, table.norm_index0, marker="o", ms=3, color="C3", label="index 0")
     ax.semilogy(table.block, table.median_norm_other, marker="o", ms=3, color="C0", label="other positions (median)")
     ax.set_xlabel("after block (-1 = embeddings)")
     ax.set_ylabel("residual L2 norm")
-    ax.legend(fontsize=8)
-    ax.set_title(title or "Where index 0 becomes special", fontsize=9)
+    legend_right(ax)
+    if not title:
+        r = np.asarray(table.norm_index0, dtype=float) / np.asarray(table.median_norm_other, dtype=float)
+        j = int(np.nanargmax(r))
+        title = f"Residual norm of index 0 over the others' median: at most {r[j]:.1f}x (after block {int(table.block.iloc[j])})"
+    set_title(ax, title)
     return save_figure(fig, path)
 
 
+def residual_title(r: dict) -> str:
+    """What the residual profile shows, from explain's ``residual`` summary."""
+    peak = f"peak {r['max_norm_ratio']:.1f}x after block {r['max_norm_ratio_block']}"
+    if r.get("creating_block") is not None:
+        mc = r.get("massive_coords") or []
+        coords = f"; massive coords {', '.join(map(str, mc[:8]))}{' …' if len(mc) > 8 else ''}" if mc else ""
+        return f"Index 0's residual norm exceeds 5x the others' median from block {r['creating_block']} on ({peak}){coords}"
+    return f"Index 0's residual norm never exceeds 5x the others' median ({peak})"
+
+
+EXPLAIN_CAPTIONS = {
+    "fig1_delta_hist": "Fig 1: the source-agnostic shift Δ_j = b_Q·W_K x_j (re-centred) at index 0 vs every other position, layer band; the x-axis ends at 3x the others' 99.5th percentile (larger values in the last bin).",
+    "fig6_delta_hist_full": "Fig 6: the same histogram without truncation.",
+    "residual_norms": "Residual-stream norm of index 0 vs the other positions after every block: where the first position becomes special (5x the others' median).",
+    "fig2_alignment": "Fig 2: cos(b_Q, W_K·EPE_j) per head; index 0 (red) against the other positions (blue).",
+    "fig3_epe_validation": "Fig 3: cos(EPE_i, R_i − O_i), how well the input-independent EPE predicts what position adds after the first MLP.",
+    "fig4_gamma_hist": "Fig 4: |γ_h[d]| = |b_Q,h · W_K,h[d]| on the massive coordinates vs the other coordinates (x-axis cut at 4 where values exceed it).",
+    "fig8_gamma_hist_full": "Fig 8: the same without clipping.",
+    "fig7_massive_coords": "Fig 7: |EPE_0| per residual coordinate; the massive coordinates exceed mean + kσ.",
+}
+
+
 def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
-    """Every figure an :class:`~sinkscope.experiments.explain.ExplainResult` supports, in ``out``;
-    returns ``{file name: caption}`` (figures whose analysis was skipped are left out)."""
+    """Every figure an :class:`~sinkscope.experiments.explain.ExplainResult` supports, in ``out``
+    and the run's format; returns ``{file name: caption}`` (figures whose analysis was skipped are
+    left out)."""
     from pathlib import Path
 
     out = Path(out)
     s = res.data
     band = tuple(s["layer_band"])
-    made = {}
+    made = []
     if "delta_rc" in res.arrays:
         d = res.arrays["delta_rc"]
         rest = d[:, band[0] : band[1], :, 1:]
-        delta_histograms(d, band, out / "fig1_delta_hist.png", truncate=float(np.nanpercentile(rest, 99.5)) * 3, title_suffix=" (truncated)")
-        delta_histograms(d, band, out / "fig6_delta_hist_full.png")
-        made["fig1_delta_hist.png"] = "Fig 1: the source-agnostic shift Δ_j = b_Q·W_K x_j (re-centred) at index 0 vs every other position, layer band, truncated."
-        made["fig6_delta_hist_full.png"] = "Fig 6: the same histogram without truncation."
+        delta_histograms(d, band, out / figure_name("fig1_delta_hist"), truncate=float(np.nanpercentile(rest, 99.5)) * 3)
+        delta_histograms(d, band, out / figure_name("fig6_delta_hist_full"))
+        made += ["fig1_delta_hist", "fig6_delta_hist_full"]
     if "residual_profile" in res.frames:
-        r = s["residual"]
-        title = (f"Index 0 becomes special after block {r['creating_block']} (massive coords {r['massive_coords'][:5]})" if r["creating_block"] is not None
-                 else "Index 0 never becomes special in the residual stream")
-        residual_norms(res.frames["residual_profile"], out / "residual_norms.png", title=title)
-        made["residual_norms.png"] = "Residual-stream norm of index 0 vs the other positions after every block: where the first position becomes special."
+        residual_norms(res.frames["residual_profile"], out / figure_name("residual_norms"), title=residual_title(s["residual"]) if "residual" in s else "")
+        made.append("residual_norms")
     if "alignment" in res.arrays:
-        alignment_strip(res.arrays["alignment"], band, out / "fig2_alignment.png")
-        made["fig2_alignment.png"] = "Fig 2: cos(b_Q, W_K·EPE_j) per head; index 0 (red) against the other positions (blue)."
+        alignment_strip(res.arrays["alignment"], band, out / figure_name("fig2_alignment"))
+        made.append("fig2_alignment")
     if "epe_validation" in res.frames:
-        epe_validation_band(res.frames["epe_validation"], out / "fig3_epe_validation.png")
-        made["fig3_epe_validation.png"] = "Fig 3: cos(EPE_i, R_i − O_i), how well the input-independent EPE predicts what position adds after the first MLP."
+        epe_validation_band(res.frames["epe_validation"], out / figure_name("fig3_epe_validation"))
+        made.append("fig3_epe_validation")
     if "gamma" in res.frames:
-        gamma_histograms(res.frames["gamma"], out / "fig4_gamma_hist.png", truncate=4.0)
-        gamma_histograms(res.frames["gamma"], out / "fig8_gamma_hist_full.png", truncate=None)
-        made["fig4_gamma_hist.png"] = "Fig 4: |γ_h[d]| = |b_Q,h · W_K,h[d]| on the massive coordinates vs the other coordinates (clipped at 4)."
-        made["fig8_gamma_hist_full.png"] = "Fig 8: the same without clipping."
+        gamma_histograms(res.frames["gamma"], out / figure_name("fig4_gamma_hist"), truncate=4.0)
+        gamma_histograms(res.frames["gamma"], out / figure_name("fig8_gamma_hist_full"), truncate=None)
+        made += ["fig4_gamma_hist", "fig8_gamma_hist_full"]
     if "epe0" in res.arrays:
-        massive_coords_plot(res.arrays["epe0"], s["epe"]["massive_coords"], k_sigma, out / "fig7_massive_coords.png")
-        made["fig7_massive_coords.png"] = "Fig 7: |EPE_0| per residual coordinate; the massive coordinates exceed mean + kσ."
-    return made
+        massive_coords_plot(res.arrays["epe0"], s["epe"]["massive_coords"], k_sigma, out / figure_name("fig7_massive_coords"))
+        made.append("fig7_massive_coords")
+    return {figure_name(stem): EXPLAIN_CAPTIONS[stem] for stem in made}
+
+
+SHARE_ABOVE_1 = ("A share above 1: the part of the query shared by all positions (q̄) gives index 0 more logit advantage than the "
+                 "whole query does, i.e. the position-specific rest of the query works against index 0")
+SHARE_BELOW_0 = "a share below 0: that part of the query favours the other keys over index 0"
+SHARE_NO_ADV = "where the whole query gives index 0 no advantage (≤ 0) the share is not meaningful"
 
 
 def shared_query_layers(frame, band, path) -> str:
     """Per layer (mean over heads): the share of index 0's logit advantage that the effective
-    query bias q̄ explains, and the literal b_Q term's share where the model has one."""
-    g = frame.groupby("layer")[["shared_query_share", "bq_share"]].mean()
-    fig, ax = plt.subplots(figsize=(6.8, 3.4))
+    query bias q̄ explains, and the literal b_Q term's share where the model has one. Returns the
+    caption, which explains shares above 1 (and below 0) where the figure shows any."""
+    cols = ["shared_query_share", "bq_share"] + (["index0_advantage"] if "index0_advantage" in frame else [])
+    g = frame.groupby("layer")[cols].mean()
+    fig, ax = subplots(figsize=(7.8, 3.6))
     x = g.index.to_numpy()
-    ax.bar(x - 0.2, g.shared_query_share, 0.4, color="C3", label="shared query q̄")
-    if g.bq_share.notna().any():
+    has_bq = bool(g.bq_share.notna().any())
+    ax.bar(x - 0.2 if has_bq else x, g.shared_query_share, 0.4, color="C3", label="shared query q̄")
+    if has_bq:
         ax.bar(x + 0.2, g.bq_share, 0.4, color="C1", label="literal b_Q")
-    ax.axvspan(band[0] - 0.5, band[1] - 0.5, color="grey", alpha=0.12, lw=0, label="layer band")
-    ax.axhline(1, color="grey", lw=0.8, ls="--")
+    ax.axvspan(band[0] - 0.5, band[1] - 0.5, color="grey", alpha=0.12, lw=0, label=f"layers {band[0]}..{band[1] - 1}")
+    ax.axhline(1, color="grey", lw=0.8, ls="--", label="1 = all of the advantage")
     ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(x if len(x) <= 16 else x[:: max(1, len(x) // 12)])
     ax.set_xlabel("layer (0-based)")
     ax.set_ylabel("share of index 0's logit advantage")
-    ax.legend(fontsize=8)
-    ax.set_title("How much of the sink the query component shared by all positions explains", fontsize=9)
+    vals = np.r_[_finite(g.shared_query_share), _finite(g.bq_share), 0.0, 1.0]
+    pad = 0.06 * float(vals.max() - vals.min())
+    ax.set_ylim(float(vals.min()) - pad, float(vals.max()) + pad)
+    shares = np.r_[_finite(g.shared_query_share), _finite(g.bq_share) if has_bq else []]
+    notes = []
+    if (shares > 1).any():
+        notes.append(SHARE_ABOVE_1)
+    if (shares < 0).any():
+        notes.append(SHARE_BELOW_0)
+    if "index0_advantage" in g and (g.index0_advantage <= 0).any():
+        bad = ", ".join(str(int(i)) for i in g.index[g.index0_advantage <= 0])
+        notes.append(f"{SHARE_NO_ADV} (layer{'s' if ',' in bad else ''} {bad})")
+    legend_right(ax)
+    sq = _finite(g.shared_query_share.loc[[i for i in g.index if band[0] <= i < band[1]]])
+    what = (f"{sq.min():.2f} to {sq.max():.2f} per layer in layers {band[0]}..{band[1] - 1}" if sq.size
+            else f"{_finite(g.shared_query_share).min():.2f} to {_finite(g.shared_query_share).max():.2f} per layer")
+    set_title(ax, f"Share of index 0's logit advantage from the shared query q̄: {what}")
+    note = ""
+    if notes:
+        note = "; ".join(notes) + "."
+        note = note[0].upper() + note[1:]
+        fig.supxlabel(wrap(note, fig.get_figwidth() * 0.95, 7), fontsize=7, color="#444444")
     save_figure(fig, path)
-    return "Share of index 0's logit advantage over the other keys explained by the effective query bias q̄ (red) and by the literal b_Q (orange), per layer, mean over heads; 1 = all of it."
+    caption = ("Share of index 0's logit advantage over the other keys explained by the effective query bias q̄ (red) and by the literal "
+               "b_Q (orange), per layer, mean over heads; 1 = all of it.")
+    return caption + (" " + note if note else "")

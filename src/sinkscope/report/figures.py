@@ -1,7 +1,15 @@
-"""PNG figures for ``measure`` results (matplotlib, Agg backend, written atomically)."""
+"""Figures for ``measure`` results, and the helpers every figure module shares (matplotlib, Agg
+backend, written atomically in the run's format: :mod:`sinkscope.report.formats`).
+
+Layout rules every figure follows: constrained layout (titles, labels and colour bars fit the
+figure); long titles and names are wrapped, never cut; legends sit outside the axes, so they
+cannot cover data; axis ranges come from the data (a fixed [0, 1] only for a probability whose
+values all lie in it); titles state what the data show.
+"""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -12,30 +20,228 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..io import publish_mode  # noqa: E402
+from .formats import FIGURE_FORMATS, figure_format, figure_name, figure_path, preview_name  # noqa: E402,F401
+
+DPI = 150
+# svg: text as paths (renders the same everywhere), stable ids; pdf: TrueType fonts (venues reject Type 3)
+_RC = {"svg.hashsalt": "sinkscope", "svg.fonttype": "path", "pdf.fonttype": 42}
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG via a temporary file and ``os.replace``; closes the figure."""
+    """Save ``fig`` in the format its suffix names (``.png``, ``.svg`` or ``.pdf``) via a temporary
+    file and ``os.replace``; a PDF also gets a PNG preview beside it (:func:`preview_name`, what
+    the HTML report embeds). Closes the figure and returns ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        plt.close(fig)
+        raise ValueError(f"figure file {path.name}: the suffix must be one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    try:
+        fit_titles(fig)
+        _write(fig, path, fmt)
+        if fmt == "pdf":
+            _write(fig, path.with_name(preview_name(path.name)), "png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _write(fig, path: Path, fmt: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".{fmt}", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        with matplotlib.rc_context(_RC):
+            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.04, metadata=_METADATA[fmt])
         publish_mode(tmp)
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+# --- layout helpers shared by the figure modules ------------------------------------------------
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
+    """``plt.subplots`` with constrained layout (titles, labels, colour bars and outside legends
+    are fitted into the figure)."""
+    return plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **kw)
+
+
+def wrap(text: str, width_in: float, fontsize: float = 9) -> str:
+    """``text`` wrapped to lines that fit ``width_in`` inches at ``fontsize`` points (existing
+    line breaks kept; a word longer than a line, e.g. a path, is broken, never cut)."""
+    return fill(str(text), max(12, int(width_in * 72 / (fontsize * 0.56))))
+
+
+_CHUNK = re.compile(r"\s+|[^\s/-]*[/-]+|[^\s/-]+")
+
+
+def fill(text: str, chars: int) -> str:
+    """Greedy wrap of every line of ``text`` to ``chars`` characters, breaking at spaces and after
+    ``/`` and ``-`` (model names, paths), a longer run of letters only where it must. No
+    character is dropped except the spaces at line breaks.
+
+    >>> fill("org/some-model-name-1.5B", 10)
+    'org/some-\\nmodel-\\nname-1.5B'
+    """
+    out = []
+    for line in text.split("\n"):
+        lines, cur = [], ""
+        for tok in _CHUNK.findall(line):
+            if tok.isspace():
+                cur += " " if cur else ""
+                continue
+            while tok:
+                if len(cur) + len(tok) <= chars:
+                    cur, tok = cur + tok, ""
+                elif cur.strip():
+                    lines.append(cur.rstrip())
+                    cur = ""
+                else:  # a run longer than a line: break it
+                    lines.append(tok[:chars])
+                    tok = tok[chars:]
+        if cur.strip():
+            lines.append(cur.rstrip())
+        out.append("\n".join(lines) if lines else line)
+    return "\n".join(out)
+
+
+def axes_width(ax) -> float:
+    """About the width of ``ax`` in inches after layout: its share of the grid (width ratios
+    included) of the figure, less room for the y-axis labels."""
+    spec = ax.get_subplotspec()
+    if spec is None:
+        return ax.get_position().width * ax.figure.get_figwidth()
+    ratios = np.asarray(spec.get_gridspec().get_width_ratios() or [1] * spec.get_gridspec().ncols, dtype=float)
+    share = ratios[spec.colspan.start : spec.colspan.stop].sum() / ratios.sum()
+    return max(share * ax.figure.get_figwidth() - 0.7, 1.5)
+
+
+def title(ax, text: str, fontsize: float = 9) -> None:
+    """An axes title wrapped to the axes' width (refitted to the laid-out width on saving)."""
+    t = ax.set_title(wrap(text, axes_width(ax), fontsize), fontsize=fontsize)
+    t._sinkscope_text = text
+
+
+def suptitle(fig, text: str, fontsize: float = 10) -> None:
+    """A figure title wrapped to the figure's width (refitted on saving)."""
+    t = fig.suptitle(wrap(text, fig.get_figwidth() * 0.95, fontsize), fontsize=fontsize)
+    t._sinkscope_text = text
+
+
+def _rewrap(t, avail: float, r) -> bool:
+    """Wrap the text ``t`` (set through :func:`title` / :func:`suptitle` / :func:`wrap`) to fit
+    ``avail`` pixels; True if it changed."""
+    w = t.get_window_extent(r).width
+    if not t.get_text() or w <= avail:
+        return False
+    src = getattr(t, "_sinkscope_text", t.get_text())
+    longest = max(len(line) for line in t.get_text().split("\n"))
+    chars = max(8, int(longest * avail / w * 0.96))
+    new = fill(str(src), chars)
+    if new == t.get_text():
+        return False
+    t.set_text(new)
+    return True
+
+
+def _fit_ticklabels(ax, r) -> bool:
+    """Re-wrap fixed (categorical) x tick labels wider than the distance between their ticks."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter
+
+    if not isinstance(ax.xaxis.get_major_locator(), FixedLocator) or not isinstance(ax.xaxis.get_major_formatter(), (FixedFormatter, FuncFormatter)):
+        return False
+    locs = np.asarray(ax.get_xticks(), dtype=float)
+    labels = ax.get_xticklabels()
+    if len(locs) < 2 or len(labels) != len(locs):
+        return False
+    px = ax.transData.transform(np.c_[locs, np.zeros_like(locs)])[:, 0]
+    gap = float(np.min(np.diff(np.sort(px)))) * 0.92
+    widths = [t.get_window_extent(r).width for t in labels]
+    w = max(widths)
+    if w <= gap or gap <= 0:
+        return False
+    texts = [t.get_text() for t in labels]
+    longest = max(len(line) for t in texts for line in t.split("\n"))
+    chars = max(4, int(longest * gap / w))
+    new = [fill(t, chars) for t in texts]
+    if new == texts:
+        return False
+    ax.set_xticks(locs, new, fontsize=labels[0].get_fontsize())
+    return True
+
+
+def fit_titles(fig, rounds: int = 3) -> None:
+    """After layout, re-wrap every axes title wider than its axes (and a figure title wider than
+    the figure) to the width it has, then lay out again: wrapping before layout can only guess
+    the width that legends, colour bars and labels leave."""
+    for _ in range(rounds):
+        fig.draw_without_rendering()
+        r = fig.canvas.get_renderer()
+        changed = False
+        for ax in fig.axes:
+            if not ax.axison and not ax.get_title():
+                continue
+            width = ax.get_window_extent(r).width
+            changed |= _rewrap(ax.title, width, r)
+            if ax.axison:
+                changed |= _rewrap(ax.xaxis.label, width, r)
+                changed |= _rewrap(ax.yaxis.label, ax.get_window_extent(r).height, r)
+                changed |= _fit_ticklabels(ax, r)
+        if fig._suptitle is not None:
+            changed |= _rewrap(fig._suptitle, fig.bbox.width * 0.98, r)
+        if fig._supxlabel is not None:
+            changed |= _rewrap(fig._supxlabel, fig.bbox.width * 0.98, r)
+        if not changed:
+            return
+
+
+def legend_right(ax, fontsize: float = 8, **kw):
+    """The axes' legend outside, to the right of the axes (it cannot cover data)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=fontsize, frameon=False, **kw)
+
+
+def legend_below(fig, handles=None, labels=None, fontsize: float = 8, ncol: int | None = None, **kw):
+    """One legend for the figure, below the axes (constrained layout makes room for it)."""
+    if handles is None:
+        seen = {}
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(lab, h)
+        labels, handles = list(seen), list(seen.values())
+    if not handles:
+        return None
+    return fig.legend(handles, labels, loc="outside lower center", ncol=ncol or min(len(handles), 4), fontsize=fontsize, frameon=False, **kw)
+
+
+def prob_ylim(ax, values, *, top_room: float = 0.0) -> None:
+    """y from 0: [0, 1] when every value (a probability) lies in it and there is room for
+    ``top_room`` above the largest, else from the data."""
+    v = np.asarray([x for x in np.ravel(np.asarray(values, dtype=float)) if np.isfinite(x)])
+    hi = float(v.max()) if v.size else 1.0
+    lo = float(v.min()) if v.size else 0.0
+    top = hi + top_room
+    bottom = 0.0 if lo >= 0 else lo - 0.05 * (top - lo)
+    ax.set_ylim(bottom, 1.0 if top <= 1.0 else top + 0.03 * (top - bottom))
+
+
+def fmt_num(x: float) -> str:
+    """A short number for a label: 3 significant digits, no "-0"."""
+    s = f"{x:.3g}"
+    return "0" if s in ("-0", "0") else s
+
+
+# --- measure figures ------------------------------------------------------------------------------
 
 
 def bos_heatmap(result, path, *, data=None, label="attention to index 0 (queries T/2..T-1)", what="BOS attention"):
     """Layer × head heatmap of mean BOS attention (or ``data [layer, head]``); the band is outlined."""
     data = result.bos_attention.mean(axis=0) if data is None else data  # [layer, head]
     L, H = data.shape
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.42 * H + 2), max(3.5, 0.3 * L + 1.5)))
-    im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper")
+    fig, ax = subplots(figsize=(max(4.8, 0.42 * H + 2.4), max(3.6, 0.3 * L + 1.8)))
+    im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper")  # a probability: always in [0, 1]
     ax.set_xlabel("head")
     ax.set_ylabel("layer (0-based)")
     ax.set_xticks(range(H))
@@ -46,64 +252,79 @@ def bos_heatmap(result, path, *, data=None, label="attention to index 0 (queries
     if H * L <= 400:
         for (i, j), v in np.ndenumerate(data):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5.5, color="white" if v < 0.6 else "black")
-    fig.colorbar(im, ax=ax, label=label)
-    ax.set_title(f"{result.model}\n{what} per head (dashed: layers {b0}..{b1 - 1})", fontsize=9)
+    cb = fig.colorbar(im, ax=ax)
+    cb.set_label(wrap(label, fig.get_figheight() * 0.8, 8), fontsize=8)
+    band_mean = float(np.nanmean(data[b0:b1]))
+    title(ax, f"{result.model}\n{what} per head: mean {band_mean:.2f} over layers {b0}..{b1 - 1} (dashed), {float(np.nanmean(data)):.2f} over all")
     return save_figure(fig, path)
 
 
 def alpha_heatmap(result, path):
     """Gu et al.'s per-head α map: mean attention to index 0 over all queries, averaged over examples."""
     alpha = result.alpha[..., result.keys.index(0)].mean(axis=0)  # [layer, head]
-    return bos_heatmap(result, path, data=alpha, label="α: attention to index 0, all queries", what=f"Gu et al. α (Sink rate at ε={result.eps:g}: share above)")
+    return bos_heatmap(result, path, data=alpha, label="α: attention to index 0, all queries", what="Gu et al.'s α")
 
 
 def domain_bars(summary: dict, path):
     """Band-mean BOS attention per domain with ±2SE bars and the uniform-attention level."""
     block = summary["bos_attention"]
     names = list(block)
-    means = [block[n]["mean"] for n in names]
-    errs = [2 * block[n]["se"] if np.isfinite(block[n]["se"]) else 0 for n in names]
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 3.6))
+    means = np.array([block[n]["mean"] for n in names], dtype=float)
+    errs = np.array([2 * block[n]["se"] if np.isfinite(block[n]["se"]) else 0 for n in names], dtype=float)
+    fig, ax = subplots(figsize=(1.0 * len(names) + 3.6, 3.6))
     colors = ["#444444"] + [f"C{i}" for i in range(len(names) - 1)]
-    ax.bar(names, means, yerr=errs, capsize=4, color=colors)
-    for i, m in enumerate(means):
-        ax.text(i, m + 0.02, f"{m:.3f}", ha="center", fontsize=8)
+    x = np.arange(len(names))
+    ax.bar(x, means, yerr=errs, capsize=4, color=colors)
+    ax.set_xticks(x, [wrap(n, 1.0, 9) for n in names])
     u = summary["uniform_baseline"]
-    ax.axhline(u, color="red", ls=":", lw=1)
-    ax.text(len(names) - 0.5, u, f" uniform {u:.3f}", color="red", fontsize=7, va="bottom", ha="right")
+    ax.axhline(u, color="red", ls=":", lw=1, label=f"uniform attention ({u:.3f})")
     b0, b1 = summary["layer_band"]
     ax.set_ylabel(f"BOS attention, layers {b0}..{b1 - 1} (±2SE)")
-    ax.set_ylim(0, max(1.0, max(means) * 1.15))
-    ax.set_title(f"{summary['model']}: sink strength per domain (n={summary['n_examples']})", fontsize=9)
+    room = 0.02 * max(1.0, float(np.nanmax(means + errs)))
+    prob_ylim(ax, np.r_[means + errs, means - errs, u], top_room=6 * room)  # room for the numbers above the error bars
+    for i, (m, e) in enumerate(zip(means, errs)):
+        ax.text(i, m + e + room, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
+    legend_right(ax)
+    hi = names[int(np.nanargmax(means))]
+    lo = names[int(np.nanargmin(means))]
+    title(ax, f"{summary['model']}: BOS attention per dataset (n={summary['n_examples']}), "
+              f"from {means.min():.2f} ({lo}) to {means.max():.2f} ({hi}); uniform {u:.3f}")
     return save_figure(fig, path)
 
 
 def layer_profile(result, summary: dict, path):
     """BOS attention per layer, one line per domain, against uniform attention."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for i, (dom, vals) in enumerate(summary["bos_attention_per_layer"].items()):
+    fig, ax = subplots(figsize=(7.2, 3.6))
+    per = summary["bos_attention_per_layer"]
+    for i, (dom, vals) in enumerate(per.items()):
         ax.plot(range(len(vals)), vals, marker="o", ms=3, label=dom, color="#444444" if dom == "all" else f"C{i - 1}", lw=2 if dom == "all" else 1)
-    ax.axhline(summary["uniform_baseline"], color="red", ls=":", lw=1, label="uniform")
+    u = summary["uniform_baseline"]
+    ax.axhline(u, color="red", ls=":", lw=1, label=f"uniform ({u:.3f})")
     b0, b1 = summary["layer_band"]
-    ax.axvspan(b0 - 0.5, b1 - 0.5, color="grey", alpha=0.12, label="band")
+    ax.axvspan(b0 - 0.5, b1 - 0.5, color="grey", alpha=0.12, lw=0, label=f"layers {b0}..{b1 - 1}")
     ax.set_xlabel("layer (0-based)")
     ax.set_ylabel("BOS attention (mean over heads)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"{result.model}: sink by layer", fontsize=9)
+    n = max(len(v) for v in per.values())
+    ax.set_xticks(range(n) if n <= 16 else range(0, n, max(1, n // 12)))
+    prob_ylim(ax, [x for v in per.values() for x in v] + [u])
+    legend_right(ax)
+    allv = np.asarray(per.get("all", next(iter(per.values()))), dtype=float)
+    title(ax, f"{result.model}: BOS attention by layer, highest {np.nanmax(allv):.2f} at layer {int(np.nanargmax(allv))}")
     return save_figure(fig, path)
 
 
+MEASURE_CAPTIONS = {
+    "bos_by_layer": "BOS attention per layer and dataset (the shaded band is the one the paper averages).",
+    "bos_heatmap": "BOS attention of every head: attention from the second half of each input to index 0, mean over inputs.",
+    "bos_by_domain": "BOS attention per dataset over the layer band, mean ± 2SE, with the uniform-attention level.",
+    "alpha_heatmap": "Gu et al.'s α: the share of queries' attention on index 0 over all queries, per head.",
+}
+
+
 def measure_figures(result, summary: dict, out) -> dict[str, str]:
-    """The four ``measure`` figures in ``out``; returns ``{file name: caption}``."""
-    out = Path(out)
-    bos_heatmap(result, out / "bos_heatmap.png")
-    alpha_heatmap(result, out / "alpha_heatmap.png")
-    domain_bars(summary, out / "bos_by_domain.png")
-    layer_profile(result, summary, out / "bos_by_layer.png")
-    return {
-        "bos_by_layer.png": "BOS attention per layer and dataset (the shaded band is the one the paper averages).",
-        "bos_heatmap.png": "BOS attention of every head: attention from the second half of each input to index 0, mean over inputs.",
-        "bos_by_domain.png": "BOS attention per dataset over the layer band, mean ± 2SE, with the uniform-attention level.",
-        "alpha_heatmap.png": "Gu et al.'s α: the share of queries' attention on index 0 over all queries, per head.",
-    }
+    """The four ``measure`` figures in ``out``, in the run's format; returns ``{file name: caption}``."""
+    bos_heatmap(result, figure_path(out, "bos_heatmap"))
+    alpha_heatmap(result, figure_path(out, "alpha_heatmap"))
+    domain_bars(summary, figure_path(out, "bos_by_domain"))
+    layer_profile(result, summary, figure_path(out, "bos_by_layer"))
+    return {figure_name(stem): caption for stem, caption in MEASURE_CAPTIONS.items()}

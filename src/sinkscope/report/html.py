@@ -48,9 +48,21 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+_MIME = {".png": "image/png", ".svg": "image/svg+xml"}
+
+
+def _img(path: Path, alt: str, href: str | None = None) -> str:
+    """The figure file ``path`` as an inline image: PNG and SVG as data URIs; a PDF through the
+    PNG preview written beside it (``report.formats.preview_name``), with a link to the PDF
+    (``href``, relative to the page) under it; a PDF without a preview is a link only."""
+    from .formats import preview_name
+
+    shown = path.with_name(preview_name(path.name))
+    link = f'<a class="pdf" href="{_e(href or path.name)}">{_e(path.name)} (PDF)</a>' if path.suffix.lower() == ".pdf" else ""
+    if not shown.exists() or shown.suffix.lower() not in _MIME:
+        return link
+    data = base64.b64encode(shown.read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:{_MIME[shown.suffix.lower()]};base64,{data}">' + link
 
 
 _NUM = re.compile(r"^[+\-−]?[\d.,]+(e[+\-]?\d+)?%?( ± [\d.,]+)?( \([\d.,]+%?\))?$")
@@ -266,7 +278,7 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
         d = out / o.dir
         for fname, caption in (o.record.get("figures") or {}).items():
             if (d / fname).exists():
-                sec.append(f"<figure>{_img(d / fname, caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+                sec.append(f"<figure>{_img(d / fname, caption, href=f'{o.dir}/{fname}')}<figcaption>{_e(caption)}</figcaption></figure>")
         files = o.record.get("tables") or {}
         if files:
             sec.append('<ul class="files">' + "".join(f'<li><a href="{_e(o.dir)}/{_e(f)}">{_e(f)}</a>: {_e(c)}</li>' for f, c in files.items()) + "</ul>")

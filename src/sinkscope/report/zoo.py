@@ -1,11 +1,15 @@
-"""Zoo figures: sink strength per variant and domain, sink vs loss, sink during training."""
+"""Zoo figures: sink strength per variant and domain, sink vs loss, sink during training (layout
+rules: :mod:`sinkscope.report.figures`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from .figures import plt, save_figure
+from .figures import legend_right, plt, prob_ylim, save_figure, subplots, title, wrap
+from .formats import figure_path
+
+SINK_FORMED = 0.3  # the zoo's "sink formed" level
 
 
 def zoo_bars(result, path):
@@ -13,7 +17,7 @@ def zoo_bars(result, path):
     r = result.runs
     variants = list(dict.fromkeys(r.variant))
     domains = ["all"] + [d for d in dict.fromkeys(r.domain) if d != "all"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(variants) + 2), 4))
+    fig, ax = subplots(figsize=(max(6.5, 1.1 * len(variants) + 3.5), 4))
     w = 0.8 / len(domains)
     for j, dom in enumerate(domains):
         sub = r[r.domain == dom]
@@ -22,50 +26,57 @@ def zoo_bars(result, path):
         ax.bar(x, means, w, label=dom, alpha=0.85)
         for xi, v in zip(x, variants):
             pts = sub[sub.variant == v].bos_attention.to_numpy()
-            ax.scatter(np.full(len(pts), xi), pts, s=8, color="black", zorder=3)
-    ax.axhline(0.3, color="grey", ls="--", lw=1)
-    ax.text(len(variants) - 0.5, 0.31, "0.3: sink formed", ha="right", fontsize=7, color="grey")
-    ax.set_xticks(range(len(variants)), variants, rotation=20)
+            ax.scatter(np.full(len(pts), xi), pts, s=8, color="black", zorder=3, label="one seed" if j == 0 and xi == x[0] else None)
+    ax.axhline(SINK_FORMED, color="grey", ls="--", lw=1, label=f"{SINK_FORMED:g}: sink formed")
+    ax.set_xticks(range(len(variants)), [wrap(v, 1.0, 8) for v in variants], fontsize=8)
     ax.set_ylabel("attention to index 0 (layer band, T=40)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=len(domains))
-    ax.set_title("Which switched-off component stops the sink? (dots: seeds)", fontsize=9)
+    prob_ylim(ax, np.r_[r.bos_attention.to_numpy(dtype=float), SINK_FORMED])
+    legend_right(ax, fontsize=7)
+    a = r[r.domain == "all"].groupby("variant", sort=False).bos_attention.mean()
+    formed = [v for v in a.index if a[v] >= SINK_FORMED]
+    title(ax, f"BOS attention per variant (mean over seeds, all inputs): {len(formed)} of {len(a)} variants reach {SINK_FORMED:g}"
+              + (f"; lowest {a.min():.2f} ({a.idxmin()})" if len(a) else ""))
     return save_figure(fig, path)
 
 
 def zoo_scatter(result, path):
     """Final validation loss vs sink strength, one point per run."""
     r = result.runs[result.runs.domain == "all"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(6.8, 4))
     for v in dict.fromkeys(r.variant):
         s = r[r.variant == v]
         ax.scatter(s.bos_attention, s.val_loss, label=v, s=30)
     ax.set_xlabel("attention to index 0 (layer band)")
     ax.set_ylabel("validation loss (nats/token)")
-    ax.legend(fontsize=7)
-    ax.set_title("Sink strength vs loss, per run", fontsize=9)
+    legend_right(ax, fontsize=7)
+    title(ax, f"Validation loss vs BOS attention, one point per run ({len(r)} runs)")
     return save_figure(fig, path)
 
 
 def zoo_curves(curves: dict[str, list[dict]], path):
     """The live sink readout during training, one line per run."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(7.6, 4))
     cmap = plt.get_cmap("tab10")
     names = list(dict.fromkeys(n.rsplit("-s", 1)[0] for n in curves))
+    allv = []
     for name, evals in curves.items():
         if not evals:
             continue
         v = name.rsplit("-s", 1)[0]
-        ax.plot([e["step"] for e in evals], [e["sink"] for e in evals], color=cmap(names.index(v) % 10), label=v if name.endswith("-s0") or v not in ax.get_legend_handles_labels()[1] else None, lw=1.2)
+        allv += [e["sink"] for e in evals]
+        ax.plot([e["step"] for e in evals], [e["sink"] for e in evals], color=cmap(names.index(v) % 10), label=v if v not in ax.get_legend_handles_labels()[1] else None, lw=1.2)
     ax.set_xlabel("training step")
     ax.set_ylabel("attention to index 0 (layer band, T=40)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    ax.set_title("Sink emergence during training", fontsize=9)
+    prob_ylim(ax, allv or [0.0])
+    if allv:
+        legend_right(ax, fontsize=7)
+    title(ax, f"BOS attention during training, one line per run ({sum(bool(e) for e in curves.values())} runs)")
     return save_figure(fig, path)
 
 
 def zoo_figures(result, out: Path) -> list[Path]:
+    """The three zoo figures in ``out``, in the run's format."""
     from ..experiments.zoo import load_training_curves
 
-    return [zoo_bars(result, out / "zoo_sink.png"), zoo_scatter(result, out / "zoo_loss_vs_sink.png"), zoo_curves(load_training_curves(out), out / "zoo_training.png")]
+    return [zoo_bars(result, figure_path(out, "zoo_sink")), zoo_scatter(result, figure_path(out, "zoo_loss_vs_sink")),
+            zoo_curves(load_training_curves(out), figure_path(out, "zoo_training"))]
