@@ -113,25 +113,23 @@ class Gamma:
         return math.isnan(self.ratio_of_means)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Validation:
-    validation_median_index0: float
-    validation_min_median_other: float
-    validation_global_median: float = NAN
-    validation_global_median_other: float = NAN
+    """EPE validation medians (None: not computed, e.g. a weight-only run)."""
+
+    validation_median_index0: float | None = None
+    validation_min_median_other: float | None = None
+    validation_global_median: float | None = None
+    validation_global_median_other: float | None = None
 
 
-@dataclass(frozen=True)
-class Epe:
+@dataclass(frozen=True, kw_only=True)
+class Epe(Validation):
     massive_coords: list[int]
     massive_values: list[float]
     norm_index0: float
     median_norm_other: float
     at_paper_coords: dict[str, float] = field(default_factory=dict)
-    validation_median_index0: float | None = None
-    validation_min_median_other: float | None = None
-    validation_global_median: float | None = None
-    validation_global_median_other: float | None = None
     validation_full_block: Validation | None = None
 
 
