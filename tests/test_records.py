@@ -45,3 +45,22 @@ def test_a_record_of_another_shape_is_one_clear_error():
         read_record("facts", {"creating_block": None, "creating_block_rule": "x"})
     f = read_record("facts", {"massive_coords": {"coords": None, "rule": "none"}, "creating_block": None, "creating_block_rule": "x"})
     assert f.massive_coords.coords is None and f.gamma_coords is None
+
+
+def test_every_command_is_a_stage_config_with_a_result():
+    """Each command's config and result have the interface experiments/run.py runs."""
+    from sinkscope.experiments.compare import CompareConfig, CompareResult
+    from sinkscope.experiments.explain import ExplainConfig, ExplainResult
+    from sinkscope.experiments.intervene import InterveneConfig, InterveneResult
+    from sinkscope.experiments.measure import MeasureConfig, MeasureResult
+    from sinkscope.experiments.mitigate import MitigateConfig, MitigateResult
+    from sinkscope.experiments.run import StageConfig, StageResult
+
+    def members(proto):
+        return {n for n in dir(proto) if not n.startswith("_")} | set(getattr(proto, "__annotations__", {}))
+
+    for cfg, res in ((MeasureConfig(), MeasureResult), (ExplainConfig(), ExplainResult), (InterveneConfig(), InterveneResult),
+                     (MitigateConfig(), MitigateResult), (CompareConfig(), CompareResult)):
+        assert all(hasattr(cfg, m) for m in members(StageConfig)), type(cfg).__name__
+        assert all(hasattr(res, m) for m in members(StageResult)), res.__name__  # tables: a class attribute or property
+        cfg.check()

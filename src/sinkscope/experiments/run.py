@@ -18,9 +18,34 @@ import copy
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from ..errors import SinkscopeError
+
+
+class StageResult(Protocol):
+    """What a stage computes: its summary (``summary.json``), the files it writes, its text."""
+
+    tables: dict[str, str]  # file name -> description
+
+    def summary(self) -> dict: ...
+
+    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]: ...
+
+    def format(self) -> str: ...
+
+
+class StageConfig(Protocol):
+    """A command's settings and computation (``MeasureConfig``, ``ExplainConfig``,
+    ``InterveneConfig``, ``MitigateConfig``, ``CompareConfig``)."""
+
+    name: str
+    needs_forward: bool  # False: the weights suffice (inputs optional)
+    facts: tuple[str, ...]  # the circuit facts it reads: "coords", "q_bar"
+
+    def check(self) -> None: ...
+
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> StageResult: ...
 
 
 @dataclass
@@ -105,7 +130,7 @@ def load_each(opts: RunOptions, specs: Sequence[str]) -> Iterator[tuple]:
         yield model, inputs
 
 
-def facts_for(config, model, inputs, opts: RunOptions, *, profile=None, fallback=None):
+def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=None, fallback=None):
     """The run's :class:`~sinkscope.analysis.facts.CircuitFacts`, decided once, for what
     ``config.facts`` asks (None when it asks nothing)."""
     from ..analysis.facts import resolve_facts
@@ -118,7 +143,7 @@ def facts_for(config, model, inputs, opts: RunOptions, *, profile=None, fallback
                          profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
 
 
-def run_stage(config, opts: RunOptions):
+def run_stage(config: StageConfig, opts: RunOptions) -> StageResult:
     """``sinkscope <command>``: check, load, decide the facts, compute and write ``opts.out``
     atomically (``summary.json`` gains ``total_seconds``). Returns the result."""
     from ..io import atomic_output_dir
@@ -140,7 +165,7 @@ def wrote(res, out: str) -> str:
     return f"wrote {out}/ ({', '.join(files)}) in {res.total_seconds:.0f} s"
 
 
-def run_models(config, opts: RunOptions, specs: Sequence[str]):
+def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> StageResult:
     """``compare`` / ``mitigate``: the stage on each model in turn (one in memory at a time, each
     with its own facts), combined into one result written atomically to ``opts.out``."""
     from ..io import atomic_output_dir, check_output_dir
