@@ -164,13 +164,17 @@ def test_smollm2_reproduce_runs_every_forward_stage_and_says_why_weight_parts_do
     res = reproduce(smollm2, ti, tmp_path / "r", settings=Settings(strengths=(1.0, 0.0)), progress=False)
     assert [o.status for o in res.stages] == ["ran"] * len(STAGE_NAMES)
     w = res.outcome("circuit_weights").record["summary"]
-    assert {s["stage"] for s in w["skipped"]} == {"epe", "gamma", "alignment"} and "rotary" in w["skipped"][0]["reason"]
+    why = {s["stage"]: s["reason"] for s in w["skipped"]}
+    assert set(why) == {"epe", "alignment"} and "rotary" in why["epe"] and "no query bias" in why["alignment"]
+    assert "q̄" in w["gamma_query"] and w["gamma"]["coords"] and w["gamma"]["ratio_of_means"] > 1  # γ with the effective query bias
     iv = res.outcome("interventions").record["summary"]["table1"]["mid"]["all"]
     assert not iv["b"]["applicable"] and "query bias" in iv["b"]["reason"]
     m = res.outcome("mitigate").record["summary"]
-    assert m["coords"] and {r["edit"] for r in m["rows"]} >= {"qbar", "wk", "patch0"}
+    (facts,) = m["facts"].values()
+    assert facts["massive_coords"]["coords"] and "residual-stream rule" in facts["massive_coords"]["rule"]
+    assert {r["edit"] for r in m["rows"]} >= {"qbar", "wk", "patch0"}
     page = res.report.read_text()
     n = sum(len(o.record["figures"]) for o in res.stages)
-    assert page.count("data:image/png;base64,") == n >= 9
+    assert page.count("data:image/png;base64,") == n >= 10  # γ(q̄)'s Figs 4 and 8 too
     assert "not GPT-2 small" in page and not re.search(r"<h2[^>]*>Paper vs this run", page)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["model"].startswith("SmolLM2")
