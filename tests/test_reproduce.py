@@ -242,6 +242,8 @@ def test_paper_table_for_gpt2_small_reads_every_stage(embedded_run):
     # other inputs for forward-pass numbers, gives reference rows, never "matches" / "differs"
     assert df["paper setting"].str.startswith("GPT-2 small").all() and (df["this run's setting"] != "").all()
     assert "layers 2..5, 18 inputs × 40 tokens" in df["this run's setting"][0]
+    assert set(df[df.stage != "circuit_weights"].status) - {"reference"} <= set(unresolved.status)  # band 2..5 is not the paper's 3..10
+    assert set(df[df.group.str.startswith("γ")].status) == {"reference"}  # γ on coordinates other than 138, 378, 447
     other = paper_vs_run(results, gpt2_small=False)
     assert set(other.status) - {"reference"} <= set(unresolved.status)
     mixed = paper_vs_run(results, paper_inputs=False)
@@ -517,3 +519,27 @@ def test_one_set_of_massive_coordinates_per_run(embedded_run, tmp_path):
         assert main(["intervene", "--out", str(out), "--per-domain", "2", "--quiet", "--no-figures", "--sigma", sigma]) == 0
         s = json.loads((out / "summary.json").read_text())
         assert s["coords"] == massive_coords(epe0, float(sigma))[0] and f"mean + {sigma} std" in s["coords_rule"]
+
+
+def test_cached_facts_come_back_whole_and_gamma_with_qbar_follows_the_inputs(tmp_path):
+    """A cached facts stage restores every fact (γ's coordinates and rule included), and on a
+    model without b_Q (γ computed with q̄) the weights stage's key follows the inputs."""
+    from types import SimpleNamespace
+
+    from sinkscope.analysis.facts import CircuitFacts, MassiveCoords
+    from sinkscope.data import Example, TokenizedInputs
+    from sinkscope.models import SinkModel, adapter_for
+
+    from conftest import tiny_model
+
+    facts = CircuitFacts(MassiveCoords((1, 2, 3), "top-3 |EPE_0|"), 0, "rule", None, None, 2.0, MassiveCoords((1, 2), "sigma-top2"))
+    ctx = SimpleNamespace(stage_dir=lambda name: tmp_path / name, settings=rp.Settings())
+    back = rp._load_facts(ctx, facts.record())
+    assert back.record() == facts.record() and back.gamma_coords == facts.gamma_coords
+    st = {s.name: s for s in rp.STAGES}
+    for family, follows in (("llama", True), ("gpt2", False)):
+        hf = tiny_model(family)
+        sm = SinkModel(family, hf, adapter_for(hf))
+        ti = [TokenizedInputs(torch.randint(0, 1000, (2, 8), generator=torch.Generator().manual_seed(s)), [Example("t", "x")] * 2, {}) for s in (0, 1)]
+        keys = [rp.stage_key(st["circuit_weights"], "w", rp.inputs_hash(t), rp.Settings(), {"facts": "f"}, sm) for t in ti]
+        assert (keys[0] != keys[1]) == follows, family

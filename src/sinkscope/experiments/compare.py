@@ -75,8 +75,9 @@ def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = 
     at = (cb if cb is not None else band[0] - 1) + 1  # index 0's values where the sink layers read them
     values = [float(prof.signed0[at, c]) for c in coords]
     gs = None
-    if coords:
-        gs, _ = gamma_split(shared_gamma(model, sq.q_bar, int(inputs.ids.shape[1])).float(), coords, band)
+    gc = (facts.gamma_coords or facts.coords).list  # γ's coordinates, as explain and reproduce split it
+    if gc:
+        gs, _ = gamma_split(shared_gamma(model, sq.q_bar, int(inputs.ids.shape[1])).float(), gc, band)
     secs["shared_query"] = time.perf_counter() - t
     return Circuit(model.name, ad.describe(), band, m, prof, sq, cb, coords, values, gs, secs, facts)
 

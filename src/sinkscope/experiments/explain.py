@@ -28,7 +28,7 @@ from ..analysis import (
     source_agnostic_shift,
 )
 from ..analysis.decomposition import DELTA_STD
-from ..analysis.facts import residual_massive_coords
+from ..analysis.facts import epe_rule, residual_massive_coords
 from ..errors import SinkscopeError
 from ..metrics import resolve_band
 from ..models import SinkModel
@@ -143,6 +143,7 @@ def explain(
     weights: bool = True,
     forward: bool = True,
     facts=None,
+    seq_len: int | None = None,
 ) -> ExplainResult:
     """Run every structural analysis the model's weights (and ``inputs``, if given) allow.
 
@@ -172,14 +173,14 @@ def explain(
                "inputs": inputs.record() if inputs is not None else None, "n_examples": len(inputs) if inputs is not None else 0,
                "facts": facts.record()}
     res = ExplainResult(data=s, inputs=inputs, k_sigma=k_sigma)
-    T = int(inputs.ids.shape[1]) if inputs is not None else 40
+    T = int(inputs.ids.shape[1]) if inputs is not None else (seq_len or 40)
 
     # --- EPE and its massive coordinates (needs W_pos and the layer-0 MLP) ---------------------
     epe = None
     try:
         epe = effective_positional_embedding(ad, T)
         mc, mv = massive_coords(epe[0], k_sigma)
-        s["epe"] = {"massive_coords": mc, "massive_values": mv, "norm_index0": float(epe[0].norm()), "median_norm_other": float(epe[1:].norm(dim=-1).median())}
+        s["epe"] = {"massive_coords": mc, "massive_values": mv, "massive_rule": epe_rule(k_sigma) + " (the paper's Fig 7)", "norm_index0": float(epe[0].norm()), "median_norm_other": float(epe[1:].norm(dim=-1).median())}
         if weights:
             res.arrays["epe0"] = epe[0].double().numpy()
             res.frames["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
@@ -220,7 +221,7 @@ def explain(
         res.frames["residual_profile"] = prof.table()
         created = facts.creating_block if facts.profile is not None else prof.creating_block()
         ratio = prof.norm0 / prof.norm_other
-        mcoords, mvalues = residual_massive_coords(prof, band, created) if created is not None else ([], [])
+        mcoords, mvalues = residual_massive_coords(prof, band, created)  # as resolve_facts: entering the band when no block creates them
         s["residual"] = {
             "creating_block": created,
             "massive_coords": mcoords,
@@ -285,6 +286,7 @@ class ExplainConfig:
 
     weights: bool = True
     forward: bool = True
+    seq_len: int | None = None  # positions of the weight-only analyses (default: the inputs', else 40)
 
     name = "explain"
     needs_forward = False
@@ -300,7 +302,7 @@ class ExplainConfig:
 
     def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> ExplainResult:
         return explain(model, inputs if self.forward else None, band=band, batch_size=batch_size, progress=progress,
-                       weights=self.weights, forward=self.forward, facts=facts)
+                       weights=self.weights, forward=self.forward, facts=facts, seq_len=self.seq_len)
 
 
 def format_explain(s: dict) -> str:

@@ -27,6 +27,7 @@ import pandas as pd
 # the massive coordinates of GPT-2 small's EPE_0 (paper Fig 7); the γ split uses them when the
 # EPE cannot be computed (a partial checkpoint without the layer-0 MLP)
 PAPER_COORDS = [138, 378, 447]
+PAPER_BAND = [3, 11]  # the paper's layers 4..11, 0-based, stop exclusive
 GPT2_SMALL = {"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
 
 
@@ -247,15 +248,28 @@ def run_settings(records: dict, model_name: str = "this model") -> dict[str, str
     return out
 
 
+def _same_setting(n: PaperNumber, records: dict, paper_inputs: bool) -> bool:
+    """Whether this run measured ``n`` in the paper's setting (inputs, band, coordinates)."""
+    rec = records.get(n.stage)
+    if rec is None:
+        return False
+    if n.stage == "circuit_weights":
+        return "γ" not in n.group or (rec.gamma is not None and sorted(rec.gamma.coords) == PAPER_COORDS)
+    if not paper_inputs or list(rec.layer_band) != PAPER_BAND:
+        return False
+    return not n.label.startswith("(i)") or sorted(rec.coords or []) == PAPER_COORDS
+
+
 def paper_vs_run(results: dict, *, gpt2_small: bool = True, paper_inputs: bool = True, model_name: str = "this model") -> pd.DataFrame:
     """The whole table: one row per number of the paper (``results``: stage name -> typed
     record, :func:`~sinkscope.experiments.records.read_record`).
-    Rows are *matches* / *differs* only for GPT-2 small (``gpt2_small``), and forward-pass rows
-    only on the paper's inputs (``paper_inputs``); the rest are *reference* rows."""
+    Rows are *matches* / *differs* only where this run's setting is the paper's: GPT-2 small
+    (``gpt2_small``); forward-pass rows on the paper's inputs (``paper_inputs``) and layer band
+    3..10; (i) and γ rows on the paper's coordinates 138, 378, 447. The rest are *reference* rows."""
     st = run_settings(results, model_name)
     rows = []
     for n in PAPER_NUMBERS:
-        comparable = gpt2_small and (paper_inputs or n.stage == "circuit_weights")
+        comparable = gpt2_small and _same_setting(n, results, paper_inputs)
         key = n.stage + (" (i)" if n.label.startswith("(i)") else "") + (" γ" if "γ" in n.group else "")
         rows.append(compare_one(n, results, comparable=comparable, setting=st.get(key, st.get(n.stage, ""))))
     return pd.DataFrame(rows)

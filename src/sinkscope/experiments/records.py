@@ -129,6 +129,7 @@ class Epe(Validation):
     massive_values: list[float]
     norm_index0: float
     median_norm_other: float
+    massive_rule: str = ""  # the rule of massive_coords (the paper's Fig 7: σ with the population std)
     at_paper_coords: dict[str, float] = field(default_factory=dict)
     validation_full_block: Validation | None = None
 

@@ -86,7 +86,7 @@ class Stage:
     after: tuple[str, ...]  # stages whose results it needs
     run: Callable  # (ctx, tmp_dir) -> stage record (summary, figures, tables)
     uses: tuple[str, ...] = ()  # stages whose results it uses when they ran (part of its key, not required)
-    reads_inputs: bool = False  # uses the inputs when there are any (without needing a forward pass)
+    reads_inputs: bool | Callable = False  # uses the inputs when there are any (a callable: model -> bool)
 
 
 @dataclass
@@ -182,10 +182,13 @@ def _load_facts(ctx: Context, summary: dict):
             t = load_file(str(path))
         except Exception as e:  # truncated or edited by hand
             raise SinkscopeError(f"the cached {path} cannot be read ({type(e).__name__}); rerun with --force to recompute it") from None
-    mc = summary["massive_coords"]
+    def coords(rec: dict) -> MassiveCoords:
+        return MassiveCoords(tuple(rec["coords"]) if rec["coords"] is not None else None, rec["rule"])
+
+    mc, gc = coords(summary["massive_coords"]), coords(summary.get("gamma_coords") or summary["massive_coords"])
     prof = ResidualProfile(**{k: t[k].numpy() for k in FACT_ARRAYS}) if all(k in t for k in FACT_ARRAYS) else None
-    return CircuitFacts(MassiveCoords(tuple(mc["coords"]) if mc["coords"] is not None else None, mc["rule"]), summary["creating_block"],
-                        summary["creating_block_rule"], t.get("q_bar"), prof, summary.get("k_sigma", ctx.settings.k_sigma))
+    return CircuitFacts(mc, summary["creating_block"], summary["creating_block_rule"], t.get("q_bar"), prof,
+                        summary.get("k_sigma", ctx.settings.k_sigma), None if gc == mc else gc)
 
 
 def _measure(ctx: Context, tmp: Path) -> dict:
@@ -199,7 +202,7 @@ def _circuit_weights(ctx: Context, tmp: Path) -> dict:
     from .explain import ExplainConfig
     from .paper import PAPER_COORDS
 
-    res = ExplainConfig(forward=False).compute(ctx.model, None, ctx.facts, band=ctx.band, progress=ctx.progress)
+    res = ExplainConfig(forward=False, seq_len=ctx.settings.max_tokens).compute(ctx.model, None, ctx.facts, band=ctx.band, progress=ctx.progress)
     epe0 = res.arrays.get("epe0")
     if epe0 is not None and epe0.shape[0] > max(PAPER_COORDS):  # for the paper's Fig 7 values
         res.data["epe"]["at_paper_coords"] = {str(c): float(epe0[c]) for c in PAPER_COORDS}
@@ -250,7 +253,8 @@ def _mitigate(ctx: Context, tmp: Path) -> dict:
 STAGES: list[Stage] = [
     Stage("facts", "Circuit facts: massive coordinates, creating block, q̄", False, ("band", "coords", "k_sigma"), (), _facts, reads_inputs=True),
     Stage("measure", "Sink strength", True, ("band",), (), _measure),
-    Stage("circuit_weights", "The circuit in the weights: EPE, b_Q / key alignment, γ (Figs 2, 4, 7, 8)", False, ("band",), ("facts",), _circuit_weights),
+    Stage("circuit_weights", "The circuit in the weights: EPE, b_Q / key alignment, γ (Figs 2, 4, 7, 8)", False, ("band", "max_tokens"), ("facts",),
+          _circuit_weights, reads_inputs=lambda model: not model.adapter.info().has_query_bias),  # no b_Q: γ with q̄, from the inputs
     Stage("circuit_forward", "The circuit in the forward pass: Δ, EPE validation, where index 0 becomes special", True, ("band",), ("facts",), _circuit_forward),
     Stage("interventions", "Interventions: Table 1, relocation, loss cost, Fig 5", True, ("band", "seed", "sentence", "max_tokens"), ("facts",), _interventions),
     Stage("shared_query", "The effective query bias (any architecture)", True, ("band",), (), _shared_query),
@@ -287,7 +291,12 @@ def inputs_hash(inputs) -> str | None:
 CACHE_FORMAT = 4  # 4: the facts stage; 3: the paper's (i) coordinates, (j) draw, Δ std and EPE medians; 2: q_bar as safetensors
 
 
-def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str]) -> str:
+def _reads_inputs(stage: Stage, model) -> bool:
+    r = stage.reads_inputs
+    return bool(r(model)) if callable(r) and model is not None else (r is True)
+
+
+def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings, upstream: dict[str, str], model=None) -> str:
     from .. import __version__
     from ..report.formats import current_format
 
@@ -296,7 +305,7 @@ def stage_key(stage: Stage, w_hash: str, in_hash: str | None, settings: Settings
         "version": __version__,
         "cache_format": CACHE_FORMAT,
         "weights": w_hash,
-        "inputs": in_hash if stage.forward or stage.reads_inputs else None,
+        "inputs": in_hash if stage.forward or _reads_inputs(stage, model) else None,
         "settings": {k: getattr(settings, k) for k in stage.reads},
         "after": {k: upstream.get(k) for k in stage.after + stage.uses},
         "figure_format": None if stage.name == "facts" else current_format(),  # a cached stage's figures are in the run's format
@@ -448,7 +457,7 @@ def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progre
             elif missing_dep:
                 oc.reason = f"needs the {', '.join(missing_dep)} stage(s), which did not run"
             else:
-                key = keys[st.name] = stage_key(st, w_hash, in_hash, settings, keys)
+                key = keys[st.name] = stage_key(st, w_hash, in_hash, settings, keys, model)
                 d = ctx.stage_dir(st.name)
                 rec = None if force else _read_record(d)
                 if rec is not None and rec.get("key") == key and rec.get("status") == "done":

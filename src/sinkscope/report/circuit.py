@@ -336,8 +336,9 @@ def shared_query_layers(frame, band, path) -> str:
         notes.append(f"{SHARE_NO_ADV} (layer{'s' if ',' in bad else ''} {bad})")
     legend_right(ax)
     sq = _finite(g.shared_query_share.loc[[i for i in g.index if band[0] <= i < band[1]]])
+    every = _finite(g.shared_query_share)
     what = (f"{sq.min():.2f} to {sq.max():.2f} per layer in layers {band[0]}..{band[1] - 1}" if sq.size
-            else f"{_finite(g.shared_query_share).min():.2f} to {_finite(g.shared_query_share).max():.2f} per layer")
+            else f"{every.min():.2f} to {every.max():.2f} per layer" if every.size else "undefined in every layer (index 0 has no advantage)")
     set_title(ax, f"Share of index 0's logit advantage from the shared query q̄: {what}")
     note = ""
     if notes:

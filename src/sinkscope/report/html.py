@@ -114,7 +114,7 @@ def _weights_tables(w) -> str:
                                         for v, name in ((g.massive, str(g.coords)), (g.other, "all others"))])))
     e = w.epe
     if e and e.massive_coords:
-        out.append("<h3>Massive coordinates of EPE_0</h3>")
+        out.append(f"<h3>Massive coordinates of EPE_0 ({_e(e.massive_rule or 'σ rule')})</h3>")
         out.append(_table(pd.DataFrame({"coordinate": e.massive_coords, "value": [f"{v:+.1f}" for v in e.massive_values]})))
     return "".join(out)
 

@@ -60,7 +60,8 @@ def circuit_weights_reading(w: ExplainRecord) -> str:
     if e:
         if e.massive_coords:
             vals = ", ".join(f"{c} ({v:+.0f})" for c, v in zip(e.massive_coords, e.massive_values))
-            parts.append(f"The first position's effective embedding (p_0 after the layer-0 MLP) has {len(e.massive_coords)} massive coordinates: {vals}; "
+            parts.append(f"The first position's effective embedding (p_0 after the layer-0 MLP) has {len(e.massive_coords)} massive coordinates "
+                         f"by the {e.massive_rule or 'σ rule'}: {vals}; "
                          f"its norm is {e.norm_index0:.0f} against a median of {e.median_norm_other:.0f} at the other positions.")
         else:
             parts.append(f"The first position's effective embedding has no massive coordinate (norm {e.norm_index0:.1f} vs {e.median_norm_other:.1f} elsewhere).")
