@@ -8,7 +8,7 @@ The Python API mirrors the CLI::
     result = sinkscope.measure(model, inputs)           # per example x layer x head metrics
     result.summary()["bos_attention"]["all"]            # {"mean", "se", "ci_low", "ci_high", "n"}
 """
-from ._lazy import lazy_dir, lazy_exports
+from ._lazy import lazy_package
 from .errors import MissingTensorsError, SinkscopeError
 
 __version__ = "0.1.0"
@@ -16,8 +16,7 @@ __version__ = "0.1.0"
 # torch and transformers load on first use (PEP 562), so ``import sinkscope.cli`` stays light
 _EXPORTS = {"load_inputs": "data.inputs", "MeasureResult": "experiments.measure", "measure": "experiments.measure",
             "SinkModel": "models.loading", "adapter_for": "models.loading", "load_model": "models.loading"}
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-__dir__ = lazy_dir(globals(), _EXPORTS)
+__getattr__, __dir__ = lazy_package(__name__, globals(), _EXPORTS)[:2]  # __all__ below adds the eager names
 
 __all__ = [
     "MeasureResult",

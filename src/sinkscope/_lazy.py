@@ -30,3 +30,14 @@ def lazy_exports(package: str, exports: dict[str, str]):
 def lazy_dir(module_globals: dict, exports: dict[str, str]):
     """A module ``__dir__`` that lists the lazy exports too."""
     return lambda: sorted(set(module_globals) | set(exports))
+
+
+def lazy_package(package: str, module_globals: dict, exports: dict[str, str]):
+    """A package's ``(__getattr__, __dir__, __all__)`` for its lazy ``exports``: one line in each
+    ``__init__.py``.
+
+    >>> getattr_, dir_, all_ = lazy_package("sinkscope", {}, {"SinkscopeError": "errors"})
+    >>> all_, dir_(), getattr_("SinkscopeError").__name__
+    (['SinkscopeError'], ['SinkscopeError'], 'SinkscopeError')
+    """
+    return lazy_exports(package, exports), lazy_dir(module_globals, exports), sorted(exports)

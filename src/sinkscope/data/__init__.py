@@ -1,6 +1,6 @@
 """Inputs: the paper protocol, prepared CSVs, text / JSONL files, HF datasets, the offline corpus."""
 
-from .._lazy import lazy_dir, lazy_exports
+from .._lazy import lazy_package
 
 _EXPORTS = {
     "PAPER_SOURCES": "spec",
@@ -17,6 +17,4 @@ _EXPORTS = {
     "tokenize_examples": "inputs",
     "truncate_text": "inputs",
 }
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-__dir__ = lazy_dir(globals(), _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_package(__name__, globals(), _EXPORTS)

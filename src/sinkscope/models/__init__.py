@@ -7,7 +7,7 @@
 ((2, 4, 32, 8), (2, 4, 8), 'learned')
 """
 
-from .._lazy import lazy_dir, lazy_exports
+from .._lazy import lazy_package
 
 _EXPORTS = {
     "Adapter": "base",
@@ -21,6 +21,4 @@ _EXPORTS = {
     "load_model": "loading",
     "packaged_model_path": "loading",
 }
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-__dir__ = lazy_dir(globals(), _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_package(__name__, globals(), _EXPORTS)

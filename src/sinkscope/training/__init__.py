@@ -1,6 +1,6 @@
 """Training small GPT-2-style models with sink-circuit components switched off (``sinkscope train``)."""
 
-from .._lazy import lazy_dir, lazy_exports
+from .._lazy import lazy_package
 
 _EXPORTS = {
     "TrainConfig": "config",
@@ -13,6 +13,4 @@ _EXPORTS = {
     "train": "recipe",
     "training_texts": "data",
 }
-__getattr__ = lazy_exports(__name__, _EXPORTS)
-__dir__ = lazy_dir(globals(), _EXPORTS)
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_package(__name__, globals(), _EXPORTS)
