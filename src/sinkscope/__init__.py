@@ -4,7 +4,7 @@ The Python API mirrors the CLI::
 
     import sinkscope
     model = sinkscope.load_model()                      # sinkscope measure (default model)
-    inputs = sinkscope.load_inputs("default", model.tokenizer)
+    inputs = sinkscope.load_inputs("default", model)    # the CLI's BOS rule for this model
     result = sinkscope.measure(model, inputs)           # per example x layer x head metrics
     result.summary()["bos_attention"]["all"]            # {"mean", "se", "ci_low", "ci_high", "n"}
 """
