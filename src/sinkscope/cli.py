@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from .errors import SinkscopeError
+from .errors import SinkscopeError, check_number
 from .report.formats import FIGURE_FORMATS
 
 DEFAULT_OUT = "sinkscope-out/measure"
@@ -27,15 +27,6 @@ def _parse_band(text: str | None):
     if not 0 <= a < b:
         raise SinkscopeError(f"--layers {text}: START must be at least 0 and below STOP (0-based, stop exclusive), e.g. 3:11")
     return a, b
-
-
-def _check_number(flag: str, x: float, lo: float, hi: float, *, hi_open: bool = False) -> float:
-    """A float option that must be finite and within ``[lo, hi]`` (or ``[lo, hi)``)."""
-    import math
-
-    if not math.isfinite(x) or x < lo or x > hi or (hi_open and x == hi):
-        raise SinkscopeError(f"{flag} {x} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}")
-    return x
 
 
 def _parse_keys(text: str) -> tuple[int, ...]:
@@ -57,8 +48,12 @@ def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
-    p.add_argument("--format", choices=FIGURE_FORMATS, default="png", help="figure file format: png, svg or pdf (a PDF gets a PNG preview beside it; default png)")
+    _format_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _format_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FIGURE_FORMATS, default="png", help="figure file format: png, svg or pdf (a PDF gets a PNG preview beside it; default png)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +167,7 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sentence", default=None, help="the text of the Fig 5 attention grid (default: the opening of A Tale of Two Cities)")
     p.add_argument("--skip", default="", help="comma-separated stages to leave out (measure, circuit_weights, ...; an unknown name lists them all)")
     p.add_argument("--force", action="store_true", help="recompute every stage even if a cached result matches")
-    p.add_argument("--format", choices=FIGURE_FORMATS, default="png", help="figure file format: png, svg or pdf (a PDF gets a PNG preview beside it; default png)")
+    _format_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -195,28 +190,28 @@ def _options(args):
     return RunOptions(model=args.model, device=args.device, inputs=args.inputs, max_tokens=args.max_tokens, short=args.short,
                       per_domain=args.per_domain, seed=args.seed, bos=args.bos, batch_size=args.batch_size,
                       band=_parse_band(args.layers), coords=_parse_coords(getattr(args, "coords", None)),
-                      k_sigma=_check_number("--sigma", 3.0 if getattr(args, "sigma", None) is None else args.sigma, 0.0, 1e6),
+                      k_sigma=check_number("--sigma", 3.0 if getattr(args, "sigma", None) is None else args.sigma, 0.0, 1e6),
                       coords_rule=getattr(args, "coords_rule", None) or "paper", out=args.out,
                       figures=not getattr(args, "no_figures", False), progress=not args.quiet)
 
 
 def _run_one(config, args) -> int:
     """One command = one stage: run it, print its text and what it wrote."""
-    from .experiments.run import run_stage, wrote
+    from .experiments.run import run_stage
 
-    res = run_stage(config, _options(args))
-    print(res.format())
-    print(wrote(res, args.out))
-    return 0
+    return _print(run_stage(config, _options(args)), args.out)
 
 
 def _run_models(config, args, specs: str) -> int:
     """A stage over several models, one at a time, into one result."""
-    from .experiments.run import run_models, wrote
+    from .experiments.run import run_models
 
-    res = run_models(config, _options(args), [m.strip() for m in specs.split(",") if m.strip()])
-    print(res.format())
-    print(wrote(res, args.out))
+    return _print(run_models(config, _options(args), [m.strip() for m in specs.split(",") if m.strip()]), args.out)
+
+
+def _print(ran, out: str) -> int:
+    print(ran.result.format())
+    print(ran.wrote(out))
     return 0
 
 
@@ -290,17 +285,18 @@ def _parse_edits(text: str) -> tuple[str, ...]:
 def cmd_reproduce(args) -> int:
     from .experiments.reproduce import Settings, reproduce, resolve_defaults
 
-    skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
-    _check_number("--sigma", args.sigma, 0.0, 1e6)
-    settings = Settings(band=_parse_band(args.layers), coords=_parse_coords(args.coords), k_sigma=args.sigma, seed=args.seed, batch_size=args.batch_size,
-                        strengths=tuple(_parse_strengths(args.strengths)), edits=_parse_edits(args.edits), sentence=args.sentence, max_tokens=args.max_tokens, skip=skip)
-    t0 = time.perf_counter()
-    args.model, args.inputs, notes = resolve_defaults(args.model, args.inputs)
-    for n in notes:
-        print(f"sinkscope: {n[0].lower()}{n[1:].rstrip('.')}", file=sys.stderr)
     from .experiments.run import load
 
-    model, inputs = load(_options(args), need_forward=False, kind="reproduce")
+    skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
+    opts = _options(args)  # every option checked once, before the hub probe and the model
+    settings = Settings(band=opts.band, coords=opts.coords, k_sigma=opts.k_sigma, seed=opts.seed, batch_size=opts.batch_size,
+                        strengths=tuple(_parse_strengths(args.strengths)), edits=_parse_edits(args.edits), sentence=args.sentence,
+                        max_tokens=opts.max_tokens, skip=skip)
+    t0 = time.perf_counter()
+    opts.model, opts.inputs, notes = resolve_defaults(args.model, args.inputs)
+    for n in notes:
+        print(f"sinkscope: {n[0].lower()}{n[1:].rstrip('.')}", file=sys.stderr)
+    model, inputs = load(opts, need_forward=False, kind="reproduce")
     command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
     try:
         res = reproduce(model, inputs, args.out, settings=settings, force=args.force, progress=not args.quiet, notes=notes, run_info={"command": command})

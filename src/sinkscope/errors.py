@@ -10,6 +10,20 @@ class SinkscopeError(Exception):
     """A problem with the user's input; the message names the problem and the fix."""
 
 
+def check_number(flag: str, x: float, lo: float, hi: float, *, hi_open: bool = False) -> float:
+    """A float option that must be finite and within ``[lo, hi]`` (or ``[lo, hi)``).
+
+    >>> check_number("--eps", 2.0, 0, 1, hi_open=True)
+    Traceback (most recent call last):
+    sinkscope.errors.SinkscopeError: --eps 2.0 must be a number in [0, 1)
+    """
+    import math
+
+    if not math.isfinite(x) or x < lo or x > hi or (hi_open and x == hi):
+        raise SinkscopeError(f"{flag} {x} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}")
+    return x
+
+
 class MissingTensorsError(SinkscopeError):
     """A partial checkpoint lacks tensors that the requested computation needs."""
 

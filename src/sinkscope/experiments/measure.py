@@ -196,10 +196,9 @@ class MeasureConfig:
     facts: tuple[str, ...] = ()
 
     def check(self) -> None:
-        import math
+        from ..errors import check_number
 
-        if not math.isfinite(self.eps) or not 0 <= self.eps < 1:
-            raise SinkscopeError(f"--eps {self.eps} must be a number in [0, 1)")
+        check_number("--eps", self.eps, 0.0, 1.0, hi_open=True)
         self._baseline = read_baseline(self.baseline) if self.baseline else None
 
     def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> MeasureResult:

@@ -143,43 +143,48 @@ def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=N
                          profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
 
 
-def run_stage(config: StageConfig, opts: RunOptions) -> StageResult:
-    """``sinkscope <command>``: check, load, decide the facts, compute and write ``opts.out``
-    atomically (``summary.json`` gains ``total_seconds``). Returns the result."""
+@dataclass
+class Ran:
+    """A stage that ran and wrote its directory: the result, the figures it wrote
+    (``{file: caption}``) and the seconds the whole command took."""
+
+    result: StageResult
+    figures: dict[str, str]
+    seconds: float
+
+    def wrote(self, out: str) -> str:
+        """The CLI's last line: what the result wrote, and where."""
+        files = list(self.result.tables) + [getattr(self.result, "summary_file", "summary.json")] + (["figures"] if self.figures else [])
+        return f"wrote {out}/ ({', '.join(files)}) in {self.seconds:.0f} s"
+
+
+def _write(res: StageResult, opts: RunOptions, t0: float) -> Ran:
+    """Write ``res`` to ``opts.out`` atomically; ``summary.json`` gains ``total_seconds``."""
     from ..io import atomic_output_dir
 
+    with atomic_output_dir(opts.out) as tmp:
+        figures = res.write(tmp, figures=opts.figures, extra={"total_seconds": round(time.perf_counter() - t0, 2)})
+    return Ran(res, figures, time.perf_counter() - t0)
+
+
+def run_stage(config: StageConfig, opts: RunOptions) -> Ran:
+    """``sinkscope <command>``: check, load, decide the facts, compute and write ``opts.out``."""
     config.check()
     t0 = time.perf_counter()
     model, inputs = load(opts, need_forward=config.needs_forward, weights_only=getattr(config, "weights_only", False))
     facts = facts_for(config, model, inputs, opts)
-    res = config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size, progress=opts.progress)
-    with atomic_output_dir(opts.out) as tmp:
-        res.figures = res.write(tmp, figures=opts.figures, extra={"total_seconds": round(time.perf_counter() - t0, 2)})
-    res.total_seconds = time.perf_counter() - t0
-    return res
+    return _write(config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size, progress=opts.progress), opts, t0)
 
 
-def wrote(res, out: str) -> str:
-    """The CLI's last line: what a result wrote, and where."""
-    files = list(res.tables) + [getattr(res, "summary_file", "summary.json")] + (["figures"] if getattr(res, "figures", None) else [])
-    return f"wrote {out}/ ({', '.join(files)}) in {res.total_seconds:.0f} s"
-
-
-def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> StageResult:
+def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> Ran:
     """``compare`` / ``mitigate``: the stage on each model in turn (one in memory at a time, each
     with its own facts), combined into one result written atomically to ``opts.out``."""
-    from ..io import atomic_output_dir, check_output_dir
+    from ..io import check_output_dir
 
     config.check()
     if opts.out is not None:
         check_output_dir(opts.out)
     t0 = time.perf_counter()
-    results = []
-    for model, inputs in load_each(opts, specs):
-        results.append(config.compute(model, inputs, facts_for(config, model, inputs, opts), band=opts.band,
-                                      batch_size=opts.batch_size, progress=opts.progress))
-    res = type(results[0]).concat(results)
-    with atomic_output_dir(opts.out) as tmp:
-        res.figures = res.write(tmp, figures=opts.figures, extra={"total_seconds": round(time.perf_counter() - t0, 2)})
-    res.total_seconds = time.perf_counter() - t0
-    return res
+    results = [config.compute(model, inputs, facts_for(config, model, inputs, opts), band=opts.band, batch_size=opts.batch_size,
+                              progress=opts.progress) for model, inputs in load_each(opts, specs)]
+    return _write(type(results[0]).concat(results), opts, t0)
