@@ -67,13 +67,19 @@ def unsupported(mt) -> SinkscopeError:
     return SinkscopeError(f"unsupported architecture '{mt}'; supported families (model_type): {supported_families()}; pass a model of one of these")
 
 
-def adapter_for(model: torch.nn.Module) -> Adapter:
-    """Pick the adapter for a HF model by ``config.model_type``."""
-    mt = getattr(model.config, "model_type", None)
+def adapter_class(config) -> type[Adapter]:
+    """The adapter class for a HF config (before any weight is read); raises the one clear
+    error for an architecture sinkscope cannot analyse."""
+    mt = getattr(config, "model_type", None)
     cls = SUPPORTED_MODEL_TYPES.get(mt)
     if cls is None:
         raise unsupported(mt)
-    return cls(model)
+    return cls
+
+
+def adapter_for(model: torch.nn.Module) -> Adapter:
+    """Pick the adapter for a HF model by its config."""
+    return adapter_class(model.config)(model)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -269,9 +275,12 @@ def precheck_model(spec: str | os.PathLike | None) -> None:
         if path.is_dir() and (path / "config.json").exists():
             import json
 
+            from transformers import AutoConfig, CONFIG_MAPPING
+
             mt = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-            if mt not in SUPPORTED_MODEL_TYPES:
+            if mt not in CONFIG_MAPPING:
                 raise unsupported(mt)
+            adapter_class(AutoConfig.from_pretrained(str(path)))
         for f in _safetensors_files(path) if path.is_dir() or path.suffix == ".safetensors" else []:
             from safetensors import safe_open
 
@@ -353,11 +362,9 @@ def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
             f"could not load model '{spec}' ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
             "check the name, your network (the hub is needed for ids) or pass a local path"
         ) from None
-    mt = getattr(config, "model_type", None)
-    if mt not in SUPPORTED_MODEL_TYPES:
-        raise unsupported(mt)
+    cls = adapter_class(config)
     with _quiet_transformers():
-        hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=SUPPORTED_MODEL_TYPES[mt].attn_implementation,
+        hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=cls.attn_implementation,
                                                         output_loading_info=True)
         _check_loading_info(name, info, adapter_for(hf).n_layers)
         try:
@@ -457,9 +464,7 @@ def _load_partial(path: Path, device, dtype) -> SinkModel:
         config = AutoConfig.from_pretrained(str(cfg_dir))
     else:
         config = _gpt2_config_from_tensors({k: tuple(v.shape) for k, v in tensors.items()}, meta)
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise unsupported(config.model_type)
-    config._attn_implementation = SUPPORTED_MODEL_TYPES[config.model_type].attn_implementation
+    config._attn_implementation = adapter_class(config).attn_implementation
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
     expected = dict(hf.state_dict())
