@@ -16,7 +16,7 @@ class LlamaAdapter(GenericAdapter):
     embeddings), Phi-3 (fused ``qkv_proj`` as ``[q | k | v]``, the generic layout)."""
 
     family = "llama"
-    model_types = ("llama", "qwen2", "mistral", "qwen3", "gemma2", "gemma3_text", "phi3")
+    model_types = ("llama", "qwen2", "mistral", "qwen3", "gemma2", "phi3")
     fused_layout = "blocks"  # Phi-3
 
 

@@ -73,6 +73,8 @@ class GenericAdapter(Adapter):
     def __init__(self, model: nn.Module):
         super().__init__(model)
         c = self.config
+        if type(self).family in ("generic", "llama"):  # classes covering several model types name the one loaded
+            self.family = getattr(c, "model_type", None) or type(self).family
         self.n_layers = _config_int(c, "num_hidden_layers", "n_layer", "num_layers")
         self.body = model.base_model
         self.blocks = self._find_blocks()
@@ -144,8 +146,7 @@ class GenericAdapter(Adapter):
         bias = self._proj_bias(attn)
         norm_mod = self.ln1_module(0) or self.ln_final_module()
         norm = "rmsnorm" if "rms" in type(norm_mod).__name__.lower() else "layernorm"
-        mt = getattr(self.config, "model_type", "?")
-        return ArchInfo(family=mt if self.family in ("generic", "llama") else self.family,
+        return ArchInfo(family=self.family,
                         positional=self._positional(), norm=norm + ("-post" if self.post_norm else ""),
                         has_query_bias=bias is not None, has_mlp=self.mlp_name is not None,
                         qk_norm=self.q_norm_module(0) is not None, parallel=self.parallel,
