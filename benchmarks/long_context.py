@@ -19,7 +19,7 @@ ratios to `bare`, eager against sinkscope, and max|BOS(sinkscope) - BOS(eager)| 
 
     python benchmarks/long_context.py                                  # T = 1k, 4k, 16k, 32k
     python benchmarks/long_context.py --lengths 1024,2048 --out long.csv
-    python benchmarks/long_context.py --quick                          # tiny random Llama, seconds
+    python benchmarks/long_context.py --quick                          # tiny random Llama: seconds
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ COLUMNS = (
     "length", "method", "status", "seconds", "cpu_s", "peak_rss_gib", "activation_gib", "predicted_gib",
     "process_peak_gib", "time_x_bare", "activation_x_bare", "cpu_util", "bos_band", "max_abs_diff_vs_eager",
 )
+TOO_BIG = ("does not fit:", "out of memory", "failed (killed")  # statuses: longer T is not tried
 # glibc then maps every large tensor and unmaps it on free, so RSS follows live memory
 CHILD_ENV = {"TOKENIZERS_PARALLELISM": "false", "MALLOC_MMAP_THRESHOLD_": "131072"}
 
@@ -79,7 +80,8 @@ def load(spec: str):
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_config("llama"), attn_implementation="sdpa").eval()
     tok, vocab = offline_gpt2_tokenizer(), hf.config.vocab_size
-    return SinkModel("tiny random Llama", hf, adapter_for(hf)), lambda text: [i % vocab for i in tok(text)["input_ids"]]
+    return SinkModel("tiny random Llama", hf, adapter_for(hf)), \
+        lambda text: [i % vocab for i in tok(text)["input_ids"]]
 
 
 def long_ids(encode, T: int, domain: str, seed: int = 0) -> list[int]:
@@ -89,12 +91,14 @@ def long_ids(encode, T: int, domain: str, seed: int = 0) -> list[int]:
 
     per_domain, have = 64, -1
     while True:
-        texts = [e.text for e in default_corpus(seed, per_domain=per_domain, oversample=1) if e.domain == domain]
+        corpus = default_corpus(seed, per_domain=per_domain, oversample=1)
+        texts = [e.text for e in corpus if e.domain == domain]
         ids = encode("\n\n".join(texts))
         if len(ids) >= T:
             return ids[:T]
         if len(texts) == have:  # the domain's texts are exhausted (nl, code: what the stdlib ships)
-            raise UsageError(f"--domain {domain} has {len(ids)} tokens of text, fewer than T={T}; use a shorter --lengths or --domain code")
+            raise UsageError(f"--domain {domain} has {len(ids)} tokens of text, fewer than T={T}; "
+                             "use a shorter --lengths or --domain code")
         have, per_domain = len(texts), per_domain * 4
 
 
@@ -132,8 +136,7 @@ def runner(method: str, model, ids):
     """``run() -> BOS attention [layer, head]`` (None for bare) for one method."""
     import torch
 
-    from sinkscope.metrics import KeyAttentionCapture, key_attention
-    from sinkscope.metrics import query_window
+    from sinkscope.metrics import KeyAttentionCapture, key_attention, query_window
 
     ad, trunk = model.adapter, model.adapter.trunk()
     if method == "bare":
@@ -162,8 +165,8 @@ def runner(method: str, model, ids):
     return timed
 
 
-def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", repeats: int = 1, margin_gib: float = 2.0,
-                 limit: bool = False) -> dict:
+def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", repeats: int = 1,
+                 margin_gib: float = 2.0, limit: bool = False) -> dict:
     """One (method, T): time, peak RSS and BOS attention, or a 'does not fit' row without running.
     ``limit``: cap this process's address space at what the memory check allowed (child processes)."""
     import gc
@@ -202,10 +205,10 @@ def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", re
         row["status"] = f"out of memory at the {allowed / GB:.1f} GiB limit (predicted {need / GB:.1f} GiB)"
         return row
     peak = _proc("VmHWM")
-    row.update(status="ok", seconds=statistics.median(times), cpu_s=cpu / repeats, peak_rss_gib=peak / GB, activation_gib=(peak - before) / GB,
-               process_peak_gib=max(peak, load_peak) / GB,
-               cpu_util=cpu / sum(times) / torch.get_num_threads(), threads=torch.get_num_threads(),
-               load_avg=os.getloadavg()[0])
+    threads = torch.get_num_threads()
+    row.update(status="ok", seconds=statistics.median(times), cpu_s=cpu / repeats, peak_rss_gib=peak / GB,
+               activation_gib=(peak - before) / GB, process_peak_gib=max(peak, load_peak) / GB,
+               cpu_util=cpu / sum(times) / threads, threads=threads, load_avg=os.getloadavg()[0])
     if bos is not None:
         lo, hi = resolve_band(None, ad.n_layers)
         row["bos"] = bos.double().tolist()
@@ -222,12 +225,14 @@ def _child(spec: dict) -> None:
 
             torch.set_num_threads(spec["threads"])
         model, encode = load(spec["model"])
-        row = measure_cell(spec["method"], model, encode, spec["length"], domain=spec["domain"], repeats=spec["repeats"],
-                           margin_gib=spec["margin_gib"], limit=True)
-    except UsageError as e:
-        row = {"error": str(e)}
-    except Exception as e:  # noqa: BLE001 - SinkscopeError (model loading) and anything else, as one line
-        row = {"error": f"{type(e).__name__}: {e}" if type(e).__name__ != "SinkscopeError" else str(e)}
+        row = measure_cell(spec["method"], model, encode, spec["length"], domain=spec["domain"],
+                           repeats=spec["repeats"], margin_gib=spec["margin_gib"], limit=True)
+    except Exception as e:
+        from sinkscope.errors import SinkscopeError
+
+        if not isinstance(e, (UsageError, SinkscopeError)):
+            raise  # a bug: its traceback on stderr, the parent records the cell as failed
+        row = {"error": str(e)}  # the user's to fix (a model spec, a domain too short): exit 2
     print("\n" + json.dumps(row), flush=True)
 
 
@@ -256,12 +261,14 @@ def finish(rows: list[dict]) -> list[dict]:
                 if at["bare"]["activation_gib"] > 0:
                     r["activation_x_bare"] = r["activation_gib"] / at["bare"]["activation_gib"]
             if "bos" in r and "eager" in at:
-                r["max_abs_diff_vs_eager"] = max(abs(a - b) for x, y in zip(r["bos"], at["eager"]["bos"]) for a, b in zip(x, y))
+                pairs = zip(sum(r["bos"], []), sum(at["eager"]["bos"], []))
+                r["max_abs_diff_vs_eager"] = max(abs(a - b) for a, b in pairs)
     return rows
 
 
-def run(model: str, lengths: list[int], methods: list[str], *, domain: str = "code", isolate: bool = True, repeats: int = 1,
-        margin_gib: float = 2.0, threads: int | None = None, progress: bool = True, on_row=None) -> list[dict]:
+def run(model: str, lengths: list[int], methods: list[str], *, domain: str = "code", isolate: bool = True,
+        repeats: int = 1, margin_gib: float = 2.0, threads: int | None = None, progress: bool = True,
+        on_row=None) -> list[dict]:
     """Every (length, method), smallest length first; a method that did not fit at one length is
     not tried at longer ones. ``on_row(rows)`` after each cell (to write partial results)."""
     import torch
@@ -279,12 +286,13 @@ def run(model: str, lengths: list[int], methods: list[str], *, domain: str = "co
         elif dims and "status" in fit_check(m, T, dims, margin_gib)[0]:  # known not to fit: no child
             row = fit_check(m, T, dims, margin_gib)[0]
         elif isolate:
-            row = run_child({"model": model, "method": m, "length": T, "domain": domain, "repeats": repeats, "margin_gib": margin_gib,
-                                  "threads": threads})
+            row = run_child({"model": model, "method": m, "length": T, "domain": domain, "repeats": repeats,
+                             "margin_gib": margin_gib, "threads": threads})
         else:
             row = measure_cell(m, *loaded, T, domain=domain, repeats=repeats, margin_gib=margin_gib)
-        dims = dims or ({k: row[k] for k in ("n_layers", "n_heads", "d_model", "d_ff")} if "d_ff" in row else None)
-        if row["status"] != "ok" and m not in too_big:
+        if dims is None and "d_ff" in row:
+            dims = {k: row[k] for k in ("n_layers", "n_heads", "d_model", "d_ff")}
+        if row["status"].startswith(TOO_BIG) and m not in too_big:
             too_big[m] = T
         rows.append(row)
         finish(rows)
@@ -297,14 +305,15 @@ def table_text(rows: list[dict]) -> str:
     def f(x, spec):
         return format(x, spec) if isinstance(x, (int, float)) else "-".rjust(int(spec.split(".")[0]))
 
-    out = [f"{'T':>6} {'method':<10}{'time s':>9}{'cpu s':>9}{'x bare':>8}{'peak GiB':>9}{'act. GiB':>9}{'x bare':>9}{'cpu':>6}"
-           f"{'BOS band':>10}{'max|d| eager':>14}  status"]
+    cols = (("time s", "seconds", "9.2f"), ("cpu s", "cpu_s", "9.1f"), ("x bare", "time_x_bare", "8.2f"),
+            ("peak GiB", "peak_rss_gib", "9.2f"), ("act. GiB", "activation_gib", "9.3f"),
+            ("x bare", "activation_x_bare", "9.1f"), ("cpu", "cpu_util", "6.2f"), ("BOS band", "bos_band", "10.4f"),
+            ("max|d| eager", "max_abs_diff_vs_eager", "14.2e"))
+    head = "".join(f"{h:>{int(spec.split('.')[0])}}" for h, _, spec in cols)
+    out = [f"{'T':>6} {'method':<10}{head}  status"]
     for r in rows:
-        out.append(f"{r['length']:>6} {r['method']:<10}{f(r.get('seconds'), '9.2f')}{f(r.get('cpu_s'), '9.1f')}"
-                   f"{f(r.get('time_x_bare'), '8.2f')}"
-                   f"{f(r.get('peak_rss_gib'), '9.2f')}{f(r.get('activation_gib'), '9.3f')}{f(r.get('activation_x_bare'), '9.1f')}"
-                   f"{f(r.get('cpu_util'), '6.2f')}{f(r.get('bos_band'), '10.4f')}{f(r.get('max_abs_diff_vs_eager'), '14.2e')}"
-                   f"  {r['status']}")
+        cells = "".join(f(r.get(k), spec) for _, k, spec in cols)
+        out.append(f"{r['length']:>6} {r['method']:<10}{cells}  {r['status']}")
     return "\n".join(out)
 
 
@@ -315,19 +324,20 @@ def summary(rows: list[dict]) -> str:
         at = {r["method"]: r for r in rows if r["length"] == T}
         s, e = at.get("sinkscope", {}), at.get("eager", {})
         if s.get("status") == "ok" and e.get("status") == "ok":
+            act = e["activation_gib"] / max(s["activation_gib"], 1e-9)
             lines.append(f"T={T}: eager / sinkscope time {e['seconds'] / s['seconds']:.2f}x, peak RSS "
-                         f"{e['peak_rss_gib'] / s['peak_rss_gib']:.1f}x, activation {e['activation_gib'] / max(s['activation_gib'], 1e-9):.0f}x; "
+                         f"{e['peak_rss_gib'] / s['peak_rss_gib']:.1f}x, activation {act:.0f}x; "
                          f"max|BOS diff| {s.get('max_abs_diff_vs_eager', float('nan')):.2e}")
         elif e and e.get("status", "").startswith("does not fit"):
             lines.append(f"T={T}: eager {e['status']}")
-    ok = [r for r in rows if r["method"] == "eager" and "n_layers" in r]
-    if ok:
-        r = ok[0]
-        total = _proc("MemTotal", "/proc/meminfo")
-        base = max((x["peak_rss_gib"] - x["activation_gib"]) * GB for x in rows if x.get("status") == "ok")
-        fits = [T for T in range(256, 1 << 17, 256) if base + predicted_bytes("eager", T, r["n_layers"], r["n_heads"], 0, 0) <= total]
-        lines.append(f"eager output_attentions fits in this machine's {total / GB:.1f} GiB total up to T ~ {fits[-1] if fits else 0} "
-                     f"(prediction, with the model loaded; other processes take their share)")
+    eager = [r for r in rows if r["method"] == "eager" and "n_layers" in r]
+    bases = [(x["peak_rss_gib"] - x["activation_gib"]) * GB for x in rows if x.get("status") == "ok"]
+    if eager and bases:
+        L, H, total = eager[0]["n_layers"], eager[0]["n_heads"], _proc("MemTotal", "/proc/meminfo")
+        fits = [T for T in range(256, 1 << 17, 256)
+                if max(bases) + predicted_bytes("eager", T, L, H, 0, 0) <= total]
+        lines.append(f"eager output_attentions fits in this machine's {total / GB:.1f} GiB total up to "
+                     f"T ~ {fits[-1] if fits else 0} (predicted, with the model loaded and nothing else running)")
     return "\n".join(lines)
 
 
@@ -346,16 +356,16 @@ def write_out(path: str, rows: list[dict], settings: dict) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="packaged:smollm2", help="a sinkscope model spec, or 'tiny' (random Llama)")
+    p.add_argument("--model", default="packaged:smollm2", help="a model spec, or 'tiny' (random Llama)")
     p.add_argument("--lengths", default="1024,4096,16384,32768", help="comma-separated T (tokens)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
-    p.add_argument("--domain", default="code", help=f"offline-corpus domain ({', '.join(DOMAINS)}; nl has ~28k tokens)")
+    p.add_argument("--domain", default="code", help=f"corpus domain ({', '.join(DOMAINS)}; nl: ~28k tokens)")
     p.add_argument("--repeats", type=int, default=1, help="timed passes per cell (median)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     p.add_argument("--margin-gib", type=float, default=2.0, help="memory left free for other processes")
     p.add_argument("--no-isolate", dest="isolate", action="store_false", help="all cells in this process")
-    p.add_argument("--out", default=None, help="write the table to FILE.csv or FILE.json (atomically, after every cell)")
-    p.add_argument("--quick", action="store_true", help="smoke test: --model tiny --lengths 32,64 --no-isolate")
+    p.add_argument("--out", default=None, help="FILE.csv or FILE.json: the table, rewritten after every cell")
+    p.add_argument("--quick", action="store_true", help="smoke test: --model tiny --lengths 32,64 --domain nl --no-isolate")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
 
@@ -369,10 +379,13 @@ def parse_args(argv=None):
         a.model, a.isolate = TINY, False
         if a.lengths == p.get_default("lengths"):
             a.lengths = "32,64"
+        if a.domain == p.get_default("domain"):
+            a.domain = "nl"  # the quickest to read (code parses stdlib modules)
     try:
         a.lengths = [int(x) for x in a.lengths.split(",") if x.strip()]
     except ValueError:
-        raise UsageError(f"--lengths {a.lengths} is not a comma-separated list of token counts, e.g. 1024,4096") from None
+        raise UsageError(f"--lengths {a.lengths} is not a comma-separated list of token counts, "
+                         "e.g. 1024,4096") from None
     if not a.lengths or min(a.lengths) < 4:
         raise UsageError("--lengths needs token counts of at least 4, e.g. 1024,4096")
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -409,10 +422,12 @@ def main(argv=None) -> int:
         settings = {k: v for k, v in vars(a).items() if k not in ("child", "progress", "quick")}
         settings.update(torch=torch.__version__, threads=torch.get_num_threads(), cpus=os.cpu_count(),
                         mem_total_gib=round(_proc("MemTotal", "/proc/meminfo") / GB, 1))
-        print(f"{a.model}: T = {','.join(map(str, sorted(a.lengths)))}, methods {','.join(a.methods)}, domain {a.domain}, "
-              f"batch 1; torch {torch.__version__}, {torch.get_num_threads()} threads, {settings['mem_total_gib']} GiB RAM")
-        rows = run(a.model, a.lengths, a.methods, domain=a.domain, isolate=a.isolate, repeats=a.repeats, margin_gib=a.margin_gib,
-                   threads=a.threads, progress=a.progress, on_row=(lambda rows: write_out(a.out, rows, settings)) if a.out else None)
+        print(f"{a.model}: T = {','.join(map(str, sorted(a.lengths)))}, methods {','.join(a.methods)}, "
+              f"domain {a.domain}, batch 1; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"{settings['mem_total_gib']} GiB RAM")
+        on_row = (lambda rows: write_out(a.out, rows, settings)) if a.out else None
+        rows = run(a.model, a.lengths, a.methods, domain=a.domain, isolate=a.isolate, repeats=a.repeats,
+                   margin_gib=a.margin_gib, threads=a.threads, progress=a.progress, on_row=on_row)
     except UsageError as e:
         print(f"long_context.py: error: {e}", file=sys.stderr)
         return 2

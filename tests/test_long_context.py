@@ -1,6 +1,7 @@
 """benchmarks/long_context.py on a tiny random Llama: sinkscope's capture and HF eager
 ``output_attentions`` give the same BOS attention, the table has its columns, bad input is one
-line with exit code 2. No timing assertions (the script prints its ratios)."""
+line with exit code 2. No timing assertions (the script prints its ratios). The cell in a child
+process, as the script runs by default, is the ``slow`` test."""
 from __future__ import annotations
 
 import csv
@@ -24,7 +25,7 @@ def lc():
 
 
 def test_methods_agree_in_process(lc):
-    rows = lc.run(lc.TINY, [48, 32], list(lc.METHODS), isolate=False, progress=False)
+    rows = lc.run(lc.TINY, [48, 32], list(lc.METHODS), domain="nl", isolate=False, progress=False)
     assert [(r["length"], r["method"]) for r in rows] == [(T, m) for T in (32, 48) for m in lc.METHODS]
     assert all(r["status"] == "ok" for r in rows)
     for r in rows:
@@ -40,22 +41,25 @@ def test_methods_agree_in_process(lc):
 def test_does_not_fit_is_recorded_not_run(lc):
     """A margin larger than the machine's memory: every cell is a 'does not fit' row, and a
     method that did not fit is not tried at longer lengths."""
-    rows = lc.run(lc.TINY, [32, 64], ["eager"], isolate=False, margin_gib=1e6, progress=False)
+    rows = lc.run(lc.TINY, [32, 64], ["eager"], domain="nl", isolate=False, margin_gib=1e6, progress=False)
     assert rows[0]["status"].startswith("does not fit: needs ") and "seconds" not in rows[0]
     assert rows[1]["status"] == "does not fit (did not at T=32)"
 
 
+@pytest.mark.slow  # a second Python that imports torch and transformers: ~10 s idle, a minute on a busy machine
 def test_child_process_and_csv(lc, tmp_path):
-    """The script as run: each cell in its own process, the CSV with the documented columns."""
+    """The script as run: a cell in its own process, the CSV with the documented columns."""
     out = tmp_path / "long.csv"
-    r = subprocess.run([sys.executable, str(SCRIPT), "--model", "tiny", "--lengths", "40", "--methods", "sinkscope,eager",
-                        "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, str(SCRIPT), "--model", "tiny", "--lengths", "40", "--methods", "sinkscope", "--domain", "nl",
+           "--no-progress", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
     assert tuple(rows[0]) == lc.COLUMNS
-    assert [(x["length"], x["method"], x["status"]) for x in rows] == [("40", "sinkscope", "ok"), ("40", "eager", "ok")]
-    assert float(rows[0]["max_abs_diff_vs_eager"]) < 1e-6
-    assert "T=40: eager / sinkscope time" in r.stdout and f"wrote {out}" in r.stdout
+    assert [(x["length"], x["method"], x["status"]) for x in rows] == [("40", "sinkscope", "ok")]
+    assert float(rows[0]["peak_rss_gib"]) >= float(rows[0]["activation_gib"]) >= 0
+    assert float(rows[0]["process_peak_gib"]) >= float(rows[0]["peak_rss_gib"])
+    assert f"wrote {out}" in r.stdout
 
 
 def test_json_output(lc, tmp_path):
