@@ -145,6 +145,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validation loss + sink readouts (0: never)")
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--save-at", default=None, metavar="STEPS",
+                   help="keep the weights of these steps (e.g. 0,100,200,400; 0 = the initial weights) as HF directories in "
+                        "OUT/checkpoints/step-NNNNNN/, for sinkscope dynamics")
     p.add_argument("--tokenizer", default=None, help="a directory with a tokenizer to reuse instead of fitting one")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="start over in an existing --out")
@@ -318,11 +321,14 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     tok = read_tokenizer(args.tokenizer) if args.tokenizer else None
     command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
-    r = train(cfg, args.out, resume=args.resume, force=args.force, tokenizer=tok, progress=not args.quiet, command=command, device=args.device)
+    r = train(cfg, args.out, resume=args.resume, force=args.force, tokenizer=tok, progress=not args.quiet, command=command, device=args.device,
+              save_at=args.save_at)
     f = r["final"]
     sink = f"; BOS attention (layer band, T=40) {f['sink']:.3f}" if f["sink"] is not None else ""
     print(f"trained {cfg.steps} steps in {r['seconds']:.0f} s: validation loss {f['val_loss']:.3f}{sink}")
     print(f"wrote {args.out}/ (HF model directory; load it with --model {args.out})")
+    if r["checkpoints"]:
+        print(f"kept steps {','.join(map(str, r['save_at']))} in {args.out}/checkpoints/ (sinkscope dynamics --run {args.out})")
     return 0
 
 
