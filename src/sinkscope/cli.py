@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _reproduce_args(r)
     t = sub.add_parser("train", help="train a small GPT-2-style model with sink-circuit components switched on/off")
     _train_args(t)
+    y = sub.add_parser("dynamics", help="the sink circuit over a training run's kept steps (train --save-at): sink, EPE, alignment, edits, pathways, onset")
+    _dynamics_args(y)
     z = sub.add_parser("zoo", help="train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and compare their sinks")
     z.add_argument("--budget", choices=("small", "gpu"), default="small", help="small: <= 2 h on a 2-core CPU; gpu: larger models on a CUDA device")
     z.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
@@ -152,6 +154,23 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="start over in an existing --out")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _dynamics_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a sinkscope train directory whose checkpoints/ holds the kept steps (train --save-at)")
+    src.add_argument("--checkpoints", help="comma-separated model specs (HF directories, hub ids), one per training step")
+    p.add_argument("--steps", default=None, help="the training step of each --checkpoints entry (default: the step each recorded)")
+    p.add_argument("--threshold", type=float, default=None, help="sink level that marks the onset (default: 2x the uniform level)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _input_args(p)
+    p.set_defaults(model=None)
+    p.add_argument("--out", default="sinkscope-out/dynamics", help="output directory, replaced atomically (default: sinkscope-out/dynamics)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figure")
+    _format_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -332,6 +351,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_dynamics(args) -> int:
+    from .experiments.dynamics import run_checkpoints, run_dynamics
+
+    opts = _options(args)
+    steps = None
+    if args.steps is not None:
+        if args.run:
+            raise SinkscopeError("--steps goes with --checkpoints; a --run's checkpoints record their own steps")
+        try:
+            steps = [int(x) for x in args.steps.split(",") if x.strip()]
+        except ValueError:
+            raise SinkscopeError(f"--steps {args.steps} is not a comma-separated list of training steps, e.g. 0,100,200") from None
+    specs = run_checkpoints(args.run) if args.run else [c.strip() for c in args.checkpoints.split(",") if c.strip()]
+    return _print(run_dynamics(specs, opts, steps=steps, threshold=args.threshold), args.out)
+
+
 def cmd_zoo(args) -> int:
     from .experiments.zoo import run_zoo
 
@@ -349,6 +384,7 @@ def cmd_zoo(args) -> int:
 COMMANDS = {
     "measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene, "compare": cmd_compare,
     "mitigate": cmd_mitigate, "reproduce": cmd_reproduce, "train": cmd_train, "zoo": cmd_zoo,
+    "dynamics": cmd_dynamics,
 }
 
 

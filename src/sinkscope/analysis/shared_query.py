@@ -118,6 +118,13 @@ class SharedQuery:
 def query_key_batches(model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"):
     """Yield ``(start, {layer: (q_pre [B,H,T,dh], k [B,H,T,dh])}, ropes)`` per batch: the kernel's
     keys (rotated, GQA-repeated) and its queries rotated back to pre-RoPE."""
+    for start, out, ropes, _ in query_key_attention_batches(model, inputs, batch_size=batch_size, progress=progress, desc=desc):
+        yield start, out, ropes
+
+
+def query_key_attention_batches(model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"):
+    """:func:`query_key_batches` plus the model's own attention to index 0 in the same pass:
+    ``(start, qk, ropes, attn0 [B, layer, head, T])``."""
     ad = model.adapter
     ad.require_forward()
     trunk = ad.trunk()
@@ -136,7 +143,7 @@ def query_key_batches(model, inputs, *, batch_size: int = 32, progress: bool = T
                 k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
             rope = None if ropes[l] is None else ropes[l].to(q.dtype)
             out[l] = (unrotate(q.float(), rope), k.float())
-        yield start, out, ropes
+        yield start, out, ropes, cap.stacked()[..., 0]
 
 
 def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) -> SharedQuery:
