@@ -59,6 +59,11 @@ def test_save_at_keeps_loadable_checkpoints_of_the_right_steps(run, tmp_path, ca
     assert all(torch.equal(first[k], init[k]) for k in first) and not torch.equal(first["transformer.h.0.attn.c_attn.weight"],
                                                                                    last["transformer.h.0.attn.c_attn.weight"])
     assert main(["measure", "--model", str(_ckpt(run, 2)), "--out", str(tmp_path / "m"), "--no-figures", *INPUTS]) == 0
+    # keeping steps does not change the run: the same final weights as a run that keeps none
+    plain = train(TrainConfig(**TINY), tmp_path / "plain", data=tiny_texts(), progress=False)
+    assert plain["losses"] == info["losses"] and plain["checkpoints"] == []
+    other = _weights(tmp_path / "plain")
+    assert all(torch.equal(other[k], final[k]) for k in final)
 
 
 def test_a_resumed_run_keeps_its_checkpoints(run, tmp_path, monkeypatch):

@@ -44,6 +44,11 @@ def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--model", default="default", help="hub id, HF directory, .gguf file, partial safetensors or packaged:NAME (default: the embedded GPT-2-architecture model, offline)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     _input_args(p)
+    _output_args(p, default_out)
+
+
+def _output_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    """Output, batching, band, figures and progress options of a command that writes a result."""
     p.add_argument("--out", default=default_out, help=f"output directory, replaced atomically (default: {default_out})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
@@ -166,12 +171,7 @@ def _dynamics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     _input_args(p)
     p.set_defaults(model=None)
-    p.add_argument("--out", default="sinkscope-out/dynamics", help="output directory, replaced atomically (default: sinkscope-out/dynamics)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
-    p.add_argument("--no-figures", action="store_true", help="skip the figure")
-    _format_arg(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _output_args(p, "sinkscope-out/dynamics")
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:

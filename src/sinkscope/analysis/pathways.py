@@ -21,15 +21,14 @@ carries none of the sink. One batched pass over all layers and heads; each route
 is one fused kernel call (:func:`~sinkscope.metrics.capture.attend_and_capture`), so memory is
 O(T) per head, never T×T.
 
->>> from transformers import GPT2Config, GPT2LMHeadModel
->>> from sinkscope.models import SinkModel, adapter_for
+>>> from transformers import GPT2LMHeadModel
+>>> from sinkscope.models import SinkModel, adapter_for, tiny
 >>> from sinkscope.data import TokenizedInputs, Example
->>> torch.manual_seed(0); hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4)).eval()
-<torch._C.Generator object at ...>
->>> ti = TokenizedInputs(torch.randint(0, 100, (4, 12)), [Example("x", "nl")] * 4, {})
->>> r = pathways(SinkModel("m", hf, adapter_for(hf)), ti, progress=False)
->>> r.routes, tuple(r.share("shared").shape), r.full_vs_model < 1e-5
-(('full', 'shared', 'content', 'bq'), (2, 4), True)
+>>> hf = GPT2LMHeadModel(tiny.tiny_config("gpt2")).eval()
+>>> r = pathways(SinkModel("m", hf, adapter_for(hf)), TokenizedInputs(torch.arange(48).view(4, 12), [Example("x", "nl")] * 4, {}),
+...              progress=False)
+>>> r.routes, tuple(r.share("shared").shape), r.full_vs_model < 1e-5  # [layer, head]
+(('full', 'shared', 'content', 'bq'), (3, 4), True)
 """
 from __future__ import annotations
 
