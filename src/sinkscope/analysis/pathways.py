@@ -40,7 +40,7 @@ import torch
 from ..errors import SinkscopeError
 from ..metrics.capture import attend_and_capture
 from ..metrics.sink import key_attention
-from .shared_query import query_key_attention_batches, rotate
+from .shared_query import kernel_query_bias, kernel_scale, query_key_attention_batches, rotate
 
 ROUTES = ("full", "shared", "content", "bq")
 ROUTE_TEXT = {
@@ -107,15 +107,6 @@ class Pathways:
         return pd.concat(frames, ignore_index=True)
 
 
-def kernel_query_bias(adapter) -> torch.Tensor | None:
-    """The literal query bias in the frame of the queries the attention kernel sees
-    (``[layer, head, d_head]``, float64), or None when the model has none."""
-    if not adapter.info().has_query_bias:
-        return None
-    prescale = torch.tensor([adapter.query_prescale(l) for l in range(adapter.n_layers)], dtype=torch.float64)
-    return adapter.b_Q.double().cpu() * prescale[:, None, None]
-
-
 def _route_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Causal-softmax attention to index 0 of already-scaled ``queries`` over ``keys``, both
     ``[batch, layer, head, T, d_head]``: ``[batch, layer, head, T]``."""
@@ -144,10 +135,11 @@ def pathways(model, inputs, *, q_bar: torch.Tensor | None = None, batch_size: in
     if q_bar is None:
         q_bar = shared_query(model, inputs, batch_size=batch_size, progress=progress).q_bar
     b_Q = kernel_query_bias(ad)
-    scale = torch.tensor([ad.attn_scale(l) / ad.query_prescale(l) for l in range(L)], dtype=torch.float32)[None, :, None, None, None]
+    scale = kernel_scale(ad).float()[None, :, None, None, None]  # [1, layer, 1, 1, 1]
     routes = {r: [] for r in ROUTES if r != "bq" or b_Q is not None}
     own = []
-    for start, qk, ropes, attn0 in query_key_attention_batches(model, inputs, batch_size=batch_size, progress=progress, desc="pathways"):
+    batches = query_key_attention_batches(model, inputs, batch_size=batch_size, progress=progress, desc="pathways")
+    for start, qk, ropes, attn0 in batches:
         B, _, T, _ = qk[0][0].shape
         dev = qk[0][0].device
         lengths = inputs.lengths[start : start + B] if inputs.ragged else None
@@ -160,16 +152,18 @@ def pathways(model, inputs, *, q_bar: torch.Tensor | None = None, batch_size: in
             terms["bq"] = b_Q.to(dev, torch.float32)[None, :, :, None, :].expand_as(terms["full"])
 
         def rotated(x):  # R_i x_i per layer (layers can rotate differently: Gemma-3's sliding layers)
-            return torch.stack([rotate(x[:, l], None if ropes[l] is None else ropes[l].to(x.dtype)) for l in range(L)], 1)
+            return torch.stack([rotate(x[:, l], None if ropes[l] is None else ropes[l].to(x.dtype))
+                                for l in range(L)], 1)
 
         for r in routes:
             a = _route_attention(rotated(terms[r]) * scale.to(dev), k)  # [batch, layer, head, T]
             routes[r].append(key_attention(a[..., None], 0, lengths=lengths).cpu())
         own.append(key_attention(attn0.float()[..., None], 0, lengths=lengths).cpu())
     res = Pathways({r: torch.cat(v) for r, v in routes.items()}, torch.cat(own), q_bar.double().cpu(), b_Q)
-    tol = tolerance if tolerance is not None else (1e-4 if next(ad.model.parameters()).dtype in (torch.float32, torch.float64) else 1e-2)
-    if not res.full_vs_model <= tol:
-        raise SinkscopeError(f"the pathways recompute plain causal softmax attention, and on {model.name} that differs from the model's own "
-                             f"by up to {res.full_vs_model:.2g} (a sliding window shorter than the inputs, soft-capping or a sink logit); "
-                             "use inputs shorter than its attention window, or a model without these")
+    if tolerance is None:
+        tolerance = 1e-4 if next(ad.model.parameters()).dtype in (torch.float32, torch.float64) else 1e-2
+    if not res.full_vs_model <= tolerance:
+        raise SinkscopeError(f"the pathways recompute plain causal softmax attention, and on {model.name} that differs from the "
+                             f"model's own by up to {res.full_vs_model:.2g} (a sliding window shorter than the inputs, soft-capping "
+                             "or a sink logit); use inputs shorter than its attention window, or a model without these")
     return res
