@@ -94,12 +94,14 @@ class SweepConfig:
                 "band": list(self.band) if self.band else None, "format": CELL_FORMAT}
 
 
-def training_step(spec: str, model=None) -> int | None:
+def training_step(spec: str) -> int | None:
     """The training step a model spec stands for, where it says: a ``sinkscope train
-    --save-at`` checkpoint (its config's ``sinkscope_step``), a hub revision ``@stepN`` (Pythia)
-    or a directory named ``step-N`` / ``step_N`` / ``stepN``; else None."""
-    step = getattr(getattr(getattr(model, "hf", None), "config", None), "sinkscope_step", None)
-    if isinstance(step, int):
+    --save-at`` checkpoint (``experiments.dynamics.checkpoint_step``), a hub revision ``@stepN``
+    (Pythia) or a directory named ``step-N`` / ``step_N`` / ``stepN``; else None."""
+    from .dynamics import checkpoint_step
+
+    step = checkpoint_step(spec) if os.path.isdir(spec) else None
+    if step is not None:
         return step
     m = re.search(r"(?:@|(?:^|[/\\])(?:checkpoint[-_])?)step[-_]?(\d+)(?:[/\\]?$)", spec)
     return int(m.group(1)) if m else None
@@ -136,7 +138,7 @@ def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[d
 
     limit = model.adapter.max_positions()
     if limit is not None and cell.length > limit:  # a fact about the model, recorded like any other
-        return [{"model": cell.model, "step": training_step(cell.model, model), "length": cell.length, "content": cell.content,
+        return [{"model": cell.model, "step": training_step(cell.model), "length": cell.length, "content": cell.content,
                  "seed": cell.seed, "domain": "all", "intervention": "a", "description": "baseline", "applicable": False,
                  "reason": f"{cell.length} tokens do not fit this model's {limit} learned positions",
                  **dict.fromkeys(("bos_attention", "se", "pct_baseline", "attn_to_1", "delta_ce"), float("nan")), "n": 0}]
@@ -149,7 +151,7 @@ def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[d
                             labels=dict(PAPER_LABELS) if shared["preset"] == "paper" else {}, cache=facts.cache())
     t = res.table()
     t = t[t.scope == "mid"]
-    step = training_step(cell.model, model)
+    step = training_step(cell.model)
     rows = []
     for _, r in t.iterrows():
         rows.append({"model": cell.model, "step": step, "length": cell.length, "content": cell.content, "seed": cell.seed,
