@@ -44,6 +44,11 @@ def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--model", default="default", help="hub id, HF directory, .gguf file, partial safetensors or packaged:NAME (default: the embedded GPT-2-architecture model, offline)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     _input_args(p)
+    _output_args(p, default_out)
+
+
+def _output_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    """Output, batching, band, figures and progress options of a command that writes a result."""
     p.add_argument("--out", default=default_out, help=f"output directory, replaced atomically (default: {default_out})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
@@ -95,10 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--models", default=None, help="comma-separated model specs (default: --model)")
     g.add_argument("--strengths", default="1,0.8,0.6,0.4,0.2,0", help="fractions kept, from 1 (no edit) to 0 (default 1,0.8,...,0)")
     g.add_argument("--edits", default="bq,qbar,wk,patch0", help="subset of bq, qbar, wk, patch0")
+    w = sub.add_parser("sweep", help="one question along the study's axes: models / checkpoints x lengths x content x seeds, each cell the paper's interventions; cached, resumable, local or Ray")
+    _sweep_args(w)
     r = sub.add_parser("reproduce", help="the whole study on one model: cached stages + a self-contained report.html with every figure, Table 1 and paper vs this run")
     _reproduce_args(r)
     t = sub.add_parser("train", help="train a small GPT-2-style model with sink-circuit components switched on/off")
     _train_args(t)
+    y = sub.add_parser("dynamics", help="the sink circuit over a training run's kept steps (train --save-at): sink, EPE, alignment, edits, pathways, onset")
+    _dynamics_args(y)
     z = sub.add_parser("zoo", help="train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and compare their sinks")
     z.add_argument("--budget", choices=("small", "gpu"), default="small", help="small: <= 2 h on a 2-core CPU; gpu: larger models on a CUDA device")
     z.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
@@ -107,6 +116,52 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--device", default="cpu")
     z.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="default", help="comma-separated model specs: hub ids (ORG/NAME@REVISION for training checkpoints), "
+                   "HF directories (sinkscope train --save-at checkpoints), .gguf, packaged:NAME (default: default)")
+    p.add_argument("--lengths", default="40", help="comma-separated input lengths in tokens (default 40; short texts are joined within their domain)")
+    p.add_argument("--content", default="natural", help="comma-separated regimes: natural, random (uniform tokens), repeated (a random half, twice)")
+    p.add_argument("--seeds", default="0", help="comma-separated input seeds; 0 is the inputs' own (the paper's) selection (default 0)")
+    p.add_argument("--inputs", default="default", help="the natural texts: an --inputs spec as for measure (default: the offline corpus)")
+    p.add_argument("--per-domain", type=int, default=None, help="inputs per domain and cell (random / repeated: 3x this many)")
+    p.add_argument("--preset", choices=("paper", "none"), default="paper", help="paper: interventions (a)..(j) per cell; none: the baseline sink only")
+    p.add_argument("--bos", choices=("auto", "on", "off"), default="auto", help="prepend the tokenizer's BOS token (auto: the model's convention)")
+    p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local: sequential, no extra dependency; ray: one task per model (pip install 'sinkscope[ray]')")
+    p.add_argument("--address", default=None, help="with --backend ray: an existing cluster (default: a local Ray instance)")
+    p.add_argument("--out", required=True, help="sweep directory: cells/ (cached, never recomputed), sweep.csv, table1_models.csv/.md, figures, report.html")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures and report.html")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SinkscopeError(f"{flag} {text} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if not vals:
+        raise SinkscopeError(f"{flag} is empty; give e.g. {flag} 0,1")
+    if len(set(vals)) < len(vals):
+        raise SinkscopeError(f"{flag} {text} repeats a value; give each once")
+    return vals
+
+
+def cmd_sweep(args) -> int:
+    from .experiments.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(models=tuple(m.strip() for m in args.models.split(",") if m.strip()), lengths=_int_list(args.lengths, "--lengths"),
+                      contents=tuple(args.content.split(",")), seeds=_int_list(args.seeds, "--seeds"), inputs=args.inputs,
+                      per_domain=args.per_domain, preset=args.preset, bos=args.bos, band=_parse_band(args.layers),
+                      batch_size=args.batch_size, device=args.device, backend=args.backend, address=args.address)
+    r = run_sweep(cfg, args.out, figures=not args.no_figures, progress=not args.quiet)
+    print(r.markdown())
+    print(f"wrote {args.out}/ (sweep.csv, table1_models.csv, table1_models.md, sweep.json{', figures, report.html' if not args.no_figures else ''}) "
+          f"in {r.seconds:.0f} s")
+    return 0 if not r.failed else 1
 
 
 def _bool(text: str) -> bool:
@@ -145,11 +200,26 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validation loss + sink readouts (0: never)")
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--save-at", default=None, metavar="STEPS",
+                   help="keep the weights of these steps (e.g. 0,100,200,400; 0 = the initial weights) as HF directories in "
+                        "OUT/checkpoints/step-NNNNNN/, for sinkscope dynamics")
     p.add_argument("--tokenizer", default=None, help="a directory with a tokenizer to reuse instead of fitting one")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="start over in an existing --out")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _dynamics_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a sinkscope train directory whose checkpoints/ holds the kept steps (train --save-at)")
+    src.add_argument("--checkpoints", help="comma-separated model specs (HF directories, hub ids), one per training step")
+    p.add_argument("--steps", default=None, help="the training step of each --checkpoints entry (default: the step each recorded)")
+    p.add_argument("--threshold", type=float, default=None, help="sink level that marks the onset (default: 2x the uniform level)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _input_args(p)
+    p.set_defaults(model=None)
+    _output_args(p, "sinkscope-out/dynamics")
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
@@ -318,12 +388,31 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     tok = read_tokenizer(args.tokenizer) if args.tokenizer else None
     command = "sinkscope " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sinkscope") else ""
-    r = train(cfg, args.out, resume=args.resume, force=args.force, tokenizer=tok, progress=not args.quiet, command=command, device=args.device)
+    r = train(cfg, args.out, resume=args.resume, force=args.force, tokenizer=tok, progress=not args.quiet, command=command, device=args.device,
+              save_at=args.save_at)
     f = r["final"]
     sink = f"; BOS attention (layer band, T=40) {f['sink']:.3f}" if f["sink"] is not None else ""
     print(f"trained {cfg.steps} steps in {r['seconds']:.0f} s: validation loss {f['val_loss']:.3f}{sink}")
     print(f"wrote {args.out}/ (HF model directory; load it with --model {args.out})")
+    if r["checkpoints"]:
+        print(f"kept steps {','.join(map(str, r['save_at']))} in {args.out}/checkpoints/ (sinkscope dynamics --run {args.out})")
     return 0
+
+
+def cmd_dynamics(args) -> int:
+    from .experiments.dynamics import run_checkpoints, run_dynamics
+
+    opts = _options(args)
+    steps = None
+    if args.steps is not None:
+        if args.run:
+            raise SinkscopeError("--steps goes with --checkpoints; a --run's checkpoints record their own steps")
+        try:
+            steps = [int(x) for x in args.steps.split(",") if x.strip()]
+        except ValueError:
+            raise SinkscopeError(f"--steps {args.steps} is not a comma-separated list of training steps, e.g. 0,100,200") from None
+    specs = run_checkpoints(args.run) if args.run else [c.strip() for c in args.checkpoints.split(",") if c.strip()]
+    return _print(run_dynamics(specs, opts, steps=steps, threshold=args.threshold), args.out)
 
 
 def cmd_zoo(args) -> int:
@@ -342,7 +431,8 @@ def cmd_zoo(args) -> int:
 
 COMMANDS = {
     "measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene, "compare": cmd_compare,
-    "mitigate": cmd_mitigate, "reproduce": cmd_reproduce, "train": cmd_train, "zoo": cmd_zoo,
+    "mitigate": cmd_mitigate, "reproduce": cmd_reproduce, "train": cmd_train, "zoo": cmd_zoo, "sweep": cmd_sweep,
+    "dynamics": cmd_dynamics,
 }
 
 

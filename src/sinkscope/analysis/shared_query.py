@@ -118,6 +118,13 @@ class SharedQuery:
 def query_key_batches(model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"):
     """Yield ``(start, {layer: (q_pre [B,H,T,dh], k [B,H,T,dh])}, ropes)`` per batch: the kernel's
     keys (rotated, GQA-repeated) and its queries rotated back to pre-RoPE."""
+    for start, out, ropes, _ in query_key_attention_batches(model, inputs, batch_size=batch_size, progress=progress, desc=desc):
+        yield start, out, ropes
+
+
+def query_key_attention_batches(model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"):
+    """:func:`query_key_batches` plus the model's own attention to index 0 in the same pass:
+    ``(start, qk, ropes, attn0 [B, layer, head, T])``."""
     ad = model.adapter
     ad.require_forward()
     trunk = ad.trunk()
@@ -136,7 +143,7 @@ def query_key_batches(model, inputs, *, batch_size: int = 32, progress: bool = T
                 k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
             rope = None if ropes[l] is None else ropes[l].to(q.dtype)
             out[l] = (unrotate(q.float(), rope), k.float())
-        yield start, out, ropes
+        yield start, out, ropes, cap.stacked()[..., 0]
 
 
 def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) -> SharedQuery:
@@ -171,17 +178,28 @@ def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) 
         advs.append(adv_b)
         contrasts.append(con_b)
         nq.append(win.sum(1).cpu())
-    b_Q = None
-    if ad.info().has_query_bias:
-        b_Q = ad.b_Q.double().cpu() * torch.tensor([ad.query_prescale(l) for l in range(L)], dtype=torch.float64)[:, None, None]
     return SharedQuery(
         q_bar=q_sum / q_n,
         adv=torch.cat(advs),
         contrast=torch.cat(contrasts),
         n_queries=torch.cat(nq).double(),
-        b_Q=b_Q,
-        scale=torch.tensor([ad.attn_scale(l) / ad.query_prescale(l) for l in range(L)], dtype=torch.float64),
+        b_Q=kernel_query_bias(ad),
+        scale=kernel_scale(ad),
     )
+
+
+def kernel_query_bias(adapter) -> torch.Tensor | None:
+    """The literal query bias in the frame of the queries the attention kernel sees
+    (``[layer, head, d_head]``, float64, on the CPU), or None when the model has none."""
+    if not adapter.info().has_query_bias:
+        return None
+    prescale = torch.tensor([adapter.query_prescale(l) for l in range(adapter.n_layers)], dtype=torch.float64)
+    return adapter.b_Q.double().cpu() * prescale[:, None, None]
+
+
+def kernel_scale(adapter) -> torch.Tensor:
+    """``[layer]`` (float64): the factor the attention kernel applies to its own ``q·k``."""
+    return torch.tensor([adapter.attn_scale(l) / adapter.query_prescale(l) for l in range(adapter.n_layers)], dtype=torch.float64)
 
 
 def shared_gamma(model, q_bar: torch.Tensor, T: int) -> torch.Tensor:

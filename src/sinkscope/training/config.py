@@ -94,3 +94,41 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+SAVE_AT_EXAMPLE = "e.g. 0,100,200,400"
+CHECKPOINTS = "checkpoints"  # the run's kept steps: RUN/checkpoints/step-NNNNNN/
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory name of the kept weights of ``step``: ``step-000100``."""
+    return f"step-{step:06d}"
+
+
+def save_at_steps(spec, steps: int) -> tuple[int, ...]:
+    """``train --save-at``: the steps whose weights a run keeps as HF checkpoints (0 = the initial
+    weights), sorted and without repeats; ``spec`` is the option's text or a sequence of ints.
+    Each must be a whole number in ``0..steps``.
+
+    >>> save_at_steps("400, 0,100,100", 800)
+    (0, 100, 400)
+    >>> save_at_steps("0,900", 800)
+    Traceback (most recent call last):
+    sinkscope.errors.SinkscopeError: --save-at 0,900: step 900 is past the run's --steps 800; give steps in 0..800
+    """
+    text = spec if isinstance(spec, str) else ",".join(str(s) for s in spec)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise SinkscopeError(f"--save-at {text!r} names no step; give comma-separated training steps, {SAVE_AT_EXAMPLE}")
+    out = set()
+    for p in parts:
+        try:
+            step = int(p)
+        except ValueError:
+            raise SinkscopeError(f"--save-at {text}: {p!r} is not a step; give comma-separated whole numbers, {SAVE_AT_EXAMPLE}") from None
+        if step < 0:
+            raise SinkscopeError(f"--save-at {text}: step {step} is negative; give steps of 0 (the initial weights) or more")
+        if step > steps:
+            raise SinkscopeError(f"--save-at {text}: step {step} is past the run's --steps {steps}; give steps in 0..{steps}")
+        out.add(step)
+    return tuple(sorted(out))

@@ -3,7 +3,9 @@
 The run directory holds ``checkpoint.pt`` (model, optimiser, step, history; replaced atomically
 every ``ckpt_every`` steps) and the tokenizer from the start; at the end a HF model directory
 (``config.json``, ``model.safetensors``, tokenizer, ``training.json``) that every sinkscope
-command loads. Batches and initialisation depend only on the seed, so a run resumed from a
+command loads. ``save_at`` steps (``--save-at``) are kept as such directories too, in
+``checkpoints/step-NNNNNN/`` (step 0: the initial weights), each recording its step
+(``training.json`` ``step``, ``config.json`` ``sinkscope_step``). Batches and initialisation depend only on the seed, so a run resumed from a
 checkpoint follows the uninterrupted run's loss curve exactly (on the same machine).
 
 >>> import tempfile
@@ -27,7 +29,7 @@ from ..errors import SinkscopeError
 from ..io import MARKER, check_owned, claim_dir, exclusive_dir, publish_mode, write_json_atomic
 from ..models.loading import resolve_device
 from ..models.sinkgpt import SinkGPTForCausalLM
-from .config import PROBE_T, TrainConfig
+from .config import CHECKPOINTS, PROBE_T, TrainConfig, checkpoint_name, save_at_steps
 from .data import RESERVED, SPECIAL, SYNTHETIC, sample_windows, token_streams, tokenizer_in, training_texts
 
 def tiny_texts() -> dict[str, list[str]]:
@@ -104,12 +106,12 @@ def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> No
     cfg = model.config
     if cfg.is_gpt2:
         hf = GPT2LMHeadModel(cfg.to_gpt2_config())
-        hf.config.sinkscope_bos = bool(summary["config"]["bos"])
         missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
         assert not unexpected and all(k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing), (missing, unexpected)
     else:
         hf = model
-        hf.config.sinkscope_bos = bool(summary["config"]["bos"])
+    hf.config.sinkscope_bos = bool(summary["config"]["bos"])
+    hf.config.sinkscope_step = int(summary["step"])  # the training step of these weights
     from ..models.loading import _quiet_transformers
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp, _quiet_transformers():
@@ -122,14 +124,42 @@ def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> No
             os.replace(Path(tmp) / n, out / n)
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False, tokenizer=None, data: dict | None = None, progress: bool = True, command: str = "", device: str = "cpu", on_eval=None) -> dict:
+def keep_checkpoint(model, tokenizer, out: Path, step: int, summary: dict) -> Path:
+    """Write the weights of ``step`` as a HF directory ``out/checkpoints/step-NNNNNN`` (the
+    :func:`export` layout, ``summary`` as its ``training.json``), atomically: a directory of that
+    name is always complete. One kept earlier under the name is replaced."""
+    import tempfile
+
+    parent = out / CHECKPOINTS
+    parent.mkdir(exist_ok=True)
+    final = parent / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.tmp-"))
+    old = None
+    try:
+        export(model, tokenizer, tmp, summary)
+        publish_mode(tmp, directory=True)
+        if final.exists():  # a resumed run reaching the step again: swap, then drop the old one
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.old-"))
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False, tokenizer=None, data: dict | None = None, progress: bool = True, command: str = "", device: str = "cpu", on_eval=None, save_at=None) -> dict:
     """Train (or resume) a run in ``out``; returns the ``training.json`` summary.
 
     ``on_eval(dict)`` is called with every readout (step, validation loss, sink). ``out`` must
     be new, empty or an earlier sinkscope run (its ``.sinkscope`` marker): ``force`` clears only
-    such a directory, and only the files a run writes.
+    such a directory, and only the files a run writes. ``save_at`` (``--save-at``: text such as
+    ``"0,100,200"`` or a sequence of steps in ``0..cfg.steps``) keeps the weights of those steps
+    in ``out/checkpoints/`` (:func:`keep_checkpoint`); a resumed run keeps the ones it has.
     """
     cfg.validate()
+    save_at = save_at_steps(save_at, cfg.steps) if save_at is not None else ()
     resolve_device(device)
     out = check_owned(out, "train", legacy=looks_like_run)  # --force and --resume only touch sinkscope's own runs
     ckpt = out / "checkpoint.pt"
@@ -142,7 +172,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     before = {p.name for p in out.iterdir()}
     with exclusive_dir(out, "sinkscope train"):
         try:
-            return _train(cfg, out, resume, force, tokenizer, data, progress, command, device, on_eval)
+            return _train(cfg, out, resume, force, tokenizer, data, progress, command, device, on_eval, save_at)
         except BaseException:
             if not ckpt.exists():  # failed or stopped before its first checkpoint: leave no half-made run
                 if new:
@@ -179,13 +209,16 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, data, progress: bool, command: str, device: str, on_eval) -> dict:
+def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, data, progress: bool, command: str, device: str, on_eval,
+           save_at: tuple[int, ...] = ()) -> dict:
     from tqdm.auto import tqdm
 
     ckpt = out / "checkpoint.pt"
     if force and not resume:
         if (out / "tokenizer" / "tokenizer.json").exists():  # a fresh start fits a fresh tokenizer (e.g. another --vocab)
             shutil.rmtree(out / "tokenizer")
+        if (out / CHECKPOINTS).is_dir():  # the kept steps of the run being replaced
+            shutil.rmtree(out / CHECKPOINTS)
         for p in out.iterdir():
             if p.is_file() and (p.name in ("checkpoint.pt", "config.json", "training.json") or p.suffix in (".safetensors", ".json", ".txt")):
                 p.unlink()
@@ -233,10 +266,24 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, da
         if step > cfg.steps:
             raise SinkscopeError(f"--steps {cfg.steps} is below the {step} steps the checkpoint already has; pass --steps {step} or more")
         history["config"]["steps"] = cfg.steps
+        lost = [s for s in save_at if s < step and not (out / CHECKPOINTS / checkpoint_name(s) / "config.json").exists()]
+        if lost:
+            raise SinkscopeError(f"--save-at {','.join(map(str, lost))}: this run resumes from step {step} and did not keep "
+                                 f"{'that step' if len(lost) == 1 else 'those steps'}; drop {'it' if len(lost) == 1 else 'them'} "
+                                 "from --save-at or start over with --force")
     probe = sample_windows(val_ids, 48, PROBE_T, seed=10_007, step=0, bos_id=bos_id).to(device)
     val = sample_windows(val_ids, 64, cfg.context, seed=10_009, step=0, bos_id=bos_id).to(device)
-    model.train()
     t0 = time.perf_counter() - history["seconds"]
+
+    def keep(step: int) -> None:
+        """The weights of ``step`` as a HF directory, with the readouts of that moment."""
+        info = {"step": step, "config": asdict(cfg), "command": command, "run": str(out), "seconds": round(time.perf_counter() - t0, 1),
+                "val_loss": _val_loss(model, val, cfg.bos), "sink": probe_sink(model, probe), "torch": torch.__version__}
+        keep_checkpoint(model, tokenizer, out, step, info)
+
+    if step in save_at and (state is None or not (out / CHECKPOINTS / checkpoint_name(step) / "config.json").exists()):
+        keep(step)  # step 0 of a fresh run (the initial weights), or the step a run resumes from
+    model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
     postfix: dict = {}
     while step < cfg.steps:
@@ -258,6 +305,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, da
             if on_eval is not None:
                 on_eval(ev)
             postfix["sink"] = f"{ev['sink']:.3f}"
+        if step in save_at:
+            keep(step)
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
@@ -267,6 +316,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, da
     history["seconds"] = time.perf_counter() - t0
     final = {"val_loss": _val_loss(model, val, cfg.bos), "sink": probe_sink(model, probe)}
     summary = {
+        "step": step,
         "config": asdict(cfg),
         "command": command,
         "final": final,
@@ -276,6 +326,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, force: bool, tokenizer, da
         "n_params": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
         "train_tokens": {k: len(v) for k, v in train_ids.items()},
+        "save_at": list(save_at),
+        "checkpoints": [f"{CHECKPOINTS}/{checkpoint_name(s)}" for s in save_at],
     }
     _save_checkpoint(ckpt, model, opt, step, history)
     export(model, tokenizer, out, summary)
