@@ -10,12 +10,14 @@ for each method and T:
                patterns it returns (what a user of HF / TransformerLens-style caches does)
 
 Each (method, T) runs in a fresh child process (``--no-isolate``: all in this one): time of the
-pass (median of ``--repeats``), peak RSS of the process during it (VmHWM, reset after the model is
-loaded) and the activation memory (that peak minus the RSS before the pass). Before a pass the child
-predicts its memory (eager keeps layers x heads x T^2 fp32 probabilities) and skips it, recorded as
-"does not fit: needs X GiB", when it would not fit in the memory available now less ``--margin-gib``;
-a hard address-space limit at that size makes a wrong prediction an error, not an OOM kill. Prints
-ratios to `bare`, eager against sinkscope, and max|BOS(sinkscope) - BOS(eager)| where both ran.
+pass (median of ``--repeats``) and its CPU seconds (steadier than wall time on a shared machine),
+peak RSS of the process during it (VmHWM, reset after the model is loaded) and the activation
+memory (that peak minus the RSS before the pass). Results: docs/long-context.md. Before a pass the
+child predicts its memory (eager keeps layers x heads x T^2 fp32 probabilities) and skips it,
+recorded as "does not fit: needs X GiB", when it would not fit in the memory available now less
+``--margin-gib``; a hard address-space limit at that size makes a wrong prediction an error, not an
+OOM kill. Prints ratios to `bare`, eager against sinkscope, and max|BOS(sinkscope) - BOS(eager)|
+where both ran.
 
     python benchmarks/long_context.py                                  # T = 1k, 4k, 16k, 32k
     python benchmarks/long_context.py --lengths 1024,2048 --out long.csv
