@@ -15,6 +15,7 @@ the two give the same ``sweep.csv``.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import json
 import os
 import re
@@ -31,7 +32,8 @@ BACKENDS = ("local", "ray")
 SWEEP_COLUMNS = ["model", "step", "length", "content", "seed", "domain", "intervention", "description", "applicable",
                  "reason", "bos_attention", "se", "n", "pct_baseline", "attn_to_1", "delta_ce"]
 TABLE1_COLUMNS = ["model", "intervention", "description", "domain", "mean", "sd_seeds", "n_seeds", "n", "pct_baseline"]
-CELL_FORMAT = 1  # bump when a cell's rows change meaning: old cells are then recomputed
+CELL_FORMAT = 1
+POOL_GROWTH = 4  # a natural cell whose domains join too few long texts reads 4x, 16x ... as many  # bump when a cell's rows change meaning: old cells are then recomputed
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,17 @@ def cell_inputs(model, cell: Cell, shared: dict):
         vocab = int(model.adapter.token_embedding_module().weight.shape[0])
         return synthetic_inputs(cell.content, tok, n=(per_domain or 100) * 3, length=cell.length, seed=cell.seed,
                                 vocab=min(vocab, len(tok)), bos=bos)
-    examples = read_examples(shared["inputs"], tokenizer=tok, per_domain=per_domain, max_tokens=cell.length, seed=cell.seed)
-    if not shared["inputs"].startswith("default"):  # the default corpus draws by seed itself
-        examples = resample(examples, cell.seed)
-    examples = lengthen(examples, tok, cell.length - 1 if bos else cell.length)
+    n_text = cell.length - 1 if bos else cell.length
+    pool = per_domain
+    while True:  # read as measure does; a larger pool only where joins are too few for the length
+        raw = read_examples(shared["inputs"], tokenizer=tok, per_domain=pool, max_tokens=cell.length, seed=cell.seed)
+        if not shared["inputs"].startswith("default"):  # the default corpus draws by seed itself
+            raw = resample(raw, cell.seed)
+        examples = lengthen(raw, tok, n_text)
+        have = Counter(e.domain for e in examples)
+        if pool is None or pool >= per_domain * POOL_GROWTH**4 or all(have[d] >= per_domain for d in {e.domain for e in raw}):
+            break
+        pool *= POOL_GROWTH
     return tokenize_examples(examples, tok, max_tokens=cell.length, per_domain=per_domain, prepend_bos=bos,
                              spec=f"{shared['inputs']}@{cell.length}:seed={cell.seed}")
 
