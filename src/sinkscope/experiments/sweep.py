@@ -229,6 +229,10 @@ class SweepResult:
     failed: dict = field(default_factory=dict)  # cell description -> error
     seconds: float = 0.0
 
+    def intervention_order(self, intervention: str):
+        """Interventions in the grid's own order (a..j), whichever model lacks one."""
+        return list(dict.fromkeys(self.frame.intervention)).index(intervention)
+
     def table1_setting(self) -> tuple[int, str]:
         """Table 1's cell setting: the first length and natural text (else the first regime)."""
         c = self.config.contents
@@ -256,7 +260,7 @@ class SweepResult:
                "band BOS attention, mean ± cross-seed SD (% of baseline)", ""]
         for dom in dict.fromkeys(t.domain):
             sub = t[t.domain == dom]
-            ivs = list(dict.fromkeys(sub.intervention))
+            ivs = sorted(dict.fromkeys(sub.intervention), key=self.intervention_order)
             out += [f"### {dom}", "", "| model | " + " | ".join(ivs) + " |", "|---|" + "---|" * len(ivs)]
             for m in dict.fromkeys(sub.model):
                 cells = []

@@ -77,7 +77,7 @@ def table1_heatmap(result, path):
     """% of the baseline sink left under each intervention, model × intervention (all inputs)."""
     t = result.table1()
     t = t[t.domain == "all"]
-    models, ivs = list(dict.fromkeys(t.model)), list(dict.fromkeys(t.intervention))
+    models, ivs = list(dict.fromkeys(t.model)), sorted(dict.fromkeys(t.intervention), key=result.intervention_order)
     grid = np.full((len(models), len(ivs)), np.nan)
     for _, r in t.iterrows():
         grid[models.index(r.model), ivs.index(r.intervention)] = r.pct_baseline
