@@ -11,6 +11,7 @@ from sinkscope.analysis.shared_query import query_key_batches, rotate, shared_ga
 from sinkscope.data import Example, TokenizedInputs
 from sinkscope.metrics import KeyAttentionCapture
 from sinkscope.models import SinkModel, adapter_for
+from sinkscope.models.base import Rotary
 
 
 def _sm(hf):
@@ -73,7 +74,7 @@ def test_advantage_and_share_match_a_naive_loop(family):
                 _, k = qk[l]
                 for i in range(n // 2, n):
                     adv += float(scores[e, l, h, i, 0] - scores[e, l, h, i, 1 : i + 1].mean())
-                    qi = rotate(r.q_bar[l, h].float()[None, :].expand(n, -1), None if ropes[l] is None else (ropes[l][0][:n], ropes[l][1][:n]))[i]
+                    qi = rotate(r.q_bar[l, h].float()[None, :].expand(n, -1), None if ropes[l] is None else Rotary(ropes[l].cos[:n], ropes[l].sin[:n], ropes[l].interleaved))[i]
                     s = k[e, h, :n] @ qi
                     shared += float(s[0] - s[1 : i + 1].mean())
                 assert r.adv[e, l, h].item() == pytest.approx(adv, rel=1e-4, abs=1e-4)

@@ -32,18 +32,17 @@ from tqdm.auto import tqdm
 
 from ..metrics import KeyAttentionCapture
 from ..metrics.sink import query_window
-from ..models.sinkgpt import apply_rope
 
 
 def unrotate(x: torch.Tensor, rope) -> torch.Tensor:
     """``R_iᵀ x_i`` for ``x [..., T, d_head]`` (identity when ``rope`` is None): the rotation by
     the opposite angles."""
-    return x if rope is None else apply_rope(x, rope[0], -rope[1])
+    return x if rope is None else rope.apply(x, inverse=True)
 
 
 def rotate(x: torch.Tensor, rope) -> torch.Tensor:
     """``R_i x_i`` (identity when ``rope`` is None)."""
-    return x if rope is None else apply_rope(x, *rope)
+    return x if rope is None else rope.apply(x)
 
 
 def _window_mask(T: int, lengths: torch.Tensor | None, B: int) -> torch.Tensor:
@@ -126,7 +125,7 @@ def query_key_batches(model, inputs, *, batch_size: int = 32, progress: bool = T
     for start in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", disable=not progress):
         ids = inputs.ids[start : start + batch_size].to(model.device)
         T = ids.shape[1]
-        if ropes is None or ropes[0] is not None and ropes[0][0].shape[0] != T:
+        if ropes is None or ropes[0] is not None and ropes[0].T != T:
             ropes = [ad.rope(l, T, device=model.device) for l in range(ad.n_layers)]
         with torch.inference_mode(), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
             trunk(input_ids=ids, use_cache=False)
@@ -135,7 +134,7 @@ def query_key_batches(model, inputs, *, batch_size: int = 32, progress: bool = T
             q, k = cap.qk[l]
             if k.shape[1] != q.shape[1]:
                 k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-            rope = None if ropes[l] is None else tuple(t.to(q.dtype) for t in ropes[l])
+            rope = None if ropes[l] is None else ropes[l].to(q.dtype)
             out[l] = (unrotate(q.float(), rope), k.float())
         yield start, out, ropes
 
@@ -158,7 +157,7 @@ def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) 
         con_b = torch.zeros(B, L, H, dh, dtype=torch.float64)
         for l in range(L):
             q_pre, k = qk[l]  # [batch, head, pos, d_head]
-            rope = None if ropes[l] is None else tuple(t.to(k.dtype) for t in ropes[l])
+            rope = None if ropes[l] is None else ropes[l].to(k.dtype)
             q_sum[l] += (q_pre.double() * valid[:, None, :, None]).sum((0, 2)).cpu()
             q = rotate(q_pre, rope)
             cum = torch.cumsum(k[:, :, 1:].double(), dim=2) / torch.arange(1, T, device=k.device, dtype=torch.float64)[:, None]
@@ -166,7 +165,7 @@ def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) 
             c[:, :, 1:] = k[:, :, :1].double() - cum  # c_i = k_0 - mean_{1<=j<=i} k_j   [batch, head, pos, d_head]
             w = win[:, None, :, None].double()
             adv_b[:, l] = ((q.double() * c) * w).sum((-1, -2)).cpu()
-            cr = unrotate(c, None if rope is None else tuple(t.double() for t in rope))
+            cr = unrotate(c, None if rope is None else rope.to(torch.float64))
             con_b[:, l] = (cr * w).sum(2).cpu()
         q_n += int(valid.sum())
         advs.append(adv_b)
@@ -196,6 +195,6 @@ def shared_gamma(model, q_bar: torch.Tensor, T: int) -> torch.Tensor:
     for l in range(ad.n_layers):
         rope = ad.rope(l, T, device=torch.device("cpu"))
         qb = q_bar[l].double()[:, None, :].expand(-1, T, -1)  # [head, pos, d_head]
-        qr = rotate(qb, None if rope is None else tuple(t.double() for t in rope))[:, win].mean(1)  # [head, d_head]
+        qr = rotate(qb, None if rope is None else rope.to(torch.float64))[:, win].mean(1)  # [head, d_head]
         out.append(torch.einsum("he,hde->hd", qr / ad.query_prescale(l), W_K[l]))
     return torch.stack(out)

@@ -111,8 +111,9 @@ def edit_inplace(stack: contextlib.ExitStack, view: torch.Tensor, fn) -> None:
 
 
 def hook_output(stack: contextlib.ExitStack, module: torch.nn.Module, fn) -> None:
-    """Replace ``module``'s output by ``fn(output)`` while the stack is open."""
-    handle = module.register_forward_hook(lambda mod, args, out: fn(out))
+    """Replace ``module``'s output by ``fn(output)`` while the stack is open (of its first
+    element when it returns a tuple, as MoE MLPs do with their router scores)."""
+    handle = module.register_forward_hook(lambda mod, args, out: (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out))
     stack.callback(handle.remove)
 
 

@@ -40,7 +40,11 @@ class ScaleQueryBias(Intervention):
         return f"b_Q := {self.scale:g}·b_Q ({who})"
 
     def check(self, ctx):
-        if ctx.adapter.query_bias_view(0) is None:
+        try:
+            view = ctx.adapter.query_bias_view(0)
+        except SinkscopeError as e:  # a fused layout where b_Q is not one live view
+            raise NotApplicable(str(e)) from None
+        if view is None:
             raise NotApplicable(f"{ctx.adapter.family} has no query bias")
 
     def validate(self, ctx):
@@ -301,7 +305,7 @@ class ScaleSharedQuery(Intervention):
                 if T not in tables:
                     rope = ad.rope(l, T, device=query.device)
                     shift = q_bar[l].to(device=query.device, dtype=query.dtype)[:, None, :].expand(-1, T, -1)  # [head, pos, d_head]
-                    tables[T] = rotate(shift, None if rope is None else tuple(t.to(query.dtype) for t in rope))
+                    tables[T] = rotate(shift, None if rope is None else rope.to(query.dtype))
                 return query - (1.0 - self.scale) * tables[T][None, :, -T:]
 
             mod._sinkscope_qedit = qedit

@@ -27,13 +27,16 @@ from ..errors import SinkscopeError
 IMPL_NAME = "sinkscope"
 
 
-def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, force_reference: bool = False):
+def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, force_reference: bool = False,
+                  softcap: float | None = None):
     """``(out [B, H, T, D], lse [B, H, T])`` for softmax(scale·QKᵀ + mask)·V.
 
     Uses the fused kernels that already compute the log-sum-exp (CPU flash attention; CUDA
     memory-efficient attention); ``force_reference`` (or any other device) computes it
-    chunk-wise from explicit scores.
+    chunk-wise from explicit scores (in float32 at least), as it must for ``softcap`` (which no
+    fused kernel applies). ``lse`` is float32 or wider whatever the inputs' dtype.
     """
+    force_reference = force_reference or bool(softcap)
     if not force_reference and query.device.type == "cpu" and query.dtype in (torch.float32, torch.float64, torch.bfloat16):
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, is_causal, attn_mask=mask, scale=scale
@@ -49,29 +52,39 @@ def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, for
         except RuntimeError:  # unsupported dtype / head size / alignment: use the exact fallback
             pass
     T, S = query.shape[2], key.shape[2]
+    acc = torch.promote_types(query.dtype, torch.float32)  # reduced precision: scores in fp32
+    k_t, v = key.to(acc).transpose(-1, -2), value.to(acc)
     outs, lses = [], []
     for start in range(0, T, 256):  # chunk over queries: never more than [B, H, 256, S] scores
-        q = query[:, :, start : start + 256]
-        s = scale * (q @ key.transpose(-1, -2))
+        q = query[:, :, start : start + 256].to(acc)
+        s = softcapped(scale * (q @ k_t), softcap)
         if mask is not None:
-            s = s + mask[..., start : start + 256, :]
+            s = s + mask[..., start : start + 256, :].to(acc)
         if is_causal:
             qi = torch.arange(start, start + q.shape[2], device=q.device)[:, None]
             s = s.masked_fill(torch.arange(S, device=q.device)[None, :] > qi + (S - T), float("-inf"))
         lse = torch.logsumexp(s, dim=-1)
-        outs.append(torch.exp(s - lse[..., None]) @ value)
+        outs.append((torch.exp(s - lse[..., None]) @ v).to(query.dtype))
         lses.append(lse)
     return torch.cat(outs, 2), torch.cat(lses, 2)
 
 
-def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, keys: Sequence[int], *, force_reference=False, s_aux=None):
+def softcapped(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Gemma-2's logit soft-capping ``c·tanh(s / c)`` (identity without a cap)."""
+    return scores if not softcap else softcap * torch.tanh(scores / softcap)
+
+
+def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, keys: Sequence[int], *,
+                       force_reference=False, s_aux=None, softcap: float | None = None):
     """Attention output and the probabilities of every query to ``keys``.
 
     query ``[B, H, T, D]``; key/value ``[B, H_kv, S, D]`` (repeated for GQA); mask additive or
     boolean (True = keep), broadcastable to ``[B, H, T, S]``, or None with ``is_causal``.
     ``s_aux [H]``: an extra per-head logit with a zero value (off-by-one softmax, learned sinks):
     the normaliser becomes ``logaddexp(lse, s_aux)`` and the output shrinks by ``exp(lse - that)``.
-    Returns ``out [B, H, T, D]`` and ``probs [B, H, T, len(keys)]``.
+    ``softcap``: Gemma-2's ``c·tanh(s/c)`` on the scaled scores before the mask.
+    Returns ``out [B, H, T, D]``, ``probs [B, H, T, len(keys)]`` (float32 or wider: exact in
+    reduced precision) and the mass the ``s_aux`` logit takes, ``[B, H, T]`` (None without one).
     """
     B, H, T, D = query.shape
     if key.shape[1] != H:
@@ -83,24 +96,28 @@ def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, k
         mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, torch.finfo(query.dtype).min)
     elif mask is not None and mask.dtype != query.dtype:
         mask = mask.to(query.dtype)
-    out, lse = sdpa_with_lse(query, key, value, mask, is_causal, scale, force_reference=force_reference)
+    out, lse = sdpa_with_lse(query, key, value, mask, is_causal, scale, force_reference=force_reference, softcap=softcap)
+    lse = lse.to(torch.promote_types(lse.dtype, torch.float32))
+    aux_mass = None
     if s_aux is not None:
-        lse_aux = torch.logaddexp(lse, s_aux.to(lse.dtype).view(1, -1, 1))  # [batch, head, q_pos]
+        s_aux = s_aux.to(lse.dtype).view(1, -1, 1)
+        lse_aux = torch.logaddexp(lse, s_aux)  # [batch, head, q_pos]
         out = out * torch.exp(lse - lse_aux)[..., None].to(out.dtype)
         lse = lse_aux
+        aux_mass = torch.exp(s_aux - lse)  # [batch, head, q_pos]: what the sink logit takes
     kidx = torch.as_tensor(list(keys), device=query.device)
     if int(kidx.max()) >= S:
         raise SinkscopeError(f"key position {int(kidx.max())} is outside the sequence of {S} tokens; lower --keys")
     # the few selected scores in float64: exact products of the fp32 q, k (cheap: K keys only)
     hp = torch.float64 if query.device.type == "cpu" or query.device.type == "cuda" else query.dtype
-    sel = scale * torch.einsum("bhtd,bhkd->bhtk", query.to(hp), key.index_select(2, kidx).to(hp))  # [B, H, T, K]
+    sel = softcapped(scale * torch.einsum("bhtd,bhkd->bhtk", query.to(hp), key.index_select(2, kidx).to(hp)), softcap)
     if mask is not None:
         sel = sel + mask.index_select(-1, kidx).to(hp)
     if is_causal:
         qpos = torch.arange(T, device=query.device)[:, None] + (S - T)
         sel = sel.masked_fill(kidx[None, :] > qpos, float("-inf"))
-    probs = torch.exp(sel - lse.to(hp)[..., None]).to(query.dtype)  # [batch, head, q_pos, key]
-    return out, probs
+    probs = torch.exp(sel - lse.to(hp)[..., None])  # [batch, head, q_pos, key]
+    return out, probs.to(torch.promote_types(query.dtype, torch.float32)), aux_mass
 
 
 def _attention_interface(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -117,12 +134,12 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
     if qedit is not None:  # an intervention on the queries the kernel sees (e.g. ScaleSharedQuery)
         query = qedit(query)
     keys = cap.keys if cap is not None else (0,)
-    out, probs = attend_and_capture(
+    out, probs, aux = attend_and_capture(
         query, key, value, attention_mask, is_causal, scaling, keys,
-        force_reference=cap.force_reference if cap else False, s_aux=kwargs.get("s_aux"),
+        force_reference=cap.force_reference if cap else False, s_aux=kwargs.get("s_aux"), softcap=kwargs.get("softcap"),
     )
     if cap is not None:
-        cap._record(module._sinkscope_layer, probs, query, key)
+        cap._record(module._sinkscope_layer, probs, query, key, aux)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -134,18 +151,62 @@ def _register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, sdpa_mask)
 
 
-def use_sinkscope_attention(adapter, stack) -> None:
-    """Route the model's attention through sinkscope's function until ``stack`` closes (for
-    query edits outside a capture). Raises for GPT-Neo, which has no attention interface."""
-    from ..errors import SinkscopeError
-
-    if not adapter.attention_interface:
-        raise SinkscopeError(f"{adapter.family} has no attention interface to edit queries in")
+def route_interface(adapter, stack) -> None:
+    """Point every config of the model at sinkscope's registered attention function until
+    ``stack`` closes (the families whose attention goes through transformers' interface)."""
     _register()
     for cfg in _configs(adapter.model):
         saved = cfg._attn_implementation
         cfg._attn_implementation = IMPL_NAME
         stack.callback(setattr, cfg, "_attn_implementation", saved)
+
+
+_SDPA_ACTIVE: list = []  # the attention module whose forward is running (SDPA-call route)
+
+
+def route_sdpa_calls(adapter, stack) -> None:
+    """For families that call ``torch.nn.functional.scaled_dot_product_attention`` themselves
+    (Falcon): while ``stack`` is open, an attention module's SDPA call goes through
+    ``attend_and_capture`` (forward hooks say which module is running; other calls pass)."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+        module = _SDPA_ACTIVE[-1] if _SDPA_ACTIVE else None
+        if module is None:
+            return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kw)
+        cap = getattr(module, "_sinkscope_capture", None)
+        qedit = getattr(module, "_sinkscope_qedit", None)
+        if qedit is not None:
+            query = qedit(query)
+        out, probs, aux = attend_and_capture(query, key, value, attn_mask, is_causal, query.shape[-1] ** -0.5 if scale is None else scale,
+                                             cap.keys if cap is not None else (0,), force_reference=cap.force_reference if cap else False)
+        if cap is not None:
+            cap._record(module._sinkscope_layer, probs, query, key, aux)
+        return out
+
+    for l in range(adapter.n_layers):
+        mod = adapter.attention_module(l)
+        stack.callback(mod.register_forward_pre_hook(lambda m, args: _SDPA_ACTIVE.append(m)).remove)
+        stack.callback(mod.register_forward_hook(lambda m, args, out: _SDPA_ACTIVE.remove(m)).remove)
+    F.scaled_dot_product_attention = sdpa
+    stack.callback(setattr, F, "scaled_dot_product_attention", original)
+    for cfg in _configs(adapter.model):  # the model's own SDPA branch is the one that calls it
+        stack.callback(setattr, cfg, "_attn_implementation", cfg._attn_implementation)
+        cfg._attn_implementation = "sdpa"
+    stack.callback(_SDPA_ACTIVE.clear)
+
+
+def use_sinkscope_attention(adapter, stack) -> None:
+    """Route the model's attention through sinkscope's function until ``stack`` closes (for
+    query edits outside a capture). Raises for GPT-Neo, whose attention sinkscope replaces
+    without seeing its queries."""
+    from ..errors import SinkscopeError
+
+    if not adapter.attention_interface:
+        raise SinkscopeError(f"{adapter.family} has no attention interface to edit queries in")
+    adapter.route_attention(stack)
 
 
 class NonFiniteError(SinkscopeError):
@@ -178,10 +239,13 @@ class KeyAttentionCapture:
         self.force_reference = force_reference
         self.record_qk = record_qk
         self.probs: dict[int, torch.Tensor] = {}
+        self.aux: dict[int, torch.Tensor] = {}  # [batch, head, q_pos]: mass of a learned sink logit
         self.qk: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _record(self, layer: int, probs: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> None:
+    def _record(self, layer: int, probs: torch.Tensor, query: torch.Tensor, key: torch.Tensor, aux=None) -> None:
         self.probs[layer] = probs
+        if aux is not None:
+            self.aux[layer] = aux
         if self.record_qk:  # the exact q, k the kernel saw: [batch, head, pos, d_head] (K per KV head)
             self.qk[layer] = (query.detach(), key.detach())
 
@@ -208,8 +272,18 @@ class KeyAttentionCapture:
         check_finite_attention(out)
         return out
 
+    def stacked_aux(self) -> torch.Tensor | None:
+        """``[batch, layer, head, q_pos]``: the attention mass each query gives a learned sink
+        logit (GPT-OSS; 0 in layers without one), or None when no layer has one. With it, a
+        query's attention to every key plus this mass is 1."""
+        if not self.aux:
+            return None
+        ref = next(iter(self.aux.values()))
+        return torch.stack([self.aux.get(l, torch.zeros_like(ref)) for l in range(self.adapter.n_layers)], dim=1)
+
     def reset(self) -> None:
         self.probs = {}
+        self.aux = {}
         self.qk = {}
 
     def __enter__(self):

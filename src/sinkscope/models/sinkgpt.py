@@ -304,7 +304,7 @@ def register() -> None:
 register()
 
 
-from .base import ArchInfo  # noqa: E402
+from .base import ArchInfo, Rotary  # noqa: E402
 from .gpt2 import GPT2Adapter  # noqa: E402
 
 
@@ -341,4 +341,4 @@ class SinkGPTAdapter(GPT2Adapter):
     def rope(self, layer, T, device=None, dtype=torch.float32):
         if self.config.positions != "rotary":
             return None
-        return rope_cos_sin(T, self.d_head, self.config.rope_theta, device or self.tf.wte.weight.device, dtype)
+        return Rotary(*rope_cos_sin(T, self.d_head, self.config.rope_theta, device or self.tf.wte.weight.device, dtype))

@@ -1,0 +1,144 @@
+"""The generic adapter and its families against HF's own eager attention, fp32 and bf16.
+
+For every family: the captured attention to keys 0/1/7 equals ``output_attentions`` of the
+eager model; the adapter's weights (with its rotary, QK-norm and fused-QKV layout) predict the
+queries and keys the kernel sees; W_O / b_O reproduce the output projection; and in bf16 the
+capture stays within 2e-2 of the fp32 eager reference (probabilities are kept in float32)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sinkscope.errors import SinkscopeError
+from sinkscope.metrics import KeyAttentionCapture, key_attention
+from sinkscope.models import adapter_for
+
+from conftest import GENERIC_FAMILIES, tiny_model
+
+
+def eager(model, ids):
+    """``([batch, layer, head, q_pos, k_pos] patterns, logits)`` from HF eager attention."""
+    with torch.no_grad():
+        out = model(ids, output_attentions=True)
+    return torch.stack(out.attentions, dim=1).float(), out.logits
+
+
+@pytest.fixture(params=GENERIC_FAMILIES)
+def generic_model(request):
+    return request.param, tiny_model(request.param)
+
+
+def test_capture_matches_eager_fp32(generic_model):
+    family, model = generic_model
+    ad = adapter_for(model)
+    torch.manual_seed(1)
+    ids = torch.randint(0, 1000, (3, 40))
+    ref, logits_ref = eager(model, ids)
+    keys = (0, 1, 7)
+    with torch.no_grad(), KeyAttentionCapture(ad, keys) as cap:
+        logits = model(ids).logits
+    got = cap.stacked()  # [batch, layer, head, q_pos, key]
+    diff = (got - ref[..., list(keys)]).abs().max().item()
+    print(f"{family}: max |captured - eager| {diff:.2e}")
+    assert diff < 1e-5
+    # the paper's BOS attention (second-half queries to key 0)
+    assert (key_attention(got, 0) - ref[:, :, :, 20:, 0].mean(-1)).abs().max().item() < 1e-5
+    assert (logits - logits_ref).abs().max().item() < 1e-4  # the capture does not change the model
+    assert ref[..., 0].std() > 0.02  # attention far from uniform: the check is not vacuous
+    aux = cap.stacked_aux()
+    if ad.info().sink_logit:  # GPT-OSS: eager drops the sink column, so its rows sum to 1 - sink mass
+        assert aux is not None and aux.min() > 0
+        assert (ref.sum(-1) + aux - 1).abs().max().item() < 1e-5
+    else:
+        assert aux is None
+
+
+def test_adapter_predicts_kernel_queries_and_keys(generic_model):
+    """W_Q, b_Q, W_K, b_K, QK-norm and rotary as the adapter reads them give exactly the q, k
+    the attention kernel received; ln1 of the block input is the attention's input."""
+    family, model = generic_model
+    ad = adapter_for(model)
+    ids = torch.randint(0, 1000, (2, 24))
+    seen = {}
+    hooks = []
+    for l in range(ad.n_layers):
+        hooks.append(ad.attention_module(l).register_forward_pre_hook(
+            lambda m, a, kw, l=l: seen.__setitem__(("attn_in", l), (a[0] if a else kw["hidden_states"]).detach()), with_kwargs=True))
+        hooks.append(ad.layers()[l].register_forward_pre_hook(
+            lambda m, a, kw, l=l: seen.__setitem__(("block_in", l), (a[0] if a else kw["hidden_states"]).detach()), with_kwargs=True))
+    try:
+        with torch.no_grad(), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
+            model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for l in range(ad.n_layers):
+            x = seen[("attn_in", l)]
+            torch.testing.assert_close(ad.ln1(l, seen[("block_in", l)]), x, atol=1e-5, rtol=1e-5)
+            q, k = ad.kernel_qk(l, x)
+            q_kernel, k_kernel = cap.qk[l]
+            torch.testing.assert_close(q, q_kernel, atol=2e-5, rtol=1e-4)
+            k_kernel = k_kernel[:, :: max(1, k_kernel.shape[1] // ad.n_kv_heads)]  # Falcon broadcasts K to every head
+            torch.testing.assert_close(k, k_kernel, atol=2e-5, rtol=1e-4)
+    # GQA keys are repeated per query head in W_K
+    assert ad.W_K.shape == (ad.n_layers, ad.n_heads, ad.d_model, ad.d_head)
+
+
+def test_output_projection_matches_module(generic_model):
+    family, model = generic_model
+    ad = adapter_for(model)
+    o = getattr(ad.attention_module(0), ad.o_name)
+    store = {}
+    h = o.register_forward_hook(lambda m, i, out: store.update(z=i[0].detach(), out=out.detach()))
+    with torch.no_grad():
+        model(torch.randint(0, 1000, (2, 10)))
+    h.remove()
+    z = store["z"].unflatten(-1, (ad.n_heads, ad.d_head))  # [batch, pos, head, d_head]
+    W_O, b_O = ad.o(0)
+    torch.testing.assert_close(torch.einsum("bphe,hed->bpd", z, W_O) + b_O, store["out"], atol=1e-5, rtol=1e-5)
+
+
+def test_capture_in_bf16_is_close_to_fp32_eager(generic_model):
+    family, model = generic_model
+    torch.manual_seed(2)
+    ids = torch.randint(0, 1000, (2, 40))
+    ref, _ = eager(model, ids)
+    model = model.to(torch.bfloat16)
+    if family.startswith("falcon"):
+        model.config._attn_implementation = "sdpa"
+    with torch.no_grad(), KeyAttentionCapture(adapter_for(model), (0, 1)) as cap:
+        model(ids)
+    got = cap.stacked()
+    assert got.dtype == torch.float32  # probabilities are not rounded to bf16
+    diff = (key_attention(got, 0) - ref[:, :, :, 20:, 0].mean(-1)).abs().max().item()
+    print(f"{family}: bf16 BOS attention vs fp32 eager: max diff {diff:.2e}")
+    assert diff < 2e-2
+
+
+def test_weight_edits_reach_the_model(generic_model):
+    """b_Q := 0 and zeroed W_K rows change the forward pass, and are undone exactly."""
+    from sinkscope.interventions.base import edit_inplace
+    import contextlib
+
+    family, model = generic_model
+    ad = adapter_for(model)
+    ids = torch.randint(0, 1000, (2, 16))
+    with torch.no_grad():
+        before = model(ids).logits
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        with contextlib.ExitStack() as stack:
+            edit_inplace(stack, ad.key_weight_view(0), lambda v: v.__setitem__([3, 5], 0.0))
+            assert (ad.W_K[0][:, [3, 5]] == 0).all()  # the view edited exactly those rows
+            assert not torch.equal(model(ids).logits, before)
+            if family == "falcon-new":  # grouped layout: b_Q is interleaved with K and V, no live view
+                with pytest.raises(SinkscopeError, match="cannot be edited in place"):
+                    ad.query_bias_view(0)
+                return
+            bq = ad.query_bias_view(0)
+            if ad.info().has_query_bias:
+                edit_inplace(stack, bq, lambda v: v.__setitem__(slice(None), 0.0))
+                assert (ad.b_Q[0] == 0).all()
+            else:
+                assert bq is None
+        assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
