@@ -65,7 +65,6 @@ class SinkModel:
         devices = sorted({str(p.device) for p in self.hf.parameters() if not p.is_meta}) or ["meta"]
         return {"model_source": self.source, "dtype": dtype_name(self.dtype), "device_map": self.device_map, "devices": devices}
 
-
     @property
     def wants_bos(self) -> bool:
         """True for models ``sinkscope train`` trained with ``<|endoftext|>`` opening every window:
