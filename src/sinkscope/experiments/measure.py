@@ -43,6 +43,7 @@ class MeasureResult:
     seconds: float = 0.0
     model_info: dict = field(default_factory=dict)
     baseline: dict | None = None  # an earlier summary.json (--baseline): adds % of its means
+    sink_logit: np.ndarray | None = None  # [example, layer, head] second-half mass of a learned sink logit (GPT-OSS)
 
     tables = {"metrics.csv": "every example × layer × head", "per_layer.csv": "BOS attention per layer and dataset",
               "inputs.jsonl": "each input's text and token ids"}
@@ -74,6 +75,8 @@ class MeasureResult:
             cols[name] = self.key_attn[..., j].ravel()
         for j, k in enumerate(self.keys):
             cols[f"gu_alpha_{k}"] = self.alpha[..., j].ravel()
+        if self.sink_logit is not None:  # with it, attention to every key + this mass = 1 per query
+            cols["sink_logit_mass"] = self.sink_logit.ravel()
         return pd.DataFrame(cols)
 
     def per_layer_frame(self) -> pd.DataFrame:
@@ -128,6 +131,8 @@ class MeasureResult:
             },
             "seconds": round(self.seconds, 3),
         }
+        if self.sink_logit is not None:
+            s["sink_logit_mass"] = agg(self.sink_logit, self.band)
         return s
 
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
@@ -176,6 +181,9 @@ def format_summary(s: dict) -> str:
         )
     per_layer = s["bos_attention_per_layer"]["all"]
     lines.append("  per layer (all): " + " ".join(f"{v:.2f}" for v in per_layer))
+    if "sink_logit_mass" in s:  # GPT-OSS: the learned sink logit's share beside index 0's
+        lines.append(f"  learned sink logit takes {s['sink_logit_mass']['all']['mean']:.4f} of each query's attention "
+                     "(layers as above; with it, each query's attention sums to 1)")
     return "\n".join(lines)
 
 
@@ -254,7 +262,7 @@ def measure(
     band = resolve_band(band, L)
     trunk = ad.trunk()
     device = model.device
-    key_attn, alpha = [], []
+    key_attn, alpha, sink_logit = [], [], []
     t0 = time.perf_counter()
     batches = range(0, len(inputs), batch_size)
     with torch.inference_mode(), KeyAttentionCapture(ad, keys) as cap:
@@ -266,6 +274,9 @@ def measure(
             probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
             key_attn.append(torch.stack([key_attention(probs, j, lengths=lengths) for j in range(len(keys))], -1).cpu())
             alpha.append(torch.stack([gu_alpha(probs, j, k, lengths=lengths) for j, k in enumerate(keys)], -1).cpu())
+            aux = cap.stacked_aux()  # [batch, layer, head, q_pos] or None
+            if aux is not None:
+                sink_logit.append(key_attention(aux.float()[..., None], 0, lengths=lengths).cpu())
     return MeasureResult(
         model=model.name,
         inputs=inputs,
@@ -276,4 +287,5 @@ def measure(
         eps=eps,
         seconds=time.perf_counter() - t0,
         model_info=ad.describe(),
+        sink_logit=torch.cat(sink_logit).numpy() if sink_logit else None,
     )

@@ -25,6 +25,7 @@ from typing import Iterator
 import torch
 
 from ..errors import SinkscopeError
+from ..models.base import hook_output  # noqa: F401  (re-exported: the edits hook module outputs with it)
 
 
 class NotApplicable(SinkscopeError):
@@ -108,13 +109,6 @@ def edit_inplace(stack: contextlib.ExitStack, view: torch.Tensor, fn) -> None:
     with torch.no_grad():
         fn(view)
     stack.callback(lambda: view.copy_(saved))
-
-
-def hook_output(stack: contextlib.ExitStack, module: torch.nn.Module, fn) -> None:
-    """Replace ``module``'s output by ``fn(output)`` while the stack is open (of its first
-    element when it returns a tuple, as MoE MLPs do with their router scores)."""
-    handle = module.register_forward_hook(lambda mod, args, out: (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out))
-    stack.callback(handle.remove)
 
 
 @contextlib.contextmanager

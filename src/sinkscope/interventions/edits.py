@@ -221,7 +221,7 @@ class SkipMLP(Intervention):
 
     def install(self, ctx, stack):
         for l in _layers(ctx, self.layers):
-            hook_output(stack, ctx.adapter.mlp_output_module(l), torch.zeros_like)
+            ctx.adapter.hook_mlp_output(stack, l, torch.zeros_like)
 
 
 class SwapDirection(Intervention):
@@ -265,7 +265,7 @@ class SwapDirection(Intervention):
             out[:, self.b] -= shift
             return out
 
-        hook_output(stack, ctx.adapter.mlp_output_module(self.layer), fn)
+        ctx.adapter.hook_mlp_output(stack, self.layer, fn)
 
 
 class ScaleSharedQuery(Intervention):
@@ -337,10 +337,9 @@ class PatchIndex0(Intervention):
         b = self._block(ctx)
         f = self.fraction
 
-        def fn(out):
-            x = out[0] if isinstance(out, tuple) else out  # [batch, pos, d_model]
+        def fn(x):  # the block's output [batch, pos, d_model] (hook_output unpacks tuples)
             x = x.clone()
             x[:, 0] = x[:, 0] - f * (x[:, 0] - x[:, 1:].mean(1))
-            return (x, *out[1:]) if isinstance(out, tuple) else x
+            return x
 
         hook_output(stack, ctx.adapter.layers()[b], fn)

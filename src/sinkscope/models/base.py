@@ -27,6 +27,15 @@ from torch import nn
 from ..errors import MissingTensorsError, SinkscopeError
 
 
+def hook_output(stack, module: nn.Module, fn) -> None:
+    """Replace ``module``'s output by ``fn(output)`` while the ``ExitStack`` is open (of its first
+    element when it returns a tuple: decoder blocks, MoE MLPs with their router scores)."""
+    def hook(mod, args, out):
+        return (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out)
+
+    stack.callback(module.register_forward_hook(hook).remove)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -351,6 +360,11 @@ class Adapter(ABC):
     def mlp_output_module(self, layer: int) -> nn.Module | None:
         """The module whose output is the MLP's contribution to the residual stream."""
         return self.mlp_module(layer)
+
+    def hook_mlp_output(self, stack, layer: int, fn) -> None:
+        """While ``stack`` is open, layer ``layer``'s MLP contribution ``[batch, pos, d_model]``
+        becomes ``fn(it)``."""
+        hook_output(stack, self.mlp_output_module(layer), fn)
 
     # ---- live views of parameters, for in-place (and exactly undone) weight edits -------------
     def query_bias_view(self, layer: int) -> torch.Tensor | None:  # pragma: no cover - abstract

@@ -16,7 +16,8 @@ class LlamaAdapter(GenericAdapter):
     embeddings), Phi-3 (fused ``qkv_proj`` as ``[q | k | v]``, the generic layout)."""
 
     family = "llama"
-    model_types = ("llama", "qwen2", "mistral", "qwen3", "gemma2", "gemma3_text", "phi3")
+    model_types = ("llama", "qwen2", "mistral", "qwen3", "gemma2", "phi3")
+    fused_layout = "blocks"  # Phi-3
 
 
 class Gemma3Adapter(LlamaAdapter):
@@ -65,6 +66,7 @@ class GPTNeoXAdapter(GenericAdapter):
 
     family = "gpt_neox"
     model_types = ("gpt_neox",)
+    fused_layout = "per_head"
 
     def __init__(self, model):
         self.parallel = bool(getattr(model.config, "use_parallel_residual", True))
@@ -84,6 +86,7 @@ class FalconAdapter(GenericAdapter):
 
     family = "falcon"
     model_types = ("falcon",)
+    fused_layout = "falcon"
 
     def __init__(self, model):
         c = model.config

@@ -65,7 +65,7 @@ class GenericAdapter(Adapter):
 
     family = "generic"
     model_types: tuple[str, ...] = ()
-    fused_layout = "blocks"  # how a fused QKV's rows are ordered (see ``_split_fused``)
+    fused_layout: str | None = None  # a fused QKV's row order (``_split_fused``): declared per family, never guessed
     rope_style = "half"  # "half": cos/sin [T, rot]; "half-dup": [T, rot/2] (GPT-OSS); "gptj": (sin, cos) [T, rot/2] interleaved
     post_norm = False  # OLMo-2: norms on the sublayers' outputs, none on their inputs
     parallel = False  # attention and MLP both read the block's input (set per family)
@@ -73,6 +73,8 @@ class GenericAdapter(Adapter):
     def __init__(self, model: nn.Module):
         super().__init__(model)
         c = self.config
+        if type(self).family in ("generic", "llama"):  # classes covering several model types name the one loaded
+            self.family = getattr(c, "model_type", None) or type(self).family
         self.n_layers = _config_int(c, "num_hidden_layers", "n_layer", "num_layers")
         self.body = model.base_model
         self.blocks = self._find_blocks()
@@ -116,9 +118,11 @@ class GenericAdapter(Adapter):
         return rows // self.d_head
 
     def _fused_kv_heads(self, attn, rows: int) -> int:
-        """``blocks`` layout ``[q (H·dh) | k (KV·dh) | v (KV·dh)]``: KV from the row count."""
+        """``blocks`` layout ``[q (H·dh) | k (KV·dh) | v (KV·dh)]``: KV from the row count
+        (other layouts: the family says; unknown ones: the config's KV heads)."""
         kv2 = rows // self.d_head - self.n_heads
-        assert kv2 > 0 and kv2 % 2 == 0, (rows, self.n_heads, self.d_head)
+        if self.fused_layout != "blocks" or kv2 <= 0 or kv2 % 2:
+            return _config_int(self.config, "num_key_value_heads", "num_kv_heads") or self.n_heads
         return kv2 // 2
 
     def route_attention(self, stack) -> None:
@@ -133,8 +137,8 @@ class GenericAdapter(Adapter):
             route_sdpa_calls(self, stack)
         else:
             raise SinkscopeError(f"{type(attn).__name__} computes attention itself, through neither transformers' attention "
-                                 "interface nor torch's scaled_dot_product_attention, so sinkscope cannot capture it; "
-                                 "weight-only analyses (explain without inputs) still work")
+                                 "interface nor torch's scaled_dot_product_attention, so sinkscope cannot capture its attention; "
+                                 "use a model whose attention goes through transformers' attention interface")
 
     # ---- structure ----------------------------------------------------------------------------
     def info(self) -> ArchInfo:
@@ -142,8 +146,7 @@ class GenericAdapter(Adapter):
         bias = self._proj_bias(attn)
         norm_mod = self.ln1_module(0) or self.ln_final_module()
         norm = "rmsnorm" if "rms" in type(norm_mod).__name__.lower() else "layernorm"
-        mt = getattr(self.config, "model_type", "?")
-        return ArchInfo(family=mt if self.family in ("generic", "llama") else self.family,
+        return ArchInfo(family=self.family,
                         positional=self._positional(), norm=norm + ("-post" if self.post_norm else ""),
                         has_query_bias=bias is not None, has_mlp=self.mlp_name is not None,
                         qk_norm=self.q_norm_module(0) is not None, parallel=self.parallel,
@@ -264,6 +267,10 @@ class GenericAdapter(Adapter):
     def _split_fused(self, t: torch.Tensor, which: int) -> torch.Tensor:
         """Rows of a fused QKV weight ``[rows, d]`` (or bias ``[rows]``) for Q (0), K (1) or V (2),
         as ``[heads, d_head, ...]``, a view of the live tensor. ``blocks``: ``[q | k | v]``."""
+        if self.fused_layout != "blocks":
+            raise SinkscopeError(f"the row layout of {self._what()}'s fused {self.fused_name} is not known to sinkscope, so its "
+                                 "Q / K / V weights cannot be read (measure and the forward-pass analyses still work); "
+                                 "a family entry in models/families.py declares it")
         H, KV, dh = self.n_heads, self.n_kv_heads, self.d_head
         rest = t.shape[1:]
         start, n = ((0, H), (H, KV), (H + KV, KV))[which]

@@ -90,8 +90,8 @@ def supported_families() -> str:
 
 def unsupported(mt) -> SinkscopeError:
     """The one error for an architecture without an adapter, listing the supported families."""
-    return SinkscopeError(f"unsupported architecture '{mt}': not a decoder-only causal LM transformers knows; tested families "
-                          f"(model_type): {supported_families()}; other causal LMs get the generic adapter")
+    return SinkscopeError(f"unsupported architecture '{mt}': not a decoder-only causal LM transformers knows; supported families "
+                          f"(model_type): {supported_families()}, and any other decoder-only causal LM (generic adapter)")
 
 
 def adapter_class(config) -> type[Adapter]:

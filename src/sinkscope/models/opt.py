@@ -74,6 +74,17 @@ class OPTAdapter(SeparateQKVAdapter):
     def mlp_output_module(self, layer):
         return self.dec.layers[layer].fc2
 
+    def hook_mlp_output(self, stack, layer, fn):
+        """OPT runs its MLP on ``[batch·pos, d]`` (the block flattens it): ``fn`` sees the
+        ``[batch, pos, d]`` view of the block's input shape."""
+        block, shape = self.dec.layers[layer], {}
+
+        def remember(mod, args, kwargs):
+            shape["x"] = (args[0] if args else kwargs["hidden_states"]).shape
+
+        stack.callback(block.register_forward_pre_hook(remember, with_kwargs=True).remove)
+        stack.callback(block.fc2.register_forward_hook(lambda mod, args, out: fn(out.view(shape["x"])).reshape(out.shape)).remove)
+
     @property
     def W_pos(self) -> torch.Tensor:
         emb = self.dec.embed_positions

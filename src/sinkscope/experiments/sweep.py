@@ -1,0 +1,388 @@
+"""``sinkscope sweep``: one question along the study's axes: models (and training checkpoints),
+lengths, content regimes and input seeds, each cell the paper's interventions.
+
+Every cell (model × length × content × seed) is computed once by the stage machinery
+(``run_interventions`` with the cell's :class:`~sinkscope.analysis.facts.CircuitFacts`) and
+cached under ``DIR/cells/`` by a key of everything it depends on, so a rerun (or a run stopped
+halfway) recomputes nothing already done. The driver writes every file, whichever backend ran
+the cells: ``local`` (one process, sequential) or ``ray`` (one task per model, retried), so
+the two give the same ``sweep.csv``.
+
+>>> cfg = SweepConfig(models=("default",), lengths=(40, 128), contents=("natural", "random"), seeds=(0, 1))
+>>> len(cfg.grid()), cfg.grid()[0]
+(8, Cell(model='default', length=40, content='natural', seed=0))
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SinkscopeError
+
+BACKENDS = ("local", "ray")
+SWEEP_COLUMNS = ["model", "step", "length", "content", "seed", "domain", "intervention", "description", "applicable",
+                 "reason", "bos_attention", "se", "n", "pct_baseline", "attn_to_1", "delta_ce"]
+TABLE1_COLUMNS = ["model", "intervention", "description", "domain", "mean", "sd_seeds", "n_seeds", "n", "pct_baseline"]
+CELL_FORMAT = 1  # bump when a cell's rows change meaning: old cells are then recomputed
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    length: int
+    content: str
+    seed: int
+
+
+@dataclass
+class SweepConfig:
+    """The grid and what every cell shares (the sweep's own settings, in every cell key)."""
+
+    models: tuple[str, ...] = ("default",)
+    lengths: tuple[int, ...] = (40,)
+    contents: tuple[str, ...] = ("natural",)
+    seeds: tuple[int, ...] = (0,)
+    inputs: str = "default"
+    per_domain: int | None = None
+    preset: str = "paper"  # paper: the ten interventions (a)..(j); none: the baseline only
+    bos: str = "auto"
+    band: tuple[int, int] | None = None
+    batch_size: int = 32
+    device: str = "cpu"
+    backend: str = "local"
+    address: str | None = None  # an existing Ray cluster (--address); None: a local Ray instance
+    retries: int = 2  # Ray: times a failed task is retried before its cells are reported failed
+
+    def check(self) -> None:
+        from ..data.content import check_contents
+
+        if not self.models:
+            raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
+        if len(set(self.models)) < len(self.models):
+            raise SinkscopeError(f"--models {','.join(self.models)} names a model twice; give each once")
+        if not self.lengths or any(t < 4 for t in self.lengths):
+            raise SinkscopeError(f"--lengths {','.join(map(str, self.lengths))}: give token counts of at least 4, e.g. 40,256")
+        if not self.seeds or any(s < 0 for s in self.seeds):
+            raise SinkscopeError("--seeds: give non-negative integers, e.g. 0,1,2 (0 is the inputs' own selection)")
+        check_contents(self.contents)
+        if self.preset not in ("paper", "none"):
+            raise SinkscopeError(f"--preset {self.preset} is unknown; use paper or none")
+        if self.backend not in BACKENDS:
+            raise SinkscopeError(f"--backend {self.backend} is unknown; use local or ray")
+        if self.address is not None and self.backend != "ray":
+            raise SinkscopeError("--address names a Ray cluster; use it with --backend ray")
+        if self.per_domain is not None and self.per_domain < 1:
+            raise SinkscopeError(f"--per-domain {self.per_domain} must be at least 1")
+        if self.batch_size < 1:
+            raise SinkscopeError(f"--batch-size {self.batch_size} must be at least 1")
+
+    def grid(self) -> list[Cell]:
+        """Every cell, in the order of the tables: model, length, content, seed."""
+        return [Cell(m, t, c, s) for m in self.models for t in self.lengths for c in self.contents for s in self.seeds]
+
+    def shared(self) -> dict:
+        """What every cell's result depends on besides its own coordinates."""
+        return {"inputs": self.inputs, "per_domain": self.per_domain, "preset": self.preset, "bos": self.bos,
+                "band": list(self.band) if self.band else None, "format": CELL_FORMAT}
+
+
+def training_step(spec: str, model=None) -> int | None:
+    """The training step a model spec stands for, where it says: a ``sinkscope train
+    --save-at`` checkpoint (its config's ``sinkscope_step``), a hub revision ``@stepN`` (Pythia)
+    or a directory named ``step-N`` / ``step_N`` / ``stepN``; else None."""
+    step = getattr(getattr(getattr(model, "hf", None), "config", None), "sinkscope_step", None)
+    if isinstance(step, int):
+        return step
+    m = re.search(r"(?:@|(?:^|[/\\])(?:checkpoint[-_])?)step[-_]?(\d+)(?:[/\\]?$)", spec)
+    return int(m.group(1)) if m else None
+
+
+def cell_inputs(model, cell: Cell, shared: dict):
+    """The cell's inputs: ``natural`` texts at ``cell.length`` tokens (short ones joined within
+    their domain; seed > 0 resamples them), or ``random`` / ``repeated`` token ids (as many
+    inputs as the natural regime would give: ``per_domain`` × 3)."""
+    from ..data import effective_per_domain, read_examples, resolve_bos, tokenize_examples
+    from ..data.content import lengthen, resample, synthetic_inputs
+
+    tok = model.tokenizer
+    bos = resolve_bos(model, shared["bos"])
+    per_domain = effective_per_domain(shared["inputs"], shared["per_domain"])
+    if cell.content != "natural":
+        vocab = int(model.adapter.token_embedding_module().weight.shape[0])
+        return synthetic_inputs(cell.content, tok, n=(per_domain or 100) * 3, length=cell.length, seed=cell.seed,
+                                vocab=min(vocab, len(tok)), bos=bos)
+    examples = read_examples(shared["inputs"], tokenizer=tok, per_domain=per_domain, max_tokens=cell.length, seed=cell.seed)
+    if not shared["inputs"].startswith("default"):  # the default corpus draws by seed itself
+        examples = resample(examples, cell.seed)
+    examples = lengthen(examples, tok, cell.length - 1 if bos else cell.length)
+    return tokenize_examples(examples, tok, max_tokens=cell.length, per_domain=per_domain, prepend_bos=bos,
+                             spec=f"{shared['inputs']}@{cell.length}:seed={cell.seed}")
+
+
+def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[dict]:
+    """One cell: the preset's interventions on the cell's inputs, one row per domain × intervention
+    (``all`` first; the layer band's BOS attention; intervention ``a`` is the baseline)."""
+    from ..analysis.facts import resolve_facts
+    from ..interventions import PAPER_LABELS
+    from .intervene import InterveneConfig, run_interventions
+
+    limit = model.adapter.max_positions()
+    if limit is not None and cell.length > limit:  # a fact about the model, recorded like any other
+        return [{"model": cell.model, "step": training_step(cell.model, model), "length": cell.length, "content": cell.content,
+                 "seed": cell.seed, "domain": "all", "intervention": "a", "description": "baseline", "applicable": False,
+                 "reason": f"{cell.length} tokens do not fit this model's {limit} learned positions",
+                 **dict.fromkeys(("bos_attention", "se", "pct_baseline", "attn_to_1", "delta_ce"), float("nan")), "n": 0}]
+    inputs = cell_inputs(model, cell, shared)
+    band = tuple(shared["band"]) if shared["band"] else None
+    ivs = InterveneConfig(preset=shared["preset"]).interventions()
+    facts = resolve_facts(model, inputs, band=band, q_bar=any("q_bar" in iv.needs for iv in ivs.values()),
+                          batch_size=batch_size, progress=False)
+    res = run_interventions(model, inputs, ivs, coords=facts.coords, band=band, batch_size=batch_size, progress=False,
+                            labels=dict(PAPER_LABELS) if shared["preset"] == "paper" else {}, cache=facts.cache())
+    t = res.table()
+    t = t[t.scope == "mid"]
+    step = training_step(cell.model, model)
+    rows = []
+    for _, r in t.iterrows():
+        rows.append({"model": cell.model, "step": step, "length": cell.length, "content": cell.content, "seed": cell.seed,
+                     "domain": r.dataset, "intervention": "a" if r.intervention == res.baseline_id else r.intervention,
+                     "description": r.description, "applicable": bool(r.applicable), "reason": r.reason or "",
+                     **{k: (float(r[k]) if r.applicable else float("nan")) for k in ("mean", "se", "pct_baseline", "attn_to_1", "delta_ce")},
+                     "n": int(r.n) if r.applicable else int(inputs.domain_masks()[r.dataset].sum())})
+        rows[-1]["bos_attention"] = rows[-1].pop("mean")
+    return rows
+
+
+def _load(spec: str, device: str, threads: int | None):
+    import torch
+
+    from ..models import load_model
+
+    if threads:
+        torch.set_num_threads(threads)  # the driver's count: Ray workers would otherwise use 1 (bit-identical sums)
+    model = load_model(spec, device=device)
+    model.adapter.require_forward()
+    return model
+
+
+def cell_result(model, cell: Cell, shared: dict, batch_size: int) -> dict:
+    """``{"rows": [...], "seconds": s}``, or ``{"error": message}`` for a cell that failed with a
+    sinkscope error (a length this model cannot take, too few texts): reported, not cached."""
+    t0 = time.perf_counter()
+    try:
+        return {"rows": run_cell(model, cell, shared, batch_size=batch_size), "seconds": round(time.perf_counter() - t0, 2)}
+    except SinkscopeError as e:
+        return {"error": str(e)}
+
+
+def run_group(spec: str, cells: list[Cell], shared: dict, *, device: str = "cpu", batch_size: int = 32,
+              threads: int | None = None) -> dict[str, dict]:
+    """All cells of one model (loaded once), ``{cell key: cell_result}``: one Ray task."""
+    _die_once_for_tests()
+    model = _load(spec, device, threads)
+    return {cell_key(shared, c): cell_result(model, c, shared, batch_size) for c in cells}
+
+
+def _die_once_for_tests() -> None:
+    """Fault injection for the retry test: with ``SINKSCOPE_SWEEP_DIE_ONCE=PATH`` the first task
+    to get here creates PATH and kills its own process (as an OOM kill or a lost node would)."""
+    path = os.environ.get("SINKSCOPE_SWEEP_DIE_ONCE")
+    if path:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(137)
+
+
+def cell_key(shared: dict, cell: Cell) -> str:
+    blob = json.dumps({"cell": asdict(cell), **shared}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class SweepResult:
+    """The sweep's tidy table (``sweep.csv``) and what is derived from it."""
+
+    frame: pd.DataFrame
+    config: SweepConfig
+    failed: dict = field(default_factory=dict)  # cell description -> error
+    seconds: float = 0.0
+
+    def table1_setting(self) -> tuple[int, str]:
+        """Table 1's cell setting: the first length and natural text (else the first regime)."""
+        c = self.config.contents
+        return self.config.lengths[0], "natural" if "natural" in c else c[0]
+
+    def table1(self) -> pd.DataFrame:
+        """The cross-model Table 1: per model × intervention × domain, the mean over seeds of the
+        band BOS attention, its cross-seed SD (ddof 1; NaN with one seed) and % of the baseline."""
+        length, content = self.table1_setting()
+        f = self.frame[(self.frame.length == length) & (self.frame.content == content) & self.frame.applicable]
+        if f.empty:
+            return pd.DataFrame(columns=TABLE1_COLUMNS)
+        g = f.groupby(["model", "intervention", "domain"], sort=False)
+        t = g.agg(description=("description", "first"), mean=("bos_attention", "mean"),
+                  sd_seeds=("bos_attention", lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")),
+                  n_seeds=("seed", "nunique"), n=("n", "first")).reset_index()
+        base = t[t.intervention == "a"].set_index(["model", "domain"])["mean"]
+        t["pct_baseline"] = [100 * m / base.get((mo, d), np.nan) for mo, d, m in zip(t.model, t.domain, t["mean"])]
+        return t[TABLE1_COLUMNS]
+
+    def markdown(self) -> str:
+        t = self.table1()
+        length, content = self.table1_setting()
+        out = [f"Table 1 across models ({content} text, {length} tokens, seeds {', '.join(map(str, self.config.seeds))}): "
+               "band BOS attention, mean ± cross-seed SD (% of baseline)", ""]
+        for dom in dict.fromkeys(t.domain):
+            sub = t[t.domain == dom]
+            ivs = list(dict.fromkeys(sub.intervention))
+            out += [f"### {dom}", "", "| model | " + " | ".join(ivs) + " |", "|---|" + "---|" * len(ivs)]
+            for m in dict.fromkeys(sub.model):
+                cells = []
+                for iv in ivs:
+                    r = sub[(sub.model == m) & (sub.intervention == iv)]
+                    if r.empty:
+                        cells.append("n/a")
+                        continue
+                    r = r.iloc[0]
+                    sd = "" if np.isnan(r.sd_seeds) else f" ± {r.sd_seeds:.3f}"
+                    cells.append(f"{r['mean']:.3f}{sd} ({r.pct_baseline:.0f}%)")
+                out.append(f"| {m} | " + " | ".join(cells) + " |")
+            out.append("")
+        na = self.frame[~self.frame.applicable].drop_duplicates(["model", "intervention"])
+        if len(na):
+            out += ["Not applicable:", ""] + [f"- {r.model} {r.intervention}: {r.reason}" for _, r in na.iterrows()] + [""]
+        if self.failed:
+            out += ["Failed cells:", ""] + [f"- {k}: {v}" for k, v in self.failed.items()] + [""]
+        return "\n".join(out)
+
+    def write(self, out: Path, *, figures: bool = True) -> dict[str, str]:
+        """``sweep.csv``, ``table1_models.csv`` / ``.md``, ``sweep.json``, figures and ``report.html``."""
+        from ..io import write_json_atomic, write_text_atomic
+
+        write_text_atomic(out / "sweep.csv", self.frame[SWEEP_COLUMNS].to_csv(index=False, float_format="%.7g"))
+        write_text_atomic(out / "table1_models.csv", self.table1().to_csv(index=False, float_format="%.7g"))
+        write_text_atomic(out / "table1_models.md", f"# sinkscope sweep\n\n{self.markdown()}\n")
+        length, content = self.table1_setting()
+        write_json_atomic(out / "sweep.json", {"config": asdict(self.config), "cells": len(self.config.grid()),
+                                               "failed": self.failed, "table1_setting": {"length": length, "content": content},
+                                               "seconds": round(self.seconds, 1)})
+        figs = {}
+        if figures:
+            from ..report.sweep import sweep_figures, write_sweep_report
+
+            figs = sweep_figures(self, out)
+            write_sweep_report(self, out, figs)
+        return figs
+
+
+def _describe(cell: Cell) -> str:
+    return f"{cell.model} @ {cell.length} tokens, {cell.content}, seed {cell.seed}"
+
+
+def _run_local(cfg: SweepConfig, todo: dict[str, list[Cell]]):
+    """Each model loaded once, its cells yielded one at a time (each is cached as it finishes)."""
+    for spec, cells in todo.items():
+        try:
+            model = _load(spec, cfg.device, None)
+        except SinkscopeError as e:
+            yield spec, {"__task__": {"error": str(e)}}
+            continue
+        for c in cells:
+            yield spec, {cell_key(cfg.shared(), c): cell_result(model, c, cfg.shared(), cfg.batch_size)}
+
+
+def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
+    """One Ray task per model (its cells), asking for the CPUs / GPU it runs on, retried
+    ``cfg.retries`` times; results come back to the driver as they finish."""
+    try:
+        import ray
+    except ImportError:
+        raise SinkscopeError("--backend ray needs ray: pip install 'sinkscope[ray]' (or use --backend local)") from None
+    import torch
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     **({} if cfg.address else {"num_cpus": os.cpu_count() or 1}))
+        except Exception as e:  # a wrong --address, a cluster that does not answer
+            raise SinkscopeError(f"--backend ray could not start or reach Ray{f' at {cfg.address}' if cfg.address else ''} "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); check --address") from None
+    threads = torch.get_num_threads()
+    gpus = 1 if cfg.device.startswith("cuda") else 0
+    task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=cfg.retries, retry_exceptions=[RuntimeError, OSError])(run_group)
+    pending = {task.remote(spec, cells, cfg.shared(), device=cfg.device, batch_size=cfg.batch_size, threads=threads): spec
+               for spec, cells in todo.items()}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        spec = pending.pop(done[0])
+        try:
+            yield spec, ray.get(done[0])
+        except Exception as e:  # retries exhausted: report this model's cells, keep the others
+            yield spec, {"__task__": {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}}
+
+
+def run_sweep(cfg: SweepConfig, out, *, figures: bool = True, progress: bool = True) -> SweepResult:
+    """Expand the grid, compute the cells not cached in ``out/cells`` (local or Ray), write the
+    tables, figures and report. Resumable: a cell is never recomputed."""
+    from tqdm.auto import tqdm
+
+    from ..io import check_owned, claim_dir, exclusive_dir, write_json_atomic
+    from ..models.loading import precheck_model, resolve_device
+
+    cfg.check()
+    resolve_device(cfg.device)
+    for spec in cfg.models:
+        precheck_model(spec)
+    out = check_owned(out, "sweep", legacy=lambda p: (p / "cells").is_dir())
+    claim_dir(out, "sweep")
+    t0 = time.perf_counter()
+    with exclusive_dir(out, "sinkscope sweep"):
+        cells_dir = out / "cells"
+        cells_dir.mkdir(exist_ok=True)
+        shared = cfg.shared()
+        grid = cfg.grid()
+        todo: dict[str, list[Cell]] = {}
+        for c in grid:
+            if not (cells_dir / f"{cell_key(shared, c)}.json").exists():
+                todo.setdefault(c.model, []).append(c)
+        runner = _run_ray if cfg.backend == "ray" else _run_local
+        failed = {}
+        bar = tqdm(total=sum(map(len, todo.values())), desc="sweep cells", unit="cell", disable=not progress)
+        for spec, results in runner(cfg, todo):
+            if "__task__" in results:
+                for c in todo[spec]:
+                    failed.setdefault(_describe(c), results["__task__"]["error"])
+                continue
+            for c in todo[spec]:
+                r = results.get(cell_key(shared, c))
+                if r is None:
+                    continue
+                if "error" in r:
+                    failed[_describe(c)] = r["error"]
+                else:  # the driver writes every cell, whichever backend computed it
+                    write_json_atomic(cells_dir / f"{cell_key(shared, c)}.json", {"cell": asdict(c), **shared, **r})
+                bar.update(1)
+        bar.close()
+        rows = []
+        for c in grid:
+            p = cells_dir / f"{cell_key(shared, c)}.json"
+            if p.exists():
+                rows += json.loads(p.read_text())["rows"]
+        frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+        if frame.empty:
+            raise SinkscopeError("no cell of the sweep could be computed: " + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
+        frame["bos_attention"] = frame["bos_attention"].astype(float)
+        result = SweepResult(frame, cfg, failed, time.perf_counter() - t0)
+        result.write(out, figures=figures)
+        return result
