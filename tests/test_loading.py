@@ -113,6 +113,24 @@ def test_the_papers_runs_stay_float32_unless_dtype_is_given(tiny_gpt2_dir, tmp_p
         assert json.loads((out / "stages" / "measure" / "summary.json").read_text())["dtype"] == want
 
 
+def test_sweep_loads_in_the_run_dtype_and_records_it(tiny_gpt2_dir, tmp_path):
+    """``sweep`` follows the same rule: ``--preset paper`` loads float32 unless ``--dtype`` is given,
+    ``--preset none`` the checkpoint's own; ``sweep.json`` records each model's load, and the
+    dtype is part of every cell's key (a bf16 sweep never reuses float32 cells)."""
+    bf16 = _bf16_copy(tiny_gpt2_dir, tmp_path)
+    grid = ["sweep", "--models", str(bf16), "--per-domain", "1", "--quiet", "--no-figures"]
+    for extra, want in ((["--preset", "none"], "bfloat16"), (["--preset", "none", "--dtype", "float32"], "float32"),
+                        (["--preset", "paper"], "float32")):
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        assert main([*grid, *extra, "--out", str(out)]) == 0
+        s = json.loads((out / "sweep.json").read_text())
+        assert s["dtype"] == {str(bf16): want} and s["model_source"][str(bf16)]["kind"] == "hf", (extra, s["dtype"])
+    out = tmp_path / "both"
+    for dtype in ("float32", "bfloat16"):
+        assert main([*grid, "--preset", "none", "--dtype", dtype, "--out", str(out)]) == 0
+    assert len(list((out / "cells").glob("*.json"))) == 2
+
+
 def test_multi_model_outputs_record_each_model(tiny_gpt2_dir, tmp_path):
     """``mitigate`` / ``compare`` results combine models: their JSON keys the load record by model."""
     out = tmp_path / "mit"

@@ -132,7 +132,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bos", choices=("auto", "on", "off"), default="auto", help="prepend the tokenizer's BOS token (auto: the model's convention)")
     p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _load_args(p)
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local: sequential, no extra dependency; ray: one task per model (pip install 'sinkscope[ray]')")
     p.add_argument("--address", default=None, help="with --backend ray: an existing cluster (default: a local Ray instance)")
     p.add_argument("--out", required=True, help="sweep directory: cells/ (cached, never recomputed), sweep.csv, table1_models.csv/.md, figures, report.html")
@@ -158,7 +158,8 @@ def cmd_sweep(args) -> int:
     cfg = SweepConfig(models=tuple(m.strip() for m in args.models.split(",") if m.strip()), lengths=_int_list(args.lengths, "--lengths"),
                       contents=tuple(args.content.split(",")), seeds=_int_list(args.seeds, "--seeds"), inputs=args.inputs,
                       per_domain=args.per_domain, preset=args.preset, bos=args.bos, band=_parse_band(args.layers),
-                      batch_size=args.batch_size, device=args.device, backend=args.backend, address=args.address)
+                      batch_size=args.batch_size, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                      backend=args.backend, address=args.address)
     r = run_sweep(cfg, args.out, figures=not args.no_figures, progress=not args.quiet)
     print(r.markdown())
     print(f"wrote {args.out}/ (sweep.csv, table1_models.csv, table1_models.md, sweep.json{', figures, report.html' if not args.no_figures else ''}) "
@@ -244,6 +245,7 @@ def _options(args, *, paper: bool = False):
     """The shared options of a command, as the experiments take them, checked. ``paper``: the
     study's runs (``intervene --preset paper``, ``reproduce``) load in float32 unless --dtype says otherwise."""
     from .experiments.run import RunOptions
+    from .models.options import run_dtype
 
     opts = RunOptions(model=args.model, device=args.device, dtype=args.dtype, device_map=args.device_map, inputs=args.inputs,
                       max_tokens=args.max_tokens, short=args.short, per_domain=args.per_domain, seed=args.seed, bos=args.bos,
@@ -252,8 +254,7 @@ def _options(args, *, paper: bool = False):
                       coords_rule=getattr(args, "coords_rule", None) or "paper", out=args.out,
                       figures=not getattr(args, "no_figures", False), progress=not args.quiet)
     opts.check()
-    if paper and opts.dtype == "auto":
-        opts.dtype = "float32"
+    opts.dtype = run_dtype(opts.dtype, paper)
     return opts
 
 

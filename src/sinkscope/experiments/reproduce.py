@@ -136,9 +136,9 @@ class Context:
 def _record(res, ctx: Context, tmp: Path) -> dict:
     """A stage's record: the result's summary, the figures it wrote and its tables; the files
     are the ones ``sinkscope <command>`` writes (one ``write`` for both, with the same load record)."""
-    from .run import load_record
+    from .run import combines_models, load_record
 
-    figs = res.write(tmp, extra=load_record(res, {ctx.model.name: ctx.model.record()}))
+    figs = res.write(tmp, extra=load_record({ctx.model.name: ctx.model.record()}, per_model=combines_models(res)))
     return {"summary": res.summary(), "figures": figs, "tables": dict(res.tables)}
 
 

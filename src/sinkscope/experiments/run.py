@@ -150,15 +150,24 @@ def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=N
                          profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
 
 
-def load_record(res: StageResult, recs: dict[str, dict]) -> dict:
-    """How the model(s) behind ``res`` were loaded (``{name: SinkModel.record()}``: ``model_source``
-    with the hub revision, ``dtype``, ``device_map``, ``devices``), for its summary: the values
-    for a one-model result, ``{field: {model name: value}}`` for a result that combines several
-    models (``compare``, ``mitigate``: it has ``concat``), however many it holds."""
-    if not hasattr(type(res), "concat"):
+def combines_models(res) -> bool:
+    """A result that combines models (``compare``, ``mitigate``: it has ``concat``) records each
+    model's load, however many it holds."""
+    return hasattr(type(res), "concat")
+
+
+def load_record(recs: dict[str, dict], *, per_model: bool) -> dict:
+    """How the model(s) of a result were loaded (``{name: SinkModel.record()}``: ``model_source``
+    with the hub revision, ``dtype``, ``device_map``, ``devices``), for its summary: the one
+    model's values, or with ``per_model`` ``{field: {model name: value}}``.
+
+    >>> load_record({"m": {"dtype": "float32"}}, per_model=True)
+    {'dtype': {'m': 'float32'}}
+    """
+    if not per_model:
         (rec,) = recs.values()
         return rec
-    return {k: {name: r[k] for name, r in recs.items()} for k in next(iter(recs.values()))}
+    return {k: {name: r.get(k) for name, r in recs.items()} for k in dict.fromkeys(k for r in recs.values() for k in r)}
 
 
 @dataclass
@@ -185,7 +194,7 @@ def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float)
     from ..models.loading import load_line
 
     with atomic_output_dir(opts.out) as tmp:
-        extra = load_record(res, recs) | {"total_seconds": round(time.perf_counter() - t0, 2)}
+        extra = load_record(recs, per_model=combines_models(res)) | {"total_seconds": round(time.perf_counter() - t0, 2)}
         figures = res.write(tmp, figures=opts.figures, extra=extra)
     return Ran(res, figures, time.perf_counter() - t0, [load_line(name, r) for name, r in recs.items()])
 

@@ -7,7 +7,7 @@ from ..errors import SinkscopeError
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_MAPS = ("auto",)
 DTYPE_HELP = ("float32, bfloat16, float16 or auto (default: the checkpoint's own dtype for hub ids and HF directories; "
-              "float32 for the embedded model, .gguf files, partial checkpoints, intervene --preset paper and reproduce)")
+              "float32 for the embedded model, .gguf files, partial checkpoints, --preset paper and reproduce)")
 
 
 def check_dtype(name: str) -> str:
@@ -20,6 +20,17 @@ def check_dtype(name: str) -> str:
     if name not in DTYPES:
         raise SinkscopeError(f"--dtype {name} is not a dtype sinkscope loads; use float32, bfloat16, float16 or auto")
     return name
+
+
+def run_dtype(dtype: str, paper: bool) -> str:
+    """The dtype a command asks the loader for: ``--dtype`` as given, except that the study's runs
+    (``paper``: ``intervene`` / ``sweep`` with ``--preset paper``, ``reproduce``) load float32
+    when it is ``auto``.
+
+    >>> run_dtype("auto", paper=True), run_dtype("auto", paper=False), run_dtype("bfloat16", paper=True)
+    ('float32', 'auto', 'bfloat16')
+    """
+    return "float32" if paper and check_dtype(dtype) == "auto" else dtype
 
 
 def check_device_map(device_map: str | None, device: str) -> str | None:
