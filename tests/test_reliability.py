@@ -414,10 +414,29 @@ def test_out_that_cannot_be_written_fails_before_the_work(tmp_path, tiny_gpt2_di
     (["--eps", "nan"], "--eps nan"),
     (["--layers", "5:2"], "START must be at least 0 and below STOP"),
     (["--layers=-1:2"], "START must be at least 0"),
+    (["--dtype", "bf16"], "--dtype bf16 is not a dtype sinkscope loads; use float32, bfloat16, float16 or auto"),
+    (["--device-map", "balanced"], "--device-map balanced is not supported; use --device-map auto"),
+    (["--device-map", "auto", "--device", "cuda"], "--device-map auto places the weights itself; drop --device cuda"),
 ])
 def test_nonsense_options(args, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
     user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, *args), fragment, out=out)
+
+
+def test_a_revision_needs_a_name(tmp_path, text_file, capsys):
+    out = tmp_path / "out"
+    user_error(capsys, _measure("gpt2@", text_file, out), "--model gpt2@ names no revision", "ORG/NAME@REVISION", out=out)
+
+
+def test_device_map_on_a_partial_checkpoint(tmp_path, tiny_gpt2_dir, text_file, capsys):
+    from safetensors.torch import save_file
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "config.json").write_text((tiny_gpt2_dir / "config.json").read_text())
+    save_file({"transformer.wpe.weight": torch.zeros(128, 64)}, str(tmp_path / "p" / "w.safetensors"))
+    out = tmp_path / "out"
+    user_error(capsys, _measure(tmp_path / "p" / "w.safetensors", text_file, out, "--device-map", "auto"),
+               "is a partial checkpoint, which --device-map cannot place", out=out)
 
 
 def test_layers_beyond_the_model(tmp_path, tiny_gpt2_dir, text_file, capsys):

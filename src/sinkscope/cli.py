@@ -41,8 +41,8 @@ def _parse_keys(text: str) -> tuple[int, ...]:
 
 def _common_args(p: argparse.ArgumentParser, default_out: str) -> None:
     """Options every command shares: model, inputs, output, batching, band, figures, progress."""
-    p.add_argument("--model", default="default", help="hub id, HF directory, .gguf file, partial safetensors or packaged:NAME (default: the embedded GPT-2-architecture model, offline)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--model", default="default", help="hub id (ORG/NAME[@REVISION]), HF directory, .gguf file, partial safetensors or packaged:NAME (default: the embedded GPT-2-architecture model, offline)")
+    _load_args(p)
     _input_args(p)
     _output_args(p, default_out)
 
@@ -55,6 +55,15 @@ def _output_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     _format_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _load_args(p: argparse.ArgumentParser) -> None:
+    """Where and in what precision the model is loaded: --device, --dtype, --device-map."""
+    from .models.options import DTYPE_HELP
+
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
+    p.add_argument("--device-map", default=None, help="auto: accelerate places the layers on every GPU, then CPU memory (needs no --device)")
 
 
 def _format_arg(p: argparse.ArgumentParser) -> None:
@@ -130,7 +139,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bos", choices=("auto", "on", "off"), default="auto", help="prepend the tokenizer's BOS token (auto: the model's convention)")
     p.add_argument("--layers", default=None, help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _load_args(p)
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local: sequential, no extra dependency; ray: one task per model (pip install 'sinkscope[ray]')")
     p.add_argument("--address", default=None, help="with --backend ray: an existing cluster (default: a local Ray instance)")
     p.add_argument("--out", required=True, help="sweep directory: cells/ (cached, never recomputed), sweep.csv, table1_models.csv/.md, figures, report.html")
@@ -156,7 +165,8 @@ def cmd_sweep(args) -> int:
     cfg = SweepConfig(models=tuple(m.strip() for m in args.models.split(",") if m.strip()), lengths=_int_list(args.lengths, "--lengths"),
                       contents=tuple(args.content.split(",")), seeds=_int_list(args.seeds, "--seeds"), inputs=args.inputs,
                       per_domain=args.per_domain, preset=args.preset, bos=args.bos, band=_parse_band(args.layers),
-                      batch_size=args.batch_size, device=args.device, backend=args.backend, address=args.address)
+                      batch_size=args.batch_size, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                      backend=args.backend, address=args.address)
     r = run_sweep(cfg, args.out, figures=not args.no_figures, progress=not args.quiet)
     print(r.markdown())
     print(f"wrote {args.out}/ (sweep.csv, table1_models.csv, table1_models.md, sweep.json{', figures, report.html' if not args.no_figures else ''}) "
@@ -223,8 +233,8 @@ def _dynamics_args(p: argparse.ArgumentParser) -> None:
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="hub id, HF directory, .gguf, partial safetensors, packaged:NAME or default (default: gpt2 from the hub when reachable, else the embedded model)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--model", default=None, help="hub id (ORG/NAME[@REVISION]), HF directory, .gguf, partial safetensors, packaged:NAME or default (default: gpt2 from the hub when reachable, else the embedded model)")
+    _load_args(p)
     _input_args(p)
     p.set_defaults(inputs=None)
     p.add_argument("--out", default="sinkscope-out/reproduce", help="run directory: stages/ (cached results), report.html, run.json (default: sinkscope-out/reproduce)")
@@ -253,23 +263,28 @@ def _input_args(p: argparse.ArgumentParser) -> None:
                    help="prepend the tokenizer's BOS token; auto (default): only for models sinkscope trained with a BOS first token (the paper uses none)")
 
 
-def _options(args):
-    """The shared options of a command, as the experiments take them."""
+def _options(args, *, paper: bool = False):
+    """The shared options of a command, as the experiments take them, checked. ``paper``: the
+    study's runs (``intervene --preset paper``, ``reproduce``) load in float32 unless --dtype says otherwise."""
     from .experiments.run import RunOptions
+    from .models.options import run_dtype
 
-    return RunOptions(model=args.model, device=args.device, inputs=args.inputs, max_tokens=args.max_tokens, short=args.short,
-                      per_domain=args.per_domain, seed=args.seed, bos=args.bos, batch_size=args.batch_size,
-                      band=_parse_band(args.layers), coords=_parse_coords(getattr(args, "coords", None)),
+    opts = RunOptions(model=args.model, device=args.device, dtype=args.dtype, device_map=args.device_map, inputs=args.inputs,
+                      max_tokens=args.max_tokens, short=args.short, per_domain=args.per_domain, seed=args.seed, bos=args.bos,
+                      batch_size=args.batch_size, band=_parse_band(args.layers), coords=_parse_coords(getattr(args, "coords", None)),
                       k_sigma=check_number("--sigma", 3.0 if getattr(args, "sigma", None) is None else args.sigma, 0.0, 1e6),
                       coords_rule=getattr(args, "coords_rule", None) or "paper", out=args.out,
                       figures=not getattr(args, "no_figures", False), progress=not args.quiet)
+    opts.check()
+    opts.dtype = run_dtype(opts.dtype, paper)
+    return opts
 
 
-def _run_one(config, args) -> int:
+def _run_one(config, args, *, paper: bool = False) -> int:
     """One command = one stage: run it, print its text and what it wrote."""
     from .experiments.run import run_stage
 
-    return _print(run_stage(config, _options(args)), args.out)
+    return _print(run_stage(config, _options(args, paper=paper)), args.out)
 
 
 def _run_models(config, args, specs: str) -> int:
@@ -280,6 +295,7 @@ def _run_models(config, args, specs: str) -> int:
 
 
 def _print(ran, out: str) -> int:
+    print("\n".join(ran.loaded))
     print(ran.result.format())
     print(ran.wrote(out))
     return 0
@@ -302,7 +318,7 @@ def cmd_intervene(args) -> int:
 
     args.coords_rule, args.sigma, draw = cli_settings(args.preset, args.coords_rule, args.sigma, args.random)
     return _run_one(InterveneConfig(preset=args.preset, edits=tuple(args.edit), seed=args.seed, random=draw, sentence=args.sentence,
-                                    max_tokens=args.max_tokens), args)
+                                    max_tokens=args.max_tokens), args, paper=args.preset == "paper")
 
 
 def cmd_compare(args) -> int:
@@ -358,7 +374,7 @@ def cmd_reproduce(args) -> int:
     from .experiments.run import load
 
     skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
-    opts = _options(args)  # every option checked once, before the hub probe and the model
+    opts = _options(args, paper=True)  # every option checked once, before the hub probe and the model
     settings = Settings(band=opts.band, coords=opts.coords, k_sigma=opts.k_sigma, seed=opts.seed, batch_size=opts.batch_size,
                         strengths=tuple(_parse_strengths(args.strengths)), edits=_parse_edits(args.edits), sentence=args.sentence,
                         max_tokens=opts.max_tokens, skip=skip)

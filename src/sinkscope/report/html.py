@@ -289,7 +289,8 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
         skip_html = '<h2 id="skipped">Skipped stages</h2><ul>' + "".join(f"<li><b>{_e(o.name)}</b> ({_e(o.status)}): {_e(o.reason)}</li>" for o in skipped) + "</ul>"
     st = run["settings"]
     settings_df = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in st.items()] + [
-        {"setting": "model source", "value": str(run.get("model_source", {}).get("spec") or run.get("model_source", {}).get("path", ""))},
+        {"setting": "model source", "value": _source_text(run.get("model_source", {}))},
+        {"setting": "dtype", "value": str(run.get("dtype", ""))},
         {"setting": "weights sha256", "value": run["weights_sha256"]}, {"setting": "inputs sha256", "value": str(run["inputs_sha256"])},
         {"setting": "command", "value": run.get("command", "")}])
     vers_df = pd.DataFrame([{"package": k, "version": str(v)} for k, v in run["versions"].items()])
@@ -303,6 +304,14 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
             f"<title>sinkscope reproduce: {_e(model.name)}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
             + "".join(head) + "".join(toc) + (paper_html if gpt2 else "") + "".join(sections) + skip_html + ("" if gpt2 else paper_html) + "".join(tail) + "</body></html>\n")
     return page, paper_df
+
+
+def _source_text(src: dict) -> str:
+    """The model's source in one phrase: spec or path, with the hub revision and commit."""
+    text = str(src.get("spec") or src.get("path", ""))
+    if src.get("revision"):
+        text += f"@{src['revision']}"
+    return text + (f" (commit {src['commit']})" if src.get("commit") else "")
 
 
 def write_report(out: Path, model, inputs, outcomes, run: dict) -> Path:
