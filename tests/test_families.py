@@ -201,6 +201,12 @@ def test_cli_measure_and_intervene_on_each_family(family, family_dirs, tmp_path)
         rest = 1 - ref.sum(-1)[:, :, :, ids.shape[1] // 2 :].mean(-1)
         assert (mass - rest).abs().max().item() < 1e-5
 
+    # bf16: within 2e-2 of the fp32 eager reference, the dtype recorded
+    assert main(["measure", *common, "--dtype", "bfloat16", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["dtype"] == "bfloat16"
+    bf = pd.read_csv(tmp_path / "b" / "metrics.csv").sort_values(["example", "layer", "head"])
+    assert (torch.tensor(bf["bos_attention"].to_numpy()).view(want.shape) - want).abs().max().item() < 2e-2
+
     assert main(["intervene", *common, "--preset", "paper", "--out", str(tmp_path / "i")]) == 0
     s = json.loads((tmp_path / "i" / "summary.json").read_text())
     cells = s["interventions"]
