@@ -226,7 +226,7 @@ def _dynamics_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoints", help="comma-separated model specs (HF directories, hub ids), one per training step")
     p.add_argument("--steps", default=None, help="the training step of each --checkpoints entry (default: the step each recorded)")
     p.add_argument("--threshold", type=float, default=None, help="sink level that marks the onset (default: 2x the uniform level)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _load_args(p)
     _input_args(p)
     p.set_defaults(model=None)
     _output_args(p, "sinkscope-out/dynamics")

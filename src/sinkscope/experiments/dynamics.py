@@ -141,6 +141,7 @@ class DynamicsResult:
     frame: pd.DataFrame
     meta: dict = field(default_factory=dict)
     seconds: float = 0.0
+    loads: dict = field(default_factory=dict)  # {checkpoint name: SinkModel.record()}
 
     tables = {"dynamics.csv": "one row per checkpoint: step, sink, EPE max, alignment, interventions, pathways"}
     summary_file = "dynamics.json"
@@ -213,9 +214,10 @@ def dynamics(checkpoints: Sequence[str], opts: RunOptions | None = None, *, step
         check_number("--threshold", threshold, 0.0, 1.0)
     order = sorted(checkpoints, key=step_of.get)
     t0 = time.perf_counter()
-    rows = []
+    rows, loads = [], {}
     bar = tqdm(total=len(order), desc="dynamics", unit="checkpoint", disable=not opts.progress)
     for ckpt, (model, inputs) in zip(order, load_each(opts, order)):
+        loads[model.name] = model.record()  # how each checkpoint was loaded (dtype, source), for the summary
         rows.append(_one(model, inputs, opts, step_of[ckpt], ckpt))
         bar.set_postfix({"step": step_of[ckpt], "sink": f"{rows[-1]['sink']:.3f}"}, refresh=False)
         bar.update(1)
@@ -228,7 +230,7 @@ def dynamics(checkpoints: Sequence[str], opts: RunOptions | None = None, *, step
             "threshold": threshold if threshold is not None else ONSET_FACTOR * uniform,
             "threshold_rule": "given (--threshold)" if threshold is not None else f"{ONSET_FACTOR:g} x the uniform level {uniform:.4f}",
             "edits": {k: f"{v} ({EDIT_TEXT[k]})" for k, v in EDITS.items()}, "n_checkpoints": len(rows)}
-    return DynamicsResult(pd.DataFrame(rows), meta, time.perf_counter() - t0)
+    return DynamicsResult(pd.DataFrame(rows), meta, time.perf_counter() - t0, loads)
 
 
 def run_dynamics(checkpoints: Sequence[str], opts: RunOptions, *, steps=None, threshold=None):
@@ -240,7 +242,8 @@ def run_dynamics(checkpoints: Sequence[str], opts: RunOptions, *, steps=None, th
     if opts.out is not None:
         check_output_dir(opts.out)
     t0 = time.perf_counter()
-    return _write(dynamics(checkpoints, opts, steps=steps, threshold=threshold), opts, t0)
+    res = dynamics(checkpoints, opts, steps=steps, threshold=threshold)
+    return _write(res, res.loads, opts, t0)
 
 
 __all__ = ["DynamicsResult", "checkpoint_step", "dynamics", "run_checkpoints", "run_dynamics"]

@@ -194,7 +194,7 @@ def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float)
     from ..models.loading import load_line
 
     with atomic_output_dir(opts.out) as tmp:
-        extra = load_record(recs, per_model=combines_models(res)) | {"total_seconds": round(time.perf_counter() - t0, 2)}
+        extra = load_record(recs, per_model=combines_models(res) or len(recs) > 1) | {"total_seconds": round(time.perf_counter() - t0, 2)}
         figures = res.write(tmp, figures=opts.figures, extra=extra)
     return Ran(res, figures, time.perf_counter() - t0, [load_line(name, r) for name, r in recs.items()])
 
