@@ -265,7 +265,7 @@ def test_explain_on_a_model_without_query_bias_uses_the_effective_query_bias():
     and says so; the b_Q alignment is skipped with the reason; without inputs the advice is to
     give inputs, not --coords (which would give an all-zero γ)."""
     from sinkscope.analysis.shared_query import shared_gamma, shared_query
-    from sinkscope.experiments.explain import explain
+    from sinkscope.stages.explain import explain
 
     hf = tiny_model("llama")
     sm = SinkModel("llama", hf, adapter_for(hf))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sinkscope.data import Example, TokenizedInputs
-from sinkscope.experiments.mitigate import MitigateConfig
+from sinkscope.stages.mitigate import MitigateConfig
 from sinkscope.models import SinkModel, adapter_for
 
 COORD = 5

@@ -144,8 +144,8 @@ def test_dynamics_equals_measure_explain_intervene_on_each_checkpoint(run, tmp_p
 
 
 def test_dynamics_python_api_threshold_and_steps(run):
-    from sinkscope.experiments.dynamics import dynamics, run_checkpoints
-    from sinkscope.experiments.run import RunOptions
+    from sinkscope.studies.dynamics import dynamics, run_checkpoints
+    from sinkscope.stages.runner import RunOptions
 
     ckpts = run_checkpoints(run)
     r = dynamics(list(reversed(ckpts[1:])), RunOptions(per_domain=2, progress=False), steps=[40, 20], threshold=0.0)

@@ -231,7 +231,7 @@ def shared_frame(above_1=True):
 
 
 def compare_result():
-    from sinkscope.experiments.compare import COMPARE_EDITS
+    from sinkscope.stages.compare import COMPARE_EDITS
 
     rows = []
     for m in (LONG, LONG2, "default"):
@@ -491,7 +491,7 @@ def test_measure_and_explain_figures_follow_the_format(fmt, tmp_path):
 
 
 def test_zoo_figures_follow_the_format(tmp_path, monkeypatch):
-    import sinkscope.experiments.zoo as ez
+    import sinkscope.studies.zoo as ez
 
     monkeypatch.setattr(ez, "load_training_curves", lambda out: zoo_curves())
     with figure_format("svg"):

@@ -12,7 +12,7 @@ import torch
 
 from sinkscope.data import Example, TokenizedInputs
 from sinkscope.errors import SinkscopeError
-from sinkscope.experiments.intervene import attention_maps, run_interventions
+from sinkscope.stages.intervene import attention_maps, run_interventions
 from sinkscope.interventions import PAPER_LABELS, ScaleQueryBias, apply, paper_presets
 from sinkscope.interventions.spec import parse_edit
 from sinkscope.models import SinkModel, adapter_for
@@ -160,7 +160,7 @@ def test_intervene_cli(tmp_path, tiny_gpt2_dir, capsys):
 def test_one_edit_language_for_presets_compare_and_mitigate():
     """The paper's presets, compare's edits and mitigate's sweeps are written in the --edit
     language; each builds the same intervention as the classes it names."""
-    from sinkscope.experiments.mitigate import EDITS, sweep_edits
+    from sinkscope.stages.mitigate import EDITS, sweep_edits
     from sinkscope.interventions import (DropPositionEmbeddings, Identity, PatchIndex0, RandomKeyCoords, ReplacePositionEmbedding,
                                          ScaleQueryBias, ScaleSharedQuery, SkipMLP, SwapDirection, ZeroKeyCoords, ZeroTokenEmbedding)
     from sinkscope.interventions.spec import SCALABLE, parse_edit

@@ -7,7 +7,7 @@ import statistics
 import torch
 
 from sinkscope.data import Example, TokenizedInputs, tokenize_examples
-from sinkscope.experiments import measure
+from sinkscope.stages.measure import measure
 from sinkscope.metrics import layer_band, uniform_baseline
 from sinkscope.models import SinkModel, adapter_for
 

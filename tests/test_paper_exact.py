@@ -199,7 +199,7 @@ def test_gamma_falls_back_to_the_top2_as_the_paper(tmp_path):
     """explain on a model whose EPE_0 has no outlier: the paper's rule (default) splits γ on the
     top-2 |EPE_0| and says so; sinkscope's sigma rule skips the split with the reason."""
     from conftest import tiny_model
-    from sinkscope.experiments.explain import explain
+    from sinkscope.stages.explain import explain
     from sinkscope.models import SinkModel, adapter_for
 
     hf = tiny_model("gpt2")

@@ -72,7 +72,7 @@ def test_smollm2_paper_inputs_show_a_clear_sink(smollm2):
 
 def test_smollm2_interventions_run_or_say_why(smollm2):
     """On a Llama-architecture model the GPT-2-specific presets are reported as not applicable."""
-    from sinkscope.experiments.intervene import run_interventions
+    from sinkscope.stages.intervene import run_interventions
     from sinkscope.interventions import PAPER_LABELS, paper_presets
 
     ti = load_inputs("default", smollm2.tokenizer, per_domain=8)
@@ -158,7 +158,7 @@ def test_qwen_1_5b_loads_in_bf16_and_matches_eager(packaged_cache):
 def test_smollm2_shared_query_split_and_compare(smollm2):
     """Issue 5 on real RoPE weights: queries rotated back match q_proj, the split sums to the
     model's scores, and compare's matching interventions apply (b_Q := 0 does not)."""
-    from sinkscope.experiments.compare import compare_one
+    from sinkscope.stages.compare import compare_one
 
     ad = smollm2.adapter
     ti = load_inputs("default", smollm2.tokenizer, per_domain=2)
@@ -181,10 +181,10 @@ def test_smollm2_reproduce_runs_every_forward_stage_and_says_why_weight_parts_do
     import json
     import re
 
-    from sinkscope.experiments.reproduce import STAGE_NAMES, Settings, reproduce
+    from sinkscope.studies.reproduce import STAGE_NAMES, Settings, reproduce
 
     ti = load_inputs("default", smollm2.tokenizer, per_domain=3)
-    res = reproduce(smollm2, ti, tmp_path / "r", settings=Settings(strengths=(1.0, 0.0)), progress=False)
+    res = reproduce(smollm2, ti, tmp_path / "r", settings=Settings(options={"strengths": (1.0, 0.0)}), progress=False)
     assert [o.status for o in res.stages] == ["ran"] * len(STAGE_NAMES)
     w = res.outcome("circuit_weights").record["summary"]
     why = {s["stage"]: s["reason"] for s in w["skipped"]}

@@ -1,4 +1,4 @@
-"""The typed records the report reads (``experiments/records.py``) read every stage's live
+"""The typed records the report reads (``report/records.py``) read every stage's live
 summary: the records and the summaries the stages write cannot drift apart."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from sinkscope.experiments import reproduce as rp
-from sinkscope.experiments.records import RECORDS, RecordError, read_record
+from sinkscope.studies import reproduce as rp
+from sinkscope.report.records import RecordError, read_record, record_type
 
 
 def _fields_present(rec, summary: dict, where: str) -> None:
@@ -32,7 +32,7 @@ def test_every_stage_summary_reads_as_its_record(embedded_run):
     for name in rp.STAGE_NAMES:
         summary = json.loads((out / "stages" / name / "stage.json").read_text())["summary"]
         rec = read_record(name, summary)
-        assert isinstance(rec, RECORDS[name])
+        assert isinstance(rec, record_type(name)) and rec is not summary, name
         _fields_present(rec, summary, name)
     w = read_record("circuit_weights", json.loads((out / "stages" / "circuit_weights" / "stage.json").read_text())["summary"])
     assert w.gamma is not None and w.gamma.coords and w.epe is not None  # the parts the embedded model has
@@ -48,13 +48,13 @@ def test_a_record_of_another_shape_is_one_clear_error():
 
 
 def test_every_command_is_a_stage_config_with_a_result():
-    """Each command's config and result have the interface experiments/run.py runs."""
-    from sinkscope.experiments.compare import CompareConfig, CompareResult
-    from sinkscope.experiments.explain import ExplainConfig, ExplainResult
-    from sinkscope.experiments.intervene import InterveneConfig, InterveneResult
-    from sinkscope.experiments.measure import MeasureConfig, MeasureResult
-    from sinkscope.experiments.mitigate import MitigateConfig, MitigateResult
-    from sinkscope.experiments.run import StageConfig, StageResult
+    """Each stage's config and result have the interface stages/runner.py runs."""
+    from sinkscope.stages.compare import CompareConfig, CompareResult
+    from sinkscope.stages.explain import ExplainConfig, ExplainResult
+    from sinkscope.stages.intervene import InterveneConfig, InterveneResult
+    from sinkscope.stages.measure import MeasureConfig, MeasureResult
+    from sinkscope.stages.mitigate import MitigateConfig, MitigateResult
+    from sinkscope.stages.runner import StageConfig, StageResult
 
     def members(proto):
         return {n for n in dir(proto) if not n.startswith("_")} | set(getattr(proto, "__annotations__", {}))

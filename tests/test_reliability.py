@@ -105,7 +105,7 @@ def test_crafted_checkpoint_is_never_unpickled_by_train_resume(tmp_path, capsys)
 
 def test_crafted_checkpoint_in_a_zoo_run_is_never_unpickled(tmp_path, monkeypatch):
     """``zoo`` resumes a run directory that has ``checkpoint.pt`` but no ``training.json``."""
-    from sinkscope.experiments.zoo import run_zoo
+    from sinkscope.studies.zoo import run_zoo
     from sinkscope.training import TrainConfig
     from sinkscope.training.recipe import tiny_texts
 
@@ -561,7 +561,7 @@ def test_ctrl_c_during_imports_is_one_line(tmp_path):
 
 
 def test_interrupted_train_points_to_its_checkpoint(tmp_path):
-    from sinkscope.cli import _interrupted_note
+    from sinkscope.cli.main import _interrupted_note
 
     run = tmp_path / "run"
     assert "nothing half-written" in _interrupted_note(["train", "--out", str(run)])
@@ -772,14 +772,14 @@ def test_a_long_non_ascii_out_name(tmp_path, tiny_gpt2_dir, text_file):
 
 
 def test_lazy_packages_keep_their_submodules():
-    code = ("import sinkscope, sys; sinkscope.models.load_model; sinkscope.data.load_inputs; sinkscope.experiments.measure; "
+    code = ("import sinkscope, sys; sinkscope.models.load_model; sinkscope.data.load_inputs; sinkscope.stages.measure; "
             "import sinkscope.data as d; d.corpus; assert 'load_model' in dir(sinkscope)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1500:]
 
 
 def test_interrupted_train_note_reads_out_equals(tmp_path):
-    from sinkscope.cli import _interrupted_note
+    from sinkscope.cli.main import _interrupted_note
 
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     assert "--resume" in _interrupted_note(["train", f"--out={tmp_path}"])

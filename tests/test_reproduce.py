@@ -15,7 +15,7 @@ import torch
 
 from conftest import PAPER_CSV, PARTIAL, default_sigint_in_child, needs_shared
 from sinkscope.cli import main
-from sinkscope.experiments import reproduce as rp
+from sinkscope.studies import reproduce as rp
 
 from conftest import REPRODUCE_ARGS as ARGS  # noqa: E402  (embedded_run, in conftest, ran with these)
 
@@ -160,8 +160,8 @@ def test_stage_keys_follow_weights_inputs_and_settings():
     key = lambda name, w=w, ti=ti, s=rp.Settings(): rp.stage_key(st[name], w, rp.inputs_hash(ti), s, {})  # noqa: E731
     assert key("measure") == key("measure")
     assert key("measure", ti=ti2) != key("measure") and key("circuit_weights", ti=ti2) == key("circuit_weights")
-    assert key("measure", s=rp.Settings(strengths=(1.0, 0.0))) == key("measure")
-    assert key("mitigate", s=rp.Settings(strengths=(1.0, 0.0))) != key("mitigate")
+    assert key("measure", s=rp.Settings(options={"strengths": (1.0, 0.0)})) == key("measure")
+    assert key("mitigate", s=rp.Settings(options={"strengths": (1.0, 0.0)})) != key("mitigate")
     with torch.no_grad():
         hf.transformer.h[1].attn.c_attn.bias[3] += 1e-6
     assert rp.weights_hash(sm) != w
@@ -222,8 +222,8 @@ def test_paper_table_for_gpt2_small_reads_every_stage(embedded_run):
 
     from transformers import GPT2Config
 
-    from sinkscope.experiments.paper import PAPER_NUMBERS, compare_one, is_gpt2_small, paper_vs_run
-    from sinkscope.experiments.records import RecordError, read_record
+    from sinkscope.report.paper import PAPER_NUMBERS, compare_one, is_gpt2_small, paper_vs_run
+    from sinkscope.report.records import RecordError, read_record
     from sinkscope.report.html import _paper_section
 
     summaries = {n: _stage(embedded_run, n)["summary"] for n in rp.STAGE_NAMES}

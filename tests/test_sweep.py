@@ -14,7 +14,7 @@ import torch
 from sinkscope.cli import main
 from sinkscope.data.content import lengthen, resample, synthetic_inputs
 from sinkscope.data.inputs import Example
-from sinkscope.experiments.sweep import SWEEP_COLUMNS, TABLE1_COLUMNS, training_step
+from sinkscope.studies.sweep import SWEEP_COLUMNS, TABLE1_COLUMNS, training_step
 
 GRID = ["--models", "default", "--lengths", "40,64", "--content", "natural,random,repeated", "--seeds", "0,1",
         "--per-domain", "2", "--preset", "paper", "--quiet", "--no-figures"]
@@ -66,7 +66,7 @@ def test_table1_is_the_mean_and_sd_over_seeds(local_sweep):
 
 
 def test_cells_are_cached_and_never_recomputed(local_sweep, monkeypatch):
-    import sinkscope.experiments.sweep as sw
+    import sinkscope.studies.sweep as sw
 
     before = (local_sweep / "sweep.csv").read_bytes()
     monkeypatch.setattr(sw, "run_cell", lambda *a, **k: pytest.fail("a cached cell was recomputed"))

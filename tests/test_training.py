@@ -197,7 +197,7 @@ def test_train_cli(tmp_path, capsys):
 
 
 def test_zoo_trains_analyses_and_reuses_runs(tmp_path):
-    from sinkscope.experiments.zoo import run_zoo
+    from sinkscope.studies.zoo import run_zoo
 
     base = TrainConfig(**{**TINY, "vocab": 400})
     r = run_zoo(tmp_path / "zoo", seeds=(0,), variants=("full", "no_pos", "sink_logit"), base=base, progress=False, per_domain=8)

@@ -14,7 +14,7 @@ from .errors import MissingTensorsError, SinkscopeError
 __version__ = "0.1.0"
 
 # torch and transformers load on first use (PEP 562), so ``import sinkscope.cli`` stays light
-_EXPORTS = {"load_inputs": "data.inputs", "MeasureResult": "experiments.measure", "measure": "experiments.measure",
+_EXPORTS = {"load_inputs": "data.inputs", "MeasureResult": "stages.measure", "measure": "stages.measure",
             "SinkModel": "models.loading", "adapter_for": "models.loading", "load_model": "models.loading"}
 __getattr__, __dir__ = lazy_package(__name__, globals(), _EXPORTS)[:2]  # __all__ below adds the eager names
 

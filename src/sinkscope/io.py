@@ -331,3 +331,29 @@ def finite_json(obj: Any) -> Any:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write strict JSON (NaN / inf as null) through a temporary file and ``os.replace``."""
     write_text_atomic(path, json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def interrupt_guard():
+    """Ctrl-C raises ``KeyboardInterrupt`` at once, as usual, and is also remembered: Python can
+    swallow that exception (when the signal lands in a weakref callback or ``__del__`` during
+    garbage collection, it only prints "Exception ignored"), so the run calls the yielded
+    ``check()`` at every stage boundary and stops there. Either way no stage is half-written."""
+    import signal
+
+    hit: list[int] = []
+
+    def check() -> None:
+        if hit:
+            raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield check  # a caller's own handler: not ours to replace
+        return
+
+    def handler(signum, frame):
+        hit.append(signum)
+        raise KeyboardInterrupt
+
+    with signal_handlers(handler):
+        yield check

@@ -90,7 +90,7 @@ class ZeroKeyCoords(Intervention):
             edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v: v.__setitem__(coords, v[coords] * self.scale))
 
 
-RANDOM_DRAWS = ("sinkscope", "paper")
+from .labels import RANDOM_DRAWS  # noqa: E402
 
 
 class RandomKeyCoords(Intervention):

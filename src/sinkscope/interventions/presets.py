@@ -1,53 +1,104 @@
-"""The ten interventions of the paper's Table 1, by their letters (a)..(j)."""
+"""Presets: a named protocol that owns its interventions, labels, coordinate rule, random
+draw, dtype policy and layer band. ``--preset`` takes its choices from :data:`PRESETS`
+everywhere (``intervene``, ``sweep``); nothing else interprets a preset's name.
+
+>>> p = get_preset("paper")
+>>> p.coords_rule(None, None), p.coords_rule(None, 2.0), p.dtype("auto"), p.draw(None)
+('paper', 'sigma', 'float32', 'paper')
+>>> sorted(get_preset("none").interventions())
+['baseline']
+>>> paper_presets(7, random="sinkscope")["j"].describe()
+'zero 3 random W_K rows per layer (seed 7)'
+"""
+
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..errors import SinkscopeError
-from .base import Intervention
-from .spec import edits
+from .labels import PAPER_LABELS, PAPER_SPECS, PAPER_TABLE1, RANDOM_DRAWS  # noqa: F401
 
-PAPER_LABELS = {
-    "a": "baseline",
-    "b": "b_Q := 0 in every layer (b_K, b_V kept)",
-    "c": "index 0 gets p_1 instead of p_0",
-    "d": "swap EPE_0 / EPE_1 components after the layer-0 MLP",
-    "e": "the same swap with raw positional directions (control)",
-    "f": "token embedding at index 0 := 0 (control)",
-    "g": "skip the MLP in every layer",
-    "h": "no positional embeddings",
-    "i": "zero W_K input rows of the run's coordinates (the paper's: top-3 |EPE_0|), every layer",
-    "j": "zero 3 random W_K input rows per layer (control)",
-}
-
-# the paper's Table 1 (BOS attention, layers 4..11, 300 texts): mean and % of baseline
-PAPER_TABLE1 = {
-    "a": (0.563, 100.0), "b": (0.251, 44.7), "c": (0.017, 3.0), "d": (0.035, 6.2), "e": (0.557, 99.0),
-    "f": (0.561, 99.7), "g": (0.283, 50.3), "h": (0.099, 17.5), "i": (0.367, 65.2), "j": (0.563, 100.0),
-}
-
-
-PAPER_SPECS = {  # the ten interventions in the --edit language
-    "a": "baseline", "b": "bq:0", "c": "pos:1", "d": "swap_epe", "e": "swap_pe", "f": "zero_tok0", "g": "skip_mlp",
-    "h": "no_pos", "i": "zero_wk", "j": "random_wk:3:{seed}:{draw}",
-}
 PAPER_RANDOM_SEED = 42  # the paper's code: random.seed(42) before each example's (j)
 
 
-def paper_presets(seed: int = 0, random: str = "paper") -> dict[str, Intervention]:
+@dataclass(frozen=True)
+class Preset:
+    """A protocol: ``specs`` (``{id: --edit spec}``, ``{seed}`` / ``{draw}`` filled in), their
+    ``labels`` (Table 1's rows), the coordinate rule and (j)'s draw it implies, its dtype
+    (``float32``: the paper's numbers are float32; None: the model's own) and layer band (None:
+    the paper's 3:11 of 12, scaled)."""
+
+    name: str
+    help: str
+    specs: dict[str, str]
+    labels: dict[str, str] = field(default_factory=dict)
+    rule: str = "sigma"  # coordinate rule without --coords-rule / --sigma
+    random_draw: str = "sinkscope"
+    float32: bool = False
+    band: tuple[int, int] | None = None
+
+    def coords_rule(self, given: str | None, sigma: float | None) -> str:
+        """The coordinate rule: the one given, else this preset's (``--sigma`` asks for the
+        sigma rule). ``paper`` with ``--sigma`` contradicts itself: one line says so."""
+        if given == "paper" and sigma is not None and self.rule == "paper":
+            raise SinkscopeError("--sigma sets the sigma rule, but --coords-rule paper takes the "
+                                 "top-3 |EPE_0|; drop one of them")
+        if given is not None:
+            return given
+        return "sigma" if sigma is not None else self.rule
+
+    def draw(self, given: str | None) -> str:
+        """(j)'s random draw (``--random``), for presets that have a (j)."""
+        if given is not None and "j" not in self.specs:
+            raise SinkscopeError(f"--random chooses the draw of the paper preset's (j), and "
+                                 f"--preset is {self.name}; write the draw in --edit instead, "
+                                 "e.g. rand=random_wk:3:42:paper")
+        if given is not None and given not in RANDOM_DRAWS:
+            raise SinkscopeError(f"--random {given} is unknown; use paper or sinkscope")
+        return given or self.random_draw
+
+    def dtype(self, dtype: str) -> str:
+        """The run's dtype: ``auto`` becomes float32 under a float32 preset."""
+        return "float32" if dtype == "auto" and self.float32 else dtype
+
+    def interventions(self, seed: int = 0, random: str | None = None) -> dict:
+        """``{id: Intervention}`` in the preset's order."""
+        from .spec import edits
+
+        draw = self.draw(random)
+        j_seed = PAPER_RANDOM_SEED if draw == "paper" else seed
+        return edits({k: v.format(seed=j_seed, draw=draw) for k, v in self.specs.items()})
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(p: Preset) -> Preset:
+    PRESETS[p.name] = p
+    return p
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise SinkscopeError(f"--preset {name} is unknown; use {' or '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+register_preset(Preset("paper", "the paper's ten interventions (a)..(j) of Table 1, float32",
+                       dict(PAPER_SPECS), dict(PAPER_LABELS), rule="paper", random_draw="paper",
+                       float32=True))
+register_preset(Preset("none", "the baseline only (add interventions with --edit)",
+                       {"baseline": "baseline"}))
+
+
+def paper_presets(seed: int = 0, random: str = "paper") -> dict:
     """``{"a": Identity(), "b": ScaleQueryBias(0), ...}`` in the paper's order.
 
-    ``random``: the draw of (j): ``paper`` (the paper's code: seed 42, ``randint`` 3 times per
-    layer, repeats and massive rows allowed; ``seed`` is not used) or ``sinkscope``
-    (``random.Random(seed)``, 3 distinct non-massive rows per layer). (i) zeroes the run's
-    coordinates (``run_interventions(coords_rule=...)``; the paper's: top-3 |EPE_0|).
+    ``random``: (j)'s draw: ``paper`` (the paper's code: seed 42, ``randint`` 3 times per layer,
+    repeats and massive rows allowed; ``seed`` unused) or ``sinkscope`` (``random.Random(seed)``,
+    3 distinct non-massive rows per layer).
 
-    >>> paper_presets(7, random="sinkscope")["j"].describe()
-    'zero 3 random W_K rows per layer (seed 7)'
     >>> paper_presets(7)["j"].describe()
     "zero 3 random W_K rows per layer (the paper's draw: seed 42 before each example, repeats allowed)"
     """
-    from .edits import RANDOM_DRAWS
-
-    if random not in RANDOM_DRAWS:
-        raise SinkscopeError(f"--random {random} is unknown; use {' or '.join(reversed(RANDOM_DRAWS))}")
-    j_seed = PAPER_RANDOM_SEED if random == "paper" else seed
-    return edits({k: v.format(seed=j_seed, draw=random) for k, v in PAPER_SPECS.items()})
+    return PRESETS["paper"].interventions(seed, random)

@@ -46,8 +46,7 @@ from .edits import (
     ZeroTokenEmbedding,
 )
 
-KINDS = ("baseline", "bq", "zero_wk", "random_wk", "pos", "no_pos", "zero_tok0", "skip_mlp", "swap_epe", "swap_pe", "qbar", "wk", "patch0")
-SCALABLE = ("bq", "qbar", "wk", "patch0")  # kind:S keeps a share S of a component (mitigate sweeps S from 1 to 0)
+from .labels import KINDS, SCALABLE  # noqa: E402,F401  (one owner: labels.py)
 
 
 def _part(text: str) -> Intervention:

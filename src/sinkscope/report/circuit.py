@@ -264,7 +264,7 @@ EXPLAIN_CAPTIONS = {
 
 
 def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
-    """Every figure an :class:`~sinkscope.experiments.explain.ExplainResult` supports, in ``out``
+    """Every figure an :class:`~sinkscope.stages.explain.ExplainResult` supports, in ``out``
     and the run's format; returns ``{file name: caption}`` (figures whose analysis was skipped are
     left out)."""
     from pathlib import Path
@@ -279,18 +279,18 @@ def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
         delta_histograms(d, band, out / figure_name("fig1_delta_hist"), truncate=float(np.nanpercentile(rest, 99.5)) * 3)
         delta_histograms(d, band, out / figure_name("fig6_delta_hist_full"))
         made += ["fig1_delta_hist", "fig6_delta_hist_full"]
-    if "residual_profile" in res.frames:
-        residual_norms(res.frames["residual_profile"], out / figure_name("residual_norms"), title=residual_title(s["residual"]) if "residual" in s else "")
+    if "residual_profile" in res.dataframes:
+        residual_norms(res.dataframes["residual_profile"], out / figure_name("residual_norms"), title=residual_title(s["residual"]) if "residual" in s else "")
         made.append("residual_norms")
     if "alignment" in res.arrays:
         alignment_strip(res.arrays["alignment"], band, out / figure_name("fig2_alignment"))
         made.append("fig2_alignment")
-    if "epe_validation" in res.frames:
-        epe_validation_band(res.frames["epe_validation"], out / figure_name("fig3_epe_validation"))
+    if "epe_validation" in res.dataframes:
+        epe_validation_band(res.dataframes["epe_validation"], out / figure_name("fig3_epe_validation"))
         made.append("fig3_epe_validation")
-    if "gamma" in res.frames:
-        gamma_histograms(res.frames["gamma"], out / figure_name("fig4_gamma_hist"), truncate=4.0)
-        gamma_histograms(res.frames["gamma"], out / figure_name("fig8_gamma_hist_full"), truncate=None)
+    if "gamma" in res.dataframes:
+        gamma_histograms(res.dataframes["gamma"], out / figure_name("fig4_gamma_hist"), truncate=4.0)
+        gamma_histograms(res.dataframes["gamma"], out / figure_name("fig8_gamma_hist_full"), truncate=None)
         made += ["fig4_gamma_hist", "fig8_gamma_hist_full"]
     if "epe0" in res.arrays:
         massive_coords_plot(res.arrays["epe0"], s["epe"]["massive_coords"], k_sigma, out / figure_name("fig7_massive_coords"))

@@ -6,16 +6,12 @@ and the footer, so a headless browser can tell a broken figure from a loaded one
 """
 from __future__ import annotations
 
-import base64
-import html
-import math
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from ..io import write_text_atomic
-from .readings import READINGS
+from .tables import _e, _f, _img, _table  # noqa: F401  (report.sweep and tests use them)
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;max-width:1060px;margin:0 auto;padding:24px 28px 60px;background:#fbfbfa}
@@ -44,45 +40,6 @@ window.addEventListener("load", function () {
 """
 
 
-def _e(x) -> str:
-    return html.escape(str(x))
-
-
-_MIME = {".png": "image/png", ".svg": "image/svg+xml"}
-
-
-def _img(path: Path, alt: str, href: str | None = None) -> str:
-    """The figure file ``path`` as an inline image: PNG and SVG as data URIs; a PDF through the
-    PNG preview written beside it (``report.formats.preview_name``), with a link to the PDF
-    (``href``, relative to the page) under it; a PDF without a preview is a link only."""
-    from .formats import preview_name
-
-    shown = path.with_name(preview_name(path.name))
-    link = f'<a class="pdf" href="{_e(href or path.name)}">{_e(path.name)} (PDF)</a>' if path.suffix.lower() == ".pdf" else ""
-    if not shown.exists() or shown.suffix.lower() not in _MIME:
-        return link
-    data = base64.b64encode(shown.read_bytes()).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:{_MIME[shown.suffix.lower()]};base64,{data}">' + link
-
-
-_NUM = re.compile(r"^[+\-−]?[\d.,]+(e[+\-]?\d+)?%?( ± [\d.,]+)?( \([\d.,]+%?\))?$")
-
-
-def _table(df: pd.DataFrame, row_class=None) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
-    rows = []
-    for _, r in df.iterrows():
-        cls = f' class="{row_class(r)}"' if row_class else ""
-        rows.append(f"<tr{cls}>" + "".join(f'<td class="n">{_e(v)}</td>' if _NUM.match(str(v)) else f"<td>{_e(v)}</td>" for v in r.to_numpy()) + "</tr>")
-    return f'<table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
-def _f(x, spec=".3f", na="n/a") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return na
-    return format(x, spec)
-
-
 # --- per-stage tables -------------------------------------------------------------------------
 
 
@@ -96,95 +53,9 @@ def _facts_tables(f) -> str:
     return _table(pd.DataFrame(rows))
 
 
-def _measure_tables(m) -> str:
-    rows = []
-    for dom, a in m.bos_attention.items():
-        rows.append({"dataset": dom, "n": a.n, "BOS attention": _f(a.mean), "± 2SE": _f(2 * a.se, ".4f"),
-                     "all layers": _f(m.bos_attention_all_layers[dom].mean), f"Sink rate (ε={m.sink_rate['eps']:g})": _f(m.sink_rate[dom])})
-    return _table(pd.DataFrame(rows))
-
-
-def _weights_tables(w) -> str:
-    out = []
-    g = w.gamma
-    if g:
-        lab = "γ" if w.gamma_query == "b_Q" else "γ(q̄)"
-        out.append(f"<h3>{lab} on the massive coordinates vs the rest</h3>")
-        out.append(_table(pd.DataFrame([{"coordinates": name, f"mean |{lab}|": _f(v.mean, ".4f"), f"median |{lab}|": _f(v.median, ".4f"), "values": f"{v.count:,}"}
-                                        for v, name in ((g.massive, str(g.coords)), (g.other, "all others"))])))
-    e = w.epe
-    if e and e.massive_coords:
-        out.append(f"<h3>Massive coordinates of EPE_0 ({_e(e.massive_rule or 'σ rule')})</h3>")
-        out.append(_table(pd.DataFrame({"coordinate": e.massive_coords, "value": [f"{v:+.1f}" for v in e.massive_values]})))
-    return "".join(out)
-
-
-def _forward_tables(f) -> str:
-    d = f.delta
-    if not d:
-        return ""
-    df = pd.DataFrame([{"layer": r.layer, "index 0 p10": _f2(r.index0_p10), "index 0 median": _f2(r.index0_median), "largest other p90": _f2(r.max_other_p90),
-                        "index 0 mean": _f2(r.index0_mean), "others' mean": _f2(r.other_mean), "p10 > all p90": "yes" if r.index0_p10_above_all_other_p90 else "no"}
-                       for r in d.per_layer])
-    return "<h3>Re-centred Δ per layer (band)</h3>" + _table(df)
-
-
-def _f2(x):
-    return _f(x, ".2f")
-
-
-def _interventions_tables(iv) -> str:
-    from ..interventions import PAPER_TABLE1
-
-    t = iv.table1
-    out = []
-    for scope, title in (("mid", f"Table 1: BOS attention, layers {iv.band_text}, all inputs"), ("all", "All-layer variant")):
-        rows = []
-        for rid, c in t[scope]["all"].items():
-            paper = PAPER_TABLE1.get(rid)
-            row = {"id": rid, "intervention": c.description}
-            if c.applicable:
-                row |= {"BOS attention ± 2SE": f"{c.mean:.3f} ± {2 * c.se:.3f}", "% of baseline": _f(c.pct, ".1f"), "attention to index 1": _f(c.attn_to_1),
-                        "Δ CE (nats) ± 2SE": f"{c.delta_ce:+.3f} ± {_f(2 * c.delta_ce_se, '.3f', '0')}"}
-            else:
-                row |= {"BOS attention ± 2SE": f"not applicable: {c.reason}", "% of baseline": "", "attention to index 1": "", "Δ CE (nats) ± 2SE": ""}
-            if scope == "mid":
-                row["paper (GPT-2 small)"] = f"{paper[0]:.3f} ({paper[1]:.1f}%)" if paper else ""
-            rows.append(row)
-        out.append(f"<h3>{_e(title)}</h3>" + _table(pd.DataFrame(rows)))
-    ds = [d for d in t["mid"] if d != "all"]
-    if ds:
-        rows = []
-        for rid in t["mid"]["all"]:
-            row = {"id": rid}
-            for d in ds:
-                c = iv.value(rid, "mid", d)
-                row[d] = f"{c.mean:.3f} ({_f(c.pct, '.1f')}%), {c.delta_ce:+.2f}" if c else "n/a"
-            rows.append(row)
-        out.append("<h3>Per dataset: BOS attention (% of baseline), Δ CE</h3>" + _table(pd.DataFrame(rows)))
-    return "".join(out)
-
-
-def _shared_tables(sq) -> str:
-    rows = [{"dataset": d, "shared-query share": _f(p.shared_query_share, ".2f"), "literal b_Q share": _f(p.bq_share, ".2f"), "index 0 advantage (logits)": _f(p.mean_advantage, ".2f")}
-            for d, p in sq.pooled.items()]
-    note = ""
-    if any(p.shared_query_share > 1 or (not math.isnan(p.bq_share) and p.bq_share > 1) for p in sq.pooled.values()):
-        note = ('<p class="status">A share above 1 means that part of the query alone favours index 0 more than the whole query does: '
-                "the rest of the query works against the sink.</p>")
-    return _table(pd.DataFrame(rows)) + note
-
-
-def _mitigate_tables(mi) -> str:
-    if not mi.rows:
-        return ""
-    df = pd.DataFrame([{"edit": r.edit, "strength kept": f"{r.strength:g}", "BOS attention": _f(r.bos_attention), "% of baseline": _f(r.pct_baseline, ".1f"),
-                        "Δ CE (nats)": _f(r.delta_ce, "+.3f")} for r in mi.rows])
-    return _table(df)
-
-
-TABLES = {"facts": _facts_tables, "measure": _measure_tables, "circuit_weights": _weights_tables, "circuit_forward": _forward_tables,
-          "interventions": _interventions_tables, "shared_query": _shared_tables, "mitigate": _mitigate_tables}
+def facts_section(f) -> str:
+    """The facts step's tables (the report owns the facts: every stage reads them)."""
+    return _facts_tables(f)
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -212,7 +83,7 @@ def _glance(records: dict) -> list[tuple[str, str]]:
 
 
 def _paper_section(records: dict, model, inputs, run: dict) -> tuple[str, pd.DataFrame]:
-    from ..experiments.paper import is_gpt2_small, paper_vs_run
+    from .paper import is_gpt2_small, paper_vs_run
 
     gpt2 = is_gpt2_small(model.hf.config)
     paper_inputs = inputs is not None and (str(inputs.spec) in ("paper", "paper-offline") or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
@@ -236,9 +107,10 @@ def _paper_section(records: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
 
 
 def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataFrame]:
-    from ..experiments.records import read_record
+    from .records import read_record
 
-    records = {o.name: read_record(o.name, o.record.get("summary", {})) for o in outcomes if o.status in ("ran", "cached")}
+    records = {o.name: read_record(o.record_type, o.record.get("summary", {}), o.name)
+               for o in outcomes if o.status in ("ran", "cached")}
     info = run["model_info"]
     n = run["n_examples"]
     head = [f"<h1>sinkscope reproduce: {_e(model.name)}</h1>",
@@ -250,7 +122,7 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
     cards = _glance(records)
     if cards:
         head.append('<div class="glance">' + "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(t)}</span></div>' for v, t in cards) + "</div>")
-    from ..experiments.paper import is_gpt2_small
+    from .paper import is_gpt2_small
 
     gpt2 = is_gpt2_small(model.hf.config)
     links = ([("paper", "paper vs this run")] if gpt2 else []) + [(o.name, o.name) for o in outcomes]
@@ -269,12 +141,12 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
             sections.append("".join(sec))
             continue
         rec = records[o.name]
-        reading = READINGS[o.name](rec)
+        reading = o.reading(rec) if o.reading else ""
         if reading:
             sec.append(f'<div class="reading">{_e(reading)}</div>')
         for sk in getattr(rec, "skipped", []):
             sec.append(f'<p class="status skipped">part skipped ({_e(sk.stage)}): {_e(sk.reason)}</p>')
-        sec.append(TABLES[o.name](rec))
+        sec.append(o.section(rec) if o.section else "")
         d = out / o.dir
         for fname, caption in (o.record.get("figures") or {}).items():
             if (d / fname).exists():

@@ -1,28 +1,20 @@
-"""Plain-language readings of each ``reproduce`` stage, written from its typed record
-(:mod:`sinkscope.experiments.records`).
+"""Plain-language readings: the facts step's (each stage writes its own, beside its code) and
+the helpers they share.
 
 Kept apart from the stages so that wording can change without invalidating cached results.
 
->>> from sinkscope.experiments.records import read_record
->>> measure_reading(read_record("measure", {"bos_attention": {"all": {"mean": 0.5, "se": 0.01, "n": 30}},
-...                                         "uniform_baseline": 0.05, "layer_band": [3, 11]}))
-'In layers 3..10 the average head sends 50% of the attention of the second half of each input to index 0 (±0.020, 2SE), 10× what uniform attention would give (0.050): a strong sink.'
+>>> from sinkscope.report.records import read_record
+>>> facts_reading(read_record("facts", {"massive_coords": {"coords": [3], "rule": "σ rule"},
+...     "creating_block": 1, "creating_block_rule": "norm ratio"}))
+"The run's massive coordinates are [3], chosen by the σ rule; index 0 stands out in the residual stream after block 1. Every later stage, figure and table of this report uses these facts."
 """
 from __future__ import annotations
 
-import math
 
-from ..experiments.records import (
-    ExplainRecord,
-    FactsRecord,
-    InterventionsRecord,
-    MeasureRecord,
-    MitigateRecord,
-    SharedQueryRecord,
-)
+from .records import FactsRecord
 
 
-def _strength(m: float) -> str:
+def strength(m: float) -> str:
     return "a strong sink" if m >= 0.3 else ("a weak sink" if m >= 0.1 else "hardly a sink")
 
 
@@ -38,147 +30,3 @@ def facts_reading(f: FactsRecord) -> str:
     return f"{coords}; {block}. Every later stage, figure and table of this report uses these facts."
 
 
-def measure_reading(m: MeasureRecord) -> str:
-    a = m.bos_attention["all"]
-    u = m.uniform_baseline
-    text = (f"In layers {m.band_text} the average head sends {a.mean:.0%} of the attention of the second half of each input to index 0 "
-            f"(±{2 * a.se:.3f}, 2SE), {a.mean / u:.0f}× what uniform attention would give ({u:.3f}): {_strength(a.mean)}.")
-    doms = {k: v.mean for k, v in m.bos_attention.items() if k != "all"}
-    if len(doms) > 1:
-        hi, lo = max(doms, key=doms.get), min(doms, key=doms.get)
-        text += f" It is strongest on {hi} ({doms[hi]:.3f}) and weakest on {lo} ({doms[lo]:.3f})."
-    per = m.bos_attention_per_layer.get("all")
-    if per:
-        top = max(range(len(per)), key=lambda i: per[i])
-        text += f" Layer {top} sinks most ({per[top]:.2f}); layer 0 gives index 0 {per[0]:.2f}."
-    return text
-
-
-def circuit_weights_reading(w: ExplainRecord) -> str:
-    parts = []
-    e = w.epe
-    if e:
-        if e.massive_coords:
-            vals = ", ".join(f"{c} ({v:+.0f})" for c, v in zip(e.massive_coords, e.massive_values))
-            parts.append(f"The first position's effective embedding (p_0 after the layer-0 MLP) has {len(e.massive_coords)} massive coordinates "
-                         f"by the {e.massive_rule or 'σ rule'}: {vals}; "
-                         f"its norm is {e.norm_index0:.0f} against a median of {e.median_norm_other:.0f} at the other positions.")
-        else:
-            parts.append(f"The first position's effective embedding has no massive coordinate (norm {e.norm_index0:.1f} vs {e.median_norm_other:.1f} elsewhere).")
-    a = w.alignment
-    if a:
-        parts.append(f"b_Q points towards the key of index 0's EPE in {a.index0_share_positive:.0%} of the band's heads (mean cos {a.index0_mean_cos:+.2f}) "
-                     f"and away from the other positions' (mean {a.other_mean_cos:+.2f}): every query gets the same bonus for index 0.")
-    g = w.gamma
-    if g and g.zero:
-        parts.append(f"γ is zero on every coordinate (mean |γ| {g.massive.mean:.2g} on {g.coords}, {g.other.mean:.2g} elsewhere): "
-                     "this model's query vector does not read the residual stream through the key weights.")
-    elif g:
-        via = "b_Q" if w.gamma_query == "b_Q" else "the effective query bias q̄ (this model has no b_Q)"
-        parts.append(f"Through {via}, the key projections weigh the coordinates {g.coords} {g.ratio_of_means:.1f}× more than the others "
-                     f"(mean |γ| {g.massive.mean:.4f} vs {g.other.mean:.4f}; coordinates from the {w.coords_source}).")
-    return " ".join(parts) or "No weight-only analysis could run on this model (see the skipped list)."
-
-
-def circuit_forward_reading(f: ExplainRecord) -> str:
-    parts = []
-    r = f.residual
-    if r:
-        if r.creating_block is not None:
-            parts.append(f"Index 0 becomes special after block {r.creating_block}: its residual norm peaks at {r.max_norm_ratio:.0f}× the other positions' (after block {r.max_norm_ratio_block}).")
-        else:
-            parts.append(f"Index 0 never stands out in the residual stream (norm ratio at most {r.max_norm_ratio:.1f}×).")
-    d = f.delta
-    if d:
-        lay = d.layers_index0_p10_above_all_other_p90
-        parts.append(f"The query-independent bonus Δ (re-centred) averages {d.index0_mean:.1f} at index 0 against {d.other_mean:.1f} elsewhere; "
-                     + (f"in layers {lay} even index 0's 10th percentile beats every other position's 90th." if lay else "the distributions overlap in every layer."))
-    c = f.decomposition_check
-    if c:
-        parts.append(f"The four score terms add up to the model's own scores within {c.max_abs_error:.1e} (largest score {c.max_abs_score:.0f}).")
-    e = f.epe
-    if e and e.validation_median_index0 is not None:
-        parts.append(f"The EPE predicts what position adds after the first MLP: median cos {e.validation_median_index0:.4f} at index 0, "
-                     f"at least {e.validation_min_median_other:.4f} elsewhere (global median {e.validation_global_median:.4f}, all positions).")
-        if e.validation_full_block:
-            v = e.validation_full_block
-            parts.append(f"After the whole first block, run causally, it predicts {v.validation_median_index0:.4f} at index 0 "
-                         f"(global median {v.validation_global_median:.4f}).")
-    return " ".join(parts) or "No forward-pass analysis could run (see the skipped list)."
-
-
-def interventions_reading(iv: InterventionsRecord) -> str:
-    parts = []
-    base = iv.value("a")
-    rows = {rid: iv.value(rid) for rid in "bcdefghij"}
-    ok = {k: v for k, v in rows.items() if v}
-    if base and ok:
-        strongest = min(ok, key=lambda k: ok[k].pct)
-        parts.append(f"Of the ten interventions, ({strongest}) {ok[strongest].description} removes most of the sink: {ok[strongest].pct:.1f}% of the baseline {base.mean:.3f} is left, "
-                     f"at {ok[strongest].delta_ce:+.2f} nats of cross-entropy.")
-        if ok.get("b"):
-            parts.append(f"Zeroing the query bias (b) leaves {ok['b'].pct:.1f}% ({ok['b'].delta_ce:+.2f} nats).")
-        if ok.get("d"):
-            d = ok["d"]
-            parts.append(f"Swapping the first two positions' EPE directions (d) leaves {d.pct:.1f}% at index 0 while index 1 now receives {d.attn_to_1:.2f} "
-                         f"(baseline {base.attn_to_1:.2f}): the sink {'moves with the EPE' if d.attn_to_1 > 2 * base.attn_to_1 else 'does not move'}.")
-        ctrl = [k for k in "efj" if ok.get(k)]
-        near = [k for k in ctrl if abs(ok[k].pct - 100) <= 5]
-        far = [k for k in ctrl if k not in near]
-        if near:
-            parts.append(("Controls " if len(near) > 1 else "Control ") + ", ".join(f"({k}) {ok[k].pct:.1f}%" for k in near)
-                         + (" stay" if len(near) > 1 else " stays") + " within 5 points of 100%, as a control should.")
-        if far:
-            parts.append("But " + ", ".join(f"({k}) {ok[k].description} moves the sink ({ok[k].pct:.1f}%)" for k in far)
-                         + ": on this model that control is not neutral.")
-    na = [k for k, v in rows.items() if v is None]
-    if na:
-        parts.append(f"Not applicable here: {', '.join('(' + k + ')' for k in na)} (the table gives the reason).")
-    return " ".join(parts)
-
-
-def shared_query_reading(sq: SharedQueryRecord) -> str:
-    p = sq.pooled["all"]
-    text = (f"In layers {sq.band_text}, the part of every query that is the same at all positions (the effective query bias q̄) accounts for "
-            f"{p.shared_query_share:.0%} of index 0's logit advantage over the other keys (mean advantage {p.mean_advantage:.2f} logits).")
-    if p.shared_query_share > 1:
-        text += (" A share above 100% means the shared part alone favours index 0 more than the whole query does: "
-                 "the position-specific part of the queries works against the sink.")
-    if sq.has_query_bias and not math.isnan(p.bq_share):
-        text += f" The literal b_Q term alone accounts for {p.bq_share:.0%}."
-        if p.bq_share > 1:
-            text += " (Above 100%: b_Q alone favours index 0 more than the whole query.)"
-    else:
-        text += " The model has no query bias, so the shared part is built from the inputs."
-    return text
-
-
-def mitigate_reading(mi: MitigateRecord) -> str:
-    b = mi.best[0] if mi.best else None  # one model in a reproduce run
-    text = ""
-    if b and b.best_edit != "none":
-        text = (f"Per nat of cross-entropy added, scaling `{b.best_edit}` to s = {b.strength:g} removes the most sink: "
-                f"{b.removed:.3f} of BOS attention for {b.delta_ce:+.3f} nats.")
-    elif b:
-        text = "No edit removed any sink at the strengths tried."
-    full = [r for r in mi.rows if r.strength == 0]
-    if full:
-        cheapest = min(full, key=lambda r: r.delta_ce)
-        deepest = min(full, key=lambda r: r.bos_attention)
-        text += (f" Removed completely (s = 0), `{deepest.edit}` leaves the least sink ({deepest.pct_baseline:.1f}%, {deepest.delta_ce:+.2f} nats) and "
-                 f"`{cheapest.edit}` costs the least ({cheapest.delta_ce:+.2f} nats, {cheapest.pct_baseline:.1f}% left).")
-    for na in mi.not_applicable.values():
-        for e, why in na.items():
-            text += f" `{e}` does not apply: {why}."
-    return text.strip()
-
-
-READINGS = {
-    "facts": facts_reading,
-    "measure": measure_reading,
-    "circuit_weights": circuit_weights_reading,
-    "circuit_forward": circuit_forward_reading,
-    "interventions": interventions_reading,
-    "shared_query": shared_query_reading,
-    "mitigate": mitigate_reading,
-}

@@ -76,7 +76,7 @@ def zoo_curves(curves: dict[str, list[dict]], path):
 
 def zoo_figures(result, out: Path) -> list[Path]:
     """The three zoo figures in ``out``, in the run's format."""
-    from ..experiments.zoo import load_training_curves
+    from ..studies.zoo import load_training_curves
 
     return [zoo_bars(result, figure_path(out, "zoo_sink")), zoo_scatter(result, figure_path(out, "zoo_loss_vs_sink")),
             zoo_curves(load_training_curves(out), figure_path(out, "zoo_training"))]

@@ -8,7 +8,7 @@ this run's value lies within half a unit of the paper's last printed digit (``.5
 values the paper gives as "≈" get the stated ``tol``); sets must be equal. Layers are 0-based
 here (the paper's "layer 4" is our layer 3).
 
->>> from sinkscope.experiments.records import read_record
+>>> from sinkscope.report.records import read_record
 >>> r = {"measure": read_record("measure", {"layer_band": [3, 11], "bos_attention": {"all": {"mean": 0.5634}}})}
 >>> row = compare_one(PAPER_NUMBERS[0], r)
 >>> row["paper"], row["this run"], row["status"]
@@ -262,7 +262,7 @@ def _same_setting(n: PaperNumber, records: dict, paper_inputs: bool) -> bool:
 
 def paper_vs_run(results: dict, *, gpt2_small: bool = True, paper_inputs: bool = True, model_name: str = "this model") -> pd.DataFrame:
     """The whole table: one row per number of the paper (``results``: stage name -> typed
-    record, :func:`~sinkscope.experiments.records.read_record`).
+    record, :func:`~sinkscope.report.records.read_record`).
     Rows are *matches* / *differs* only where this run's setting is the paper's: GPT-2 small
     (``gpt2_small``); forward-pass rows on the paper's inputs (``paper_inputs``) and layer band
     3..10; (i) and γ rows on the paper's coordinates 138, 378, 447. The rest are *reference* rows."""

@@ -1,4 +1,4 @@
-"""``sinkscope intervene``: run interventions on batched inputs; sink metric, relocation and loss.
+"""The interventions engine: run edits on batched inputs; sink metric, relocation and loss.
 
 For every intervention and example: BOS attention over the layer band ("mid") and over all
 layers ("all"), attention to index 1 (the sink *relocation* measure), and the next-token
@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
+
 
 from ..errors import SinkscopeError
-from ..interventions import PAPER_TABLE1, Context, Intervention, NotApplicable, apply
-from ..analysis.facts import MassiveCoords, choose_massive_coords, resolve_rule
-from ..metrics import KeyAttentionCapture, aggregate, key_attention, resolve_band
-from ..metrics.sink import SE_ESTIMATOR
-from ..metrics.capture import NonFiniteError
-from ..models import SinkModel
+from .labels import PAPER_TABLE1
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+    
+    from .base import Intervention
+
 
 DICKENS = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
@@ -51,6 +52,7 @@ def next_token_ce(logits: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
     ``logsumexp`` runs over cache-sized chunks of rows (4x faster than ``F.cross_entropy`` on a
     GPT-2 vocabulary here); no ``[rows, vocab]`` log-softmax is materialised.
     """
+    import torch
     B, T, V = logits.shape
     flat = logits.reshape(B * T, V)
     lse = torch.cat([torch.logsumexp(flat[i : i + chunk].float(), -1) for i in range(0, B * T, chunk)]).view(B, T)
@@ -63,7 +65,10 @@ def next_token_ce(logits: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
 
 
 @dataclass
-class InterveneResult:
+class InterventionTable:
+    """Every intervention's per-example results and the tables derived from them (the stage's
+    :class:`~sinkscope.stages.intervene.InterveneResult` adds writing and figures)."""
+
     model: str
     inputs: object
     band: tuple[int, int]
@@ -79,14 +84,11 @@ class InterveneResult:
     fig5_maps: dict = field(default_factory=dict)  # Fig 5: intervention -> [T, T] map or None
     fig5_tokens: list = field(default_factory=list)  # Fig 5's tokens, as text
 
-    tables = {"table1.csv": "Table 1, every intervention × dataset × layer scope", "table1.md": "Table 1 as Markdown",
-              "per_example.csv": "per example", "fig5.csv": "Fig 5 attention, per intervention",
-              "inputs.jsonl": "each input's text and token ids"}
-
     def summary(self) -> dict:
         """``summary.json`` of ``sinkscope intervene`` and the record of reproduce's stage: the
         inputs, settings, each intervention's status, and Table 1 as nested
         ``{scope: {dataset: {intervention: cell}}}``."""
+        from ..metrics.sink import SE_ESTIMATOR
         table1: dict = {}
         for _, r in self.table().iterrows():
             cell = {"description": r.description, "applicable": bool(r.applicable), "reason": r.reason}
@@ -105,41 +107,6 @@ class InterveneResult:
             "facts": self.facts, "table1": table1, "seconds": round(self.seconds, 2),
         }
 
-    def format(self) -> str:
-        """The text ``sinkscope intervene`` prints."""
-        return self.markdown()
-
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
-        """Every ``intervene`` output in ``out``: ``table1.csv`` / ``.md``, ``per_example.csv``,
-        ``fig5.csv`` (the Fig 5 maps computed with the run's BOS convention, facts and seed, so
-        each panel matches its Table 1 row), ``inputs.jsonl``, ``summary.json`` (plus ``extra``)
-        and, with ``figures``, the PNGs; returns ``{figure file: caption}``. ``sinkscope
-        intervene`` and reproduce's interventions stage both write through here."""
-        from pathlib import Path
-
-        from ..io import write_json_atomic
-        from ..report import circuit
-
-        out = Path(out)
-        table = self.table()
-        table.to_csv(out / "table1.csv", index=False, float_format="%.6g")
-        (out / "table1.md").write_text(f"# Interventions on {self.model} ({len(self.inputs)} inputs)\n\n" + self.markdown())
-        self.per_example_frame().to_csv(out / "per_example.csv", index=False, float_format="%.7g")
-        self.inputs.write_jsonl(out / "inputs.jsonl")
-        fig5_frame(self.fig5_maps).to_csv(out / "fig5.csv", index=False, float_format="%.7g")
-        write_json_atomic(out / "summary.json", self.summary() | (extra or {}))
-        if not figures:
-            return {}
-        from ..report.formats import figure_name
-
-        grid, bars = figure_name("fig5_attention_grid"), figure_name("interventions")
-        circuit.attention_grid(self.fig5_maps, {r.id: r.description for r in self.runs}, self.fig5_tokens, out / grid)
-        circuit.intervention_bars(table, out / bars)
-        return {
-            bars: "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
-            grid: "Fig 5: attention (mean over heads and band layers) on one sentence under each intervention; rows are queries, columns keys.",
-        }
-
     def run(self, rid: str) -> InterventionRun:
         return next(r for r in self.runs if r.id == rid)
 
@@ -152,6 +119,8 @@ class InterveneResult:
 
     def per_example_frame(self) -> pd.DataFrame:
         """One row per applicable intervention × example: band / all-layer BOS, attention to 1, CE."""
+        import numpy as np
+        import pandas as pd
         frames = [
             pd.DataFrame(
                 {
@@ -171,6 +140,9 @@ class InterveneResult:
 
     def table(self) -> pd.DataFrame:
         """One row per intervention × dataset (``all`` + each domain) × scope (``mid``, ``all``)."""
+        from ..metrics import aggregate
+        import numpy as np
+        import pandas as pd
         groups = self.inputs.domain_masks()
         base = self.run(self.baseline_id)
         rows = []
@@ -194,6 +166,7 @@ class InterveneResult:
 
     def markdown(self) -> str:
         """The Table 1 view: overall (mid), per dataset, and the all-layer variant."""
+        import numpy as np
         t = self.table()
         out = []
 
@@ -225,7 +198,7 @@ class InterveneResult:
 
 
 def run_interventions(
-    model: SinkModel,
+    model,
     inputs,
     interventions: dict[str, Intervention],
     *,
@@ -238,7 +211,8 @@ def run_interventions(
     cache: dict | None = None,
     k_sigma: float = 3.0,
     coords_rule: str = "sigma",
-) -> InterveneResult:
+    result_cls: type | None = None,
+) -> InterventionTable:
     """Run each intervention over all inputs (batched); not-applicable ones are recorded, not skipped.
 
     ``coords``: the massive coordinates, as a list (the user's) or a :class:`MassiveCoords` a run
@@ -247,6 +221,12 @@ def run_interventions(
     :data:`sinkscope.analysis.facts.RULES`.
     ``cache`` seeds every intervention's :class:`Context` (e.g. ``q_bar``, ``creating_block``).
     """
+    from .base import Context, NotApplicable, apply
+    from ..analysis.facts import MassiveCoords, choose_massive_coords, resolve_rule
+    from ..metrics import KeyAttentionCapture, key_attention, resolve_band
+    from ..metrics.capture import NonFiniteError
+    import torch
+    from tqdm.auto import tqdm
     ad = model.adapter
     ad.require_forward()
     L = ad.n_layers
@@ -304,27 +284,17 @@ def run_interventions(
     base = "a" if "a" in interventions else next(iter(interventions))
     if not runs[[r.id for r in runs].index(base)].applicable:
         raise SinkscopeError(f"the baseline '{base}' is not applicable")
-    return InterveneResult(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0, coords=coords, seed=seed,
+    return (result_cls or InterventionTable)(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0, coords=coords, seed=seed,
                            cache=dict(cache or {}), model_info=ad.describe(), coords_rule=facts.rule)
 
 
-def cli_settings(preset: str, coords_rule: str | None, sigma: float | None, random: str | None) -> tuple[str, float, str]:
-    """``sinkscope intervene``'s ``(coords_rule, k_sigma, random draw)`` from its options: under
-    ``--preset paper`` the paper's procedure (top-3 |EPE_0| for (i), the paper's draw for (j))
-    unless ``--coords-rule sigma`` or ``--sigma`` asks for sinkscope's coordinate rule."""
-    if coords_rule == "paper" and sigma is not None:
-        raise SinkscopeError("--sigma sets the sigma rule, but --coords-rule paper takes the top-3 |EPE_0|; drop one of them")
-    if random is not None and preset != "paper":
-        raise SinkscopeError(f"--random chooses the draw of the paper preset's (j), and --preset is {preset}; "
-                             "write the draw in --edit instead, e.g. rand=random_wk:3:42:paper")
-    rule = coords_rule or ("paper" if preset == "paper" and sigma is None else "sigma")
-    return rule, 3.0 if sigma is None else sigma, random or "paper"
-
-
-def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0,
+def attention_maps(model, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0,
                    cache: dict | None = None) -> dict[str, np.ndarray | None]:
     """Fig 5: for one sequence ``ids [T]``, the head- and band-averaged attention map ``[T, T]``
     under each intervention (None where not applicable)."""
+    from .base import Context, NotApplicable, apply
+    from ..metrics import KeyAttentionCapture
+    import torch
     ad = model.adapter
     T = int(ids.shape[-1])
     out = {}
@@ -342,7 +312,7 @@ def attention_maps(model: SinkModel, ids: torch.Tensor, interventions: dict[str,
     return out
 
 
-def fig5_ids(model: SinkModel, inputs, sentence: str | None = None, max_tokens: int = 40) -> list[int]:
+def fig5_ids(model, inputs, sentence: str | None = None, max_tokens: int = 40) -> list[int]:
     """The Fig 5 sentence tokenised with the run's own convention: the BOS token first when the
     run's inputs have one, ``max_tokens`` ids in all (as every input)."""
     tok = model.tokenizer
@@ -353,6 +323,8 @@ def fig5_ids(model: SinkModel, inputs, sentence: str | None = None, max_tokens: 
 def fig5_frame(maps: dict[str, np.ndarray | None]) -> pd.DataFrame:
     """``fig5.csv``: ``intervention, query, key, attention`` (head- and band-averaged, causal
     entries only), for every intervention that has a map."""
+    import numpy as np
+    import pandas as pd
     rows = []
     for rid, m in maps.items():
         if m is None:
@@ -362,60 +334,3 @@ def fig5_frame(maps: dict[str, np.ndarray | None]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["intervention", "query", "key", "attention"])
 
 
-@dataclass
-class InterveneConfig:
-    """``sinkscope intervene`` as a stage: the paper's ten interventions (``preset="paper"``)
-    and/or ``--edit`` specs, with sink, relocation and loss cost, and Fig 5 on ``sentence``.
-
-    >>> sorted(InterveneConfig(preset="none", edits=("half=bq:0.5",)).interventions())
-    ['baseline', 'half']
-    """
-
-    preset: str = "paper"  # paper | none
-    edits: tuple[str, ...] = ()  # NAME=SPEC (interventions.spec)
-    seed: int = 0
-    random: str = "paper"  # (j)'s draw: paper (the paper's code) or sinkscope (random.Random(seed), distinct, non-massive)
-    sentence: str | None = None  # the Fig 5 text (default: the opening of A Tale of Two Cities)
-    max_tokens: int = 40  # Fig 5's length, as every input's
-
-    name = "intervene"
-    needs_forward = True
-
-    def interventions(self) -> dict[str, Intervention]:
-        from ..interventions import Identity, paper_presets
-        from ..interventions.spec import parse_edit
-
-        if self.preset not in ("paper", "none"):
-            raise SinkscopeError(f"--preset {self.preset} is unknown; use paper or none")
-        ivs = paper_presets(self.seed, random=self.random) if self.preset == "paper" else {"baseline": Identity()}
-        for item in self.edits:
-            name, iv = parse_edit(item)
-            if name in ivs:
-                raise SinkscopeError(f"--edit name '{name}' is used twice; give each edit its own NAME=")
-            ivs[name] = iv
-        return ivs
-
-    @property
-    def facts(self) -> tuple[str, ...]:
-        return ("coords",) + (("q_bar",) if any("q_bar" in iv.needs for iv in self.interventions().values()) else ())
-
-    def check(self) -> None:
-        self.interventions()
-
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> InterveneResult:
-        """Every intervention over ``inputs``, then the Fig 5 maps; ``facts`` (the run's
-        :class:`~sinkscope.analysis.facts.CircuitFacts`) default to :func:`resolve_facts`'s."""
-        from ..analysis.facts import resolve_facts
-        from ..interventions import PAPER_LABELS
-
-        ivs = self.interventions()
-        if facts is None:
-            facts = resolve_facts(model, inputs, band=band, q_bar=any("q_bar" in iv.needs for iv in ivs.values()),
-                                  batch_size=batch_size, progress=progress)
-        res = run_interventions(model, inputs, ivs, coords=facts.coords, seed=self.seed, band=band, batch_size=batch_size, progress=progress,
-                                labels=dict(PAPER_LABELS) if self.preset == "paper" else {}, cache=facts.cache())
-        res.facts = facts.record()
-        ids = fig5_ids(model, inputs, self.sentence, self.max_tokens)
-        res.fig5_maps = attention_maps(model, torch.tensor(ids), ivs, res.band, coords=res.coords, seed=res.seed, cache=res.cache)
-        res.fig5_tokens = [model.tokenizer.decode([i]) for i in ids]
-        return res

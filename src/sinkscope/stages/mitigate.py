@@ -15,19 +15,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from ..interventions.spec import SCALABLE
+from ..interventions.labels import SCALABLE, SCALABLE_TEXT
+from ..parsing import name_list, parse_strengths
+from ..registry import Stage, Step, option, register_stage
+from ..report import sections
+from ..report.records import MitigateRecord
 
-EDIT_TEXT = {  # the scalable kinds of the --edit language (interventions.spec.SCALABLE), s = share kept
-    "bq": "b_Q := s·b_Q",
-    "qbar": "q̄ := s·q̄ (effective query bias)",
-    "wk": "W_K massive-coord rows × s",
-    "patch0": "index 0 residual: remove (1-s) of its special part",
-}
+if TYPE_CHECKING:
+    import pandas as pd
+
+EDIT_TEXT = SCALABLE_TEXT  # the scalable kinds of the --edit language, s = share kept
 EDITS = SCALABLE
-assert tuple(EDIT_TEXT) == EDITS, "one text per scalable kind of the --edit language"
 DEFAULT_STRENGTHS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
 MIN_NATS = 0.01
 
@@ -55,6 +55,7 @@ class MitigateResult:
     @classmethod
     def concat(cls, results: list["MitigateResult"]) -> "MitigateResult":
         """One result over several models (``sinkscope mitigate --models``)."""
+        import pandas as pd
         r0 = results[0]
         return cls(pd.concat([r.tradeoff for r in results], ignore_index=True), {k: v for r in results for k, v in r.not_applicable.items()},
                    r0.strengths, r0.edits, {k: v for r in results for k, v in r.facts.items()}, r0.inputs)
@@ -93,8 +94,14 @@ class MitigateResult:
     def format(self) -> str:
         return self.markdown()
 
+    def frames(self) -> dict:
+        """The result's tables, by CSV name: ``tradeoff``."""
+        return {"tradeoff": self.tradeoff}
+
     def best(self) -> pd.DataFrame:
         """Per model: the edit with the most sink removed per nat (domain ``all``)."""
+        import numpy as np
+        import pandas as pd
         rows = []
         t = self.tradeoff[(self.tradeoff.domain == "all") & (self.tradeoff.strength < 1)]
         for model, g in t.groupby("model", sort=False):
@@ -130,15 +137,29 @@ class MitigateResult:
         return "\n".join(out) + "\n"
 
 
+def _edits(text: str) -> tuple[str, ...]:
+    return name_list(text, "--edits", EDITS)
+
+
+@register_stage
 @dataclass
-class MitigateConfig:
+class MitigateConfig(Stage):
     """``sinkscope mitigate`` as a stage: each edit in ``edits`` scaled through ``strengths``."""
 
-    strengths: tuple[float, ...] = DEFAULT_STRENGTHS
-    edits: tuple[str, ...] = EDITS
+    strengths: tuple[float, ...] = option(
+        DEFAULT_STRENGTHS, "--strengths", "fractions kept, from 1 (no edit) to 0",
+        parse=parse_strengths, reproduce=(1.0, 0.5, 0.0))
+    edits: tuple[str, ...] = option(EDITS, "--edits", f"subset of {', '.join(EDITS)}",
+                                    parse=_edits, reproduce=True)
 
     name = "mitigate"
-    needs_forward = True
+    help = "sweep each mitigation's strength 1 -> 0: sink left vs cross-entropy added"
+    title = "Mitigation trade-off: sink removed per nat"
+    record = MitigateRecord
+    multi_model = True
+    steps = (Step("mitigate", order=70),)
+    reading = staticmethod(sections.mitigate_reading)
+    section = staticmethod(sections.mitigate_section)
 
     @property
     def facts(self) -> tuple[str, ...]:
@@ -148,27 +169,33 @@ class MitigateConfig:
         from ..errors import SinkscopeError
 
         if any(not 0 <= x <= 1 for x in self.strengths) or 1.0 not in self.strengths:
-            raise SinkscopeError(f"strengths {self.strengths}: each must lie in [0, 1] and 1 (unedited) must be among them")
+            raise SinkscopeError(f"strengths {self.strengths}: each must lie in [0, 1] and 1 "
+                                 "(unedited) must be among them")
         if not self.edits or any(e not in EDITS for e in self.edits):
             raise SinkscopeError(f"edits {self.edits}: choose from {', '.join(EDITS)}")
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> MitigateResult:
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
+                progress: bool = True) -> MitigateResult:
         """The trade-off rows of one model, with the run's facts (coordinates for ``wk``, q̄ for
         ``qbar``, the creating block for ``patch0``); None decides them here."""
         from ..analysis.facts import resolve_facts
 
         if facts is None:
-            facts = resolve_facts(model, inputs, band=band, q_bar="qbar" in self.edits, batch_size=batch_size, progress=progress)
-        df, na = tradeoff_rows(model, inputs, strengths=self.strengths, edits=self.edits, coords=facts.coords, band=band,
-                               cache=facts.cache(), batch_size=batch_size, progress=progress)
-        return MitigateResult(df, {model.name: na}, tuple(self.strengths), tuple(self.edits), {model.name: facts.record()}, inputs.spec)
+            facts = resolve_facts(model, inputs, band=band, q_bar="qbar" in self.edits,
+                                  batch_size=batch_size, progress=progress)
+        df, na = tradeoff_rows(model, inputs, strengths=self.strengths, edits=self.edits,
+                               coords=facts.coords, band=band, cache=facts.cache(),
+                               batch_size=batch_size, progress=progress)
+        return MitigateResult(df, {model.name: na}, tuple(self.strengths), tuple(self.edits),
+                              {model.name: facts.record()}, inputs.spec)
 
 
 def tradeoff_rows(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, coords=None, band=None, cache=None, batch_size: int = 32, progress: bool = True):
     """Sweep ``edits`` over ``strengths`` given the circuit facts they need (``coords`` for ``wk``;
     ``cache``: ``q_bar`` for ``qbar``, ``creating_block`` for ``patch0``)."""
+    import pandas as pd
     from ..metrics import resolve_band
-    from .intervene import run_interventions
+    from ..interventions.run import run_interventions
 
     ivs = sweep_edits(strengths, edits)
     res = run_interventions(model, inputs, ivs, coords=coords, band=resolve_band(band, model.adapter.n_layers), batch_size=batch_size,

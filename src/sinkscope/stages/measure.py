@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
-
-from ..data import TokenizedInputs
 from ..errors import SinkscopeError
-from ..metrics import KeyAttentionCapture, aggregate, band_mean, gu_alpha, key_attention, resolve_band, sink_rate, uniform_baseline
-from ..metrics.sink import SE_ESTIMATOR
-from ..models import SinkModel
+from ..parsing import parse_keys
+from ..registry import Stage, Step, option, register_stage
+from ..report.records import MeasureRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
 
 
 @dataclass
@@ -59,8 +60,15 @@ class MeasureResult:
             raise SinkscopeError("key 0 was not captured; include 0 in --keys")
         return self.key_attn[..., self.keys.index(0)]
 
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The result's tables, by CSV name: ``metrics``, ``per_layer``."""
+        return {"metrics": self.metrics_frame(), "per_layer": self.per_layer_frame()}
+
     def metrics_frame(self) -> pd.DataFrame:
         """Tidy table: one row per example × layer × head."""
+        import numpy as np
+        import pandas as pd
+
         N, L, H, _ = self.key_attn.shape
         ex, layer, head = np.meshgrid(np.arange(N), np.arange(L), np.arange(H), indexing="ij")
         domains = np.asarray(self.inputs.domains, dtype=object)
@@ -81,6 +89,8 @@ class MeasureResult:
 
     def per_layer_frame(self) -> pd.DataFrame:
         """Mean over examples and heads of each key's attention, per layer and domain."""
+        import pandas as pd
+
         rows = []
         for dom, sel in self.inputs.domain_masks().items():
             ka = self.key_attn[sel].mean(axis=(0, 2))  # [layer, key]
@@ -94,6 +104,8 @@ class MeasureResult:
     def summary(self, baseline: dict | None = None) -> dict:
         """The aggregates per domain over the layer band (and all layers), as ``summary.json``
         (with % of ``baseline``'s means, default: the result's own ``baseline``)."""
+        from ..metrics.sink import SE_ESTIMATOR, aggregate, band_mean, sink_rate, uniform_baseline
+
         baseline = self.baseline if baseline is None else baseline
         L = self.key_attn.shape[1]
         groups = self.inputs.domain_masks()
@@ -187,21 +199,27 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+@register_stage
 @dataclass
-class MeasureConfig:
+class MeasureConfig(Stage):
     """``sinkscope measure`` as a stage: sink strength per example × layer × head.
 
     >>> MeasureConfig(keys=(0, 1), eps=0.3).name
     'measure'
     """
 
-    keys: tuple[int, ...] = (0, 1)
-    eps: float = 0.3
-    baseline: str | None = None  # path of an earlier summary.json
+    keys: tuple[int, ...] = option((0, 1), "--keys", "key positions to track (0 = the sink)",
+                                   parse=parse_keys)
+    eps: float = option(0.3, "--eps", "threshold of Gu et al.'s Sink_k^eps: the share of heads "
+                        "whose mean attention to index 0 exceeds it", parse=float)
+    baseline: str | None = option(None, "--baseline", "an earlier summary.json: adds %% of its "
+                                  "means", metavar="SUMMARY.json")
 
     name = "measure"
-    needs_forward = True
-    facts: tuple[str, ...] = ()
+    help = "measure sink strength per example x layer x head"
+    title = "Sink strength"
+    record = MeasureRecord
+    steps = (Step("measure", order=20, after=(), overrides={"keys": (0, 1)}),)
 
     def check(self) -> None:
         from ..errors import check_number
@@ -209,10 +227,46 @@ class MeasureConfig:
         check_number("--eps", self.eps, 0.0, 1.0, hi_open=True)
         self._baseline = read_baseline(self.baseline) if self.baseline else None
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> MeasureResult:
-        r = measure(model, inputs, keys=self.keys, batch_size=batch_size, band=band, eps=self.eps, progress=progress)
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
+                progress: bool = True) -> MeasureResult:
+        r = measure(model, inputs, keys=self.keys, batch_size=batch_size, band=band, eps=self.eps,
+                    progress=progress)
         r.baseline = getattr(self, "_baseline", None) if self.baseline else None
         return r
+
+    @staticmethod
+    def reading(m: MeasureRecord) -> str:
+        from ..report.readings import strength
+
+        a = m.bos_attention["all"]
+        u = m.uniform_baseline
+        text = (f"In layers {m.band_text} the average head sends {a.mean:.0%} of the attention of "
+                f"the second half of each input to index 0 (±{2 * a.se:.3f}, 2SE), "
+                f"{a.mean / u:.0f}× what uniform attention would give ({u:.3f}): "
+                f"{strength(a.mean)}.")
+        doms = {k: v.mean for k, v in m.bos_attention.items() if k != "all"}
+        if len(doms) > 1:
+            hi, lo = max(doms, key=doms.get), min(doms, key=doms.get)
+            text += f" It is strongest on {hi} ({doms[hi]:.3f}) and weakest on {lo} ({doms[lo]:.3f})."
+        per = m.bos_attention_per_layer.get("all")
+        if per:
+            top = max(range(len(per)), key=lambda i: per[i])
+            text += f" Layer {top} sinks most ({per[top]:.2f}); layer 0 gives index 0 {per[0]:.2f}."
+        return text
+
+    @staticmethod
+    def section(m: MeasureRecord) -> str:
+        import pandas as pd
+
+        from ..report.tables import fmt, html_table
+
+        rows = []
+        for dom, a in m.bos_attention.items():
+            rows.append({"dataset": dom, "n": a.n, "BOS attention": fmt(a.mean),
+                         "± 2SE": fmt(2 * a.se, ".4f"),
+                         "all layers": fmt(m.bos_attention_all_layers[dom].mean),
+                         f"Sink rate (ε={m.sink_rate['eps']:g})": fmt(m.sink_rate[dom])})
+        return html_table(pd.DataFrame(rows))
 
 
 def read_baseline(path: str) -> dict:
@@ -252,6 +306,11 @@ def measure(
     Only attention to ``keys`` is captured (``[batch, layer, head, q_pos, key]`` per batch, then
     reduced to per-head numbers), so memory does not grow with ``T²·layers``.
     """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..metrics import KeyAttentionCapture, gu_alpha, key_attention, resolve_band
+
     ad = model.adapter
     ad.require_forward()
     keys = tuple(int(k) for k in keys)

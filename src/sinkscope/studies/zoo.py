@@ -103,7 +103,7 @@ def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", pr
     """The zoo's per-run numbers (one dict per domain, ``all`` first)."""
     from ..analysis import effective_positional_embedding, gamma, gamma_split, massive_coords, residual_profile
     from ..data import read_examples, resolve_bos, tokenize_examples
-    from ..experiments import measure
+    from ..stages.measure import measure
     from ..metrics import resolve_band
     from ..models import load_model
 

@@ -17,20 +17,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
-from ..metrics import resolve_band
+from ..interventions.labels import COMPARE_EDITS
+from ..registry import Stage, register_stage
 
-COMPARE_EDITS = {
-    "bq0": "b_Q := 0",
-    "qbar0": "remove effective query bias q̄",
-    "patch0": "index 0 := mean of others after creating block",
-    "wk0": "zero W_K rows of massive coords",
-    "rand": "control: zero random W_K rows",
-}
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -53,10 +47,11 @@ class Circuit:
 
 def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True) -> Circuit:
     """Measure, residual profile, shared query and γ(q̄) for one model (three passes)."""
+    from ..metrics import resolve_band
     from ..analysis import gamma_split, residual_profile
     from ..analysis.facts import resolve_facts
     from ..analysis.shared_query import shared_gamma, shared_query
-    from . import measure
+    from .measure import measure
 
     ad = model.adapter
     band = resolve_band(band, ad.n_layers)
@@ -107,6 +102,7 @@ class CompareResult:
 
     @classmethod
     def concat(cls, results: list["CompareResult"]) -> "CompareResult":
+        import pandas as pd
         return cls(pd.concat([r.rows for r in results], ignore_index=True), pd.concat([r.per_head for r in results], ignore_index=True),
                    {k: v for r in results for k, v in r.seconds.items()}, results[0].inputs)
 
@@ -137,7 +133,12 @@ class CompareResult:
     def format(self) -> str:
         return self.markdown()
 
+    def frames(self) -> dict:
+        """The result's tables, by CSV name: ``compare``, ``shared_query_per_head``."""
+        return {"compare": self.rows, "shared_query_per_head": self.per_head}
+
     def markdown(self) -> str:
+        import pandas as pd
         t = self.rows
         out = [
             "| model | b_Q | positions | MLP | QK-norm | domain | BOS attention | creating block | massive coords (index 0) | shared-query share | literal b_Q share | γ(q̄) massive/other |",
@@ -166,7 +167,9 @@ class CompareResult:
 
 def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0):
     """Rows (one per domain, ``all`` first) and the per-head table of one model."""
-    from .intervene import run_interventions
+    import numpy as np
+    import torch
+    from ..interventions.run import run_interventions
 
     c = circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
     t = time.perf_counter()
@@ -213,24 +216,29 @@ def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: boo
     return rows, per_head, c
 
 
+@register_stage
 @dataclass
-class CompareConfig:
+class CompareConfig(Stage):
     """``sinkscope compare`` as a stage, run once per model (facts decided inside, from the
     residual profile and q̄ it computes anyway)."""
 
-    seed: int = 0
+    seed: int = 0  # the run's --seed: the control's random rows
 
     name = "compare"
-    needs_forward = True
-    facts: tuple[str, ...] = ()
+    help = ("the sink circuit across models: components, sink per domain, creating block, "
+            "shared-query share, matching interventions")
+    multi_model = True
+    steps = ()  # several models: not a reproduce step (reproduce studies one)
 
-    def check(self) -> None:
-        pass
+    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
+                progress: bool = True) -> CompareResult:
+        import pandas as pd
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> CompareResult:
         t = time.perf_counter()
-        rows, head, c = compare_one(model, inputs, band=band, batch_size=batch_size, progress=progress, seed=self.seed)
-        secs = {model.name: {**{k: round(v, 1) for k, v in c.seconds.items()}, "total": round(time.perf_counter() - t, 1)}}
+        rows, head, c = compare_one(model, inputs, band=band, batch_size=batch_size,
+                                    progress=progress, seed=self.seed)
+        secs = {model.name: {**{k: round(v, 1) for k, v in c.seconds.items()},
+                             "total": round(time.perf_counter() - t, 1)}}
         return CompareResult(pd.DataFrame(rows), head, secs, inputs.spec)
 
 

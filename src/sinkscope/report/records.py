@@ -273,25 +273,35 @@ class MitigateRecord:
     not_applicable: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> edit -> reason
 
 
-RECORDS = {
-    "facts": FactsRecord,
-    "measure": MeasureRecord,
-    "circuit_weights": ExplainRecord,
-    "circuit_forward": ExplainRecord,
-    "explain": ExplainRecord,
-    "interventions": InterventionsRecord,
-    "intervene": InterventionsRecord,
-    "shared_query": SharedQueryRecord,
-    "mitigate": MitigateRecord,
-}
-
-
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_record(stage: str, summary: dict):
-    """The typed record of ``stage``'s ``summary`` (unknown keys are ignored)."""
-    return _read(RECORDS[stage], summary, stage)
+def read_record(record: type | str | None, summary: dict, where: str | None = None):
+    """The typed record of a stage's ``summary`` (unknown keys are ignored): ``record`` is the
+    record class (a stage's ``record``), or the name of a ``reproduce`` step / a stage (looked up
+    in the registry); None returns the summary itself (a stage without a record)."""
+    if isinstance(record, str):
+        where = where or record
+        record = record_type(record)
+    if record is None:
+        return summary
+    return _read(record, summary, where or record.__name__)
+
+
+def record_type(name: str) -> type | None:
+    """The record class of a ``reproduce`` step (``facts``, ``measure``, ``circuit_weights``...)
+    or a stage (``explain``, ``intervene``...), from the registry."""
+    from ..registry import stages, steps
+
+    if name == "facts":
+        return FactsRecord
+    for st, cls in steps():
+        if st.name == name:
+            return st.record or cls.record
+    reg = stages()
+    if name in reg:
+        return reg[name].record
+    raise RecordError(f"no stage or reproduce step named '{name}'")
 
 
 def _read(tp, x, where: str):

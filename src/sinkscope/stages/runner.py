@@ -1,13 +1,14 @@
-"""One command, one stage: the options every command shares, and the run that checks them, loads
-the model and the inputs, decides the circuit facts once, computes a stage and writes its result
-atomically. ``sinkscope <command>`` is :func:`run_stage` on the command's config; ``reproduce``
-calls the same configs' ``compute`` and the results' ``write`` (plus caching).
+"""The runner: the options every stage shares, and the run that checks them, loads the model and
+the inputs, decides the circuit facts once, computes a stage and writes its result atomically.
+``sinkscope <stage>`` is :func:`run_stage`; the API's ``sinkscope.run`` is :func:`compute_stage`
+on a model already in memory; ``reproduce`` calls :func:`prepare` and the configs' ``compute``.
 
-A stage config has ``name``, ``needs_forward`` (False: the weights suffice, inputs optional),
-``facts`` (which circuit facts it reads: ``"coords"``, ``"q_bar"``), ``check()`` (cheap option
-checks) and ``compute(model, inputs, facts, *, band, batch_size, progress) -> Result``; a result
-has ``summary()``, ``write(out, *, figures=True, extra=None) -> {figure: caption}``, ``tables``
-(``{file: description}``) and ``format()`` (the text the CLI prints).
+A stage is a :class:`sinkscope.registry.Stage`: ``name``, ``needs_forward`` (False: the weights
+suffice, inputs optional), ``facts`` (which circuit facts it reads: ``"coords"``, ``"q_bar"``),
+``check()`` (cheap option checks), ``settle(opts)`` (what its settings imply for the run, e.g. a
+preset's dtype) and ``compute(model, inputs, facts, *, band, batch_size, progress) -> Result``; a
+result has ``summary()``, ``frames()``, ``write(out, *, figures=True, extra=None) -> {figure:
+caption}``, ``tables`` (``{file: description}``) and ``format()`` (the text the CLI prints).
 
 >>> RunOptions(model="default", per_domain=6).inputs
 'default'
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
 from ..errors import SinkscopeError
+from ..registry import Stage
 
 
 class StageResult(Protocol):
@@ -30,22 +32,14 @@ class StageResult(Protocol):
 
     def summary(self) -> dict: ...
 
+    def frames(self) -> dict: ...
+
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]: ...
 
     def format(self) -> str: ...
 
 
-class StageConfig(Protocol):
-    """A command's settings and computation (``MeasureConfig``, ``ExplainConfig``,
-    ``InterveneConfig``, ``MitigateConfig``, ``CompareConfig``)."""
-
-    name: str
-    needs_forward: bool  # False: the weights suffice (inputs optional)
-    facts: tuple[str, ...]  # the circuit facts it reads: "coords", "q_bar"
-
-    def check(self) -> None: ...
-
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True) -> StageResult: ...
+StageConfig = Stage  # every stage Config subclasses it (sinkscope.registry)
 
 
 @dataclass
@@ -65,15 +59,18 @@ class RunOptions:
     batch_size: int = 32
     band: tuple[int, int] | None = None
     coords: Sequence[int] | None = None  # the user's massive coordinates (--coords)
-    k_sigma: float = 3.0  # the EPE_0 rule's sigma (--sigma)
-    coords_rule: str = "paper"  # paper: the paper's rule per analysis; sigma: the σ rule (analysis.facts.resolve_rule)
+    k_sigma: float | None = None  # the EPE_0 rule's sigma (--sigma; None: 3, the stage's rule)
+    coords_rule: str | None = None  # paper | sigma (analysis.facts.resolve_rule); None: the stage's
     out: str | None = None
     figures: bool = True
     progress: bool = True
 
     def check(self) -> None:
+        from ..errors import check_number
         from ..models.options import check_device_map, check_dtype
 
+        if self.k_sigma is not None:
+            check_number("--sigma", self.k_sigma, 0.0, 1e6)
         check_dtype(self.dtype)
         check_device_map(self.device_map, self.device)
         if self.batch_size < 1:
@@ -145,7 +142,9 @@ def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=N
     need = getattr(config, "facts", ())
     if not need:
         return None
-    return resolve_facts(model, inputs, coords=opts.coords, k_sigma=opts.k_sigma, coords_rule=opts.coords_rule, band=opts.band,
+    k_sigma = 3.0 if opts.k_sigma is None else opts.k_sigma
+    return resolve_facts(model, inputs, coords=opts.coords, k_sigma=k_sigma,
+                         coords_rule=opts.coords_rule or "paper", band=opts.band,
                          q_bar="q_bar" in need,
                          profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
 
@@ -199,13 +198,31 @@ def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float)
     return Ran(res, figures, time.perf_counter() - t0, [load_line(name, r) for name, r in recs.items()])
 
 
-def run_stage(config: StageConfig, opts: RunOptions) -> Ran:
-    """``sinkscope <command>``: check, load, decide the facts, compute and write ``opts.out``."""
+def prepare(config, opts: RunOptions) -> None:
+    """Check ``config`` and ``opts`` (no model loaded) and let the stage decide, once, what its
+    settings imply for the run (a preset's coordinate rule and dtype); then the defaults."""
     config.check()
-    t0 = time.perf_counter()
-    model, inputs = load(opts, need_forward=config.needs_forward, weights_only=getattr(config, "weights_only", False))
+    opts.check()
+    config.settle(opts)
+    opts.coords_rule = opts.coords_rule or "paper"
+    opts.k_sigma = 3.0 if opts.k_sigma is None else opts.k_sigma
+
+
+def compute_stage(config, model, inputs, opts: RunOptions):
+    """The stage's result on a loaded model and inputs: facts decided once, then ``compute``."""
     facts = facts_for(config, model, inputs, opts)
-    return _write(config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size, progress=opts.progress), {model.name: model.record()}, opts, t0)
+    return config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size,
+                          progress=opts.progress)
+
+
+def run_stage(config, opts: RunOptions) -> Ran:
+    """``sinkscope <stage>``: check, load, decide the facts, compute and write ``opts.out``."""
+    prepare(config, opts)
+    t0 = time.perf_counter()
+    model, inputs = load(opts, need_forward=config.needs_forward,
+                         weights_only=getattr(config, "weights_only", False))
+    res = compute_stage(config, model, inputs, opts)
+    return _write(res, {model.name: model.record()}, opts, t0)
 
 
 def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> Ran:
@@ -213,13 +230,12 @@ def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> R
     with its own facts), combined into one result written atomically to ``opts.out``."""
     from ..io import check_output_dir
 
-    config.check()
+    prepare(config, opts)
     if opts.out is not None:
         check_output_dir(opts.out)
     t0 = time.perf_counter()
     results, recs = [], {}
     for model, inputs in load_each(opts, specs):
-        results.append(config.compute(model, inputs, facts_for(config, model, inputs, opts), band=opts.band, batch_size=opts.batch_size,
-                                      progress=opts.progress))
+        results.append(compute_stage(config, model, inputs, opts))
         recs[model.name] = model.record()
     return _write(type(results[0]).concat(results), recs, opts, t0)

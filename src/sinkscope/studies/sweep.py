@@ -106,7 +106,7 @@ class SweepConfig:
 
 def training_step(spec: str) -> int | None:
     """The training step a model spec stands for, where it says: a ``sinkscope train
-    --save-at`` checkpoint (``experiments.dynamics.checkpoint_step``), a hub revision ``@stepN``
+    --save-at`` checkpoint (``studies.dynamics.checkpoint_step``), a hub revision ``@stepN``
     (Pythia) or a directory named ``step-N`` / ``step_N`` / ``stepN``; else None."""
     from .dynamics import checkpoint_step
 
@@ -151,7 +151,7 @@ def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[d
     (``all`` first; the layer band's BOS attention; intervention ``a`` is the baseline)."""
     from ..analysis.facts import resolve_facts
     from ..interventions import PAPER_LABELS
-    from .intervene import InterveneConfig, run_interventions
+    from ..stages.intervene import InterveneConfig, run_interventions
 
     limit = model.adapter.max_positions()
     if limit is not None and cell.length > limit:  # a fact about the model, recorded like any other
@@ -300,7 +300,7 @@ class SweepResult:
         write_text_atomic(out / "table1_models.csv", self.table1().to_csv(index=False, float_format="%.7g"))
         write_text_atomic(out / "table1_models.md", f"# sinkscope sweep\n\n{self.markdown()}\n")
         length, content = self.table1_setting()
-        from .run import load_record
+        from ..stages.runner import load_record
 
         write_json_atomic(out / "sweep.json", {"config": asdict(self.config), "cells": len(self.config.grid()),
                                                "failed": self.failed, "table1_setting": {"length": length, "content": content},

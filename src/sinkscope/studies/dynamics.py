@@ -4,18 +4,18 @@ For each checkpoint (``sinkscope train --save-at``: ``RUN/checkpoints/step-NNNNN
 same inputs, one row of:
 
 * ``sink``: the paper metric (attention to index 0 from the second-half queries, layer band,
-  all inputs and per domain), :class:`~sinkscope.experiments.measure.MeasureConfig`'s result;
+  all inputs and per domain), :class:`~sinkscope.stages.measure.MeasureConfig`'s result;
 * ``epe_max``: max_d |EPE_0[d]| (the effective positional embedding of index 0), and
   ``align_index0`` / ``align_other``: cos(b_Q, W_K·EPE_j) at index 0 and elsewhere, from
-  :class:`~sinkscope.experiments.explain.ExplainConfig`'s weight-only analyses;
+  :class:`~sinkscope.stages.explain.ExplainConfig`'s weight-only analyses;
 * ``pct_bq0``, ``pct_p0_p1``, ``pct_zero_wk``: the sink left (% of the checkpoint's own
   baseline) under b_Q := 0, p_0 := p_1 and zeroed W_K rows of the run's massive coordinates
-  (the paper's (b), (c), (i); :class:`~sinkscope.experiments.intervene.InterveneConfig`);
+  (the paper's (b), (c), (i); :class:`~sinkscope.stages.intervene.InterveneConfig`);
 * ``share_shared`` / ``share_content`` / ``share_bq``: the query pathways' shares of index 0's
   attention (:mod:`sinkscope.analysis.pathways`).
 
 The circuit facts (massive coordinates, q̄) are decided once per checkpoint
-(:func:`~sinkscope.experiments.run.facts_for`) and handed to every stage. The **onset step** is
+(:func:`~sinkscope.stages.runner.facts_for`) and handed to every stage. The **onset step** is
 the first saved step whose sink exceeds a threshold: by default twice the uniform level (what a
 head attending evenly to its causal prefix gives index 0 over the query window), or a value given.
 
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SinkscopeError
-from .run import RunOptions
+from ..stages.runner import RunOptions
 
 # the three interventions of the trajectories, in the --edit language (paper's (b), (c), (i))
 EDITS = {"bq0": "bq:0", "p0_p1": "pos:1", "zero_wk": "zero_wk"}
@@ -90,10 +90,10 @@ def _steps(checkpoints: Sequence[str], steps: Sequence[int] | None) -> list[int]
 def _one(model, inputs, opts: RunOptions, step: int, ckpt: str) -> dict:
     """The row of one checkpoint: every stage on the same (model, inputs, facts)."""
     from ..analysis.pathways import pathways
-    from .explain import ExplainConfig
-    from .intervene import InterveneConfig
-    from .measure import MeasureConfig
-    from .run import facts_for
+    from ..stages.explain import ExplainConfig
+    from ..stages.intervene import InterveneConfig
+    from ..stages.measure import MeasureConfig
+    from ..stages.runner import facts_for
 
     t0 = time.perf_counter()
     kw = dict(band=opts.band, batch_size=opts.batch_size, progress=False)  # one bar, over the checkpoints
@@ -205,7 +205,7 @@ def dynamics(checkpoints: Sequence[str], opts: RunOptions | None = None, *, step
     from tqdm.auto import tqdm
 
     from ..errors import check_number
-    from .run import load_each
+    from ..stages.runner import load_each
 
     opts = opts or RunOptions()
     checkpoints = [str(c) for c in checkpoints]
@@ -235,9 +235,9 @@ def dynamics(checkpoints: Sequence[str], opts: RunOptions | None = None, *, step
 
 def run_dynamics(checkpoints: Sequence[str], opts: RunOptions, *, steps=None, threshold=None):
     """``sinkscope dynamics``: check ``opts.out`` first, compute, write it atomically
-    (:class:`~sinkscope.experiments.run.Ran`)."""
+    (:class:`~sinkscope.stages.runner.Ran`)."""
     from ..io import check_output_dir
-    from .run import _write
+    from ..stages.runner import _write
 
     if opts.out is not None:
         check_output_dir(opts.out)

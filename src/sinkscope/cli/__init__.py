@@ -1,0 +1,4 @@
+"""The command line: ``sinkscope <command>`` (see :mod:`sinkscope.cli.main`)."""
+from .main import build_parser, main
+
+__all__ = ["build_parser", "main"]

@@ -1,4 +1,0 @@
-"""Experiment recipes (one per CLI command)."""
-from .measure import MeasureResult, measure
-
-__all__ = ["MeasureResult", "measure"]

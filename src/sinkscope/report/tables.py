@@ -1,0 +1,67 @@
+"""HTML pieces shared by the report and the stages' report sections: escaping, tables,
+numbers, embedded figures.
+
+>>> import pandas as pd
+>>> htmlhtml_table(pd.DataFrame({"a": [1]}))
+'<table class="tbl"><thead><tr><th>a</th></tr></thead><tbody><tr><td class="n">1</td></tr></tbody></table>'
+>>> fmt(float("nan")), fmt(0.5)
+('n/a', '0.500')
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def esc(x) -> str:
+    return html.escape(str(x))
+
+
+_MIME = {".png": "image/png", ".svg": "image/svg+xml"}
+
+
+def _img(path: Path, alt: str, href: str | None = None) -> str:
+    """The figure file ``path`` as an inline image: PNG and SVG as data URIs; a PDF through the
+    PNG preview written beside it (``report.formats.preview_name``), with a link to the PDF
+    (``href``, relative to the page) under it; a PDF without a preview is a link only."""
+    from .formats import preview_name
+
+    shown = path.with_name(preview_name(path.name))
+    link = f'<a class="pdf" href="{esc(href or path.name)}">{esc(path.name)} (PDF)</a>' if path.suffix.lower() == ".pdf" else ""
+    if not shown.exists() or shown.suffix.lower() not in _MIME:
+        return link
+    data = base64.b64encode(shown.read_bytes()).decode("ascii")
+    return f'<img alt="{esc(alt)}" src="data:{_MIME[shown.suffix.lower()]};base64,{data}">' + link
+
+
+_NUM = re.compile(r"^[+\-−]?[\d.,]+(e[+\-]?\d+)?%?( ± [\d.,]+)?( \([\d.,]+%?\))?$")
+
+
+def html_table(df: pd.DataFrame, row_class=None) -> str:
+    head = "".join(f"<th>{esc(c)}</th>" for c in df.columns)
+    rows = []
+    for _, r in df.iterrows():
+        cls = f' class="{row_class(r)}"' if row_class else ""
+        rows.append(f"<tr{cls}>" + "".join(f'<td class="n">{esc(v)}</td>' if _NUM.match(str(v)) else f"<td>{esc(v)}</td>" for v in r.to_numpy()) + "</tr>")
+    return f'<table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def fmt(x, spec=".3f", na="n/a") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return na
+    return format(x, spec)
+
+
+
+
+_e, _table, _f = esc, html_table, fmt  # the short names the report modules use

@@ -1,0 +1,397 @@
+"""``sinkscope reproduce``: the whole study, and sinkscope's additions, on one model, as cached
+steps under ``DIR`` and one self-contained ``DIR/report.html``.
+
+The steps are the registry's (:func:`sinkscope.registry.steps`): every registered stage's
+``reproduce`` steps in their ``order``, after ``facts`` (massive coordinates and their rule, the
+creating block and q̄, decided once; every later step reads them). Built in:
+
+=================  ====================================================================  =======
+facts              massive coordinates (and the rule that chose them), creating block, q̄  weights
+measure            BOS attention per example × layer × head, per dataset (Table 1a)      forward
+circuit_weights    EPE and its massive coordinates, b_Q / key alignment, γ (Figs 2,4,7,8) weights
+circuit_forward    Δ histograms, 4-term check, residual profile, EPE validation (1,3,6)  forward
+interventions      Table 1 (a)..(j): overall / per dataset / all layers, relocation,     forward
+                   loss cost, Fig 5
+shared_query       the effective query bias q̄: its share of index 0's logit advantage    forward
+mitigate           sink left vs loss added as b_Q, q̄, W_K rows, index 0 are scaled       forward
+=================  ====================================================================  =======
+
+Each writes ``DIR/stages/NAME/`` atomically, ``stage.json`` last, and is reused while its key
+matches (:mod:`sinkscope.studies.stage_cache`); steps the weights cannot support (a partial
+checkpoint) are listed with the reason.
+
+>>> [s.name for s in plan()][:7]
+['facts', 'measure', 'circuit_weights', 'circuit_forward', 'interventions', 'shared_query', 'mitigate']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SinkscopeError
+from ..io import atomic_output_dir, check_output_dir, claim_dir, clean_stale, exclusive_dir
+from ..io import interrupt_guard, write_json_atomic
+from .reproduce_facts import load_facts as _load_facts  # noqa: F401  (tests read cached facts)
+from .stage_cache import (  # noqa: F401  (re-exported: tests and tools key stages here)
+    CACHE_FORMAT,
+    _jsonable,
+    _read_record,
+    inputs_hash,
+    stage_key,
+    versions,
+    weights_hash,
+)
+
+
+@dataclass
+class Settings:
+    """What the steps read besides the model and the inputs (all recorded in the report):
+    the shared run settings, the steps to skip, and ``options``: values of the stages' flags
+    that ``reproduce`` offers (``{"strengths": (1.0, 0.0), "sentence": "..."}``), by field."""
+
+    band: tuple[int, int] | None = None  # None: the paper's 3:11 of 12, scaled
+    coords: list[int] | None = None  # None: the EPE rule (or the paper's for GPT-2 small without its MLP)
+    k_sigma: float = 3.0
+    seed: int = 0
+    batch_size: int = 32
+    max_tokens: int = 40
+    skip: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        names = [s.name for s in plan()]
+        unknown = [x for x in self.skip if x not in names]
+        if unknown:
+            raise SinkscopeError(f"--skip {','.join(self.skip)}: unknown stage {', '.join(unknown)}; "
+                                 f"choose from {', '.join(names)}")
+        if self.batch_size < 1:
+            raise SinkscopeError(f"--batch-size {self.batch_size} must be at least 1")
+        offered = reproduce_options()
+        bad = [k for k in self.options if k not in offered]
+        if bad:
+            raise SinkscopeError(f"reproduce has no option {', '.join(bad)}; "
+                                 f"it offers {', '.join(offered) or 'none'}")
+        for p in plan():  # every step's Config checked now, before a model loads
+            if p.config_cls is not None:
+                p.config(self).check()
+
+
+def reproduce_options() -> dict[str, tuple]:
+    """``{field: (stage class, Option, reproduce's default)}`` of the stage flags ``reproduce``
+    offers (an Option with ``reproduce`` set)."""
+    from ..registry import field_option, steps
+
+    out: dict[str, tuple] = {}
+    for _, cls in steps():
+        for f in dataclasses.fields(cls):
+            o = field_option(f)
+            if o is not None and o.reproduce is not False and f.name not in out:
+                out[f.name] = (cls, o, f.default if o.reproduce is True else o.reproduce)
+    return out
+
+
+@dataclass
+class PlannedStep:
+    """One step of the run: the stage it runs (``config_cls`` with ``step.overrides``), or the
+    built-in ``facts``; ``run(ctx, tmp) -> record`` (tests may replace it)."""
+
+    name: str
+    title: str
+    forward: bool  # needs a forward pass (and inputs)
+    reads: tuple[str, ...]  # the Settings fields its results depend on
+    after: tuple[str, ...]  # steps whose results it needs
+    run: Callable
+    uses: tuple[str, ...] = ()
+    reads_inputs: bool | Callable = False
+    config_cls: type | None = None
+    step: object = None  # the registry's Step
+    record: type | None = None
+    reading: Callable | None = None
+    section: Callable | None = None
+
+    def config(self, settings: Settings):
+        """The stage Config this step runs: reproduce's options for its fields, the shared run
+        settings for fields named like them (or mapped by ``step.run_fields``), the overrides."""
+        cls, st = self.config_cls, self.step
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v[2] for k, v in reproduce_options().items() if k in names and v[0] is cls}
+        kw |= {k: v for k, v in settings.options.items() if k in names and k in kw}
+        kw |= {k: getattr(settings, k) for k in ("seed", "max_tokens") if k in names}
+        kw |= {k: getattr(settings, v) for k, v in st.run_fields.items()}
+        return cls(**(kw | st.overrides))
+
+    def config_key(self, settings: Settings):
+        return None if self.config_cls is None else asdict(self.config(settings))
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    title: str
+    status: str  # ran | cached | skipped | not requested
+    reason: str = ""
+    seconds: float = 0.0  # compute time (of the run that made the cached result, for cached)
+    record: dict = field(default_factory=dict)
+    record_type: type | None = None  # what the report reads the summary as
+    reading: Callable | None = None
+    section: Callable | None = None
+
+    @property
+    def dir(self) -> str:
+        return f"stages/{self.name}"
+
+
+@dataclass
+class ReproduceResult:
+    out: Path
+    report: Path
+    stages: list[StageOutcome]
+    seconds: float
+    run: dict
+
+    def outcome(self, name: str) -> StageOutcome:
+        return next(s for s in self.stages if s.name == name)
+
+
+@dataclass
+class Context:
+    model: object
+    inputs: object  # TokenizedInputs or None
+    settings: Settings
+    band: tuple[int, int]
+    out: Path
+    progress: bool = True
+    results: dict = field(default_factory=dict)  # step name -> summary (finished steps)
+    facts: object = None  # the run's CircuitFacts, set by the facts step
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out / "stages" / name
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+_PLAN: dict[tuple, list[PlannedStep]] = {}
+
+
+def plan() -> list[PlannedStep]:
+    """``facts``, then every registered stage's steps in order (one list per registry state, so
+    a step's ``run`` replaced by a test is the one the run calls)."""
+    from ..registry import stages, steps
+
+    state = tuple((n, id(c)) for n, c in stages().items())
+    if state not in _PLAN:
+        _PLAN.clear()
+        from .reproduce_facts import facts_step
+
+        _PLAN[state] = [facts_step()] + [_planned(st, cls) for st, cls in steps()]
+    return _PLAN[state]
+
+
+def _planned(st, cls) -> PlannedStep:
+    forward = cls.needs_forward if st.forward is None else st.forward
+    p = PlannedStep(st.name, st.title or cls.title or cls.help, forward, st.reads,
+                    st.after, None, reads_inputs=st.reads_inputs, config_cls=cls, step=st,
+                    record=st.record or cls.record, reading=st.reading or cls.reading,
+                    section=st.section or cls.section)
+    p.run = lambda ctx, tmp, p=p: _run_step(p, ctx, tmp)
+    return p
+
+
+def _run_step(p: PlannedStep, ctx: Context, tmp: Path) -> dict:
+    """A registered stage's step: its Config's ``compute`` with the run's facts, then the
+    stage's own ``write`` (the files ``sinkscope <stage>`` writes, with the same load record)."""
+    from ..stages.runner import combines_models, load_record
+
+    cfg = p.config(ctx.settings)
+    needs = set(getattr(cfg, "facts", ()))
+    res = cfg.compute(ctx.model, ctx.inputs if (p.forward or _uses_inputs(p, ctx.model)) else None,
+                      ctx.facts if needs else None, band=ctx.band,
+                      batch_size=ctx.settings.batch_size, progress=ctx.progress)
+    if p.step.finish is not None:
+        p.step.finish(res, ctx.model)
+    rec = load_record({ctx.model.name: ctx.model.record()}, per_model=combines_models(res))
+    figs = res.write(tmp, extra=rec)
+    return {"summary": res.summary(), "figures": figs, "tables": dict(res.tables)}
+
+
+def _uses_inputs(p: PlannedStep, model) -> bool:
+    r = p.reads_inputs
+    return bool(r(model)) if callable(r) else bool(r)
+
+
+def __getattr__(name: str):  # STAGES / STAGE_NAMES: the plan as it stands (plugins included)
+    if name == "STAGES":
+        return plan()
+    if name == "STAGE_NAMES":
+        return tuple(s.name for s in plan())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def prepare_out(out: str | os.PathLike) -> Path:
+    """Create ``out`` (or reuse an earlier reproduce directory); refuse anything else."""
+    out = check_output_dir(out, kind="reproduce")
+    claim_dir(out, "reproduce")
+    (out / "stages").mkdir(exist_ok=True)
+    return out
+
+
+def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, list[str]]:
+    """``reproduce``'s defaults: ``(model spec, inputs spec, notes for the report)``. No model:
+    ``gpt2`` when the hub answers, else the embedded model (with a note saying so). No inputs:
+    the paper's 300 texts for GPT-2 small (``paper-offline``: shipped, no hub needed), else the
+    offline corpus."""
+    from ..models.loading import hub_reachable
+    from ..report.paper import is_gpt2_small
+
+    notes: list[str] = []
+    if model is None:
+        hub, why = hub_reachable("gpt2")
+        model = "gpt2" if hub else "default"
+        if not hub:
+            notes.append(f"The Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
+                         "pass --model gpt2 once online, or --model PATH for a local GPT-2.")
+    if inputs is None:
+        inputs = "default"
+        if model != "default" and not model.startswith("packaged:") and not model.endswith((".gguf", ".safetensors")):
+            from transformers import AutoConfig
+
+            try:
+                cfg = AutoConfig.from_pretrained(model)
+            except (OSError, ValueError):
+                cfg = None
+            if cfg is not None and is_gpt2_small(cfg):
+                inputs = "paper-offline"
+    return model, inputs, notes
+
+
+
+
+def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | None = None, force: bool = False, progress: bool = True,
+              notes: list[str] | None = None, run_info: dict | None = None) -> ReproduceResult:
+    """Run every stage the model allows (reusing finished ones) and write ``out/report.html``.
+
+    ``inputs`` may be None for a weight-only run (forward stages are then skipped with the reason).
+    ``notes`` (e.g. "the hub was unreachable, used the embedded model") go to the report's top.
+    """
+    from ..metrics import resolve_band
+
+    t0 = time.perf_counter()
+    resolve_band((settings or Settings()).band, model.adapter.n_layers)  # a bad --layers fails before --out is made
+    out = prepare_out(out)
+    with exclusive_dir(out, "sinkscope reproduce"):
+        clean_stale(out / "stages")  # left by a killed run (SIGKILL); Ctrl-C cleans up its own
+        return _reproduce(model, inputs, out, settings or Settings(), force, progress, notes, run_info, t0)
+
+
+def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progress: bool, notes,
+               run_info, t0: float) -> ReproduceResult:
+    from tqdm.auto import tqdm
+
+    from ..metrics import resolve_band
+    from ..report.html import write_report
+
+    ad = model.adapter
+    band = resolve_band(settings.band, ad.n_layers)
+    ctx = Context(model, inputs, settings, band, out, progress=progress)
+    hashes = (weights_hash(model), inputs_hash(inputs))
+    forward_reason = None
+    try:
+        ad.require_forward()
+        if inputs is None:
+            forward_reason = "no inputs (a weight-only run)"
+    except SinkscopeError as e:
+        forward_reason = str(e)
+    keys: dict[str, str] = {}
+    outcomes: list[StageOutcome] = []
+    steps = plan()
+    bar = tqdm(total=len(steps), desc="reproduce", unit="stage", disable=not progress, position=0)
+    with interrupt_guard() as check, contextlib.closing(bar):
+        for st in steps:
+            check()
+            bar.set_postfix_str(st.name)
+            outcomes.append(_outcome(st, ctx, hashes, keys, forward_reason, force))
+            bar.update(1)
+        check()
+    return _finish(model, inputs, out, settings, band, outcomes, hashes, notes, run_info, t0,
+                   write_report)
+
+
+def _outcome(st: PlannedStep, ctx: Context, hashes, keys: dict, forward_reason, force: bool):
+    """Run, reuse or skip one step; its outcome (and its key in ``keys``)."""
+    from .reproduce_facts import load_facts
+
+    oc = StageOutcome(st.name, st.title, "skipped", record_type=st.record, reading=st.reading,
+                      section=st.section)
+    missing_dep = [a for a in st.after if a not in ctx.results]
+    if st.name in ctx.settings.skip:
+        oc.status, oc.reason = "not requested", "left out with --skip"
+        return oc
+    if st.forward and forward_reason:
+        oc.reason = forward_reason
+        return oc
+    if missing_dep:
+        oc.reason = f"needs the {', '.join(missing_dep)} stage(s), which did not run"
+        return oc
+    key = keys[st.name] = stage_key(st, *hashes, ctx.settings, keys, ctx.model)
+    d = ctx.stage_dir(st.name)
+    rec = None if force else _read_record(d)
+    if rec is not None and rec.get("key") == key and rec.get("status") == "done":
+        oc.status, oc.seconds, oc.record = "cached", rec.get("seconds", 0.0), rec
+        if st.name == "facts":
+            ctx.facts = load_facts(ctx, rec["summary"])
+    else:
+        t = time.perf_counter()
+        with atomic_output_dir(d) as tmp:
+            rec = st.run(ctx, tmp)
+            rec = _jsonable({"stage": st.name, "title": st.title, "key": key, "status": "done",
+                             "seconds": round(time.perf_counter() - t, 2),
+                             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             **rec})
+            write_json_atomic(tmp / "stage.json", rec)
+        oc.status, oc.seconds, oc.record = "ran", rec["seconds"], rec
+    ctx.results[st.name] = oc.record.get("summary", {})
+    if st.name == "facts":  # later steps depend on what the facts are, not on how they were found
+        blob = json.dumps(ctx.results["facts"], sort_keys=True).encode()
+        keys["facts"] = hashlib.sha256(blob).hexdigest()[:20]
+    return oc
+
+
+def _finish(model, inputs, out: Path, settings: Settings, band, outcomes, hashes, notes, run_info,
+            t0: float, write_report) -> ReproduceResult:
+    """``run.json`` and ``report.html`` of the run."""
+    w_hash, in_hash = hashes
+    ad = model.adapter
+    total = time.perf_counter() - t0
+    run = {
+        "model": model.name,
+        "model_info": ad.describe(),
+        **model.record(),  # model_source (hub revision and commit), dtype, device_map, devices
+        "weights_sha256": w_hash,
+        "inputs": getattr(inputs, "spec", None),
+        "n_examples": len(inputs) if inputs is not None else 0,
+        "seq_len": int(inputs.ids.shape[1]) if inputs is not None else None,
+        "inputs_sha256": in_hash,
+        "settings": asdict(settings) | {"band": list(band)},
+        "versions": versions(),
+        "stages": [{"name": o.name, "status": o.status, "seconds": o.seconds, "reason": o.reason} for o in outcomes],
+        "seconds_this_run": round(total, 2),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": list(notes or []),
+        **(run_info or {}),
+    }
+    report = write_report(out, model, inputs, outcomes, run)
+    run["seconds_this_run"] = round(time.perf_counter() - t0, 2)
+    write_json_atomic(out / "run.json", _jsonable(run))
+    return ReproduceResult(out, report, outcomes, time.perf_counter() - t0, run)
