@@ -143,7 +143,7 @@ def main() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from sinkscope.data import Example, TokenizedInputs
-    from sinkscope.stages.intervene import run_interventions
+    from sinkscope.interventions.run import run_interventions
     from sinkscope.interventions import PAPER_LABELS, paper_presets
     from sinkscope.models import SinkModel, adapter_for
 

@@ -482,7 +482,7 @@ def test_measure_and_explain_figures_follow_the_format(fmt, tmp_path):
     assert set(made) == {f"{s}.{fmt}" for s in ("bos_heatmap", "alpha_heatmap", "bos_by_domain", "bos_by_layer")}
     for name in made:
         assert (tmp_path / name).read_bytes().lstrip()[:8].startswith(MAGIC[fmt])
-    ex = SimpleNamespace(data={"layer_band": [2, 5], "epe": {"massive_coords": [60]}}, frames={"gamma": gamma_table()},
+    ex = SimpleNamespace(data={"layer_band": [2, 5], "epe": {"massive_coords": [60]}}, dataframes={"gamma": gamma_table()},
                          arrays={"epe0": np.r_[rng.standard_normal(60) * 0.1, 3.0, rng.standard_normal(40) * 0.1]})
     with figure_format(fmt):
         made = circuit.explain_figures(ex, tmp_path)

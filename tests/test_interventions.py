@@ -12,7 +12,7 @@ import torch
 
 from sinkscope.data import Example, TokenizedInputs
 from sinkscope.errors import SinkscopeError
-from sinkscope.stages.intervene import attention_maps, run_interventions
+from sinkscope.interventions.run import attention_maps, run_interventions
 from sinkscope.interventions import PAPER_LABELS, ScaleQueryBias, apply, paper_presets
 from sinkscope.interventions.spec import parse_edit
 from sinkscope.models import SinkModel, adapter_for

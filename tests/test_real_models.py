@@ -72,7 +72,7 @@ def test_smollm2_paper_inputs_show_a_clear_sink(smollm2):
 
 def test_smollm2_interventions_run_or_say_why(smollm2):
     """On a Llama-architecture model the GPT-2-specific presets are reported as not applicable."""
-    from sinkscope.stages.intervene import run_interventions
+    from sinkscope.interventions.run import run_interventions
     from sinkscope.interventions import PAPER_LABELS, paper_presets
 
     ti = load_inputs("default", smollm2.tokenizer, per_domain=8)

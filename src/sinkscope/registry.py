@@ -34,6 +34,7 @@ from .errors import SinkscopeError
 ENTRY_POINT_GROUP = "sinkscope.stages"
 BUILTIN_PACKAGE = "sinkscope.stages"
 _KEY = "sinkscope"  # dataclass field metadata key
+RUN_FIELDS = ("seed", "max_tokens")  # Config fields without a flag that take the run's value
 
 
 # --- options: a Config field that is also a CLI flag --------------------------------------------
@@ -63,6 +64,17 @@ class Option:
     @property
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
+
+    def value(self, v: Any) -> Any:
+        """The flag's text parsed (a bad text is one line naming the flag); other values kept."""
+        if self.parse is None or not isinstance(v, str):
+            return v
+        try:
+            return self.parse(v)
+        except SinkscopeError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise SinkscopeError(f"{self.flag} {v!r} is not valid ({e})") from None
 
 
 def option(default: Any, flag: str, help: str, **kw) -> Any:
@@ -181,11 +193,14 @@ class Stage:
         kw = {}
         for f in dataclasses.fields(cls):
             o = field_option(f)
+            if o is None and f.name in RUN_FIELDS and hasattr(args, f.name):
+                kw[f.name] = getattr(args, f.name)  # the run's --seed / --max-tokens
+                continue
             if o is None or not o.cli or not hasattr(args, o.dest):
                 continue
             v = getattr(args, o.dest)
             v = tuple(v) if isinstance(v, list) else v  # an "append" flag
-            kw[f.name] = o.parse(v) if (o.parse and isinstance(v, str)) else v
+            kw[f.name] = o.value(v)
         return cls(**kw)
 
 

@@ -143,7 +143,7 @@ def cmd_reproduce(args) -> int:
     for name, (cls, opt, _default) in reproduce_options().items():
         v = getattr(args, opt.dest)
         v = tuple(v) if isinstance(v, list) else v
-        options[name] = opt.parse(v) if opt.parse and isinstance(v, str) else v
+        options[name] = opt.value(v)
     settings = Settings(band=opts.band, coords=opts.coords, k_sigma=opts.k_sigma, seed=opts.seed,
                         batch_size=opts.batch_size, max_tokens=opts.max_tokens, skip=skip,
                         options=options)

@@ -65,7 +65,7 @@ class Preset:
         """``{id: Intervention}`` in the preset's order."""
         from .spec import edits
 
-        draw = self.draw(random)
+        draw = random or self.random_draw  # checked by draw() where the user chose it
         j_seed = PAPER_RANDOM_SEED if draw == "paper" else seed
         return edits({k: v.format(seed=j_seed, draw=draw) for k, v in self.specs.items()})
 

@@ -221,11 +221,9 @@ def run_interventions(
     :data:`sinkscope.analysis.facts.RULES`.
     ``cache`` seeds every intervention's :class:`Context` (e.g. ``q_bar``, ``creating_block``).
     """
-    from .base import Context, NotApplicable, apply
+    from .base import Context, NotApplicable
     from ..analysis.facts import MassiveCoords, choose_massive_coords, resolve_rule
-    from ..metrics import KeyAttentionCapture, key_attention, resolve_band
-    from ..metrics.capture import NonFiniteError
-    import torch
+    from ..metrics import resolve_band
     from tqdm.auto import tqdm
     ad = model.adapter
     ad.require_forward()
@@ -246,46 +244,58 @@ def run_interventions(
             raise SinkscopeError(f"intervention {rid} ({iv.describe()}): {e}") from None
     labels = labels or {}
     runs: list[InterventionRun] = []
-    device = model.device
     t0 = time.perf_counter()
     n_batches = (len(inputs) + batch_size - 1) // batch_size
     bar = tqdm(total=n_batches * len(interventions), desc=f"intervene {model.name}", unit="batch", disable=not progress)
     for rid, iv in interventions.items():
-        run = InterventionRun(rid, iv.describe(), labels.get(rid, ""))
         ctx = Context(model, coords=coords, seed=seed, cache=dict(cache or {}))
-        try:
-            iv.check(ctx)
-        except NotApplicable as e:
-            run.reason = str(e)
-            runs.append(run)
-            bar.update(n_batches)
-            continue
-        per_head, ce = [], []
-        try:
-            with torch.inference_mode(), apply(model, iv, ctx=ctx), KeyAttentionCapture(ad, (0, 1)) as cap:
-                for start in range(0, len(inputs), batch_size):
-                    ids = inputs.ids[start : start + batch_size].to(device)
-                    lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
-                    cap.reset()
-                    logits = model.hf(input_ids=ids, use_cache=False).logits
-                    probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
-                    per_head.append(torch.stack([key_attention(probs, j, lengths=lengths) for j in (0, 1)], -1).cpu())
-                    ce.append(next_token_ce(logits, ids, lengths).cpu())
-                    if not bool(torch.isfinite(ce[-1]).all()):
-                        raise NonFiniteError("the cross-entropy is NaN / inf (the logits overflowed)")
-                    bar.update(1)
-        except NonFiniteError as e:
-            raise NonFiniteError(f"under intervention {rid} ({run.description}): {e}") from None
-        run.per_head = torch.cat(per_head).numpy()
-        run.ce = torch.cat(ce).double().numpy()
-        run.extra = {k: v for k, v in ctx.cache.items() if k not in (cache or {})}
-        runs.append(run)
+        runs.append(_run_one(model, inputs, rid, iv, ctx, labels.get(rid, ""), batch_size, bar))
+        runs[-1].extra = {k: v for k, v in ctx.cache.items() if k not in (cache or {})}
     bar.close()
     base = "a" if "a" in interventions else next(iter(interventions))
     if not runs[[r.id for r in runs].index(base)].applicable:
         raise SinkscopeError(f"the baseline '{base}' is not applicable")
     return (result_cls or InterventionTable)(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0, coords=coords, seed=seed,
                            cache=dict(cache or {}), model_info=ad.describe(), coords_rule=facts.rule)
+
+
+def _run_one(model, inputs, rid: str, iv, ctx, label: str, batch_size: int, bar) -> InterventionRun:
+    """One intervention over every batch: per-head attention to keys 0 and 1, and the loss."""
+    import torch
+
+    from ..metrics import KeyAttentionCapture, key_attention
+    from ..metrics.capture import NonFiniteError
+    from .base import NotApplicable, apply
+
+    run = InterventionRun(rid, iv.describe(), label)
+    n_batches = (len(inputs) + batch_size - 1) // batch_size
+    try:
+        iv.check(ctx)
+    except NotApplicable as e:
+        run.reason = str(e)
+        bar.update(n_batches)
+        return run
+    per_head, ce = [], []
+    try:
+        with torch.inference_mode(), apply(model, iv, ctx=ctx), \
+                KeyAttentionCapture(model.adapter, (0, 1)) as cap:
+            for start in range(0, len(inputs), batch_size):
+                ids = inputs.ids[start : start + batch_size].to(model.device)
+                lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
+                cap.reset()
+                logits = model.hf(input_ids=ids, use_cache=False).logits
+                probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
+                per_head.append(torch.stack([key_attention(probs, j, lengths=lengths)
+                                             for j in (0, 1)], -1).cpu())
+                ce.append(next_token_ce(logits, ids, lengths).cpu())
+                if not bool(torch.isfinite(ce[-1]).all()):
+                    raise NonFiniteError("the cross-entropy is NaN / inf (the logits overflowed)")
+                bar.update(1)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"under intervention {rid} ({run.description}): {e}") from None
+    run.per_head = torch.cat(per_head).numpy()
+    run.ce = torch.cat(ce).double().numpy()
+    return run
 
 
 def attention_maps(model, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0,

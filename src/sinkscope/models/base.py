@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import MissingTensorsError, SinkscopeError
+from .heads import linear_heads, linear_out, linear_qkv  # noqa: F401  (re-exported: the adapters use them)
+from .rotary import Rotary  # noqa: F401  (re-exported: the adapters return it)
 
 
 def hook_output(stack, module: nn.Module, fn) -> None:
@@ -34,48 +36,6 @@ def hook_output(stack, module: nn.Module, fn) -> None:
         return (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out)
 
     stack.callback(module.register_forward_hook(hook).remove)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def _rotate_every_two(x: torch.Tensor) -> torch.Tensor:
-    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
-
-
-@dataclass(frozen=True)
-class Rotary:
-    """The rotation ``R_i`` a layer applies to queries and keys at positions ``0..T-1``.
-
-    ``cos, sin [T, rot]``: the first ``rot <= d_head`` dimensions of a head rotate, the rest pass
-    through (partial rotary: GPT-NeoX, Phi, GPT-J). ``interleaved``: GPT-J pairs ``(2i, 2i+1)``;
-    otherwise the rotate-half pairs ``(i, i + rot/2)`` of Llama and most others.
-
-    >>> r = Rotary(torch.ones(3, 2), torch.zeros(3, 2))  # the identity on 2 of 4 dims
-    >>> r.apply(torch.arange(12.).view(3, 4)).tolist()[0], r.T
-    ([0.0, 1.0, 2.0, 3.0], 3)
-    """
-
-    cos: torch.Tensor
-    sin: torch.Tensor
-    interleaved: bool = False
-
-    @property
-    def T(self) -> int:
-        return int(self.cos.shape[0])
-
-    def apply(self, x: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
-        """``R_i x_i`` (``inverse``: ``R_iᵀ x_i``) for ``x [..., T, d_head]``."""
-        rot = self.cos.shape[-1]
-        xr = x[..., :rot]
-        turned = _rotate_every_two(xr) if self.interleaved else _rotate_half(xr)
-        out = xr * self.cos + turned * (-self.sin if inverse else self.sin)
-        return torch.cat((out, x[..., rot:]), dim=-1) if x.shape[-1] > rot else out
-
-    def to(self, *args, **kwargs) -> "Rotary":
-        return Rotary(self.cos.to(*args, **kwargs), self.sin.to(*args, **kwargs), self.interleaved)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,31 +51,6 @@ class ArchInfo:
     qk_norm: bool
     parallel: bool = False  # attention and MLP read the same residual (GPT-J, GPT-NeoX, Falcon, Phi)
     sink_logit: bool = False  # a learned per-head logit with no value takes attention mass (GPT-OSS)
-
-
-def linear_heads(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """``nn.Linear`` weight ``[n_heads*d_head, d_in]`` -> ``[n_heads, d_in, d_head]``."""
-    out_features, d_in = weight.shape
-    assert out_features % n_heads == 0, (weight.shape, n_heads)
-    return weight.T.reshape(d_in, n_heads, out_features // n_heads).permute(1, 0, 2)
-
-
-def linear_qkv(lin: nn.Linear, n_heads: int):
-    """``(W [n_heads, d_in, d_head], b [n_heads, d_head] | None)`` of a Q/K/V ``nn.Linear``;
-    meta (missing) tensors are passed through for the caller to report."""
-    w, b = lin.weight, lin.bias
-    if w.is_meta:
-        return w, b
-    return linear_heads(w, n_heads), (b.reshape(n_heads, -1) if b is not None and not b.is_meta else b)
-
-
-def linear_out(lin: nn.Linear, n_heads: int):
-    """``(W_O [n_heads, d_head, d_out], b [d_out] | None)`` of an output ``nn.Linear`` ``[d_out, H*dh]``."""
-    w = lin.weight
-    if w.is_meta:
-        return w, lin.bias
-    d_out, hd = w.shape
-    return w.T.reshape(n_heads, hd // n_heads, d_out), lin.bias
 
 
 class Adapter(ABC):

@@ -10,7 +10,7 @@ from .figures import legend_below, legend_right, prob_ylim, save_figure, subplot
 def compare_figure(result, path):
     """Left: sink strength per model and domain. Right: each matching intervention's BOS
     attention (% of baseline) per model, with its Δ cross-entropy written on the bar."""
-    from ..stages.compare import COMPARE_EDITS
+    from ..interventions.labels import COMPARE_EDITS
 
     t = result.rows
     models = list(dict.fromkeys(t.model))
@@ -56,7 +56,7 @@ def compare_figure(result, path):
 def tradeoff_figure(df, model: str, path):
     """Sink left vs cross-entropy added, one panel per domain, one line per edit (dots: strengths;
     the line's end is labelled with the smallest strength)."""
-    from ..stages.mitigate import EDIT_TEXT
+    from ..interventions.labels import SCALABLE_TEXT as EDIT_TEXT
 
     d = df[df.model == model]
     domains = list(dict.fromkeys(d.domain))

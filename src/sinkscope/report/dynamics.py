@@ -10,7 +10,7 @@ from .figures import fmt_num, legend_right, prob_ylim, save_figure, subplots, ti
 def dynamics_figure(result, path):
     """Sink (with the onset threshold), EPE max, b_Q / EPE-key alignment, intervention efficacy
     and the query pathways' shares over the saved steps of ``result`` (a ``DynamicsResult``)."""
-    from ..studies.dynamics import EDIT_TEXT
+    from ..interventions.labels import DYNAMICS_TEXT as EDIT_TEXT
 
     f = result.frame
     x = f["step"].to_numpy()

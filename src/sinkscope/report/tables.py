@@ -2,7 +2,7 @@
 numbers, embedded figures.
 
 >>> import pandas as pd
->>> htmlhtml_table(pd.DataFrame({"a": [1]}))
+>>> html_table(pd.DataFrame({"a": [1]}))
 '<table class="tbl"><thead><tr><th>a</th></tr></thead><tbody><tr><td class="n">1</td></tr></tbody></table>'
 >>> fmt(float("nan")), fmt(0.5)
 ('n/a', '0.500')

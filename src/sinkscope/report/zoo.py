@@ -2,6 +2,8 @@
 rules: :mod:`sinkscope.report.figures`)."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,14 @@ def zoo_curves(curves: dict[str, list[dict]], path):
 
 def zoo_figures(result, out: Path) -> list[Path]:
     """The three zoo figures in ``out``, in the run's format."""
-    from ..studies.zoo import load_training_curves
 
     return [zoo_bars(result, figure_path(out, "zoo_sink")), zoo_scatter(result, figure_path(out, "zoo_loss_vs_sink")),
             zoo_curves(load_training_curves(out), figure_path(out, "zoo_training"))]
+
+
+def load_training_curves(out: Path) -> dict[str, list[dict]]:
+    """``{run name: evals}`` from every run's ``training.json`` under a zoo directory."""
+    curves = {}
+    for f in sorted(Path(out).glob("*-s*/training.json")):
+        curves[f.parent.name] = json.loads(f.read_text())["evals"]
+    return curves

@@ -6,3 +6,7 @@ A new file here that registers a stage is a new ``sinkscope`` command, a ``repro
 a report section; nothing else changes (``docs/contributing.md``). Modules stay light at import
 (torch and pandas load inside the functions), so ``sinkscope --help`` is fast.
 """
+
+from .._lazy import lazy_package
+
+__getattr__, __dir__, __all__ = lazy_package(__name__, globals(), {})  # submodules on first use

@@ -38,8 +38,8 @@ from ..errors import SinkscopeError
 from ..stages.runner import RunOptions
 
 # the three interventions of the trajectories, in the --edit language (paper's (b), (c), (i))
-EDITS = {"bq0": "bq:0", "p0_p1": "pos:1", "zero_wk": "zero_wk"}
-EDIT_TEXT = {"bq0": "b_Q := 0", "p0_p1": "p_0 := p_1", "zero_wk": "zero W_K rows of the massive coords"}
+from ..interventions.labels import DYNAMICS_EDITS as EDITS  # noqa: E402
+from ..interventions.labels import DYNAMICS_TEXT as EDIT_TEXT  # noqa: E402,F401
 ONSET_FACTOR = 2.0  # default threshold: this many times the uniform level
 STAGE = SimpleNamespace(facts=("coords", "q_bar"))  # the circuit facts the trajectories read
 

@@ -198,12 +198,7 @@ def _run_zoo(out: Path, budget: str, seeds, variants, device: str, progress: boo
     return result
 
 
-def load_training_curves(out: Path) -> dict[str, list[dict]]:
-    """``{run name: evals}`` from every run's ``training.json`` under a zoo directory."""
-    curves = {}
-    for f in sorted(Path(out).glob("*-s*/training.json")):
-        curves[f.parent.name] = json.loads(f.read_text())["evals"]
-    return curves
+from ..report.zoo import load_training_curves  # noqa: E402,F401  (re-exported)
 
 
 __all__ = ["VARIANTS", "ZooResult", "analyse_run", "budget_config", "load_training_curves", "run_zoo"]
