@@ -23,6 +23,7 @@ where both ran.
     python benchmarks/long_context.py --lengths 1024,2048 --out long.csv
     python benchmarks/long_context.py --quick                          # tiny random Llama: seconds
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,20 @@ DOMAINS = ("nl", "math", "code")
 TINY = "tiny"  # --model tiny: a random 3-layer Llama (sinkscope.models.tiny), for smoke tests
 GB = 2**30  # sizes are reported in GiB
 COLUMNS = (
-    "length", "method", "status", "seconds", "cpu_s", "peak_rss_gib", "activation_gib", "predicted_gib",
-    "process_peak_gib", "time_x_bare", "activation_x_bare", "cpu_util", "bos_band", "max_abs_diff_vs_eager",
+    "length",
+    "method",
+    "status",
+    "seconds",
+    "cpu_s",
+    "peak_rss_gib",
+    "activation_gib",
+    "predicted_gib",
+    "process_peak_gib",
+    "time_x_bare",
+    "activation_x_bare",
+    "cpu_util",
+    "bos_band",
+    "max_abs_diff_vs_eager",
 )
 TOO_BIG = ("does not fit:", "out of memory", "failed (killed")  # statuses: longer T is not tried
 # glibc then maps every large tensor and unmaps it on free, so RSS follows live memory
@@ -61,6 +74,7 @@ class UsageError(Exception):
 
 
 # ---- inputs and model ------------------------------------------------------------------------
+
 
 def load(spec: str):
     """``(SinkModel, encode(text) -> list[int])``; ``tiny`` is a seeded random Llama whose ids are
@@ -82,8 +96,9 @@ def load(spec: str):
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(tiny_config("llama"), attn_implementation="sdpa").eval()
     tok, vocab = offline_gpt2_tokenizer(), hf.config.vocab_size
-    return SinkModel("tiny random Llama", hf, adapter_for(hf)), \
-        lambda text: [i % vocab for i in tok(text)["input_ids"]]
+    return SinkModel("tiny random Llama", hf, adapter_for(hf)), lambda text: [
+        i % vocab for i in tok(text)["input_ids"]
+    ]
 
 
 def long_ids(encode, T: int, domain: str, seed: int = 0) -> list[int]:
@@ -99,12 +114,15 @@ def long_ids(encode, T: int, domain: str, seed: int = 0) -> list[int]:
         if len(ids) >= T:
             return ids[:T]
         if len(texts) == have:  # the domain's texts are exhausted (nl, code: what the stdlib ships)
-            raise UsageError(f"--domain {domain} has {len(ids)} tokens of text, fewer than T={T}; "
-                             "use a shorter --lengths or --domain code")
+            raise UsageError(
+                f"--domain {domain} has {len(ids)} tokens of text, fewer than T={T}; "
+                "use a shorter --lengths or --domain code"
+            )
         have, per_domain = len(texts), per_domain * 4
 
 
 # ---- one measurement -------------------------------------------------------------------------
+
 
 def _proc(field: str, path: str = "/proc/self/status") -> int:
     """A kB field of /proc/self/status or /proc/meminfo, in bytes."""
@@ -124,13 +142,17 @@ def predicted_bytes(method: str, T: int, L: int, H: int, d: int, d_ff: int) -> i
 def fit_check(method: str, T: int, dims: dict, margin_gib: float) -> tuple[dict, int]:
     """``(row, bytes allowed)``: the row has a 'does not fit' status when the predicted memory
     exceeds what is available now less the margin."""
-    need = predicted_bytes(method, T, dims["n_layers"], dims["n_heads"], dims["d_model"], dims["d_ff"])
+    need = predicted_bytes(
+        method, T, dims["n_layers"], dims["n_heads"], dims["d_model"], dims["d_ff"]
+    )
     row = {"length": T, "method": method, "predicted_gib": need / GB, **dims}
     avail = _proc("MemAvailable", "/proc/meminfo")
     allowed = int(avail - margin_gib * GB)
     if need > allowed:
-        row["status"] = (f"does not fit: needs {need / GB:.1f} GiB, {avail / GB:.1f} GiB available"
-                         + (f" less {margin_gib:g} kept free" if margin_gib else ""))
+        row["status"] = (
+            f"does not fit: needs {need / GB:.1f} GiB, {avail / GB:.1f} GiB available"
+            + (f" less {margin_gib:g} kept free" if margin_gib else "")
+        )
     return row, allowed
 
 
@@ -142,14 +164,17 @@ def runner(method: str, model, ids):
 
     ad, trunk = model.adapter, model.adapter.trunk()
     if method == "bare":
+
         def run():
             trunk(input_ids=ids, use_cache=False)
     elif method == "sinkscope":
+
         def run():
             with KeyAttentionCapture(ad, (0,)) as cap:
                 trunk(input_ids=ids, use_cache=False)
                 return key_attention(cap.stacked(), 0)[0]
     elif method == "eager":
+
         def run():
             model.hf.set_attn_implementation("eager")
             try:
@@ -164,11 +189,21 @@ def runner(method: str, model, ids):
     def timed():
         with torch.inference_mode():
             return run()
+
     return timed
 
 
-def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", repeats: int = 1,
-                 margin_gib: float = 2.0, limit: bool = False) -> dict:
+def measure_cell(
+    method: str,
+    model,
+    encode,
+    T: int,
+    *,
+    domain: str = "code",
+    repeats: int = 1,
+    margin_gib: float = 2.0,
+    limit: bool = False,
+) -> dict:
     """One (method, T): time, peak RSS and BOS attention, or a 'does not fit' row without running.
     ``limit``: cap this process's address space at what the memory check allowed (child processes)."""
     import gc
@@ -179,8 +214,12 @@ def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", re
     from sinkscope.metrics import resolve_band
 
     ad = model.adapter
-    dims = {"n_layers": ad.n_layers, "n_heads": ad.n_heads, "d_model": ad.d_model,
-            "d_ff": getattr(model.hf.config, "intermediate_size", None) or 4 * ad.d_model}
+    dims = {
+        "n_layers": ad.n_layers,
+        "n_heads": ad.n_heads,
+        "d_model": ad.d_model,
+        "d_ff": getattr(model.hf.config, "intermediate_size", None) or 4 * ad.d_model,
+    }
     ids = torch.tensor([long_ids(encode, T, domain)])
     row, allowed = fit_check(method, T, dims, margin_gib)
     if "status" in row:
@@ -189,7 +228,9 @@ def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", re
     run = runner(method, model, ids)
     runner(method, model, ids[:, : min(T, 64)])()  # warm-up: lazy initialisation, thread pools
     if limit:
-        resource.setrlimit(resource.RLIMIT_AS, (_proc("VmSize") + int(allowed), resource.RLIM_INFINITY))
+        resource.setrlimit(
+            resource.RLIMIT_AS, (_proc("VmSize") + int(allowed), resource.RLIM_INFINITY)
+        )
     gc.collect()
     load_peak = _proc("VmHWM")  # loading the model (a GGUF is dequantised) and the warm-up
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS high-water mark
@@ -204,13 +245,23 @@ def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", re
     except (MemoryError, RuntimeError) as e:  # the address-space limit: the prediction was low
         if "memory" not in str(e).lower() and not isinstance(e, MemoryError):
             raise
-        row["status"] = f"out of memory at the {allowed / GB:.1f} GiB limit (predicted {need / GB:.1f} GiB)"
+        row["status"] = (
+            f"out of memory at the {allowed / GB:.1f} GiB limit (predicted {need / GB:.1f} GiB)"
+        )
         return row
     peak = _proc("VmHWM")
     threads = torch.get_num_threads()
-    row.update(status="ok", seconds=statistics.median(times), cpu_s=cpu / repeats, peak_rss_gib=peak / GB,
-               activation_gib=(peak - before) / GB, process_peak_gib=max(peak, load_peak) / GB,
-               cpu_util=cpu / sum(times) / threads, threads=threads, load_avg=os.getloadavg()[0])
+    row.update(
+        status="ok",
+        seconds=statistics.median(times),
+        cpu_s=cpu / repeats,
+        peak_rss_gib=peak / GB,
+        activation_gib=(peak - before) / GB,
+        process_peak_gib=max(peak, load_peak) / GB,
+        cpu_util=cpu / sum(times) / threads,
+        threads=threads,
+        load_avg=os.getloadavg()[0],
+    )
     if bos is not None:
         lo, hi = resolve_band(None, ad.n_layers)
         row["bos"] = bos.double().tolist()
@@ -220,6 +271,7 @@ def measure_cell(method: str, model, encode, T: int, *, domain: str = "code", re
 
 # ---- the table -------------------------------------------------------------------------------
 
+
 def _child(spec: dict) -> None:
     try:
         if spec.get("threads"):
@@ -227,8 +279,16 @@ def _child(spec: dict) -> None:
 
             torch.set_num_threads(spec["threads"])
         model, encode = load(spec["model"])
-        row = measure_cell(spec["method"], model, encode, spec["length"], domain=spec["domain"],
-                           repeats=spec["repeats"], margin_gib=spec["margin_gib"], limit=True)
+        row = measure_cell(
+            spec["method"],
+            model,
+            encode,
+            spec["length"],
+            domain=spec["domain"],
+            repeats=spec["repeats"],
+            margin_gib=spec["margin_gib"],
+            limit=True,
+        )
     except Exception as e:
         from sinkscope.errors import SinkscopeError
 
@@ -240,13 +300,21 @@ def _child(spec: dict) -> None:
 
 def run_child(spec: dict) -> dict:
     """``measure_cell`` in a fresh Python process (its own peak RSS and address-space limit)."""
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                       capture_output=True, text=True, env={**os.environ, **CHILD_ENV})
+    r = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **CHILD_ENV},
+    )
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         why = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
         killed = " (killed: out of memory?)" if r.returncode < 0 else ""
-        return {"length": spec["length"], "method": spec["method"], "status": f"failed{killed}: {why[:200]}"}
+        return {
+            "length": spec["length"],
+            "method": spec["method"],
+            "status": f"failed{killed}: {why[:200]}",
+        }
     row = json.loads(lines[-1])
     if "error" in row:
         raise UsageError(row["error"])
@@ -268,9 +336,19 @@ def finish(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def run(model: str, lengths: list[int], methods: list[str], *, domain: str = "code", isolate: bool = True,
-        repeats: int = 1, margin_gib: float = 2.0, threads: int | None = None, progress: bool = True,
-        on_row=None) -> list[dict]:
+def run(
+    model: str,
+    lengths: list[int],
+    methods: list[str],
+    *,
+    domain: str = "code",
+    isolate: bool = True,
+    repeats: int = 1,
+    margin_gib: float = 2.0,
+    threads: int | None = None,
+    progress: bool = True,
+    on_row=None,
+) -> list[dict]:
     """Every (length, method), smallest length first; a method that did not fit at one length is
     not tried at longer ones. ``on_row(rows)`` after each cell (to write partial results)."""
     import torch
@@ -285,11 +363,22 @@ def run(model: str, lengths: list[int], methods: list[str], *, domain: str = "co
     for T, m in tqdm(cells, desc="long context", unit="pass", disable=not progress):
         if m in too_big:
             row = {"length": T, "method": m, "status": f"does not fit (did not at T={too_big[m]})"}
-        elif dims and "status" in fit_check(m, T, dims, margin_gib)[0]:  # known not to fit: no child
+        elif (
+            dims and "status" in fit_check(m, T, dims, margin_gib)[0]
+        ):  # known not to fit: no child
             row = fit_check(m, T, dims, margin_gib)[0]
         elif isolate:
-            row = run_child({"model": model, "method": m, "length": T, "domain": domain, "repeats": repeats,
-                             "margin_gib": margin_gib, "threads": threads})
+            row = run_child(
+                {
+                    "model": model,
+                    "method": m,
+                    "length": T,
+                    "domain": domain,
+                    "repeats": repeats,
+                    "margin_gib": margin_gib,
+                    "threads": threads,
+                }
+            )
         else:
             row = measure_cell(m, *loaded, T, domain=domain, repeats=repeats, margin_gib=margin_gib)
         if dims is None and "d_ff" in row:
@@ -305,12 +394,21 @@ def run(model: str, lengths: list[int], methods: list[str], *, domain: str = "co
 
 def table_text(rows: list[dict]) -> str:
     def f(x, spec):
-        return format(x, spec) if isinstance(x, (int, float)) else "-".rjust(int(spec.split(".")[0]))
+        return (
+            format(x, spec) if isinstance(x, (int, float)) else "-".rjust(int(spec.split(".")[0]))
+        )
 
-    cols = (("time s", "seconds", "9.2f"), ("cpu s", "cpu_s", "9.1f"), ("x bare", "time_x_bare", "8.2f"),
-            ("peak GiB", "peak_rss_gib", "9.2f"), ("act. GiB", "activation_gib", "9.3f"),
-            ("x bare", "activation_x_bare", "9.1f"), ("cpu", "cpu_util", "6.2f"), ("BOS band", "bos_band", "10.4f"),
-            ("max|d| eager", "max_abs_diff_vs_eager", "14.2e"))
+    cols = (
+        ("time s", "seconds", "9.2f"),
+        ("cpu s", "cpu_s", "9.1f"),
+        ("x bare", "time_x_bare", "8.2f"),
+        ("peak GiB", "peak_rss_gib", "9.2f"),
+        ("act. GiB", "activation_gib", "9.3f"),
+        ("x bare", "activation_x_bare", "9.1f"),
+        ("cpu", "cpu_util", "6.2f"),
+        ("BOS band", "bos_band", "10.4f"),
+        ("max|d| eager", "max_abs_diff_vs_eager", "14.2e"),
+    )
     head = "".join(f"{h:>{int(spec.split('.')[0])}}" for h, _, spec in cols)
     out = [f"{'T':>6} {'method':<10}{head}  status"]
     for r in rows:
@@ -327,19 +425,28 @@ def summary(rows: list[dict]) -> str:
         s, e = at.get("sinkscope", {}), at.get("eager", {})
         if s.get("status") == "ok" and e.get("status") == "ok":
             act = e["activation_gib"] / max(s["activation_gib"], 1e-9)
-            lines.append(f"T={T}: eager / sinkscope time {e['seconds'] / s['seconds']:.2f}x, peak RSS "
-                         f"{e['peak_rss_gib'] / s['peak_rss_gib']:.1f}x, activation {act:.0f}x; "
-                         f"max|BOS diff| {s.get('max_abs_diff_vs_eager', float('nan')):.2e}")
+            lines.append(
+                f"T={T}: eager / sinkscope time {e['seconds'] / s['seconds']:.2f}x, peak RSS "
+                f"{e['peak_rss_gib'] / s['peak_rss_gib']:.1f}x, activation {act:.0f}x; "
+                f"max|BOS diff| {s.get('max_abs_diff_vs_eager', float('nan')):.2e}"
+            )
         elif e and e.get("status", "").startswith("does not fit"):
             lines.append(f"T={T}: eager {e['status']}")
     eager = [r for r in rows if r["method"] == "eager" and "n_layers" in r]
-    bases = [(x["peak_rss_gib"] - x["activation_gib"]) * GB for x in rows if x.get("status") == "ok"]
+    bases = [
+        (x["peak_rss_gib"] - x["activation_gib"]) * GB for x in rows if x.get("status") == "ok"
+    ]
     if eager and bases:
         L, H, total = eager[0]["n_layers"], eager[0]["n_heads"], _proc("MemTotal", "/proc/meminfo")
-        fits = [T for T in range(256, 1 << 17, 256)
-                if max(bases) + predicted_bytes("eager", T, L, H, 0, 0) <= total]
-        lines.append(f"eager output_attentions fits in this machine's {total / GB:.1f} GiB total up to "
-                     f"T ~ {fits[-1] if fits else 0} (predicted, with the model loaded and nothing else running)")
+        fits = [
+            T
+            for T in range(256, 1 << 17, 256)
+            if max(bases) + predicted_bytes("eager", T, L, H, 0, 0) <= total
+        ]
+        lines.append(
+            f"eager output_attentions fits in this machine's {total / GB:.1f} GiB total up to "
+            f"T ~ {fits[-1] if fits else 0} (predicted, with the model loaded and nothing else running)"
+        )
     return "\n".join(lines)
 
 
@@ -357,22 +464,43 @@ def write_out(path: str, rows: list[dict], settings: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="packaged:smollm2", help="a model spec, or 'tiny' (random Llama)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model", default="packaged:smollm2", help="a model spec, or 'tiny' (random Llama)"
+    )
     p.add_argument("--lengths", default="1024,4096,16384,32768", help="comma-separated T (tokens)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
-    p.add_argument("--domain", default="code", help=f"corpus domain ({', '.join(DOMAINS)}; nl: ~28k tokens)")
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}"
+    )
+    p.add_argument(
+        "--domain", default="code", help=f"corpus domain ({', '.join(DOMAINS)}; nl: ~28k tokens)"
+    )
     p.add_argument("--repeats", type=int, default=1, help="timed passes per cell (median)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
-    p.add_argument("--margin-gib", type=float, default=2.0, help="memory left free for other processes")
-    p.add_argument("--no-isolate", dest="isolate", action="store_false", help="all cells in this process")
-    p.add_argument("--out", default=None, help="FILE.csv or FILE.json: the table, rewritten after every cell")
-    p.add_argument("--quick", action="store_true", help="smoke test: --model tiny --lengths 32,64 --domain nl --no-isolate")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, one per core)"
+    )
+    p.add_argument(
+        "--margin-gib", type=float, default=2.0, help="memory left free for other processes"
+    )
+    p.add_argument(
+        "--no-isolate", dest="isolate", action="store_false", help="all cells in this process"
+    )
+    p.add_argument(
+        "--out", default=None, help="FILE.csv or FILE.json: the table, rewritten after every cell"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: --model tiny --lengths 32,64 --domain nl --no-isolate",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
 
     def error(message):  # argparse's own errors as one line too
         raise UsageError(message)
+
     p.error = error
     a = p.parse_args(argv)
     if a.child:
@@ -386,8 +514,9 @@ def parse_args(argv=None):
     try:
         a.lengths = [int(x) for x in a.lengths.split(",") if x.strip()]
     except ValueError:
-        raise UsageError(f"--lengths {a.lengths} is not a comma-separated list of token counts, "
-                         "e.g. 1024,4096") from None
+        raise UsageError(
+            f"--lengths {a.lengths} is not a comma-separated list of token counts, e.g. 1024,4096"
+        ) from None
     if not a.lengths or min(a.lengths) < 4:
         raise UsageError("--lengths needs token counts of at least 4, e.g. 1024,4096")
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -422,14 +551,30 @@ def main(argv=None) -> int:
         if a.threads:
             torch.set_num_threads(a.threads)
         settings = {k: v for k, v in vars(a).items() if k not in ("child", "progress", "quick")}
-        settings.update(torch=torch.__version__, threads=torch.get_num_threads(), cpus=os.cpu_count(),
-                        mem_total_gib=round(_proc("MemTotal", "/proc/meminfo") / GB, 1))
-        print(f"{a.model}: T = {','.join(map(str, sorted(a.lengths)))}, methods {','.join(a.methods)}, "
-              f"domain {a.domain}, batch 1; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"{settings['mem_total_gib']} GiB RAM")
+        settings.update(
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+            cpus=os.cpu_count(),
+            mem_total_gib=round(_proc("MemTotal", "/proc/meminfo") / GB, 1),
+        )
+        print(
+            f"{a.model}: T = {','.join(map(str, sorted(a.lengths)))}, methods {','.join(a.methods)}, "
+            f"domain {a.domain}, batch 1; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{settings['mem_total_gib']} GiB RAM"
+        )
         on_row = (lambda rows: write_out(a.out, rows, settings)) if a.out else None
-        rows = run(a.model, a.lengths, a.methods, domain=a.domain, isolate=a.isolate, repeats=a.repeats,
-                   margin_gib=a.margin_gib, threads=a.threads, progress=a.progress, on_row=on_row)
+        rows = run(
+            a.model,
+            a.lengths,
+            a.methods,
+            domain=a.domain,
+            isolate=a.isolate,
+            repeats=a.repeats,
+            margin_gib=a.margin_gib,
+            threads=a.threads,
+            progress=a.progress,
+            on_row=on_row,
+        )
     except UsageError as e:
         print(f"long_context.py: error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ RSS before the forward pass. Prints ratios to `bare`; the last line is machine-r
     python benchmarks/profile.py            # B=2, T=1024, GPT-2 small shape
     python benchmarks/profile.py --T 256    # quicker
 """
+
 from __future__ import annotations
 
 import os
@@ -44,9 +45,13 @@ def build(args, attn="sdpa"):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=args.layers, n_embd=args.d_model, n_head=args.heads, n_positions=max(1024, args.T))
+    cfg = GPT2Config(
+        n_layer=args.layers, n_embd=args.d_model, n_head=args.heads, n_positions=max(1024, args.T)
+    )
     model = GPT2LMHeadModel._from_config(cfg, attn_implementation=attn).eval()
-    ids = torch.randint(0, cfg.vocab_size, (args.B, args.T), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(
+        0, cfg.vocab_size, (args.B, args.T), generator=torch.Generator().manual_seed(1)
+    )
     return model, ids
 
 
@@ -60,23 +65,29 @@ def make_runner(method: str, args):
         model, ids = build(args, "sdpa")
         ad = adapter_for(model)
         if method == "bare":
+
             def run():
                 with torch.inference_mode():
                     model.transformer(input_ids=ids, use_cache=False)
                 return None
         else:
+
             def run():
                 with torch.inference_mode(), KeyAttentionCapture(ad, (0,)) as cap:
                     model.transformer(input_ids=ids, use_cache=False)
                     return key_attention(cap.stacked(), 0)
+
         return run
     if method == "hf_eager":
         model, ids = build(args, "eager")
 
         def run():
             with torch.inference_mode():
-                att = model.transformer(input_ids=ids, use_cache=False, output_attentions=True).attentions
+                att = model.transformer(
+                    input_ids=ids, use_cache=False, output_attentions=True
+                ).attentions
                 return torch.stack([a[:, :, half, 0].mean(-1) for a in att], 1)
+
         return run
     if method == "tlens":
         try:
@@ -95,13 +106,24 @@ def make_runner(method: str, args):
         tok.save_pretrained(d)
         from transformers import AutoTokenizer
 
-        bridge = TransformerBridge.boot_transformers(d, hf_model=model, tokenizer=AutoTokenizer.from_pretrained(d))
+        bridge = TransformerBridge.boot_transformers(
+            d, hf_model=model, tokenizer=AutoTokenizer.from_pretrained(d)
+        )
         names = {f"blocks.{l}.attn.hook_pattern" for l in range(args.layers)}
 
         def run():
             with torch.inference_mode():
-                _, cache = bridge.run_with_cache(ids, names_filter=lambda n: n in names, return_type=None)
-                return torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][:, :, half, 0].mean(-1) for l in range(args.layers)], 1)
+                _, cache = bridge.run_with_cache(
+                    ids, names_filter=lambda n: n in names, return_type=None
+                )
+                return torch.stack(
+                    [
+                        cache[f"blocks.{l}.attn.hook_pattern"][:, :, half, 0].mean(-1)
+                        for l in range(args.layers)
+                    ],
+                    1,
+                )
+
         return run
     raise KeyError(method)
 
@@ -122,14 +144,18 @@ def child_memory(method: str, args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--B", type=int, default=2)
     p.add_argument("--T", type=int, default=1024)
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--mem-repeats", type=int, default=3, help="child processes per method for memory (median)")
+    p.add_argument(
+        "--mem-repeats", type=int, default=3, help="child processes per method for memory (median)"
+    )
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -137,7 +163,9 @@ def main() -> None:
         return child_memory(args.child, args)
 
     methods = [m for m in args.methods.split(",") if m]
-    print(f"GPT-2 shape: {args.layers} layers, d={args.d_model}, {args.heads} heads; B={args.B}, T={args.T}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"GPT-2 shape: {args.layers} layers, d={args.d_model}, {args.heads} heads; B={args.B}, T={args.T}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     runners = {}
     for m in methods:
         r = make_runner(m, args)
@@ -156,7 +184,11 @@ def main() -> None:
 
     mem = {}
     for m in runners:
-        cmd = [sys.executable, __file__, "--child", m] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("child", "methods", "repeats", "mem_repeats")]
+        cmd = [sys.executable, __file__, "--child", m] + [
+            f"--{k.replace('_', '-')}={v}"
+            for k, v in vars(args).items()
+            if k not in ("child", "methods", "repeats", "mem_repeats")
+        ]
         samples = []
         # a fixed mmap threshold: glibc then maps every large tensor and unmaps it on free, so RSS
         # follows live memory instead of the allocator's history (its dynamic threshold otherwise)
@@ -169,15 +201,23 @@ def main() -> None:
         mem[m] = statistics.median(samples) if samples else None
 
     ref = outs.get("hf_eager")
-    print(f"\n{'method':<11}{'time s':>9}{'x bare':>9}{'act. MiB':>11}{'x bare':>9}{'max|BOS - eager|':>19}")
+    print(
+        f"\n{'method':<11}{'time s':>9}{'x bare':>9}{'act. MiB':>11}{'x bare':>9}{'max|BOS - eager|':>19}"
+    )
     for m in runners:
         tr = med[m] / med["bare"] if "bare" in med else float("nan")
         mb = mem[m] / 2**20 if mem[m] is not None else float("nan")
         mr = mem[m] / mem["bare"] if mem.get("bare") and mem[m] is not None else float("nan")
-        diff = (outs[m] - ref).abs().max().item() if outs[m] is not None and ref is not None else float("nan")
+        diff = (
+            (outs[m] - ref).abs().max().item()
+            if outs[m] is not None and ref is not None
+            else float("nan")
+        )
         print(f"{m:<11}{med[m]:>9.3f}{tr:>9.3f}{mb:>11.1f}{mr:>9.3f}{diff:>19.2e}")
     if "sinkscope" in med and "bare" in med:
-        print(f"time_ratio={med['sinkscope'] / med['bare']:.3f} memory_ratio={mem['sinkscope'] / mem['bare']:.3f}")
+        print(
+            f"time_ratio={med['sinkscope'] / med['bare']:.3f} memory_ratio={mem['sinkscope'] / mem['bare']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,13 +12,16 @@ Methods (same model, inputs and settings):
   cached    - the same command again: every stage reused, only the report is rebuilt
 Prints seconds and ratios to `separate`; the last line is machine-readable JSON.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 
 # benchmarks/profile.py shadows the stdlib `profile` that torch imports: keep this folder off the path
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path[:] = [
+    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))
+]
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -38,7 +41,13 @@ def main() -> None:
     common = ["--per-domain", str(a.per_domain), "--quiet"]
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        for cmd in (["measure"], ["explain"], ["intervene"], ["compare", "--models", "default"], ["mitigate", "--strengths", a.strengths]):
+        for cmd in (
+            ["measure"],
+            ["explain"],
+            ["intervene"],
+            ["compare", "--models", "default"],
+            ["mitigate", "--strengths", a.strengths],
+        ):
             assert cli([*cmd, "--out", f"{d}/{cmd[0]}", *common]) == 0
         separate = time.perf_counter() - t
         t = time.perf_counter()
@@ -50,8 +59,18 @@ def main() -> None:
     print(f"\n{'method':<10}{'seconds':>10}{'vs separate':>14}")
     for name, s in (("separate", separate), ("cold", cold), ("cached", cached)):
         print(f"{name:<10}{s:>10.1f}{s / separate:>13.2f}x")
-    print(json.dumps({"per_domain": a.per_domain, "separate_s": round(separate, 2), "cold_s": round(cold, 2), "cached_s": round(cached, 2),
-                      "cold_ratio": round(cold / separate, 3), "cached_ratio": round(cached / separate, 3)}))
+    print(
+        json.dumps(
+            {
+                "per_domain": a.per_domain,
+                "separate_s": round(separate, 2),
+                "cold_s": round(cold, 2),
+                "cached_s": round(cached, 2),
+                "cold_ratio": round(cold / separate, 3),
+                "cached_ratio": round(cached / separate, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ own CPU time and maximum resident set size, from ``os.wait4``).
 Finished runs are kept under ``--out`` (default ``scale-out``) with their timing and reused by
 a rerun; ``--force`` reruns them. Prints the Markdown tables of docs/scale.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,15 +28,43 @@ DTYPES = ("float32", "bfloat16")
 
 def commands(per_domain: int, out: Path) -> dict[str, list[str]]:
     """Every run: name -> the sinkscope command line."""
-    common = ["--inputs", "paper-offline", "--per-domain", str(per_domain), "--no-figures", "--quiet"]
+    common = [
+        "--inputs",
+        "paper-offline",
+        "--per-domain",
+        str(per_domain),
+        "--no-figures",
+        "--quiet",
+    ]
     runs = {}
     for dtype in DTYPES:
         for size, spec in MODELS.items():
             for cmd, extra in (("measure", []), ("intervene", ["--preset", "paper"])):
                 name = f"{cmd}-{size}-{dtype}"
-                runs[name] = ["sinkscope", cmd, "--model", spec, "--dtype", dtype, *extra, *common, "--out", str(out / name)]
+                runs[name] = [
+                    "sinkscope",
+                    cmd,
+                    "--model",
+                    spec,
+                    "--dtype",
+                    dtype,
+                    *extra,
+                    *common,
+                    "--out",
+                    str(out / name),
+                ]
         name = f"compare-{dtype}"
-        runs[name] = ["sinkscope", "compare", "--models", ",".join(MODELS.values()), "--dtype", dtype, *common, "--out", str(out / name)]
+        runs[name] = [
+            "sinkscope",
+            "compare",
+            "--models",
+            ",".join(MODELS.values()),
+            "--dtype",
+            dtype,
+            *common,
+            "--out",
+            str(out / name),
+        ]
     return runs
 
 
@@ -44,13 +73,19 @@ def run(argv: list[str], log: Path) -> dict:
     (user + system: what other jobs on the machine change least) and peak RSS."""
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        p = subprocess.Popen([sys.executable, "-m", "sinkscope", *argv[1:]], stdout=f, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "sinkscope", *argv[1:]], stdout=f, stderr=subprocess.STDOUT
+        )
         _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with exit code {p.returncode}; see {log}")
-    return {"command": " ".join(argv), "seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-            "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2)}
+    return {
+        "command": " ".join(argv),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+    }
 
 
 def cost(t: dict) -> str:
@@ -67,19 +102,28 @@ def tables(out: Path, runs: dict[str, list[str]], timing: dict[str, dict]) -> st
             b = t1[(t1.intervention == "b") & (t1.dataset == "all")].set_index("scope")
             a = t1[(t1.intervention == "a") & (t1.dataset == "all")].set_index("scope")
             tm, ti = timing[f"measure-{size}-{dtype}"], timing[f"intervene-{size}-{dtype}"]
-            rows.append(f"| {size} | {m['dtype']} | {m['n_examples']} | {m['bos_attention']['all']['mean']:.3f} ± {2 * m['bos_attention']['all']['se']:.3f} "
-                        f"| {m['sink_rate']['all']:.2f} | {a.loc['mid', 'mean']:.3f} | {b.loc['mid', 'pct_baseline']:.1f} % | {b.loc['all', 'pct_baseline']:.1f} % "
-                        f"| {b.loc['mid', 'delta_ce']:+.2f} | {cost(tm)} | {cost(ti)} |")
-    head = ["| model | dtype | inputs | BOS attention (band) ± 2SE | Sink_0^0.3 | intervene baseline (band) | b_Q := 0, band | b_Q := 0, all layers "
-            "| Δ CE of b_Q := 0 (nats) | measure: wall / CPU, peak RSS | intervene: wall / CPU, peak RSS |", "|---" * 11 + "|"]
-    crow = ["| dtype | model | BOS attention | creating block | massive coords | shared-query share | b_Q := 0 | q̄ removed | compare (both models): wall / CPU, peak RSS |",
-            "|---" * 9 + "|"]
+            rows.append(
+                f"| {size} | {m['dtype']} | {m['n_examples']} | {m['bos_attention']['all']['mean']:.3f} ± {2 * m['bos_attention']['all']['se']:.3f} "
+                f"| {m['sink_rate']['all']:.2f} | {a.loc['mid', 'mean']:.3f} | {b.loc['mid', 'pct_baseline']:.1f} % | {b.loc['all', 'pct_baseline']:.1f} % "
+                f"| {b.loc['mid', 'delta_ce']:+.2f} | {cost(tm)} | {cost(ti)} |"
+            )
+    head = [
+        "| model | dtype | inputs | BOS attention (band) ± 2SE | Sink_0^0.3 | intervene baseline (band) | b_Q := 0, band | b_Q := 0, all layers "
+        "| Δ CE of b_Q := 0 (nats) | measure: wall / CPU, peak RSS | intervene: wall / CPU, peak RSS |",
+        "|---" * 11 + "|",
+    ]
+    crow = [
+        "| dtype | model | BOS attention | creating block | massive coords | shared-query share | b_Q := 0 | q̄ removed | compare (both models): wall / CPU, peak RSS |",
+        "|---" * 9 + "|",
+    ]
     for dtype in DTYPES:
         c = pd.read_csv(out / f"compare-{dtype}" / "compare.csv")
         tc = timing[f"compare-{dtype}"]
         for _, r in c[c.domain == "all"].iterrows():
-            crow.append(f"| {dtype} | {r.model} | {r.bos_attention:.3f} | {r.creating_block} | {r.massive_coords} | {r.shared_query_share:.2f} "
-                        f"| {r.bq0_pct:.1f} % | {r.qbar0_pct:.1f} % | {cost(tc)} |")
+            crow.append(
+                f"| {dtype} | {r.model} | {r.bos_attention:.3f} | {r.creating_block} | {r.massive_coords} | {r.shared_query_share:.2f} "
+                f"| {r.bq0_pct:.1f} % | {r.qbar0_pct:.1f} % | {cost(tc)} |"
+            )
     cmds = ["```bash", *(timing[n]["command"] for n in runs), "```"]
     return "\n".join(head + rows + ["", *crow, "", *cmds]) + "\n"
 
@@ -97,8 +141,12 @@ def main() -> None:
     timing = {}
     for name, argv in runs.items():
         f = args.out / "timings" / f"{name}.json"
-        if name in only and (args.force or not f.exists() or json.loads(f.read_text()).get("command") != " ".join(argv)
-                             or "cpu_seconds" not in json.loads(f.read_text())):
+        if name in only and (
+            args.force
+            or not f.exists()
+            or json.loads(f.read_text()).get("command") != " ".join(argv)
+            or "cpu_seconds" not in json.loads(f.read_text())
+        ):
             print(f"{name}: {' '.join(argv)}", file=sys.stderr, flush=True)
             f.write_text(json.dumps(run(argv, args.out / "timings" / f"{name}.log")))
         if f.exists():

@@ -15,6 +15,7 @@ patterns, is timed too.
 
 Ends with: speedup_vs_naive=<x> ratio_to_bare_forward=<y> max_abs_diff=<z>
 """
+
 from __future__ import annotations
 
 import os
@@ -115,7 +116,16 @@ def naive_example(m, embeds_fn, x, band, per_layer_forward: bool = True):
     return sum(bos[lo:hi]) / (hi - lo), sum(bos) / L, sum(to1[lo:hi]) / (hi - lo), ce
 
 
-def naive_table1(hf, ids, band, ids_order="abcdefghij", per_layer_forward=True, coords=COORDS, seed=0, random_draw="paper"):
+def naive_table1(
+    hf,
+    ids,
+    band,
+    ids_order="abcdefghij",
+    per_layer_forward=True,
+    coords=COORDS,
+    seed=0,
+    random_draw="paper",
+):
     """``{rid: [(bos_mid, bos_all, to1_mid, ce) per example]}``. The paper's (j) reseeds before
     each example, as its code does: one edited copy per example."""
     out = {}
@@ -133,7 +143,9 @@ def naive_table1(hf, ids, band, ids_order="abcdefghij", per_layer_forward=True, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=300, help="inputs (default 300 = the paper's)")
     p.add_argument("--T", type=int, default=40)
     p.add_argument("--naive-examples", type=int, default=6)
@@ -143,8 +155,8 @@ def main() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from sinkscope.data import Example, TokenizedInputs
-    from sinkscope.interventions.run import run_interventions
     from sinkscope.interventions import PAPER_LABELS, paper_presets
+    from sinkscope.interventions.run import run_interventions
     from sinkscope.models import SinkModel, adapter_for
 
     torch.manual_seed(0)
@@ -154,10 +166,21 @@ def main() -> None:
     doms = ["sst2", "gsm8k", "humaneval"]
     ti = TokenizedInputs(ids, [Example("", doms[i * 3 // args.n]) for i in range(args.n)], {})
     band = (3, 11)
-    print(f"Table 1 workload: 10 interventions x {args.n} inputs x {args.T} tokens, GPT-2 small shape, {torch.get_num_threads()} threads")
+    print(
+        f"Table 1 workload: 10 interventions x {args.n} inputs x {args.T} tokens, GPT-2 small shape, {torch.get_num_threads()} threads"
+    )
 
     t = time.perf_counter()
-    res = run_interventions(sm, ti, paper_presets(0), coords=COORDS, band=band, batch_size=args.batch_size, labels=PAPER_LABELS, progress=False)
+    res = run_interventions(
+        sm,
+        ti,
+        paper_presets(0),
+        coords=COORDS,
+        band=band,
+        batch_size=args.batch_size,
+        labels=PAPER_LABELS,
+        progress=False,
+    )
     t_sink = time.perf_counter() - t
     na = [r.id for r in res.runs if not r.applicable]
     assert not na, na
@@ -169,7 +192,12 @@ def main() -> None:
                 hf(input_ids=ids[s : s + args.batch_size], use_cache=False)
     t_bare = time.perf_counter() - t
 
-    sub = torch.cat([ids[i * args.n // args.naive_examples : i * args.n // args.naive_examples + 1] for i in range(args.naive_examples)])
+    sub = torch.cat(
+        [
+            ids[i * args.n // args.naive_examples : i * args.n // args.naive_examples + 1]
+            for i in range(args.naive_examples)
+        ]
+    )
     rows = [i * args.n // args.naive_examples for i in range(args.naive_examples)]
     t = time.perf_counter()
     naive = naive_table1(hf, sub, band, per_layer_forward=True)
@@ -180,15 +208,30 @@ def main() -> None:
 
     diff = 0.0
     for rid, vals in naive.items():
-        ours = list(zip(res.per_example(rid, "mid")[rows], res.per_example(rid, "all")[rows], res.per_example(rid, "mid", key=1)[rows], res.run(rid).ce[rows]))
+        ours = list(
+            zip(
+                res.per_example(rid, "mid")[rows],
+                res.per_example(rid, "all")[rows],
+                res.per_example(rid, "mid", key=1)[rows],
+                res.run(rid).ce[rows],
+            )
+        )
         diff = max(diff, max(abs(a - b) for o, v in zip(ours, vals) for a, b in zip(o, v)))
 
     print(f"  sinkscope (batched, one pass per intervention) {t_sink:8.1f} s")
     print(f"  ten bare forward passes (sdpa, same batches)   {t_bare:8.1f} s")
-    print(f"  naive, per example and per layer (scaled from {args.naive_examples} inputs) {t_naive:8.1f} s")
-    print(f"  naive, one eager forward per example (scaled)  {t_naive1:8.1f} s  -> speedup {t_naive1 / t_sink:.1f}x")
-    print(f"  max |difference| of per-example BOS (band, all layers), attention to 1 and CE on the {args.naive_examples} compared inputs: {diff:.2e}")
-    print(f"speedup_vs_naive={t_naive / t_sink:.1f} ratio_to_bare_forward={t_sink / t_bare:.3f} max_abs_diff={diff:.2e}")
+    print(
+        f"  naive, per example and per layer (scaled from {args.naive_examples} inputs) {t_naive:8.1f} s"
+    )
+    print(
+        f"  naive, one eager forward per example (scaled)  {t_naive1:8.1f} s  -> speedup {t_naive1 / t_sink:.1f}x"
+    )
+    print(
+        f"  max |difference| of per-example BOS (band, all layers), attention to 1 and CE on the {args.naive_examples} compared inputs: {diff:.2e}"
+    )
+    print(
+        f"speedup_vs_naive={t_naive / t_sink:.1f} ratio_to_bare_forward={t_sink / t_bare:.3f} max_abs_diff={diff:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ tokenizer, and ``sinkscope intervene --preset paper`` runs on it; the table list
 the structure it read, how the attention is captured, and which of the paper's interventions
 apply (with the reason where one does not). About a minute on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,10 @@ from sinkscope.data.tokenizers import offline_gpt2_tokenizer
 from sinkscope.models import adapter_for
 from sinkscope.models.tiny import FAMILIES, GENERIC_FAMILIES, new_family_config, tiny_config
 
-TEXTS = ["The committee met on Tuesday to discuss the budget for next year, and after a long debate it agreed.",
-         "Maria has 24 apples. She gives 7 to her brother and buys three bags of 12 more. How many now?"]
+TEXTS = [
+    "The committee met on Tuesday to discuss the budget for next year, and after a long debate it agreed.",
+    "Maria has 24 apples. She gives 7 to her brother and buys three bags of 12 more. How many now?",
+]
 
 
 def config(family):
@@ -40,7 +43,11 @@ def route(ad) -> str:
 
     if not isinstance(ad, GenericAdapter):
         return "own route" if not ad.attention_interface else "attention interface"
-    return "attention interface" if _calls(ad.attention_module(0), "ALL_ATTENTION_FUNCTIONS") else "SDPA call"
+    return (
+        "attention interface"
+        if _calls(ad.attention_module(0), "ALL_ATTENTION_FUNCTIONS")
+        else "SDPA call"
+    )
 
 
 def main_():
@@ -56,22 +63,49 @@ def main_():
             m.save_pretrained(d)
             tok.save_pretrained(d)
             ad, info = adapter_for(m), adapter_for(m).info()
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                rc = main(["intervene", "--model", str(d), "--inputs", f"jsonl:{inputs}:text", "--max-tokens", "16",
-                           "--preset", "paper", "--out", str(Path(tmp) / f"{family}-out"), "--quiet"])
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                rc = main(
+                    [
+                        "intervene",
+                        "--model",
+                        str(d),
+                        "--inputs",
+                        f"jsonl:{inputs}:text",
+                        "--max-tokens",
+                        "16",
+                        "--preset",
+                        "paper",
+                        "--out",
+                        str(Path(tmp) / f"{family}-out"),
+                        "--quiet",
+                    ]
+                )
             assert rc == 0, family
             s = json.loads((Path(tmp) / f"{family}-out" / "summary.json").read_text())
-            cells[family] = {i: c | {"reason": (c["reason"] or "").replace(ad.family, "the model")}
-                             for i, c in s["interventions"].items()}
-            rows.append(f"| {family} | `{type(ad).__name__}` | {info.positional} | {info.norm} | "
-                        f"{'yes' if info.has_query_bias else 'no'} | {'yes' if info.qk_norm else 'no'} | "
-                        f"{'yes' if info.parallel else 'no'} | {'yes' if info.sink_logit else 'no'} | {route(ad)} |")
+            cells[family] = {
+                i: c | {"reason": (c["reason"] or "").replace(ad.family, "the model")}
+                for i, c in s["interventions"].items()
+            }
+            rows.append(
+                f"| {family} | `{type(ad).__name__}` | {info.positional} | {info.norm} | "
+                f"{'yes' if info.has_query_bias else 'no'} | {'yes' if info.qk_norm else 'no'} | "
+                f"{'yes' if info.parallel else 'no'} | {'yes' if info.sink_logit else 'no'} | {route(ad)} |"
+            )
     ids = list(next(iter(cells.values())))
     print("# Architectures: what sinkscope reads and which interventions apply\n")
-    print("Regenerate: `python scripts/architectures.py > docs/architectures.md` (tiny random models of each")
-    print("family, `sinkscope.models.tiny`; every number they give is checked against HF eager attention in")
+    print(
+        "Regenerate: `python scripts/architectures.py > docs/architectures.md` (tiny random models of each"
+    )
+    print(
+        "family, `sinkscope.models.tiny`; every number they give is checked against HF eager attention in"
+    )
     print("`tests/test_families.py`, fp32 within 1e-5 and bf16 within 2e-2).\n")
-    print("| family | adapter | positions | norm | b_Q | QK-norm | parallel | sink logit | capture |")
+    print(
+        "| family | adapter | positions | norm | b_Q | QK-norm | parallel | sink logit | capture |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print("\n## `intervene --preset paper`: applicable (✓) or why not\n")
@@ -87,7 +121,13 @@ def main_():
                 n = reasons.setdefault(c[i]["reason"], len(reasons) + 1)
                 out.append(f"n/a ({n})")
         print(f"| {family} | " + " | ".join(out) + " |")
-    print("\nInterventions: " + "; ".join(f"**{i}** {c}" for i, c in ((i, next(iter(cells.values()))[i]["description"]) for i in ids)))
+    print(
+        "\nInterventions: "
+        + "; ".join(
+            f"**{i}** {c}"
+            for i, c in ((i, next(iter(cells.values()))[i]["description"]) for i in ids)
+        )
+    )
     print("\nReasons:\n")
     for r, n in reasons.items():
         print(f"{n}. {r}")

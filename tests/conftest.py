@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random models of every supported family, the genuine GPT-2 tokenizer,
 and the read-only real data under ../shared (tests that need it skip when it is absent)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -77,7 +78,9 @@ def tiny_gpt2_dir(tmp_path, gpt2_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    m = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, n_positions=128, initializer_range=0.1))
+    m = GPT2LMHeadModel(
+        GPT2Config(n_layer=3, n_embd=64, n_head=4, n_positions=128, initializer_range=0.1)
+    )
     d = tmp_path / "tiny-gpt2"
     m.save_pretrained(d)
     gpt2_tokenizer.save_pretrained(d)
@@ -93,9 +96,12 @@ def rotary_split_errors(sm, ti, q_module):
 
     ad = sm.adapter
     pre = {}
-    hooks = [q_module(l).register_forward_hook(lambda m, a, o, l=l: pre.__setitem__(l, o.detach())) for l in range(ad.n_layers)]
+    hooks = [
+        q_module(l).register_forward_hook(lambda m, a, o, l=l: pre.__setitem__(l, o.detach()))
+        for l in range(ad.n_layers)
+    ]
     try:
-        (_, qk, ropes), = list(query_key_batches(sm, ti, batch_size=len(ti), progress=False))
+        ((_, qk, ropes),) = list(query_key_batches(sm, ti, batch_size=len(ti), progress=False))
     finally:
         for h in hooks:
             h.remove()
@@ -107,11 +113,26 @@ def rotary_split_errors(sm, ti, q_module):
     out = []
     for l in range(ad.n_layers):
         q_pre, k = qk[l]
-        o = pre[l]  # q_proj: [batch, pos, H*dh]; Gemma's q_norm: [batch, head, pos, dh] or [batch, pos, head, dh]
-        want = o.reshape(B, T, ad.n_heads, ad.d_head).transpose(1, 2) if o.ndim == 3 else (o if o.shape[1] == ad.n_heads else o.transpose(1, 2))
+        o = pre[
+            l
+        ]  # q_proj: [batch, pos, H*dh]; Gemma's q_norm: [batch, head, pos, dh] or [batch, pos, head, dh]
+        want = (
+            o.reshape(B, T, ad.n_heads, ad.d_head).transpose(1, 2)
+            if o.ndim == 3
+            else (o if o.shape[1] == ad.n_heads else o.transpose(1, 2))
+        )
         qb = r.q_bar[l].float()[None, :, None, :].expand_as(q_pre)
-        total = rotate(qb, ropes[l]) @ k.transpose(-1, -2) + rotate(q_pre - qb, ropes[l]) @ k.transpose(-1, -2)
-        out.append(((q_pre - want).abs().max().item(), want.abs().max().item(), (total - scores[:, l]).abs().max().item(), scores[:, l].abs().max().item()))
+        total = rotate(qb, ropes[l]) @ k.transpose(-1, -2) + rotate(
+            q_pre - qb, ropes[l]
+        ) @ k.transpose(-1, -2)
+        out.append(
+            (
+                (q_pre - want).abs().max().item(),
+                want.abs().max().item(),
+                (total - scores[:, l]).abs().max().item(),
+                scores[:, l].abs().max().item(),
+            )
+        )
     return out
 
 
@@ -140,21 +161,32 @@ def hub_home(tmp_path_factory):
     the genuine GPT-2 tokenizer) under the id ``gpt2``: README commands with ``--model gpt2`` run
     offline (``HF_HUB_OFFLINE=1``) end to end. The ref :data:`HUB_REVISION` points to a second
     snapshot of the same shape with other weights (seed 1), as a training checkpoint would."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
     from sinkscope.data.tokenizers import offline_gpt2_tokenizer
-
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     home = tmp_path_factory.mktemp("hf_home")
     for seed, revision in ((0, "main"), (1, HUB_REVISION)):
         torch.manual_seed(seed)
-        m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, initializer_range=0.1)).eval()
+        m = GPT2LMHeadModel(
+            GPT2Config(n_layer=2, n_embd=64, n_head=4, initializer_range=0.1)
+        ).eval()
         fill_hub_cache(home, "gpt2", m, offline_gpt2_tokenizer(), revision=revision)
     # the README's revision example: a Pythia-shaped (GPT-NeoX) stand-in at its training checkpoint
-    neox = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=50304, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                                            num_attention_heads=4, rotary_pct=0.25, max_position_embeddings=2048)).eval()
-    fill_hub_cache(home, "EleutherAI/pythia-70m", neox, offline_gpt2_tokenizer(), revision=HUB_REVISION)
+    neox = GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=50304,
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            rotary_pct=0.25,
+            max_position_embeddings=2048,
+        )
+    ).eval()
+    fill_hub_cache(
+        home, "EleutherAI/pythia-70m", neox, offline_gpt2_tokenizer(), revision=HUB_REVISION
+    )
     return home
 
 

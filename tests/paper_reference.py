@@ -19,6 +19,7 @@ What the paper's code does, as restated in the issue and the notes:
 - the γ analysis calls coordinates massive when |EPE_0[d]| > mean + 3·std (torch's default std,
   the sample std) and takes the 2 largest |EPE_0| when none passes.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,11 +41,23 @@ class PaperGPT2:
 
     def __init__(self, hf):
         cfg = hf.config
-        self.L, self.H, self.d, self.eps = cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.layer_norm_epsilon
+        self.L, self.H, self.d, self.eps = (
+            cfg.n_layer,
+            cfg.n_head,
+            cfg.n_embd,
+            cfg.layer_norm_epsilon,
+        )
         self.dh = self.d // self.H
         sd = {k: v.detach().double().clone() for k, v in hf.state_dict().items()}
         self.wte, self.wpe = sd["transformer.wte.weight"], sd["transformer.wpe.weight"]
-        self.blocks = [{k[len(f"transformer.h.{l}."):]: v for k, v in sd.items() if k.startswith(f"transformer.h.{l}.")} for l in range(self.L)]
+        self.blocks = [
+            {
+                k[len(f"transformer.h.{l}.") :]: v
+                for k, v in sd.items()
+                if k.startswith(f"transformer.h.{l}.")
+            }
+            for l in range(self.L)
+        ]
 
     def ln(self, l: int, which: str, x):
         b = self.blocks[l]
@@ -52,7 +65,10 @@ class PaperGPT2:
 
     def mlp(self, l: int, x):
         b = self.blocks[l]
-        return _gelu(x @ b["mlp.c_fc.weight"] + b["mlp.c_fc.bias"]) @ b["mlp.c_proj.weight"] + b["mlp.c_proj.bias"]
+        return (
+            _gelu(x @ b["mlp.c_fc.weight"] + b["mlp.c_fc.bias"]) @ b["mlp.c_proj.weight"]
+            + b["mlp.c_proj.bias"]
+        )
 
     def attn(self, l: int, h, *, zero_bq=False, wk_rows=(), causal=True):
         """``h [T, d]`` (LN1 output) -> (attention output [T, d], probabilities [H, T, T])."""
@@ -63,7 +79,9 @@ class PaperGPT2:
         for r in wk_rows:  # zero the W_K input row of residual coordinate r
             Wk[r] = 0.0
         T = h.shape[0]
-        q, k, v = ((h @ M + c).view(T, H, dh).transpose(0, 1) for M, c in ((Wq, bq), (Wk, bk), (Wv, bv)))
+        q, k, v = (
+            (h @ M + c).view(T, H, dh).transpose(0, 1) for M, c in ((Wq, bq), (Wk, bk), (Wv, bv))
+        )
         s = q @ k.transpose(1, 2) / math.sqrt(dh)
         if causal:
             s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
@@ -150,7 +168,9 @@ def paper_table1(model: PaperGPT2, ids_list, coords_i=None) -> dict[str, list[tu
                 "g": dict(x=tok + pos, skip_mlp=True),
                 "h": dict(x=tok),
                 "i": dict(x=tok + pos, wk_rows=[rows_i] * model.L),
-                "j": dict(x=tok + pos, wk_rows=paper_random_rows(model.L, model.d)),  # reseeded for every example
+                "j": dict(
+                    x=tok + pos, wk_rows=paper_random_rows(model.L, model.d)
+                ),  # reseeded for every example
             }
             for rid, kw in runs.items():
                 x = kw.pop("x")
@@ -167,7 +187,9 @@ def block0(model: PaperGPT2, x, *, causal: bool = True):
     return y + model.mlp(0, model.ln(0, "ln_2", y))
 
 
-def epe_validation(model: PaperGPT2, ids, *, full_block: bool = False, causal: bool = True) -> list[float]:
+def epe_validation(
+    model: PaperGPT2, ids, *, full_block: bool = False, causal: bool = True
+) -> list[float]:
     """cos(EPE_i, R_i − O_i) for every position of one example."""
     T = len(ids)
     e, p = model.wte[list(ids)], model.wpe[:T]
@@ -186,9 +208,12 @@ def validation_medians(cos: list[list[float]]) -> dict[str, float]:
     the median over positions >= 1."""
     T = len(cos[0])
     per_pos = [statistics.median(c[j] for c in cos) for j in range(T)]
-    return {"validation_median_index0": per_pos[0], "validation_min_median_other": min(per_pos[1:]),
-            "validation_global_median": statistics.median(v for c in cos for v in c),
-            "validation_global_median_other": statistics.median(v for c in cos for v in c[1:])}
+    return {
+        "validation_median_index0": per_pos[0],
+        "validation_min_median_other": min(per_pos[1:]),
+        "validation_global_median": statistics.median(v for c in cos for v in c),
+        "validation_global_median_other": statistics.median(v for c in cos for v in c[1:]),
+    }
 
 
 def delta_std(model: PaperGPT2, ids_list) -> dict[tuple[int, int], float]:

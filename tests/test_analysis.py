@@ -1,5 +1,6 @@
 """The circuit analyses against plain per-example, per-position loops (the loops are the oracle),
 and the paper's γ numbers on the real GPT-2 attention weights."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import PARTIAL, needs_shared, tiny_model
 
 from sinkscope.analysis import (
     bq_key_alignment,
@@ -27,8 +29,6 @@ from sinkscope.data import Example, TokenizedInputs
 from sinkscope.errors import SinkscopeError
 from sinkscope.models import SinkModel, adapter_for
 
-from conftest import PARTIAL, needs_shared, tiny_model
-
 
 def _gpt2_raw(hf, layer):
     """W_Q, b_Q, W_K, b_K of one layer sliced straight out of c_attn (independent of adapters)."""
@@ -37,7 +37,12 @@ def _gpt2_raw(hf, layer):
     dh = d // H
     w, b = a.c_attn.weight.detach(), a.c_attn.bias.detach()
     heads = lambda m: [m[:, h * dh : (h + 1) * dh] for h in range(H)]  # noqa: E731
-    return heads(w[:, :d]), [b[h * dh : (h + 1) * dh] for h in range(H)], heads(w[:, d : 2 * d]), [b[d + h * dh : d + (h + 1) * dh] for h in range(H)]
+    return (
+        heads(w[:, :d]),
+        [b[h * dh : (h + 1) * dh] for h in range(H)],
+        heads(w[:, d : 2 * d]),
+        [b[d + h * dh : d + (h + 1) * dh] for h in range(H)],
+    )
 
 
 def _trained_gpt2(steps=80):
@@ -58,11 +63,17 @@ def _trained_gpt2(steps=80):
 
 @pytest.mark.parametrize("which", ["random", "trained", "opt"])
 def test_four_terms_sum_to_model_scores(which):
-    hf = _trained_gpt2()[0] if which == "trained" else tiny_model("gpt2" if which == "random" else "opt")
+    hf = (
+        _trained_gpt2()[0]
+        if which == "trained"
+        else tiny_model("gpt2" if which == "random" else "opt")
+    )
     sm = SinkModel(which, hf, adapter_for(hf))
     t = score_terms(sm, torch.randint(0, 1000, (3, 24)))
     err = (t.total() - t.scores).abs().max().item()
-    print(f"{which}: max |sum of terms - model score| = {err:.1e} (scores up to {t.scores.abs().max():.1f})")
+    print(
+        f"{which}: max |sum of terms - model score| = {err:.1e} (scores up to {t.scores.abs().max():.1f})"
+    )
     assert err < 1e-6 * max(10.0, t.scores.abs().max().item())  # fp32: relative to the scores' size
     assert t.delta.abs().max() > 0.1 and t.query_only.abs().max() > 0.1  # biases really contribute
 
@@ -79,12 +90,16 @@ def test_delta_matches_reference_loop():
     ids = torch.randint(0, 1000, (5, 12))
     lengths = torch.tensor([12, 12, 9, 12, 6])
     ti = TokenizedInputs(ids, [Example("x", "a")] * 5, {}, lengths=lengths)
-    got = recenter(source_agnostic_shift(sm, ti, batch_size=2, progress=False))  # [example, layer, head, pos]
+    got = recenter(
+        source_agnostic_shift(sm, ti, batch_size=2, progress=False)
+    )  # [example, layer, head, pos]
     L, H = hf.config.n_layer, hf.config.n_head
     for e in range(5):
         n = int(lengths[e])
         with torch.no_grad():
-            hs = hf(ids[e : e + 1, :n], output_hidden_states=True).hidden_states  # resid_pre of each layer
+            hs = hf(
+                ids[e : e + 1, :n], output_hidden_states=True
+            ).hidden_states  # resid_pre of each layer
         for l in range(L):
             x = hf.transformer.h[l].ln_1(hs[l][0]).detach()
             _, bq, wk, _ = _gpt2_raw(hf, l)
@@ -108,7 +123,11 @@ def test_delta_percentiles_and_separation():
 
     assert np.isclose(row["std"], statistics.pstdev(v.tolist()), rtol=1e-12)
     row1 = delta_percentiles(d, ddof=1)
-    assert np.isclose(row1[(row1.layer == 0) & (row1.position == 4)].iloc[0]["std"], statistics.stdev(v.tolist()), rtol=1e-12)
+    assert np.isclose(
+        row1[(row1.layer == 0) & (row1.position == 4)].iloc[0]["std"],
+        statistics.stdev(v.tolist()),
+        rtol=1e-12,
+    )
     sep = separation(table)
     assert sep.index0_p10_above_all_other_p90.tolist() == [False, True]
 
@@ -151,7 +170,13 @@ def test_gamma_and_alignment_match_loops():
         _, bq, wk, _ = _gpt2_raw(hf, l)
         for h in range(4):
             for d in range(0, 64, 7):
-                assert abs(g[l, h, d].item() - sum(bq[h][e].item() * wk[h][d, e].item() for e in range(16))) < 1e-5
+                assert (
+                    abs(
+                        g[l, h, d].item()
+                        - sum(bq[h][e].item() * wk[h][d, e].item() for e in range(16))
+                    )
+                    < 1e-5
+                )
             if l >= 1:
                 for j in range(6):
                     want = float(F.cosine_similarity(bq[h], epe[j] @ wk[h], dim=0))
@@ -167,15 +192,34 @@ def test_gamma_reproduces_paper_on_real_gpt2(tmp_path, capsys):
     from sinkscope.cli import main
 
     out = tmp_path / "explain"
-    assert main(["explain", "--model", str(PARTIAL), "--coords", "138,378,447", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(PARTIAL),
+                "--coords",
+                "138,378,447",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     g = json.loads((out / "summary.json").read_text())["gamma"]
     print(json.dumps(g))
     assert (round(g["massive"]["mean"], 4), round(g["other"]["mean"], 4)) == (1.3695, 0.1757)
     assert (round(g["massive"]["median"], 4), round(g["other"]["median"], 4)) == (1.0923, 0.1237)
     assert (g["massive"]["count"], g["other"]["count"]) == (288, 73440)
     assert g["coords"] == [138, 378, 447] and g["layers"] == [3, 11]
-    skipped = {s["stage"]: s["reason"] for s in json.loads((out / "summary.json").read_text())["skipped"]}
-    assert "transformer.h.0.mlp.c_fc.weight" in skipped["epe"] and "transformer.wte.weight" in skipped["delta"]
+    skipped = {
+        s["stage"]: s["reason"] for s in json.loads((out / "summary.json").read_text())["skipped"]
+    }
+    assert (
+        "transformer.h.0.mlp.c_fc.weight" in skipped["epe"]
+        and "transformer.wte.weight" in skipped["delta"]
+    )
     assert (out / "fig4_gamma_hist.png").stat().st_size > 10_000
     assert "mean 1.3695" in capsys.readouterr().out
 
@@ -187,13 +231,15 @@ def test_partial_without_coords_is_explained(tmp_path, capsys):
     out = tmp_path / "e"
     assert main(["explain", "--model", str(PARTIAL), "--out", str(out), "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert "gamma" not in s and any("--coords" in k["reason"] for k in s["skipped"] if k["stage"] == "gamma")
+    assert "gamma" not in s and any(
+        "--coords" in k["reason"] for k in s["skipped"] if k["stage"] == "gamma"
+    )
 
 
 def test_explain_cli_full_run(tmp_path, tiny_gpt2_dir, capsys):
-    from sinkscope.cli import main
-
     from transformers import AutoModelForCausalLM
+
+    from sinkscope.cli import main
 
     hf = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
     with torch.no_grad():  # plant GPT-2-like massive activations in p_0, and real query biases
@@ -202,17 +248,56 @@ def test_explain_cli_full_run(tmp_path, tiny_gpt2_dir, capsys):
             block.attn.c_attn.bias.normal_(0, 0.5)
     hf.save_pretrained(tiny_gpt2_dir)
     text = tmp_path / "t.txt"
-    text.write_text("\n".join(f"Line {i}: the committee met again to discuss the budget, the library and the park in detail." for i in range(6)))
+    text.write_text(
+        "\n".join(
+            f"Line {i}: the committee met again to discuss the budget, the library and the park in detail."
+            for i in range(6)
+        )
+    )
     out = tmp_path / "ex"
-    assert main(["explain", "--model", str(tiny_gpt2_dir), "--inputs", f"text:{text}", "--max-tokens", "16", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(tiny_gpt2_dir),
+                "--inputs",
+                f"text:{text}",
+                "--max-tokens",
+                "16",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "summary.json").read_text())
-    assert {"gamma", "epe", "delta", "alignment", "decomposition_check"} <= set(s) and s["skipped"] == []
+    assert {"gamma", "epe", "delta", "alignment", "decomposition_check"} <= set(s) and s[
+        "skipped"
+    ] == []
     assert s["decomposition_check"]["max_abs_error"] < 1e-5
-    assert s["gamma"]["coords"] == s["epe"]["massive_coords"] == [5, 17] and s["coords_source"].startswith("EPE_0 rule")
+    assert s["gamma"]["coords"] == s["epe"]["massive_coords"] == [5, 17] and s[
+        "coords_source"
+    ].startswith("EPE_0 rule")
     assert {"validation_median_index0", "massive_values"} <= set(s["epe"])
     names = {p.name for p in out.iterdir()}
-    assert {"fig1_delta_hist.png", "fig2_alignment.png", "fig3_epe_validation.png", "fig4_gamma_hist.png", "fig6_delta_hist_full.png", "fig7_massive_coords.png", "fig8_gamma_hist_full.png"} <= names
-    assert {"gamma.csv", "delta_percentiles.csv", "delta_separation.csv", "epe_validation.csv", "alignment.csv"} <= names
+    assert {
+        "fig1_delta_hist.png",
+        "fig2_alignment.png",
+        "fig3_epe_validation.png",
+        "fig4_gamma_hist.png",
+        "fig6_delta_hist_full.png",
+        "fig7_massive_coords.png",
+        "fig8_gamma_hist_full.png",
+    } <= names
+    assert {
+        "gamma.csv",
+        "delta_percentiles.csv",
+        "delta_separation.csv",
+        "epe_validation.csv",
+        "alignment.csv",
+    } <= names
 
 
 def test_residual_profile_matches_hidden_states_loop():
@@ -225,17 +310,30 @@ def test_residual_profile_matches_hidden_states_loop():
     sm = SinkModel("t", hf, adapter_for(hf))
     ids = torch.randint(0, 1000, (4, 10))
     lengths = torch.tensor([10, 7, 10, 9])
-    p = residual_profile(sm, TokenizedInputs(ids, [Example("x", "a")] * 4, {}, lengths=lengths), batch_size=3, progress=False)
+    p = residual_profile(
+        sm,
+        TokenizedInputs(ids, [Example("x", "a")] * 4, {}, lengths=lengths),
+        batch_size=3,
+        progress=False,
+    )
     L = hf.config.n_layer
-    for i in range(L):  # hidden_states[i] = input of block i = output of block i-1 (the last one is after ln_f)
+    for i in range(
+        L
+    ):  # hidden_states[i] = input of block i = output of block i-1 (the last one is after ln_f)
         n0, no, med = [], [], []
         for e in range(4):
             with torch.no_grad():
-                h = hf(ids[e : e + 1, : int(lengths[e])], output_hidden_states=True).hidden_states[i][0]
+                h = hf(ids[e : e + 1, : int(lengths[e])], output_hidden_states=True).hidden_states[
+                    i
+                ][0]
             n0.append(float(h[0].norm()))
             no.append(float(h[1:].norm(dim=-1).median()))
             med.append(float(h.abs().flatten().median()))
-        assert abs(p.norm0[i] - np.mean(n0)) < 1e-3 and abs(p.norm_other[i] - np.mean(no)) < 1e-3 and abs(p.median_abs[i] - np.mean(med)) < 1e-4
+        assert (
+            abs(p.norm0[i] - np.mean(n0)) < 1e-3
+            and abs(p.norm_other[i] - np.mean(no)) < 1e-3
+            and abs(p.median_abs[i] - np.mean(med)) < 1e-4
+        )
     assert p.creating_block() == -1  # planted in p_0: special from the embeddings on
     coords, values = p.massive(-1, ratio=20, min_abs=10)
     assert coords[:2] == [5, 17] and values[0] > 50
@@ -245,15 +343,26 @@ def test_massive_coordinates_are_chosen_by_one_rule_in_order():
     """--coords, else the EPE_0 rule (learned positions + MLP), else the residual-stream rule,
     else none with the reason; every answer names its rule."""
     from conftest import tiny_model
+
     from sinkscope.analysis import effective_positional_embedding, massive_coords
     from sinkscope.analysis.facts import choose_massive_coords
     from sinkscope.models import SinkModel, adapter_for
 
-    gpt2, llama = (SinkModel(f, m, adapter_for(m)) for f, m in (("gpt2", tiny_model("gpt2")), ("llama", tiny_model("llama"))))
+    gpt2, llama = (
+        SinkModel(f, m, adapter_for(m))
+        for f, m in (("gpt2", tiny_model("gpt2")), ("llama", tiny_model("llama")))
+    )
     assert choose_massive_coords(gpt2, [3, 1]).record() == {"coords": [3, 1], "rule": "--coords"}
     got = choose_massive_coords(gpt2, k_sigma=2.0)
-    assert list(got.coords) == massive_coords(effective_positional_embedding(gpt2.adapter, 1)[0], 2.0)[0] and "mean + 2 std" in got.rule
-    assert choose_massive_coords(llama, residual=([9, 4], 1)).record() == {"coords": [9, 4], "rule": "residual-stream rule: index 0's massive activations after block 1"}
+    assert (
+        list(got.coords)
+        == massive_coords(effective_positional_embedding(gpt2.adapter, 1)[0], 2.0)[0]
+        and "mean + 2 std" in got.rule
+    )
+    assert choose_massive_coords(llama, residual=([9, 4], 1)).record() == {
+        "coords": [9, 4],
+        "rule": "residual-stream rule: index 0's massive activations after block 1",
+    }
     none = choose_massive_coords(llama)
     assert none.coords is None and "no learned positional embedding" in none.rule
     with pytest.raises(SinkscopeError, match="outside the model's 64"):
@@ -273,9 +382,13 @@ def test_explain_on_a_model_without_query_bias_uses_the_effective_query_bias():
     ti = TokenizedInputs(torch.randint(0, 1000, (6, 16), generator=g), [Example("t", "x")] * 6, {})
     s = explain(sm, ti, coords=[3, 7], progress=False).summary()
     assert "q̄" in s["gamma_query"] and s["gamma"]["coords"] == [3, 7]
-    want = shared_gamma(sm, shared_query(sm, ti, progress=False).q_bar, 16)[1:3].abs()  # the band of 3 layers: 1..2
+    want = shared_gamma(sm, shared_query(sm, ti, progress=False).q_bar, 16)[
+        1:3
+    ].abs()  # the band of 3 layers: 1..2
     assert s["gamma"]["layers"] == [1, 3]
     assert abs(s["gamma"]["massive"]["mean"] - float(want[..., [3, 7]].mean())) < 1e-5
     assert any(x["stage"] == "alignment" and "no query bias" in x["reason"] for x in s["skipped"])
     w = explain(sm, None, coords=[3, 7], progress=False).summary()
-    assert "gamma" not in w and any(x["stage"] == "gamma" and "give inputs" in x["reason"] for x in w["skipped"])
+    assert "gamma" not in w and any(
+        x["stage"] == "gamma" and "give inputs" in x["reason"] for x in w["skipped"]
+    )

@@ -23,8 +23,10 @@ def test_docs_api_md_runs_as_written(capsys, monkeypatch):
     assert "has no setting nonsense" in out and "half_bq" in out
 
 
-@pytest.mark.parametrize("stage, csv, frame", [("intervene", "table1.csv", "table1"),
-                                               ("measure", "metrics.csv", "metrics")])
+@pytest.mark.parametrize(
+    "stage, csv, frame",
+    [("intervene", "table1.csv", "table1"), ("measure", "metrics.csv", "metrics")],
+)
 def test_in_memory_model_equals_the_cli(stage, csv, frame, tiny_gpt2_dir, gpt2_tokenizer, tmp_path):
     """The same weights in memory (``load_model(GPT2LMHeadModel)``) and from disk (the CLI)."""
     from transformers import AutoModelForCausalLM
@@ -34,8 +36,20 @@ def test_in_memory_model_equals_the_cli(stage, csv, frame, tiny_gpt2_dir, gpt2_t
 
     extra = ["--preset", "paper"] if stage == "intervene" else []
     out = tmp_path / "cli"
-    rc = main([stage, "--model", str(tiny_gpt2_dir), "--per-domain", "3", "--out", str(out),
-               "--no-figures", "--quiet", *extra])
+    rc = main(
+        [
+            stage,
+            "--model",
+            str(tiny_gpt2_dir),
+            "--per-domain",
+            "3",
+            "--out",
+            str(out),
+            "--no-figures",
+            "--quiet",
+            *extra,
+        ]
+    )
     assert rc == 0
     want = pd.read_csv(out / csv)
     hf = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).eval()
@@ -51,6 +65,7 @@ def test_in_memory_model_equals_the_cli(stage, csv, frame, tiny_gpt2_dir, gpt2_t
     # the CSV keeps 6 significant digits (%.6g): equal to the last digit it prints
     assert rel.max().max() <= 5e-6, f"max relative difference {rel.max().max():.2e}"
     other = [c for c in want.columns if c not in num]
+
     def text(df):
         return df.astype(str).replace({"nan": "", "None": ""})
 

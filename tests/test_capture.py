@@ -1,13 +1,13 @@
 """The captured key attention equals HF's own eager ``output_attentions``, for every family."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FAMILIES, tiny_model
 
 from sinkscope.metrics import KeyAttentionCapture, gu_alpha, key_attention
 from sinkscope.models import adapter_for
-
-from conftest import FAMILIES, tiny_model
 
 
 def eager_patterns(model, ids):

@@ -1,5 +1,6 @@
 """``sinkscope compare`` / ``mitigate`` (issue 5): sweeps leave the model untouched, curves are
 monotone on a planted sink, and the output contracts hold."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from sinkscope.data import Example, TokenizedInputs
-from sinkscope.stages.mitigate import MitigateConfig
 from sinkscope.models import SinkModel, adapter_for
+from sinkscope.stages.mitigate import MitigateConfig
 
 COORD = 5
 
@@ -21,7 +22,9 @@ def planted_sink_model():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=200, n_positions=64)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=200, n_positions=64)
+    ).eval()
     ad = adapter_for(hf)
     with torch.no_grad():
         hf.transformer.wpe.weight[0, COORD] = 60.0
@@ -37,7 +40,11 @@ def planted_sink_model():
 
 def _inputs(n=12, T=24):
     g = torch.Generator().manual_seed(1)
-    return TokenizedInputs(torch.randint(0, 200, (n, T), generator=g), [Example("x", ["nl", "code"][i % 2]) for i in range(n)], {})
+    return TokenizedInputs(
+        torch.randint(0, 200, (n, T), generator=g),
+        [Example("x", ["nl", "code"][i % 2]) for i in range(n)],
+        {},
+    )
 
 
 def test_sweep_is_monotone_on_a_planted_sink_and_leaves_the_model_unchanged():
@@ -53,7 +60,11 @@ def test_sweep_is_monotone_on_a_planted_sink_and_leaves_the_model_unchanged():
     base = df[(df.strength == 1) & (df.domain == "all")].bos_attention.iloc[0]
     assert base > 0.5, base  # the planted sink is real
     for edit in ("bq", "wk", "qbar"):
-        curve = df[(df.edit == edit) & (df.domain == "all")].sort_values("strength", ascending=False).bos_attention.to_numpy()
+        curve = (
+            df[(df.edit == edit) & (df.domain == "all")]
+            .sort_values("strength", ascending=False)
+            .bos_attention.to_numpy()
+        )
         print(edit, curve.round(3))
         assert len(curve) == len(strengths)
         assert (curve[1:] <= curve[:-1] + 1e-6).all(), (edit, curve)
@@ -96,11 +107,28 @@ def two_trained_models(tmp_path_factory):
     from sinkscope.training.recipe import tiny_texts
 
     d = tmp_path_factory.mktemp("cmp")
-    common = dict(n_layer=2, n_embd=32, n_head=4, context=40, batch=4, steps=3, vocab=300, eval_every=0, ckpt_every=0)
+    common = dict(
+        n_layer=2,
+        n_embd=32,
+        n_head=4,
+        context=40,
+        batch=4,
+        steps=3,
+        vocab=300,
+        eval_every=0,
+        ckpt_every=0,
+    )
     train(TrainConfig(**common), d / "gpt2", data=tiny_texts(), progress=False)
-    train(TrainConfig(**common, positions="rotary", query_bias=False), d / "rope", data=tiny_texts(), progress=False)
+    train(
+        TrainConfig(**common, positions="rotary", query_bias=False),
+        d / "rope",
+        data=tiny_texts(),
+        progress=False,
+    )
     data = d / "in.txt"
-    data.write_text("\n".join(" ".join(t.split()[:60]) for ts in tiny_texts().values() for t in ts[:6]))
+    data.write_text(
+        "\n".join(" ".join(t.split()[:60]) for ts in tiny_texts().values() for t in ts[:6])
+    )
     return d, data
 
 
@@ -110,25 +138,94 @@ def test_compare_and_mitigate_cli_contracts(two_trained_models, capsys):
     d, data = two_trained_models
     out = d / "compare"
     models = f"{d / 'gpt2'},{d / 'rope'}"
-    assert main(["compare", "--models", models, "--inputs", f"text:{data}", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--models",
+                models,
+                "--inputs",
+                f"text:{data}",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     t = pd.read_csv(out / "compare.csv")
-    need = {"model", "has_query_bias", "positional", "has_mlp", "qk_norm", "domain", "bos_attention", "creating_block", "massive_coords", "shared_query_share"}
+    need = {
+        "model",
+        "has_query_bias",
+        "positional",
+        "has_mlp",
+        "qk_norm",
+        "domain",
+        "bos_attention",
+        "creating_block",
+        "massive_coords",
+        "shared_query_share",
+    }
     assert need <= set(t.columns)
-    assert list(t.positional.unique()) == ["learned", "rotary"] and list(t.has_query_bias.unique()) == [True, False]
+    assert list(t.positional.unique()) == ["learned", "rotary"] and list(
+        t.has_query_bias.unique()
+    ) == [True, False]
     assert set(t.domain) == {"all", "in"}  # text:PATH inputs form one domain named after the file
     assert t.bos_attention.notna().all() and t.shared_query_share.notna().all()
     rope = t[t.positional == "rotary"].iloc[0]
-    assert pd.isna(rope.bq0_pct) and "query bias" in rope.bq0_reason  # b_Q := 0 does not apply without b_Q
+    assert (
+        pd.isna(rope.bq0_pct) and "query bias" in rope.bq0_reason
+    )  # b_Q := 0 does not apply without b_Q
     assert not pd.isna(rope.qbar0_pct)  # removing q̄ does
-    assert (out / "compare.png").stat().st_size > 0 and "shared-query share" in (out / "compare.md").read_text()
+    assert (out / "compare.png").stat().st_size > 0 and "shared-query share" in (
+        out / "compare.md"
+    ).read_text()
     out2 = d / "mitigate"
-    assert main(["mitigate", "--models", models, "--inputs", f"text:{data}", "--out", str(out2), "--quiet", "--strengths", "1,0.5,0"]) == 0
+    assert (
+        main(
+            [
+                "mitigate",
+                "--models",
+                models,
+                "--inputs",
+                f"text:{data}",
+                "--out",
+                str(out2),
+                "--quiet",
+                "--strengths",
+                "1,0.5,0",
+            ]
+        )
+        == 0
+    )
     tr = pd.read_csv(out2 / "tradeoff.csv")
-    assert list(tr.columns[:6]) == ["model", "edit", "strength", "domain", "bos_attention", "bos_attention_se"] or {"model", "edit", "strength", "domain", "bos_attention", "delta_ce"} <= set(tr.columns)
+    assert list(tr.columns[:6]) == [
+        "model",
+        "edit",
+        "strength",
+        "domain",
+        "bos_attention",
+        "bos_attention_se",
+    ] or {"model", "edit", "strength", "domain", "bos_attention", "delta_ce"} <= set(tr.columns)
     assert set(tr.strength) == {1.0, 0.5, 0.0}
     assert "bq" not in set(tr[tr.model.str.contains("rope")].edit)
     assert len(list(out2.glob("tradeoff_*.png"))) == 2
     meta = json.loads((out2 / "mitigate.json").read_text())
     assert len(meta["best"]) == 2
-    assert main(["mitigate", "--model", str(d / "gpt2"), "--inputs", f"text:{data}", "--out", str(d / "bad"), "--strengths", "2"]) == 2
+    assert (
+        main(
+            [
+                "mitigate",
+                "--model",
+                str(d / "gpt2"),
+                "--inputs",
+                f"text:{data}",
+                "--out",
+                str(d / "bad"),
+                "--strengths",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "[0, 1]" in capsys.readouterr().err and not (d / "bad").exists()

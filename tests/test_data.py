@@ -1,10 +1,12 @@
 """Inputs: spec parsing, readers, the paper's truncation, the offline corpus, the paper protocol."""
+
 from __future__ import annotations
 
 import json
 import random
 
 import pytest
+from conftest import PAPER_CSV, needs_shared
 
 from sinkscope.data import (
     Example,
@@ -17,13 +19,14 @@ from sinkscope.data import (
 )
 from sinkscope.errors import SinkscopeError
 
-from conftest import PAPER_CSV, needs_shared
-
 
 def test_parse_spec():
     assert parse_spec("default") == ("default", [])
     assert parse_spec("paper-csv:/a/b.csv") == ("paper-csv", ["/a/b.csv"])
-    assert parse_spec("hf:stanfordnlp/sst2:train:sentence") == ("hf", ["stanfordnlp/sst2", "train", "sentence"])
+    assert parse_spec("hf:stanfordnlp/sst2:train:sentence") == (
+        "hf",
+        ["stanfordnlp/sst2", "train", "sentence"],
+    )
     for bad in ("nope:x", "jsonl:onlypath", "hf:a:b", "text:"):
         with pytest.raises(SinkscopeError):
             parse_spec(bad)
@@ -42,7 +45,13 @@ def test_paper_csv_is_40_gpt2_tokens_and_unchanged(gpt2_tokenizer):
 def test_truncation_is_decode_reencode(gpt2_tokenizer):
     long = "The quick brown fox jumps over the lazy dog near the riverbank while birds sing. " * 5
     short = "Too short."
-    ex = [Example(long, "a"), Example(short, "a"), Example(long.upper(), "b"), Example(short, "b"), Example(short, "b")]
+    ex = [
+        Example(long, "a"),
+        Example(short, "a"),
+        Example(long.upper(), "b"),
+        Example(short, "b"),
+        Example(short, "b"),
+    ]
     ti = tokenize_examples(ex, gpt2_tokenizer, max_tokens=40)
     assert ti.skipped == {"a": 1, "b": 2} and len(ti) == 2
     first40 = gpt2_tokenizer(long)["input_ids"][:40]
@@ -81,15 +90,25 @@ def test_default_inputs_give_100_per_domain(gpt2_tokenizer):
 def test_paper_protocol_matches_reference(gpt2_tokenizer):
     """The selection follows the study: >= T tokens, one Random(42) over the three sets, first n."""
     pools = {
-        "stanfordnlp/sst2": [{"sentence": f"sentence {i} " + "word " * (i % 50)} for i in range(120)],
-        "openai/gsm8k": [{"question": f"question {i} " + "add three " * (i % 30)} for i in range(90)],
-        "openai/openai_humaneval": [{"prompt": f"def f{i}(x):\n" + "    return x\n" * (i % 25)} for i in range(80)],
+        "stanfordnlp/sst2": [
+            {"sentence": f"sentence {i} " + "word " * (i % 50)} for i in range(120)
+        ],
+        "openai/gsm8k": [
+            {"question": f"question {i} " + "add three " * (i % 30)} for i in range(90)
+        ],
+        "openai/openai_humaneval": [
+            {"prompt": f"def f{i}(x):\n" + "    return x\n" * (i % 25)} for i in range(80)
+        ],
     }
     loader = lambda path, config, split: pools[path]  # noqa: E731
     got = paper_protocol(gpt2_tokenizer, n=10, max_tokens=20, seed=42, loader=loader)
     rng = random.Random(42)
     want = []
-    for name, path, field in (("sst2", "stanfordnlp/sst2", "sentence"), ("gsm8k", "openai/gsm8k", "question"), ("humaneval", "openai/openai_humaneval", "prompt")):
+    for name, path, field in (
+        ("sst2", "stanfordnlp/sst2", "sentence"),
+        ("gsm8k", "openai/gsm8k", "question"),
+        ("humaneval", "openai/openai_humaneval", "prompt"),
+    ):
         texts = [r[field] for r in pools[path]]
         eligible = [(i, t) for i, t in enumerate(texts) if len(gpt2_tokenizer.encode(t)) >= 20]
         rng.shuffle(eligible)
@@ -100,7 +119,9 @@ def test_paper_protocol_matches_reference(gpt2_tokenizer):
 
 def test_file_readers(tmp_path):
     p = tmp_path / "x.jsonl"
-    p.write_text(json.dumps({"t": "hello", "domain": "d1"}) + "\n\n" + json.dumps({"t": "bye"}) + "\n")
+    p.write_text(
+        json.dumps({"t": "hello", "domain": "d1"}) + "\n\n" + json.dumps({"t": "bye"}) + "\n"
+    )
     ex = read_examples(f"jsonl:{p}:t")
     assert [(e.text, e.domain) for e in ex] == [("hello", "d1"), ("bye", "x")]
     with pytest.raises(SinkscopeError, match="no field 'q'"):

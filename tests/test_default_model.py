@@ -1,4 +1,5 @@
 """The embedded default model (issue 6): a GPT-2 trained by ``sinkscope train`` with a clear sink."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ def test_embedded_default_is_a_small_gpt2_with_an_unmistakable_sink():
     ti = load_inputs("default", m.tokenizer, per_domain=30, prepend_bos=True)
     s = measure(m, ti, progress=False).summary()
     band = s["bos_attention"]["all"]["mean"]
-    print(f"embedded default: BOS attention {band:.3f} (training readout {info['final']['sink']:.3f}); uniform {s['uniform_baseline']:.3f}")
+    print(
+        f"embedded default: BOS attention {band:.3f} (training readout {info['final']['sink']:.3f}); uniform {s['uniform_baseline']:.3f}"
+    )
     assert band >= 0.3 > 5 * s["uniform_baseline"] / 2
     # the same number the training run recorded, within sampling noise of the two text sets
     assert abs(band - info["final"]["sink"]) < 0.1
@@ -29,7 +32,9 @@ def test_embedded_default_is_a_small_gpt2_with_an_unmistakable_sink():
     # the token right after <|endoftext|> is not scored (training did not score it either)
     with torch.no_grad():
         logits = m.hf(ti.ids).logits
-    ce = torch.nn.functional.cross_entropy(logits[:, 1:-1].reshape(-1, logits.shape[-1]), ti.ids[:, 2:].reshape(-1)).item()
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, 1:-1].reshape(-1, logits.shape[-1]), ti.ids[:, 2:].reshape(-1)
+    ).item()
     assert ce < 0.6 * torch.log(torch.tensor(float(len(m.tokenizer)))).item(), ce
 
 

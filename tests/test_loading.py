@@ -1,6 +1,7 @@
 """How a model is loaded (issue 14): ``--dtype``, ``--device-map``, hub revisions
 (``ORG/NAME@REVISION``), and what every summary records about the load. Numbers are checked
 against HF eager attention run independently on the same token ids."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import HUB_REVISION
+
 from sinkscope import load_model
 from sinkscope.cli import main
 
@@ -29,7 +30,9 @@ def _measure(model, out: Path, *extra) -> dict:
 def _bos(out: Path) -> np.ndarray:
     """``metrics.csv``'s bos_attention as [example, layer, head]."""
     m = pd.read_csv(out / "metrics.csv").sort_values(["example", "layer", "head"])
-    return m.bos_attention.to_numpy().reshape(m.example.nunique(), m.layer.nunique(), m["head"].nunique())
+    return m.bos_attention.to_numpy().reshape(
+        m.example.nunique(), m.layer.nunique(), m["head"].nunique()
+    )
 
 
 def _eager_bos(model_dir: Path, out: Path) -> np.ndarray:
@@ -37,17 +40,23 @@ def _eager_bos(model_dir: Path, out: Path) -> np.ndarray:
     attention from the second-half queries to key 0, per example, layer and head."""
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(
+        model_dir, attn_implementation="eager", dtype=torch.float32
+    ).eval()
     rows = [json.loads(line) for line in (out / "inputs.jsonl").read_text().splitlines()]
     ids = torch.tensor([r["token_ids"] for r in sorted(rows, key=lambda r: r["example"])])
     with torch.no_grad():
-        att = torch.stack(hf(ids, output_attentions=True).attentions, 1)  # [example, layer, head, q, k]
+        att = torch.stack(
+            hf(ids, output_attentions=True).attentions, 1
+        )  # [example, layer, head, q, k]
     T = ids.shape[1]
-    return att[:, :, :, T // 2:, 0].mean(-1).numpy()
+    return att[:, :, :, T // 2 :, 0].mean(-1).numpy()
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2), ("float16", 2e-2)])
-def test_dtype_is_honoured_recorded_and_close_to_fp32_eager(dtype, tol, tiny_gpt2_dir, tmp_path, capsys):
+def test_dtype_is_honoured_recorded_and_close_to_fp32_eager(
+    dtype, tol, tiny_gpt2_dir, tmp_path, capsys
+):
     """The weights are loaded in ``--dtype`` (every floating parameter), ``summary.json`` and the
     printed load line say so, and BOS attention stays within ``tol`` of float32 HF eager (float16
     runs on the CPU with torch >= 2.3)."""
@@ -87,9 +96,16 @@ def test_auto_is_the_checkpoints_dtype_and_float32_elsewhere(tiny_gpt2_dir, tmp_
     part = tmp_path / "partial"
     part.mkdir()
     (part / "config.json").write_text((bf16 / "config.json").read_text())
-    save_file({"transformer.wpe.weight": torch.randn(128, 64, dtype=torch.bfloat16)}, str(part / "w.safetensors"))
+    save_file(
+        {"transformer.wpe.weight": torch.randn(128, 64, dtype=torch.bfloat16)},
+        str(part / "w.safetensors"),
+    )
     m = load_model(str(part / "w.safetensors"))
-    assert m.partial and m.dtype == torch.float32 and m.hf.transformer.wpe.weight.dtype == torch.float32
+    assert (
+        m.partial
+        and m.dtype == torch.float32
+        and m.hf.transformer.wpe.weight.dtype == torch.float32
+    )
 
 
 def test_the_papers_runs_stay_float32_unless_dtype_is_given(tiny_gpt2_dir, tmp_path):
@@ -103,14 +119,49 @@ def test_the_papers_runs_stay_float32_unless_dtype_is_given(tiny_gpt2_dir, tmp_p
     assert json.loads((tmp_path / "i" / "summary.json").read_text())["dtype"] == "float32"
     assert main([*iv, "--out", str(tmp_path / "i16"), "--dtype", "bfloat16"]) == 0
     assert json.loads((tmp_path / "i16" / "summary.json").read_text())["dtype"] == "bfloat16"
-    assert main(["intervene", "--model", str(bf16), *MEASURE, "--preset", "none", "--edit", "x=bq:0", "--out", str(tmp_path / "n")]) == 0
-    assert json.loads((tmp_path / "n" / "summary.json").read_text())["dtype"] == "bfloat16"  # not the paper's preset
+    assert (
+        main(
+            [
+                "intervene",
+                "--model",
+                str(bf16),
+                *MEASURE,
+                "--preset",
+                "none",
+                "--edit",
+                "x=bq:0",
+                "--out",
+                str(tmp_path / "n"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads((tmp_path / "n" / "summary.json").read_text())["dtype"] == "bfloat16"
+    )  # not the paper's preset
     skip = "circuit_weights,circuit_forward,interventions,shared_query,mitigate"
     for extra, want in (([], "float32"), (["--dtype", "bfloat16"], "bfloat16")):
         out = tmp_path / f"r{want}"
-        assert main(["reproduce", "--model", str(bf16), *MEASURE[:-1], "--skip", skip, "--out", str(out), *extra]) == 0  # no --no-figures
+        assert (
+            main(
+                [
+                    "reproduce",
+                    "--model",
+                    str(bf16),
+                    *MEASURE[:-1],
+                    "--skip",
+                    skip,
+                    "--out",
+                    str(out),
+                    *extra,
+                ]
+            )
+            == 0
+        )  # no --no-figures
         assert json.loads((out / "run.json").read_text())["dtype"] == want
-        assert json.loads((out / "stages" / "measure" / "summary.json").read_text())["dtype"] == want
+        assert (
+            json.loads((out / "stages" / "measure" / "summary.json").read_text())["dtype"] == want
+        )
 
 
 def test_sweep_loads_in_the_run_dtype_and_records_it(tiny_gpt2_dir, tmp_path):
@@ -119,12 +170,18 @@ def test_sweep_loads_in_the_run_dtype_and_records_it(tiny_gpt2_dir, tmp_path):
     dtype is part of every cell's key (a bf16 sweep never reuses float32 cells)."""
     bf16 = _bf16_copy(tiny_gpt2_dir, tmp_path)
     grid = ["sweep", "--models", str(bf16), "--per-domain", "1", "--quiet", "--no-figures"]
-    for extra, want in ((["--preset", "none"], "bfloat16"), (["--preset", "none", "--dtype", "float32"], "float32"),
-                        (["--preset", "paper"], "float32")):
+    for extra, want in (
+        (["--preset", "none"], "bfloat16"),
+        (["--preset", "none", "--dtype", "float32"], "float32"),
+        (["--preset", "paper"], "float32"),
+    ):
         out = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
         assert main([*grid, *extra, "--out", str(out)]) == 0
         s = json.loads((out / "sweep.json").read_text())
-        assert s["dtype"] == {str(bf16): want} and s["model_source"][str(bf16)]["kind"] == "hf", (extra, s["dtype"])
+        assert s["dtype"] == {str(bf16): want} and s["model_source"][str(bf16)]["kind"] == "hf", (
+            extra,
+            s["dtype"],
+        )
     out = tmp_path / "both"
     for dtype in ("float32", "bfloat16"):
         assert main([*grid, "--preset", "none", "--dtype", dtype, "--out", str(out)]) == 0
@@ -134,8 +191,25 @@ def test_sweep_loads_in_the_run_dtype_and_records_it(tiny_gpt2_dir, tmp_path):
 def test_multi_model_outputs_record_each_model(tiny_gpt2_dir, tmp_path):
     """``mitigate`` / ``compare`` results combine models: their JSON keys the load record by model."""
     out = tmp_path / "mit"
-    assert main(["mitigate", "--models", f"{tiny_gpt2_dir},default", *MEASURE, "--strengths", "1,0", "--edits", "bq",
-                 "--dtype", "bfloat16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "mitigate",
+                "--models",
+                f"{tiny_gpt2_dir},default",
+                *MEASURE,
+                "--strengths",
+                "1,0",
+                "--edits",
+                "bq",
+                "--dtype",
+                "bfloat16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "mitigate.json").read_text())
     names = s["models"]
     assert len(names) == 2 and s["dtype"] == {n: "bfloat16" for n in names}
@@ -146,8 +220,14 @@ def test_device_map_auto_on_cpu_gives_the_plain_numbers(tiny_gpt2_dir, tmp_path)
     """accelerate's placement (here: all on the CPU) computes exactly what the plain load does."""
     plain = _measure(tiny_gpt2_dir, tmp_path / "plain")
     mapped = _measure(tiny_gpt2_dir, tmp_path / "mapped", "--device-map", "auto", "--device", "cpu")
-    assert mapped["device_map"] == "auto" and plain["device_map"] is None and mapped["devices"] == ["cpu"]
-    assert (tmp_path / "plain" / "metrics.csv").read_bytes() == (tmp_path / "mapped" / "metrics.csv").read_bytes()
+    assert (
+        mapped["device_map"] == "auto"
+        and plain["device_map"] is None
+        and mapped["devices"] == ["cpu"]
+    )
+    assert (tmp_path / "plain" / "metrics.csv").read_bytes() == (
+        tmp_path / "mapped" / "metrics.csv"
+    ).read_bytes()
 
 
 # ---- hub revisions, offline: the pre-filled hub cache of conftest.hub_home --------------------------
@@ -156,7 +236,12 @@ def test_device_map_auto_on_cpu_gives_the_plain_numbers(tiny_gpt2_dir, tmp_path)
 def _sinkscope(hub_home: Path, *argv) -> subprocess.CompletedProcess:
     """The CLI in a child process (the hub cache location is read when huggingface_hub is imported)."""
     env = dict(os.environ, HF_HOME=str(hub_home), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "sinkscope", *map(str, argv)], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "sinkscope", *map(str, argv)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_hub_revision_loads_that_snapshot_and_is_recorded(hub_home, tmp_path):
@@ -171,11 +256,19 @@ def test_a_hub_revision_loads_that_snapshot_and_is_recorded(hub_home, tmp_path):
     assert f"loaded gpt2@{HUB_REVISION} (commit {commit[:12]}): float32 on cpu" in r.stdout
     s = json.loads((tmp_path / "rev" / "summary.json").read_text())
     assert s["model"] == f"gpt2@{HUB_REVISION}"
-    assert s["model_source"] == {"kind": "hf", "spec": "gpt2", "revision": HUB_REVISION, "commit": commit}
+    assert s["model_source"] == {
+        "kind": "hf",
+        "spec": "gpt2",
+        "revision": HUB_REVISION,
+        "commit": commit,
+    }
     rev, main_ = _bos(tmp_path / "rev"), _bos(tmp_path / "main")
     assert np.abs(rev - _eager_bos(repo / "snapshots" / commit, tmp_path / "rev")).max() < 1e-5
     assert np.abs(rev - main_).max() > 1e-3
-    assert json.loads((tmp_path / "main" / "summary.json").read_text())["model_source"]["revision"] is None
+    assert (
+        json.loads((tmp_path / "main" / "summary.json").read_text())["model_source"]["revision"]
+        is None
+    )
 
 
 def test_a_missing_revision_is_one_line(hub_home, tmp_path):
@@ -183,5 +276,7 @@ def test_a_missing_revision_is_one_line(hub_home, tmp_path):
     r = _sinkscope(hub_home, "measure", "--model", "gpt2@no-such-branch", *MEASURE, "--out", out)
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout)
     line = r.stderr.strip()
-    assert len(line.splitlines()) == 1 and line.startswith("sinkscope: error: could not load revision 'no-such-branch' of 'gpt2'"), line
+    assert len(line.splitlines()) == 1 and line.startswith(
+        "sinkscope: error: could not load revision 'no-such-branch' of 'gpt2'"
+    ), line
     assert "drop @REVISION" in line and not out.exists()

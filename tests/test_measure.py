@@ -1,22 +1,24 @@
 """``measure`` numbers against naive per-example loops over HF eager attention."""
+
 from __future__ import annotations
 
 import math
 import statistics
 
 import torch
+from conftest import tiny_model
 
 from sinkscope.data import Example, TokenizedInputs, tokenize_examples
-from sinkscope.stages.measure import measure
 from sinkscope.metrics import layer_band, uniform_baseline
 from sinkscope.models import SinkModel, adapter_for
-
-from conftest import tiny_model
+from sinkscope.stages.measure import measure
 
 
 def _eager_one(model, ids):
     with torch.no_grad():
-        return torch.stack(model(ids[None], output_attentions=True).attentions, 1)[0]  # [layer, head, q, k]
+        return torch.stack(model(ids[None], output_attentions=True).attentions, 1)[
+            0
+        ]  # [layer, head, q, k]
 
 
 def test_measure_matches_naive_loop_including_ragged_inputs():
@@ -37,7 +39,9 @@ def test_measure_matches_naive_loop_including_ragged_inputs():
         assert (torch.from_numpy(r.alpha[i, :, :, 0]) - alpha0).abs().max() < 1e-6
     s = r.summary()
     assert s["seq_len_range"] == [7, 20]
-    assert math.isclose(s["uniform_baseline"], statistics.mean(uniform_baseline(n) for n in lengths.tolist()))
+    assert math.isclose(
+        s["uniform_baseline"], statistics.mean(uniform_baseline(n) for n in lengths.tolist())
+    )
 
 
 def test_summary_matches_plain_python():
@@ -55,7 +59,9 @@ def test_summary_matches_plain_python():
         vals = [att[l, h, 12:, 0].mean().item() for l in range(band[0], band[1]) for h in range(H)]
         per_ex.append(sum(vals) / len(vals))
     assert math.isclose(s["bos_attention"]["all"]["mean"], statistics.mean(per_ex), abs_tol=1e-6)
-    assert math.isclose(s["bos_attention"]["all"]["se"], statistics.stdev(per_ex) / math.sqrt(7), abs_tol=1e-6)
+    assert math.isclose(
+        s["bos_attention"]["all"]["se"], statistics.stdev(per_ex) / math.sqrt(7), abs_tol=1e-6
+    )
     assert math.isclose(s["bos_attention"]["b"]["mean"], statistics.mean(per_ex[3:]), abs_tol=1e-6)
     # Sink_0^eps: share of (example, layer, head) with mean attention to 0 over all queries > eps
     hits = total = 0
@@ -70,7 +76,11 @@ def test_summary_matches_plain_python():
 
 
 def test_keep_short_pads_right(gpt2_tokenizer):
-    ex = [Example("one two three four five six seven eight nine ten eleven twelve", "a"), Example("just five tokens here ok", "a"), Example("no", "a")]
+    ex = [
+        Example("one two three four five six seven eight nine ten eleven twelve", "a"),
+        Example("just five tokens here ok", "a"),
+        Example("no", "a"),
+    ]
     ti = tokenize_examples(ex, gpt2_tokenizer, max_tokens=10, keep_short=True)
     assert ti.lengths.tolist() == [10, 5] and ti.skipped == {"a": 1} and ti.ragged
     assert ti.ids[1, :5].tolist() == gpt2_tokenizer("just five tokens here ok")["input_ids"]

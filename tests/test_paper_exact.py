@@ -2,6 +2,7 @@
 (the paper's definitions re-implemented example by example, no sinkscope code) on a 12-layer
 GPT-2-shaped model with a planted circuit where the σ rule and the top-3 rule disagree: EPE_0 has
 one huge coordinate (σ picks it alone) and two moderate ones (top-3 adds them)."""
+
 from __future__ import annotations
 
 import csv
@@ -9,10 +10,10 @@ import json
 import statistics
 
 import pandas as pd
+import paper_reference as ref
 import pytest
 import torch
 
-import paper_reference as ref
 from sinkscope.errors import SinkscopeError
 
 PLANT = [5, 17, 30]  # EPE_0: +60 (σ rule), -12 and +10 (top-3 only)
@@ -34,7 +35,9 @@ def planted(tmp_path_factory, gpt2_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=64, n_head=4, n_positions=64, initializer_range=0.1)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(n_layer=12, n_embd=64, n_head=4, n_positions=64, initializer_range=0.1)
+    ).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():  # real biases and LayerNorm gains
             if name.endswith("bias") or ".ln_" in name:
@@ -61,7 +64,9 @@ def planted(tmp_path_factory, gpt2_tokenizer):
 
 
 def _by_dataset(values, ids_list):
-    groups = {"all": list(range(len(ids_list)))} | {ds: [i for i in range(len(ids_list)) if DATASETS[i // 2] == ds] for ds in DATASETS}
+    groups = {"all": list(range(len(ids_list)))} | {
+        ds: [i for i in range(len(ids_list)) if DATASETS[i // 2] == ds] for ds in DATASETS
+    }
     return {ds: statistics.fmean(values[i] for i in sel) for ds, sel in groups.items()}
 
 
@@ -71,7 +76,9 @@ def test_the_planted_circuit_separates_the_rules(planted):
     m = ref.PaperGPT2(hf)
     epe0 = m.epe(m.wpe[:1])[0].tolist()
     a = [abs(x) for x in epe0]
-    assert [i for i, x in enumerate(a) if x > statistics.fmean(a) + 3 * statistics.pstdev(a)] == SIGMA
+    assert [
+        i for i, x in enumerate(a) if x > statistics.fmean(a) + 3 * statistics.pstdev(a)
+    ] == SIGMA
     assert ref.gamma_coords(epe0) == SIGMA and m.top3(epe0) == PLANT
 
 
@@ -86,29 +93,69 @@ def test_intervene_paper_preset_is_the_papers_code(planted, tmp_path):
     m = ref.PaperGPT2(hf)
     want = ref.paper_table1(m, ids_list)
     out = tmp_path / "iv"
-    assert main(["intervene", "--model", str(d), "--inputs", f"paper-csv:{f}", "--preset", "paper", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "intervene",
+                "--model",
+                str(d),
+                "--inputs",
+                f"paper-csv:{f}",
+                "--preset",
+                "paper",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     t = pd.read_csv(out / "table1.csv")
     worst = 0.0
     for rid in "abcdefghij":
         for k, scope in enumerate(("mid", "all")):
             exp = _by_dataset([x[k] for x in want[rid]], ids_list)
             for ds, v in exp.items():
-                got = t[(t.intervention == rid) & (t.dataset == ds) & (t.scope == scope)]["mean"].item()
+                got = t[(t.intervention == rid) & (t.dataset == ds) & (t.scope == scope)][
+                    "mean"
+                ].item()
                 worst = max(worst, abs(got - v))
                 assert abs(got - v) < 2e-6, (rid, ds, scope, got, v)
     print(f"max |table1.csv - paper procedure| over (a)..(j) x datasets x scopes: {worst:.2e}")
     s = json.loads((out / "summary.json").read_text())
     assert s["coords"] == PLANT and s["coords_rule"].startswith("top-3 |EPE_0|")
     j = s["interventions"]["j"]
-    assert j["random_key_draw"] == "paper" and j["random_key_coords"] == {str(l): r for l, r in enumerate(ref.paper_random_rows(12, 64))}
+    assert j["random_key_draw"] == "paper" and j["random_key_coords"] == {
+        str(l): r for l, r in enumerate(ref.paper_random_rows(12, 64))
+    }
     assert s["estimators"]["se"] == "std (ddof=1) / sqrt(n)"
 
     # sinkscope's σ rule for (i), on request: one coordinate, another number
     out2 = tmp_path / "iv-sigma"
-    assert main(["intervene", "--model", str(d), "--inputs", f"paper-csv:{f}", "--out", str(out2), "--quiet", "--no-figures",
-                 "--coords-rule", "sigma"]) == 0
+    assert (
+        main(
+            [
+                "intervene",
+                "--model",
+                str(d),
+                "--inputs",
+                f"paper-csv:{f}",
+                "--out",
+                str(out2),
+                "--quiet",
+                "--no-figures",
+                "--coords-rule",
+                "sigma",
+            ]
+        )
+        == 0
+    )
     s2 = json.loads((out2 / "summary.json").read_text())
-    assert s2["coords"] == SIGMA and s2["coords_rule"].startswith("EPE_0 rule") and "population std" in s2["coords_rule"]
+    assert (
+        s2["coords"] == SIGMA
+        and s2["coords_rule"].startswith("EPE_0 rule")
+        and "population std" in s2["coords_rule"]
+    )
     t2 = pd.read_csv(out2 / "table1.csv")
     sel = (t2.intervention == "i") & (t2.dataset == "all") & (t2.scope == "mid")
     sigma_i = statistics.fmean(x[0] for x in ref.paper_table1(m, ids_list, coords_i=SIGMA)["i"])
@@ -125,14 +172,32 @@ def test_explain_statistics_are_the_papers(planted, tmp_path):
     d, hf, ids_list, f = planted
     m = ref.PaperGPT2(hf)
     out = tmp_path / "ex"
-    assert main(["explain", "--model", str(d), "--inputs", f"paper-csv:{f}", "--out", str(out), "--quiet", "--no-figures"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(d),
+                "--inputs",
+                f"paper-csv:{f}",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-figures",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "summary.json").read_text())
     assert "population" in s["delta"]["std_estimator"]
     std = ref.delta_std(m, ids_list)
     pct = pd.read_csv(out / "delta_percentiles.csv")
     for r in pct.itertuples():
         assert abs(r.std - std[(r.layer, r.position)]) <= 1e-4 * (1 + std[(r.layer, r.position)]), r
-    for key, full, table in (("", False, "epe_validation"), ("validation_full_block", True, "epe_validation_full_block")):
+    for key, full, table in (
+        ("", False, "epe_validation"),
+        ("validation_full_block", True, "epe_validation_full_block"),
+    ):
         cos = [ref.epe_validation(m, ids, full_block=full) for ids in ids_list]
         got = s["epe"][key] if key else s["epe"]
         for name, v in ref.validation_medians(cos).items():
@@ -148,6 +213,7 @@ def test_full_block_validation_is_causal_where_the_papers_call_is_not():
     reference with a causal mask); block 0's attention called without a mask, as the paper's code
     does under transformers 5, lets index 0 see the last token."""
     from conftest import tiny_model
+
     from sinkscope.analysis import epe_validation_full_block
     from sinkscope.models import SinkModel, adapter_for
 
@@ -186,11 +252,19 @@ def test_coordinate_rules_against_their_definitions():
     assert a[0] > m + 3 * statistics.pstdev(a) and a[0] < m + 3 * statistics.stdev(a)
     assert pick_epe_coords(v, "sigma")[0] == [0]
     got, text = pick_epe_coords(v, "sigma-top2")
-    assert got == ref.gamma_coords(v.tolist()) == sorted([0, 63]) and "fallback" in text  # nothing passes: top-2
+    assert (
+        got == ref.gamma_coords(v.tolist()) == sorted([0, 63]) and "fallback" in text
+    )  # nothing passes: top-2
     assert pick_epe_coords(v, "top3")[0] == sorted(sorted(range(64), key=lambda i: -a[i])[:3])
     flat = torch.linspace(1.0, 64.0, 64)  # nothing is an outlier
-    assert pick_epe_coords(flat, "sigma")[0] == [] and pick_epe_coords(flat, "sigma-top2")[0] == [62, 63]
-    assert resolve_rule("paper", "interventions") == "top3" and resolve_rule("paper", "gamma") == "sigma-top2"
+    assert pick_epe_coords(flat, "sigma")[0] == [] and pick_epe_coords(flat, "sigma-top2")[0] == [
+        62,
+        63,
+    ]
+    assert (
+        resolve_rule("paper", "interventions") == "top3"
+        and resolve_rule("paper", "gamma") == "sigma-top2"
+    )
     with pytest.raises(SinkscopeError, match="unknown"):
         resolve_rule("median", "gamma")
 
@@ -199,8 +273,9 @@ def test_gamma_falls_back_to_the_top2_as_the_paper(tmp_path):
     """explain on a model whose EPE_0 has no outlier: the paper's rule (default) splits γ on the
     top-2 |EPE_0| and says so; sinkscope's sigma rule skips the split with the reason."""
     from conftest import tiny_model
-    from sinkscope.stages.explain import explain
+
     from sinkscope.models import SinkModel, adapter_for
+    from sinkscope.stages.explain import explain
 
     hf = tiny_model("gpt2")
     with torch.no_grad():
@@ -213,7 +288,9 @@ def test_gamma_falls_back_to_the_top2_as_the_paper(tmp_path):
     s = explain(sm, None, progress=False).summary()
     assert s["gamma"]["coords"] == want and "the paper's fallback" in s["coords_source"]
     s2 = explain(sm, None, coords_rule="sigma", progress=False).summary()
-    assert "gamma" not in s2 and any("--coords-rule paper" in k["reason"] for k in s2["skipped"] if k["stage"] == "gamma")
+    assert "gamma" not in s2 and any(
+        "--coords-rule paper" in k["reason"] for k in s2["skipped"] if k["stage"] == "gamma"
+    )
 
 
 def test_the_papers_random_draw():
@@ -223,6 +300,7 @@ def test_the_papers_random_draw():
     import random
 
     from conftest import tiny_model
+
     from sinkscope.interventions import Context, RandomKeyCoords
     from sinkscope.models import SinkModel, adapter_for
 
@@ -236,7 +314,9 @@ def test_the_papers_random_draw():
         per_example.append({l: [random.randint(0, 63) for _ in range(3)] for l in range(3)})
     assert per_example[0] == per_example[1] == per_example[2]
     assert RandomKeyCoords(3, 42, draw="paper").draw(ctx) == per_example[0]
-    assert RandomKeyCoords(3, 42, layers=[1, 2], draw="paper").draw(ctx) == {l: per_example[0][l] for l in (1, 2)}
+    assert RandomKeyCoords(3, 42, layers=[1, 2], draw="paper").draw(ctx) == {
+        l: per_example[0][l] for l in (1, 2)
+    }
     with pytest.raises(SinkscopeError, match="non-massive"):
         RandomKeyCoords(3, 42).validate(ctx)
     RandomKeyCoords(3, 42, draw="paper").validate(ctx)

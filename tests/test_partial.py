@@ -1,13 +1,13 @@
 """The real GPT-2 small tensors in ../shared: weight-only view, and clear errors for the rest."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PARTIAL, needs_shared
 
 from sinkscope.errors import MissingTensorsError
 from sinkscope.models import load_model
-
-from conftest import PARTIAL, needs_shared
 
 pytestmark = needs_shared
 
@@ -40,7 +40,9 @@ def test_partial_adapter_view_matches_raw_tensors(partial, raw):
             assert torch.equal(W_K[layer, h], w[:, 768 + 64 * h : 768 + 64 * h + 64])
             assert torch.equal(b_K[layer, h], b[768 + 64 * h : 768 + 64 * h + 64])
         w1, b1 = ad.ln1_params(layer)
-        assert torch.equal(w1, raw[f"transformer.h.{layer}.ln_1.weight"]) and torch.equal(b1, raw[f"transformer.h.{layer}.ln_1.bias"])
+        assert torch.equal(w1, raw[f"transformer.h.{layer}.ln_1.weight"]) and torch.equal(
+            b1, raw[f"transformer.h.{layer}.ln_1.bias"]
+        )
         w2, _ = ad.ln2_params(layer)
         assert torch.equal(w2, raw[f"transformer.h.{layer}.ln_2.weight"])
     assert torch.equal(ad.W_pos, raw["transformer.wpe.weight"]) and ad.W_pos.shape == (1024, 768)
@@ -53,7 +55,10 @@ def test_partial_forward_is_a_clear_error(partial):
         partial.adapter.require_forward()
     msg = str(e.value)
     assert "transformer.wte.weight" in msg
-    assert "transformer.h.{0..11}.mlp.c_fc.weight" in msg and "transformer.h.{0..11}.mlp.c_proj.weight" in msg
+    assert (
+        "transformer.h.{0..11}.mlp.c_fc.weight" in msg
+        and "transformer.h.{0..11}.mlp.c_proj.weight" in msg
+    )
     with pytest.raises(MissingTensorsError, match="mlp.c_fc.weight"):
         partial.adapter.mlp(0, torch.zeros(768))
     with pytest.raises(MissingTensorsError, match="wte"):

@@ -1,6 +1,7 @@
 """The two query pathways (issue 15): attention to index 0 recomputed from the effective query
 bias q̄ alone, the content term alone and b_Q alone, checked against a per-example, per-position
 loop written from the definitions on HF's own modules, and the full query against HF eager."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,9 @@ def _inputs(n=5, T=16, ragged=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 1000, (n, T), generator=g)
     lengths = torch.tensor([T, T - 3, T, T - 5, T - 1][:n]) if ragged else None
-    return TokenizedInputs(ids, [Example("x", ["nl", "code"][i % 2]) for i in range(n)], {}, lengths=lengths)
+    return TokenizedInputs(
+        ids, [Example("x", ["nl", "code"][i % 2]) for i in range(n)], {}, lengths=lengths
+    )
 
 
 def _gpt2_qk(hf, hidden, l):
@@ -74,7 +77,11 @@ def naive_pathways(hf, ti, family):
             n = int(ti.lengths[e])
             for h in range(H):
                 T = q.shape[2]
-                terms = {"full": q[e, h], "shared": q_bar[h].expand(T, dh), "content": q[e, h] - q_bar[h]}
+                terms = {
+                    "full": q[e, h],
+                    "shared": q_bar[h].expand(T, dh),
+                    "content": q[e, h] - q_bar[h],
+                }
                 if b is not None:
                     terms["bq"] = b[h].detach().double().expand(T, dh)
                 for r, x in terms.items():
@@ -89,23 +96,36 @@ def naive_pathways(hf, ti, family):
     return out
 
 
-@pytest.mark.parametrize("family,ragged", [("gpt2", False), ("gpt2", True), ("llama", False), ("qwen2", True)])
+@pytest.mark.parametrize(
+    "family,ragged", [("gpt2", False), ("gpt2", True), ("llama", False), ("qwen2", True)]
+)
 def test_pathways_match_a_naive_loop_and_hf_eager(family, ragged):
     hf = tiny_model(family)
     ti = _inputs(ragged=ragged)
     r = pathways(SinkModel("tiny", hf, adapter_for(hf)), ti, batch_size=2, progress=False)
     want = naive_pathways(hf, ti, family)
-    assert set(r.routes) == {"full", "shared", "content"} | ({"bq"} if family in ("gpt2", "qwen2") else set())
+    assert set(r.routes) == {"full", "shared", "content"} | (
+        {"bq"} if family in ("gpt2", "qwen2") else set()
+    )
     for route in r.routes:
         diff = (r.attn[route].double() - want[route]).abs().max().item()
-        print(f"{family} ragged={ragged} {route}: max |vectorised - naive loop| = {diff:.2e} (float32 vs float64)")
+        print(
+            f"{family} ragged={ragged} {route}: max |vectorised - naive loop| = {diff:.2e} (float32 vs float64)"
+        )
         assert diff < 1e-6, route
     # the full query is the model's attention: HF eager's own patterns, and the capture's
     with torch.no_grad():
         att = hf(ti.ids, output_attentions=True).attentions  # per layer [batch, head, q, k]
-    eager = torch.stack([torch.stack([a[e, :, int(n) // 2 : int(n), 0].double().mean(-1) for a in att]) for e, n in enumerate(ti.lengths)])
+    eager = torch.stack(
+        [
+            torch.stack([a[e, :, int(n) // 2 : int(n), 0].double().mean(-1) for a in att])
+            for e, n in enumerate(ti.lengths)
+        ]
+    )
     diff = (r.attn["full"].double() - eager).abs().max().item()
-    print(f"{family}: max |full route - HF eager| = {diff:.2e}, max |full - capture| = {r.full_vs_model:.2e}")
+    print(
+        f"{family}: max |full route - HF eager| = {diff:.2e}, max |full - capture| = {r.full_vs_model:.2e}"
+    )
     assert diff < 1e-6 and r.full_vs_model < 1e-6
     # shares are ratios of the means over examples
     assert torch.allclose(r.share("shared"), r.attn["shared"].mean(0) / r.attn["full"].mean(0))
@@ -121,9 +141,16 @@ def test_pathways_reuse_the_runs_q_bar():
     assert all(torch.equal(a.attn[k], b.attn[k]) for k in a.routes)
     # a different q̄ changes the shared route only
     c = pathways(sm, ti, q_bar=torch.zeros_like(q_bar), progress=False)
-    assert torch.equal(c.attn["full"], a.attn["full"]) and not torch.equal(c.attn["shared"], a.attn["shared"])
+    assert torch.equal(c.attn["full"], a.attn["full"]) and not torch.equal(
+        c.attn["shared"], a.attn["shared"]
+    )
     frame = a.frame({"all": ti.domain_masks()["all"], "nl": ti.domain_masks()["nl"]})
-    assert len(frame) == 2 * 3 * 4 and {"attn_model", "attn_shared", "share_content", "share_bq"} <= set(frame.columns)
+    assert len(frame) == 2 * 3 * 4 and {
+        "attn_model",
+        "attn_shared",
+        "share_content",
+        "share_bq",
+    } <= set(frame.columns)
 
 
 def test_pathways_refuse_a_window_shorter_than_the_inputs():

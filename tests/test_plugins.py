@@ -23,6 +23,7 @@ QUICK = ["--per-domain", "3", "--quiet"]
 # reproduce's built-in steps that the plugin checks do not need (facts always runs)
 SKIP = "measure,circuit_weights,circuit_forward,interventions,shared_query,mitigate"
 
+
 def _doc_stage() -> str:
     """The complete stage of docs/contributing.md (this test runs the doc's own code)."""
     doc = (ROOT / "docs" / "contributing.md").read_text()
@@ -64,10 +65,12 @@ def _dist_info(where: Path) -> None:
     """The installed metadata of examples/plugin-stage (what ``pip install`` writes)."""
     info = where / "sinkscope_head_entropy-0.1.0.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sinkscope-head-entropy\n"
-                                   "Version: 0.1.0\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: sinkscope-head-entropy\nVersion: 0.1.0\n"
+    )
     (info / "entry_points.txt").write_text(
-        "[sinkscope.stages]\nhead-entropy = sinkscope_head_entropy:HeadEntropyConfig\n")
+        "[sinkscope.stages]\nhead-entropy = sinkscope_head_entropy:HeadEntropyConfig\n"
+    )
 
 
 @pytest.fixture
@@ -82,7 +85,8 @@ def plugin(tmp_path, fresh_registry, monkeypatch):
 
 
 def test_a_stage_in_one_new_file_is_a_command_a_reproduce_step_and_a_report_section(
-        toy_stage, tmp_path, capsys, monkeypatch):
+    toy_stage, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -100,8 +104,9 @@ def test_a_stage_in_one_new_file_is_a_command_a_reproduce_step_and_a_report_sect
     assert "The toy stage" in page and "The toy reading says" in page
 
 
-def test_the_plugin_package_adds_head_entropy_to_cli_reproduce_and_report(plugin, tmp_path, capsys,
-                                                                          monkeypatch):
+def test_the_plugin_package_adds_head_entropy_to_cli_reproduce_and_report(
+    plugin, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cls = registry.get_stage("head-entropy")
     assert cls.source == "sinkscope-head-entropy"
@@ -127,8 +132,11 @@ def _naive_entropy(out: Path) -> torch.Tensor:
     from sinkscope.models.loading import embedded_model_dir
 
     hf = AutoModelForCausalLM.from_pretrained(embedded_model_dir(), attn_implementation="eager")
-    rows = [json.loads(line)["token_ids"] for line in (out / "inputs.jsonl").read_text().splitlines()
-            ] if (out / "inputs.jsonl").exists() else None
+    rows = (
+        [json.loads(line)["token_ids"] for line in (out / "inputs.jsonl").read_text().splitlines()]
+        if (out / "inputs.jsonl").exists()
+        else None
+    )
     if rows is None:  # the stage writes no inputs.jsonl: tokenise as the CLI does
         import sinkscope
 
@@ -157,13 +165,25 @@ def test_the_entry_point_works_across_processes(tmp_path):
     """``sinkscope --help`` in a fresh interpreter finds the installed plugin by its entry point."""
     site = tmp_path / "site"
     _dist_info(site)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(PLUGIN),
-                                                       os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-m", "sinkscope", "--help"], capture_output=True,
-                       text=True, env=env, timeout=120)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(site), str(PLUGIN), os.environ.get("PYTHONPATH", "")]),
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "sinkscope", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0 and "head-entropy" in r.stdout, r.stderr
-    r = subprocess.run([sys.executable, "-m", "sinkscope", "head-entropy", "--help"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "sinkscope", "head-entropy", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert "from the package sinkscope-head-entropy" in r.stdout and "--top" in r.stdout
 
 

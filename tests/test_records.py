@@ -1,5 +1,6 @@
 """The typed records the report reads (``report/records.py``) read every stage's live
 summary: the records and the summaries the stages write cannot drift apart."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,8 @@ import math
 
 import pytest
 
-from sinkscope.studies import reproduce as rp
 from sinkscope.report.records import RecordError, read_record, record_type
+from sinkscope.studies import reproduce as rp
 
 
 def _fields_present(rec, summary: dict, where: str) -> None:
@@ -34,8 +35,13 @@ def test_every_stage_summary_reads_as_its_record(embedded_run):
         rec = read_record(name, summary)
         assert isinstance(rec, record_type(name)) and rec is not summary, name
         _fields_present(rec, summary, name)
-    w = read_record("circuit_weights", json.loads((out / "stages" / "circuit_weights" / "stage.json").read_text())["summary"])
-    assert w.gamma is not None and w.gamma.coords and w.epe is not None  # the parts the embedded model has
+    w = read_record(
+        "circuit_weights",
+        json.loads((out / "stages" / "circuit_weights" / "stage.json").read_text())["summary"],
+    )
+    assert (
+        w.gamma is not None and w.gamma.coords and w.epe is not None
+    )  # the parts the embedded model has
 
 
 def test_a_record_of_another_shape_is_one_clear_error():
@@ -43,7 +49,14 @@ def test_a_record_of_another_shape_is_one_clear_error():
         read_record("measure", {"layer_band": [0, 1], "bos_attention": {"all": {"mean": "x"}}})
     with pytest.raises(RecordError, match="facts has no 'massive_coords'"):
         read_record("facts", {"creating_block": None, "creating_block_rule": "x"})
-    f = read_record("facts", {"massive_coords": {"coords": None, "rule": "none"}, "creating_block": None, "creating_block_rule": "x"})
+    f = read_record(
+        "facts",
+        {
+            "massive_coords": {"coords": None, "rule": "none"},
+            "creating_block": None,
+            "creating_block_rule": "x",
+        },
+    )
     assert f.massive_coords.coords is None and f.gamma_coords is None
 
 
@@ -57,10 +70,19 @@ def test_every_command_is_a_stage_config_with_a_result():
     from sinkscope.stages.runner import StageConfig, StageResult
 
     def members(proto):
-        return {n for n in dir(proto) if not n.startswith("_")} | set(getattr(proto, "__annotations__", {}))
+        return {n for n in dir(proto) if not n.startswith("_")} | set(
+            getattr(proto, "__annotations__", {})
+        )
 
-    for cfg, res in ((MeasureConfig(), MeasureResult), (ExplainConfig(), ExplainResult), (InterveneConfig(), InterveneResult),
-                     (MitigateConfig(), MitigateResult), (CompareConfig(), CompareResult)):
+    for cfg, res in (
+        (MeasureConfig(), MeasureResult),
+        (ExplainConfig(), ExplainResult),
+        (InterveneConfig(), InterveneResult),
+        (MitigateConfig(), MitigateResult),
+        (CompareConfig(), CompareResult),
+    ):
         assert all(hasattr(cfg, m) for m in members(StageConfig)), type(cfg).__name__
-        assert all(hasattr(res, m) for m in members(StageResult)), res.__name__  # tables: a class attribute or property
+        assert all(hasattr(res, m) for m in members(StageResult)), (
+            res.__name__
+        )  # tables: a class attribute or property
         cfg.check()

@@ -2,6 +2,7 @@
 no file's code ever runs, nothing sinkscope did not create is deleted, no NaN table, every user
 error is one ``sinkscope: error:`` line with exit code 2 and no output, concurrent runs do not
 break each other, and killed runs leave nothing that a later run does not clean up."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import default_sigint_in_child
+
 from sinkscope.cli import main
 from sinkscope.errors import SinkscopeError
 from sinkscope.io import MARKER, TMP_MARKER, mark
@@ -61,10 +62,16 @@ def user_error(capsys, argv, *fragments, out: Path | None = None) -> str:
     rc = main([str(a) for a in argv])
     err = capsys.readouterr().err.strip()
     case = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
-    short = " ".join(str(a).split("/")[0] + Path(a).name if "/" in str(a) else str(a) for a in argv)  # paths by their last part
+    short = " ".join(
+        str(a).split("/")[0] + Path(a).name if "/" in str(a) else str(a) for a in argv
+    )  # paths by their last part
     RECORDS.append((case, f"sinkscope {short}", rc, err.splitlines()[0] if err else ""))
     assert rc == 2, (rc, err)
-    assert len(err.splitlines()) == 1 and err.startswith("sinkscope: error:") and "Traceback" not in err, err
+    assert (
+        len(err.splitlines()) == 1
+        and err.startswith("sinkscope: error:")
+        and "Traceback" not in err
+    ), err
     for f in fragments:
         assert f in err, (f, err)
     if out is not None:
@@ -76,12 +83,30 @@ def user_error(capsys, argv, *fragments, out: Path | None = None) -> str:
 @pytest.fixture
 def text_file(tmp_path):
     f = tmp_path / "in.txt"
-    f.write_text("\n".join(f"line {i}: " + "the river runs past the mill and the town " * 6 for i in range(4)) + "\n")
+    f.write_text(
+        "\n".join(
+            f"line {i}: " + "the river runs past the mill and the town " * 6 for i in range(4)
+        )
+        + "\n"
+    )
     return f
 
 
 def _measure(model, text_file, out, *extra, cmd: str = "measure"):
-    return [cmd, "--model", model, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--no-figures", "--max-tokens", "24", *extra]
+    return [
+        cmd,
+        "--model",
+        model,
+        "--inputs",
+        f"text:{text_file}",
+        "--out",
+        out,
+        "--quiet",
+        "--no-figures",
+        "--max-tokens",
+        "24",
+        *extra,
+    ]
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -98,8 +123,26 @@ def test_crafted_checkpoint_is_never_unpickled_by_train_resume(tmp_path, capsys)
     run.mkdir()
     mark(run, "train")
     plant(run / "checkpoint.pt", marker)
-    user_error(capsys, ["train", "--out", run, "--resume", "--quiet", "--layers", "1", "--width", "16", "--heads", "2", "--steps", "2"],
-               "checkpoint.pt", "nothing in it was run")
+    user_error(
+        capsys,
+        [
+            "train",
+            "--out",
+            run,
+            "--resume",
+            "--quiet",
+            "--layers",
+            "1",
+            "--width",
+            "16",
+            "--heads",
+            "2",
+            "--steps",
+            "2",
+        ],
+        "checkpoint.pt",
+        "nothing in it was run",
+    )
     assert not marker.exists()
 
 
@@ -115,7 +158,9 @@ def test_crafted_checkpoint_in_a_zoo_run_is_never_unpickled(tmp_path, monkeypatc
     mark(zoo, "zoo")
     mark(zoo / "full-s0", "train")
     plant(zoo / "full-s0" / "checkpoint.pt", marker)
-    base = TrainConfig(n_layer=1, n_embd=16, n_head=2, context=40, batch=2, steps=2, vocab=300, eval_every=0)
+    base = TrainConfig(
+        n_layer=1, n_embd=16, n_head=2, context=40, batch=2, steps=2, vocab=300, eval_every=0
+    )
     monkeypatch.setattr("sinkscope.training.training_texts", lambda spec: tiny_texts())
     with pytest.raises(SinkscopeError, match="nothing in it was run"):
         run_zoo(zoo, seeds=(0,), variants=("full",), base=base, progress=False)
@@ -138,16 +183,38 @@ def test_stage_caches_hold_no_pickles(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     marker = tmp_path / "PWNED"
     out = tmp_path / "r"
-    argv = ["reproduce", "--model", "default", "--out", out, "--quiet", "--per-domain", "2", "--skip", "interventions", "--strengths", "1,0"]
+    argv = [
+        "reproduce",
+        "--model",
+        "default",
+        "--out",
+        out,
+        "--quiet",
+        "--per-domain",
+        "2",
+        "--skip",
+        "interventions",
+        "--strengths",
+        "1,0",
+    ]
     assert main([str(a) for a in argv]) == 0
     files = [p for p in (out / "stages").rglob("*") if p.is_file() and p.name != MARKER]
-    assert {p.suffix for p in files} <= {".csv", ".json", ".jsonl", ".png", ".md", ".safetensors"}, {p.suffix for p in files}
+    assert {p.suffix for p in files} <= {
+        ".csv",
+        ".json",
+        ".jsonl",
+        ".png",
+        ".md",
+        ".safetensors",
+    }, {p.suffix for p in files}
     for d in (out / "stages").iterdir():
         plant(d / "q_bar.pt", marker)
         plant(d / "cache.pt", marker)
     (out / "stages" / "facts" / "facts.safetensors").write_bytes(b"\x00" * 7)
     capsys.readouterr()
-    user_error(capsys, [*argv[:-1], "1,0.5,0"], "facts.safetensors", "--force")  # the cached facts (q̄, profile) are read
+    user_error(
+        capsys, [*argv[:-1], "1,0.5,0"], "facts.safetensors", "--force"
+    )  # the cached facts (q̄, profile) are read
     assert not marker.exists()
 
 
@@ -159,8 +226,16 @@ def test_train_force_refuses_a_user_directory(tmp_path, capsys):
     d.mkdir()
     for name in ("notes.txt", "config.json", "weights.safetensors"):
         (d / name).write_text("keep me")
-    user_error(capsys, ["train", "--out", d, "--force", "--quiet", "--steps", "2"], "not a sinkscope training run")
-    assert sorted(p.name for p in d.iterdir()) == ["config.json", "notes.txt", "weights.safetensors"]
+    user_error(
+        capsys,
+        ["train", "--out", d, "--force", "--quiet", "--steps", "2"],
+        "not a sinkscope training run",
+    )
+    assert sorted(p.name for p in d.iterdir()) == [
+        "config.json",
+        "notes.txt",
+        "weights.safetensors",
+    ]
     assert all(p.read_text() == "keep me" for p in d.iterdir())
 
 
@@ -194,22 +269,46 @@ def _poisoned(src: Path, dst: Path, name: str, value: float) -> Path:
 
 
 NON_FINITE = {  # command, poisoned parameter, value, what the error names
-    "nan-mlp-measure": ("measure", "transformer.h.1.mlp.c_fc.weight", float("nan"), ("transformer.h.1.mlp.c_fc.weight", "layer 1", "1 NaN")),
-    "nan-mlp-intervene": ("intervene", "transformer.h.1.mlp.c_fc.weight", float("nan"), ("layer 1", "1 NaN")),
-    "inf-c_attn-measure": ("measure", "transformer.h.2.attn.c_attn.weight", float("inf"), ("layer 2", "1 inf")),
-    "inf-c_attn-explain": ("explain", "transformer.h.2.attn.c_attn.weight", float("inf"), ("layer 2", "1 inf")),
+    "nan-mlp-measure": (
+        "measure",
+        "transformer.h.1.mlp.c_fc.weight",
+        float("nan"),
+        ("transformer.h.1.mlp.c_fc.weight", "layer 1", "1 NaN"),
+    ),
+    "nan-mlp-intervene": (
+        "intervene",
+        "transformer.h.1.mlp.c_fc.weight",
+        float("nan"),
+        ("layer 1", "1 NaN"),
+    ),
+    "inf-c_attn-measure": (
+        "measure",
+        "transformer.h.2.attn.c_attn.weight",
+        float("inf"),
+        ("layer 2", "1 inf"),
+    ),
+    "inf-c_attn-explain": (
+        "explain",
+        "transformer.h.2.attn.c_attn.weight",
+        float("inf"),
+        ("layer 2", "1 inf"),
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(NON_FINITE))
-def test_non_finite_weights_are_an_error_naming_the_layer(case, tmp_path, tiny_gpt2_dir, text_file, capsys):
+def test_non_finite_weights_are_an_error_naming_the_layer(
+    case, tmp_path, tiny_gpt2_dir, text_file, capsys
+):
     cmd, name, value, fragments = NON_FINITE[case]
     d = _poisoned(tiny_gpt2_dir, tmp_path / case, name, value)
     out = tmp_path / "out"
     user_error(capsys, _measure(d, text_file, out, cmd=cmd), *fragments, out=out)
 
 
-def test_an_edit_that_overflows_names_the_layer_and_the_edit(tmp_path, tiny_gpt2_dir, text_file, capsys):
+def test_an_edit_that_overflows_names_the_layer_and_the_edit(
+    tmp_path, tiny_gpt2_dir, text_file, capsys
+):
     """b_Q scaled by 1e38 (the tiny model's query bias set to 1 first): the scores overflow in
     layer 1, the first layer edited, and the run stops there instead of writing NaN rows."""
     from safetensors.torch import load_file, save_file
@@ -220,7 +319,9 @@ def test_an_edit_that_overflows_names_the_layer_and_the_edit(tmp_path, tiny_gpt2
         sd[f"transformer.h.{l}.attn.c_attn.bias"][:64] = 1.0  # the query part of [q | k | v]
     save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
     out = tmp_path / "out"
-    argv = _measure(d, text_file, out, "--preset", "none", "--edit", "huge=bq:1e38@1:2", cmd="intervene")
+    argv = _measure(
+        d, text_file, out, "--preset", "none", "--edit", "huge=bq:1e38@1:2", cmd="intervene"
+    )
     user_error(capsys, argv, "under intervention huge", "layer 1", out=out)
 
 
@@ -238,9 +339,16 @@ def test_capture_check_against_a_planted_nan():
 def test_json_outputs_are_strict(tmp_path):
     from sinkscope.io import write_json_atomic
 
-    write_json_atomic(tmp_path / "s.json", {"a": float("nan"), "b": [float("-inf"), 1.5], "c": {"d": float("inf")}})
+    write_json_atomic(
+        tmp_path / "s.json",
+        {"a": float("nan"), "b": [float("-inf"), 1.5], "c": {"d": float("inf")}},
+    )
     text = (tmp_path / "s.json").read_text()
-    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON")) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": {"d": None},
+    }
 
 
 # ---- 4. every user error: one line, exit 2, nothing written -----------------------------------
@@ -266,11 +374,17 @@ def _config(d: Path, **changes) -> None:
 BROKEN_MODELS = {
     "config-but-no-weights": (lambda d: (d / "model.safetensors").unlink(), "could not load model"),
     "truncated-safetensors": (lambda d: _truncate(d / "model.safetensors"), "could not load model"),
-    "byte-flipped-safetensors": (lambda d: _flip_header(d / "model.safetensors"), "could not load model"),
+    "byte-flipped-safetensors": (
+        lambda d: _flip_header(d / "model.safetensors"),
+        "could not load model",
+    ),
     "n_head-not-dividing-n_embd": (lambda d: _config(d, n_head=5), "could not load model"),
     "n_layer-negative": (lambda d: _config(d, n_layer=-1), "do not match config.json"),
     "n_layer-above-the-weights": (lambda d: _config(d, n_layer=4), "missing (transformer.h.3."),
-    "n_layer-below-the-weights": (lambda d: _config(d, n_layer=2), "not in the model (transformer.h.2."),
+    "n_layer-below-the-weights": (
+        lambda d: _config(d, n_layer=2),
+        "not in the model (transformer.h.2.",
+    ),
     "unknown-architecture": (lambda d: _config(d, model_type="bert"), "supported families"),
 }
 
@@ -293,7 +407,11 @@ def test_an_original_gpt2_checkpoint_with_its_buffers_loads(tmp_path):
     from sinkscope import load_model
 
     cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4)
-    sd = {k.replace("transformer.", ""): v.contiguous() for k, v in GPT2LMHeadModel(cfg).state_dict().items() if k != "lm_head.weight"}
+    sd = {
+        k.replace("transformer.", ""): v.contiguous()
+        for k, v in GPT2LMHeadModel(cfg).state_dict().items()
+        if k != "lm_head.weight"
+    }
     for l in range(2):
         sd[f"h.{l}.attn.bias"] = torch.tril(torch.ones(1, 1, 64, 64))
         sd[f"h.{l}.attn.masked_bias"] = torch.tensor(-1e4)
@@ -307,27 +425,61 @@ def test_truncated_partial_safetensors_file(tmp_path, tiny_gpt2_dir, capsys):
     shutil.copy(tiny_gpt2_dir / "model.safetensors", f)
     _truncate(f, 0.3)
     out = tmp_path / "out"
-    user_error(capsys, ["explain", "--model", f, "--out", out, "--quiet", "--weights-only"], "could not load model", out=out)
+    user_error(
+        capsys,
+        ["explain", "--model", f, "--out", out, "--quiet", "--weights-only"],
+        "could not load model",
+        out=out,
+    )
 
 
-def test_compare_checks_every_model_before_the_first_runs(tmp_path, tiny_gpt2_dir, text_file, capsys):
+def test_compare_checks_every_model_before_the_first_runs(
+    tmp_path, tiny_gpt2_dir, text_file, capsys
+):
     bad = _copy(tiny_gpt2_dir, tmp_path / "bad")
     _truncate(bad / "model.safetensors")
     out = tmp_path / "cmp"
     t = time.perf_counter()
-    user_error(capsys, ["compare", "--models", f"{tiny_gpt2_dir},{bad}", "--inputs", f"text:{text_file}", "--out", out, "--quiet",
-                        "--max-tokens", "24"], str(bad), out=out)
-    assert time.perf_counter() - t < 5  # failed before loading (let alone measuring) the first model
+    user_error(
+        capsys,
+        [
+            "compare",
+            "--models",
+            f"{tiny_gpt2_dir},{bad}",
+            "--inputs",
+            f"text:{text_file}",
+            "--out",
+            out,
+            "--quiet",
+            "--max-tokens",
+            "24",
+        ],
+        str(bad),
+        out=out,
+    )
+    assert (
+        time.perf_counter() - t < 5
+    )  # failed before loading (let alone measuring) the first model
 
 
 @pytest.mark.parametrize("case", ["csv", "text", "jsonl"])
 def test_non_utf8_inputs(case, tmp_path, tiny_gpt2_dir, capsys):
     f = tmp_path / f"in.{case}"
-    body = {"csv": b"dataset,text\nnl,caf\xe9 au lait\n", "text": b"caf\xe9 au lait\n", "jsonl": b'{"text": "caf\xe9"}\n'}[case]
+    body = {
+        "csv": b"dataset,text\nnl,caf\xe9 au lait\n",
+        "text": b"caf\xe9 au lait\n",
+        "jsonl": b'{"text": "caf\xe9"}\n',
+    }[case]
     f.write_bytes(body)
     spec = {"csv": f"paper-csv:{f}", "text": f"text:{f}", "jsonl": f"jsonl:{f}:text"}[case]
     out = tmp_path / "out"
-    user_error(capsys, ["measure", "--model", tiny_gpt2_dir, "--inputs", spec, "--out", out, "--quiet"], "not UTF-8", "0xe9", out=out)
+    user_error(
+        capsys,
+        ["measure", "--model", tiny_gpt2_dir, "--inputs", spec, "--out", out, "--quiet"],
+        "not UTF-8",
+        "0xe9",
+        out=out,
+    )
 
 
 def test_a_csv_field_over_128_kb_is_read(tmp_path, tiny_gpt2_dir, capsys):
@@ -336,26 +488,58 @@ def test_a_csv_field_over_128_kb_is_read(tmp_path, tiny_gpt2_dir, capsys):
 
     f = tmp_path / "long.csv"
     long = "the mill by the river " * 8000  # 176 KB
-    pd.DataFrame({"dataset": ["nl", "nl"], "text": [long, "a short one about the mill and the river and the town " * 3]}).to_csv(f, index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["nl", "nl"],
+            "text": [long, "a short one about the mill and the river and the town " * 3],
+        }
+    ).to_csv(f, index=False)
     out = tmp_path / "out"
-    assert main(["measure", "--model", str(tiny_gpt2_dir), "--inputs", f"paper-csv:{f}", "--out", str(out), "--quiet", "--no-figures",
-                 "--max-tokens", "24"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                str(tiny_gpt2_dir),
+                "--inputs",
+                f"paper-csv:{f}",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-figures",
+                "--max-tokens",
+                "24",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "summary.json").read_text())["n_examples"] == 2
 
 
 def test_max_tokens_beyond_the_learned_positions(tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
-    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--max-tokens", "200"), "128 learned positions", "--max-tokens 128", out=out)
+    user_error(
+        capsys,
+        _measure(tiny_gpt2_dir, text_file, out, "--max-tokens", "200"),
+        "128 learned positions",
+        "--max-tokens 128",
+        out=out,
+    )
 
 
-@pytest.mark.parametrize("device,fragment", [("nonsense", "is not a torch device"), ("cuda", "no CUDA device"), ("cuda:7", "CUDA")])
+@pytest.mark.parametrize(
+    "device,fragment",
+    [("nonsense", "is not a torch device"), ("cuda", "no CUDA device"), ("cuda:7", "CUDA")],
+)
 def test_bad_device_before_loading(device, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
         pytest.skip("this machine has the CUDA devices asked for")
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     out = tmp_path / "out"
-    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--device", device), fragment, out=out)
+    user_error(
+        capsys, _measure(tiny_gpt2_dir, text_file, out, "--device", device), fragment, out=out
+    )
 
 
 EDITS = {
@@ -374,29 +558,86 @@ EDITS = {
 @pytest.mark.parametrize("edit", list(EDITS))
 def test_bad_edits(edit, tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
-    err = user_error(capsys, ["intervene", "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet",
-                              "--max-tokens", "24", "--edit", f"x={edit}"], EDITS[edit], out=out)
+    err = user_error(
+        capsys,
+        [
+            "intervene",
+            "--model",
+            tiny_gpt2_dir,
+            "--inputs",
+            f"text:{text_file}",
+            "--out",
+            out,
+            "--quiet",
+            "--max-tokens",
+            "24",
+            "--edit",
+            f"x={edit}",
+        ],
+        EDITS[edit],
+        out=out,
+    )
     assert len(err) < 300, err  # a short line, not a list of 999 layers
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--coords-rule", "paper", "--sigma", "2"], "--coords-rule paper takes the top-3 |EPE_0|"),
-    (["--preset", "none", "--random", "paper"], "write the draw in --edit instead"),
-], ids=["coords-rule-paper-with-sigma", "random-without-the-preset"])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--coords-rule", "paper", "--sigma", "2"], "--coords-rule paper takes the top-3 |EPE_0|"),
+        (["--preset", "none", "--random", "paper"], "write the draw in --edit instead"),
+    ],
+    ids=["coords-rule-paper-with-sigma", "random-without-the-preset"],
+)
 def test_conflicting_paper_options(args, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
-    user_error(capsys, ["intervene", "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--max-tokens", "24",
-                        *args], fragment, out=out)
+    user_error(
+        capsys,
+        [
+            "intervene",
+            "--model",
+            tiny_gpt2_dir,
+            "--inputs",
+            f"text:{text_file}",
+            "--out",
+            out,
+            "--quiet",
+            "--max-tokens",
+            "24",
+            *args,
+        ],
+        fragment,
+        out=out,
+    )
 
 
 @pytest.mark.parametrize("cmd", ["intervene", "explain"])
 def test_coords_outside_the_model(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
-    user_error(capsys, [cmd, "--model", tiny_gpt2_dir, "--inputs", f"text:{text_file}", "--out", out, "--quiet", "--max-tokens", "24",
-                        "--coords", "999999"], "999999", "0..63", out=out)
+    user_error(
+        capsys,
+        [
+            cmd,
+            "--model",
+            tiny_gpt2_dir,
+            "--inputs",
+            f"text:{text_file}",
+            "--out",
+            out,
+            "--quiet",
+            "--max-tokens",
+            "24",
+            "--coords",
+            "999999",
+        ],
+        "999999",
+        "0..63",
+        out=out,
+    )
 
 
-def test_out_that_cannot_be_written_fails_before_the_work(tmp_path, tiny_gpt2_dir, text_file, capsys):
+def test_out_that_cannot_be_written_fails_before_the_work(
+    tmp_path, tiny_gpt2_dir, text_file, capsys
+):
     probe = Path("/sys/sinkscope-probe")
     try:
         probe.mkdir()
@@ -405,19 +646,36 @@ def test_out_that_cannot_be_written_fails_before_the_work(tmp_path, tiny_gpt2_di
     except OSError:
         pass
     t = time.perf_counter()
-    user_error(capsys, _measure(tiny_gpt2_dir, text_file, "/sys/sinkscope-out"), "cannot be written", "choose a writable directory")
+    user_error(
+        capsys,
+        _measure(tiny_gpt2_dir, text_file, "/sys/sinkscope-out"),
+        "cannot be written",
+        "choose a writable directory",
+    )
     assert time.perf_counter() - t < 2  # before loading the model
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--eps", "2"], "--eps 2.0 must be a number in [0, 1)"),
-    (["--eps", "nan"], "--eps nan"),
-    (["--layers", "5:2"], "START must be at least 0 and below STOP"),
-    (["--layers=-1:2"], "START must be at least 0"),
-    (["--dtype", "bf16"], "--dtype bf16 is not a dtype sinkscope loads; use float32, bfloat16, float16 or auto"),
-    (["--device-map", "balanced"], "--device-map balanced is not supported; use --device-map auto"),
-    (["--device-map", "auto", "--device", "cuda"], "--device-map auto places the weights itself; drop --device cuda"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--eps", "2"], "--eps 2.0 must be a number in [0, 1)"),
+        (["--eps", "nan"], "--eps nan"),
+        (["--layers", "5:2"], "START must be at least 0 and below STOP"),
+        (["--layers=-1:2"], "START must be at least 0"),
+        (
+            ["--dtype", "bf16"],
+            "--dtype bf16 is not a dtype sinkscope loads; use float32, bfloat16, float16 or auto",
+        ),
+        (
+            ["--device-map", "balanced"],
+            "--device-map balanced is not supported; use --device-map auto",
+        ),
+        (
+            ["--device-map", "auto", "--device", "cuda"],
+            "--device-map auto places the weights itself; drop --device cuda",
+        ),
+    ],
+)
 def test_nonsense_options(args, fragment, tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
     user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, *args), fragment, out=out)
@@ -425,7 +683,13 @@ def test_nonsense_options(args, fragment, tmp_path, tiny_gpt2_dir, text_file, ca
 
 def test_a_revision_needs_a_name(tmp_path, text_file, capsys):
     out = tmp_path / "out"
-    user_error(capsys, _measure("gpt2@", text_file, out), "--model gpt2@ names no revision", "ORG/NAME@REVISION", out=out)
+    user_error(
+        capsys,
+        _measure("gpt2@", text_file, out),
+        "--model gpt2@ names no revision",
+        "ORG/NAME@REVISION",
+        out=out,
+    )
 
 
 def test_device_map_on_a_partial_checkpoint(tmp_path, tiny_gpt2_dir, text_file, capsys):
@@ -433,15 +697,26 @@ def test_device_map_on_a_partial_checkpoint(tmp_path, tiny_gpt2_dir, text_file, 
 
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "config.json").write_text((tiny_gpt2_dir / "config.json").read_text())
-    save_file({"transformer.wpe.weight": torch.zeros(128, 64)}, str(tmp_path / "p" / "w.safetensors"))
+    save_file(
+        {"transformer.wpe.weight": torch.zeros(128, 64)}, str(tmp_path / "p" / "w.safetensors")
+    )
     out = tmp_path / "out"
-    user_error(capsys, _measure(tmp_path / "p" / "w.safetensors", text_file, out, "--device-map", "auto"),
-               "is a partial checkpoint, which --device-map cannot place", out=out)
+    user_error(
+        capsys,
+        _measure(tmp_path / "p" / "w.safetensors", text_file, out, "--device-map", "auto"),
+        "is a partial checkpoint, which --device-map cannot place",
+        out=out,
+    )
 
 
 def test_layers_beyond_the_model(tmp_path, tiny_gpt2_dir, text_file, capsys):
     out = tmp_path / "out"
-    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--layers", "2:9"), "outside the model's 3 layers", out=out)
+    user_error(
+        capsys,
+        _measure(tiny_gpt2_dir, text_file, out, "--layers", "2:9"),
+        "outside the model's 3 layers",
+        out=out,
+    )
 
 
 # ---- 5. concurrency ---------------------------------------------------------------------------
@@ -457,12 +732,17 @@ def test_a_second_reproduce_on_a_live_out_is_refused(tmp_path, capsys, monkeypat
     (out / "stages" / ".measure.tmp-live").mkdir(parents=True)
     mark(out, "reproduce")
     with exclusive_dir(out, "test"):  # stands for the first, still running, reproduce
-        user_error(capsys, ["reproduce", "--model", "default", "--out", out, "--quiet", "--per-domain", "2"],
-                   "in use by a running sinkscope command")
+        user_error(
+            capsys,
+            ["reproduce", "--model", "default", "--out", out, "--quiet", "--per-domain", "2"],
+            "in use by a running sinkscope command",
+        )
     assert (out / "stages" / ".measure.tmp-live").exists()
 
 
-def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_gpt2_dir, text_file):
+def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(
+    tmp_path, tiny_gpt2_dir, text_file
+):
     """A SIGKILLed run leaves ``.out.tmp-*`` or ``.out.old-*``
     (both with sinkscope's temp marker); the next run removes those, but not a live run's (locked)
     temp directory and never a user's directory, or a sinkscope result, that merely has such a name."""
@@ -477,7 +757,9 @@ def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_
     old.mkdir()
     mark(old, "result")
     (old / TMP_MARKER).write_text("")
-    kept = tmp_path / ".out.old-keep"  # a result the user asked for under that name (--out .out.old-keep)
+    kept = (
+        tmp_path / ".out.old-keep"
+    )  # a result the user asked for under that name (--out .out.old-keep)
     kept.mkdir()
     mark(kept, "result")
     live = tmp_path / ".out.tmp-live9999"
@@ -489,7 +771,13 @@ def test_temp_dirs_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_
         (u / "keep.txt").write_text("keep me")
     with _flock(live):  # a concurrent run still writing
         assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
-    assert not dead.exists() and not old.exists() and live.exists() and kept.exists() and (out / "metrics.csv").exists()
+    assert (
+        not dead.exists()
+        and not old.exists()
+        and live.exists()
+        and kept.exists()
+        and (out / "metrics.csv").exists()
+    )
     assert all((u / "keep.txt").read_text() == "keep me" for u in users)
 
 
@@ -507,11 +795,20 @@ def test_two_runs_finishing_on_one_out_both_succeed(tmp_path, tiny_gpt2_dir, tex
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "sinkscope", *map(str, _measure(tiny_gpt2_dir, text_file, out))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-1500:]
-    assert sorted(p.name for p in out.iterdir()) == [".sinkscope", "inputs.jsonl", "metrics.csv", "per_layer.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".sinkscope",
+        "inputs.jsonl",
+        "metrics.csv",
+        "per_layer.csv",
+        "summary.json",
+    ]
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
@@ -520,8 +817,15 @@ def test_two_runs_finishing_on_one_out_both_succeed(tmp_path, tiny_gpt2_dir, tex
 
 def _spawn(argv, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "sinkscope", *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path, preexec_fn=default_sigint_in_child)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sinkscope", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        preexec_fn=default_sigint_in_child,
+    )
 
 
 def test_sigterm_while_writing_leaves_nothing(tmp_path):
@@ -547,7 +851,9 @@ def test_ctrl_c_during_imports_is_one_line(tmp_path):
         pytest.skip("needs /proc to see when the child starts loading torch")
     proc = _spawn(["measure", "--out", tmp_path / "m", "--quiet"], tmp_path)
     deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline:  # the CLI parsed its arguments; torch is loading now
+    while (
+        proc.poll() is None and time.time() < deadline
+    ):  # the CLI parsed its arguments; torch is loading now
         try:
             if "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text():
                 break
@@ -567,57 +873,103 @@ def test_interrupted_train_points_to_its_checkpoint(tmp_path):
     assert "nothing half-written" in _interrupted_note(["train", "--out", str(run)])
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"")
-    assert "checkpoint" in _interrupted_note(["train", "--out", str(run)]) and "--resume" in _interrupted_note(["train", "--out", str(run)])
+    assert "checkpoint" in _interrupted_note(
+        ["train", "--out", str(run)]
+    ) and "--resume" in _interrupted_note(["train", "--out", str(run)])
 
 
 def test_the_cli_parses_before_importing_torch():
     """``import sinkscope.cli`` and building the parser (``--help``, ``--version``) import neither
     torch nor transformers: a Ctrl-C then finds sinkscope's handler in place, and help is instant."""
-    r = subprocess.run([sys.executable, "-c", "import sinkscope.cli, sys; sys.exit('torch' in sys.modules)"])
+    r = subprocess.run(
+        [sys.executable, "-c", "import sinkscope.cli, sys; sys.exit('torch' in sys.modules)"]
+    )
     assert r.returncode == 0
     code = "import sys; from sinkscope.cli import build_parser; build_parser(); sys.exit(bool({'torch', 'transformers'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     from sinkscope import __version__
 
-    r = subprocess.run([sys.executable, "-m", "sinkscope", "--version"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "sinkscope", "--version"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and r.stdout.strip() == f"sinkscope {__version__}"
 
 
 # ---- second audit: what a fresh pair of eyes found ----------------------------------------------
 
-TR = ["train", "--layers", "1", "--width", "16", "--heads", "2", "--steps", "3", "--vocab", "300", "--eval-every", "0", "--quiet"]
+TR = [
+    "train",
+    "--layers",
+    "1",
+    "--width",
+    "16",
+    "--heads",
+    "2",
+    "--steps",
+    "3",
+    "--vocab",
+    "300",
+    "--eval-every",
+    "0",
+    "--quiet",
+]
 
 
 def _tiny_corpus(tmp_path) -> Path:
     f = tmp_path / "corpus.txt"
-    f.write_text("\n".join(f"story {i}: the miller walked past the river to the town and back again " * 4 for i in range(300)) + "\n")
+    f.write_text(
+        "\n".join(
+            f"story {i}: the miller walked past the river to the town and back again " * 4
+            for i in range(300)
+        )
+        + "\n"
+    )
     return f
 
 
 @pytest.mark.parametrize("case", ["list", "number-as-block", "string-mean", "empty", "nan"])
 def test_baseline_of_the_wrong_shape(case, tmp_path, tiny_gpt2_dir, text_file, capsys):
     b = tmp_path / "b.json"
-    b.write_text({"list": "[1, 2, 3]", "number-as-block": '{"bos_attention": 5}', "string-mean": '{"bos_attention": {"all": {"mean": "x"}}}',
-                  "empty": "{}", "nan": "NaN"}[case])
+    b.write_text(
+        {
+            "list": "[1, 2, 3]",
+            "number-as-block": '{"bos_attention": 5}',
+            "string-mean": '{"bos_attention": {"all": {"mean": "x"}}}',
+            "empty": "{}",
+            "nan": "NaN",
+        }[case]
+    )
     out = tmp_path / "out"
     t = time.perf_counter()
-    user_error(capsys, _measure(tiny_gpt2_dir, text_file, out, "--baseline", b), "--baseline", "has no bos_attention", out=out)
+    user_error(
+        capsys,
+        _measure(tiny_gpt2_dir, text_file, out, "--baseline", b),
+        "--baseline",
+        "has no bos_attention",
+        out=out,
+    )
     assert time.perf_counter() - t < 2  # before loading the model
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["mitigate", "--models", ","], "--models is empty"),
-    (["mitigate", "--strengths", ","], "names no strength"),
-    (["zoo", "--seeds", "a", "--variants", "full"], "--seeds a is not"),
-    (["zoo", "--seeds", "99999999999999999999", "--variants", "full"], "must lie in [0, 2^32)"),
-    (["zoo", "--seeds", "0", "--variants", "full", "--device", "nonsense"], "is not a torch device"),
-    ([*TR, "--device", "nonsense"], "is not a torch device"),
-    ([*TR, "--lr", "nan"], "--lr nan must be"),
-    ([*TR, "--lr", "-1"], "--lr -1.0 must be"),
-    ([*TR, "--weight-decay", "nan"], "--weight-decay nan"),
-    ([*TR, "--heads", "0"], "--heads 0 must be positive"),
-    ([*TR, "--seed", "99999999999999999999"], "--seed"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["mitigate", "--models", ","], "--models is empty"),
+        (["mitigate", "--strengths", ","], "names no strength"),
+        (["zoo", "--seeds", "a", "--variants", "full"], "--seeds a is not"),
+        (["zoo", "--seeds", "99999999999999999999", "--variants", "full"], "must lie in [0, 2^32)"),
+        (
+            ["zoo", "--seeds", "0", "--variants", "full", "--device", "nonsense"],
+            "is not a torch device",
+        ),
+        ([*TR, "--device", "nonsense"], "is not a torch device"),
+        ([*TR, "--lr", "nan"], "--lr nan must be"),
+        ([*TR, "--lr", "-1"], "--lr -1.0 must be"),
+        ([*TR, "--weight-decay", "nan"], "--weight-decay nan"),
+        ([*TR, "--heads", "0"], "--heads 0 must be positive"),
+        ([*TR, "--seed", "99999999999999999999"], "--seed"),
+    ],
+)
 def test_more_bad_options_leave_nothing(argv, fragment, tmp_path, capsys):
     out = tmp_path / "o"
     user_error(capsys, [*argv, "--out", out], fragment, out=out)
@@ -626,16 +978,56 @@ def test_more_bad_options_leave_nothing(argv, fragment, tmp_path, capsys):
 def test_train_that_fails_before_its_first_checkpoint_leaves_no_run(tmp_path, capsys):
     out = tmp_path / "run"
     corpus = _tiny_corpus(tmp_path)
-    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "100000", "--out", out], "do not fill one --context 100000 window", out=out)
-    assert main([*TR, "--data", f"text:{corpus}", "--context", "40", "--out", str(out)]) == 0  # the same --out, no --force needed
+    user_error(
+        capsys,
+        [*TR, "--data", f"text:{corpus}", "--context", "100000", "--out", out],
+        "do not fill one --context 100000 window",
+        out=out,
+    )
+    assert (
+        main([*TR, "--data", f"text:{corpus}", "--context", "40", "--out", str(out)]) == 0
+    )  # the same --out, no --force needed
     capsys.readouterr()
-    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "40", "--steps", "2", "--resume", "--out", out], "--steps 2 is below the 3 steps")
-    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "40", "--steps", "5", "--resume", "--vocab", "400", "--out", out],
-               "different settings (vocab)")
+    user_error(
+        capsys,
+        [
+            *TR,
+            "--data",
+            f"text:{corpus}",
+            "--context",
+            "40",
+            "--steps",
+            "2",
+            "--resume",
+            "--out",
+            out,
+        ],
+        "--steps 2 is below the 3 steps",
+    )
+    user_error(
+        capsys,
+        [
+            *TR,
+            "--data",
+            f"text:{corpus}",
+            "--context",
+            "40",
+            "--steps",
+            "5",
+            "--resume",
+            "--vocab",
+            "400",
+            "--out",
+            out,
+        ],
+        "different settings (vocab)",
+    )
 
 
 @pytest.mark.parametrize("cmd", ["measure", "train"])
-def test_a_directory_of_another_kind_is_never_replaced(cmd, tmp_path, tiny_gpt2_dir, text_file, capsys):
+def test_a_directory_of_another_kind_is_never_replaced(
+    cmd, tmp_path, tiny_gpt2_dir, text_file, capsys
+):
     """A training run under ``measure --out`` (or a result under ``train --force``) is refused:
     a marker says which command made a directory, and only that command replaces it."""
     from sinkscope.io import mark
@@ -643,7 +1035,11 @@ def test_a_directory_of_another_kind_is_never_replaced(cmd, tmp_path, tiny_gpt2_
     d = _copy(tiny_gpt2_dir, tmp_path / "model")
     mark(d, "train" if cmd == "measure" else "result")
     argv = _measure(d, text_file, d) if cmd == "measure" else [*TR, "--force", "--out", d]
-    user_error(capsys, argv, "sinkscope training run" if cmd == "measure" else "not a sinkscope training run")
+    user_error(
+        capsys,
+        argv,
+        "sinkscope training run" if cmd == "measure" else "not a sinkscope training run",
+    )
     assert (d / "model.safetensors").exists() and (d / "config.json").exists()
 
 
@@ -654,14 +1050,42 @@ def test_a_path_through_a_missing_folder_names_its_real_target(tmp_path, capsys,
     victim.mkdir()
     (victim / "thesis.txt").write_text("keep me")
     for cmd in ("measure", "reproduce"):
-        user_error(capsys, [cmd, "--model", "default", "--per-domain", "2", "--quiet", "--out", f"{victim}/missing/.."], "not a sinkscope output")
+        user_error(
+            capsys,
+            [
+                cmd,
+                "--model",
+                "default",
+                "--per-domain",
+                "2",
+                "--quiet",
+                "--out",
+                f"{victim}/missing/..",
+            ],
+            "not a sinkscope output",
+        )
     assert sorted(p.name for p in victim.iterdir()) == ["thesis.txt"]
 
 
 def test_reproduce_with_a_bad_band_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "rp"
-    user_error(capsys, ["reproduce", "--model", "default", "--per-domain", "2", "--quiet", "--layers", "3:99", "--out", out],
-               "outside the model's 6 layers", out=out)
+    user_error(
+        capsys,
+        [
+            "reproduce",
+            "--model",
+            "default",
+            "--per-domain",
+            "2",
+            "--quiet",
+            "--layers",
+            "3:99",
+            "--out",
+            out,
+        ],
+        "outside the model's 6 layers",
+        out=out,
+    )
 
 
 def test_a_result_locked_by_a_live_run_is_not_swapped(tmp_path, tiny_gpt2_dir, text_file, capsys):
@@ -670,17 +1094,24 @@ def test_a_result_locked_by_a_live_run_is_not_swapped(tmp_path, tiny_gpt2_dir, t
     out = tmp_path / "out"
     assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
     with _flock(out):
-        user_error(capsys, _measure(tiny_gpt2_dir, text_file, out), "in use by a running sinkscope command")
+        user_error(
+            capsys, _measure(tiny_gpt2_dir, text_file, out), "in use by a running sinkscope command"
+        )
     assert (out / "metrics.csv").exists()
 
 
 def test_unusual_but_valid_out_paths(tmp_path, tiny_gpt2_dir, text_file, monkeypatch):
     """A 250-character name, ``--out .`` inside an earlier result, a symbolic link to one."""
     long = tmp_path / ("a" * 250)
-    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, long)]) == 0 and (long / "metrics.csv").exists()
+    assert (
+        main([str(a) for a in _measure(tiny_gpt2_dir, text_file, long)]) == 0
+        and (long / "metrics.csv").exists()
+    )
     monkeypatch.chdir(long)
     assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, ".")]) == 0
-    assert (long / "metrics.csv").exists() and not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+    assert (long / "metrics.csv").exists() and not [
+        p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name
+    ]
     link = tmp_path / "link"
     link.symlink_to(long)
     assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, link)]) == 0
@@ -691,23 +1122,84 @@ def test_inputs_edge_cases(tmp_path, tiny_gpt2_dir, capsys):
     """A domain named ``all`` would overwrite the aggregate: refused. A CSV with a UTF-8 BOM
     (Excel's default) is read."""
     j = tmp_path / "all.jsonl"
-    j.write_text("\n".join(json.dumps({"text": "the mill by the river and the town " * 5, "domain": d}) for d in ("all", "x", "x")))
+    j.write_text(
+        "\n".join(
+            json.dumps({"text": "the mill by the river and the town " * 5, "domain": d})
+            for d in ("all", "x", "x")
+        )
+    )
     out = tmp_path / "out"
-    user_error(capsys, ["measure", "--model", tiny_gpt2_dir, "--inputs", f"jsonl:{j}:text", "--out", out, "--quiet", "--max-tokens", "24"],
-               "domain named 'all'", out=out)
+    user_error(
+        capsys,
+        [
+            "measure",
+            "--model",
+            tiny_gpt2_dir,
+            "--inputs",
+            f"jsonl:{j}:text",
+            "--out",
+            out,
+            "--quiet",
+            "--max-tokens",
+            "24",
+        ],
+        "domain named 'all'",
+        out=out,
+    )
     c = tmp_path / "bom.csv"
-    c.write_bytes(b"\xef\xbb\xbfdataset,text\nnl," + b"the mill by the river and the town " * 5 + b"\n")
-    assert main(["measure", "--model", str(tiny_gpt2_dir), "--inputs", f"paper-csv:{c}", "--out", str(out), "--quiet", "--no-figures",
-                 "--max-tokens", "24"]) == 0
+    c.write_bytes(
+        b"\xef\xbb\xbfdataset,text\nnl," + b"the mill by the river and the town " * 5 + b"\n"
+    )
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                str(tiny_gpt2_dir),
+                "--inputs",
+                f"paper-csv:{c}",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-figures",
+                "--max-tokens",
+                "24",
+            ]
+        )
+        == 0
+    )
 
 
 def test_two_models_with_one_folder_name_stay_apart(tmp_path, tiny_gpt2_dir, text_file):
     import pandas as pd
 
-    a, b = _copy(tiny_gpt2_dir, tmp_path / "x" / "run"), _copy(tiny_gpt2_dir, tmp_path / "y" / "run")
+    a, b = (
+        _copy(tiny_gpt2_dir, tmp_path / "x" / "run"),
+        _copy(tiny_gpt2_dir, tmp_path / "y" / "run"),
+    )
     out = tmp_path / "mit"
-    assert main(["mitigate", "--models", f"{a},{b}", "--inputs", f"text:{text_file}", "--out", str(out), "--quiet", "--no-figures",
-                 "--max-tokens", "24", "--strengths", "1,0", "--edits", "bq"]) == 0
+    assert (
+        main(
+            [
+                "mitigate",
+                "--models",
+                f"{a},{b}",
+                "--inputs",
+                f"text:{text_file}",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-figures",
+                "--max-tokens",
+                "24",
+                "--strengths",
+                "1,0",
+                "--edits",
+                "bq",
+            ]
+        )
+        == 0
+    )
     assert set(pd.read_csv(out / "tradeoff.csv").model) == {str(a), str(b)}
 
 
@@ -720,14 +1212,28 @@ def test_train_force_that_fails_keeps_what_the_user_put_in_the_run(tmp_path, cap
     assert main([*TR, "--data", f"text:{corpus}", "--context", "40", "--out", str(out)]) == 0
     (out / "NOTES.md").write_text("mine")
     capsys.readouterr()
-    user_error(capsys, [*TR, "--data", f"text:{corpus}", "--context", "100000", "--force", "--out", out], "do not fill one")
+    user_error(
+        capsys,
+        [*TR, "--data", f"text:{corpus}", "--context", "100000", "--force", "--out", out],
+        "do not fill one",
+    )
     assert (out / "NOTES.md").read_text() == "mine" and (out / MARKER).exists()
 
 
 def test_a_run_from_before_markers_can_be_resumed(tmp_path):
     out = tmp_path / "run"
     corpus = _tiny_corpus(tmp_path)
-    argv = [*TR, "--data", f"text:{corpus}", "--context", "40", "--out", str(out), "--ckpt-every", "1"]
+    argv = [
+        *TR,
+        "--data",
+        f"text:{corpus}",
+        "--context",
+        "40",
+        "--out",
+        str(out),
+        "--ckpt-every",
+        "1",
+    ]
     assert main(argv) == 0
     (out / MARKER).unlink()  # as an earlier sinkscope left it
     argv[argv.index("--steps") + 1] = "4"
@@ -742,7 +1248,9 @@ def test_a_checkpoint_of_random_bytes_is_one_line(tmp_path, capsys):
     user_error(capsys, [*TR, "--resume", "--out", run], "not a readable checkpoint")
 
 
-def test_a_stop_between_the_two_renames_puts_the_old_result_back(tmp_path, tiny_gpt2_dir, text_file, monkeypatch):
+def test_a_stop_between_the_two_renames_puts_the_old_result_back(
+    tmp_path, tiny_gpt2_dir, text_file, monkeypatch
+):
     """SIGTERM (or anything) right after the old result was moved aside: it is moved back."""
     import sinkscope.io as sio
 
@@ -763,17 +1271,24 @@ def test_a_stop_between_the_two_renames_puts_the_old_result_back(tmp_path, tiny_
         with sio.atomic_output_dir(out) as tmp:
             (tmp / "metrics.csv").write_text("new")
     monkeypatch.setattr(sio.os, "replace", real)
-    assert (out / "metrics.csv").read_bytes() == before and not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+    assert (out / "metrics.csv").read_bytes() == before and not [
+        p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name
+    ]
 
 
 def test_a_long_non_ascii_out_name(tmp_path, tiny_gpt2_dir, text_file):
     out = tmp_path / ("あ" * 84)  # 252 bytes: a legal name whose temp names must be cut by bytes
-    assert main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0 and (out / "metrics.csv").exists()
+    assert (
+        main([str(a) for a in _measure(tiny_gpt2_dir, text_file, out)]) == 0
+        and (out / "metrics.csv").exists()
+    )
 
 
 def test_lazy_packages_keep_their_submodules():
-    code = ("import sinkscope, sys; sinkscope.models.load_model; sinkscope.data.load_inputs; sinkscope.stages.measure; "
-            "import sinkscope.data as d; d.corpus; assert 'load_model' in dir(sinkscope)")
+    code = (
+        "import sinkscope, sys; sinkscope.models.load_model; sinkscope.data.load_inputs; sinkscope.stages.measure; "
+        "import sinkscope.data as d; d.corpus; assert 'load_model' in dir(sinkscope)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1500:]
 

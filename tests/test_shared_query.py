@@ -1,5 +1,6 @@
 """The effective query bias (issue 5): reduces to GPT-2's literal b_Q plus the W_Q·mean(x) term,
 and on rotary models the rotated split sums to the model's own scores."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,9 @@ def _inputs(n=6, T=16, vocab=1000, ragged=False, seed=0):
     lengths = None
     if ragged:
         lengths = torch.tensor([T, T - 3, T, T - 5, T - 1, T][:n])
-    return TokenizedInputs(ids, [Example("x", ["nl", "code"][i % 2]) for i in range(n)], {}, lengths=lengths)
+    return TokenizedInputs(
+        ids, [Example("x", ["nl", "code"][i % 2]) for i in range(n)], {}, lengths=lengths
+    )
 
 
 def test_gpt2_effective_query_bias_is_bq_plus_wq_mean_x():
@@ -49,8 +52,12 @@ def test_gpt2_effective_query_bias_is_bq_plus_wq_mean_x():
 def test_rotary_split_recovers_pre_rope_queries_and_sums_to_scores(family):
     sm = _sm(tiny_model(family))
     ad = sm.adapter
-    q_module = ad.q_norm_module if family == "gemma3" else (lambda l: ad.attention_module(l).q_proj)  # after QK-norm for Gemma
-    for l, (q_err, _, split_err, scale) in enumerate(rotary_split_errors(sm, _inputs(n=3, T=12), q_module)):
+    q_module = (
+        ad.q_norm_module if family == "gemma3" else (lambda l: ad.attention_module(l).q_proj)
+    )  # after QK-norm for Gemma
+    for l, (q_err, _, split_err, scale) in enumerate(
+        rotary_split_errors(sm, _inputs(n=3, T=12), q_module)
+    ):
         assert q_err < 1e-5, (family, l)
         print(f"{family} layer {l}: max |shared + rest - model scores| = {split_err:.2e}")
         assert split_err < 1e-4 * scale
@@ -65,7 +72,7 @@ def test_advantage_and_share_match_a_naive_loop(family):
     with torch.no_grad(), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
         ad.trunk()(input_ids=ti.ids)
     scores = cap.scores().double()
-    (_, qk, ropes), = list(query_key_batches(sm, ti, batch_size=8, progress=False))
+    ((_, qk, ropes),) = list(query_key_batches(sm, ti, batch_size=8, progress=False))
     for e in range(len(ti)):
         n = int(ti.lengths[e])
         for l in range(ad.n_layers):
@@ -74,7 +81,12 @@ def test_advantage_and_share_match_a_naive_loop(family):
                 _, k = qk[l]
                 for i in range(n // 2, n):
                     adv += float(scores[e, l, h, i, 0] - scores[e, l, h, i, 1 : i + 1].mean())
-                    qi = rotate(r.q_bar[l, h].float()[None, :].expand(n, -1), None if ropes[l] is None else Rotary(ropes[l].cos[:n], ropes[l].sin[:n], ropes[l].interleaved))[i]
+                    qi = rotate(
+                        r.q_bar[l, h].float()[None, :].expand(n, -1),
+                        None
+                        if ropes[l] is None
+                        else Rotary(ropes[l].cos[:n], ropes[l].sin[:n], ropes[l].interleaved),
+                    )[i]
                     s = k[e, h, :n] @ qi
                     shared += float(s[0] - s[1 : i + 1].mean())
                 assert r.adv[e, l, h].item() == pytest.approx(adv, rel=1e-4, abs=1e-4)

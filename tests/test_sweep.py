@@ -1,10 +1,10 @@
 """``sinkscope sweep``: the grid, content regimes, lengths, caching, Table 1 across models, and
 the Ray backend against the local one."""
+
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,22 @@ from sinkscope.data.content import lengthen, resample, synthetic_inputs
 from sinkscope.data.inputs import Example
 from sinkscope.studies.sweep import SWEEP_COLUMNS, TABLE1_COLUMNS, training_step
 
-GRID = ["--models", "default", "--lengths", "40,64", "--content", "natural,random,repeated", "--seeds", "0,1",
-        "--per-domain", "2", "--preset", "paper", "--quiet", "--no-figures"]
+GRID = [
+    "--models",
+    "default",
+    "--lengths",
+    "40,64",
+    "--content",
+    "natural,random,repeated",
+    "--seeds",
+    "0,1",
+    "--per-domain",
+    "2",
+    "--preset",
+    "paper",
+    "--quiet",
+    "--no-figures",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +44,15 @@ def local_sweep(tmp_path_factory):
 def test_output_contract(local_sweep):
     s = pd.read_csv(local_sweep / "sweep.csv")
     assert list(s.columns) == SWEEP_COLUMNS
-    assert set(s.length) == {40, 64} and set(s.content) == {"natural", "random", "repeated"} and set(s.seed) == {0, 1}
-    assert set(s.intervention) == set("abcdefghij") and s[s.intervention == "a"].description.eq("baseline").all()
+    assert (
+        set(s.length) == {40, 64}
+        and set(s.content) == {"natural", "random", "repeated"}
+        and set(s.seed) == {0, 1}
+    )
+    assert (
+        set(s.intervention) == set("abcdefghij")
+        and s[s.intervention == "a"].description.eq("baseline").all()
+    )
     assert set(s[s.content == "natural"].domain) == {"all", "nl", "math", "code"}
     assert set(s[s.content == "random"].domain) == {"all", "random"}
     base = s[(s.intervention == "a")]
@@ -47,7 +68,9 @@ def test_baseline_cell_equals_measure(local_sweep, tmp_path):
     assert main(["measure", "--per-domain", "2", "--out", str(out), "--quiet", "--no-figures"]) == 0
     m = json.loads((out / "summary.json").read_text())["bos_attention"]
     s = pd.read_csv(local_sweep / "sweep.csv")
-    cell = s[(s.length == 40) & (s.content == "natural") & (s.seed == 0) & (s.intervention == "a")].set_index("domain")
+    cell = s[
+        (s.length == 40) & (s.content == "natural") & (s.seed == 0) & (s.intervention == "a")
+    ].set_index("domain")
     for dom in ("all", "nl", "math", "code"):
         assert abs(cell.loc[dom, "bos_attention"] - m[dom]["mean"]) < 1e-6, dom
 
@@ -76,30 +99,65 @@ def test_cells_are_cached_and_never_recomputed(local_sweep, monkeypatch):
 
 def test_lengths_beyond_learned_positions_are_recorded_not_failed(tmp_path):
     out = tmp_path / "s"
-    assert main(["sweep", "--lengths", "40,128", "--per-domain", "1", "--preset", "none", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--lengths",
+                "40,128",
+                "--per-domain",
+                "1",
+                "--preset",
+                "none",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     s = pd.read_csv(out / "sweep.csv")
     long = s[s.length == 128]
-    assert len(long) == 1 and not long.applicable.iloc[0] and "64 learned positions" in long.reason.iloc[0]
+    assert (
+        len(long) == 1
+        and not long.applicable.iloc[0]
+        and "64 learned positions" in long.reason.iloc[0]
+    )
     assert (out / "report.html").exists() and (out / "sink_vs_length.png").exists()
 
 
 def test_content_regimes(gpt2_tokenizer):
     ti = synthetic_inputs("random", gpt2_tokenizer, n=50, length=30, seed=3, vocab=50257)
-    assert ti.ids.shape == (50, 30) and not set(ti.ids.flatten().tolist()) & set(gpt2_tokenizer.all_special_ids)
+    assert ti.ids.shape == (50, 30) and not set(ti.ids.flatten().tolist()) & set(
+        gpt2_tokenizer.all_special_ids
+    )
     again = synthetic_inputs("random", gpt2_tokenizer, n=50, length=30, seed=3, vocab=50257)
     assert torch.equal(ti.ids, again.ids)  # a seed is a fixed draw
-    assert not torch.equal(ti.ids, synthetic_inputs("random", gpt2_tokenizer, n=50, length=30, seed=4, vocab=50257).ids)
-    rep = synthetic_inputs("repeated", gpt2_tokenizer, n=4, length=21, seed=0, vocab=50257, bos=True)
+    assert not torch.equal(
+        ti.ids, synthetic_inputs("random", gpt2_tokenizer, n=50, length=30, seed=4, vocab=50257).ids
+    )
+    rep = synthetic_inputs(
+        "repeated", gpt2_tokenizer, n=4, length=21, seed=0, vocab=50257, bos=True
+    )
     body = rep.ids[:, 1:]
-    assert (rep.ids[:, 0] == gpt2_tokenizer.bos_token_id).all() and torch.equal(body[:, :10], body[:, 10:])
+    assert (rep.ids[:, 0] == gpt2_tokenizer.bos_token_id).all() and torch.equal(
+        body[:, :10], body[:, 10:]
+    )
 
 
 def test_lengthen_joins_short_texts_within_a_domain(gpt2_tokenizer):
-    ex = [Example("one two three", "a"), Example("a long enough text of many many many words here", "b"),
-          Example("four five six", "a"), Example("seven eight nine ten", "a")]
+    ex = [
+        Example("one two three", "a"),
+        Example("a long enough text of many many many words here", "b"),
+        Example("four five six", "a"),
+        Example("seven eight nine ten", "a"),
+    ]
     out = lengthen(ex, gpt2_tokenizer, 8)
     assert [e.domain for e in out] == ["b", "a"]
-    assert out[1].text == "one two three\n\nfour five six\n\nseven eight nine ten" and out[1].meta["joined"] == 3
+    assert (
+        out[1].text == "one two three\n\nfour five six\n\nseven eight nine ten"
+        and out[1].meta["joined"] == 3
+    )
     assert resample(ex, 0) == ex and sorted(resample(ex, 5), key=id) == sorted(ex, key=id)
 
 
@@ -109,13 +167,16 @@ def test_training_step_from_the_spec():
     assert training_step("gpt2") is None and training_step("packaged:smollm2") is None
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--lengths", "40,x"], "--lengths 40,x is not a comma-separated list"),
-    (["--content", "natural,noise"], "--content natural,noise"),
-    (["--seeds", "0,0"], "repeats a value"),
-    (["--models", "default,default"], "names a model twice"),
-    (["--address", "ray://x:1"], "use it with --backend ray"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--lengths", "40,x"], "--lengths 40,x is not a comma-separated list"),
+        (["--content", "natural,noise"], "--content natural,noise"),
+        (["--seeds", "0,0"], "repeats a value"),
+        (["--models", "default,default"], "names a model twice"),
+        (["--address", "ray://x:1"], "use it with --backend ray"),
+    ],
+)
 def test_bad_sweep_options(argv, fragment, tmp_path, capsys):
     rc = main(["sweep", "--out", str(tmp_path / "o"), "--quiet", *argv])
     err = capsys.readouterr().err.strip()
@@ -124,7 +185,10 @@ def test_bad_sweep_options(argv, fragment, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'sinkscope[ray]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="ray is not installed (pip install 'sinkscope[ray]')",
+)
 def test_ray_backend_matches_local_and_retries_a_killed_task(local_sweep, tmp_path, monkeypatch):
     """A local Ray instance: one task per model; the first task kills its own worker process
     mid-run (SINKSCOPE_SWEEP_DIE_ONCE), Ray retries it, and sweep.csv is byte-identical to the
@@ -140,4 +204,6 @@ def test_ray_backend_matches_local_and_retries_a_killed_task(local_sweep, tmp_pa
         ray.shutdown()
     assert marker.exists()  # the first attempt died
     assert (out / "sweep.csv").read_bytes() == (local_sweep / "sweep.csv").read_bytes()
-    assert (out / "table1_models.csv").read_bytes() == (local_sweep / "table1_models.csv").read_bytes()
+    assert (out / "table1_models.csv").read_bytes() == (
+        local_sweep / "table1_models.csv"
+    ).read_bytes()

@@ -46,17 +46,29 @@ class HeadEntropyResult:
         L, H = self.entropy.shape
         layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
         lo, hi = self.band
-        return {"head_entropy": pd.DataFrame({
-            "layer": layer.ravel(), "head": head.ravel(), "entropy": self.entropy.ravel(),
-            "in_band": ((layer >= lo) & (layer < hi)).ravel()})}
+        return {
+            "head_entropy": pd.DataFrame(
+                {
+                    "layer": layer.ravel(),
+                    "head": head.ravel(),
+                    "entropy": self.entropy.ravel(),
+                    "in_band": ((layer >= lo) & (layer < hi)).ravel(),
+                }
+            )
+        }
 
     def summary(self) -> dict:
         f = self.frames()["head_entropy"]
         band = f[f.in_band]
         low = band.nsmallest(self.top, "entropy")[["layer", "head", "entropy"]]
-        return {"model": self.model, "n_examples": self.n_examples, "layer_band": list(self.band),
-                "band_mean": float(band.entropy.mean()), "max_entropy": self.max_entropy,
-                "lowest": low.to_dict(orient="records")}
+        return {
+            "model": self.model,
+            "n_examples": self.n_examples,
+            "layer_band": list(self.band),
+            "band_mean": float(band.entropy.mean()),
+            "max_entropy": self.max_entropy,
+            "lowest": low.to_dict(orient="records"),
+        }
 
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         from pathlib import Path
@@ -69,8 +81,9 @@ class HeadEntropyResult:
         from sinkscope.io import write_json_atomic
 
         out = Path(out)
-        self.frames()["head_entropy"].to_csv(out / "head_entropy.csv", index=False,
-                                             float_format="%.7g")
+        self.frames()["head_entropy"].to_csv(
+            out / "head_entropy.csv", index=False, float_format="%.7g"
+        )
         write_json_atomic(out / "summary.json", self.summary() | (extra or {}))
         if not figures:
             return {}
@@ -81,15 +94,19 @@ class HeadEntropyResult:
         fig.tight_layout()
         fig.savefig(out / "head_entropy.png", dpi=120)
         plt.close(fig)
-        return {"head_entropy.png": "Mean entropy of each head's attention rows (query window); "
-                                    "dark = low entropy (a sink head piles its rows onto few keys)."}
+        return {
+            "head_entropy.png": "Mean entropy of each head's attention rows (query window); "
+            "dark = low entropy (a sink head piles its rows onto few keys)."
+        }
 
     def format(self) -> str:
         s = self.summary()
         low = ", ".join(f"L{r['layer']}H{r['head']} {r['entropy']:.2f}" for r in s["lowest"])
-        return (f"model {self.model}: mean row entropy in layers {self.band[0]}..{self.band[1] - 1}"
-                f" {s['band_mean']:.3f} nats (uniform attention: {self.max_entropy:.3f}); "
-                f"lowest heads: {low}")
+        return (
+            f"model {self.model}: mean row entropy in layers {self.band[0]}..{self.band[1] - 1}"
+            f" {s['band_mean']:.3f} nats (uniform attention: {self.max_entropy:.3f}); "
+            f"lowest heads: {low}"
+        )
 
 
 def row_entropy(model, inputs, *, batch_size: int = 32, progress: bool = True):
@@ -114,10 +131,14 @@ def row_entropy(model, inputs, *, batch_size: int = 32, progress: bool = True):
     total = torch.zeros(ad.n_layers, ad.n_heads, dtype=torch.float64)
     count = 0
     with torch.inference_mode(), EntropyCapture(ad, tuple(range(T))) as cap:
-        for start in tqdm(range(0, len(inputs), batch_size), desc=f"head-entropy {model.name}",
-                          unit="batch", disable=not progress):
-            ids = inputs.ids[start:start + batch_size].to(model.device)
-            n = lengths[start:start + batch_size]
+        for start in tqdm(
+            range(0, len(inputs), batch_size),
+            desc=f"head-entropy {model.name}",
+            unit="batch",
+            disable=not progress,
+        ):
+            ids = inputs.ids[start : start + batch_size].to(model.device)
+            n = lengths[start : start + batch_size]
             cap.reset()
             ad.trunk()(input_ids=ids, use_cache=False)
             h = torch.stack([cap.probs[layer] for layer in range(ad.n_layers)], 1).cpu().double()
@@ -125,8 +146,11 @@ def row_entropy(model, inputs, *, batch_size: int = 32, progress: bool = True):
             w = window[:, None, None, :].double()
             total += ((h * w).sum(-1) / w.sum(-1)).sum(0)  # mean over each input's window
             count += len(ids)
-    uniform = float(torch.stack([torch.log(torch.arange(int(m) // 2, int(m)) + 1.0).mean()
-                                 for m in lengths]).mean())
+    uniform = float(
+        torch.stack(
+            [torch.log(torch.arange(int(m) // 2, int(m)) + 1.0).mean() for m in lengths]
+        ).mean()
+    )
     return (total / count).numpy(), uniform
 
 
@@ -149,8 +173,9 @@ class HeadEntropyConfig(Stage):
         if self.top < 1:
             raise SinkscopeError(f"--top {self.top} must be at least 1")
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True) -> HeadEntropyResult:
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ) -> HeadEntropyResult:
         from sinkscope.metrics import resolve_band
 
         band = resolve_band(band, model.adapter.n_layers)
@@ -160,17 +185,26 @@ class HeadEntropyConfig(Stage):
     @staticmethod
     def reading(r: HeadEntropyRecord) -> str:
         low = r.lowest[0] if r.lowest else None
-        text = (f"In layers {r.layer_band[0]}..{r.layer_band[1] - 1} a head's attention row "
-                f"carries {r.band_mean:.2f} nats on average, against {r.max_entropy:.2f} for "
-                "uniform attention")
+        text = (
+            f"In layers {r.layer_band[0]}..{r.layer_band[1] - 1} a head's attention row "
+            f"carries {r.band_mean:.2f} nats on average, against {r.max_entropy:.2f} for "
+            "uniform attention"
+        )
         if low:
-            text += (f"; the most concentrated head is layer {low['layer']} head {low['head']} "
-                     f"({low['entropy']:.2f} nats)")
+            text += (
+                f"; the most concentrated head is layer {low['layer']} head {low['head']} "
+                f"({low['entropy']:.2f} nats)"
+            )
         return text + "."
 
     @staticmethod
     def section(r: HeadEntropyRecord) -> str:
-        rows = "".join(f"<tr><td>{d['layer']}</td><td>{d['head']}</td>"
-                       f"<td class=\"n\">{d['entropy']:.3f}</td></tr>" for d in r.lowest)
-        return ('<table class="tbl"><thead><tr><th>layer</th><th>head</th><th>entropy (nats)'
-                f"</th></tr></thead><tbody>{rows}</tbody></table>")
+        rows = "".join(
+            f"<tr><td>{d['layer']}</td><td>{d['head']}</td>"
+            f'<td class="n">{d["entropy"]:.3f}</td></tr>'
+            for d in r.lowest
+        )
+        return (
+            '<table class="tbl"><thead><tr><th>layer</th><th>head</th><th>entropy (nats)'
+            f"</th></tr></thead><tbody>{rows}</tbody></table>"
+        )

@@ -1,5 +1,6 @@
 """Lazy package attributes (PEP 562): ``import sinkscope.cli`` must not import torch, so the
 packages name their exports here and import the submodule on first use."""
+
 from __future__ import annotations
 
 import importlib

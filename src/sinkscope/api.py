@@ -21,10 +21,23 @@ from __future__ import annotations
 import dataclasses
 
 
-def run(stage: str, model, inputs=None, *, tokenizer=None, band=None, batch_size: int = 32,
-        coords=None, sigma: float | None = None, coords_rule: str | None = None,
-        max_tokens: int = 40, per_domain: int | None = None, bos: str = "auto",
-        progress: bool = True, **config):
+def run(
+    stage: str,
+    model,
+    inputs=None,
+    *,
+    tokenizer=None,
+    band=None,
+    batch_size: int = 32,
+    coords=None,
+    sigma: float | None = None,
+    coords_rule: str | None = None,
+    max_tokens: int = 40,
+    per_domain: int | None = None,
+    bos: str = "auto",
+    progress: bool = True,
+    **config,
+):
     """Run the registered ``stage`` on ``model`` and ``inputs``; ``config`` are the stage
     Config's fields (``sinkscope <stage> --help`` lists them as flags), the rest the CLI's
     shared options (``band`` = ``--layers`` as ``(start, stop)``)."""
@@ -37,19 +50,32 @@ def run(stage: str, model, inputs=None, *, tokenizer=None, band=None, batch_size
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - names)
     if unknown:
-        raise SinkscopeError(f"{stage} has no setting {', '.join(unknown)}; it takes "
-                             f"{', '.join(sorted(names)) or 'none'}")
+        raise SinkscopeError(
+            f"{stage} has no setting {', '.join(unknown)}; it takes "
+            f"{', '.join(sorted(names)) or 'none'}"
+        )
     if "max_tokens" in names:
         config.setdefault("max_tokens", max_tokens)
     cfg = cls(**config)
-    opts = RunOptions(model="(in memory)", band=tuple(band) if band else None,
-                      batch_size=batch_size, coords=coords, k_sigma=sigma,
-                      coords_rule=coords_rule, max_tokens=max_tokens, per_domain=per_domain,
-                      bos=bos, seed=getattr(cfg, "seed", 0), progress=progress, out=None)
+    opts = RunOptions(
+        model="(in memory)",
+        band=tuple(band) if band else None,
+        batch_size=batch_size,
+        coords=coords,
+        k_sigma=sigma,
+        coords_rule=coords_rule,
+        max_tokens=max_tokens,
+        per_domain=per_domain,
+        bos=bos,
+        seed=getattr(cfg, "seed", 0),
+        progress=progress,
+        out=None,
+    )
     prepare(cfg, opts)
     if not isinstance(model, SinkModel):
-        model = load_model(model, tokenizer=tokenizer) if tokenizer is not None else (
-            load_model(model))
+        model = (
+            load_model(model, tokenizer=tokenizer) if tokenizer is not None else (load_model(model))
+        )
     if inputs is None or isinstance(inputs, str):
         inputs = _inputs(inputs or "default", model, opts, cfg)
     return compute_stage(cfg, model, inputs, opts)
@@ -62,8 +88,14 @@ def _inputs(spec: str, model, opts, cfg):
 
     if not cfg.needs_forward and model.adapter.missing_tensors():
         return None
-    return load_inputs(spec, model, max_tokens=opts.max_tokens, per_domain=opts.per_domain,
-                       bos=opts.bos, seed=opts.seed)
+    return load_inputs(
+        spec,
+        model,
+        max_tokens=opts.max_tokens,
+        per_domain=opts.per_domain,
+        bos=opts.bos,
+        seed=opts.seed,
+    )
 
 
 def _stage_function(name: str):
@@ -71,8 +103,10 @@ def _stage_function(name: str):
         return run(name, model, inputs, **kw)
 
     fn.__name__ = fn.__qualname__ = name.replace("-", "_")
-    fn.__doc__ = (f"Run the ``{name}`` stage (``sinkscope {name}``) on ``model`` and ``inputs``; "
-                  f"keywords as :func:`sinkscope.api.run`. Returns its Result (``.frames()``).")
+    fn.__doc__ = (
+        f"Run the ``{name}`` stage (``sinkscope {name}``) on ``model`` and ``inputs``; "
+        f"keywords as :func:`sinkscope.api.run`. Returns its Result (``.frames()``)."
+    )
     return fn
 
 

@@ -3,6 +3,7 @@
 Every problem a user can fix (a wrong path, an unsupported model, an empty input file) is raised
 as a :class:`SinkscopeError`; the CLI prints its one-line message and exits with code 2.
 """
+
 from __future__ import annotations
 
 
@@ -20,7 +21,9 @@ def check_number(flag: str, x: float, lo: float, hi: float, *, hi_open: bool = F
     import math
 
     if not math.isfinite(x) or x < lo or x > hi or (hi_open and x == hi):
-        raise SinkscopeError(f"{flag} {x} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}")
+        raise SinkscopeError(
+            f"{flag} {x} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        )
     return x
 
 

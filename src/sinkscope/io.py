@@ -1,4 +1,5 @@
 """Atomic output: a result directory or file appears complete or not at all."""
+
 from __future__ import annotations
 
 import contextlib
@@ -51,7 +52,15 @@ def marker_kind(path: str | os.PathLike) -> str | None:
     first = text.splitlines()[0].strip() if text.strip() else ""
     if first.startswith("sinkscope:") and first[10:] in KINDS:
         return first[10:]
-    return "reproduce" if "reproduce" in text else "train" if "training run" in text else "zoo" if "zoo" in text else "result"
+    return (
+        "reproduce"
+        if "reproduce" in text
+        else "train"
+        if "training run" in text
+        else "zoo"
+        if "zoo" in text
+        else "result"
+    )
 
 
 def owned(path: str | os.PathLike, kind: str, legacy=None) -> bool:
@@ -80,8 +89,12 @@ def check_owned(out: str | os.PathLike, kind: str, legacy=None) -> Path:
     if out.exists() and not owned(out, kind, legacy):
         found = marker_kind(out)
         if found is None:
-            raise SinkscopeError(f"--out {out} exists and is not {KINDS[kind]}; choose a new or empty directory")
-        raise SinkscopeError(f"--out {out} is {KINDS[found]}, not {KINDS[kind]}; choose another --out")
+            raise SinkscopeError(
+                f"--out {out} exists and is not {KINDS[kind]}; choose a new or empty directory"
+            )
+        raise SinkscopeError(
+            f"--out {out} is {KINDS[found]}, not {KINDS[kind]}; choose another --out"
+        )
     return out
 
 
@@ -96,7 +109,9 @@ def claim_dir(out: Path, kind: str) -> None:
 def mark(path: str | os.PathLike, kind: str) -> None:
     """Put the ``.sinkscope`` marker of ``kind`` into a directory sinkscope created."""
     if not (Path(path) / MARKER).exists():
-        write_text_atomic(Path(path) / MARKER, f"sinkscope:{kind}\n{KINDS[kind]}; sinkscope may replace it\n")
+        write_text_atomic(
+            Path(path) / MARKER, f"sinkscope:{kind}\n{KINDS[kind]}; sinkscope may replace it\n"
+        )
 
 
 def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
@@ -108,29 +123,41 @@ def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
     nearest = next(p for p in out.parents if p.exists())
     for d in ([out] if out.is_dir() else []) + [nearest]:
         if not d.is_dir():
-            raise SinkscopeError(f"{flag} {out}: {d} is a file, not a directory; choose another path")
+            raise SinkscopeError(
+                f"{flag} {out}: {d} is a file, not a directory; choose another path"
+            )
         try:
             os.rmdir(tempfile.mkdtemp(prefix=".sinkscope-probe-", dir=d))
         except OSError as e:
-            raise SinkscopeError(f"{flag} {out} cannot be written ({e.strerror}: {d}); choose a writable directory") from None
+            raise SinkscopeError(
+                f"{flag} {out} cannot be written ({e.strerror}: {d}); choose a writable directory"
+            ) from None
 
 
-def check_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True, busy: bool = True) -> Path:
+def check_output_dir(
+    out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True, busy: bool = True
+) -> Path:
     """Fail early (before any work) if ``out`` cannot be (re)placed by a sinkscope ``kind``
     directory: not a file, not someone else's directory, not a directory of another kind, not in
     use by a live run, writable. Returns the resolved path (:func:`out_path`)."""
     out = check_owned(out, kind)
     if out.exists() and not overwrite:
         raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
-    if busy:  # a live reproduce / train / zoo holds its directory; a result cannot go into or onto it
+    if (
+        busy
+    ):  # a live reproduce / train / zoo holds its directory; a result cannot go into or onto it
         for d in [out] if out.is_dir() else []:
             with _flock(d, blocking=False) as free:
                 if not free:
-                    raise SinkscopeError(f"--out {out} is in use by a running sinkscope command; wait for it to finish or choose another --out")
+                    raise SinkscopeError(
+                        f"--out {out} is in use by a running sinkscope command; wait for it to finish or choose another --out"
+                    )
         if out.parent.is_dir():
             with _flock(out.parent, timeout=1.0) as free:
                 if not free:
-                    raise SinkscopeError(f"--out {out}: {out.parent} is in use by a running sinkscope command; choose another --out")
+                    raise SinkscopeError(
+                        f"--out {out}: {out.parent} is in use by a running sinkscope command; choose another --out"
+                    )
     check_writable(out)
     return out
 
@@ -177,7 +204,9 @@ def exclusive_dir(path: str | os.PathLike, what: str) -> Iterator[None]:
     a directory: reproduce, train, zoo). The lock goes with the process, even on SIGKILL."""
     with _flock(Path(path), blocking=False) as free:
         if not free:
-            raise SinkscopeError(f"{path} is in use by another {what} run; wait for it to finish or choose another --out")
+            raise SinkscopeError(
+                f"{path} is in use by another {what} run; wait for it to finish or choose another --out"
+            )
         yield
 
 
@@ -234,7 +263,9 @@ def _signals_deferred() -> Iterator[None]:
     import signal
 
     got: list[int] = []
-    with signal_handlers(lambda signum, frame: got.append(signum), signal.SIGINT, signal.SIGTERM) as before:
+    with signal_handlers(
+        lambda signum, frame: got.append(signum), signal.SIGINT, signal.SIGTERM
+    ) as before:
         yield
     for sig in dict.fromkeys(got):
         h = before[sig]
@@ -245,7 +276,9 @@ def _signals_deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True) -> Iterator[Path]:
+def atomic_output_dir(
+    out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True
+) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only when the block succeeds.
 
     An existing ``out`` is replaced only if it is an earlier sinkscope output (it holds the
@@ -266,7 +299,9 @@ def atomic_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite
     try:
         tmp_lock = contextlib.ExitStack()
         with tmp_lock:
-            tmp_lock.enter_context(_flock(tmp))  # marks the temp dir as live for clean_stale of a concurrent run
+            tmp_lock.enter_context(
+                _flock(tmp)
+            )  # marks the temp dir as live for clean_stale of a concurrent run
             (tmp / TMP_MARKER).write_text("a sinkscope run is writing here\n")
             yield tmp
             (tmp / TMP_MARKER).unlink()
@@ -274,10 +309,17 @@ def atomic_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite
             publish_mode(tmp, directory=True)
             # two runs finishing on one --out at once: their swaps take turns (last one wins,
             # each result whole); a parent lock, as only directories the user named are involved
-            with _flock(out.parent, timeout=60) as free, _signals_deferred():  # the two renames together or not at all
+            with (
+                _flock(out.parent, timeout=60) as free,
+                _signals_deferred(),
+            ):  # the two renames together or not at all
                 if not free:
-                    raise SinkscopeError(f"--out {out}: its directory stayed locked by another sinkscope run for 60 s; retry when it is done")
-                check_output_dir(out, kind=kind, overwrite=overwrite, busy=False)  # still ours to replace
+                    raise SinkscopeError(
+                        f"--out {out}: its directory stayed locked by another sinkscope run for 60 s; retry when it is done"
+                    )
+                check_output_dir(
+                    out, kind=kind, overwrite=overwrite, busy=False
+                )  # still ours to replace
                 if out.exists():
                     old = Path(tempfile.mkdtemp(prefix=_prefix(out.name, "old"), dir=out.parent))
                     os.replace(out, old)  # onto the empty directory just made
@@ -287,7 +329,9 @@ def atomic_output_dir(out: str | os.PathLike, *, kind: str = "result", overwrite
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        if old is not None and old.exists() and not out.exists():  # stopped between the renames: put it back
+        if (
+            old is not None and old.exists() and not out.exists()
+        ):  # stopped between the renames: put it back
             with contextlib.suppress(OSError):
                 (old / TMP_MARKER).unlink(missing_ok=True)
                 os.replace(old, out)
@@ -330,7 +374,9 @@ def finite_json(obj: Any) -> Any:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write strict JSON (NaN / inf as null) through a temporary file and ``os.replace``."""
-    write_text_atomic(path, json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    write_text_atomic(
+        path, json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    )
 
 
 @contextlib.contextmanager

@@ -165,8 +165,9 @@ class Stage:
         if getattr(opts, "coords_rule", None) is None:
             opts.coords_rule = "paper"
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True):
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ):
         raise NotImplementedError(f"stage {self.name} has no compute()")
 
     @staticmethod
@@ -224,8 +225,10 @@ def register_stage(cls: type | None = None, *, replace: bool = False):
             if old.__qualname__ == c.__qualname__ and old.__module__ == c.__module__:
                 pass  # the same module imported twice (e.g. reloaded): take the new class
             else:
-                raise SinkscopeError(f"stage '{c.name}' is registered twice ({old.__module__} "
-                                     f"and {c.__module__}); rename one")
+                raise SinkscopeError(
+                    f"stage '{c.name}' is registered twice ({old.__module__} "
+                    f"and {c.__module__}); rename one"
+                )
         _STAGES[c.name] = c
         return c
 
@@ -238,8 +241,11 @@ def unregister_stage(name: str) -> None:
 
 def _builtin_modules() -> list[str]:
     pkg = importlib.import_module(BUILTIN_PACKAGE)
-    return [f"{BUILTIN_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
-            if not m.name.startswith("_")]
+    return [
+        f"{BUILTIN_PACKAGE}.{m.name}"
+        for m in pkgutil.iter_modules(pkg.__path__)
+        if not m.name.startswith("_")
+    ]
 
 
 def _entry_points():
@@ -283,8 +289,9 @@ def stages() -> dict[str, type]:
     def first_step(c) -> int:
         return min((s.order for s in c.reproduce_steps()), default=1000)
 
-    return dict(sorted(_STAGES.items(), key=lambda kv: (kv[1].source != "sinkscope",
-                                                        first_step(kv[1]))))
+    return dict(
+        sorted(_STAGES.items(), key=lambda kv: (kv[1].source != "sinkscope", first_step(kv[1])))
+    )
 
 
 def get_stage(name: str) -> type:
@@ -302,5 +309,3 @@ def steps() -> list[tuple[Step, type]]:
     if dup:
         raise SinkscopeError(f"reproduce step(s) {', '.join(sorted(dup))} are declared twice")
     return sorted(out, key=lambda sc: sc[0].order)
-
-

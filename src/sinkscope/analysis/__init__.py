@@ -1,7 +1,20 @@
 """Structural analyses of the sink circuit: score decomposition, EPE, query-bias / key alignment."""
+
 from .alignment import bq_key_alignment, gamma, gamma_split
-from .decomposition import ScoreTerms, delta_percentiles, recenter, score_terms, separation, source_agnostic_shift
-from .epe import effective_positional_embedding, epe_validation, epe_validation_full_block, massive_coords
+from .decomposition import (
+    ScoreTerms,
+    delta_percentiles,
+    recenter,
+    score_terms,
+    separation,
+    source_agnostic_shift,
+)
+from .epe import (
+    effective_positional_embedding,
+    epe_validation,
+    epe_validation_full_block,
+    massive_coords,
+)
 from .massive import ResidualProfile, residual_profile
 
 __all__ = [

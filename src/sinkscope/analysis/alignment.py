@@ -8,6 +8,7 @@ source-agnostic shift Δ. Needs only attention weights, so it runs on partial ch
 >>> tuple(gamma(adapter_for(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2)))).shape)
 (2, 2, 16)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,9 +49,17 @@ def gamma_split(g: torch.Tensor, coords, band: tuple[int, int]) -> tuple[dict, p
     }
     other = summary["other"]["mean"]
     summary["ratio_of_means"] = summary["massive"]["mean"] / other if other else float("nan")
-    layer, head, coord = np.meshgrid(np.arange(band[0], band[1]), np.arange(H), np.arange(D), indexing="ij")
+    layer, head, coord = np.meshgrid(
+        np.arange(band[0], band[1]), np.arange(H), np.arange(D), indexing="ij"
+    )
     table = pd.DataFrame(
-        {"layer": layer.ravel(), "head": head.ravel(), "coord": coord.ravel(), "gamma": sub.flatten().numpy(), "massive": mask[coord.ravel()].numpy()}
+        {
+            "layer": layer.ravel(),
+            "head": head.ravel(),
+            "coord": coord.ravel(),
+            "gamma": sub.flatten().numpy(),
+            "massive": mask[coord.ravel()].numpy(),
+        }
     )
     table["abs_gamma"] = table["gamma"].abs()
     return summary, table

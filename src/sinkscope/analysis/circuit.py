@@ -52,7 +52,9 @@ class Analyses:
     k_sigma: float = 3.0
 
 
-FULL_BLOCK_ATTENTION = "causal (the model's own mask); the paper's code calls block 0's attention without a mask"
+FULL_BLOCK_ATTENTION = (
+    "causal (the model's own mask); the paper's code calls block 0's attention without a mask"
+)
 
 
 def _validation_summary(c: np.ndarray) -> dict:
@@ -61,8 +63,12 @@ def _validation_summary(c: np.ndarray) -> dict:
     median over all positions (index 0 included: the paper's "global median") and over
     positions >= 1."""
     med = np.nanmedian(c, axis=0)
-    return {"validation_median_index0": float(med[0]), "validation_min_median_other": float(med[1:].min()),
-            "validation_global_median": float(np.nanmedian(c)), "validation_global_median_other": float(np.nanmedian(c[:, 1:]))}
+    return {
+        "validation_median_index0": float(med[0]),
+        "validation_min_median_other": float(med[1:].min()),
+        "validation_global_median": float(np.nanmedian(c)),
+        "validation_global_median_other": float(np.nanmedian(c[:, 1:])),
+    }
 
 
 def _skip(summary: dict, stage: str, err: Exception) -> None:
@@ -80,22 +86,38 @@ def _weight_analyses(res: Analyses, ad, epe, coords, band, k_sigma: float, g_qba
     has_bq = ad.info().has_query_bias
     try:
         if not has_bq and g_qbar is None:
-            raise SinkscopeError(f"{NO_BQ}; give inputs (not --weights-only) and explain computes γ with the effective query bias q̄ instead")
+            raise SinkscopeError(
+                f"{NO_BQ}; give inputs (not --weights-only) and explain computes γ with the effective query bias q̄ instead"
+            )
         g = gamma(ad) if has_bq else g_qbar
-        s["gamma_query"] = "b_Q" if has_bq else "the effective query bias q̄ (the model has no b_Q; analysis.shared_query)"
+        s["gamma_query"] = (
+            "b_Q"
+            if has_bq
+            else "the effective query bias q̄ (the model has no b_Q; analysis.shared_query)"
+        )
         res.dataframes["gamma_layer_head"] = pd.DataFrame(
-            [{"layer": l, "head": h, "l2": float(g[l, h].norm())} for l in range(L) for h in range(ad.n_heads)]
+            [
+                {"layer": l, "head": h, "l2": float(g[l, h].norm())}
+                for l in range(L)
+                for h in range(ad.n_heads)
+            ]
         )
         if coords is None:
             raise SinkscopeError(f"γ split needs the massive coordinates; {s.get('coords_source')}")
         if not coords:
-            raise SinkscopeError(f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords, a lower --sigma "
-                                 "or --coords-rule paper (the paper's top-2 fallback)")
+            raise SinkscopeError(
+                f"no coordinate of EPE_0 exceeds mean + {k_sigma:g} std: no massive activations; pass --coords, a lower --sigma "
+                "or --coords-rule paper (the paper's top-2 fallback)"
+            )
         s["gamma"], res.dataframes["gamma"] = gamma_split(g, coords, band)
     except SinkscopeError as e:
         _skip(s, "gamma", e)
     if epe is None or not has_bq:
-        _skip(s, "alignment", SinkscopeError(NO_BQ if not has_bq else "needs the EPE (see the epe stage)"))
+        _skip(
+            s,
+            "alignment",
+            SinkscopeError(NO_BQ if not has_bq else "needs the EPE (see the epe stage)"),
+        )
         return
     cos = bq_key_alignment(ad, epe, band)  # [layer, head, pos]
     res.arrays["alignment"] = cos.double().numpy()
@@ -103,11 +125,25 @@ def _weight_analyses(res: Analyses, ad, epe, coords, band, k_sigma: float, g_qba
         "index0_mean_cos": float(cos[..., 0].mean()),
         "other_mean_cos": float(cos[..., 1:].mean()),
         "index0_share_positive": float((cos[..., 0] > 0).double().mean()),
-        "index0_p10_p90": [float(x) for x in torch.quantile(cos[..., 0].flatten().double(), torch.tensor([0.1, 0.9], dtype=torch.float64))],
+        "index0_p10_p90": [
+            float(x)
+            for x in torch.quantile(
+                cos[..., 0].flatten().double(), torch.tensor([0.1, 0.9], dtype=torch.float64)
+            )
+        ],
         "other_median_cos": float(cos[..., 1:].double().median()),
     }
-    lay, head, pos = np.meshgrid(np.arange(band[0], band[1]), np.arange(ad.n_heads), np.arange(cos.shape[-1]), indexing="ij")
-    res.dataframes["alignment"] = pd.DataFrame({"layer": lay.ravel(), "head": head.ravel(), "position": pos.ravel(), "cos": cos.flatten().double().numpy()})
+    lay, head, pos = np.meshgrid(
+        np.arange(band[0], band[1]), np.arange(ad.n_heads), np.arange(cos.shape[-1]), indexing="ij"
+    )
+    res.dataframes["alignment"] = pd.DataFrame(
+        {
+            "layer": lay.ravel(),
+            "head": head.ravel(),
+            "position": pos.ravel(),
+            "cos": cos.flatten().double().numpy(),
+        }
+    )
 
 
 def run_analyses(
@@ -146,23 +182,42 @@ def run_analyses(
     band = resolve_band(band, L)
     t0 = time.perf_counter()
     if facts is None:
-        facts = resolve_facts(model, inputs, coords=coords, k_sigma=k_sigma, coords_rule=coords_rule, band=band, batch_size=batch_size,
-                              progress=progress)
+        facts = resolve_facts(
+            model,
+            inputs,
+            coords=coords,
+            k_sigma=k_sigma,
+            coords_rule=coords_rule,
+            band=band,
+            batch_size=batch_size,
+            progress=progress,
+        )
     k_sigma = facts.k_sigma
-    s: dict = {"model": model.name, "model_info": ad.describe(), "layer_band": list(band), "k_sigma": k_sigma, "skipped": [],
-               "inputs": inputs.record() if inputs is not None else None, "n_examples": len(inputs) if inputs is not None else 0,
-               "facts": facts.record()}
+    s: dict = {
+        "model": model.name,
+        "model_info": ad.describe(),
+        "layer_band": list(band),
+        "k_sigma": k_sigma,
+        "skipped": [],
+        "inputs": inputs.record() if inputs is not None else None,
+        "n_examples": len(inputs) if inputs is not None else 0,
+        "facts": facts.record(),
+    }
     res = Analyses(data=s, inputs=inputs, k_sigma=k_sigma)
     T = int(inputs.ids.shape[1]) if inputs is not None else (seq_len or 40)
 
     epe = _epe_part(res, ad, T, k_sigma, weights)
-    gc = facts.gamma_coords or facts.coords  # γ's rule (the paper's γ code by default); the run's otherwise
+    gc = (
+        facts.gamma_coords or facts.coords
+    )  # γ's rule (the paper's γ code by default); the run's otherwise
     coords = gc.list if gc.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
     s["coords_source"] = gc.rule
 
     if weights:
         g_qbar = None
-        if not ad.info().has_query_bias:  # γ with q̄: the run's (reproduce's facts) or from these inputs
+        if (
+            not ad.info().has_query_bias
+        ):  # γ with q̄: the run's (reproduce's facts) or from these inputs
             from .shared_query import shared_gamma, shared_query
 
             q_bar = facts.q_bar
@@ -190,8 +245,6 @@ def run_analyses(
     return res
 
 
-
-
 def _epe_part(res: Analyses, ad, T: int, k_sigma: float, weights: bool):
     """EPE and its massive coordinates (needs W_pos and the layer-0 MLP); None when it cannot."""
     s = res.data
@@ -199,26 +252,41 @@ def _epe_part(res: Analyses, ad, T: int, k_sigma: float, weights: bool):
     try:
         epe = effective_positional_embedding(ad, T)
         mc, mv = massive_coords(epe[0], k_sigma)
-        s["epe"] = {"massive_coords": mc, "massive_values": mv, "massive_rule": epe_rule(k_sigma) + " (the paper's Fig 7)", "norm_index0": float(epe[0].norm()), "median_norm_other": float(epe[1:].norm(dim=-1).median())}
+        s["epe"] = {
+            "massive_coords": mc,
+            "massive_values": mv,
+            "massive_rule": epe_rule(k_sigma) + " (the paper's Fig 7)",
+            "norm_index0": float(epe[0].norm()),
+            "median_norm_other": float(epe[1:].norm(dim=-1).median()),
+        }
         if weights:
             res.arrays["epe0"] = epe[0].double().numpy()
-            res.dataframes["epe_index0"] = pd.DataFrame({"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()})
+            res.dataframes["epe_index0"] = pd.DataFrame(
+                {"coord": np.arange(epe.shape[1]), "value": epe[0].double().numpy()}
+            )
     except SinkscopeError as e:
         if weights:
             _skip(s, "epe", e)
     return epe
 
 
-def _forward_part(res: Analyses, model, inputs, facts, band, epe, batch_size: int,
-                  progress: bool) -> None:
+def _forward_part(
+    res: Analyses, model, inputs, facts, band, epe, batch_size: int, progress: bool
+) -> None:
     """Residual profile, Δ (Figs 1, 6), the decomposition check and EPE validation (Fig 3)."""
     s = res.data
     # where index 0 becomes special: every architecture (the run's facts computed the profile)
-    prof = facts.profile if facts.profile is not None else residual_profile(model, inputs, batch_size=batch_size, progress=progress)
+    prof = (
+        facts.profile
+        if facts.profile is not None
+        else residual_profile(model, inputs, batch_size=batch_size, progress=progress)
+    )
     res.dataframes["residual_profile"] = prof.table()
     created = facts.creating_block if facts.profile is not None else prof.creating_block()
     ratio = prof.norm0 / prof.norm_other
-    mcoords, mvalues = residual_massive_coords(prof, band, created)  # as resolve_facts: entering the band when no block creates them
+    mcoords, mvalues = residual_massive_coords(
+        prof, band, created
+    )  # as resolve_facts: entering the band when no block creates them
     s["residual"] = {
         "creating_block": created,
         "massive_coords": mcoords,
@@ -228,8 +296,14 @@ def _forward_part(res: Analyses, model, inputs, facts, band, epe, batch_size: in
     }
     try:
         terms = score_terms(model, inputs.ids[: min(8, len(inputs))])
-        s["decomposition_check"] = {"max_abs_error": float((terms.total() - terms.scores).abs().max()), "max_abs_score": float(terms.scores.abs().max()), "n_scores": int(terms.scores.numel())}
-        delta_rc = recenter(source_agnostic_shift(model, inputs, batch_size=batch_size, progress=progress))
+        s["decomposition_check"] = {
+            "max_abs_error": float((terms.total() - terms.scores).abs().max()),
+            "max_abs_score": float(terms.scores.abs().max()),
+            "n_scores": int(terms.scores.numel()),
+        }
+        delta_rc = recenter(
+            source_agnostic_shift(model, inputs, batch_size=batch_size, progress=progress)
+        )
         res.arrays["delta_rc"] = delta_rc.double().numpy()
         pct = delta_percentiles(delta_rc)
         sep = separation(pct)
@@ -240,7 +314,9 @@ def _forward_part(res: Analyses, model, inputs, facts, band, epe, batch_size: in
             "std_estimator": DELTA_STD,  # delta_percentiles.csv's std column
             "index0_mean": float(in_band.index0_mean.mean()),
             "other_mean": float(in_band.other_mean.mean()),
-            "layers_index0_p10_above_all_other_p90": [int(l) for l in sep.layer[sep.index0_p10_above_all_other_p90]],
+            "layers_index0_p10_above_all_other_p90": [
+                int(l) for l in sep.layer[sep.index0_p10_above_all_other_p90]
+            ],
             "per_layer": in_band.to_dict(orient="records"),
         }
     except SinkscopeError as e:  # rotary / QK-norm models: no literal decomposition
@@ -248,17 +324,32 @@ def _forward_part(res: Analyses, model, inputs, facts, band, epe, batch_size: in
             _skip(s, stage, e)
     if epe is not None:
         ids = inputs.ids
-        cosv = torch.cat([epe_validation(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double().cpu()
+        cosv = (
+            torch.cat([epe_validation(model, ids[i : i + 64]) for i in range(0, len(ids), 64)])
+            .double()
+            .cpu()
+        )
         pos = torch.arange(cosv.shape[1])
         if inputs.ragged:
             cosv = cosv.masked_fill(pos[None, :] >= inputs.lengths[:, None], float("nan"))
         c = cosv.numpy()
         med = np.nanmedian(c, axis=0)
         p10, p90 = np.nanpercentile(c, [10, 90], axis=0)
-        res.dataframes["epe_validation"] = pd.DataFrame({"position": np.arange(c.shape[1]), "median": med, "p10": p10, "p90": p90})
+        res.dataframes["epe_validation"] = pd.DataFrame(
+            {"position": np.arange(c.shape[1]), "median": med, "p10": p10, "p90": p90}
+        )
         s["epe"].update(_validation_summary(c))
         try:
-            full = torch.cat([epe_validation_full_block(model, ids[i : i + 64]) for i in range(0, len(ids), 64)]).double().cpu()
+            full = (
+                torch.cat(
+                    [
+                        epe_validation_full_block(model, ids[i : i + 64])
+                        for i in range(0, len(ids), 64)
+                    ]
+                )
+                .double()
+                .cpu()
+            )
         except SinkscopeError as e:
             _skip(s, "epe_validation_full_block", e)
         else:
@@ -266,8 +357,16 @@ def _forward_part(res: Analyses, model, inputs, facts, band, epe, batch_size: in
                 full = full.masked_fill(pos[None, :] >= inputs.lengths[:, None], float("nan"))
             f = full.numpy()
             fp10, fp90 = np.nanpercentile(f, [10, 90], axis=0)
-            res.dataframes["epe_validation_full_block"] = pd.DataFrame({"position": np.arange(f.shape[1]), "median": np.nanmedian(f, axis=0),
-                                                                    "p10": fp10, "p90": fp90})
-            s["epe"]["validation_full_block"] = _validation_summary(f) | {"attention": FULL_BLOCK_ATTENTION}
+            res.dataframes["epe_validation_full_block"] = pd.DataFrame(
+                {
+                    "position": np.arange(f.shape[1]),
+                    "median": np.nanmedian(f, axis=0),
+                    "p10": fp10,
+                    "p90": fp90,
+                }
+            )
+            s["epe"]["validation_full_block"] = _validation_summary(f) | {
+                "attention": FULL_BLOCK_ATTENTION
+            }
     else:
         _skip(s, "epe_validation", SinkscopeError("needs the EPE (see the epe stage)"))

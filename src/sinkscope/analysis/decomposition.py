@@ -10,6 +10,7 @@ With ``x`` the LN1 output of a layer, the unscaled score of query ``i`` on key `
 Δ_j = b_Q,h · (W_K,h x_j) = Σ_d x_j[d] γ_h[d] with γ_h = W_K,h b_Q,h (see ``alignment.gamma``).
 Defined for un-rotated queries and keys (learned / no positions, no QK-norm).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,13 +48,22 @@ class ScoreTerms:
 
     def total(self) -> torch.Tensor:
         """Sum of the four terms, ``[batch, layer, head, q_pos, k_pos]``."""
-        return self.content + self.query_only[..., :, None] + self.delta[..., None, :] + self.const[None, :, :, None, None]
+        return (
+            self.content
+            + self.query_only[..., :, None]
+            + self.delta[..., None, :]
+            + self.const[None, :, :, None, None]
+        )
 
 
 def _ln1_inputs(model, ids):
     ad = model.adapter
     xs: dict[int, torch.Tensor] = {}
-    with torch.inference_mode(), on_block_inputs(ad, lambda l, r: xs.__setitem__(l, ad.ln1(l, r))), KeyAttentionCapture(ad, (0,), record_qk=True) as cap:
+    with (
+        torch.inference_mode(),
+        on_block_inputs(ad, lambda l, r: xs.__setitem__(l, ad.ln1(l, r))),
+        KeyAttentionCapture(ad, (0,), record_qk=True) as cap,
+    ):
         ad.trunk()(input_ids=ids.to(model.device), use_cache=False)
     return torch.stack([xs[l] for l in range(ad.n_layers)], 1), cap  # [batch, layer, pos, d_model]
 
@@ -77,7 +87,9 @@ def score_terms(model, ids: torch.Tensor) -> ScoreTerms:
     )
 
 
-def source_agnostic_shift(model, inputs, *, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+def source_agnostic_shift(
+    model, inputs, *, batch_size: int = 32, progress: bool = True
+) -> torch.Tensor:
     """Δ for every input: ``[example, layer, head, k_pos]`` (no 1/√d, no b_K), batched.
 
     Positions past an input's length (ragged inputs) are NaN.
@@ -88,7 +100,9 @@ def source_agnostic_shift(model, inputs, *, batch_size: int = 32, progress: bool
     g = gamma(ad)  # [layer, head, d_model]
     trunk = ad.trunk()
     out = []
-    for start in tqdm(range(0, len(inputs), batch_size), desc="Δ per key", unit="batch", disable=not progress):
+    for start in tqdm(
+        range(0, len(inputs), batch_size), desc="Δ per key", unit="batch", disable=not progress
+    ):
         ids = inputs.ids[start : start + batch_size].to(model.device)
         buf: dict[int, torch.Tensor] = {}
         hook = lambda l, r: buf.__setitem__(l, torch.einsum("bpd,hd->bhp", ad.ln1(l, r), g[l]))  # noqa: E731
@@ -98,20 +112,26 @@ def source_agnostic_shift(model, inputs, *, batch_size: int = 32, progress: bool
     delta = torch.cat(out)
     if inputs.ragged:
         pos = torch.arange(delta.shape[-1])
-        delta = delta.masked_fill((pos[None, :] >= inputs.lengths[:, None])[:, None, None, :], float("nan"))
+        delta = delta.masked_fill(
+            (pos[None, :] >= inputs.lengths[:, None])[:, None, None, :], float("nan")
+        )
     return delta
 
 
 def recenter(delta: torch.Tensor) -> torch.Tensor:
     """Shift Δ per (example, layer, head) so that its minimum over positions is 0 (NaN-aware)."""
-    lo = torch.where(torch.isnan(delta), torch.full_like(delta, float("inf")), delta).amin(-1, keepdim=True)
+    lo = torch.where(torch.isnan(delta), torch.full_like(delta, float("inf")), delta).amin(
+        -1, keepdim=True
+    )
     return delta - lo
 
 
 DELTA_STD = "population std (ddof=0), as the paper's np.std"  # the std column of delta_percentiles
 
 
-def delta_percentiles(delta_rc: torch.Tensor, layers: range | None = None, ddof: int = 0) -> pd.DataFrame:
+def delta_percentiles(
+    delta_rc: torch.Tensor, layers: range | None = None, ddof: int = 0
+) -> pd.DataFrame:
     """Per layer and position: p10 / p50 / p90 / mean / std of re-centred Δ over examples × heads
     (``std``: the population std, :data:`DELTA_STD`; ``ddof=1`` gives the sample std)."""
     d = delta_rc.double().numpy()  # [example, layer, head, pos]
@@ -122,7 +142,18 @@ def delta_percentiles(delta_rc: torch.Tensor, layers: range | None = None, ddof:
         p10, p50, p90 = np.nanpercentile(v, [10, 50, 90], axis=0)
         mean, std, n = np.nanmean(v, 0), np.nanstd(v, 0, ddof=ddof), (~np.isnan(v)).sum(0)
         for pos in range(v.shape[1]):
-            rows.append({"layer": layer, "position": pos, "p10": p10[pos], "p50": p50[pos], "p90": p90[pos], "mean": mean[pos], "std": std[pos], "n": int(n[pos])})
+            rows.append(
+                {
+                    "layer": layer,
+                    "position": pos,
+                    "p10": p10[pos],
+                    "p50": p50[pos],
+                    "p90": p90[pos],
+                    "mean": mean[pos],
+                    "std": std[pos],
+                    "n": int(n[pos]),
+                }
+            )
     return pd.DataFrame(rows)
 
 

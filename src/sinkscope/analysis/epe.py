@@ -1,5 +1,6 @@
 """Effective positional embedding EPE_j = p_j + MLP⁰(p_j): the first block's MLP applied to the
 raw positional embedding, no LayerNorm; input-independent (paper Figs 3 and 7)."""
+
 from __future__ import annotations
 
 import torch
@@ -10,7 +11,9 @@ from ..errors import SinkscopeError
 
 def _require_learned(adapter) -> torch.Tensor:
     if adapter.info().positional != "learned":
-        raise SinkscopeError(f"EPE needs learned absolute positions; {adapter.info().family} uses {adapter.info().positional}")
+        raise SinkscopeError(
+            f"EPE needs learned absolute positions; {adapter.info().family} uses {adapter.info().positional}"
+        )
     return adapter.W_pos
 
 
@@ -22,7 +25,9 @@ def effective_positional_embedding(adapter, n_pos: int | None = None) -> torch.T
         return P + adapter.mlp(0, P)
 
 
-def massive_coords(vec: torch.Tensor, k_sigma: float = 3.0, ddof: int = 0) -> tuple[list[int], list[float]]:
+def massive_coords(
+    vec: torch.Tensor, k_sigma: float = 3.0, ddof: int = 0
+) -> tuple[list[int], list[float]]:
     """Coordinates ``d`` with ``|vec[d]| > mean + k·std`` of ``|vec|`` (population std; ``ddof=1``:
     the sample std), and their values.
 
@@ -71,7 +76,11 @@ def block0_output(model, ids: torch.Tensor, *, positions: bool = True) -> torch.
 
     handles = [ad.layers()[0].register_forward_hook(grab)]
     if not positions:
-        handles.append(ad.position_embedding_module().register_forward_hook(lambda mod, args, out: torch.zeros_like(out)))
+        handles.append(
+            ad.position_embedding_module().register_forward_hook(
+                lambda mod, args, out: torch.zeros_like(out)
+            )
+        )
     try:
         with torch.inference_mode():
             ad.trunk()(input_ids=ids.to(model.device), use_cache=False)

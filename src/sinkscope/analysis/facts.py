@@ -18,6 +18,7 @@ The rules on EPE_0 (:data:`RULES`); the paper's code uses a different one per an
 >>> pick_epe_coords(v, "sigma"), pick_epe_coords(v, "top3")[0]
 (([3], 'EPE_0 rule: |EPE_0[d]| > mean + 3 std of |EPE_0| (population std)'), [3, 9, 40])
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,7 +54,9 @@ def resolve_rule(choice: str, use: str) -> str:
     if choice == "paper":
         return PAPER_RULES[use]
     if choice not in RULES:
-        raise SinkscopeError(f"coordinate rule '{choice}' is unknown; use paper or one of {', '.join(RULES)}")
+        raise SinkscopeError(
+            f"coordinate rule '{choice}' is unknown; use paper or one of {', '.join(RULES)}"
+        )
     return choice
 
 
@@ -62,8 +65,10 @@ def epe_rule(k_sigma: float, rule: str = "sigma") -> str:
     if rule == "top3":
         return f"top-{PAPER_TOP_K} |EPE_0| (the paper's (i), intervention_i_zero_top_wk)"
     if rule == "sigma-top2":
-        return (f"EPE_0 rule as the paper's γ code: |EPE_0[d]| > mean + {k_sigma:g} std of |EPE_0| (sample std), "
-                f"else the top-{PAPER_FALLBACK_K} |EPE_0|")
+        return (
+            f"EPE_0 rule as the paper's γ code: |EPE_0[d]| > mean + {k_sigma:g} std of |EPE_0| (sample std), "
+            f"else the top-{PAPER_FALLBACK_K} |EPE_0|"
+        )
     return f"EPE_0 rule: |EPE_0[d]| > mean + {k_sigma:g} std of |EPE_0| (population std)"
 
 
@@ -85,12 +90,21 @@ def pick_epe_coords(epe0, rule: str = "sigma", k_sigma: float = 3.0) -> tuple[li
         raise SinkscopeError(f"coordinate rule '{rule}' is unknown; use one of {', '.join(RULES)}")
     found, _ = massive_coords(epe0, k_sigma, ddof=1 if rule == "sigma-top2" else 0)
     if not found and rule == "sigma-top2":
-        return _top(epe0, PAPER_FALLBACK_K), f"{text}: no coordinate passes, so the top-{PAPER_FALLBACK_K} |EPE_0| (the paper's fallback)"
+        return (
+            _top(epe0, PAPER_FALLBACK_K),
+            f"{text}: no coordinate passes, so the top-{PAPER_FALLBACK_K} |EPE_0| (the paper's fallback)",
+        )
     return found, text
 
 
-def choose_massive_coords(model, coords: Sequence[int] | None = None, *, k_sigma: float = 3.0, rule: str = "sigma",
-                          residual: tuple[Sequence[int], int | None] | None = None) -> MassiveCoords:
+def choose_massive_coords(
+    model,
+    coords: Sequence[int] | None = None,
+    *,
+    k_sigma: float = 3.0,
+    rule: str = "sigma",
+    residual: tuple[Sequence[int], int | None] | None = None,
+) -> MassiveCoords:
     """The one place a run picks its massive coordinates, in this order: the user's
     ``--coords``; the EPE_0 ``rule`` (:data:`RULES`; models with learned positions and an MLP);
     the residual-stream rule (index 0's massive activations, from a residual profile the caller
@@ -110,15 +124,27 @@ def choose_massive_coords(model, coords: Sequence[int] | None = None, *, k_sigma
         except SinkscopeError as e:  # a partial checkpoint without the layer-0 MLP
             why = str(e)
         else:
-            return MassiveCoords(tuple(found), text) if found else MassiveCoords(None, f"{text}: no coordinate passes")
+            return (
+                MassiveCoords(tuple(found), text)
+                if found
+                else MassiveCoords(None, f"{text}: no coordinate passes")
+            )
     if residual is not None and residual[0]:
         block = residual[1]
         after = f" after block {block}" if block is not None else ""
-        return MassiveCoords(tuple(int(c) for c in residual[0]), f"residual-stream rule: index 0's massive activations{after}")
-    return MassiveCoords(None, f"none: {why}; give inputs (the residual-stream rule finds index 0's massive activations) or pass --coords")
+        return MassiveCoords(
+            tuple(int(c) for c in residual[0]),
+            f"residual-stream rule: index 0's massive activations{after}",
+        )
+    return MassiveCoords(
+        None,
+        f"none: {why}; give inputs (the residual-stream rule finds index 0's massive activations) or pass --coords",
+    )
 
 
-def residual_massive_coords(profile, band: tuple[int, int], creating_block: int | None) -> tuple[list[int], list[float]]:
+def residual_massive_coords(
+    profile, band: tuple[int, int], creating_block: int | None
+) -> tuple[list[int], list[float]]:
     """Index 0's massive coordinates where the sink layers read them: after the creating block
     if there is one, else entering the layer band; the Sun et al. rule (ratio 100, |a| > 20),
     relaxed to (20, 5) for small models whose activations never reach 20. At most 8."""
@@ -147,13 +173,19 @@ class CircuitFacts:
     q_bar: object = None  # torch.Tensor [layer, head, d_head] or None (not computed)
     profile: object = None  # the ResidualProfile the creating block came from, or None
     k_sigma: float = 3.0  # the EPE_0 rule's sigma (also the threshold explain's EPE table shows)
-    gamma_coords: MassiveCoords | None = None  # γ's coordinates (the paper's γ code has its own rule); None: ``coords``
+    gamma_coords: MassiveCoords | None = (
+        None  # γ's coordinates (the paper's γ code has its own rule); None: ``coords``
+    )
 
     def record(self) -> dict:
         """The facts as recorded in summaries and the report (no tensors)."""
-        return {"massive_coords": self.coords.record(), "gamma_coords": (self.gamma_coords or self.coords).record(),
-                "creating_block": self.creating_block,
-                "creating_block_rule": self.creating_block_rule, "k_sigma": self.k_sigma}
+        return {
+            "massive_coords": self.coords.record(),
+            "gamma_coords": (self.gamma_coords or self.coords).record(),
+            "creating_block": self.creating_block,
+            "creating_block_rule": self.creating_block_rule,
+            "k_sigma": self.k_sigma,
+        }
 
     def cache(self) -> dict:
         """The interventions' context cache: ``q_bar`` (q̄ edits) and ``creating_block`` (patch0)."""
@@ -166,10 +198,20 @@ class CircuitFacts:
 CREATING_RULE = "the first block after which index 0's residual norm exceeds 5x the others' median"
 
 
-def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_sigma: float = 3.0, coords_rule: str = "paper",
-                  band: tuple[int, int] | None = None, q_bar=False, profile=None,
-                  fallback: MassiveCoords | None = None, batch_size: int = 32,
-                  progress: bool = True) -> CircuitFacts:
+def resolve_facts(
+    model,
+    inputs=None,
+    *,
+    coords: Sequence[int] | None = None,
+    k_sigma: float = 3.0,
+    coords_rule: str = "paper",
+    band: tuple[int, int] | None = None,
+    q_bar=False,
+    profile=None,
+    fallback: MassiveCoords | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> CircuitFacts:
     """Decide the run's :class:`CircuitFacts` (the one place that does).
 
     With ``inputs`` on a model that can run forward, one residual-stream pass (or ``profile``,
@@ -193,8 +235,16 @@ def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_
         block = profile.creating_block()
         block_rule = CREATING_RULE + ("" if block is not None else ": never")
         residual = (residual_massive_coords(profile, band, block)[0], block)
-    mc = choose_massive_coords(model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "interventions"), residual=residual)
-    gc = choose_massive_coords(model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "gamma"), residual=residual)
+    mc = choose_massive_coords(
+        model,
+        coords,
+        k_sigma=k_sigma,
+        rule=resolve_rule(coords_rule, "interventions"),
+        residual=residual,
+    )
+    gc = choose_massive_coords(
+        model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "gamma"), residual=residual
+    )
     if mc.coords is None and fallback is not None:
         mc = fallback
     if gc.coords is None and fallback is not None:
@@ -206,4 +256,6 @@ def resolve_facts(model, inputs=None, *, coords: Sequence[int] | None = None, k_
         from .shared_query import shared_query
 
         qb = shared_query(model, inputs, batch_size=batch_size, progress=progress).q_bar.float()
-    return CircuitFacts(mc, block, block_rule, qb, profile if forward else None, k_sigma, None if gc == mc else gc)
+    return CircuitFacts(
+        mc, block, block_rule, qb, profile if forward else None, k_sigma, None if gc == mc else gc
+    )

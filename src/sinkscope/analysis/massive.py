@@ -7,6 +7,7 @@ median |activation| of that block. The *creating block* is the first one after w
 norm exceeds ``norm_ratio`` times the others' (GPT-2: the first MLP acting on p_0).
 Works for every architecture (it needs no b_Q and no absolute positions).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,10 +23,14 @@ class ResidualProfile:
     norm0: np.ndarray  # [block+1] mean over examples of ||a_0|| (entry 0: embeddings)
     norm_other: np.ndarray  # [block+1] mean over examples of the median ||a_j||, j >= 1
     abs0: np.ndarray  # [block+1, d_model] mean over examples of |a_0[d]|
-    median_abs: np.ndarray  # [block+1] mean over examples of the median |a| over all positions and coordinates
+    median_abs: (
+        np.ndarray
+    )  # [block+1] mean over examples of the median |a| over all positions and coordinates
     signed0: np.ndarray  # [block+1, d_model] mean over examples of a_0[d]
 
-    def massive(self, block: int, ratio: float = 100.0, min_abs: float = 20.0) -> tuple[list[int], list[float]]:
+    def massive(
+        self, block: int, ratio: float = 100.0, min_abs: float = 20.0
+    ) -> tuple[list[int], list[float]]:
         """Massive coordinates of index 0 after ``block`` (-1 = embeddings), and their mean values."""
         i = block + 1
         idx = np.nonzero((self.abs0[i] > min_abs) & (self.abs0[i] > ratio * self.median_abs[i]))[0]
@@ -56,19 +61,38 @@ class ResidualProfile:
         return pd.DataFrame(rows)
 
 
-def residual_profile(model, inputs, *, batch_size: int = 32, progress: bool = True) -> ResidualProfile:
+def residual_profile(
+    model, inputs, *, batch_size: int = 32, progress: bool = True
+) -> ResidualProfile:
     """Block outputs (via forward hooks) reduced per batch to index-0 statistics; no residuals kept."""
     ad = model.adapter
     ad.require_forward()
     sums = None
     n = 0
-    for start in tqdm(range(0, len(inputs), batch_size), desc="residual stream", unit="batch", disable=not progress):
+    for start in tqdm(
+        range(0, len(inputs), batch_size),
+        desc="residual stream",
+        unit="batch",
+        disable=not progress,
+    ):
         ids = inputs.ids[start : start + batch_size].to(model.device)
         lengths = inputs.lengths[start : start + batch_size].to(model.device)
         acts: list[torch.Tensor] = []
-        handles = [blk.register_forward_hook(lambda m, i, o: acts.append((o[0] if isinstance(o, tuple) else o).detach().float())) for blk in ad.layers()]
+        handles = [
+            blk.register_forward_hook(
+                lambda m, i, o: acts.append((o[0] if isinstance(o, tuple) else o).detach().float())
+            )
+            for blk in ad.layers()
+        ]
         first: list[torch.Tensor] = []
-        handles.append(ad.layers()[0].register_forward_pre_hook(lambda m, args, kwargs: first.append((args[0] if args else kwargs["hidden_states"]).detach().float()), with_kwargs=True))
+        handles.append(
+            ad.layers()[0].register_forward_pre_hook(
+                lambda m, args, kwargs: first.append(
+                    (args[0] if args else kwargs["hidden_states"]).detach().float()
+                ),
+                with_kwargs=True,
+            )
+        )
         try:
             with torch.inference_mode():
                 ad.trunk()(input_ids=ids, use_cache=False)
@@ -79,9 +103,16 @@ def residual_profile(model, inputs, *, batch_size: int = 32, progress: bool = Tr
         T = a.shape[2]
         valid = torch.arange(T, device=a.device)[None, :] < lengths[:, None]  # [batch, pos]
         norms = a.norm(dim=-1)  # [block+1, batch, pos]
-        other = norms[:, :, 1:].masked_fill(~valid[None, :, 1:], float("nan")).nanmedian(dim=-1).values  # [block+1, batch]
+        other = (
+            norms[:, :, 1:].masked_fill(~valid[None, :, 1:], float("nan")).nanmedian(dim=-1).values
+        )  # [block+1, batch]
         absa = a.abs()
-        med = absa.masked_fill(~valid[None, :, :, None], float("nan")).flatten(2).nanmedian(dim=-1).values  # [block+1, batch]
+        med = (
+            absa.masked_fill(~valid[None, :, :, None], float("nan"))
+            .flatten(2)
+            .nanmedian(dim=-1)
+            .values
+        )  # [block+1, batch]
         batch = {
             "norm0": norms[:, :, 0].sum(1),
             "norm_other": other.sum(1),

@@ -30,6 +30,7 @@ O(T) per head, never T×T.
 >>> r.routes, tuple(r.share("shared").shape), r.full_vs_model < 1e-5  # [layer, head]
 (('full', 'shared', 'content', 'bq'), (3, 4), True)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -86,7 +87,9 @@ class Pathways:
         route's attention to index 0 and its share of the full query's."""
         lo, hi = band
         out = {f"attn_{r}": float(self.mean(r, examples)[lo:hi].mean()) for r in self.routes}
-        out |= {f"share_{r}": out[f"attn_{r}"] / out["attn_full"] for r in self.routes if r != "full"}
+        out |= {
+            f"share_{r}": out[f"attn_{r}"] / out["attn_full"] for r in self.routes if r != "full"
+        }
         return out | {"full_vs_model_max_abs": self.full_vs_model}
 
     def frame(self, domains: dict[str, np.ndarray] | None = None):
@@ -99,10 +102,18 @@ class Pathways:
             idx = torch.as_tensor(np.nonzero(sel)[0])
             L, H = self.model_attn.shape[1:]
             layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
-            cols = {"domain": dom, "layer": layer.ravel(), "head": head.ravel(),
-                    "attn_model": self.model_attn[idx].mean(0).flatten().double().numpy()}
+            cols = {
+                "domain": dom,
+                "layer": layer.ravel(),
+                "head": head.ravel(),
+                "attn_model": self.model_attn[idx].mean(0).flatten().double().numpy(),
+            }
             cols |= {f"attn_{r}": self.mean(r, idx).flatten().double().numpy() for r in self.routes}
-            cols |= {f"share_{r}": self.share(r, idx).flatten().double().numpy() for r in self.routes if r != "full"}
+            cols |= {
+                f"share_{r}": self.share(r, idx).flatten().double().numpy()
+                for r in self.routes
+                if r != "full"
+            }
             frames.append(pd.DataFrame(cols))
         return pd.concat(frames, ignore_index=True)
 
@@ -116,8 +127,15 @@ def _route_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return probs[..., 0].reshape(B, L, H, T)
 
 
-def pathways(model, inputs, *, q_bar: torch.Tensor | None = None, batch_size: int = 32, progress: bool = True,
-             tolerance: float | None = None) -> Pathways:
+def pathways(
+    model,
+    inputs,
+    *,
+    q_bar: torch.Tensor | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    tolerance: float | None = None,
+) -> Pathways:
     """Attention to index 0 under each route of :data:`ROUTES` for every example, layer and head.
 
     ``q_bar``: the run's effective query bias (:class:`~sinkscope.analysis.facts.CircuitFacts`
@@ -138,12 +156,16 @@ def pathways(model, inputs, *, q_bar: torch.Tensor | None = None, batch_size: in
     scale = kernel_scale(ad).float()[None, :, None, None, None]  # [1, layer, 1, 1, 1]
     routes = {r: [] for r in ROUTES if r != "bq" or b_Q is not None}
     own = []
-    batches = query_key_attention_batches(model, inputs, batch_size=batch_size, progress=progress, desc="pathways")
+    batches = query_key_attention_batches(
+        model, inputs, batch_size=batch_size, progress=progress, desc="pathways"
+    )
     for start, qk, ropes, attn0 in batches:
         B, _, T, _ = qk[0][0].shape
         dev = qk[0][0].device
         lengths = inputs.lengths[start : start + B] if inputs.ragged else None
-        k = torch.stack([qk[l][1] for l in range(L)], 1)  # [batch, layer, head, T, d_head] (rotated keys)
+        k = torch.stack(
+            [qk[l][1] for l in range(L)], 1
+        )  # [batch, layer, head, T, d_head] (rotated keys)
         terms = {"full": torch.stack([qk[l][0] for l in range(L)], 1)}  # pre-rotary queries
         qb = q_bar.to(dev, torch.float32)[None, :, :, None, :]  # [1, layer, head, 1, d_head]
         terms["shared"] = qb.expand_as(terms["full"])
@@ -151,19 +173,32 @@ def pathways(model, inputs, *, q_bar: torch.Tensor | None = None, batch_size: in
         if b_Q is not None:
             terms["bq"] = b_Q.to(dev, torch.float32)[None, :, :, None, :].expand_as(terms["full"])
 
-        def rotated(x):  # R_i x_i per layer (layers can rotate differently: Gemma-3's sliding layers)
-            return torch.stack([rotate(x[:, l], None if ropes[l] is None else ropes[l].to(x.dtype))
-                                for l in range(L)], 1)
+        def rotated(
+            x,
+        ):  # R_i x_i per layer (layers can rotate differently: Gemma-3's sliding layers)
+            return torch.stack(
+                [
+                    rotate(x[:, l], None if ropes[l] is None else ropes[l].to(x.dtype))
+                    for l in range(L)
+                ],
+                1,
+            )
 
         for r in routes:
             a = _route_attention(rotated(terms[r]) * scale.to(dev), k)  # [batch, layer, head, T]
             routes[r].append(key_attention(a[..., None], 0, lengths=lengths).cpu())
         own.append(key_attention(attn0.float()[..., None], 0, lengths=lengths).cpu())
-    res = Pathways({r: torch.cat(v) for r, v in routes.items()}, torch.cat(own), q_bar.double().cpu(), b_Q)
+    res = Pathways(
+        {r: torch.cat(v) for r, v in routes.items()}, torch.cat(own), q_bar.double().cpu(), b_Q
+    )
     if tolerance is None:
-        tolerance = 1e-4 if next(ad.model.parameters()).dtype in (torch.float32, torch.float64) else 1e-2
+        tolerance = (
+            1e-4 if next(ad.model.parameters()).dtype in (torch.float32, torch.float64) else 1e-2
+        )
     if not res.full_vs_model <= tolerance:
-        raise SinkscopeError(f"the pathways recompute plain causal softmax attention, and on {model.name} that differs from the "
-                             f"model's own by up to {res.full_vs_model:.2g} (a sliding window shorter than the inputs, soft-capping "
-                             "or a sink logit); use inputs shorter than its attention window, or a model without these")
+        raise SinkscopeError(
+            f"the pathways recompute plain causal softmax attention, and on {model.name} that differs from the "
+            f"model's own by up to {res.full_vs_model:.2g} (a sliding window shorter than the inputs, soft-capping "
+            "or a sink logit); use inputs shorter than its attention window, or a model without these"
+        )
     return res

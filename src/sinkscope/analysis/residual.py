@@ -1,4 +1,5 @@
 """Read the residual stream entering each block during an ordinary forward pass."""
+
 from __future__ import annotations
 
 import contextlib

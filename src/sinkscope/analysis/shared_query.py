@@ -22,6 +22,7 @@ i.e. the literal b_Q term plus a data term (tested); the literal b_Q share is re
 >>> tuple(r.q_bar.shape), tuple(r.share().shape)  # [layer, head, d_head], [layer, head]
 ((2, 4, 8), (2, 4))
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,10 +60,14 @@ class SharedQuery:
     """Per-example sums from one pass; every ratio is formed from them."""
 
     q_bar: torch.Tensor  # [layer, head, d_head] effective query bias (pre-rotary, kernel's frame)
-    adv: torch.Tensor  # [example, layer, head] Σ_i q_i·c_i (unscaled logits, summed over the window)
+    adv: (
+        torch.Tensor
+    )  # [example, layer, head] Σ_i q_i·c_i (unscaled logits, summed over the window)
     contrast: torch.Tensor  # [example, layer, head, d_head] Σ_i R_iᵀ c_i
     n_queries: torch.Tensor  # [example] window size
-    b_Q: torch.Tensor | None  # [layer, head, d_head] literal query bias in the same frame (None: none)
+    b_Q: (
+        torch.Tensor | None
+    )  # [layer, head, d_head] literal query bias in the same frame (None: none)
     scale: torch.Tensor  # [layer] softmax scale applied to the kernel's q·k
 
     def _sel(self, examples):
@@ -92,10 +97,19 @@ class SharedQuery:
         lo, hi = band
         adv = self.adv[s][:, lo:hi].sum()
         out = {
-            "shared_query_share": float(torch.einsum("lhe,nlhe->", self.q_bar[lo:hi], self.contrast[s][:, lo:hi]) / adv),
-            "mean_advantage": float((self.adv[s][:, lo:hi].sum(0) * self.scale[lo:hi, None]).mean() / self.n_queries[s].sum()),
+            "shared_query_share": float(
+                torch.einsum("lhe,nlhe->", self.q_bar[lo:hi], self.contrast[s][:, lo:hi]) / adv
+            ),
+            "mean_advantage": float(
+                (self.adv[s][:, lo:hi].sum(0) * self.scale[lo:hi, None]).mean()
+                / self.n_queries[s].sum()
+            ),
         }
-        out["bq_share"] = float(torch.einsum("lhe,nlhe->", self.b_Q[lo:hi], self.contrast[s][:, lo:hi]) / adv) if self.b_Q is not None else float("nan")
+        out["bq_share"] = (
+            float(torch.einsum("lhe,nlhe->", self.b_Q[lo:hi], self.contrast[s][:, lo:hi]) / adv)
+            if self.b_Q is not None
+            else float("nan")
+        )
         return out
 
     def frame(self, domains: dict[str, np.ndarray] | None = None):
@@ -111,25 +125,42 @@ class SharedQuery:
             L, H = sh.shape
             for l in range(L):
                 for h in range(H):
-                    rows.append({"domain": dom, "layer": l, "head": h, "index0_advantage": float(adv[l, h]), "shared_query_share": float(sh[l, h]), "bq_share": float(bq[l, h]) if bq is not None else float("nan")})
+                    rows.append(
+                        {
+                            "domain": dom,
+                            "layer": l,
+                            "head": h,
+                            "index0_advantage": float(adv[l, h]),
+                            "shared_query_share": float(sh[l, h]),
+                            "bq_share": float(bq[l, h]) if bq is not None else float("nan"),
+                        }
+                    )
         return pd.DataFrame(rows)
 
 
-def query_key_batches(model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"):
+def query_key_batches(
+    model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"
+):
     """Yield ``(start, {layer: (q_pre [B,H,T,dh], k [B,H,T,dh])}, ropes)`` per batch: the kernel's
     keys (rotated, GQA-repeated) and its queries rotated back to pre-RoPE."""
-    for start, out, ropes, _ in query_key_attention_batches(model, inputs, batch_size=batch_size, progress=progress, desc=desc):
+    for start, out, ropes, _ in query_key_attention_batches(
+        model, inputs, batch_size=batch_size, progress=progress, desc=desc
+    ):
         yield start, out, ropes
 
 
-def query_key_attention_batches(model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"):
+def query_key_attention_batches(
+    model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"
+):
     """:func:`query_key_batches` plus the model's own attention to index 0 in the same pass:
     ``(start, qk, ropes, attn0 [B, layer, head, T])``."""
     ad = model.adapter
     ad.require_forward()
     trunk = ad.trunk()
     ropes = None
-    for start in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", disable=not progress):
+    for start in tqdm(
+        range(0, len(inputs), batch_size), desc=desc, unit="batch", disable=not progress
+    ):
         ids = inputs.ids[start : start + batch_size].to(model.device)
         T = ids.shape[1]
         if ropes is None or ropes[0] is not None and ropes[0].T != T:
@@ -153,12 +184,19 @@ def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) 
     q_sum = torch.zeros(L, H, dh, dtype=torch.float64)
     q_n = 0
     advs, contrasts, nq = [], [], []
-    for start, qk, ropes in query_key_batches(model, inputs, batch_size=batch_size, progress=progress, desc="shared query"):
+    for start, qk, ropes in query_key_batches(
+        model, inputs, batch_size=batch_size, progress=progress, desc="shared query"
+    ):
         any_q = qk[0][0]
         B, _, T, _ = any_q.shape
         lengths = inputs.lengths[start : start + B] if inputs.ragged else None
         win = _window_mask(T, lengths, B).to(any_q.device)  # [batch, pos]
-        valid = (torch.arange(T)[None, :] < (lengths[:, None] if lengths is not None else T)).expand(B, T).clone().to(any_q.device)
+        valid = (
+            (torch.arange(T)[None, :] < (lengths[:, None] if lengths is not None else T))
+            .expand(B, T)
+            .clone()
+            .to(any_q.device)
+        )
         valid[:, 0] = False  # q̄ is the mean over the non-first positions
         adv_b = torch.zeros(B, L, H, dtype=torch.float64)
         con_b = torch.zeros(B, L, H, dh, dtype=torch.float64)
@@ -167,9 +205,14 @@ def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) 
             rope = None if ropes[l] is None else ropes[l].to(k.dtype)
             q_sum[l] += (q_pre.double() * valid[:, None, :, None]).sum((0, 2)).cpu()
             q = rotate(q_pre, rope)
-            cum = torch.cumsum(k[:, :, 1:].double(), dim=2) / torch.arange(1, T, device=k.device, dtype=torch.float64)[:, None]
+            cum = (
+                torch.cumsum(k[:, :, 1:].double(), dim=2)
+                / torch.arange(1, T, device=k.device, dtype=torch.float64)[:, None]
+            )
             c = torch.zeros_like(k, dtype=torch.float64)
-            c[:, :, 1:] = k[:, :, :1].double() - cum  # c_i = k_0 - mean_{1<=j<=i} k_j   [batch, head, pos, d_head]
+            c[:, :, 1:] = (
+                k[:, :, :1].double() - cum
+            )  # c_i = k_0 - mean_{1<=j<=i} k_j   [batch, head, pos, d_head]
             w = win[:, None, :, None].double()
             adv_b[:, l] = ((q.double() * c) * w).sum((-1, -2)).cpu()
             cr = unrotate(c, None if rope is None else rope.to(torch.float64))
@@ -193,13 +236,18 @@ def kernel_query_bias(adapter) -> torch.Tensor | None:
     (``[layer, head, d_head]``, float64, on the CPU), or None when the model has none."""
     if not adapter.info().has_query_bias:
         return None
-    prescale = torch.tensor([adapter.query_prescale(l) for l in range(adapter.n_layers)], dtype=torch.float64)
+    prescale = torch.tensor(
+        [adapter.query_prescale(l) for l in range(adapter.n_layers)], dtype=torch.float64
+    )
     return adapter.b_Q.double().cpu() * prescale[:, None, None]
 
 
 def kernel_scale(adapter) -> torch.Tensor:
     """``[layer]`` (float64): the factor the attention kernel applies to its own ``q·k``."""
-    return torch.tensor([adapter.attn_scale(l) / adapter.query_prescale(l) for l in range(adapter.n_layers)], dtype=torch.float64)
+    return torch.tensor(
+        [adapter.attn_scale(l) / adapter.query_prescale(l) for l in range(adapter.n_layers)],
+        dtype=torch.float64,
+    )
 
 
 def shared_gamma(model, q_bar: torch.Tensor, T: int) -> torch.Tensor:
@@ -213,6 +261,8 @@ def shared_gamma(model, q_bar: torch.Tensor, T: int) -> torch.Tensor:
     for l in range(ad.n_layers):
         rope = ad.rope(l, T, device=torch.device("cpu"))
         qb = q_bar[l].double()[:, None, :].expand(-1, T, -1)  # [head, pos, d_head]
-        qr = rotate(qb, None if rope is None else rope.to(torch.float64))[:, win].mean(1)  # [head, d_head]
+        qr = rotate(qb, None if rope is None else rope.to(torch.float64))[:, win].mean(
+            1
+        )  # [head, d_head]
         out.append(torch.einsum("he,hde->hd", qr / ad.query_prescale(l), W_K[l]))
     return torch.stack(out)

@@ -1,4 +1,5 @@
 """The command line: ``sinkscope <command>`` (see :mod:`sinkscope.cli.main`)."""
+
 from .main import build_parser, main
 
 __all__ = ["build_parser", "main"]

@@ -17,18 +17,35 @@ from ..errors import SinkscopeError
 from . import studies
 
 STUDIES = {  # name: (help, add its arguments, run it)
-    "reproduce": ("the whole study on one model: cached stages + a self-contained report.html "
-                  "with every figure, Table 1 and paper vs this run",
-                  studies._reproduce_args, studies.cmd_reproduce),
-    "sweep": ("one question along the study's axes: models / checkpoints x lengths x content x "
-              "seeds, each cell the paper's interventions; cached, resumable, local or Ray",
-              studies._sweep_args, studies.cmd_sweep),
-    "train": ("train a small GPT-2-style model with sink-circuit components switched on/off",
-              studies._train_args, studies.cmd_train),
-    "dynamics": ("the sink circuit over a training run's kept steps (train --save-at): sink, EPE, "
-                 "alignment, edits, pathways, onset", studies._dynamics_args, studies.cmd_dynamics),
-    "zoo": ("train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and "
-            "compare their sinks", studies._zoo_args, studies.cmd_zoo),
+    "reproduce": (
+        "the whole study on one model: cached stages + a self-contained report.html "
+        "with every figure, Table 1 and paper vs this run",
+        studies._reproduce_args,
+        studies.cmd_reproduce,
+    ),
+    "sweep": (
+        "one question along the study's axes: models / checkpoints x lengths x content x "
+        "seeds, each cell the paper's interventions; cached, resumable, local or Ray",
+        studies._sweep_args,
+        studies.cmd_sweep,
+    ),
+    "train": (
+        "train a small GPT-2-style model with sink-circuit components switched on/off",
+        studies._train_args,
+        studies.cmd_train,
+    ),
+    "dynamics": (
+        "the sink circuit over a training run's kept steps (train --save-at): sink, EPE, "
+        "alignment, edits, pathways, onset",
+        studies._dynamics_args,
+        studies.cmd_dynamics,
+    ),
+    "zoo": (
+        "train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and "
+        "compare their sinks",
+        studies._zoo_args,
+        studies.cmd_zoo,
+    ),
 }
 
 
@@ -43,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     if PLUGIN_ERRORS:
         epilog = "plugins that failed to load: " + "; ".join(PLUGIN_ERRORS)
     parser = argparse.ArgumentParser(
-        prog="sinkscope", description="Find, explain, break and fix attention sinks.", epilog=epilog)
+        prog="sinkscope", description="Find, explain, break and fix attention sinks.", epilog=epilog
+    )
     parser.add_argument("--version", action="version", version=f"sinkscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for cls in reg.values():
@@ -90,7 +108,9 @@ def _run(argv: list[str] | None) -> int:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from ..report.formats import figure_format
 
-        with figure_format(getattr(args, "format", None)):  # the run's figure format, set once for every command
+        with figure_format(
+            getattr(args, "format", None)
+        ):  # the run's figure format, set once for every command
             return _dispatch(args)
     except SinkscopeError as e:
         print(f"sinkscope: error: {e}", file=sys.stderr)
@@ -106,8 +126,11 @@ def _run(argv: list[str] | None) -> int:
         if os.environ.get("SINKSCOPE_DEBUG"):
             raise
         text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        print(f"sinkscope: internal error: {type(e).__name__}{': ' + text if text else ''} "
-              "(a bug in sinkscope; rerun with SINKSCOPE_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        print(
+            f"sinkscope: internal error: {type(e).__name__}{': ' + text if text else ''} "
+            "(a bug in sinkscope; rerun with SINKSCOPE_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -116,7 +139,9 @@ def _interrupted_note(argv) -> str:
     from pathlib import Path
 
     argv = sys.argv[1:] if argv is None else argv
-    outs = [b for a, b in zip(argv, argv[1:]) if a == "--out"] + [a[6:] for a in argv if a.startswith("--out=")]
+    outs = [b for a, b in zip(argv, argv[1:]) if a == "--out"] + [
+        a[6:] for a in argv if a.startswith("--out=")
+    ]
     if argv[:1] == ["train"] and outs:
         ckpt = Path(outs[-1]) / "checkpoint.pt"
         if ckpt.exists():

@@ -12,7 +12,9 @@ from . import flags
 
 def option_kwargs(opt, default) -> dict:
     """``add_argument`` keywords of a Config option (help ends with its default)."""
-    text = opt.help if "default" in opt.help else f"{opt.help} (default: {show_default(default, opt)})"
+    text = (
+        opt.help if "default" in opt.help else f"{opt.help} (default: {show_default(default, opt)})"
+    )
     kw: dict = {"help": text, "dest": opt.dest}
     if opt.action == "store_false" or opt.action == "store_true":
         kw["action"] = opt.action
@@ -28,8 +30,9 @@ def option_kwargs(opt, default) -> dict:
     return kw
 
 
-def add_config_options(p: argparse.ArgumentParser, cls, *, reproduce: bool = False,
-                       seen: set | None = None) -> None:
+def add_config_options(
+    p: argparse.ArgumentParser, cls, *, reproduce: bool = False, seen: set | None = None
+) -> None:
     """The Config's options as flags (``reproduce``: only those reproduce offers, with its
     defaults); ``seen`` skips flags already added."""
     seen = set() if seen is None else seen

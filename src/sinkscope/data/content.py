@@ -14,6 +14,7 @@ A ``seed`` resamples every regime; seed 0 is the inputs' own selection (the pape
 >>> ti.ids.shape, bool((ti.ids[:, :4] == ti.ids[:, 4:]).all()), ti.domains
 (torch.Size([2, 8]), True, ['repeated', 'repeated'])
 """
+
 from __future__ import annotations
 
 import random
@@ -32,7 +33,9 @@ def check_contents(contents) -> list[str]:
     out = [c.strip() for c in contents if c.strip()]
     bad = [c for c in out if c not in CONTENTS]
     if bad or not out:
-        raise SinkscopeError(f"--content {','.join(contents)}: use a comma-separated subset of {', '.join(CONTENTS)}")
+        raise SinkscopeError(
+            f"--content {','.join(contents)}: use a comma-separated subset of {', '.join(CONTENTS)}"
+        )
     if len(set(out)) < len(out):
         raise SinkscopeError(f"--content {','.join(out)} names a regime twice; give each once")
     return out
@@ -41,7 +44,11 @@ def check_contents(contents) -> list[str]:
 def lengthen(examples: list[Example], tokenizer, n_tokens: int) -> list[Example]:
     """Texts of at least ``n_tokens`` tokens: each text long enough is kept; shorter ones are
     joined, in order, with the following texts of their domain until the join is long enough."""
-    counts = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"] if examples else []
+    counts = (
+        tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]
+        if examples
+        else []
+    )
     out, pending = [], defaultdict(list)  # domain -> [(example, n tokens)] waiting to be joined
     for e, ids in zip(examples, counts):
         if not pending[e.domain] and len(ids) >= n_tokens:
@@ -50,8 +57,14 @@ def lengthen(examples: list[Example], tokenizer, n_tokens: int) -> list[Example]
         pending[e.domain].append((e, len(ids)))
         if sum(n for _, n in pending[e.domain]) >= n_tokens:
             parts = [p for p, _ in pending.pop(e.domain)]
-            out.append(Example(text="\n\n".join(p.text for p in parts), domain=e.domain, source=parts[0].source,
-                               meta={"joined": len(parts)}))
+            out.append(
+                Example(
+                    text="\n\n".join(p.text for p in parts),
+                    domain=e.domain,
+                    source=parts[0].source,
+                    meta={"joined": len(parts)},
+                )
+            )
     return out
 
 
@@ -81,7 +94,9 @@ def allowed_ids(tokenizer, vocab: int) -> torch.Tensor:
     return ids
 
 
-def synthetic_inputs(content: str, tokenizer, *, n: int, length: int, seed: int, vocab: int, bos: bool = False) -> TokenizedInputs:
+def synthetic_inputs(
+    content: str, tokenizer, *, n: int, length: int, seed: int, vocab: int, bos: bool = False
+) -> TokenizedInputs:
     """``n`` inputs of exactly ``length`` tokens in regime ``random`` or ``repeated`` (domain =
     the regime), drawn with ``torch.Generator().manual_seed(seed)``; with ``bos`` index 0 is the
     tokenizer's BOS token and the draw fills the rest."""
@@ -89,7 +104,9 @@ def synthetic_inputs(content: str, tokenizer, *, n: int, length: int, seed: int,
         raise SinkscopeError(f"content {content!r} is not synthetic; use random or repeated")
     n_text = length - 1 if bos else length
     if n_text < 2 or n < 1:
-        raise SinkscopeError(f"--lengths {length} is too short for {content} inputs; use at least {3 if bos else 2}")
+        raise SinkscopeError(
+            f"--lengths {length} is too short for {content} inputs; use at least {3 if bos else 2}"
+        )
     pool = allowed_ids(tokenizer, vocab)
     g = torch.Generator().manual_seed(int(seed))
     if content == "random":
@@ -101,5 +118,10 @@ def synthetic_inputs(content: str, tokenizer, *, n: int, length: int, seed: int,
         if tokenizer.bos_token_id is None:
             raise SinkscopeError("the tokenizer has no BOS token; use --bos off")
         body = torch.cat([torch.full((n, 1), tokenizer.bos_token_id), body], dim=1)
-    examples = [Example(text=tokenizer.decode(row.tolist()), domain=content, source=f"{content}:seed{seed}") for row in body]
-    return TokenizedInputs(ids=body.long(), examples=examples, skipped={}, spec=f"{content}:seed={seed}", bos=bos)
+    examples = [
+        Example(text=tokenizer.decode(row.tolist()), domain=content, source=f"{content}:seed{seed}")
+        for row in body
+    ]
+    return TokenizedInputs(
+        ids=body.long(), examples=examples, skipped={}, spec=f"{content}:seed={seed}", bos=bos
+    )

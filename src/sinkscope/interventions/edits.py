@@ -1,4 +1,5 @@
 """The concrete interventions of the study (and their generalisations)."""
+
 from __future__ import annotations
 
 import random
@@ -14,10 +15,10 @@ def _layers(ctx: Context, layers: Iterable[int] | None) -> list[int]:
     n = ctx.adapter.n_layers
     out = list(range(n)) if layers is None else list(layers)
     if any(not 0 <= l < n for l in out):
-        raise SinkscopeError(f"{_span(out)} are outside the model's {n} layers; use @START:STOP within 0:{n}")
+        raise SinkscopeError(
+            f"{_span(out)} are outside the model's {n} layers; use @START:STOP within 0:{n}"
+        )
     return out
-
-
 
 
 def _span(layers) -> str:
@@ -26,14 +27,27 @@ def _span(layers) -> str:
     ls = list(layers)
     if not ls:
         return "no layers"
-    return f"layers {ls[0]}..{ls[-1]}" if ls == list(range(ls[0], ls[-1] + 1)) else f"layers {ls[:8]}{'...' if len(ls) > 8 else ''}"
+    return (
+        f"layers {ls[0]}..{ls[-1]}"
+        if ls == list(range(ls[0], ls[-1] + 1))
+        else f"layers {ls[:8]}{'...' if len(ls) > 8 else ''}"
+    )
 
 
 class ScaleQueryBias(Intervention):
     """b_Q := scale · b_Q in ``layers`` (all by default) and ``heads`` (all by default); b_K, b_V kept."""
 
-    def __init__(self, scale: float = 0.0, layers: Iterable[int] | None = None, heads: Sequence[int] | None = None):
-        self.scale, self.layers, self.heads = float(scale), (None if layers is None else list(layers)), heads
+    def __init__(
+        self,
+        scale: float = 0.0,
+        layers: Iterable[int] | None = None,
+        heads: Sequence[int] | None = None,
+    ):
+        self.scale, self.layers, self.heads = (
+            float(scale),
+            (None if layers is None else list(layers)),
+            heads,
+        )
 
     def describe(self):
         who = _span(self.layers) + ("" if self.heads is None else f", heads {list(self.heads)}")
@@ -51,26 +65,42 @@ class ScaleQueryBias(Intervention):
         _layers(ctx, self.layers)
         bad = [h for h in self.heads or () if not 0 <= h < ctx.adapter.n_heads]
         if bad:
-            raise SinkscopeError(f"heads {bad[:5]} are outside the model's {ctx.adapter.n_heads} heads")
+            raise SinkscopeError(
+                f"heads {bad[:5]} are outside the model's {ctx.adapter.n_heads} heads"
+            )
 
     def install(self, ctx, stack):
         heads = slice(None) if self.heads is None else list(self.heads)
         for l in _layers(ctx, self.layers):
-            edit_inplace(stack, ctx.adapter.query_bias_view(l), lambda v: v.__setitem__(heads, v[heads] * self.scale))
+            edit_inplace(
+                stack,
+                ctx.adapter.query_bias_view(l),
+                lambda v: v.__setitem__(heads, v[heads] * self.scale),
+            )
 
 
 class ZeroKeyCoords(Intervention):
     """Zero (or, with ``scale``, scale) the W_K input rows of residual coordinates ``coords``
     (default: the context's massive ones)."""
 
-    def __init__(self, coords: Sequence[int] | None = None, layers: Iterable[int] | None = None, scale: float = 0.0):
-        self.coords, self.layers = (None if coords is None else list(coords)), (None if layers is None else list(layers))
+    def __init__(
+        self,
+        coords: Sequence[int] | None = None,
+        layers: Iterable[int] | None = None,
+        scale: float = 0.0,
+    ):
+        self.coords, self.layers = (
+            (None if coords is None else list(coords)),
+            (None if layers is None else list(layers)),
+        )
         self.scale = float(scale)
 
     def _coords(self, ctx):
         c = self.coords if self.coords is not None else ctx.coords
         if not c:
-            raise NotApplicable("no massive coordinates known: pass --coords (the model has no EPE to choose them)")
+            raise NotApplicable(
+                "no massive coordinates known: pass --coords (the model has no EPE to choose them)"
+            )
         return list(c)
 
     def describe(self):
@@ -87,7 +117,11 @@ class ZeroKeyCoords(Intervention):
     def install(self, ctx, stack):
         coords = self._coords(ctx)
         for l in _layers(ctx, self.layers):
-            edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v: v.__setitem__(coords, v[coords] * self.scale))
+            edit_inplace(
+                stack,
+                ctx.adapter.key_weight_view(l),
+                lambda v: v.__setitem__(coords, v[coords] * self.scale),
+            )
 
 
 from .labels import RANDOM_DRAWS  # noqa: E402
@@ -103,10 +137,23 @@ class RandomKeyCoords(Intervention):
     coordinates allowed); ``layers`` keeps those layers' draws.
     """
 
-    def __init__(self, n: int = 3, seed: int = 0, layers: Iterable[int] | None = None, draw: str = "sinkscope"):
+    def __init__(
+        self,
+        n: int = 3,
+        seed: int = 0,
+        layers: Iterable[int] | None = None,
+        draw: str = "sinkscope",
+    ):
         if draw not in RANDOM_DRAWS:
-            raise SinkscopeError(f"the random draw '{draw}' is unknown; use {' or '.join(RANDOM_DRAWS)}")
-        self.n, self.seed, self.layers, self.style = n, seed, (None if layers is None else list(layers)), draw
+            raise SinkscopeError(
+                f"the random draw '{draw}' is unknown; use {' or '.join(RANDOM_DRAWS)}"
+            )
+        self.n, self.seed, self.layers, self.style = (
+            n,
+            seed,
+            (None if layers is None else list(layers)),
+            draw,
+        )
 
     def describe(self):
         if self.style == "paper":
@@ -121,17 +168,24 @@ class RandomKeyCoords(Intervention):
         _layers(ctx, self.layers)
         if self.style == "paper":
             if self.n < 1:
-                raise SinkscopeError(f"cannot draw {self.n} random W_K rows per layer; use 1 or more")
+                raise SinkscopeError(
+                    f"cannot draw {self.n} random W_K rows per layer; use 1 or more"
+                )
             return
         pool = len(self._pool(ctx))
         if not 1 <= self.n <= pool:
-            raise SinkscopeError(f"cannot draw {self.n} random W_K rows per layer: the model has {pool} non-massive coordinates; use 1..{pool}")
+            raise SinkscopeError(
+                f"cannot draw {self.n} random W_K rows per layer: the model has {pool} non-massive coordinates; use 1..{pool}"
+            )
 
     def draw(self, ctx) -> dict[int, list[int]]:
         rng = random.Random(self.seed)
         if self.style == "paper":
             d = ctx.adapter.d_model
-            rows = {l: [rng.randint(0, d - 1) for _ in range(self.n)] for l in range(ctx.adapter.n_layers)}
+            rows = {
+                l: [rng.randint(0, d - 1) for _ in range(self.n)]
+                for l in range(ctx.adapter.n_layers)
+            }
             return {l: rows[l] for l in _layers(ctx, self.layers)}
         pool = self._pool(ctx)
         return {l: sorted(rng.sample(pool, self.n)) for l in _layers(ctx, self.layers)}
@@ -141,13 +195,17 @@ class RandomKeyCoords(Intervention):
         ctx.cache["random_key_coords"] = drawn
         ctx.cache["random_key_draw"] = self.style
         for l, coords in drawn.items():
-            edit_inplace(stack, ctx.adapter.key_weight_view(l), lambda v, c=coords: v.__setitem__(c, 0.0))
+            edit_inplace(
+                stack, ctx.adapter.key_weight_view(l), lambda v, c=coords: v.__setitem__(c, 0.0)
+            )
 
 
 class _PositionEdit(Intervention):
     def check(self, ctx):
         if ctx.adapter.position_embedding_module() is None:
-            raise NotApplicable(f"{ctx.adapter.family} has no learned absolute positional embedding")
+            raise NotApplicable(
+                f"{ctx.adapter.family} has no learned absolute positional embedding"
+            )
 
 
 class ReplacePositionEmbedding(_PositionEdit):
@@ -162,7 +220,9 @@ class ReplacePositionEmbedding(_PositionEdit):
     def validate(self, ctx):
         n = ctx.adapter.max_positions()
         if n is not None and not (0 <= self.position < n and 0 <= self.source < n):
-            raise SinkscopeError(f"positions {self.position} and {self.source} must lie within the model's {n} learned positions (0..{n - 1})")
+            raise SinkscopeError(
+                f"positions {self.position} and {self.source} must lie within the model's {n} learned positions (0..{n - 1})"
+            )
 
     def install(self, ctx, stack):
         W = ctx.adapter.W_pos
@@ -242,7 +302,9 @@ class SwapDirection(Intervention):
 
     def check(self, ctx):
         if ctx.adapter.position_embedding_module() is None:
-            raise NotApplicable(f"{ctx.adapter.family} has no learned absolute positional embedding (no EPE)")
+            raise NotApplicable(
+                f"{ctx.adapter.family} has no learned absolute positional embedding (no EPE)"
+            )
         if ctx.adapter.mlp_output_module(self.layer) is None:
             raise NotApplicable(f"{ctx.adapter.family} has no MLP")
 
@@ -250,7 +312,11 @@ class SwapDirection(Intervention):
         from ..analysis.epe import effective_positional_embedding
 
         n = max(self.a, self.b) + 1
-        V = effective_positional_embedding(ctx.adapter, n) if self.kind == "epe" else ctx.adapter.W_pos[:n]
+        V = (
+            effective_positional_embedding(ctx.adapter, n)
+            if self.kind == "epe"
+            else ctx.adapter.W_pos[:n]
+        )
         u = V / V.norm(dim=-1, keepdim=True)
         return u[self.a], u[self.b]
 
@@ -286,9 +352,13 @@ class ScaleSharedQuery(Intervention):
 
     def check(self, ctx):
         if not ctx.adapter.attention_interface:
-            raise NotApplicable(f"{ctx.adapter.family} has no attention interface to edit queries in")
+            raise NotApplicable(
+                f"{ctx.adapter.family} has no attention interface to edit queries in"
+            )
         if "q_bar" not in ctx.cache:
-            raise NotApplicable("no effective query bias computed (run analysis.shared_query and put q_bar in the context cache)")
+            raise NotApplicable(
+                "no effective query bias computed (run analysis.shared_query and put q_bar in the context cache)"
+            )
 
     def install(self, ctx, stack):
         from ..analysis.shared_query import rotate
@@ -304,7 +374,11 @@ class ScaleSharedQuery(Intervention):
                 T = query.shape[2]
                 if T not in tables:
                     rope = ad.rope(l, T, device=query.device)
-                    shift = q_bar[l].to(device=query.device, dtype=query.dtype)[:, None, :].expand(-1, T, -1)  # [head, pos, d_head]
+                    shift = (
+                        q_bar[l]
+                        .to(device=query.device, dtype=query.dtype)[:, None, :]
+                        .expand(-1, T, -1)
+                    )  # [head, pos, d_head]
                     tables[T] = rotate(shift, None if rope is None else rope.to(query.dtype))
                 return query - (1.0 - self.scale) * tables[T][None, :, -T:]
 
@@ -323,12 +397,18 @@ class PatchIndex0(Intervention):
     def _block(self, ctx):
         b = self.block if self.block is not None else ctx.cache.get("creating_block")
         if b is None or b < 0:
-            raise NotApplicable("index 0 is never special in the residual stream (no creating block)" if b is None else "index 0 is special from the embeddings on (no block creates it)")
+            raise NotApplicable(
+                "index 0 is never special in the residual stream (no creating block)"
+                if b is None
+                else "index 0 is special from the embeddings on (no block creates it)"
+            )
         return int(b)
 
     def describe(self):
         where = f"block {self.block}" if self.block is not None else "the creating block"
-        return f"index 0 residual -> {self.fraction:g} of the way to the others' mean, after {where}"
+        return (
+            f"index 0 residual -> {self.fraction:g} of the way to the others' mean, after {where}"
+        )
 
     def check(self, ctx):
         self._block(ctx)

@@ -11,8 +11,21 @@ trajectory edits, each written in the ``--edit`` language (:mod:`sinkscope.inter
 from __future__ import annotations
 
 # the kinds of the --edit language; SCALABLE: kind:S keeps a share S (mitigate sweeps S 1 -> 0)
-KINDS = ("baseline", "bq", "zero_wk", "random_wk", "pos", "no_pos", "zero_tok0", "skip_mlp",
-         "swap_epe", "swap_pe", "qbar", "wk", "patch0")
+KINDS = (
+    "baseline",
+    "bq",
+    "zero_wk",
+    "random_wk",
+    "pos",
+    "no_pos",
+    "zero_tok0",
+    "skip_mlp",
+    "swap_epe",
+    "swap_pe",
+    "qbar",
+    "wk",
+    "patch0",
+)
 SCALABLE = ("bq", "qbar", "wk", "patch0")
 SCALABLE_TEXT = {  # s = the share kept
     "bq": "b_Q := s·b_Q",
@@ -36,15 +49,29 @@ PAPER_LABELS = {
     "j": "zero 3 random W_K input rows per layer (control)",
 }
 PAPER_SPECS = {  # the ten interventions in the --edit language
-    "a": "baseline", "b": "bq:0", "c": "pos:1", "d": "swap_epe", "e": "swap_pe",
-    "f": "zero_tok0", "g": "skip_mlp", "h": "no_pos", "i": "zero_wk",
+    "a": "baseline",
+    "b": "bq:0",
+    "c": "pos:1",
+    "d": "swap_epe",
+    "e": "swap_pe",
+    "f": "zero_tok0",
+    "g": "skip_mlp",
+    "h": "no_pos",
+    "i": "zero_wk",
     "j": "random_wk:3:{seed}:{draw}",
 }
 # the paper's Table 1 (BOS attention, layers 4..11, 300 texts): mean and % of baseline
 PAPER_TABLE1 = {
-    "a": (0.563, 100.0), "b": (0.251, 44.7), "c": (0.017, 3.0), "d": (0.035, 6.2),
-    "e": (0.557, 99.0), "f": (0.561, 99.7), "g": (0.283, 50.3), "h": (0.099, 17.5),
-    "i": (0.367, 65.2), "j": (0.563, 100.0),
+    "a": (0.563, 100.0),
+    "b": (0.251, 44.7),
+    "c": (0.017, 3.0),
+    "d": (0.035, 6.2),
+    "e": (0.557, 99.0),
+    "f": (0.561, 99.7),
+    "g": (0.283, 50.3),
+    "h": (0.099, 17.5),
+    "i": (0.367, 65.2),
+    "j": (0.563, 100.0),
 }
 
 COMPARE_EDITS = {  # compare's matching interventions across models
@@ -56,5 +83,8 @@ COMPARE_EDITS = {  # compare's matching interventions across models
 }
 # dynamics' trajectories: the paper's (b), (c), (i), in the --edit language, and their labels
 DYNAMICS_EDITS = {"bq0": "bq:0", "p0_p1": "pos:1", "zero_wk": "zero_wk"}
-DYNAMICS_TEXT = {"bq0": "b_Q := 0", "p0_p1": "p_0 := p_1",
-                 "zero_wk": "zero W_K rows of the massive coords"}
+DYNAMICS_TEXT = {
+    "bq0": "b_Q := 0",
+    "p0_p1": "p_0 := p_1",
+    "zero_wk": "zero W_K rows of the massive coords",
+}

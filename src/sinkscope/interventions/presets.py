@@ -41,8 +41,10 @@ class Preset:
         """The coordinate rule: the one given, else this preset's (``--sigma`` asks for the
         sigma rule). ``paper`` with ``--sigma`` contradicts itself: one line says so."""
         if given == "paper" and sigma is not None and self.rule == "paper":
-            raise SinkscopeError("--sigma sets the sigma rule, but --coords-rule paper takes the "
-                                 "top-3 |EPE_0|; drop one of them")
+            raise SinkscopeError(
+                "--sigma sets the sigma rule, but --coords-rule paper takes the "
+                "top-3 |EPE_0|; drop one of them"
+            )
         if given is not None:
             return given
         return "sigma" if sigma is not None else self.rule
@@ -50,9 +52,11 @@ class Preset:
     def draw(self, given: str | None) -> str:
         """(j)'s random draw (``--random``), for presets that have a (j)."""
         if given is not None and "j" not in self.specs:
-            raise SinkscopeError(f"--random chooses the draw of the paper preset's (j), and "
-                                 f"--preset is {self.name}; write the draw in --edit instead, "
-                                 "e.g. rand=random_wk:3:42:paper")
+            raise SinkscopeError(
+                f"--random chooses the draw of the paper preset's (j), and "
+                f"--preset is {self.name}; write the draw in --edit instead, "
+                "e.g. rand=random_wk:3:42:paper"
+            )
         if given is not None and given not in RANDOM_DRAWS:
             raise SinkscopeError(f"--random {given} is unknown; use paper or sinkscope")
         return given or self.random_draw
@@ -84,11 +88,20 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-register_preset(Preset("paper", "the paper's ten interventions (a)..(j) of Table 1, float32",
-                       dict(PAPER_SPECS), dict(PAPER_LABELS), rule="paper", random_draw="paper",
-                       float32=True))
-register_preset(Preset("none", "the baseline only (add interventions with --edit)",
-                       {"baseline": "baseline"}))
+register_preset(
+    Preset(
+        "paper",
+        "the paper's ten interventions (a)..(j) of Table 1, float32",
+        dict(PAPER_SPECS),
+        dict(PAPER_LABELS),
+        rule="paper",
+        random_draw="paper",
+        float32=True,
+    )
+)
+register_preset(
+    Preset("none", "the baseline only (add interventions with --edit)", {"baseline": "baseline"})
+)
 
 
 def paper_presets(seed: int = 0, random: str = "paper") -> dict:

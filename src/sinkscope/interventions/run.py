@@ -4,13 +4,12 @@ For every intervention and example: BOS attention over the layer band ("mid") an
 layers ("all"), attention to index 1 (the sink *relocation* measure), and the next-token
 cross-entropy (nats), all from one instrumented forward pass per batch.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-
 
 from ..errors import SinkscopeError
 from .labels import PAPER_TABLE1
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     import torch
-    
+
     from .base import Intervention
 
 
@@ -37,7 +36,9 @@ class InterventionRun:
     description: str
     label: str = ""
     reason: str | None = None
-    per_head: np.ndarray | None = None  # [example, layer, head, key] second-half attention to keys (0, 1)
+    per_head: np.ndarray | None = (
+        None  # [example, layer, head, key] second-half attention to keys (0, 1)
+    )
     ce: np.ndarray | None = None  # [example] mean next-token cross-entropy (nats)
     extra: dict = field(default_factory=dict)
 
@@ -46,16 +47,21 @@ class InterventionRun:
         return self.reason is None
 
 
-def next_token_ce(logits: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor | None = None, chunk: int = 64) -> torch.Tensor:
+def next_token_ce(
+    logits: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor | None = None, chunk: int = 64
+) -> torch.Tensor:
     """Mean next-token cross-entropy per example: ``[batch]`` (positions past a length ignored).
 
     ``logsumexp`` runs over cache-sized chunks of rows (4x faster than ``F.cross_entropy`` on a
     GPT-2 vocabulary here); no ``[rows, vocab]`` log-softmax is materialised.
     """
     import torch
+
     B, T, V = logits.shape
     flat = logits.reshape(B * T, V)
-    lse = torch.cat([torch.logsumexp(flat[i : i + chunk].float(), -1) for i in range(0, B * T, chunk)]).view(B, T)
+    lse = torch.cat(
+        [torch.logsumexp(flat[i : i + chunk].float(), -1) for i in range(0, B * T, chunk)]
+    ).view(B, T)
     target = logits[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1).float()  # [batch, T-1]
     nll = lse[:, :-1] - target
     if lengths is None:
@@ -89,22 +95,59 @@ class InterventionTable:
         inputs, settings, each intervention's status, and Table 1 as nested
         ``{scope: {dataset: {intervention: cell}}}``."""
         from ..metrics.sink import SE_ESTIMATOR
+
         table1: dict = {}
         for _, r in self.table().iterrows():
-            cell = {"description": r.description, "applicable": bool(r.applicable), "reason": r.reason}
+            cell = {
+                "description": r.description,
+                "applicable": bool(r.applicable),
+                "reason": r.reason,
+            }
             if r.applicable:
-                cell |= {k: float(r[k]) for k in ("mean", "se", "pct_baseline", "attn_to_1", "ce", "delta_ce", "delta_ce_se")}
+                cell |= {
+                    k: float(r[k])
+                    for k in (
+                        "mean",
+                        "se",
+                        "pct_baseline",
+                        "attn_to_1",
+                        "ce",
+                        "delta_ce",
+                        "delta_ce_se",
+                    )
+                }
                 cell["pct"] = cell.pop("pct_baseline")
             table1.setdefault(r.scope, {}).setdefault(r.dataset, {})[r.intervention] = cell
         return {
-            "model": self.model, "model_info": self.model_info, "inputs": self.inputs.record(), "n_examples": len(self.inputs),
-            "layer_band": list(self.band), "seed": self.seed, "coords": self.coords, "coords_rule": self.coords_rule,
-            "interventions": {r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason}
-                              | ({"random_key_coords": {str(k): v for k, v in r.extra["random_key_coords"].items()},
-                                  "random_key_draw": r.extra.get("random_key_draw")} if "random_key_coords" in r.extra else {})
-                              for r in self.runs},
-            "estimators": {"se": SE_ESTIMATOR, "delta_ce_se": SE_ESTIMATOR + ", of the paired differences"},
-            "facts": self.facts, "table1": table1, "seconds": round(self.seconds, 2),
+            "model": self.model,
+            "model_info": self.model_info,
+            "inputs": self.inputs.record(),
+            "n_examples": len(self.inputs),
+            "layer_band": list(self.band),
+            "seed": self.seed,
+            "coords": self.coords,
+            "coords_rule": self.coords_rule,
+            "interventions": {
+                r.id: {"description": r.description, "applicable": r.applicable, "reason": r.reason}
+                | (
+                    {
+                        "random_key_coords": {
+                            str(k): v for k, v in r.extra["random_key_coords"].items()
+                        },
+                        "random_key_draw": r.extra.get("random_key_draw"),
+                    }
+                    if "random_key_coords" in r.extra
+                    else {}
+                )
+                for r in self.runs
+            },
+            "estimators": {
+                "se": SE_ESTIMATOR,
+                "delta_ce_se": SE_ESTIMATOR + ", of the paired differences",
+            },
+            "facts": self.facts,
+            "table1": table1,
+            "seconds": round(self.seconds, 2),
         }
 
     def run(self, rid: str) -> InterventionRun:
@@ -121,6 +164,7 @@ class InterventionTable:
         """One row per applicable intervention × example: band / all-layer BOS, attention to 1, CE."""
         import numpy as np
         import pandas as pd
+
         frames = [
             pd.DataFrame(
                 {
@@ -140,33 +184,54 @@ class InterventionTable:
 
     def table(self) -> pd.DataFrame:
         """One row per intervention × dataset (``all`` + each domain) × scope (``mid``, ``all``)."""
-        from ..metrics import aggregate
         import numpy as np
         import pandas as pd
+
+        from ..metrics import aggregate
+
         groups = self.inputs.domain_masks()
         base = self.run(self.baseline_id)
         rows = []
         for scope in ("mid", "all"):
             for r in self.runs:
                 for ds, sel in groups.items():
-                    row = {"intervention": r.id, "description": r.description, "dataset": ds, "scope": scope, "applicable": r.applicable, "reason": r.reason or ""}
+                    row = {
+                        "intervention": r.id,
+                        "description": r.description,
+                        "dataset": ds,
+                        "scope": scope,
+                        "applicable": r.applicable,
+                        "reason": r.reason or "",
+                    }
                     if r.applicable:
-                        agg = aggregate(self.per_example(r.id, scope)[sel], baseline=float(self.per_example(base.id, scope)[sel].mean()))
+                        agg = aggregate(
+                            self.per_example(r.id, scope)[sel],
+                            baseline=float(self.per_example(base.id, scope)[sel].mean()),
+                        )
                         dce = aggregate(r.ce[sel] - base.ce[sel])
                         row |= {
-                            "mean": agg["mean"], "se": agg["se"], "ci_low": agg["ci_low"], "ci_high": agg["ci_high"],
-                            "pct_baseline": agg["pct_baseline"], "n": agg["n"],
+                            "mean": agg["mean"],
+                            "se": agg["se"],
+                            "ci_low": agg["ci_low"],
+                            "ci_high": agg["ci_high"],
+                            "pct_baseline": agg["pct_baseline"],
+                            "n": agg["n"],
                             "attn_to_1": float(self.per_example(r.id, scope, key=1)[sel].mean()),
-                            "ce": float(r.ce[sel].mean()), "delta_ce": dce["mean"], "delta_ce_se": dce["se"],
+                            "ce": float(r.ce[sel].mean()),
+                            "delta_ce": dce["mean"],
+                            "delta_ce_se": dce["se"],
                         }
                     paper = PAPER_TABLE1.get(r.id) if r.label else None
-                    row["paper_mean"], row["paper_pct"] = (paper if paper and ds == "all" and scope == "mid" else (np.nan, np.nan))
+                    row["paper_mean"], row["paper_pct"] = (
+                        paper if paper and ds == "all" and scope == "mid" else (np.nan, np.nan)
+                    )
                     rows.append(row)
         return pd.DataFrame(rows)
 
     def markdown(self) -> str:
         """The Table 1 view: overall (mid), per dataset, and the all-layer variant."""
         import numpy as np
+
         t = self.table()
         out = []
 
@@ -174,15 +239,27 @@ class InterventionTable:
             return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
 
         for title, rows in (
-            (f"BOS attention, layers {self.band[0]}..{self.band[1] - 1} (0-based), all inputs", t[(t.scope == "mid") & (t.dataset == "all")]),
+            (
+                f"BOS attention, layers {self.band[0]}..{self.band[1] - 1} (0-based), all inputs",
+                t[(t.scope == "mid") & (t.dataset == "all")],
+            ),
             ("BOS attention, all layers, all inputs", t[(t.scope == "all") & (t.dataset == "all")]),
         ):
-            out += [f"### {title}", "", "| id | intervention | mean ± 2SE | % of baseline | attn to index 1 | Δ CE (nats) ± 2SE | paper, GPT-2 small: mean (%) |", "|---|---|---|---|---|---|---|"]
+            out += [
+                f"### {title}",
+                "",
+                "| id | intervention | mean ± 2SE | % of baseline | attn to index 1 | Δ CE (nats) ± 2SE | paper, GPT-2 small: mean (%) |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for _, r in rows.iterrows():
                 if not r.applicable:
-                    out.append(f"| {r.intervention} | {r.description} | not applicable: {r.reason} | | | | |")
+                    out.append(
+                        f"| {r.intervention} | {r.description} | not applicable: {r.reason} | | | | |"
+                    )
                     continue
-                paper = f"{r.paper_mean:.3f} ({r.paper_pct:.1f})" if not np.isnan(r.paper_mean) else ""
+                paper = (
+                    f"{r.paper_mean:.3f} ({r.paper_pct:.1f})" if not np.isnan(r.paper_mean) else ""
+                )
                 out.append(
                     f"| {r.intervention} | {r.description} | {r['mean']:.3f} ± {2 * r.se:.3f} | {fmt(r.pct_baseline, '.1f')} | {r.attn_to_1:.3f} | {r.delta_ce:+.3f} ± {fmt(2 * r.delta_ce_se, '.3f')} | {paper} |"
                 )
@@ -190,9 +267,17 @@ class InterventionTable:
         per = t[(t.scope == "mid") & (t.dataset != "all") & t.applicable]
         if len(per):
             ds = list(dict.fromkeys(per.dataset))
-            out += ["### Per dataset (layers band): mean (% of baseline), Δ CE", "", "| id | " + " | ".join(ds) + " |", "|---|" + "---|" * len(ds)]
+            out += [
+                "### Per dataset (layers band): mean (% of baseline), Δ CE",
+                "",
+                "| id | " + " | ".join(ds) + " |",
+                "|---|" + "---|" * len(ds),
+            ]
             for rid, g in per.groupby("intervention", sort=False):
-                cells = [f"{g[g.dataset == d]['mean'].iloc[0]:.3f} ({fmt(g[g.dataset == d].pct_baseline.iloc[0], '.1f')}%), {g[g.dataset == d].delta_ce.iloc[0]:+.2f}" for d in ds]
+                cells = [
+                    f"{g[g.dataset == d]['mean'].iloc[0]:.3f} ({fmt(g[g.dataset == d].pct_baseline.iloc[0], '.1f')}%), {g[g.dataset == d].delta_ce.iloc[0]:+.2f}"
+                    for d in ds
+                ]
                 out.append(f"| {rid} | " + " | ".join(cells) + " |")
         return "\n".join(out) + "\n"
 
@@ -221,10 +306,12 @@ def run_interventions(
     :data:`sinkscope.analysis.facts.RULES`.
     ``cache`` seeds every intervention's :class:`Context` (e.g. ``q_bar``, ``creating_block``).
     """
-    from .base import Context, NotApplicable
+    from tqdm.auto import tqdm
+
     from ..analysis.facts import MassiveCoords, choose_massive_coords, resolve_rule
     from ..metrics import resolve_band
-    from tqdm.auto import tqdm
+    from .base import Context, NotApplicable
+
     ad = model.adapter
     ad.require_forward()
     L = ad.n_layers
@@ -233,7 +320,9 @@ def run_interventions(
         raise SinkscopeError("interventions need inputs of at least 2 tokens")
     ad.check_length(int(inputs.ids.shape[1]))
     if not isinstance(coords, MassiveCoords):
-        coords = choose_massive_coords(model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "interventions"))
+        coords = choose_massive_coords(
+            model, coords, k_sigma=k_sigma, rule=resolve_rule(coords_rule, "interventions")
+        )
     facts, coords = coords, coords.list
     for rid, iv in interventions.items():  # arguments outside the model fail now, not mid-run
         try:
@@ -246,7 +335,12 @@ def run_interventions(
     runs: list[InterventionRun] = []
     t0 = time.perf_counter()
     n_batches = (len(inputs) + batch_size - 1) // batch_size
-    bar = tqdm(total=n_batches * len(interventions), desc=f"intervene {model.name}", unit="batch", disable=not progress)
+    bar = tqdm(
+        total=n_batches * len(interventions),
+        desc=f"intervene {model.name}",
+        unit="batch",
+        disable=not progress,
+    )
     for rid, iv in interventions.items():
         ctx = Context(model, coords=coords, seed=seed, cache=dict(cache or {}))
         runs.append(_run_one(model, inputs, rid, iv, ctx, labels.get(rid, ""), batch_size, bar))
@@ -255,8 +349,19 @@ def run_interventions(
     base = "a" if "a" in interventions else next(iter(interventions))
     if not runs[[r.id for r in runs].index(base)].applicable:
         raise SinkscopeError(f"the baseline '{base}' is not applicable")
-    return (result_cls or InterventionTable)(model.name, inputs, band, runs, base, seconds=time.perf_counter() - t0, coords=coords, seed=seed,
-                           cache=dict(cache or {}), model_info=ad.describe(), coords_rule=facts.rule)
+    return (result_cls or InterventionTable)(
+        model.name,
+        inputs,
+        band,
+        runs,
+        base,
+        seconds=time.perf_counter() - t0,
+        coords=coords,
+        seed=seed,
+        cache=dict(cache or {}),
+        model_info=ad.describe(),
+        coords_rule=facts.rule,
+    )
 
 
 def _run_one(model, inputs, rid: str, iv, ctx, label: str, batch_size: int, bar) -> InterventionRun:
@@ -277,16 +382,22 @@ def _run_one(model, inputs, rid: str, iv, ctx, label: str, batch_size: int, bar)
         return run
     per_head, ce = [], []
     try:
-        with torch.inference_mode(), apply(model, iv, ctx=ctx), \
-                KeyAttentionCapture(model.adapter, (0, 1)) as cap:
+        with (
+            torch.inference_mode(),
+            apply(model, iv, ctx=ctx),
+            KeyAttentionCapture(model.adapter, (0, 1)) as cap,
+        ):
             for start in range(0, len(inputs), batch_size):
                 ids = inputs.ids[start : start + batch_size].to(model.device)
                 lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
                 cap.reset()
                 logits = model.hf(input_ids=ids, use_cache=False).logits
                 probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
-                per_head.append(torch.stack([key_attention(probs, j, lengths=lengths)
-                                             for j in (0, 1)], -1).cpu())
+                per_head.append(
+                    torch.stack(
+                        [key_attention(probs, j, lengths=lengths) for j in (0, 1)], -1
+                    ).cpu()
+                )
                 ce.append(next_token_ce(logits, ids, lengths).cpu())
                 if not bool(torch.isfinite(ce[-1]).all()):
                     raise NonFiniteError("the cross-entropy is NaN / inf (the logits overflowed)")
@@ -298,13 +409,23 @@ def _run_one(model, inputs, rid: str, iv, ctx, label: str, batch_size: int, bar)
     return run
 
 
-def attention_maps(model, ids: torch.Tensor, interventions: dict[str, Intervention], band, *, coords=None, seed: int = 0,
-                   cache: dict | None = None) -> dict[str, np.ndarray | None]:
+def attention_maps(
+    model,
+    ids: torch.Tensor,
+    interventions: dict[str, Intervention],
+    band,
+    *,
+    coords=None,
+    seed: int = 0,
+    cache: dict | None = None,
+) -> dict[str, np.ndarray | None]:
     """Fig 5: for one sequence ``ids [T]``, the head- and band-averaged attention map ``[T, T]``
     under each intervention (None where not applicable)."""
-    from .base import Context, NotApplicable, apply
-    from ..metrics import KeyAttentionCapture
     import torch
+
+    from ..metrics import KeyAttentionCapture
+    from .base import Context, NotApplicable, apply
+
     ad = model.adapter
     T = int(ids.shape[-1])
     out = {}
@@ -315,7 +436,11 @@ def attention_maps(model, ids: torch.Tensor, interventions: dict[str, Interventi
         except NotApplicable:
             out[rid] = None
             continue
-        with torch.inference_mode(), apply(model, iv, ctx=ctx), KeyAttentionCapture(ad, tuple(range(T))) as cap:
+        with (
+            torch.inference_mode(),
+            apply(model, iv, ctx=ctx),
+            KeyAttentionCapture(ad, tuple(range(T))) as cap,
+        ):
             ad.trunk()(input_ids=ids.view(1, T).to(model.device), use_cache=False)
             p = cap.stacked()[0, band[0] : band[1]]  # [layer, head, q_pos, k_pos]
         out[rid] = p.mean(dim=(0, 1)).double().cpu().numpy()
@@ -327,7 +452,10 @@ def fig5_ids(model, inputs, sentence: str | None = None, max_tokens: int = 40) -
     run's inputs have one, ``max_tokens`` ids in all (as every input)."""
     tok = model.tokenizer
     head = [tok.bos_token_id] if inputs.bos else []
-    return head + tok(sentence or DICKENS, add_special_tokens=False)["input_ids"][: max_tokens - len(head)]
+    return (
+        head
+        + tok(sentence or DICKENS, add_special_tokens=False)["input_ids"][: max_tokens - len(head)]
+    )
 
 
 def fig5_frame(maps: dict[str, np.ndarray | None]) -> pd.DataFrame:
@@ -335,12 +463,15 @@ def fig5_frame(maps: dict[str, np.ndarray | None]) -> pd.DataFrame:
     entries only), for every intervention that has a map."""
     import numpy as np
     import pandas as pd
+
     rows = []
     for rid, m in maps.items():
         if m is None:
             continue
         q, k = np.tril_indices(m.shape[0])
         rows.append(pd.DataFrame({"intervention": rid, "query": q, "key": k, "attention": m[q, k]}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["intervention", "query", "key", "attention"])
-
-
+    return (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["intervention", "query", "key", "attention"])
+    )

@@ -28,6 +28,7 @@ strength sweeps).
 >>> parse_edit("bq:0+skip_mlp@0:2")[1].describe()
 'b_Q := 0·b_Q (all layers) + skip MLP (layers 0..1)'
 """
+
 from __future__ import annotations
 
 from ..errors import SinkscopeError
@@ -45,7 +46,6 @@ from .edits import (
     ZeroKeyCoords,
     ZeroTokenEmbedding,
 )
-
 from .labels import KINDS, SCALABLE  # noqa: E402,F401  (one owner: labels.py)
 
 
@@ -66,23 +66,36 @@ def _part(text: str) -> Intervention:
         if span:
             a, b = (int(x) for x in span.split(":"))
             if not 0 <= a < b:
-                raise SinkscopeError(f"--edit part '{text}': @{a}:{b} is not a layer range START:STOP with 0 <= START < STOP")
+                raise SinkscopeError(
+                    f"--edit part '{text}': @{a}:{b} is not a layer range START:STOP with 0 <= START < STOP"
+                )
             layers = range(a, b)
         if kind == "baseline":
             return Identity()
         if kind == "bq":
             scale = float(arg or 0.0)
             if not math.isfinite(scale):
-                raise SinkscopeError(f"--edit part '{text}': the scale {arg} is not a finite number; e.g. bq:0.5")
+                raise SinkscopeError(
+                    f"--edit part '{text}': the scale {arg} is not a finite number; e.g. bq:0.5"
+                )
             return ScaleQueryBias(scale, layers=layers)
         if kind == "zero_wk":
-            return ZeroKeyCoords([count(c, "coordinate") for c in arg.split(",")] if arg else None, layers=layers)
+            return ZeroKeyCoords(
+                [count(c, "coordinate") for c in arg.split(",")] if arg else None, layers=layers
+            )
         if kind == "random_wk":
             n, _, rest = arg.partition(":")
             seed, _, draw = rest.partition(":")
             if draw and draw not in RANDOM_DRAWS:
-                raise SinkscopeError(f"--edit part '{text}': the draw '{draw}' is unknown; use {' or '.join(RANDOM_DRAWS)}")
-            return RandomKeyCoords(count(n or "3", "row count"), seed=int(seed or 0), layers=layers, draw=draw or "sinkscope")
+                raise SinkscopeError(
+                    f"--edit part '{text}': the draw '{draw}' is unknown; use {' or '.join(RANDOM_DRAWS)}"
+                )
+            return RandomKeyCoords(
+                count(n or "3", "row count"),
+                seed=int(seed or 0),
+                layers=layers,
+                draw=draw or "sinkscope",
+            )
         if kind == "pos":
             return ReplacePositionEmbedding(0, count(arg or "1", "position"))
         if kind == "no_pos":
@@ -96,14 +109,18 @@ def _part(text: str) -> Intervention:
         if kind in ("qbar", "wk", "patch0"):
             share = float(arg or 0.0)
             if not math.isfinite(share):
-                raise SinkscopeError(f"--edit part '{text}': the share {arg} is not a finite number; e.g. {kind}:0.5")
+                raise SinkscopeError(
+                    f"--edit part '{text}': the share {arg} is not a finite number; e.g. {kind}:0.5"
+                )
             if kind == "qbar":
                 return ScaleSharedQuery(share, layers=layers)
             if kind == "wk":
                 return ZeroKeyCoords(None, layers=layers, scale=share)
             return PatchIndex0(1.0 - share)
     except ValueError:
-        raise SinkscopeError(f"--edit part '{text}' has a malformed number; e.g. bq:0.5@3:11") from None
+        raise SinkscopeError(
+            f"--edit part '{text}' has a malformed number; e.g. bq:0.5@3:11"
+        ) from None
     raise SinkscopeError(f"--edit part '{text}' is unknown; kinds: {', '.join(KINDS)}")
 
 

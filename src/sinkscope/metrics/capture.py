@@ -15,6 +15,7 @@ dot product: ``A[i, k] = exp(scale * q_i·k_k + mask[i, k] - lse_i)``. So sink m
 >>> tuple(cap.stacked().shape)  # [batch, layer, head, q_pos, key]
 (3, 2, 4, 10, 2)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,17 @@ from ..errors import SinkscopeError
 IMPL_NAME = "sinkscope"
 
 
-def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, force_reference: bool = False,
-                  softcap: float | None = None):
+def sdpa_with_lse(
+    query,
+    key,
+    value,
+    mask,
+    is_causal: bool,
+    scale: float,
+    *,
+    force_reference: bool = False,
+    softcap: float | None = None,
+):
     """``(out [B, H, T, D], lse [B, H, T])`` for softmax(scale·QKᵀ + mask)·V.
 
     Uses the fused kernels that already compute the log-sum-exp (CPU flash attention; CUDA
@@ -37,13 +47,21 @@ def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, for
     fused kernel applies). ``lse`` is float32 or wider whatever the inputs' dtype.
     """
     force_reference = force_reference or bool(softcap)
-    if not force_reference and query.device.type == "cpu" and query.dtype in (torch.float32, torch.float64, torch.bfloat16):
+    if (
+        not force_reference
+        and query.device.type == "cpu"
+        and query.dtype in (torch.float32, torch.float64, torch.bfloat16)
+    ):
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, is_causal, attn_mask=mask, scale=scale
         )
         return out, lse
     if not force_reference and query.device.type == "cuda":
-        bias = mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2]) if mask is not None else None
+        bias = (
+            mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+            if mask is not None
+            else None
+        )
         try:
             out, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
                 query, key, value, bias, True, 0.0, is_causal, scale=scale
@@ -62,7 +80,9 @@ def sdpa_with_lse(query, key, value, mask, is_causal: bool, scale: float, *, for
             s = s + mask[..., start : start + 256, :].to(acc)
         if is_causal:
             qi = torch.arange(start, start + q.shape[2], device=q.device)[:, None]
-            s = s.masked_fill(torch.arange(S, device=q.device)[None, :] > qi + (S - T), float("-inf"))
+            s = s.masked_fill(
+                torch.arange(S, device=q.device)[None, :] > qi + (S - T), float("-inf")
+            )
         lse = torch.logsumexp(s, dim=-1)
         outs.append((torch.exp(s - lse[..., None]) @ v).to(query.dtype))
         lses.append(lse)
@@ -74,8 +94,19 @@ def softcapped(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
     return scores if not softcap else softcap * torch.tanh(scores / softcap)
 
 
-def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, keys: Sequence[int], *,
-                       force_reference=False, s_aux=None, softcap: float | None = None):
+def attend_and_capture(
+    query,
+    key,
+    value,
+    mask,
+    is_causal: bool,
+    scale: float,
+    keys: Sequence[int],
+    *,
+    force_reference=False,
+    s_aux=None,
+    softcap: float | None = None,
+):
     """Attention output and the probabilities of every query to ``keys``.
 
     query ``[B, H, T, D]``; key/value ``[B, H_kv, S, D]`` (repeated for GQA); mask additive or
@@ -93,10 +124,14 @@ def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, k
         value = value.repeat_interleave(rep, dim=1)
     S = key.shape[2]
     if mask is not None and mask.dtype == torch.bool:
-        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, torch.finfo(query.dtype).min)
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(
+            ~mask, torch.finfo(query.dtype).min
+        )
     elif mask is not None and mask.dtype != query.dtype:
         mask = mask.to(query.dtype)
-    out, lse = sdpa_with_lse(query, key, value, mask, is_causal, scale, force_reference=force_reference, softcap=softcap)
+    out, lse = sdpa_with_lse(
+        query, key, value, mask, is_causal, scale, force_reference=force_reference, softcap=softcap
+    )
     lse = lse.to(torch.promote_types(lse.dtype, torch.float32))
     aux_mass = None
     if s_aux is not None:
@@ -107,10 +142,15 @@ def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, k
         aux_mass = torch.exp(s_aux - lse)  # [batch, head, q_pos]: what the sink logit takes
     kidx = torch.as_tensor(list(keys), device=query.device)
     if int(kidx.max()) >= S:
-        raise SinkscopeError(f"key position {int(kidx.max())} is outside the sequence of {S} tokens; lower --keys")
+        raise SinkscopeError(
+            f"key position {int(kidx.max())} is outside the sequence of {S} tokens; lower --keys"
+        )
     # the few selected scores in float64: exact products of the fp32 q, k (cheap: K keys only)
     hp = torch.float64 if query.device.type == "cpu" or query.device.type == "cuda" else query.dtype
-    sel = softcapped(scale * torch.einsum("bhtd,bhkd->bhtk", query.to(hp), key.index_select(2, kidx).to(hp)), softcap)
+    sel = softcapped(
+        scale * torch.einsum("bhtd,bhkd->bhtk", query.to(hp), key.index_select(2, kidx).to(hp)),
+        softcap,
+    )
     if mask is not None:
         sel = sel + mask.index_select(-1, kidx).to(hp)
     if is_causal:
@@ -120,7 +160,9 @@ def attend_and_capture(query, key, value, mask, is_causal: bool, scale: float, k
     return out, probs.to(torch.promote_types(query.dtype, torch.float32)), aux_mass
 
 
-def _attention_interface(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def _attention_interface(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs
+):
     """``transformers`` attention function (registered as ``attn_implementation="sinkscope"``)."""
     cap: KeyAttentionCapture | None = getattr(module, "_sinkscope_capture", None)
     if scaling is None:
@@ -135,8 +177,16 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
         query = qedit(query)
     keys = cap.keys if cap is not None else (0,)
     out, probs, aux = attend_and_capture(
-        query, key, value, attention_mask, is_causal, scaling, keys,
-        force_reference=cap.force_reference if cap else False, s_aux=kwargs.get("s_aux"), softcap=kwargs.get("softcap"),
+        query,
+        key,
+        value,
+        attention_mask,
+        is_causal,
+        scaling,
+        keys,
+        force_reference=cap.force_reference if cap else False,
+        s_aux=kwargs.get("s_aux"),
+        softcap=kwargs.get("softcap"),
     )
     if cap is not None:
         cap._record(module._sinkscope_layer, probs, query, key, aux)
@@ -175,13 +225,30 @@ def route_sdpa_calls(adapter, stack) -> None:
     def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
         module = _SDPA_ACTIVE[-1] if _SDPA_ACTIVE else None
         if module is None:
-            return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kw)
+            return original(
+                query,
+                key,
+                value,
+                attn_mask=attn_mask,
+                dropout_p=dropout_p,
+                is_causal=is_causal,
+                scale=scale,
+                **kw,
+            )
         cap = getattr(module, "_sinkscope_capture", None)
         qedit = getattr(module, "_sinkscope_qedit", None)
         if qedit is not None:
             query = qedit(query)
-        out, probs, aux = attend_and_capture(query, key, value, attn_mask, is_causal, query.shape[-1] ** -0.5 if scale is None else scale,
-                                             cap.keys if cap is not None else (0,), force_reference=cap.force_reference if cap else False)
+        out, probs, aux = attend_and_capture(
+            query,
+            key,
+            value,
+            attn_mask,
+            is_causal,
+            query.shape[-1] ** -0.5 if scale is None else scale,
+            cap.keys if cap is not None else (0,),
+            force_reference=cap.force_reference if cap else False,
+        )
         if cap is not None:
             cap._record(module._sinkscope_layer, probs, query, key, aux)
         return out
@@ -189,7 +256,9 @@ def route_sdpa_calls(adapter, stack) -> None:
     for l in range(adapter.n_layers):
         mod = adapter.attention_module(l)
         stack.callback(mod.register_forward_pre_hook(lambda m, args: _SDPA_ACTIVE.append(m)).remove)
-        stack.callback(mod.register_forward_hook(lambda m, args, out: _SDPA_ACTIVE.remove(m)).remove)
+        stack.callback(
+            mod.register_forward_hook(lambda m, args, out: _SDPA_ACTIVE.remove(m)).remove
+        )
     F.scaled_dot_product_attention = sdpa
     stack.callback(setattr, F, "scaled_dot_product_attention", original)
     for cfg in _configs(adapter.model):  # the model's own SDPA branch is the one that calls it
@@ -219,8 +288,10 @@ def check_finite_attention(probs: torch.Tensor) -> None:
     bad = ~torch.isfinite(probs.flatten(2)).all(-1).all(0)  # [layer]
     if bool(bad.any()):
         first = int(bad.nonzero()[0])
-        raise NonFiniteError(f"attention became NaN / inf in layer {first} (0-based) during the forward pass "
-                             "(an overflow, or an edit that drove activations there); check the weights and edits")
+        raise NonFiniteError(
+            f"attention became NaN / inf in layer {first} (0-based) during the forward pass "
+            "(an overflow, or an edit that drove activations there); check the weights and edits"
+        )
 
 
 class KeyAttentionCapture:
@@ -231,7 +302,14 @@ class KeyAttentionCapture:
     The model's attention implementation is restored on exit.
     """
 
-    def __init__(self, adapter, keys: Sequence[int] = (0,), *, force_reference: bool = False, record_qk: bool = False):
+    def __init__(
+        self,
+        adapter,
+        keys: Sequence[int] = (0,),
+        *,
+        force_reference: bool = False,
+        record_qk: bool = False,
+    ):
         self.adapter = adapter
         self.keys = tuple(int(k) for k in keys)
         if not self.keys or min(self.keys) < 0:
@@ -242,11 +320,15 @@ class KeyAttentionCapture:
         self.aux: dict[int, torch.Tensor] = {}  # [batch, head, q_pos]: mass of a learned sink logit
         self.qk: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _record(self, layer: int, probs: torch.Tensor, query: torch.Tensor, key: torch.Tensor, aux=None) -> None:
+    def _record(
+        self, layer: int, probs: torch.Tensor, query: torch.Tensor, key: torch.Tensor, aux=None
+    ) -> None:
         self.probs[layer] = probs
         if aux is not None:
             self.aux[layer] = aux
-        if self.record_qk:  # the exact q, k the kernel saw: [batch, head, pos, d_head] (K per KV head)
+        if (
+            self.record_qk
+        ):  # the exact q, k the kernel saw: [batch, head, pos, d_head] (K per KV head)
             self.qk[layer] = (query.detach(), key.detach())
 
     def scores(self) -> torch.Tensor:
@@ -267,7 +349,9 @@ class KeyAttentionCapture:
         n = self.adapter.n_layers
         missing = [l for l in range(n) if l not in self.probs]
         if missing:
-            raise RuntimeError(f"no attention captured for layers {missing}: did the forward pass run inside the context?")
+            raise RuntimeError(
+                f"no attention captured for layers {missing}: did the forward pass run inside the context?"
+            )
         out = torch.stack([self.probs[l] for l in range(n)], dim=1)
         check_finite_attention(out)
         return out
@@ -279,7 +363,9 @@ class KeyAttentionCapture:
         if not self.aux:
             return None
         ref = next(iter(self.aux.values()))
-        return torch.stack([self.aux.get(l, torch.zeros_like(ref)) for l in range(self.adapter.n_layers)], dim=1)
+        return torch.stack(
+            [self.aux.get(l, torch.zeros_like(ref)) for l in range(self.adapter.n_layers)], dim=1
+        )
 
     def reset(self) -> None:
         self.probs = {}
@@ -293,7 +379,9 @@ class KeyAttentionCapture:
             mod._sinkscope_capture = self
             mod._sinkscope_layer = l
         self._restore = contextlib.ExitStack()
-        self.adapter.route_attention(self._restore)  # the model's attention now calls attend_and_capture
+        self.adapter.route_attention(
+            self._restore
+        )  # the model's attention now calls attend_and_capture
         return self
 
     def __exit__(self, *exc):

@@ -14,6 +14,7 @@
 >>> layer_band(12), layer_band(30), layer_band(6)
 ((3, 11), (8, 28), (2, 6))
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ def resolve_band(band: tuple[int, int] | None, n_layers: int) -> tuple[int, int]
 
     band = tuple(band) if band is not None else layer_band(n_layers)
     if not (0 <= band[0] < band[1] <= n_layers):
-        raise SinkscopeError(f"layer band {band[0]}:{band[1]} is outside the model's {n_layers} layers; use START:STOP within 0:{n_layers}")
+        raise SinkscopeError(
+            f"layer band {band[0]}:{band[1]} is outside the model's {n_layers} layers; use START:STOP within 0:{n_layers}"
+        )
     return band
 
 
@@ -53,7 +56,12 @@ def _masked_query_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return (x * keep).sum(-1) / keep.sum(-1)
 
 
-def key_attention(probs: torch.Tensor, key_index: int = 0, queries: slice | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def key_attention(
+    probs: torch.Tensor,
+    key_index: int = 0,
+    queries: slice | None = None,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean attention from ``queries`` (default: the second half) to captured key column ``key_index``.
 
     ``probs [batch, layer, head, q_pos, key]`` -> ``[batch, layer, head]``. With ``lengths [batch]``
@@ -71,7 +79,9 @@ def key_attention(probs: torch.Tensor, key_index: int = 0, queries: slice | None
     return _masked_query_mean(probs[..., key_index], (pos >= lengths // 2) & (pos < lengths))
 
 
-def gu_alpha(probs: torch.Tensor, key_index: int, key_pos: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def gu_alpha(
+    probs: torch.Tensor, key_index: int, key_pos: int, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
     """Gu et al.'s α: mean attention to the key at position ``key_pos`` over queries ``i >= key_pos``
     (and ``i < length`` with ``lengths``).
 
@@ -80,7 +90,9 @@ def gu_alpha(probs: torch.Tensor, key_index: int, key_pos: int, lengths: torch.T
     if lengths is None:
         return probs[:, :, :, key_pos:, key_index].mean(dim=-1)
     pos = torch.arange(probs.shape[3], device=probs.device)[None, :]
-    return _masked_query_mean(probs[..., key_index], (pos >= key_pos) & (pos < lengths.to(probs.device)[:, None]))
+    return _masked_query_mean(
+        probs[..., key_index], (pos >= key_pos) & (pos < lengths.to(probs.device)[:, None])
+    )
 
 
 def sink_rate(alpha: torch.Tensor | np.ndarray, eps: float = 0.3) -> float:

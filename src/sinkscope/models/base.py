@@ -15,6 +15,7 @@ plus the raw modules to *apply* LayerNorm / RMSNorm and the MLP exactly as the m
 (``ln1(layer, x)``, ``mlp(layer, x)``). Parameters are read from the live modules on every
 access and are never folded: ``b_Q`` is the model's own query bias.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -32,6 +33,7 @@ from .rotary import Rotary  # noqa: F401  (re-exported: the adapters return it)
 def hook_output(stack, module: nn.Module, fn) -> None:
     """Replace ``module``'s output by ``fn(output)`` while the ``ExitStack`` is open (of its first
     element when it returns a tuple: decoder blocks, MoE MLPs with their router scores)."""
+
     def hook(mod, args, out):
         return (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out)
 
@@ -49,8 +51,12 @@ class ArchInfo:
     has_query_bias: bool
     has_mlp: bool
     qk_norm: bool
-    parallel: bool = False  # attention and MLP read the same residual (GPT-J, GPT-NeoX, Falcon, Phi)
-    sink_logit: bool = False  # a learned per-head logit with no value takes attention mass (GPT-OSS)
+    parallel: bool = (
+        False  # attention and MLP read the same residual (GPT-J, GPT-NeoX, Falcon, Phi)
+    )
+    sink_logit: bool = (
+        False  # a learned per-head logit with no value takes attention mass (GPT-OSS)
+    )
 
 
 class Adapter(ABC):
@@ -64,8 +70,12 @@ class Adapter(ABC):
 
     family: str = "base"
     model_types: tuple[str, ...] = ()
-    attn_implementation: str = "sdpa"  # what the model is loaded with (the capture replaces it while active)
-    attention_interface: bool = True  # sinkscope's attention sees the kernel's queries (query edits work)
+    attn_implementation: str = (
+        "sdpa"  # what the model is loaded with (the capture replaces it while active)
+    )
+    attention_interface: bool = (
+        True  # sinkscope's attention sees the kernel's queries (query edits work)
+    )
 
     @classmethod
     def attn_implementation_for(cls, config) -> str:
@@ -168,14 +178,18 @@ class Adapter(ABC):
         """Raise a clear error for residual coordinates outside ``0..d_model-1``."""
         bad = [c for c in coords or () if not 0 <= int(c) < self.d_model]
         if bad:
-            raise SinkscopeError(f"{what}: coordinate(s) {', '.join(map(str, bad[:5]))} outside the model's "
-                                 f"{self.d_model} residual coordinates (0..{self.d_model - 1})")
+            raise SinkscopeError(
+                f"{what}: coordinate(s) {', '.join(map(str, bad[:5]))} outside the model's "
+                f"{self.d_model} residual coordinates (0..{self.d_model - 1})"
+            )
 
     def check_length(self, T: int) -> None:
         """Raise a clear error for inputs longer than :meth:`max_positions`."""
         limit = self.max_positions()
         if limit is not None and T > limit:
-            raise SinkscopeError(f"inputs of {T} tokens do not fit this model's {limit} learned positions; use --max-tokens {limit} or less")
+            raise SinkscopeError(
+                f"inputs of {T} tokens do not fit this model's {limit} learned positions; use --max-tokens {limit} or less"
+            )
 
     def _stack(self, fn: Callable[[int], torch.Tensor]) -> torch.Tensor:
         return torch.stack([fn(layer) for layer in range(self.n_layers)])
@@ -195,27 +209,47 @@ class Adapter(ABC):
 
     def q(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W_Q [H, d, dh], b_Q [H, dh])`` of one layer."""
-        return self._checked(self._q(layer), (self.n_heads, self.d_model, self.d_head), (self.n_heads, self.d_head))
+        return self._checked(
+            self._q(layer), (self.n_heads, self.d_model, self.d_head), (self.n_heads, self.d_head)
+        )
 
     def k(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W_K, b_K)`` per query head (GQA key heads repeated)."""
-        w, b = self._checked(self._k(layer), (self.n_kv_heads, self.d_model, self.d_head), (self.n_kv_heads, self.d_head))
+        w, b = self._checked(
+            self._k(layer),
+            (self.n_kv_heads, self.d_model, self.d_head),
+            (self.n_kv_heads, self.d_head),
+        )
         return self._kv_expand(w), self._kv_expand(b)
 
     def v(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        w, b = self._checked(self._v(layer), (self.n_kv_heads, self.d_model, self.d_head), (self.n_kv_heads, self.d_head))
+        w, b = self._checked(
+            self._v(layer),
+            (self.n_kv_heads, self.d_model, self.d_head),
+            (self.n_kv_heads, self.d_head),
+        )
         return self._kv_expand(w), self._kv_expand(b)
 
     def o(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._checked(self._o(layer), (self.n_heads, self.d_head, self.d_model), (self.d_model,))
+        return self._checked(
+            self._o(layer), (self.n_heads, self.d_head, self.d_model), (self.d_model,)
+        )
 
-    W_Q = property(lambda self: self._stack(lambda l: self.q(l)[0]))  # [layer, head, d_model, d_head]
+    W_Q = property(
+        lambda self: self._stack(lambda l: self.q(l)[0])
+    )  # [layer, head, d_model, d_head]
     b_Q = property(lambda self: self._stack(lambda l: self.q(l)[1]))  # [layer, head, d_head]
-    W_K = property(lambda self: self._stack(lambda l: self.k(l)[0]))  # [layer, head, d_model, d_head]
+    W_K = property(
+        lambda self: self._stack(lambda l: self.k(l)[0])
+    )  # [layer, head, d_model, d_head]
     b_K = property(lambda self: self._stack(lambda l: self.k(l)[1]))  # [layer, head, d_head]
-    W_V = property(lambda self: self._stack(lambda l: self.v(l)[0]))  # [layer, head, d_model, d_head]
+    W_V = property(
+        lambda self: self._stack(lambda l: self.v(l)[0])
+    )  # [layer, head, d_model, d_head]
     b_V = property(lambda self: self._stack(lambda l: self.v(l)[1]))  # [layer, head, d_head]
-    W_O = property(lambda self: self._stack(lambda l: self.o(l)[0]))  # [layer, head, d_head, d_model]
+    W_O = property(
+        lambda self: self._stack(lambda l: self.o(l)[0])
+    )  # [layer, head, d_head, d_model]
     b_O = property(lambda self: self._stack(lambda l: self.o(l)[1]))  # [layer, d_model]
 
     # ---- norms, MLP, embeddings ---------------------------------------------------------------
@@ -234,7 +268,9 @@ class Adapter(ABC):
     def token_embedding_module(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _norm_params(self, mod: nn.Module | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _norm_params(
+        self, mod: nn.Module | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if mod is None:
             return None, None
         w = getattr(mod, "weight", None)

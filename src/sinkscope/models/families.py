@@ -5,6 +5,7 @@ projections, rotary, QK-norm, biases, GQA) :class:`~sinkscope.models.generic.Gen
 reads off the modules. A decoder whose ``model_type`` is not listed anywhere still gets the
 generic adapter (``family`` ``generic``).
 """
+
 from __future__ import annotations
 
 from .generic import GenericAdapter
@@ -90,19 +91,25 @@ class FalconAdapter(GenericAdapter):
 
     def __init__(self, model):
         c = model.config
-        self.layout = "grouped" if c.new_decoder_architecture else "mqa" if c.multi_query else "per_head"
+        self.layout = (
+            "grouped" if c.new_decoder_architecture else "mqa" if c.multi_query else "per_head"
+        )
         self.parallel = bool(c.new_decoder_architecture or c.parallel_attn)
         super().__init__(model)
 
     def _fused_kv_heads(self, attn, rows):
-        return {"grouped": self.config.num_kv_heads, "mqa": 1, "per_head": self.n_heads}[self.layout]
+        return {"grouped": self.config.num_kv_heads, "mqa": 1, "per_head": self.n_heads}[
+            self.layout
+        ]
 
     def _split_fused(self, t, which):
         H, KV, dh, rest = self.n_heads, self.n_kv_heads, self.d_head, t.shape[1:]
         if self.layout == "per_head":
             return t.view(H, 3, dh, *rest)[:, which]
         if self.layout == "mqa":
-            return t.view(H + 2, dh, *rest)[(slice(0, H), slice(H, H + 1), slice(H + 1, H + 2))[which]]
+            return t.view(H + 2, dh, *rest)[
+                (slice(0, H), slice(H, H + 1), slice(H + 1, H + 2))[which]
+            ]
         g = H // KV  # grouped: [kv group, (g queries, k, v), d_head]
         v = t.view(KV, g + 2, dh, *rest)
         return v[:, :g].reshape(H, dh, *rest) if which == 0 else v[:, g + which - 1]

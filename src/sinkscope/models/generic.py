@@ -14,6 +14,7 @@ interleaved rotary, OLMo-2's post-norm blocks); those live in ``models/families.
 >>> a.n_layers, a.n_heads, a.n_kv_heads, a.d_head, a.info().positional, a.info().norm
 (2, 4, 2, 8, 'rotary', 'rmsnorm')
 """
+
 from __future__ import annotations
 
 import inspect
@@ -25,12 +26,31 @@ from ..errors import SinkscopeError
 from .base import Adapter, ArchInfo, Rotary, linear_out, linear_qkv
 
 ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
-Q_NAMES, K_NAMES, V_NAMES = ("q_proj", "query", "q"), ("k_proj", "key", "k"), ("v_proj", "value", "v")
+Q_NAMES, K_NAMES, V_NAMES = (
+    ("q_proj", "query", "q"),
+    ("k_proj", "key", "k"),
+    ("v_proj", "value", "v"),
+)
 FUSED_NAMES = ("qkv_proj", "query_key_value", "Wqkv", "qkv", "c_attn")
 OUT_NAMES = ("o_proj", "out_proj", "dense", "c_proj", "o")
-LN1_NAMES = ("input_layernorm", "ln_1", "ln_attn", "self_attn_layer_norm", "attention_norm", "norm1")
+LN1_NAMES = (
+    "input_layernorm",
+    "ln_1",
+    "ln_attn",
+    "self_attn_layer_norm",
+    "attention_norm",
+    "norm1",
+)
 # the MLP's own input norm, in preference order (Gemma's post_attention_layernorm is a sandwich norm)
-LN2_NAMES = ("pre_feedforward_layernorm", "ln_mlp", "ln_2", "post_attention_layernorm", "final_layer_norm", "ffn_norm", "norm2")
+LN2_NAMES = (
+    "pre_feedforward_layernorm",
+    "ln_mlp",
+    "ln_2",
+    "post_attention_layernorm",
+    "final_layer_norm",
+    "ffn_norm",
+    "norm2",
+)
 MLP_NAMES = ("mlp", "feed_forward", "ffn")
 FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
 POSITION_NAMES = ("wpe", "embed_positions", "position_embeddings")
@@ -65,7 +85,9 @@ class GenericAdapter(Adapter):
 
     family = "generic"
     model_types: tuple[str, ...] = ()
-    fused_layout: str | None = None  # a fused QKV's row order (``_split_fused``): declared per family, never guessed
+    fused_layout: str | None = (
+        None  # a fused QKV's row order (``_split_fused``): declared per family, never guessed
+    )
     rope_style = "half"  # "half": cos/sin [T, rot]; "half-dup": [T, rot/2] (GPT-OSS); "gptj": (sin, cos) [T, rot/2] interleaved
     post_norm = False  # OLMo-2: norms on the sublayers' outputs, none on their inputs
     parallel = False  # attention and MLP both read the block's input (set per family)
@@ -73,7 +95,10 @@ class GenericAdapter(Adapter):
     def __init__(self, model: nn.Module):
         super().__init__(model)
         c = self.config
-        if type(self).family in ("generic", "llama"):  # classes covering several model types name the one loaded
+        if type(self).family in (
+            "generic",
+            "llama",
+        ):  # classes covering several model types name the one loaded
             self.family = getattr(c, "model_type", None) or type(self).family
         self.n_layers = _config_int(c, "num_hidden_layers", "n_layer", "num_layers")
         self.body = model.base_model
@@ -81,23 +106,38 @@ class GenericAdapter(Adapter):
         block = self.blocks[0]
         self.attn_name, attn = _child(block, ATTENTION_NAMES)
         if attn is None:
-            raise SinkscopeError(f"{self._what()}: its blocks have no attention module sinkscope recognises "
-                                 f"({', '.join(ATTENTION_NAMES)}); it cannot be analysed")
+            raise SinkscopeError(
+                f"{self._what()}: its blocks have no attention module sinkscope recognises "
+                f"({', '.join(ATTENTION_NAMES)}); it cannot be analysed"
+            )
         self.n_heads = _config_int(c, "num_attention_heads", "n_head", "num_heads")
         self.d_model = _config_int(c, "hidden_size", "n_embd", "d_model")
-        self.d_head = (_config_int(c, "head_dim") or getattr(attn, "head_dim", None) or getattr(attn, "head_size", None)
-                       or self.d_model // self.n_heads)
-        self.q_name, self.k_name, self.v_name = (_child(attn, n)[0] for n in (Q_NAMES, K_NAMES, V_NAMES))
+        self.d_head = (
+            _config_int(c, "head_dim")
+            or getattr(attn, "head_dim", None)
+            or getattr(attn, "head_size", None)
+            or self.d_model // self.n_heads
+        )
+        self.q_name, self.k_name, self.v_name = (
+            _child(attn, n)[0] for n in (Q_NAMES, K_NAMES, V_NAMES)
+        )
         self.fused_name = None if self.q_name else _child(attn, FUSED_NAMES)[0]
         self.o_name = _child(attn, OUT_NAMES)[0]
-        if not ((self.q_name and self.k_name and self.v_name) or self.fused_name) or not self.o_name:
-            raise SinkscopeError(f"{self._what()}: its attention ({type(attn).__name__}) has no Q/K/V and output "
-                                 "projections sinkscope recognises; it cannot be analysed")
+        if (
+            not ((self.q_name and self.k_name and self.v_name) or self.fused_name)
+            or not self.o_name
+        ):
+            raise SinkscopeError(
+                f"{self._what()}: its attention ({type(attn).__name__}) has no Q/K/V and output "
+                "projections sinkscope recognises; it cannot be analysed"
+            )
         self.n_kv_heads = self._kv_heads(attn)
         self.ln1_name = None if self.post_norm else _child(block, LN1_NAMES)[0]
         self.ln2_name = None if self.post_norm else _child(block, LN2_NAMES)[0]
         if self.parallel and self.ln2_name is None:
-            self.ln2_name = self.ln1_name  # one norm feeds attention and MLP (GPT-J, Phi, Falcon-7B)
+            self.ln2_name = (
+                self.ln1_name
+            )  # one norm feeds attention and MLP (GPT-J, Phi, Falcon-7B)
         self.mlp_name = _child(block, MLP_NAMES)[0]
 
     def _what(self) -> str:
@@ -107,7 +147,9 @@ class GenericAdapter(Adapter):
         for _, mod in self.body.named_modules():
             if isinstance(mod, nn.ModuleList) and len(mod) == self.n_layers and self.n_layers:
                 return mod
-        raise SinkscopeError(f"{self._what()}: no list of {self.n_layers} blocks found; it cannot be analysed")
+        raise SinkscopeError(
+            f"{self._what()}: no list of {self.n_layers} blocks found; it cannot be analysed"
+        )
 
     def _kv_heads(self, attn) -> int:
         if self.fused_name:
@@ -136,9 +178,11 @@ class GenericAdapter(Adapter):
         elif _calls(attn, "scaled_dot_product_attention"):
             route_sdpa_calls(self, stack)
         else:
-            raise SinkscopeError(f"{type(attn).__name__} computes attention itself, through neither transformers' attention "
-                                 "interface nor torch's scaled_dot_product_attention, so sinkscope cannot capture its attention; "
-                                 "use a model whose attention goes through transformers' attention interface")
+            raise SinkscopeError(
+                f"{type(attn).__name__} computes attention itself, through neither transformers' attention "
+                "interface nor torch's scaled_dot_product_attention, so sinkscope cannot capture its attention; "
+                "use a model whose attention goes through transformers' attention interface"
+            )
 
     # ---- structure ----------------------------------------------------------------------------
     def info(self) -> ArchInfo:
@@ -146,16 +190,24 @@ class GenericAdapter(Adapter):
         bias = self._proj_bias(attn)
         norm_mod = self.ln1_module(0) or self.ln_final_module()
         norm = "rmsnorm" if "rms" in type(norm_mod).__name__.lower() else "layernorm"
-        return ArchInfo(family=self.family,
-                        positional=self._positional(), norm=norm + ("-post" if self.post_norm else ""),
-                        has_query_bias=bias is not None, has_mlp=self.mlp_name is not None,
-                        qk_norm=self.q_norm_module(0) is not None, parallel=self.parallel,
-                        sink_logit=getattr(attn, "sinks", None) is not None)
+        return ArchInfo(
+            family=self.family,
+            positional=self._positional(),
+            norm=norm + ("-post" if self.post_norm else ""),
+            has_query_bias=bias is not None,
+            has_mlp=self.mlp_name is not None,
+            qk_norm=self.q_norm_module(0) is not None,
+            parallel=self.parallel,
+            sink_logit=getattr(attn, "sinks", None) is not None,
+        )
 
     def _positional(self) -> str:
         if self.position_embedding_module() is not None:
             return "learned"
-        if getattr(self.config, "alibi", False) or getattr(self.config, "model_type", "") in ("bloom", "mpt"):
+        if getattr(self.config, "alibi", False) or getattr(self.config, "model_type", "") in (
+            "bloom",
+            "mpt",
+        ):
             return "alibi"
         return "rotary" if self._rotary_module() is not None else "none"
 
@@ -186,7 +238,9 @@ class GenericAdapter(Adapter):
         return getattr(self.blocks[layer], self.ln2_name) if self.ln2_name else None
 
     def ln1(self, layer, x):
-        return x if self.ln1_module(layer) is None else super().ln1(layer, x)  # post-norm: no input norm
+        return (
+            x if self.ln1_module(layer) is None else super().ln1(layer, x)
+        )  # post-norm: no input norm
 
     def ln_final_module(self):
         return _child(self.body, FINAL_NORM_NAMES)[1]
@@ -207,7 +261,7 @@ class GenericAdapter(Adapter):
         if mod is None:
             return None
         self._need(mod.weight, what="the positional embedding")
-        return mod.weight.detach()[getattr(mod, "offset", 0):]
+        return mod.weight.detach()[getattr(mod, "offset", 0) :]
 
     def q_norm_module(self, layer):
         """The norm on queries before RoPE (QK-norm: Qwen3, Gemma, OLMo-2), or None."""
@@ -221,10 +275,17 @@ class GenericAdapter(Adapter):
         [batch, pos, d_model]``: projections, QK-norm, rotary. ``[batch, head, pos, d_head]``
         (keys per KV head). What the weight analyses assume; the tests check it against the model."""
         W_Q, b_Q = self.q(layer)
-        W_K, b_K = self._checked(self._k(layer), (self.n_kv_heads, self.d_model, self.d_head), (self.n_kv_heads, self.d_head))
+        W_K, b_K = self._checked(
+            self._k(layer),
+            (self.n_kv_heads, self.d_model, self.d_head),
+            (self.n_kv_heads, self.d_head),
+        )
         q = torch.einsum("bpd,hde->bphe", x, W_Q) + b_Q  # [batch, pos, head, d_head]
         k = torch.einsum("bpd,hde->bphe", x, W_K) + b_K
-        q, k = self._qk_norm(layer, q, self.q_norm_module(layer)), self._qk_norm(layer, k, self.k_norm_module(layer))
+        q, k = (
+            self._qk_norm(layer, q, self.q_norm_module(layer)),
+            self._qk_norm(layer, k, self.k_norm_module(layer)),
+        )
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         rope = self.rope(layer, x.shape[1], device=x.device, dtype=x.dtype)
         return (q, k) if rope is None else (rope.apply(q), rope.apply(k))
@@ -268,9 +329,11 @@ class GenericAdapter(Adapter):
         """Rows of a fused QKV weight ``[rows, d]`` (or bias ``[rows]``) for Q (0), K (1) or V (2),
         as ``[heads, d_head, ...]``, a view of the live tensor. ``blocks``: ``[q | k | v]``."""
         if self.fused_layout != "blocks":
-            raise SinkscopeError(f"the row layout of {self._what()}'s fused {self.fused_name} is not known to sinkscope, so its "
-                                 "Q / K / V weights cannot be read (measure and the forward-pass analyses still work); "
-                                 "a family entry in models/families.py declares it")
+            raise SinkscopeError(
+                f"the row layout of {self._what()}'s fused {self.fused_name} is not known to sinkscope, so its "
+                "Q / K / V weights cannot be read (measure and the forward-pass analyses still work); "
+                "a family entry in models/families.py declares it"
+            )
         H, KV, dh = self.n_heads, self.n_kv_heads, self.d_head
         rest = t.shape[1:]
         start, n = ((0, H), (H, KV), (H + KV, KV))[which]
@@ -282,7 +345,9 @@ class GenericAdapter(Adapter):
         if w.is_meta or (b is not None and b.is_meta):
             return w, b
         n = self.n_heads if which == 0 else self.n_kv_heads
-        W = self._split_fused(w, which).reshape(n, self.d_head, self.d_model).permute(0, 2, 1)  # [head, d_model, d_head]
+        W = (
+            self._split_fused(w, which).reshape(n, self.d_head, self.d_model).permute(0, 2, 1)
+        )  # [head, d_model, d_head]
         B = None if b is None else self._split_fused(b, which).reshape(n, self.d_head)
         return W, B
 
@@ -311,8 +376,10 @@ class GenericAdapter(Adapter):
         if self.fused_name:
             view = self._split_fused(lin.bias.data, 0)
             if view.data_ptr() != lin.bias.data[: view.numel()].data_ptr() or not view._is_view():
-                raise SinkscopeError(f"{self.family}: its grouped fused layout interleaves the query bias with K and V, "
-                                     "so it cannot be edited in place; edit the model's bias directly")
+                raise SinkscopeError(
+                    f"{self.family}: its grouped fused layout interleaves the query bias with K and V, "
+                    "so it cannot be edited in place; edit the model's bias directly"
+                )
             return view
         return lin.bias.data.view(self.n_heads, self.d_head)
 

@@ -1,5 +1,6 @@
 """GPT-2 (HF ``GPT2LMHeadModel``): fused Conv1D ``c_attn`` ``[d, 3d]`` holding Q | K | V, learned
 absolute positions ``wpe``, LayerNorm with bias, GELU MLP, query/key/value biases."""
+
 from __future__ import annotations
 
 import torch
@@ -57,7 +58,14 @@ class GPT2Adapter(TransformerHBlocks, Adapter):
         self.tf = model.transformer
 
     def info(self) -> ArchInfo:
-        return ArchInfo(family="gpt2", positional="learned", norm="layernorm", has_query_bias=True, has_mlp=True, qk_norm=False)
+        return ArchInfo(
+            family="gpt2",
+            positional="learned",
+            norm="layernorm",
+            has_query_bias=True,
+            has_mlp=True,
+            qk_norm=False,
+        )
 
     def attention_module(self, layer):
         return self.tf.h[layer].attn
@@ -94,7 +102,11 @@ class GPT2Adapter(TransformerHBlocks, Adapter):
         return w.reshape(self.n_heads, self.d_head, self.d_model), proj.bias
 
     def query_bias_view(self, layer):
-        return self.tf.h[layer].attn.c_attn.bias.data[: self.d_model].view(self.n_heads, self.d_head)
+        return (
+            self.tf.h[layer].attn.c_attn.bias.data[: self.d_model].view(self.n_heads, self.d_head)
+        )
 
     def key_weight_view(self, layer):
-        return self.tf.h[layer].attn.c_attn.weight.data[:, self.d_model : 2 * self.d_model]  # Conv1D [in, out]
+        return self.tf.h[layer].attn.c_attn.weight.data[
+            :, self.d_model : 2 * self.d_model
+        ]  # Conv1D [in, out]

@@ -1,5 +1,6 @@
 """GPT-Neo (HF ``GPTNeoForCausalLM``): separate bias-free Q/K/V ``nn.Linear``, **no** 1/sqrt(d)
 scaling of scores, alternating global / local (windowed) attention, learned absolute positions."""
+
 from __future__ import annotations
 
 import types
@@ -34,7 +35,14 @@ class GPTNeoAdapter(TransformerHBlocks, SeparateQKVAdapter):
         self.tf = model.transformer
 
     def info(self):
-        return ArchInfo(family="gpt_neo", positional="learned", norm="layernorm", has_query_bias=False, has_mlp=True, qk_norm=False)
+        return ArchInfo(
+            family="gpt_neo",
+            positional="learned",
+            norm="layernorm",
+            has_query_bias=False,
+            has_mlp=True,
+            qk_norm=False,
+        )
 
     def attention_module(self, layer):
         return self.tf.h[layer].attn.attention
@@ -50,10 +58,14 @@ def _captured_attn(self, query, key, value, attention_mask=None):
 
     T, S = query.shape[-2], key.shape[-2]
     keep = self.bias[:, :, S - T : S, :S]  # [1, 1, T, S] bool: causal, windowed on local layers
-    mask = torch.zeros(keep.shape, dtype=query.dtype, device=query.device).masked_fill_(~keep, torch.finfo(query.dtype).min)
+    mask = torch.zeros(keep.shape, dtype=query.dtype, device=query.device).masked_fill_(
+        ~keep, torch.finfo(query.dtype).min
+    )
     if attention_mask is not None:
         mask = mask + attention_mask
     cap = self._sinkscope_capture
-    out, probs, _ = attend_and_capture(query, key, value, mask, False, 1.0, cap.keys, force_reference=cap.force_reference)
+    out, probs, _ = attend_and_capture(
+        query, key, value, mask, False, 1.0, cap.keys, force_reference=cap.force_reference
+    )
     cap._record(self._sinkscope_layer, probs, query, key)
     return out, None

@@ -1,5 +1,6 @@
 """Per-head views of ``nn.Linear`` projections, in TransformerLens orientation (``x @ W``):
 ``[n_heads*d_head, d_in]`` weights split into ``[n_heads, d_in, d_head]``."""
+
 from __future__ import annotations
 
 import torch
@@ -19,7 +20,9 @@ def linear_qkv(lin: nn.Linear, n_heads: int):
     w, b = lin.weight, lin.bias
     if w.is_meta:
         return w, b
-    return linear_heads(w, n_heads), (b.reshape(n_heads, -1) if b is not None and not b.is_meta else b)
+    return linear_heads(w, n_heads), (
+        b.reshape(n_heads, -1) if b is not None and not b.is_meta else b
+    )
 
 
 def linear_out(lin: nn.Linear, n_heads: int):

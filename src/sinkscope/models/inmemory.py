@@ -1,6 +1,7 @@
 """A ``transformers`` model already in memory, taken as it is (as nnsight and TransformerLens take
 one): :func:`read_in_memory` checks it and returns the :class:`~sinkscope.models.loaders.Loaded`
 that :func:`~sinkscope.models.loading.load_model` wraps in a ``SinkModel``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,14 @@ from .placement import resolve_device, resolve_dtype
 from .registry import adapter_class, unsupported
 
 
-def read_in_memory(hf: torch.nn.Module, tokenizer: object | None = None, *, device: str | torch.device | None = None,
-                   dtype: str | torch.dtype | None = None, device_map: str | None = None) -> Loaded:
+def read_in_memory(
+    hf: torch.nn.Module,
+    tokenizer: object | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | None = None,
+) -> Loaded:
     """Check an in-memory model and take it where it is.
 
     - The model must be a ``transformers`` causal LM of a family sinkscope analyses (anything
@@ -33,25 +40,37 @@ def read_in_memory(hf: torch.nn.Module, tokenizer: object | None = None, *, devi
     """
     name = _display_name(hf)
     cls = _check_causal_lm(hf, name)
-    dtype = resolve_dtype(dtype) if dtype not in (None, "auto") else None  # a bad name fails before anything moves
+    dtype = (
+        resolve_dtype(dtype) if dtype not in (None, "auto") else None
+    )  # a bad name fails before anything moves
     if device_map is not None:
-        raise SinkscopeError(f"device_map={device_map!r} places weights while they load; the in-memory {name} is placed "
-                             "already, so drop device_map (accelerate's dispatch_model places a model in memory)")
+        raise SinkscopeError(
+            f"device_map={device_map!r} places weights while they load; the in-memory {name} is placed "
+            "already, so drop device_map (accelerate's dispatch_model places a model in memory)"
+        )
     if device is not None:
         if getattr(hf, "hf_device_map", None):
-            raise SinkscopeError(f"the in-memory {name} was placed by accelerate (hf_device_map); drop device={device!r}")
+            raise SinkscopeError(
+                f"the in-memory {name} was placed by accelerate (hf_device_map); drop device={device!r}"
+            )
         hf.to(device=resolve_device(device))
     if dtype is not None:
         hf.to(dtype=dtype)
     _check_no_dropout(hf, name)
-    source = {"kind": "in-memory", "class": type(hf).__name__, "name_or_path": hf.name_or_path or None}
+    source = {
+        "kind": "in-memory",
+        "class": type(hf).__name__,
+        "name_or_path": hf.name_or_path or None,
+    }
     if getattr(hf.config, "_commit_hash", None):
         source["commit"] = hf.config._commit_hash  # loaded from the hub: the snapshot it came from
     switched = _attention_for_capture(hf, cls, name)
     if switched:
         source["attn_implementation"] = switched
     tok = tokenizer if tokenizer is not None else _saved_tokenizer(hf.name_or_path)
-    partial = any(p.is_meta for p in hf.parameters())  # e.g. built under accelerate's init_empty_weights
+    partial = any(
+        p.is_meta for p in hf.parameters()
+    )  # e.g. built under accelerate's init_empty_weights
     return Loaded(hf, tok, name, source, partial=partial)
 
 
@@ -76,9 +95,13 @@ def _check_causal_lm(hf: torch.nn.Module, name: str):
         raise unsupported(mt, f"the in-memory {type(hf).__name__}") from None
     lm = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(hf.config), None)
     lms = lm if isinstance(lm, tuple) else (lm,) if lm is not None else ()
-    if lms and not isinstance(hf, lms):  # e.g. the bare GPT2Model: no LM head, another module layout
-        raise SinkscopeError(f"the in-memory {name} is a {type(hf).__name__}, not the causal LM of '{mt}'; "
-                             f"pass a {' or '.join(c.__name__ for c in lms)} (its trunk and LM head as from_pretrained builds them)")
+    if lms and not isinstance(
+        hf, lms
+    ):  # e.g. the bare GPT2Model: no LM head, another module layout
+        raise SinkscopeError(
+            f"the in-memory {name} is a {type(hf).__name__}, not the causal LM of '{mt}'; "
+            f"pass a {' or '.join(c.__name__ for c in lms)} (its trunk and LM head as from_pretrained builds them)"
+        )
     return cls
 
 
@@ -86,12 +109,22 @@ def _check_no_dropout(hf: torch.nn.Module, name: str) -> None:
     """Refuse a model whose dropout is active (training mode): sinkscope's numbers would change
     from one run to the next. Dropout modules and the attention dropout rate transformers'
     attention modules apply in training mode both count."""
-    active = [n for n, m in hf.named_modules() if m.training and (
-        (isinstance(m, torch.nn.Dropout) and m.p > 0)
-        or (isinstance(getattr(m, "attention_dropout", None), float) and m.attention_dropout > 0))]
+    active = [
+        n
+        for n, m in hf.named_modules()
+        if m.training
+        and (
+            (isinstance(m, torch.nn.Dropout) and m.p > 0)
+            or (
+                isinstance(getattr(m, "attention_dropout", None), float) and m.attention_dropout > 0
+            )
+        )
+    ]
     if active:
-        raise SinkscopeError(f"the in-memory {name} is in training mode with dropout active ({active[0]} and "
-                             f"{len(active) - 1} more); call model.eval() before load_model (it leaves the mode as it is)")
+        raise SinkscopeError(
+            f"the in-memory {name} is in training mode with dropout active ({active[0]} and "
+            f"{len(active) - 1} more); call model.eval() before load_model (it leaves the mode as it is)"
+        )
 
 
 def _attention_for_capture(hf, cls, name: str) -> str | None:
@@ -106,9 +139,13 @@ def _attention_for_capture(hf, cls, name: str) -> str | None:
             hf.set_attn_implementation(want)
     else:  # transformers before set_attn_implementation
         hf.config._attn_implementation = want
-    if getattr(hf.config, "_attn_implementation", None) != want:  # e.g. GPT-Neo built for flash attention
-        raise SinkscopeError(f"the in-memory {name} runs {have} attention, which sinkscope cannot capture for "
-                             f"{cls.family}; build or load it with attn_implementation={want!r}")
+    if (
+        getattr(hf.config, "_attn_implementation", None) != want
+    ):  # e.g. GPT-Neo built for flash attention
+        raise SinkscopeError(
+            f"the in-memory {name} runs {have} attention, which sinkscope cannot capture for "
+            f"{cls.family}; build or load it with attn_implementation={want!r}"
+        )
     return f"{have} -> {want}"
 
 
@@ -122,6 +159,16 @@ def _saved_tokenizer(name_or_path: str | None):
     local = Path(name_or_path).expanduser().is_dir()
     with _quiet_transformers():
         try:
-            return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False, **({} if local else {"local_files_only": True}))
-        except (OSError, ValueError, TypeError, KeyError, ImportError):  # none saved, or not loadable offline
+            return AutoTokenizer.from_pretrained(
+                name_or_path,
+                trust_remote_code=False,
+                **({} if local else {"local_files_only": True}),
+            )
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            ImportError,
+        ):  # none saved, or not loadable offline
             return None

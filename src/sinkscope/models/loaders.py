@@ -1,6 +1,7 @@
 """The loaders behind :func:`~sinkscope.models.loading.load_model`, one per kind of file: a HF
 directory or hub id, a ``.gguf`` file (dequantised), a partial safetensors checkpoint (built on
 ``meta``). Each returns a :class:`Loaded`; ``load_model`` checks it and wraps it in a ``SinkModel``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,10 @@ def check_finite(model: torch.nn.Module) -> None:
         n_nan, n_inf = int(torch.isnan(p).sum()), int(torch.isinf(p).sum())
         layer = _layer_index(name)
         where = f"layer {layer}" if layer is not None else "outside the layers"
-        raise SinkscopeError(f"the checkpoint's weights are not finite: {name} ({where}) holds {n_nan} NaN and {n_inf} inf values; "
-                             "it is corrupt or from a diverged run, so load another checkpoint")
+        raise SinkscopeError(
+            f"the checkpoint's weights are not finite: {name} ({where}) holds {n_nan} NaN and {n_inf} inf values; "
+            "it is corrupt or from a diverged run, so load another checkpoint"
+        )
 
 
 @contextlib.contextmanager
@@ -64,7 +67,15 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _load_hf(spec: str, device, dtype, device_map, name: str, revision: str | None = None, own_dtype: bool = True) -> Loaded:
+def _load_hf(
+    spec: str,
+    device,
+    dtype,
+    device_map,
+    name: str,
+    revision: str | None = None,
+    own_dtype: bool = True,
+) -> Loaded:
     """A HF directory or hub id (``revision``: a branch, tag or commit of the hub repo)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -78,15 +89,25 @@ def _load_hf(spec: str, device, dtype, device_map, name: str, revision: str | No
     except (OSError, ValueError) as e:
         why = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         if revision is not None:
-            raise SinkscopeError(f"could not load revision '{revision}' of '{spec}' ({why}); check that the branch, tag or commit "
-                                 "exists on the hub (offline: that it is in the local hub cache), or drop @REVISION") from None
-        raise SinkscopeError(f"could not load model '{spec}' ({why}); check the name, your network (the hub is needed for ids) "
-                             "or pass a local path") from None
+            raise SinkscopeError(
+                f"could not load revision '{revision}' of '{spec}' ({why}); check that the branch, tag or commit "
+                "exists on the hub (offline: that it is in the local hub cache), or drop @REVISION"
+            ) from None
+        raise SinkscopeError(
+            f"could not load model '{spec}' ({why}); check the name, your network (the hub is needed for ids) "
+            "or pass a local path"
+        ) from None
     cls = adapter_class(config)
     dtype = resolve_dtype(dtype, config if own_dtype else None)
     with _quiet_transformers():
-        hf, info = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=cls.attn_implementation_for(config),
-                                                        device_map=_placement(device, device_map), output_loading_info=True, **at)
+        hf, info = AutoModelForCausalLM.from_pretrained(
+            spec,
+            dtype=dtype,
+            attn_implementation=cls.attn_implementation_for(config),
+            device_map=_placement(device, device_map),
+            output_loading_info=True,
+            **at,
+        )
         _check_loading_info(name, info, adapter_for(hf).n_layers)
         try:
             tok = AutoTokenizer.from_pretrained(spec, **at)
@@ -107,14 +128,19 @@ def _check_loading_info(name: str, info: dict, n_layers: int) -> None:
         return k.endswith(".weight") or (layer is not None and layer >= n_layers)
 
     problems = []
-    for key, what, keep in (("missing_keys", "missing", None), ("unexpected_keys", "not in the model", beyond),
-                            ("mismatched_keys", "of another shape", None)):
+    for key, what, keep in (
+        ("missing_keys", "missing", None),
+        ("unexpected_keys", "not in the model", beyond),
+        ("mismatched_keys", "of another shape", None),
+    ):
         names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
         names = [n for n in names if keep is None or keep(n)]
         if names:
             problems.append(f"{len(names)} {what} ({compress_names(names)[:160]})")
     if problems:
-        raise SinkscopeError(f"{name}: the weights do not match config.json: {'; '.join(problems)}; fix config.json or load the checkpoint it belongs to")
+        raise SinkscopeError(
+            f"{name}: the weights do not match config.json: {'; '.join(problems)}; fix config.json or load the checkpoint it belongs to"
+        )
 
 
 def _load_gguf(path: Path, device, dtype, device_map) -> Loaded:
@@ -124,7 +150,9 @@ def _load_gguf(path: Path, device, dtype, device_map) -> Loaded:
     try:
         import gguf  # noqa: F401
     except ImportError:
-        raise SinkscopeError("loading .gguf files needs the gguf package: pip install 'sinkscope[models]'") from None
+        raise SinkscopeError(
+            "loading .gguf files needs the gguf package: pip install 'sinkscope[models]'"
+        ) from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:  # dense weights always: the adapters read W_Q, W_K... (transformers >= 5 could keep GGUF blocks packed)
@@ -136,12 +164,20 @@ def _load_gguf(path: Path, device, dtype, device_map) -> Loaded:
     dtype = resolve_dtype(dtype)
     with _quiet_transformers():
         try:
-            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, attn_implementation="sdpa",
-                                                      device_map=_placement(device, device_map), **dense)
+            hf = AutoModelForCausalLM.from_pretrained(
+                str(path.parent),
+                gguf_file=path.name,
+                dtype=dtype,
+                attn_implementation="sdpa",
+                device_map=_placement(device, device_map),
+                **dense,
+            )
         except (ValueError, KeyError, RuntimeError) as e:
             msg = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__
             if "architecture" in msg and "not supported" in msg:
-                raise SinkscopeError(f"{path}: {msg}; supported families (model_type): {supported_families()}") from None
+                raise SinkscopeError(
+                    f"{path}: {msg}; supported families (model_type): {supported_families()}"
+                ) from None
             raise SinkscopeError(f"could not load GGUF {path}: {msg}") from None
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return Loaded(hf, tok, path.stem, {"kind": "gguf", "path": str(path)})
@@ -172,7 +208,13 @@ def _gpt2_config_from_tensors(shapes: dict[str, tuple], meta: dict):
     n_ctx, d = shapes["transformer.wpe.weight"]
     n_layer = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("transformer.h."))
     n_head = int(meta.get("n_head", d // 64))  # every OpenAI GPT-2 size uses d_head = 64
-    return GPT2Config(n_embd=d, n_layer=n_layer, n_head=n_head, n_positions=n_ctx, vocab_size=int(meta.get("vocab_size", 50257)))
+    return GPT2Config(
+        n_embd=d,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_positions=n_ctx,
+        vocab_size=int(meta.get("vocab_size", 50257)),
+    )
 
 
 def _load_partial(path: Path, device, dtype, device_map) -> Loaded:
@@ -182,8 +224,10 @@ def _load_partial(path: Path, device, dtype, device_map) -> Loaded:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if device_map is not None:
-        raise SinkscopeError(f"{path} is a partial checkpoint, which --device-map cannot place; drop --device-map "
-                             "(a partial checkpoint holds a few tensors) or load a complete one")
+        raise SinkscopeError(
+            f"{path} is a partial checkpoint, which --device-map cannot place; drop --device-map "
+            "(a partial checkpoint holds a few tensors) or load a complete one"
+        )
     dtype = resolve_dtype(dtype)
     tensors: dict[str, torch.Tensor] = {}
     meta: dict = {}
@@ -205,10 +249,18 @@ def _load_partial(path: Path, device, dtype, device_map) -> Loaded:
     expected = dict(hf.state_dict())
     unknown = [k for k in tensors if k not in expected]
     if unknown:
-        raise SinkscopeError(f"{path}: tensors not in a {config.model_type} model: {', '.join(unknown[:5])}; is the config right?")
+        raise SinkscopeError(
+            f"{path}: tensors not in a {config.model_type} model: {', '.join(unknown[:5])}; is the config right?"
+        )
     for k, v in tensors.items():
         if tuple(v.shape) != tuple(expected[k].shape):
-            raise SinkscopeError(f"{path}: {k} has shape {tuple(v.shape)}, the config expects {tuple(expected[k].shape)}")
-    hf.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}, strict=False, assign=True)
+            raise SinkscopeError(
+                f"{path}: {k} has shape {tuple(v.shape)}, the config expects {tuple(expected[k].shape)}"
+            )
+    hf.load_state_dict(
+        {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}, strict=False, assign=True
+    )
     name = meta.get("model") or path.name
-    return Loaded(hf, None, f"{name} (partial)", {"kind": "partial", "path": str(path), **meta}, partial=True)
+    return Loaded(
+        hf, None, f"{name} (partial)", {"kind": "partial", "path": str(path), **meta}, partial=True
+    )

@@ -5,6 +5,7 @@ architecture adapter.
 The pieces live by concern (``registry``: adapters per ``model_type``; ``sources``: packaged
 and embedded models, the hub; ``placement``: device and dtype; ``loaders``: reading each kind
 of file); their names stay importable from here, as they always were."""
+
 from __future__ import annotations
 
 import os
@@ -16,17 +17,59 @@ import torch
 from ..errors import SinkscopeError
 from .base import Adapter
 from .inmemory import read_in_memory
-from .loaders import (Loaded, _check_loading_info, _dir_is_partial, _gpt2_config_from_tensors, _layer_index,  # noqa: F401
-                      _load_gguf, _load_hf, _load_partial, _quiet_transformers, _safetensors_files, check_finite)
+from .loaders import (  # noqa: F401
+    Loaded,
+    _check_loading_info,
+    _dir_is_partial,
+    _gpt2_config_from_tensors,
+    _layer_index,
+    _load_gguf,
+    _load_hf,
+    _load_partial,
+    _quiet_transformers,
+    _safetensors_files,
+    check_finite,
+)
 from .options import check_device_map, check_dtype, split_revision  # noqa: F401
 from .placement import DTYPES_BY_NAME, _placement, dtype_name, resolve_device, resolve_dtype  # noqa: F401
-from .registry import (ADAPTERS, NOT_DECODERS, SUPPORTED_MODEL_TYPES, FalconAdapter, Gemma3Adapter,  # noqa: F401
-                       GenericAdapter, GPT2Adapter, GptOssAdapter, GPTJAdapter, GPTNeoAdapter, GPTNeoXAdapter,
-                       LlamaAdapter, Olmo2Adapter, OPTAdapter, PhiAdapter, SinkGPTAdapter, adapter_class, adapter_for,
-                       supported_families, unsupported)
-from .sources import (DEFAULT_MODEL, EMBEDDED_DIR, NUMBERED_CHUNKS, PACKAGED, SMOLLM2_FILE, SMOLLM2_PACKAGE,  # noqa: F401
-                      _assemble, _hub_commit, _looks_like_path, _package_dir, default_model_path, embedded_model_dir,
-                      hub_reachable, packaged_model_path)
+from .registry import (  # noqa: F401
+    ADAPTERS,
+    NOT_DECODERS,
+    SUPPORTED_MODEL_TYPES,
+    FalconAdapter,
+    Gemma3Adapter,
+    GenericAdapter,
+    GPT2Adapter,
+    GPTJAdapter,
+    GPTNeoAdapter,
+    GPTNeoXAdapter,
+    GptOssAdapter,
+    LlamaAdapter,
+    Olmo2Adapter,
+    OPTAdapter,
+    PhiAdapter,
+    SinkGPTAdapter,
+    adapter_class,
+    adapter_for,
+    supported_families,
+    unsupported,
+)
+from .sources import (  # noqa: F401
+    DEFAULT_MODEL,
+    EMBEDDED_DIR,
+    NUMBERED_CHUNKS,
+    PACKAGED,
+    SMOLLM2_FILE,
+    SMOLLM2_PACKAGE,
+    _assemble,
+    _hub_commit,
+    _looks_like_path,
+    _package_dir,
+    default_model_path,
+    embedded_model_dir,
+    hub_reachable,
+    packaged_model_path,
+)
 
 
 @dataclass
@@ -39,7 +82,9 @@ class SinkModel:
     adapter: Adapter
     tokenizer: object | None = None
     partial: bool = False
-    source: dict = field(default_factory=dict)  # what was loaded: kind, spec / path, hub revision and commit
+    source: dict = field(
+        default_factory=dict
+    )  # what was loaded: kind, spec / path, hub revision and commit
     device_map: str | None = None  # --device-map (accelerate placed the weights)
 
     @property
@@ -59,7 +104,12 @@ class SinkModel:
         {'model_source': {'kind': 'hf', 'spec': 'm'}, 'dtype': 'float32', 'device_map': None, 'devices': ['cpu']}
         """
         devices = sorted({str(p.device) for p in self.hf.parameters() if not p.is_meta}) or ["meta"]
-        return {"model_source": self.source, "dtype": dtype_name(self.dtype), "device_map": self.device_map, "devices": devices}
+        return {
+            "model_source": self.source,
+            "dtype": dtype_name(self.dtype),
+            "device_map": self.device_map,
+            "devices": devices,
+        }
 
     @property
     def wants_bos(self) -> bool:
@@ -78,7 +128,9 @@ class SinkModel:
 def _describe_exc(e: BaseException) -> str:
     import pickle
 
-    if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():  # torch's weights-only unpickler refused a global
+    if (
+        isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower()
+    ):  # torch's weights-only unpickler refused a global
         return "a pickle holding Python objects beyond tensors and numbers, refused: sinkscope never runs code from a file"
     text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -92,13 +144,22 @@ def load_line(name: str, record: dict) -> str:
     'loaded gpt2@step1000 (commit 45eec238552e): bfloat16 on cpu'
     """
     commit = record["model_source"].get("commit")
-    where = ", ".join(record["devices"]) + (f" (--device-map {record['device_map']})" if record["device_map"] else "")
-    return f"loaded {name}{f' (commit {commit[:12]})' if commit else ''}: {record['dtype']} on {where}"
+    where = ", ".join(record["devices"]) + (
+        f" (--device-map {record['device_map']})" if record["device_map"] else ""
+    )
+    return (
+        f"loaded {name}{f' (commit {commit[:12]})' if commit else ''}: {record['dtype']} on {where}"
+    )
 
 
-def load_model(spec: str | os.PathLike | torch.nn.Module | SinkModel | None = None, tokenizer: object | None = None, *,
-               device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-               device_map: str | None = None) -> SinkModel:
+def load_model(
+    spec: str | os.PathLike | torch.nn.Module | SinkModel | None = None,
+    tokenizer: object | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | None = None,
+) -> SinkModel:
     """Load a model for sink analysis.
 
     ``spec`` may be ``None``/``"default"`` (the embedded GPT-2-architecture model, offline), ``"packaged:NAME"``
@@ -126,13 +187,22 @@ def load_model(spec: str | os.PathLike | torch.nn.Module | SinkModel | None = No
     True
     """
     if isinstance(spec, SinkModel):
-        if tokenizer is not None or device is not None or dtype is not None or device_map is not None:
-            raise SinkscopeError(f"{spec.name} is loaded already (a SinkModel); pass its .hf to load_model "
-                                 "to give it another tokenizer, device or dtype")
+        if (
+            tokenizer is not None
+            or device is not None
+            or dtype is not None
+            or device_map is not None
+        ):
+            raise SinkscopeError(
+                f"{spec.name} is loaded already (a SinkModel); pass its .hf to load_model "
+                "to give it another tokenizer, device or dtype"
+            )
         return spec
     if isinstance(spec, torch.nn.Module):
         with _one_line_errors(f"the in-memory {type(spec).__name__}", device, hint=_IN_MEMORY_HINT):
-            return _wrap(read_in_memory(spec, tokenizer, device=device, dtype=dtype, device_map=device_map))
+            return _wrap(
+                read_in_memory(spec, tokenizer, device=device, dtype=dtype, device_map=device_map)
+            )
     device = "cpu" if device is None else device
     dtype = "auto" if dtype is None else dtype
     dev = resolve_device(device)
@@ -146,7 +216,9 @@ def load_model(spec: str | os.PathLike | torch.nn.Module | SinkModel | None = No
 
 
 _FILES_HINT = "check that its files are complete and uncorrupted, or re-download / re-save them"
-_IN_MEMORY_HINT = "check that it is a complete transformers causal LM, or save it and pass the directory"
+_IN_MEMORY_HINT = (
+    "check that it is a complete transformers causal LM, or save it and pass the directory"
+)
 
 
 class _one_line_errors:
@@ -163,9 +235,13 @@ class _one_line_errors:
         if e is None or isinstance(e, SinkscopeError) or not isinstance(e, Exception):
             return False
         if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
-            raise SinkscopeError(f"not enough memory to load {self.what} on {self.device} ({type(e).__name__}); "
-                                 "use a machine or device with more memory, or a smaller model") from None
-        raise SinkscopeError(f"could not load {self.what} ({_describe_exc(e)}); {self.hint}") from None
+            raise SinkscopeError(
+                f"not enough memory to load {self.what} on {self.device} ({type(e).__name__}); "
+                "use a machine or device with more memory, or a smaller model"
+            ) from None
+        raise SinkscopeError(
+            f"could not load {self.what} ({_describe_exc(e)}); {self.hint}"
+        ) from None
 
 
 def precheck_model(spec: str | os.PathLike | torch.nn.Module | None) -> None:
@@ -178,18 +254,22 @@ def precheck_model(spec: str | os.PathLike | torch.nn.Module | None) -> None:
     if spec.startswith("packaged:"):
         name = spec.split(":", 1)[1]
         if name not in PACKAGED:
-            raise SinkscopeError(f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}")
+            raise SinkscopeError(
+                f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}"
+            )
         return
     path = Path(spec).expanduser()
     if not path.exists():
         if _looks_like_path(split_revision(spec)[0]):
-            raise SinkscopeError(f"model path {spec} does not exist; check the path or pass a hub id such as gpt2")
+            raise SinkscopeError(
+                f"model path {spec} does not exist; check the path or pass a hub id such as gpt2"
+            )
         return  # a hub id: resolved when it is loaded
     try:
         if path.is_dir() and (path / "config.json").exists():
             import json
 
-            from transformers import AutoConfig, CONFIG_MAPPING
+            from transformers import CONFIG_MAPPING, AutoConfig
 
             mt = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
             if mt not in CONFIG_MAPPING:
@@ -203,18 +283,28 @@ def precheck_model(spec: str | os.PathLike | torch.nn.Module | None) -> None:
     except SinkscopeError:
         raise
     except Exception as e:
-        raise SinkscopeError(f"could not load model {spec} ({_describe_exc(e)}); check that its files are complete and uncorrupted") from None
+        raise SinkscopeError(
+            f"could not load model {spec} ({_describe_exc(e)}); check that its files are complete and uncorrupted"
+        ) from None
 
 
 def _load(spec, device, dtype, device_map) -> Loaded:
     if spec is None or str(spec) == DEFAULT_MODEL:
-        return _load_hf(str(embedded_model_dir()), device, dtype, device_map, name="sinkscope-default (embedded GPT-2, trained offline)",
-                        own_dtype=False)
+        return _load_hf(
+            str(embedded_model_dir()),
+            device,
+            dtype,
+            device_map,
+            name="sinkscope-default (embedded GPT-2, trained offline)",
+            own_dtype=False,
+        )
     spec = str(spec)
     if spec.startswith("packaged:"):
         name = spec.split(":", 1)[1]
         loaded = _load_gguf(packaged_model_path(name), device, dtype, device_map)
-        return loaded._replace(name="SmolLM2-135M-Instruct (Q4_1 GGUF)" if name == "smollm2" else name)
+        return loaded._replace(
+            name="SmolLM2-135M-Instruct (Q4_1 GGUF)" if name == "smollm2" else name
+        )
     path = Path(spec).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
@@ -234,7 +324,9 @@ def _load(spec, device, dtype, device_map) -> Loaded:
         )
     repo, revision = split_revision(spec)
     if _looks_like_path(repo):
-        raise SinkscopeError(f"model path {spec} does not exist; check the path or pass a hub id such as gpt2")
+        raise SinkscopeError(
+            f"model path {spec} does not exist; check the path or pass a hub id such as gpt2"
+        )
     return _load_hf(repo, device, dtype, device_map, name=spec, revision=revision)
 
 
@@ -251,9 +343,17 @@ def _wrap(loaded: Loaded, device_map=None) -> SinkModel:
     hf, name = loaded.hf, loaded.name
     adapter = adapter_for(hf)
     if adapter.n_layers < 1 or adapter.n_heads < 1:
-        raise SinkscopeError(f"{name}: its config declares {adapter.n_layers} layers and {adapter.n_heads} heads; "
-                             "a model needs at least one of each, so fix config.json")
+        raise SinkscopeError(
+            f"{name}: its config declares {adapter.n_layers} layers and {adapter.n_heads} heads; "
+            "a model needs at least one of each, so fix config.json"
+        )
     check_finite(hf)
-    return SinkModel(name=name, hf=hf, adapter=adapter, tokenizer=loaded.tokenizer, partial=loaded.partial,
-                     source=loaded.source, device_map=device_map)
-
+    return SinkModel(
+        name=name,
+        hf=hf,
+        adapter=adapter,
+        tokenizer=loaded.tokenizer,
+        partial=loaded.partial,
+        source=loaded.source,
+        device_map=device_map,
+    )

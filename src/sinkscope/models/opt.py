@@ -1,6 +1,7 @@
 """OPT (HF ``OPTForCausalLM``): Q/K/V/out ``nn.Linear`` with biases, queries scaled by
 1/sqrt(d_head) *after* the bias, learned positions with an offset of 2, ReLU MLP in ``fc1``/``fc2``,
 pre-LN (most sizes) or post-LN (350m: ``do_layer_norm_before=False``)."""
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,14 @@ class OPTAdapter(SeparateQKVAdapter):
 
     def info(self):
         norm = "layernorm" if self.config.do_layer_norm_before else "layernorm-post"
-        return ArchInfo(family="opt", positional="learned", norm=norm, has_query_bias=True, has_mlp=True, qk_norm=False)
+        return ArchInfo(
+            family="opt",
+            positional="learned",
+            norm=norm,
+            has_query_bias=True,
+            has_mlp=True,
+            qk_norm=False,
+        )
 
     def layers(self):
         return list(self.dec.layers)
@@ -83,7 +91,11 @@ class OPTAdapter(SeparateQKVAdapter):
             shape["x"] = (args[0] if args else kwargs["hidden_states"]).shape
 
         stack.callback(block.register_forward_pre_hook(remember, with_kwargs=True).remove)
-        stack.callback(block.fc2.register_forward_hook(lambda mod, args, out: fn(out.view(shape["x"])).reshape(out.shape)).remove)
+        stack.callback(
+            block.fc2.register_forward_hook(
+                lambda mod, args, out: fn(out.view(shape["x"])).reshape(out.shape)
+            ).remove
+        )
 
     @property
     def W_pos(self) -> torch.Tensor:

@@ -1,13 +1,16 @@
 """How a model is loaded, checked without torch (the CLI checks these before anything heavy
 loads): ``--dtype``, ``--device-map`` and the ``ORG/NAME@REVISION`` form of a hub id."""
+
 from __future__ import annotations
 
 from ..errors import SinkscopeError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_MAPS = ("auto",)
-DTYPE_HELP = ("float32, bfloat16, float16 or auto (default: the checkpoint's own dtype for hub ids and HF directories; "
-              "float32 for the embedded model, .gguf files, partial checkpoints, --preset paper and reproduce)")
+DTYPE_HELP = (
+    "float32, bfloat16, float16 or auto (default: the checkpoint's own dtype for hub ids and HF directories; "
+    "float32 for the embedded model, .gguf files, partial checkpoints, --preset paper and reproduce)"
+)
 
 
 def check_dtype(name: str) -> str:
@@ -18,7 +21,9 @@ def check_dtype(name: str) -> str:
     sinkscope.errors.SinkscopeError: --dtype bf16 is not a dtype sinkscope loads; use float32, bfloat16, float16 or auto
     """
     if name not in DTYPES:
-        raise SinkscopeError(f"--dtype {name} is not a dtype sinkscope loads; use float32, bfloat16, float16 or auto")
+        raise SinkscopeError(
+            f"--dtype {name} is not a dtype sinkscope loads; use float32, bfloat16, float16 or auto"
+        )
     return name
 
 
@@ -44,10 +49,14 @@ def check_device_map(device_map: str | None, device: str) -> str | None:
     if device_map is None:
         return None
     if device_map not in DEVICE_MAPS:
-        raise SinkscopeError(f"--device-map {device_map} is not supported; use --device-map auto (several GPUs or CPU offload) or leave it out")
+        raise SinkscopeError(
+            f"--device-map {device_map} is not supported; use --device-map auto (several GPUs or CPU offload) or leave it out"
+        )
     if str(device) != "cpu":
-        raise SinkscopeError(f"--device-map {device_map} places the weights itself; drop --device {device} "
-                             f"(or drop --device-map to load on {device})")
+        raise SinkscopeError(
+            f"--device-map {device_map} places the weights itself; drop --device {device} "
+            f"(or drop --device-map to load on {device})"
+        )
     return device_map
 
 
@@ -61,6 +70,8 @@ def split_revision(spec: str) -> tuple[str, str | None]:
         return spec, None
     repo, revision = spec.split("@", 1)
     if not repo or not revision:
-        raise SinkscopeError(f"--model {spec} names no {'hub id' if not repo else 'revision'}; "
-                             "write ORG/NAME@REVISION, e.g. EleutherAI/pythia-70m@step1000")
+        raise SinkscopeError(
+            f"--model {spec} names no {'hub id' if not repo else 'revision'}; "
+            "write ORG/NAME@REVISION, e.g. EleutherAI/pythia-70m@step1000"
+        )
     return repo, revision

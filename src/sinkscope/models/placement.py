@@ -1,5 +1,6 @@
 """Where and in what dtype a model runs: ``--device`` and ``--dtype`` checked and resolved once,
 before anything is loaded, and the ``device_map`` ``from_pretrained`` is given."""
+
 from __future__ import annotations
 
 import torch
@@ -17,13 +18,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
-        raise SinkscopeError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+        raise SinkscopeError(
+            f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+        ) from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise SinkscopeError(f"--device {device}: torch sees no CUDA device on this machine (torch {torch.__version__}); use --device cpu")
+            raise SinkscopeError(
+                f"--device {device}: torch sees no CUDA device on this machine (torch {torch.__version__}); use --device cpu"
+            )
         if dev.index is not None and dev.index >= n:
-            raise SinkscopeError(f"--device {device}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+            raise SinkscopeError(
+                f"--device {device}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}"
+            )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise SinkscopeError(f"--device {device}: MPS is not available here; use --device cpu")
     elif dev.type not in ("cpu", "cuda", "mps"):
@@ -55,11 +62,17 @@ def resolve_dtype(dtype: str | torch.dtype, config=None) -> torch.dtype:
     """
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES_BY_NAME.values():
-            raise SinkscopeError(f"dtype {dtype} is not one sinkscope loads; use torch.float32, torch.bfloat16 or torch.float16")
+            raise SinkscopeError(
+                f"dtype {dtype} is not one sinkscope loads; use torch.float32, torch.bfloat16 or torch.float16"
+            )
         return dtype
     if check_dtype(dtype) != "auto":
         return DTYPES_BY_NAME[dtype]
-    own = (getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)) if config is not None else None
+    own = (
+        (getattr(config, "dtype", None) or getattr(config, "torch_dtype", None))
+        if config is not None
+        else None
+    )
     own = DTYPES_BY_NAME.get(own) if isinstance(own, str) else own
     return own if own in DTYPES_BY_NAME.values() else torch.float32
 

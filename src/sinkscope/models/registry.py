@@ -1,26 +1,58 @@
 """Which adapter analyses which architecture: one :class:`~sinkscope.models.base.Adapter` class
 per family (by HF ``model_type``), the generic adapter for any other decoder-only causal LM, and
 the one error for everything else."""
+
 from __future__ import annotations
 
 import torch
 
 from ..errors import SinkscopeError
 from .base import Adapter
-from .families import (FalconAdapter, Gemma3Adapter, GptOssAdapter, GPTJAdapter, GPTNeoXAdapter, LlamaAdapter,
-                       Olmo2Adapter, PhiAdapter)
+from .families import (
+    FalconAdapter,
+    Gemma3Adapter,
+    GPTJAdapter,
+    GPTNeoXAdapter,
+    GptOssAdapter,
+    LlamaAdapter,
+    Olmo2Adapter,
+    PhiAdapter,
+)
 from .generic import GenericAdapter
 from .gpt2 import GPT2Adapter
 from .gpt_neo import GPTNeoAdapter
 from .opt import OPTAdapter
 from .sinkgpt import SinkGPTAdapter
 
-ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter, Gemma3Adapter, GPTNeoAdapter, OPTAdapter, SinkGPTAdapter,
-                                       GPTNeoXAdapter, FalconAdapter, GPTJAdapter, PhiAdapter, Olmo2Adapter, GptOssAdapter)
+ADAPTERS: tuple[type[Adapter], ...] = (
+    GPT2Adapter,
+    LlamaAdapter,
+    Gemma3Adapter,
+    GPTNeoAdapter,
+    OPTAdapter,
+    SinkGPTAdapter,
+    GPTNeoXAdapter,
+    FalconAdapter,
+    GPTJAdapter,
+    PhiAdapter,
+    Olmo2Adapter,
+    GptOssAdapter,
+)
 # explicit families (tested against HF eager); any other decoder gets GenericAdapter
 SUPPORTED_MODEL_TYPES: dict[str, type[Adapter]] = {t: a for a in ADAPTERS for t in a.model_types}
 # encoder-only / encoder-decoder / multimodal wrappers: no causal attention to index 0 to measure
-NOT_DECODERS = ("bert", "roberta", "t5", "bart", "vit", "clip", "whisper", "distilbert", "electra", "deberta")
+NOT_DECODERS = (
+    "bert",
+    "roberta",
+    "t5",
+    "bart",
+    "vit",
+    "clip",
+    "whisper",
+    "distilbert",
+    "electra",
+    "deberta",
+)
 
 
 def supported_families() -> str:
@@ -35,8 +67,10 @@ def supported_families() -> str:
 def unsupported(mt, what: str | None = None) -> SinkscopeError:
     """The one error for an architecture without an adapter (``what``: the object, for one in
     memory), listing the supported families."""
-    return SinkscopeError(f"unsupported architecture '{mt}'{f' ({what})' if what else ''}: not a decoder-only causal LM transformers knows; supported families "
-                          f"(model_type): {supported_families()}, and any other decoder-only causal LM (generic adapter)")
+    return SinkscopeError(
+        f"unsupported architecture '{mt}'{f' ({what})' if what else ''}: not a decoder-only causal LM transformers knows; supported families "
+        f"(model_type): {supported_families()}, and any other decoder-only causal LM (generic adapter)"
+    )
 
 
 def adapter_class(config) -> type[Adapter]:

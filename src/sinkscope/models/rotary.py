@@ -1,5 +1,6 @@
 """The rotary position embedding as sinkscope applies it: :class:`Rotary`, the rotation a layer
 applies to queries and keys (rotate-half and GPT-J's interleaved pairs, partial rotary)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

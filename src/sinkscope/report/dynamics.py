@@ -1,5 +1,6 @@
 """The training-dynamics figure: one panel per trajectory, sharing the step axis (layout rules:
 :mod:`sinkscope.report.figures`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,27 +20,56 @@ def dynamics_figure(result, path):
     thr = result.meta["threshold"]
     if onset is not None and onset > x[0]:
         for ax in axes:  # before the onset the heads attend about evenly, and the shares say little
-            ax.axvspan(x[0], onset, color="0.93", zorder=0, label="before the onset" if ax is axes[0] else None)
+            ax.axvspan(
+                x[0],
+                onset,
+                color="0.93",
+                zorder=0,
+                label="before the onset" if ax is axes[0] else None,
+            )
 
     ax = axes[0]
     ax.plot(x, f["sink"], "o-", color="C3", label="all inputs", lw=1.6)
-    for j, dom in enumerate(c[5:] for c in f.columns if c.startswith("sink_") and c not in ("sink_se", "sink_all_layers")):
+    for j, dom in enumerate(
+        c[5:]
+        for c in f.columns
+        if c.startswith("sink_") and c not in ("sink_se", "sink_all_layers")
+    ):
         ax.plot(x, f[f"sink_{dom}"], ".--", color=f"C{j}", lw=0.9, label=dom)
     ax.axhline(thr, color="grey", ls=":", lw=1, label=f"onset level {fmt_num(thr)}")
     if onset is not None:
         ax.axvline(onset, color="grey", ls="--", lw=1, label=f"onset: step {onset}")
-    prob_ylim(ax, np.r_[f.filter(like="sink").drop(columns=["sink_se"], errors="ignore").to_numpy(dtype=float).ravel(), thr])
+    prob_ylim(
+        ax,
+        np.r_[
+            f.filter(like="sink")
+            .drop(columns=["sink_se"], errors="ignore")
+            .to_numpy(dtype=float)
+            .ravel(),
+            thr,
+        ],
+    )
     ax.set_ylabel("attention to index 0")
     legend_right(ax, fontsize=7)
-    title(ax, f"Sink (paper metric, layer band): {f['sink'].iloc[0]:.3f} at step {x[0]} -> {f['sink'].iloc[-1]:.3f} at step {x[-1]}"
-              + (f", peak {f['sink'].max():.3f} at step {int(f.loc[f['sink'].idxmax(), 'step'])}" if len(f) > 1 else "")
-              + (f"; onset at step {onset}" if onset is not None else "; no onset"))
+    title(
+        ax,
+        f"Sink (paper metric, layer band): {f['sink'].iloc[0]:.3f} at step {x[0]} -> {f['sink'].iloc[-1]:.3f} at step {x[-1]}"
+        + (
+            f", peak {f['sink'].max():.3f} at step {int(f.loc[f['sink'].idxmax(), 'step'])}"
+            if len(f) > 1
+            else ""
+        )
+        + (f"; onset at step {onset}" if onset is not None else "; no onset"),
+    )
 
     ax = axes[1]
     if f["epe_max"].notna().any():
         ax.plot(x, f["epe_max"], "o-", color="C4")
         k = int(f["epe_max"].idxmax())
-        title(ax, f"max |EPE_0|: peak {f['epe_max'].max():.2f} at step {int(f.loc[k, 'step'])}, {f['epe_max'].iloc[-1]:.2f} at the end")
+        title(
+            ax,
+            f"max |EPE_0|: peak {f['epe_max'].max():.2f} at step {int(f.loc[k, 'step'])}, {f['epe_max'].iloc[-1]:.2f} at the end",
+        )
     else:
         title(ax, "max |EPE_0|: not defined for this model (no learned positions + MLP)")
     ax.set_ylabel("max_d |EPE_0[d]|")
@@ -50,7 +80,10 @@ def dynamics_figure(result, path):
         ax.plot(x, f["align_other"], ".--", color="C0", label="keys of EPE_j, j>0")
         ax.axhline(0, color="grey", lw=0.6)
         legend_right(ax, fontsize=7)
-        title(ax, f"cos(b_Q, W_K·EPE_j), band mean: {f['align_index0'].iloc[-1]:+.3f} at index 0 vs {f['align_other'].iloc[-1]:+.3f} elsewhere at the end")
+        title(
+            ax,
+            f"cos(b_Q, W_K·EPE_j), band mean: {f['align_index0'].iloc[-1]:+.3f} at index 0 vs {f['align_other'].iloc[-1]:+.3f} elsewhere at the end",
+        )
     else:
         title(ax, "b_Q / EPE-key alignment: not defined for this model (no b_Q or no EPE)")
     ax.set_ylabel("cosine")
@@ -62,17 +95,28 @@ def dynamics_figure(result, path):
     ax.axhline(100, color="grey", lw=0.6)
     ax.set_ylabel("sink left (% of baseline)")
     legend_right(ax, fontsize=7)
-    last = ", ".join(f"{EDIT_TEXT[k]} {f[f'pct_{k}'].iloc[-1]:.0f}%" for k in EDIT_TEXT if f[f"pct_{k}"].notna().any())
+    last = ", ".join(
+        f"{EDIT_TEXT[k]} {f[f'pct_{k}'].iloc[-1]:.0f}%"
+        for k in EDIT_TEXT
+        if f[f"pct_{k}"].notna().any()
+    )
     title(ax, f"Sink left under each edit (lower = the edit removes more): at the end {last}")
 
     ax = axes[4]
-    for r, lab, c in (("shared", "q̄ alone (source-agnostic)", "C3"), ("content", "q̃_i − q̄ alone (content)", "C0"), ("bq", "b_Q alone", "C2")):
+    for r, lab, c in (
+        ("shared", "q̄ alone (source-agnostic)", "C3"),
+        ("content", "q̃_i − q̄ alone (content)", "C0"),
+        ("bq", "b_Q alone", "C2"),
+    ):
         if f[f"share_{r}"].notna().any():
             ax.plot(x, f[f"share_{r}"], "o-", color=c, label=lab)
     ax.axhline(1, color="grey", lw=0.6)
     ax.set_ylabel("route / full query")
     legend_right(ax, fontsize=7)
-    title(ax, f"Query pathways: attention to index 0 from one term over the full query's; at the end q̄ {f['share_shared'].iloc[-1]:.2f}, "
-              f"content {f['share_content'].iloc[-1]:.2f}")
+    title(
+        ax,
+        f"Query pathways: attention to index 0 from one term over the full query's; at the end q̄ {f['share_shared'].iloc[-1]:.2f}, "
+        f"content {f['share_content'].iloc[-1]:.2f}",
+    )
     ax.set_xlabel("training step")
     return save_figure(fig, path)

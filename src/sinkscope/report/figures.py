@@ -6,6 +6,7 @@ figure); long titles and names are wrapped, never cut; legends sit outside the a
 cannot cover data; axis ranges come from the data (a fixed [0, 1] only for a probability whose
 values all lie in it); titles state what the data show.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,9 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
         plt.close(fig)
-        raise ValueError(f"figure file {path.name}: the suffix must be one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+        raise ValueError(
+            f"figure file {path.name}: the suffix must be one of {', '.join('.' + f for f in FIGURE_FORMATS)}"
+        )
     try:
         fit_titles(fig)
         _write(fig, path, fmt)
@@ -52,7 +55,14 @@ def _write(fig, path: Path, fmt: str) -> None:
     os.close(fd)
     try:
         with matplotlib.rc_context(_RC):
-            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.04, metadata=_METADATA[fmt])
+            fig.savefig(
+                tmp,
+                format=fmt,
+                dpi=DPI,
+                bbox_inches="tight",
+                pad_inches=0.04,
+                metadata=_METADATA[fmt],
+            )
         publish_mode(tmp)
         os.replace(tmp, path)
     finally:
@@ -114,7 +124,9 @@ def axes_width(ax) -> float:
     spec = ax.get_subplotspec()
     if spec is None:
         return ax.get_position().width * ax.figure.get_figwidth()
-    ratios = np.asarray(spec.get_gridspec().get_width_ratios() or [1] * spec.get_gridspec().ncols, dtype=float)
+    ratios = np.asarray(
+        spec.get_gridspec().get_width_ratios() or [1] * spec.get_gridspec().ncols, dtype=float
+    )
     share = ratios[spec.colspan.start : spec.colspan.stop].sum() / ratios.sum()
     return max(share * ax.figure.get_figwidth() - 0.7, 1.5)
 
@@ -151,7 +163,9 @@ def _fit_ticklabels(ax, r) -> bool:
     """Re-wrap fixed (categorical) x tick labels wider than the distance between their ticks."""
     from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter
 
-    if not isinstance(ax.xaxis.get_major_locator(), FixedLocator) or not isinstance(ax.xaxis.get_major_formatter(), (FixedFormatter, FuncFormatter)):
+    if not isinstance(ax.xaxis.get_major_locator(), FixedLocator) or not isinstance(
+        ax.xaxis.get_major_formatter(), (FixedFormatter, FuncFormatter)
+    ):
         return False
     locs = np.asarray(ax.get_xticks(), dtype=float)
     labels = ax.get_xticklabels()
@@ -200,10 +214,19 @@ def fit_titles(fig, rounds: int = 3) -> None:
 
 def legend_right(ax, fontsize: float = 8, **kw):
     """The axes' legend outside, to the right of the axes (it cannot cover data)."""
-    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=fontsize, frameon=False, **kw)
+    return ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        fontsize=fontsize,
+        frameon=False,
+        **kw,
+    )
 
 
-def legend_below(fig, handles=None, labels=None, fontsize: float = 8, ncol: int | None = None, **kw):
+def legend_below(
+    fig, handles=None, labels=None, fontsize: float = 8, ncol: int | None = None, **kw
+):
     """One legend for the figure, below the axes (constrained layout makes room for it)."""
     if handles is None:
         seen = {}
@@ -213,7 +236,15 @@ def legend_below(fig, handles=None, labels=None, fontsize: float = 8, ncol: int 
         labels, handles = list(seen), list(seen.values())
     if not handles:
         return None
-    return fig.legend(handles, labels, loc="outside lower center", ncol=ncol or min(len(handles), 4), fontsize=fontsize, frameon=False, **kw)
+    return fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=ncol or min(len(handles), 4),
+        fontsize=fontsize,
+        frameon=False,
+        **kw,
+    )
 
 
 def prob_ylim(ax, values, *, top_room: float = 0.0) -> None:
@@ -236,33 +267,57 @@ def fmt_num(x: float) -> str:
 # --- measure figures ------------------------------------------------------------------------------
 
 
-def bos_heatmap(result, path, *, data=None, label="attention to index 0 (queries T/2..T-1)", what="BOS attention"):
+def bos_heatmap(
+    result,
+    path,
+    *,
+    data=None,
+    label="attention to index 0 (queries T/2..T-1)",
+    what="BOS attention",
+):
     """Layer × head heatmap of mean BOS attention (or ``data [layer, head]``); the band is outlined."""
     data = result.bos_attention.mean(axis=0) if data is None else data  # [layer, head]
     L, H = data.shape
     fig, ax = subplots(figsize=(max(4.8, 0.42 * H + 2.4), max(3.6, 0.3 * L + 1.8)))
-    im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper")  # a probability: always in [0, 1]
+    im = ax.imshow(
+        data, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper"
+    )  # a probability: always in [0, 1]
     ax.set_xlabel("head")
     ax.set_ylabel("layer (0-based)")
     ax.set_xticks(range(H))
     ax.set_yticks(range(L))
     ax.tick_params(labelsize=7)
     b0, b1 = result.band
-    ax.add_patch(plt.Rectangle((-0.5, b0 - 0.5), H, b1 - b0, fill=False, ec="white", lw=1.5, ls="--"))
+    ax.add_patch(
+        plt.Rectangle((-0.5, b0 - 0.5), H, b1 - b0, fill=False, ec="white", lw=1.5, ls="--")
+    )
     if H * L <= 400:
         for (i, j), v in np.ndenumerate(data):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5.5, color="white" if v < 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=5.5,
+                color="white" if v < 0.6 else "black",
+            )
     cb = fig.colorbar(im, ax=ax)
     cb.set_label(wrap(label, fig.get_figheight() * 0.8, 8), fontsize=8)
     band_mean = float(np.nanmean(data[b0:b1]))
-    title(ax, f"{result.model}\n{what} per head: mean {band_mean:.2f} over layers {b0}..{b1 - 1} (dashed), {float(np.nanmean(data)):.2f} over all")
+    title(
+        ax,
+        f"{result.model}\n{what} per head: mean {band_mean:.2f} over layers {b0}..{b1 - 1} (dashed), {float(np.nanmean(data)):.2f} over all",
+    )
     return save_figure(fig, path)
 
 
 def alpha_heatmap(result, path):
     """Gu et al.'s per-head α map: mean attention to index 0 over all queries, averaged over examples."""
     alpha = result.alpha[..., result.keys.index(0)].mean(axis=0)  # [layer, head]
-    return bos_heatmap(result, path, data=alpha, label="α: attention to index 0, all queries", what="Gu et al.'s α")
+    return bos_heatmap(
+        result, path, data=alpha, label="α: attention to index 0, all queries", what="Gu et al.'s α"
+    )
 
 
 def domain_bars(summary: dict, path):
@@ -270,7 +325,9 @@ def domain_bars(summary: dict, path):
     block = summary["bos_attention"]
     names = list(block)
     means = np.array([block[n]["mean"] for n in names], dtype=float)
-    errs = np.array([2 * block[n]["se"] if np.isfinite(block[n]["se"]) else 0 for n in names], dtype=float)
+    errs = np.array(
+        [2 * block[n]["se"] if np.isfinite(block[n]["se"]) else 0 for n in names], dtype=float
+    )
     fig, ax = subplots(figsize=(1.0 * len(names) + 3.6, 3.6))
     colors = ["#444444"] + [f"C{i}" for i in range(len(names) - 1)]
     x = np.arange(len(names))
@@ -281,14 +338,19 @@ def domain_bars(summary: dict, path):
     b0, b1 = summary["layer_band"]
     ax.set_ylabel(f"BOS attention, layers {b0}..{b1 - 1} (±2SE)")
     room = 0.02 * max(1.0, float(np.nanmax(means + errs)))
-    prob_ylim(ax, np.r_[means + errs, means - errs, u], top_room=6 * room)  # room for the numbers above the error bars
+    prob_ylim(
+        ax, np.r_[means + errs, means - errs, u], top_room=6 * room
+    )  # room for the numbers above the error bars
     for i, (m, e) in enumerate(zip(means, errs)):
         ax.text(i, m + e + room, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
     legend_right(ax)
     hi = names[int(np.nanargmax(means))]
     lo = names[int(np.nanargmin(means))]
-    title(ax, f"{summary['model']}: BOS attention per dataset (n={summary['n_examples']}), "
-              f"from {means.min():.2f} ({lo}) to {means.max():.2f} ({hi}); uniform {u:.3f}")
+    title(
+        ax,
+        f"{summary['model']}: BOS attention per dataset (n={summary['n_examples']}), "
+        f"from {means.min():.2f} ({lo}) to {means.max():.2f} ({hi}); uniform {u:.3f}",
+    )
     return save_figure(fig, path)
 
 
@@ -297,7 +359,15 @@ def layer_profile(result, summary: dict, path):
     fig, ax = subplots(figsize=(7.2, 3.6))
     per = summary["bos_attention_per_layer"]
     for i, (dom, vals) in enumerate(per.items()):
-        ax.plot(range(len(vals)), vals, marker="o", ms=3, label=dom, color="#444444" if dom == "all" else f"C{i - 1}", lw=2 if dom == "all" else 1)
+        ax.plot(
+            range(len(vals)),
+            vals,
+            marker="o",
+            ms=3,
+            label=dom,
+            color="#444444" if dom == "all" else f"C{i - 1}",
+            lw=2 if dom == "all" else 1,
+        )
     u = summary["uniform_baseline"]
     ax.axhline(u, color="red", ls=":", lw=1, label=f"uniform ({u:.3f})")
     b0, b1 = summary["layer_band"]
@@ -309,7 +379,10 @@ def layer_profile(result, summary: dict, path):
     prob_ylim(ax, [x for v in per.values() for x in v] + [u])
     legend_right(ax)
     allv = np.asarray(per.get("all", next(iter(per.values()))), dtype=float)
-    title(ax, f"{result.model}: BOS attention by layer, highest {np.nanmax(allv):.2f} at layer {int(np.nanargmax(allv))}")
+    title(
+        ax,
+        f"{result.model}: BOS attention by layer, highest {np.nanmax(allv):.2f} at layer {int(np.nanargmax(allv))}",
+    )
     return save_figure(fig, path)
 
 

@@ -22,6 +22,7 @@ cannot show a PDF inline in an ``<img>``.
 >>> preview_name("fig1.pdf"), preview_name("fig1.svg")
 ('fig1.png', 'fig1.svg')
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,7 +35,9 @@ from ..errors import SinkscopeError
 FIGURE_FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMAT = "png"
 
-_FORMAT: contextvars.ContextVar[str] = contextvars.ContextVar("sinkscope_figure_format", default=DEFAULT_FORMAT)
+_FORMAT: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "sinkscope_figure_format", default=DEFAULT_FORMAT
+)
 
 
 def check_format(fmt: str) -> str:

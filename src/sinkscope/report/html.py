@@ -4,6 +4,7 @@ URIs, no external files, scripts or fonts) built from the stage records under ``
 The page checks its own images on load and writes the count into ``<body data-images="k/n">``
 and the footer, so a headless browser can tell a broken figure from a loaded one.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,12 +45,33 @@ window.addEventListener("load", function () {
 
 
 def _facts_tables(f) -> str:
-    rows = [{"fact": "massive coordinates (interventions, W_K edits, Fig 5)", "value": ", ".join(map(str, f.massive_coords.coords or [])) or "none",
-             "decided by": f.massive_coords.rule}]
+    rows = [
+        {
+            "fact": "massive coordinates (interventions, W_K edits, Fig 5)",
+            "value": ", ".join(map(str, f.massive_coords.coords or [])) or "none",
+            "decided by": f.massive_coords.rule,
+        }
+    ]
     if f.gamma_coords is not None and f.gamma_coords != f.massive_coords:
-        rows.append({"fact": "γ's coordinates", "value": ", ".join(map(str, f.gamma_coords.coords or [])) or "none", "decided by": f.gamma_coords.rule})
-    rows += [{"fact": "creating block", "value": "none" if f.creating_block is None else str(f.creating_block), "decided by": f.creating_block_rule},
-             {"fact": "effective query bias q̄", "value": "computed" if f.q_bar_computed else "not computed", "decided by": "mean query per layer × head (shared_query)"}]
+        rows.append(
+            {
+                "fact": "γ's coordinates",
+                "value": ", ".join(map(str, f.gamma_coords.coords or [])) or "none",
+                "decided by": f.gamma_coords.rule,
+            }
+        )
+    rows += [
+        {
+            "fact": "creating block",
+            "value": "none" if f.creating_block is None else str(f.creating_block),
+            "decided by": f.creating_block_rule,
+        },
+        {
+            "fact": "effective query bias q̄",
+            "value": "computed" if f.q_bar_computed else "not computed",
+            "decided by": "mean query per layer × head (shared_query)",
+        },
+    ]
     return _table(pd.DataFrame(rows))
 
 
@@ -66,10 +88,17 @@ def _glance(records: dict) -> list[tuple[str, str]]:
     m = records.get("measure")
     if m:
         a = m.bos_attention["all"]
-        cards.append((f"{a.mean:.3f}", f"BOS attention, layers {m.band_text} (uniform {m.uniform_baseline:.3f})"))
+        cards.append(
+            (
+                f"{a.mean:.3f}",
+                f"BOS attention, layers {m.band_text} (uniform {m.uniform_baseline:.3f})",
+            )
+        )
     w = records.get("circuit_weights")
     if w and w.gamma and not w.gamma.zero:
-        cards.append((f"{w.gamma.ratio_of_means:.1f}×", f"|γ| on coords {w.gamma.coords} vs the rest"))
+        cards.append(
+            (f"{w.gamma.ratio_of_means:.1f}×", f"|γ| on coords {w.gamma.coords} vs the rest")
+        )
     iv = records.get("interventions")
     if iv:
         for rid, label in (("b", "left after b_Q := 0"), ("i", "left after zeroing the W_K rows")):
@@ -78,7 +107,12 @@ def _glance(records: dict) -> list[tuple[str, str]]:
                 cards.append((f"{c.pct:.0f}%", f"sink {label} ({c.delta_ce:+.2f} nats)"))
     sq = records.get("shared_query")
     if sq:
-        cards.append((f"{sq.pooled['all'].shared_query_share:.0%}", "of index 0's advantage from the shared query q̄"))
+        cards.append(
+            (
+                f"{sq.pooled['all'].shared_query_share:.0%}",
+                "of index 0's advantage from the shared query q̄",
+            )
+        )
     return cards
 
 
@@ -86,47 +120,105 @@ def _paper_section(records: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
     from .paper import is_gpt2_small, paper_vs_run
 
     gpt2 = is_gpt2_small(model.hf.config)
-    paper_inputs = inputs is not None and (str(inputs.spec) in ("paper", "paper-offline") or str(inputs.spec).startswith("paper-csv:")) and len(inputs) == 300 and inputs.ids.shape[1] == 40
-    df = paper_vs_run(records, gpt2_small=gpt2, paper_inputs=paper_inputs, model_name=getattr(model, "name", "this model"))
-    counts = df.status.map(lambda x: x.split(" ")[0] if x.startswith(("not run", "not computed", "not applicable")) else x).value_counts().to_dict()
+    paper_inputs = (
+        inputs is not None
+        and (
+            str(inputs.spec) in ("paper", "paper-offline")
+            or str(inputs.spec).startswith("paper-csv:")
+        )
+        and len(inputs) == 300
+        and inputs.ids.shape[1] == 40
+    )
+    df = paper_vs_run(
+        records,
+        gpt2_small=gpt2,
+        paper_inputs=paper_inputs,
+        model_name=getattr(model, "name", "this model"),
+    )
+    counts = (
+        df.status.map(
+            lambda x: (
+                x.split(" ")[0]
+                if x.startswith(("not run", "not computed", "not applicable"))
+                else x
+            )
+        )
+        .value_counts()
+        .to_dict()
+    )
     if not gpt2:
         title = "The paper's GPT-2 small numbers beside this model"
-        intro = ("This model is not GPT-2 small, so this is a reference table, not a reproduction: each row gives the paper's setting "
-                 "and this run's (layers, inputs, coordinates), and differences describe the model, not an error.")
-        ref = df[df.status == "reference"][["group", "quantity", "paper", "paper setting", "this run", "this run's setting"]]
+        intro = (
+            "This model is not GPT-2 small, so this is a reference table, not a reproduction: each row gives the paper's setting "
+            "and this run's (layers, inputs, coordinates), and differences describe the model, not an error."
+        )
+        ref = df[df.status == "reference"][
+            ["group", "quantity", "paper", "paper setting", "this run", "this run's setting"]
+        ]
         return f'<h2 id="paper">{_e(title)}</h2><p>{intro}</p>' + _table(ref), df
-    intro = (f"Every number of the study (GPT-2 small, paper-notes) beside this run's, each with its setting. <b>{counts.get('matches', 0)}</b> match "
-             f"to the paper's rounding, <b>{counts.get('differs', 0)}</b> differ, <b>{counts.get('reference', 0)}</b> are shown for reference only "
-             f"(their settings differ from the paper's), <b>{sum(counts.get(k, 0) for k in ('not',))}</b> could not be computed here (the row says why).")
+    intro = (
+        f"Every number of the study (GPT-2 small, paper-notes) beside this run's, each with its setting. <b>{counts.get('matches', 0)}</b> match "
+        f"to the paper's rounding, <b>{counts.get('differs', 0)}</b> differ, <b>{counts.get('reference', 0)}</b> are shown for reference only "
+        f"(their settings differ from the paper's), <b>{sum(counts.get(k, 0) for k in ('not',))}</b> could not be computed here (the row says why)."
+    )
     if not paper_inputs and inputs is not None:
-        intro += (" <b>These inputs are not the paper's 300 × 40 tokens</b>, so the forward-pass rows are a reference, not a reproduction; "
-                  "run with <code>--inputs paper</code> (or <code>paper-csv:FILE</code>) to compare them.")
-    cls = lambda r: "notrun" if r.status.startswith("not ") else {"matches": "matches", "differs": "differs"}.get(r.status, "")  # noqa: E731
-    body = '<h2 id="paper">Paper vs this run</h2>' + f"<p>{intro}</p>" + _table(df.drop(columns=["stage"]), cls)
+        intro += (
+            " <b>These inputs are not the paper's 300 × 40 tokens</b>, so the forward-pass rows are a reference, not a reproduction; "
+            "run with <code>--inputs paper</code> (or <code>paper-csv:FILE</code>) to compare them."
+        )
+    cls = lambda r: (
+        "notrun"
+        if r.status.startswith("not ")
+        else {"matches": "matches", "differs": "differs"}.get(r.status, "")
+    )  # noqa: E731
+    body = (
+        '<h2 id="paper">Paper vs this run</h2>'
+        + f"<p>{intro}</p>"
+        + _table(df.drop(columns=["stage"]), cls)
+    )
     return body, df
 
 
 def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataFrame]:
     from .records import read_record
 
-    records = {o.name: read_record(o.record_type, o.record.get("summary", {}), o.name)
-               for o in outcomes if o.status in ("ran", "cached")}
+    records = {
+        o.name: read_record(o.record_type, o.record.get("summary", {}), o.name)
+        for o in outcomes
+        if o.status in ("ran", "cached")
+    }
     info = run["model_info"]
     n = run["n_examples"]
-    head = [f"<h1>sinkscope reproduce: {_e(model.name)}</h1>",
-            f'<p class="sub">{_e(info.get("model_type", ""))}, {info.get("n_layers")} layers × {info.get("n_heads")} heads; '
-            + (f"{n} inputs × {run['seq_len']} tokens from <code>{_e(run['inputs'])}</code>" if n else "no forward pass (weight-only run)")
-            + f"; finished {_e(run['finished'])}; stages computed in this run: {sum(o.status == 'ran' for o in outcomes)}, reused: {sum(o.status == 'cached' for o in outcomes)}</p>"]
+    head = [
+        f"<h1>sinkscope reproduce: {_e(model.name)}</h1>",
+        f'<p class="sub">{_e(info.get("model_type", ""))}, {info.get("n_layers")} layers × {info.get("n_heads")} heads; '
+        + (
+            f"{n} inputs × {run['seq_len']} tokens from <code>{_e(run['inputs'])}</code>"
+            if n
+            else "no forward pass (weight-only run)"
+        )
+        + f"; finished {_e(run['finished'])}; stages computed in this run: {sum(o.status == 'ran' for o in outcomes)}, reused: {sum(o.status == 'cached' for o in outcomes)}</p>",
+    ]
     for note in run.get("notes", []):
         head.append(f'<div class="note">{_e(note)}</div>')
     cards = _glance(records)
     if cards:
-        head.append('<div class="glance">' + "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(t)}</span></div>' for v, t in cards) + "</div>")
+        head.append(
+            '<div class="glance">'
+            + "".join(
+                f'<div class="card"><b>{_e(v)}</b><span>{_e(t)}</span></div>' for v, t in cards
+            )
+            + "</div>"
+        )
     from .paper import is_gpt2_small
 
     gpt2 = is_gpt2_small(model.hf.config)
-    links = ([("paper", "paper vs this run")] if gpt2 else []) + [(o.name, o.name) for o in outcomes]
-    links += ([] if gpt2 else [("paper", "the paper's numbers, for reference")]) + [("run", "settings, versions, timings")]
+    links = ([("paper", "paper vs this run")] if gpt2 else []) + [
+        (o.name, o.name) for o in outcomes
+    ]
+    links += ([] if gpt2 else [("paper", "the paper's numbers, for reference")]) + [
+        ("run", "settings, versions, timings")
+    ]
     toc = ["<p>Contents: " + " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</p>"]
     paper_html, paper_df = _paper_section(records, model, inputs, run)
     sections = []
@@ -135,7 +227,9 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
         if o.status == "ran":
             sec.append(f'<p class="status ran">computed in this run: {o.seconds:.1f} s</p>')
         elif o.status == "cached":
-            sec.append(f'<p class="status cached">reused from the run of {_e(o.record.get("finished", "?"))} (same weights, inputs and settings; computed in {o.seconds:.1f} s)</p>')
+            sec.append(
+                f'<p class="status cached">reused from the run of {_e(o.record.get("finished", "?"))} (same weights, inputs and settings; computed in {o.seconds:.1f} s)</p>'
+            )
         else:
             sec.append(f'<p class="status skipped">{_e(o.status)}: {_e(o.reason)}</p>')
             sections.append("".join(sec))
@@ -145,36 +239,89 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
         if reading:
             sec.append(f'<div class="reading">{_e(reading)}</div>')
         for sk in getattr(rec, "skipped", []):
-            sec.append(f'<p class="status skipped">part skipped ({_e(sk.stage)}): {_e(sk.reason)}</p>')
+            sec.append(
+                f'<p class="status skipped">part skipped ({_e(sk.stage)}): {_e(sk.reason)}</p>'
+            )
         sec.append(o.section(rec) if o.section else "")
         d = out / o.dir
         for fname, caption in (o.record.get("figures") or {}).items():
             if (d / fname).exists():
-                sec.append(f"<figure>{_img(d / fname, caption, href=f'{o.dir}/{fname}')}<figcaption>{_e(caption)}</figcaption></figure>")
+                sec.append(
+                    f"<figure>{_img(d / fname, caption, href=f'{o.dir}/{fname}')}<figcaption>{_e(caption)}</figcaption></figure>"
+                )
         files = o.record.get("tables") or {}
         if files:
-            sec.append('<ul class="files">' + "".join(f'<li><a href="{_e(o.dir)}/{_e(f)}">{_e(f)}</a>: {_e(c)}</li>' for f, c in files.items()) + "</ul>")
+            sec.append(
+                '<ul class="files">'
+                + "".join(
+                    f'<li><a href="{_e(o.dir)}/{_e(f)}">{_e(f)}</a>: {_e(c)}</li>'
+                    for f, c in files.items()
+                )
+                + "</ul>"
+            )
         sections.append("".join(sec))
     skipped = [o for o in outcomes if o.status in ("skipped", "not requested")]
     skip_html = ""
     if skipped:
-        skip_html = '<h2 id="skipped">Skipped stages</h2><ul>' + "".join(f"<li><b>{_e(o.name)}</b> ({_e(o.status)}): {_e(o.reason)}</li>" for o in skipped) + "</ul>"
+        skip_html = (
+            '<h2 id="skipped">Skipped stages</h2><ul>'
+            + "".join(
+                f"<li><b>{_e(o.name)}</b> ({_e(o.status)}): {_e(o.reason)}</li>" for o in skipped
+            )
+            + "</ul>"
+        )
     st = run["settings"]
-    settings_df = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in st.items()] + [
-        {"setting": "model source", "value": _source_text(run.get("model_source", {}))},
-        {"setting": "dtype", "value": str(run.get("dtype", ""))},
-        {"setting": "weights sha256", "value": run["weights_sha256"]}, {"setting": "inputs sha256", "value": str(run["inputs_sha256"])},
-        {"setting": "command", "value": run.get("command", "")}])
+    settings_df = pd.DataFrame(
+        [{"setting": k, "value": str(v)} for k, v in st.items()]
+        + [
+            {"setting": "model source", "value": _source_text(run.get("model_source", {}))},
+            {"setting": "dtype", "value": str(run.get("dtype", ""))},
+            {"setting": "weights sha256", "value": run["weights_sha256"]},
+            {"setting": "inputs sha256", "value": str(run["inputs_sha256"])},
+            {"setting": "command", "value": run.get("command", "")},
+        ]
+    )
     vers_df = pd.DataFrame([{"package": k, "version": str(v)} for k, v in run["versions"].items()])
-    time_df = pd.DataFrame([{"stage": o.name, "status": o.status, "seconds": f"{o.seconds:.1f}" if o.status in ("ran", "cached") else ""} for o in outcomes]
-                           + [{"stage": "this run, up to the report (loading excluded)", "status": "", "seconds": f"{run['seconds_this_run']:.1f}"}])
-    tail = ['<h2 id="run">Settings, versions, timings</h2>', "<h3>Settings</h3>", _table(settings_df), "<h3>Versions</h3>", _table(vers_df),
-            "<h3>Timings</h3>", _table(time_df),
-            '<p class="status">Written by <code>sinkscope reproduce</code>; every figure is embedded in this file. '
-            'Per-stage CSV / JSON results sit under <code>stages/</code>. <span id="image-check">figures not checked (scripts off)</span></p>']
-    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>sinkscope reproduce: {_e(model.name)}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
-            + "".join(head) + "".join(toc) + (paper_html if gpt2 else "") + "".join(sections) + skip_html + ("" if gpt2 else paper_html) + "".join(tail) + "</body></html>\n")
+    time_df = pd.DataFrame(
+        [
+            {
+                "stage": o.name,
+                "status": o.status,
+                "seconds": f"{o.seconds:.1f}" if o.status in ("ran", "cached") else "",
+            }
+            for o in outcomes
+        ]
+        + [
+            {
+                "stage": "this run, up to the report (loading excluded)",
+                "status": "",
+                "seconds": f"{run['seconds_this_run']:.1f}",
+            }
+        ]
+    )
+    tail = [
+        '<h2 id="run">Settings, versions, timings</h2>',
+        "<h3>Settings</h3>",
+        _table(settings_df),
+        "<h3>Versions</h3>",
+        _table(vers_df),
+        "<h3>Timings</h3>",
+        _table(time_df),
+        '<p class="status">Written by <code>sinkscope reproduce</code>; every figure is embedded in this file. '
+        'Per-stage CSV / JSON results sit under <code>stages/</code>. <span id="image-check">figures not checked (scripts off)</span></p>',
+    ]
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>sinkscope reproduce: {_e(model.name)}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
+        + "".join(head)
+        + "".join(toc)
+        + (paper_html if gpt2 else "")
+        + "".join(sections)
+        + skip_html
+        + ("" if gpt2 else paper_html)
+        + "".join(tail)
+        + "</body></html>\n"
+    )
     return page, paper_df
 
 

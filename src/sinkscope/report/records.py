@@ -12,6 +12,7 @@ so the records and the summaries cannot drift apart.
 >>> m.bos_attention["all"].mean, m.band_text
 (0.5, '3..10')
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -129,7 +130,9 @@ class Epe(Validation):
     massive_values: list[float]
     norm_index0: float
     median_norm_other: float
-    massive_rule: str = ""  # the rule of massive_coords (the paper's Fig 7: σ with the population std)
+    massive_rule: str = (
+        ""  # the rule of massive_coords (the paper's Fig 7: σ with the population std)
+    )
     at_paper_coords: dict[str, float] = field(default_factory=dict)
     validation_full_block: Validation | None = None
 
@@ -219,7 +222,9 @@ class Cell:
 
 @dataclass(frozen=True)
 class InterventionsRecord(Band):
-    table1: dict[str, dict[str, dict[str, Cell]]] = field(default_factory=dict)  # scope -> dataset -> id -> cell
+    table1: dict[str, dict[str, dict[str, Cell]]] = field(
+        default_factory=dict
+    )  # scope -> dataset -> id -> cell
     coords: list[int] | None = None
     coords_rule: str = ""
     n_examples: int = 0
@@ -270,7 +275,9 @@ class TradeoffRow:
 class MitigateRecord:
     best: list[Best] = field(default_factory=list)
     rows: list[TradeoffRow] = field(default_factory=list)
-    not_applicable: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> edit -> reason
+    not_applicable: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # model -> edit -> reason
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -321,7 +328,9 @@ def _read(tp, x, where: str):
             if f.name in x:
                 kw[f.name] = _read(hints[f.name], x[f.name], f"{where}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise RecordError(f"{where} has no '{f.name}' (written by another sinkscope?); rerun with --force to recompute it")
+                raise RecordError(
+                    f"{where} has no '{f.name}' (written by another sinkscope?); rerun with --force to recompute it"
+                )
         return tp(**kw)
     if origin is dict:
         return {str(k): _read(args[1], v, f"{where}[{k}]") for k, v in _as(dict, x, where).items()}
@@ -340,5 +349,7 @@ def _read(tp, x, where: str):
 
 def _as(kind, x, where: str):
     if not isinstance(x, kind) or (kind is int and isinstance(x, bool)):
-        raise RecordError(f"{where} is {type(x).__name__}, not {getattr(kind, '__name__', kind)}; rerun with --force to recompute it")
+        raise RecordError(
+            f"{where} is {type(x).__name__}, not {getattr(kind, '__name__', kind)}; rerun with --force to recompute it"
+        )
     return x

@@ -1,5 +1,6 @@
 """Figures and the HTML page of ``sinkscope sweep``: sink vs length, per content regime, vs
 training step, and the cross-model Table 1 (they read the sweep's table, never recompute)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,17 @@ def sink_vs_length(result, path):
             if sub.empty:
                 continue
             mean, sd = _seed_stats(sub, "length")
-            ax.errorbar(mean.index, mean.to_numpy(), yerr=np.nan_to_num(sd.to_numpy()), color=cmap(i % 10),
-                        ls=styles.get(c, "-"), marker="o", ms=4, capsize=3, label=f"{m}, {c}")
+            ax.errorbar(
+                mean.index,
+                mean.to_numpy(),
+                yerr=np.nan_to_num(sd.to_numpy()),
+                color=cmap(i % 10),
+                ls=styles.get(c, "-"),
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=f"{m}, {c}",
+            )
     ax.set_xscale("log", base=2)
     lengths = sorted(set(b.length))
     ax.set_xticks(lengths, [str(t) for t in lengths])
@@ -42,8 +52,12 @@ def sink_vs_length(result, path):
     ax.set_ylabel("attention to index 0 (layer band)")
     prob_ylim(ax, b.bos_attention.to_numpy(dtype=float))
     legend_right(ax, fontsize=7)
-    ends = b.groupby(["model", "content"], sort=False).apply(lambda s: (s[s.length == s.length.min()].bos_attention.mean(),
-                                                                       s[s.length == s.length.max()].bos_attention.mean()))
+    ends = b.groupby(["model", "content"], sort=False).apply(
+        lambda s: (
+            s[s.length == s.length.min()].bos_attention.mean(),
+            s[s.length == s.length.max()].bos_attention.mean(),
+        )
+    )
     lo, hi = min(lengths), max(lengths)
     desc = "; ".join(f"{m} {c}: {a:.3f} → {z:.3f}" for (m, c), (a, z) in list(ends.items())[:3])
     title(ax, f"Sink vs length ({lo} → {hi} tokens): {desc}")
@@ -64,7 +78,14 @@ def sink_by_content(result, path):
         ax.bar(x, mean, w, label=c, alpha=0.85)
         for xi, m in zip(x, models):
             pts = b[(b.model == m) & (b.content == c)].bos_attention.to_numpy()
-            ax.scatter(np.full(len(pts), xi), pts, s=8, color="black", zorder=3, label="one seed" if j == 0 and xi == x[0] else None)
+            ax.scatter(
+                np.full(len(pts), xi),
+                pts,
+                s=8,
+                color="black",
+                zorder=3,
+                label="one seed" if j == 0 and xi == x[0] else None,
+            )
     ax.set_xticks(range(len(models)), [wrap(m, 1.4, 8) for m in models], fontsize=8)
     ax.set_ylabel(f"attention to index 0 (band, {length} tokens)")
     prob_ylim(ax, b.bos_attention.to_numpy(dtype=float))
@@ -77,7 +98,10 @@ def table1_heatmap(result, path):
     """% of the baseline sink left under each intervention, model × intervention (all inputs)."""
     t = result.table1()
     t = t[t.domain == "all"]
-    models, ivs = list(dict.fromkeys(t.model)), sorted(dict.fromkeys(t.intervention), key=result.intervention_order)
+    models, ivs = (
+        list(dict.fromkeys(t.model)),
+        sorted(dict.fromkeys(t.intervention), key=result.intervention_order),
+    )
     grid = np.full((len(models), len(ivs)), np.nan)
     for _, r in t.iterrows():
         grid[models.index(r.model), ivs.index(r.intervention)] = r.pct_baseline
@@ -85,12 +109,22 @@ def table1_heatmap(result, path):
     im = ax.imshow(grid, cmap="RdBu", vmin=0, vmax=200, aspect="auto")
     for i in range(len(models)):
         for j in range(len(ivs)):
-            ax.text(j, i, "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7)
+            ax.text(
+                j,
+                i,
+                "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
     ax.set_xticks(range(len(ivs)), ivs)
     ax.set_yticks(range(len(models)), [wrap(m, 2.0, 8) for m in models], fontsize=8)
     fig.colorbar(im, ax=ax, label="% of baseline sink")
     length, content = result.table1_setting()
-    title(ax, f"Table 1 across models: % of the baseline sink left per intervention ({content}, {length} tokens, mean over seeds)")
+    title(
+        ax,
+        f"Table 1 across models: % of the baseline sink left per intervention ({content}, {length} tokens, mean over seeds)",
+    )
     return save_figure(fig, path)
 
 
@@ -102,14 +136,27 @@ def sink_vs_step(result, path):
     fig, ax = subplots(figsize=(7, 4))
     for c in dict.fromkeys(b.content):
         mean, sd = _seed_stats(b[b.content == c], "step")
-        ax.errorbar(mean.index, mean.to_numpy(), yerr=np.nan_to_num(sd.to_numpy()), marker="o", ms=4, capsize=3, label=c)
+        ax.errorbar(
+            mean.index,
+            mean.to_numpy(),
+            yerr=np.nan_to_num(sd.to_numpy()),
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=c,
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("attention to index 0 (layer band)")
     prob_ylim(ax, b.bos_attention.to_numpy(dtype=float))
     legend_right(ax, fontsize=7)
     s = b.sort_values("step")
-    title(ax, f"Sink over training: {s.bos_attention.iloc[0]:.3f} at step {int(s.step.iloc[0])} → "
-              f"{s.bos_attention.iloc[-1]:.3f} at step {int(s.step.iloc[-1])}" if len(s) else "Sink over training")
+    title(
+        ax,
+        f"Sink over training: {s.bos_attention.iloc[0]:.3f} at step {int(s.step.iloc[0])} → "
+        f"{s.bos_attention.iloc[-1]:.3f} at step {int(s.step.iloc[-1])}"
+        if len(s)
+        else "Sink over training",
+    )
     return save_figure(fig, path)
 
 
@@ -122,16 +169,32 @@ def sweep_figures(result, out: Path) -> dict[str, str]:
         figs[figure_name(name)] = caption
 
     if f.length.nunique() > 1:
-        add("sink_vs_length", sink_vs_length, "Baseline BOS attention (layer band, all inputs) against input length; "
-            "error bars: SD across seeds.")
+        add(
+            "sink_vs_length",
+            sink_vs_length,
+            "Baseline BOS attention (layer band, all inputs) against input length; "
+            "error bars: SD across seeds.",
+        )
     if f.content.nunique() > 1:
-        add("sink_by_content", sink_by_content, "Baseline BOS attention per content regime (natural text, uniform random "
-            "tokens, a random sequence repeated).")
+        add(
+            "sink_by_content",
+            sink_by_content,
+            "Baseline BOS attention per content regime (natural text, uniform random "
+            "tokens, a random sequence repeated).",
+        )
     if (f.intervention != "a").any():
-        add("table1_models", table1_heatmap, "The cross-model Table 1: % of each model's baseline sink left under each "
-            "intervention (n/a: not applicable).")
+        add(
+            "table1_models",
+            table1_heatmap,
+            "The cross-model Table 1: % of each model's baseline sink left under each "
+            "intervention (n/a: not applicable).",
+        )
     if f.step.notna().any() and f.step.nunique() > 1:
-        add("sink_vs_step", sink_vs_step, "Baseline BOS attention against training step, one point per checkpoint.")
+        add(
+            "sink_vs_step",
+            sink_vs_step,
+            "Baseline BOS attention against training step, one point per checkpoint.",
+        )
     return figs
 
 
@@ -141,8 +204,11 @@ def sweep_section(result, out: Path, figs: dict[str, str]) -> str:
 
     cfg = result.config
     t = result.table1()
-    shown = t.assign(mean=t["mean"].map(lambda x: f"{x:.4f}"), sd_seeds=t.sd_seeds.map(lambda x: "" if np.isnan(x) else f"{x:.4f}"),
-                     pct_baseline=t.pct_baseline.map(lambda x: "n/a" if np.isnan(x) else f"{x:.1f}%"))
+    shown = t.assign(
+        mean=t["mean"].map(lambda x: f"{x:.4f}"),
+        sd_seeds=t.sd_seeds.map(lambda x: "" if np.isnan(x) else f"{x:.4f}"),
+        pct_baseline=t.pct_baseline.map(lambda x: "n/a" if np.isnan(x) else f"{x:.1f}%"),
+    )
     length, content = result.table1_setting()
     parts = [
         "<h2>Sweep</h2>",
@@ -152,9 +218,15 @@ def sweep_section(result, out: Path, figs: dict[str, str]) -> str:
         _table(shown),
     ]
     if result.failed:
-        parts.append('<div class="note">Failed cells: ' + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in result.failed.items()) + "</div>")
+        parts.append(
+            '<div class="note">Failed cells: '
+            + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in result.failed.items())
+            + "</div>"
+        )
     for name, caption in figs.items():
-        parts.append(f"<figure>{_img(out / name, caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+        parts.append(
+            f"<figure>{_img(out / name, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
+        )
     return "\n".join(parts)
 
 
@@ -164,8 +236,10 @@ def write_sweep_report(result, out: Path, figs: dict[str, str]) -> Path:
     from .html import CSS, SCRIPT
 
     body = sweep_section(result, out, figs)
-    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sinkscope sweep</title><style>{CSS}</style>"
-            f"<script>{SCRIPT}</script></head><body><h1>sinkscope sweep</h1>{body}"
-            f'<p class="status" id="image-check"></p></body></html>')
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sinkscope sweep</title><style>{CSS}</style>'
+        f"<script>{SCRIPT}</script></head><body><h1>sinkscope sweep</h1>{body}"
+        f'<p class="status" id="image-check"></p></body></html>'
+    )
     write_text_atomic(out / "report.html", page)
     return out / "report.html"

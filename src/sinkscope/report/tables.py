@@ -17,8 +17,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -37,7 +35,11 @@ def _img(path: Path, alt: str, href: str | None = None) -> str:
     from .formats import preview_name
 
     shown = path.with_name(preview_name(path.name))
-    link = f'<a class="pdf" href="{esc(href or path.name)}">{esc(path.name)} (PDF)</a>' if path.suffix.lower() == ".pdf" else ""
+    link = (
+        f'<a class="pdf" href="{esc(href or path.name)}">{esc(path.name)} (PDF)</a>'
+        if path.suffix.lower() == ".pdf"
+        else ""
+    )
     if not shown.exists() or shown.suffix.lower() not in _MIME:
         return link
     data = base64.b64encode(shown.read_bytes()).decode("ascii")
@@ -52,16 +54,23 @@ def html_table(df: pd.DataFrame, row_class=None) -> str:
     rows = []
     for _, r in df.iterrows():
         cls = f' class="{row_class(r)}"' if row_class else ""
-        rows.append(f"<tr{cls}>" + "".join(f'<td class="n">{esc(v)}</td>' if _NUM.match(str(v)) else f"<td>{esc(v)}</td>" for v in r.to_numpy()) + "</tr>")
-    return f'<table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        rows.append(
+            f"<tr{cls}>"
+            + "".join(
+                f'<td class="n">{esc(v)}</td>' if _NUM.match(str(v)) else f"<td>{esc(v)}</td>"
+                for v in r.to_numpy()
+            )
+            + "</tr>"
+        )
+    return (
+        f'<table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def fmt(x, spec=".3f", na="n/a") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return na
     return format(x, spec)
-
-
 
 
 _e, _table, _f = esc, html_table, fmt  # the short names the report modules use

@@ -1,9 +1,9 @@
 """Zoo figures: sink strength per variant and domain, sink vs loss, sink during training (layout
 rules: :mod:`sinkscope.report.figures`)."""
+
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,14 @@ def zoo_bars(result, path):
         ax.bar(x, means, w, label=dom, alpha=0.85)
         for xi, v in zip(x, variants):
             pts = sub[sub.variant == v].bos_attention.to_numpy()
-            ax.scatter(np.full(len(pts), xi), pts, s=8, color="black", zorder=3, label="one seed" if j == 0 and xi == x[0] else None)
+            ax.scatter(
+                np.full(len(pts), xi),
+                pts,
+                s=8,
+                color="black",
+                zorder=3,
+                label="one seed" if j == 0 and xi == x[0] else None,
+            )
     ax.axhline(SINK_FORMED, color="grey", ls="--", lw=1, label=f"{SINK_FORMED:g}: sink formed")
     ax.set_xticks(range(len(variants)), [wrap(v, 1.0, 8) for v in variants], fontsize=8)
     ax.set_ylabel("attention to index 0 (layer band, T=40)")
@@ -36,8 +43,11 @@ def zoo_bars(result, path):
     legend_right(ax, fontsize=7)
     a = r[r.domain == "all"].groupby("variant", sort=False).bos_attention.mean()
     formed = [v for v in a.index if a[v] >= SINK_FORMED]
-    title(ax, f"BOS attention per variant (mean over seeds, all inputs): {len(formed)} of {len(a)} variants reach {SINK_FORMED:g}"
-              + (f"; lowest {a.min():.2f} ({a.idxmin()})" if len(a) else ""))
+    title(
+        ax,
+        f"BOS attention per variant (mean over seeds, all inputs): {len(formed)} of {len(a)} variants reach {SINK_FORMED:g}"
+        + (f"; lowest {a.min():.2f} ({a.idxmin()})" if len(a) else ""),
+    )
     return save_figure(fig, path)
 
 
@@ -66,21 +76,33 @@ def zoo_curves(curves: dict[str, list[dict]], path):
             continue
         v = name.rsplit("-s", 1)[0]
         allv += [e["sink"] for e in evals]
-        ax.plot([e["step"] for e in evals], [e["sink"] for e in evals], color=cmap(names.index(v) % 10), label=v if v not in ax.get_legend_handles_labels()[1] else None, lw=1.2)
+        ax.plot(
+            [e["step"] for e in evals],
+            [e["sink"] for e in evals],
+            color=cmap(names.index(v) % 10),
+            label=v if v not in ax.get_legend_handles_labels()[1] else None,
+            lw=1.2,
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("attention to index 0 (layer band, T=40)")
     prob_ylim(ax, allv or [0.0])
     if allv:
         legend_right(ax, fontsize=7)
-    title(ax, f"BOS attention during training, one line per run ({sum(bool(e) for e in curves.values())} runs)")
+    title(
+        ax,
+        f"BOS attention during training, one line per run ({sum(bool(e) for e in curves.values())} runs)",
+    )
     return save_figure(fig, path)
 
 
 def zoo_figures(result, out: Path) -> list[Path]:
     """The three zoo figures in ``out``, in the run's format."""
 
-    return [zoo_bars(result, figure_path(out, "zoo_sink")), zoo_scatter(result, figure_path(out, "zoo_loss_vs_sink")),
-            zoo_curves(load_training_curves(out), figure_path(out, "zoo_training"))]
+    return [
+        zoo_bars(result, figure_path(out, "zoo_sink")),
+        zoo_scatter(result, figure_path(out, "zoo_loss_vs_sink")),
+        zoo_curves(load_training_curves(out), figure_path(out, "zoo_training")),
+    ]
 
 
 def load_training_curves(out: Path) -> dict[str, list[dict]]:

@@ -12,11 +12,11 @@ loss effects:
 * ``wk0``   zero the W_K rows of index 0's massive coordinates;
 * ``rand``  control: zero as many random non-massive W_K rows.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
@@ -47,10 +47,10 @@ class Circuit:
 
 def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True) -> Circuit:
     """Measure, residual profile, shared query and γ(q̄) for one model (three passes)."""
-    from ..metrics import resolve_band
     from ..analysis import gamma_split, residual_profile
     from ..analysis.facts import resolve_facts
     from ..analysis.shared_query import shared_gamma, shared_query
+    from ..metrics import resolve_band
     from .measure import measure
 
     ad = model.adapter
@@ -64,25 +64,43 @@ def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = 
     secs["residual"] = time.perf_counter() - t
     t = time.perf_counter()
     sq = shared_query(model, inputs, batch_size=batch_size, progress=progress)
-    facts = resolve_facts(model, inputs, band=band, profile=prof, q_bar=sq.q_bar)  # the one rule (analysis.facts)
+    facts = resolve_facts(
+        model, inputs, band=band, profile=prof, q_bar=sq.q_bar
+    )  # the one rule (analysis.facts)
     cb = facts.creating_block
     coords = facts.coords.list or []
-    at = (cb if cb is not None else band[0] - 1) + 1  # index 0's values where the sink layers read them
+    at = (
+        cb if cb is not None else band[0] - 1
+    ) + 1  # index 0's values where the sink layers read them
     values = [float(prof.signed0[at, c]) for c in coords]
     gs = None
-    gc = (facts.gamma_coords or facts.coords).list  # γ's coordinates, as explain and reproduce split it
+    gc = (
+        facts.gamma_coords or facts.coords
+    ).list  # γ's coordinates, as explain and reproduce split it
     if gc:
-        gs, _ = gamma_split(shared_gamma(model, sq.q_bar, int(inputs.ids.shape[1])).float(), gc, band)
+        gs, _ = gamma_split(
+            shared_gamma(model, sq.q_bar, int(inputs.ids.shape[1])).float(), gc, band
+        )
     secs["shared_query"] = time.perf_counter() - t
-    return Circuit(model.name, ad.describe(), band, m, prof, sq, cb, coords, values, gs, secs, facts)
+    return Circuit(
+        model.name, ad.describe(), band, m, prof, sq, cb, coords, values, gs, secs, facts
+    )
 
 
 def compare_edits(c: Circuit, seed: int = 0) -> dict:
     """The edits ``compare`` matches across models, in the ``--edit`` language."""
     from ..interventions.spec import edits
 
-    return edits({"a": "baseline", "bq0": "bq:0", "qbar0": "qbar:0", "patch0": "patch0:0", "wk0": "wk:0",
-                  "rand": f"random_wk:{max(1, len(c.coords))}:{seed}"})
+    return edits(
+        {
+            "a": "baseline",
+            "bq0": "bq:0",
+            "qbar0": "qbar:0",
+            "patch0": "patch0:0",
+            "wk0": "wk:0",
+            "rand": f"random_wk:{max(1, len(c.coords))}:{seed}",
+        }
+    )
 
 
 def circuit_cache(c: Circuit) -> dict:
@@ -96,18 +114,30 @@ class CompareResult:
     seconds: dict
     inputs: str | None = None  # the --inputs spec
 
-    tables = {"compare.csv": "one row per model × domain", "compare.md": "the comparison as Markdown",
-              "shared_query_per_head.csv": "shared-query shares per model × domain × layer × head"}
+    tables = {
+        "compare.csv": "one row per model × domain",
+        "compare.md": "the comparison as Markdown",
+        "shared_query_per_head.csv": "shared-query shares per model × domain × layer × head",
+    }
     summary_file = "compare.json"
 
     @classmethod
     def concat(cls, results: list["CompareResult"]) -> "CompareResult":
         import pandas as pd
-        return cls(pd.concat([r.rows for r in results], ignore_index=True), pd.concat([r.per_head for r in results], ignore_index=True),
-                   {k: v for r in results for k, v in r.seconds.items()}, results[0].inputs)
+
+        return cls(
+            pd.concat([r.rows for r in results], ignore_index=True),
+            pd.concat([r.per_head for r in results], ignore_index=True),
+            {k: v for r in results for k, v in r.seconds.items()},
+            results[0].inputs,
+        )
 
     def summary(self) -> dict:
-        return {"models": list(dict.fromkeys(self.rows.model)), "inputs": self.inputs, "seconds": self.seconds}
+        return {
+            "models": list(dict.fromkeys(self.rows.model)),
+            "inputs": self.inputs,
+            "seconds": self.seconds,
+        }
 
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         """``compare.csv``, ``compare.md``, ``shared_query_per_head.csv``, ``compare.json`` (plus
@@ -139,6 +169,7 @@ class CompareResult:
 
     def markdown(self) -> str:
         import pandas as pd
+
         t = self.rows
         out = [
             "| model | b_Q | positions | MLP | QK-norm | domain | BOS attention | creating block | massive coords (index 0) | shared-query share | literal b_Q share | γ(q̄) massive/other |",
@@ -151,9 +182,16 @@ class CompareResult:
                 f"| {r.model} | {'yes' if r.has_query_bias else 'no'} | {r.positional} | {'yes' if r.has_mlp else 'no'} | {'yes' if r.qk_norm else 'no'} | {r.domain} | "
                 f"{r.bos_attention:.3f} | {r.creating_block} | {r.massive_coords} | {r.shared_query_share:.2f} | {bq} | {gr} |"
             )
-        out += ["", "Matching interventions (all inputs): BOS attention as % of baseline, Δ cross-entropy in nats", ""]
+        out += [
+            "",
+            "Matching interventions (all inputs): BOS attention as % of baseline, Δ cross-entropy in nats",
+            "",
+        ]
         edits = [e for e in COMPARE_EDITS if f"{e}_pct" in t.columns]
-        out += ["| model | " + " | ".join(f"{e}: {COMPARE_EDITS[e]}" for e in edits) + " |", "|---|" + "---|" * len(edits)]
+        out += [
+            "| model | " + " | ".join(f"{e}: {COMPARE_EDITS[e]}" for e in edits) + " |",
+            "|---|" + "---|" * len(edits),
+        ]
         for _, r in t[t.domain == "all"].iterrows():
             cells = []
             for e in edits:
@@ -165,15 +203,28 @@ class CompareResult:
         return "\n".join(out) + "\n"
 
 
-def compare_one(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0):
+def compare_one(
+    model, inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0
+):
     """Rows (one per domain, ``all`` first) and the per-head table of one model."""
     import numpy as np
     import torch
+
     from ..interventions.run import run_interventions
 
     c = circuit(model, inputs, band=band, batch_size=batch_size, progress=progress)
     t = time.perf_counter()
-    iv = run_interventions(model, inputs, compare_edits(c, seed), coords=c.facts.coords, seed=seed, band=c.band, batch_size=batch_size, progress=progress, cache=circuit_cache(c))
+    iv = run_interventions(
+        model,
+        inputs,
+        compare_edits(c, seed),
+        coords=c.facts.coords,
+        seed=seed,
+        band=c.band,
+        batch_size=batch_size,
+        progress=progress,
+        cache=circuit_cache(c),
+    )
     c.seconds["interventions"] = time.perf_counter() - t
     table = iv.table()
     table = table[table.scope == "mid"]
@@ -225,29 +276,42 @@ class CompareConfig(Stage):
     seed: int = 0  # the run's --seed: the control's random rows
 
     name = "compare"
-    help = ("the sink circuit across models: components, sink per domain, creating block, "
-            "shared-query share, matching interventions")
+    help = (
+        "the sink circuit across models: components, sink per domain, creating block, "
+        "shared-query share, matching interventions"
+    )
     multi_model = True
     steps = ()  # several models: not a reproduce step (reproduce studies one)
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True) -> CompareResult:
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ) -> CompareResult:
         import pandas as pd
 
         t = time.perf_counter()
-        rows, head, c = compare_one(model, inputs, band=band, batch_size=batch_size,
-                                    progress=progress, seed=self.seed)
-        secs = {model.name: {**{k: round(v, 1) for k, v in c.seconds.items()},
-                             "total": round(time.perf_counter() - t, 1)}}
+        rows, head, c = compare_one(
+            model, inputs, band=band, batch_size=batch_size, progress=progress, seed=self.seed
+        )
+        secs = {
+            model.name: {
+                **{k: round(v, 1) for k, v in c.seconds.items()},
+                "total": round(time.perf_counter() - t, 1),
+            }
+        }
         return CompareResult(pd.DataFrame(rows), head, secs, inputs.spec)
 
 
-def compare(models_and_inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0) -> CompareResult:
+def compare(
+    models_and_inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0
+) -> CompareResult:
     """Run :func:`compare_one` on every ``(model, inputs)`` pair, in order. Pass a generator
     (``inputs`` tokenised with that model's tokenizer) to hold one model in memory at a time;
     ``seconds`` times each model's analyses (loading excluded)."""
     cfg = CompareConfig(seed)
-    results = [cfg.compute(m, i, band=band, batch_size=batch_size, progress=progress) for m, i in models_and_inputs]
+    results = [
+        cfg.compute(m, i, band=band, batch_size=batch_size, progress=progress)
+        for m, i in models_and_inputs
+    ]
     if not results:
         raise SinkscopeError("no models to compare; pass e.g. --models default,packaged:smollm2")
     return CompareResult.concat(results)

@@ -40,7 +40,9 @@ class ExplainResult:
     @property
     def tables(self) -> dict[str, str]:
         t = {f"{n}.csv": n.replace("_", " ") for n in self.dataframes}
-        return t | ({"inputs.jsonl": "each input's text and token ids"} if self.inputs is not None else {})
+        return t | (
+            {"inputs.jsonl": "each input's text and token ids"} if self.inputs is not None else {}
+        )
 
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         """The tables (CSV), ``inputs.jsonl`` (when there were inputs), ``summary.json`` (plus
@@ -88,9 +90,12 @@ class ExplainConfig(Stage):
     them as two stages); ``forward=False`` is ``--weights-only``."""
 
     weights: bool = True
-    forward: bool = option(True, "--weights-only", "skip the forward-pass analyses",
-                           action="store_false")
-    seq_len: int | None = None  # positions of the weight-only analyses (default: the inputs', else 40)
+    forward: bool = option(
+        True, "--weights-only", "skip the forward-pass analyses", action="store_false"
+    )
+    seq_len: int | None = (
+        None  # positions of the weight-only analyses (default: the inputs', else 40)
+    )
 
     name = "explain"
     help = "the sink circuit: score decomposition, EPE, b_Q / key alignment (paper Figs 1-4, 6-8)"
@@ -98,15 +103,27 @@ class ExplainConfig(Stage):
     needs_forward = False
     facts = ("coords",)
     steps = (
-        Step("circuit_weights", order=30, overrides={"forward": False}, run_fields={"seq_len": "max_tokens"},
-             title="The circuit in the weights: EPE, b_Q / key alignment, γ (Figs 2, 4, 7, 8)",
-             reading=sections.circuit_weights_reading, section=sections.circuit_weights_section,
-             # no b_Q: γ with q̄, from the inputs
-             reads_inputs=lambda model: not model.adapter.info().has_query_bias,
-             finish=_at_paper_coords),
-        Step("circuit_forward", order=40, overrides={"weights": False}, forward=True,
-             title="The circuit in the forward pass: Δ, EPE validation, where index 0 becomes special",
-             reading=sections.circuit_forward_reading, section=sections.circuit_forward_section),
+        Step(
+            "circuit_weights",
+            order=30,
+            overrides={"forward": False},
+            run_fields={"seq_len": "max_tokens"},
+            title="The circuit in the weights: EPE, b_Q / key alignment, γ (Figs 2, 4, 7, 8)",
+            reading=sections.circuit_weights_reading,
+            section=sections.circuit_weights_section,
+            # no b_Q: γ with q̄, from the inputs
+            reads_inputs=lambda model: not model.adapter.info().has_query_bias,
+            finish=_at_paper_coords,
+        ),
+        Step(
+            "circuit_forward",
+            order=40,
+            overrides={"weights": False},
+            forward=True,
+            title="The circuit in the forward pass: Δ, EPE validation, where index 0 becomes special",
+            reading=sections.circuit_forward_reading,
+            section=sections.circuit_forward_section,
+        ),
     )
 
     @property
@@ -117,11 +134,20 @@ class ExplainConfig(Stage):
         if not (self.weights or self.forward):
             raise SinkscopeError("explain needs the weight-only analyses, the forward ones or both")
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True) -> ExplainResult:
-        return explain(model, inputs if self.forward else None, band=band, batch_size=batch_size,
-                       progress=progress, weights=self.weights, forward=self.forward,
-                       facts=facts, seq_len=self.seq_len)
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ) -> ExplainResult:
+        return explain(
+            model,
+            inputs if self.forward else None,
+            band=band,
+            batch_size=batch_size,
+            progress=progress,
+            weights=self.weights,
+            forward=self.forward,
+            facts=facts,
+            seq_len=self.seq_len,
+        )
 
 
 def format_explain(s: dict) -> str:
@@ -129,7 +155,11 @@ def format_explain(s: dict) -> str:
     lines = [f"model {s['model']}: layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}"]
     if "gamma" in s:
         g = s["gamma"]
-        lab = "γ" if s.get("gamma_query", "b_Q") == "b_Q" else "γ(q̄), with the effective query bias (no b_Q),"
+        lab = (
+            "γ"
+            if s.get("gamma_query", "b_Q") == "b_Q"
+            else "γ(q̄), with the effective query bias (no b_Q),"
+        )
         lines.append(
             f"  |{lab}| on coords {g['coords']} ({s['coords_source']}): mean {g['massive']['mean']:.4f}, median {g['massive']['median']:.4f}, n={g['massive']['count']:,}"
             f"; other coords: mean {g['other']['mean']:.4f}, median {g['other']['median']:.4f}, n={g['other']['count']:,}  (ratio {g['ratio_of_means']:.1f}x)"
@@ -139,23 +169,42 @@ def format_explain(s: dict) -> str:
         vals = ", ".join(f"{c}: {v:+.1f}" for c, v in zip(e["massive_coords"], e["massive_values"]))
         lines.append(f"  EPE_0 massive coordinates: {vals}")
         if "validation_median_index0" in e:
-            for what, v in (("MLP only", e), ("full block 0, causal", e.get("validation_full_block"))):
+            for what, v in (
+                ("MLP only", e),
+                ("full block 0, causal", e.get("validation_full_block")),
+            ):
                 if v:
-                    lines.append(f"  EPE validation cos ({what}): median {v['validation_median_index0']:.4f} at index 0, >= {v['validation_min_median_other']:.4f} elsewhere; "
-                                 f"global median {v['validation_global_median']:.4f} (all positions), {v['validation_global_median_other']:.4f} (positions >= 1)")
+                    lines.append(
+                        f"  EPE validation cos ({what}): median {v['validation_median_index0']:.4f} at index 0, >= {v['validation_min_median_other']:.4f} elsewhere; "
+                        f"global median {v['validation_global_median']:.4f} (all positions), {v['validation_global_median_other']:.4f} (positions >= 1)"
+                    )
     if "alignment" in s:
         a = s["alignment"]
-        lines.append(f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere")
+        lines.append(
+            f"  cos(b_Q, W_K EPE_j): mean {a['index0_mean_cos']:+.3f} at index 0 vs {a['other_mean_cos']:+.3f} elsewhere"
+        )
     if "residual" in s:
         r = s["residual"]
-        vals = ", ".join(f"{c}: {v:+.0f}" for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6]))
-        where = f"becomes special after block {r['creating_block']} (massive coords {vals})" if r["creating_block"] is not None else "never becomes special (norm ratio < 5x after every block)"
-        lines.append(f"  index 0 {where}; norm ratio peaks at {r['max_norm_ratio']:.0f}x after block {r['max_norm_ratio_block']}")
+        vals = ", ".join(
+            f"{c}: {v:+.0f}" for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6])
+        )
+        where = (
+            f"becomes special after block {r['creating_block']} (massive coords {vals})"
+            if r["creating_block"] is not None
+            else "never becomes special (norm ratio < 5x after every block)"
+        )
+        lines.append(
+            f"  index 0 {where}; norm ratio peaks at {r['max_norm_ratio']:.0f}x after block {r['max_norm_ratio_block']}"
+        )
     if "delta" in s:
         d = s["delta"]
-        lines.append(f"  re-centred Δ: mean {d['index0_mean']:.2f} at index 0 vs {d['other_mean']:.2f} elsewhere; index-0 p10 above every other p90 in layers {d['layers_index0_p10_above_all_other_p90']}")
+        lines.append(
+            f"  re-centred Δ: mean {d['index0_mean']:.2f} at index 0 vs {d['other_mean']:.2f} elsewhere; index-0 p10 above every other p90 in layers {d['layers_index0_p10_above_all_other_p90']}"
+        )
     if "decomposition_check" in s:
-        lines.append(f"  decomposition: 4 terms sum to the model's scores within {s['decomposition_check']['max_abs_error']:.1e}")
+        lines.append(
+            f"  decomposition: 4 terms sum to the model's scores within {s['decomposition_check']['max_abs_error']:.1e}"
+        )
     for sk in s["skipped"]:
         lines.append(f"  skipped {sk['stage']}: {sk['reason']}")
     return "\n".join(lines)

@@ -21,16 +21,23 @@ from ..report.records import InterventionsRecord
 class InterveneResult(InterventionTable):
     """Table 1 of one model: ``summary()``, ``frames()``, ``write()``, ``format()``."""
 
-    tables = {"table1.csv": "Table 1, every intervention × dataset × layer scope", "table1.md": "Table 1 as Markdown",
-              "per_example.csv": "per example", "fig5.csv": "Fig 5 attention, per intervention",
-              "inputs.jsonl": "each input's text and token ids"}
+    tables = {
+        "table1.csv": "Table 1, every intervention × dataset × layer scope",
+        "table1.md": "Table 1 as Markdown",
+        "per_example.csv": "per example",
+        "fig5.csv": "Fig 5 attention, per intervention",
+        "inputs.jsonl": "each input's text and token ids",
+    }
 
     def frames(self) -> dict:
         """The result's tables, by CSV name: ``table1``, ``per_example``, ``fig5``."""
         from ..interventions.run import fig5_frame
 
-        return {"table1": self.table(), "per_example": self.per_example_frame(),
-                "fig5": fig5_frame(self.fig5_maps)}
+        return {
+            "table1": self.table(),
+            "per_example": self.per_example_frame(),
+            "fig5": fig5_frame(self.fig5_maps),
+        }
 
     def format(self) -> str:
         """The text ``sinkscope intervene`` prints."""
@@ -51,7 +58,9 @@ class InterveneResult(InterventionTable):
         out = Path(out)
         table = self.table()
         table.to_csv(out / "table1.csv", index=False, float_format="%.6g")
-        (out / "table1.md").write_text(f"# Interventions on {self.model} ({len(self.inputs)} inputs)\n\n" + self.markdown())
+        (out / "table1.md").write_text(
+            f"# Interventions on {self.model} ({len(self.inputs)} inputs)\n\n" + self.markdown()
+        )
         self.per_example_frame().to_csv(out / "per_example.csv", index=False, float_format="%.7g")
         self.inputs.write_jsonl(out / "inputs.jsonl")
         fig5_frame(self.fig5_maps).to_csv(out / "fig5.csv", index=False, float_format="%.7g")
@@ -61,7 +70,9 @@ class InterveneResult(InterventionTable):
         from ..report.formats import figure_name
 
         grid, bars = figure_name("fig5_attention_grid"), figure_name("interventions")
-        circuit.attention_grid(self.fig5_maps, {r.id: r.description for r in self.runs}, self.fig5_tokens, out / grid)
+        circuit.attention_grid(
+            self.fig5_maps, {r.id: r.description for r in self.runs}, self.fig5_tokens, out / grid
+        )
         circuit.intervention_bars(table, out / bars)
         return {
             bars: "Sink left under each intervention (red: attention to index 0; blue: to index 1, the relocation measure) and its loss cost (Δ next-token cross-entropy), ±2SE.",
@@ -87,29 +98,54 @@ class InterveneConfig(Stage):
     ['baseline', 'half']
     """
 
-    preset: str = option("paper", "--preset", "the protocol: " + "; ".join(
-        f"{p.name} = {p.help}" for p in PRESETS.values()), choices=tuple(PRESETS))
-    edits: tuple[str, ...] = option((), "--edit", "a custom intervention, e.g. "
-                                    "half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README); repeatable",
-                                    action="append", metavar="NAME=SPEC", shown_default="none")
+    preset: str = option(
+        "paper",
+        "--preset",
+        "the protocol: " + "; ".join(f"{p.name} = {p.help}" for p in PRESETS.values()),
+        choices=tuple(PRESETS),
+    )
+    edits: tuple[str, ...] = option(
+        (),
+        "--edit",
+        "a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README); repeatable",
+        action="append",
+        metavar="NAME=SPEC",
+        shown_default="none",
+    )
     seed: int = 0  # the run's --seed: (j)'s draw with --random sinkscope
-    random: str | None = option(None, "--random", "(j)'s draw: paper = the paper's code (seed 42 "
-                                "before each example, randint 3 times per layer, repeats allowed); "
-                                "sinkscope = random.Random(--seed), 3 distinct non-massive rows per "
-                                "layer", choices=("paper", "sinkscope"),
-                                shown_default="the preset's: paper")
-    sentence: str | None = option(None, "--sentence", "the text of the Fig 5 attention grid",
-                                  shown_default="the opening of A Tale of Two Cities",
-                                  reproduce=True)
+    random: str | None = option(
+        None,
+        "--random",
+        "(j)'s draw: paper = the paper's code (seed 42 "
+        "before each example, randint 3 times per layer, repeats allowed); "
+        "sinkscope = random.Random(--seed), 3 distinct non-massive rows per "
+        "layer",
+        choices=("paper", "sinkscope"),
+        shown_default="the preset's: paper",
+    )
+    sentence: str | None = option(
+        None,
+        "--sentence",
+        "the text of the Fig 5 attention grid",
+        shown_default="the opening of A Tale of Two Cities",
+        reproduce=True,
+    )
     max_tokens: int = 40  # Fig 5's length, as every input's (the run's --max-tokens)
 
     name = "intervene"
     help = "interventions: sink change, relocation and loss cost (paper Table 1, Fig 5)"
     record = InterventionsRecord
-    steps = (Step("interventions", order=50, overrides={"preset": "paper"},
-                  reads=("band", "seed", "max_tokens"),
-                  title="Interventions: Table 1, relocation, loss cost, Fig 5",
-                  reading=sections.interventions_reading, section=sections.interventions_section),)
+    steps = (
+        Step(
+            "interventions",
+            order=50,
+            overrides={"preset": "paper"},
+            reads=("band", "seed", "max_tokens"),
+            title="Interventions: Table 1, relocation, loss cost, Fig 5",
+            reading=sections.interventions_reading,
+            section=sections.interventions_section,
+        ),
+    )
 
     def interventions(self) -> dict:
         from ..interventions.spec import parse_edit
@@ -118,7 +154,9 @@ class InterveneConfig(Stage):
         for item in self.edits:
             name, iv = parse_edit(item)
             if name in ivs:
-                raise SinkscopeError(f"--edit name '{name}' is used twice; give each edit its own NAME=")
+                raise SinkscopeError(
+                    f"--edit name '{name}' is used twice; give each edit its own NAME="
+                )
             ivs[name] = iv
         return ivs
 
@@ -140,8 +178,9 @@ class InterveneConfig(Stage):
         self.random = p.draw(self.random)
         opts.dtype = p.dtype(opts.dtype)
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True) -> InterveneResult:
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ) -> InterveneResult:
         """Every intervention over ``inputs``, then the Fig 5 maps; ``facts`` (the run's
         :class:`~sinkscope.analysis.facts.CircuitFacts`) default to :func:`resolve_facts`'s."""
         import torch
@@ -151,15 +190,37 @@ class InterveneConfig(Stage):
 
         ivs = self.interventions()
         if facts is None:
-            facts = resolve_facts(model, inputs, band=band, batch_size=batch_size, progress=progress,
-                                  q_bar=any("q_bar" in iv.needs for iv in ivs.values()))
-        res = run_interventions(model, inputs, ivs, coords=facts.coords, seed=self.seed, band=band,
-                                batch_size=batch_size, progress=progress,
-                                labels=dict(get_preset(self.preset).labels), cache=facts.cache(),
-                                result_cls=InterveneResult)
+            facts = resolve_facts(
+                model,
+                inputs,
+                band=band,
+                batch_size=batch_size,
+                progress=progress,
+                q_bar=any("q_bar" in iv.needs for iv in ivs.values()),
+            )
+        res = run_interventions(
+            model,
+            inputs,
+            ivs,
+            coords=facts.coords,
+            seed=self.seed,
+            band=band,
+            batch_size=batch_size,
+            progress=progress,
+            labels=dict(get_preset(self.preset).labels),
+            cache=facts.cache(),
+            result_cls=InterveneResult,
+        )
         res.facts = facts.record()
         ids = fig5_ids(model, inputs, self.sentence, self.max_tokens)
-        res.fig5_maps = attention_maps(model, torch.tensor(ids), ivs, res.band, coords=res.coords,
-                                       seed=res.seed, cache=res.cache)
+        res.fig5_maps = attention_maps(
+            model,
+            torch.tensor(ids),
+            ivs,
+            res.band,
+            coords=res.coords,
+            seed=res.seed,
+            cache=res.cache,
+        )
         res.fig5_tokens = [model.tokenizer.decode([i]) for i in ids]
         return res

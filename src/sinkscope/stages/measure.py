@@ -11,6 +11,7 @@
 >>> r.metrics_frame().shape[0], sorted(r.summary()["bos_attention"])  # 4 examples x 2 layers x 4 heads
 (32, ['a', 'all', 'b'])
 """
+
 from __future__ import annotations
 
 import time
@@ -44,10 +45,15 @@ class MeasureResult:
     seconds: float = 0.0
     model_info: dict = field(default_factory=dict)
     baseline: dict | None = None  # an earlier summary.json (--baseline): adds % of its means
-    sink_logit: np.ndarray | None = None  # [example, layer, head] second-half mass of a learned sink logit (GPT-OSS)
+    sink_logit: np.ndarray | None = (
+        None  # [example, layer, head] second-half mass of a learned sink logit (GPT-OSS)
+    )
 
-    tables = {"metrics.csv": "every example × layer × head", "per_layer.csv": "BOS attention per layer and dataset",
-              "inputs.jsonl": "each input's text and token ids"}
+    tables = {
+        "metrics.csv": "every example × layer × head",
+        "per_layer.csv": "BOS attention per layer and dataset",
+        "inputs.jsonl": "each input's text and token ids",
+    }
 
     @property
     def seq_len(self) -> int:
@@ -129,16 +135,28 @@ class MeasureResult:
             "seq_len": self.seq_len,
             "seq_len_range": [int(self.inputs.lengths.min()), int(self.inputs.lengths.max())],
             "layer_band": list(self.band),
-            "query_window": [self.seq_len // 2, self.seq_len] if not self.inputs.ragged else "each input's second half",
+            "query_window": [self.seq_len // 2, self.seq_len]
+            if not self.inputs.ragged
+            else "each input's second half",
             "uniform_baseline": uniform_baseline(self.inputs.lengths.tolist()),
             "se_estimator": SE_ESTIMATOR,  # the "se" of every aggregate below
             "bos_attention": agg(bos, self.band, base),
-            "bos_attention_all_layers": agg(bos, (0, L), (baseline or {}).get("bos_attention_all_layers")),
-            "bos_attention_per_layer": {dom: bos[sel].mean(axis=(0, 2)).round(6).tolist() for dom, sel in groups.items()},
+            "bos_attention_all_layers": agg(
+                bos, (0, L), (baseline or {}).get("bos_attention_all_layers")
+            ),
+            "bos_attention_per_layer": {
+                dom: bos[sel].mean(axis=(0, 2)).round(6).tolist() for dom, sel in groups.items()
+            },
             "sink_rate": {"eps": self.eps, "key": 0}
-            | {dom: sink_rate(self.alpha[sel][..., self.keys.index(0)], self.eps) for dom, sel in groups.items()},
+            | {
+                dom: sink_rate(self.alpha[sel][..., self.keys.index(0)], self.eps)
+                for dom, sel in groups.items()
+            },
             "key_attention": {
-                str(k): {dom: aggregate(band_mean(self.key_attn[sel][..., j], self.band)) for dom, sel in groups.items()}
+                str(k): {
+                    dom: aggregate(band_mean(self.key_attn[sel][..., j], self.band))
+                    for dom, sel in groups.items()
+                }
                 for j, k in enumerate(self.keys)
             },
             "seconds": round(self.seconds, 3),
@@ -172,7 +190,11 @@ class MeasureResult:
 
 def _window(s: dict) -> str:
     w = s["query_window"]
-    return f"{w[0]}..{w[1] - 1}" if isinstance(w, list) else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+    return (
+        f"{w[0]}..{w[1] - 1}"
+        if isinstance(w, list)
+        else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+    )
 
 
 def format_summary(s: dict) -> str:
@@ -180,7 +202,11 @@ def format_summary(s: dict) -> str:
     b0, b1 = s["layer_band"]
     lines = [
         f"model {s['model']}: {s['n_examples']} inputs x {s['seq_len']} tokens"
-        + (f" (shorter texts kept whole: {s['seq_len_range'][0]}..{s['seq_len_range'][1]})" if isinstance(s["query_window"], str) else "")
+        + (
+            f" (shorter texts kept whole: {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+            if isinstance(s["query_window"], str)
+            else ""
+        )
         + (f" (skipped as too short: {s['skipped_short']})" if s["skipped_short"] else ""),
         f"BOS attention, layers {b0}..{b1 - 1} (0-based), queries {_window(s)}; uniform attention would give {s['uniform_baseline']:.3f}",
         f"  {'domain':<12}{'n':>5}{'mean':>9}{'SE':>8}{'±2SE':>18}{'all layers':>12}{'Sink_0^' + str(s['sink_rate']['eps']):>12}",
@@ -194,8 +220,10 @@ def format_summary(s: dict) -> str:
     per_layer = s["bos_attention_per_layer"]["all"]
     lines.append("  per layer (all): " + " ".join(f"{v:.2f}" for v in per_layer))
     if "sink_logit_mass" in s:  # GPT-OSS: the learned sink logit's share beside index 0's
-        lines.append(f"  learned sink logit takes {s['sink_logit_mass']['all']['mean']:.4f} of each query's attention "
-                     "(layers as above; with it, each query's attention sums to 1)")
+        lines.append(
+            f"  learned sink logit takes {s['sink_logit_mass']['all']['mean']:.4f} of each query's attention "
+            "(layers as above; with it, each query's attention sums to 1)"
+        )
     return "\n".join(lines)
 
 
@@ -208,12 +236,19 @@ class MeasureConfig(Stage):
     'measure'
     """
 
-    keys: tuple[int, ...] = option((0, 1), "--keys", "key positions to track (0 = the sink)",
-                                   parse=parse_keys)
-    eps: float = option(0.3, "--eps", "threshold of Gu et al.'s Sink_k^eps: the share of heads "
-                        "whose mean attention to index 0 exceeds it", parse=float)
-    baseline: str | None = option(None, "--baseline", "an earlier summary.json: adds %% of its "
-                                  "means", metavar="SUMMARY.json")
+    keys: tuple[int, ...] = option(
+        (0, 1), "--keys", "key positions to track (0 = the sink)", parse=parse_keys
+    )
+    eps: float = option(
+        0.3,
+        "--eps",
+        "threshold of Gu et al.'s Sink_k^eps: the share of heads "
+        "whose mean attention to index 0 exceeds it",
+        parse=float,
+    )
+    baseline: str | None = option(
+        None, "--baseline", "an earlier summary.json: adds %% of its means", metavar="SUMMARY.json"
+    )
 
     name = "measure"
     help = "measure sink strength per example x layer x head"
@@ -227,10 +262,18 @@ class MeasureConfig(Stage):
         check_number("--eps", self.eps, 0.0, 1.0, hi_open=True)
         self._baseline = read_baseline(self.baseline) if self.baseline else None
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True) -> MeasureResult:
-        r = measure(model, inputs, keys=self.keys, batch_size=batch_size, band=band, eps=self.eps,
-                    progress=progress)
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ) -> MeasureResult:
+        r = measure(
+            model,
+            inputs,
+            keys=self.keys,
+            batch_size=batch_size,
+            band=band,
+            eps=self.eps,
+            progress=progress,
+        )
         r.baseline = getattr(self, "_baseline", None) if self.baseline else None
         return r
 
@@ -240,14 +283,18 @@ class MeasureConfig(Stage):
 
         a = m.bos_attention["all"]
         u = m.uniform_baseline
-        text = (f"In layers {m.band_text} the average head sends {a.mean:.0%} of the attention of "
-                f"the second half of each input to index 0 (±{2 * a.se:.3f}, 2SE), "
-                f"{a.mean / u:.0f}× what uniform attention would give ({u:.3f}): "
-                f"{strength(a.mean)}.")
+        text = (
+            f"In layers {m.band_text} the average head sends {a.mean:.0%} of the attention of "
+            f"the second half of each input to index 0 (±{2 * a.se:.3f}, 2SE), "
+            f"{a.mean / u:.0f}× what uniform attention would give ({u:.3f}): "
+            f"{strength(a.mean)}."
+        )
         doms = {k: v.mean for k, v in m.bos_attention.items() if k != "all"}
         if len(doms) > 1:
             hi, lo = max(doms, key=doms.get), min(doms, key=doms.get)
-            text += f" It is strongest on {hi} ({doms[hi]:.3f}) and weakest on {lo} ({doms[lo]:.3f})."
+            text += (
+                f" It is strongest on {hi} ({doms[hi]:.3f}) and weakest on {lo} ({doms[lo]:.3f})."
+            )
         per = m.bos_attention_per_layer.get("all")
         if per:
             top = max(range(len(per)), key=lambda i: per[i])
@@ -262,10 +309,16 @@ class MeasureConfig(Stage):
 
         rows = []
         for dom, a in m.bos_attention.items():
-            rows.append({"dataset": dom, "n": a.n, "BOS attention": fmt(a.mean),
-                         "± 2SE": fmt(2 * a.se, ".4f"),
-                         "all layers": fmt(m.bos_attention_all_layers[dom].mean),
-                         f"Sink rate (ε={m.sink_rate['eps']:g})": fmt(m.sink_rate[dom])})
+            rows.append(
+                {
+                    "dataset": dom,
+                    "n": a.n,
+                    "BOS attention": fmt(a.mean),
+                    "± 2SE": fmt(2 * a.se, ".4f"),
+                    "all layers": fmt(m.bos_attention_all_layers[dom].mean),
+                    f"Sink rate (ε={m.sink_rate['eps']:g})": fmt(m.sink_rate[dom]),
+                }
+            )
         return html_table(pd.DataFrame(rows))
 
 
@@ -278,16 +331,35 @@ def read_baseline(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             baseline = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SinkscopeError(f"--baseline {path} is not a readable summary.json ({type(e).__name__}); pass a sinkscope measure summary") from None
+        raise SinkscopeError(
+            f"--baseline {path} is not a readable summary.json ({type(e).__name__}); pass a sinkscope measure summary"
+        ) from None
 
     def means_ok(block) -> bool:  # {domain: {"mean": finite number or null, ...}, ...}
-        return isinstance(block, dict) and bool(block) and all(
-            isinstance(v, dict) and (v.get("mean") is None or (isinstance(v.get("mean"), (int, float)) and math.isfinite(v["mean"])))
-            for v in block.values())
+        return (
+            isinstance(block, dict)
+            and bool(block)
+            and all(
+                isinstance(v, dict)
+                and (
+                    v.get("mean") is None
+                    or (isinstance(v.get("mean"), (int, float)) and math.isfinite(v["mean"]))
+                )
+                for v in block.values()
+            )
+        )
 
-    if not isinstance(baseline, dict) or not means_ok(baseline.get("bos_attention")) or (
-            "bos_attention_all_layers" in baseline and not means_ok(baseline["bos_attention_all_layers"])):
-        raise SinkscopeError(f"--baseline {path} has no bos_attention {{domain: {{mean: number}}}} block; pass the summary.json of sinkscope measure")
+    if (
+        not isinstance(baseline, dict)
+        or not means_ok(baseline.get("bos_attention"))
+        or (
+            "bos_attention_all_layers" in baseline
+            and not means_ok(baseline["bos_attention_all_layers"])
+        )
+    ):
+        raise SinkscopeError(
+            f"--baseline {path} has no bos_attention {{domain: {{mean: number}}}} block; pass the summary.json of sinkscope measure"
+        )
     return baseline
 
 
@@ -316,7 +388,9 @@ def measure(
     keys = tuple(int(k) for k in keys)
     shortest = int(inputs.lengths.min())
     if max(keys) >= shortest:
-        raise SinkscopeError(f"--keys {max(keys)} is beyond the shortest ({shortest}-token) input; use positions below {shortest}")
+        raise SinkscopeError(
+            f"--keys {max(keys)} is beyond the shortest ({shortest}-token) input; use positions below {shortest}"
+        )
     L = ad.n_layers
     band = resolve_band(band, L)
     trunk = ad.trunk()
@@ -325,14 +399,26 @@ def measure(
     t0 = time.perf_counter()
     batches = range(0, len(inputs), batch_size)
     with torch.inference_mode(), KeyAttentionCapture(ad, keys) as cap:
-        for start in tqdm(batches, desc=f"measure {model.name}", unit="batch", disable=not progress):
+        for start in tqdm(
+            batches, desc=f"measure {model.name}", unit="batch", disable=not progress
+        ):
             ids = inputs.ids[start : start + batch_size].to(device)
             lengths = inputs.lengths[start : start + batch_size] if inputs.ragged else None
             cap.reset()
-            trunk(input_ids=ids, use_cache=False)  # right padding needs no mask: attention is causal
+            trunk(
+                input_ids=ids, use_cache=False
+            )  # right padding needs no mask: attention is causal
             probs = cap.stacked().float()  # [batch, layer, head, q_pos, key]
-            key_attn.append(torch.stack([key_attention(probs, j, lengths=lengths) for j in range(len(keys))], -1).cpu())
-            alpha.append(torch.stack([gu_alpha(probs, j, k, lengths=lengths) for j, k in enumerate(keys)], -1).cpu())
+            key_attn.append(
+                torch.stack(
+                    [key_attention(probs, j, lengths=lengths) for j in range(len(keys))], -1
+                ).cpu()
+            )
+            alpha.append(
+                torch.stack(
+                    [gu_alpha(probs, j, k, lengths=lengths) for j, k in enumerate(keys)], -1
+                ).cpu()
+            )
             aux = cap.stacked_aux()  # [batch, layer, head, q_pos] or None
             if aux is not None:
                 sink_logit.append(key_attention(aux.float()[..., None], 0, lengths=lengths).cpu())

@@ -11,10 +11,10 @@ Edits (strength s = the fraction kept):
 The *most sink removed per nat* names, per model, the edit whose best point (s < 1, with at least
 0.01 nats added) removes the most BOS attention per nat of cross-entropy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from ..interventions.labels import SCALABLE, SCALABLE_TEXT
@@ -36,7 +36,9 @@ def sweep_edits(strengths=DEFAULT_STRENGTHS, edits=EDITS) -> dict:
     """``{"edit@s": Intervention}``; strength 1 of every edit is the unedited baseline ``a``."""
     from ..interventions.spec import edits as parse
 
-    specs = {"a": "baseline"} | {f"{e}@{s:g}": f"{e}:{float(s)!r}" for e in edits for s in strengths if s != 1.0}
+    specs = {"a": "baseline"} | {
+        f"{e}@{s:g}": f"{e}:{float(s)!r}" for e in edits for s in strengths if s != 1.0
+    }
     return parse(specs)
 
 
@@ -49,23 +51,42 @@ class MitigateResult:
     facts: dict = field(default_factory=dict)  # {model: CircuitFacts.record()}
     inputs: str | None = None  # the --inputs spec
 
-    tables = {"tradeoff.csv": "every edit × strength × dataset", "mitigate.md": "the trade-off table"}
+    tables = {
+        "tradeoff.csv": "every edit × strength × dataset",
+        "mitigate.md": "the trade-off table",
+    }
     summary_file = "mitigate.json"
 
     @classmethod
     def concat(cls, results: list["MitigateResult"]) -> "MitigateResult":
         """One result over several models (``sinkscope mitigate --models``)."""
         import pandas as pd
+
         r0 = results[0]
-        return cls(pd.concat([r.tradeoff for r in results], ignore_index=True), {k: v for r in results for k, v in r.not_applicable.items()},
-                   r0.strengths, r0.edits, {k: v for r in results for k, v in r.facts.items()}, r0.inputs)
+        return cls(
+            pd.concat([r.tradeoff for r in results], ignore_index=True),
+            {k: v for r in results for k, v in r.not_applicable.items()},
+            r0.strengths,
+            r0.edits,
+            {k: v for r in results for k, v in r.facts.items()},
+            r0.inputs,
+        )
 
     def summary(self) -> dict:
         best = self.best().to_dict(orient="records")
-        rows = self.tradeoff[self.tradeoff.domain == "all"][["model", "edit", "strength", "bos_attention", "pct_baseline", "delta_ce"]]
-        return {"models": list(dict.fromkeys(self.tradeoff.model)), "inputs": self.inputs, "strengths": list(self.strengths),
-                "edits": list(self.edits), "facts": self.facts, "best": best, "not_applicable": self.not_applicable,
-                "rows": rows.to_dict(orient="records")}
+        rows = self.tradeoff[self.tradeoff.domain == "all"][
+            ["model", "edit", "strength", "bos_attention", "pct_baseline", "delta_ce"]
+        ]
+        return {
+            "models": list(dict.fromkeys(self.tradeoff.model)),
+            "inputs": self.inputs,
+            "strengths": list(self.strengths),
+            "edits": list(self.edits),
+            "facts": self.facts,
+            "best": best,
+            "not_applicable": self.not_applicable,
+            "rows": rows.to_dict(orient="records"),
+        }
 
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         """``tradeoff.csv``, ``mitigate.md``, ``mitigate.json`` (plus ``extra``) and, with
@@ -86,9 +107,15 @@ class MitigateResult:
         if figures:
             models = list(dict.fromkeys(self.tradeoff.model))
             for m in models:
-                name = figure_name("tradeoff" if len(models) == 1 else f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}")
+                name = figure_name(
+                    "tradeoff"
+                    if len(models) == 1
+                    else f"tradeoff_{re.sub(r'[^A-Za-z0-9._-]+', '_', m)}"
+                )
                 tradeoff_figure(self.tradeoff, m, out / name)
-                figs[name] = f"{m}: sink left against cross-entropy added as each component is scaled from 1 (kept) to 0 (removed), per dataset."
+                figs[name] = (
+                    f"{m}: sink left against cross-entropy added as each component is scaled from 1 (kept) to 0 (removed), per dataset."
+                )
         return figs
 
     def format(self) -> str:
@@ -102,22 +129,49 @@ class MitigateResult:
         """Per model: the edit with the most sink removed per nat (domain ``all``)."""
         import numpy as np
         import pandas as pd
+
         rows = []
         t = self.tradeoff[(self.tradeoff.domain == "all") & (self.tradeoff.strength < 1)]
         for model, g in t.groupby("model", sort=False):
-            base = self.tradeoff[(self.tradeoff.model == model) & (self.tradeoff.domain == "all") & (self.tradeoff.strength == 1)].bos_attention.iloc[0]
+            base = self.tradeoff[
+                (self.tradeoff.model == model)
+                & (self.tradeoff.domain == "all")
+                & (self.tradeoff.strength == 1)
+            ].bos_attention.iloc[0]
             g = g.assign(removed=base - g.bos_attention)
             g = g.assign(per_nat=g.removed / g.delta_ce.clip(lower=MIN_NATS))
             g = g[g.removed > 0]
             if not len(g):
-                rows.append({"model": model, "best_edit": "none", "strength": np.nan, "removed": 0.0, "delta_ce": np.nan, "sink_removed_per_nat": 0.0})
+                rows.append(
+                    {
+                        "model": model,
+                        "best_edit": "none",
+                        "strength": np.nan,
+                        "removed": 0.0,
+                        "delta_ce": np.nan,
+                        "sink_removed_per_nat": 0.0,
+                    }
+                )
                 continue
             r = g.loc[g.per_nat.idxmax()]
-            rows.append({"model": model, "best_edit": r.edit, "strength": r.strength, "removed": r.removed, "delta_ce": r.delta_ce, "sink_removed_per_nat": r.per_nat})
+            rows.append(
+                {
+                    "model": model,
+                    "best_edit": r.edit,
+                    "strength": r.strength,
+                    "removed": r.removed,
+                    "delta_ce": r.delta_ce,
+                    "sink_removed_per_nat": r.per_nat,
+                }
+            )
         return pd.DataFrame(rows)
 
     def markdown(self) -> str:
-        out = ["| model | edit | " + " | ".join(f"s={s:g}" for s in sorted(set(self.tradeoff.strength), reverse=True)) + " |"]
+        out = [
+            "| model | edit | "
+            + " | ".join(f"s={s:g}" for s in sorted(set(self.tradeoff.strength), reverse=True))
+            + " |"
+        ]
         ss = sorted(set(self.tradeoff.strength), reverse=True)
         out.append("|---|---|" + "---|" * len(ss))
         t = self.tradeoff[self.tradeoff.domain == "all"]
@@ -125,12 +179,19 @@ class MitigateResult:
             cells = []
             for s in ss:
                 r = g[g.strength == s]
-                cells.append(f"{r.bos_attention.iloc[0]:.3f} / {r.delta_ce.iloc[0]:+.3f}" if len(r) else "")
+                cells.append(
+                    f"{r.bos_attention.iloc[0]:.3f} / {r.delta_ce.iloc[0]:+.3f}" if len(r) else ""
+                )
             out.append(f"| {model} | {edit} | " + " | ".join(cells) + " |")
         out += ["", "Cells: BOS attention (layer band) / Δ cross-entropy (nats), all inputs.", ""]
-        out += ["| model | most sink removed per nat | at strength | sink removed | Δ CE | per nat |", "|---|---|---|---|---|---|"]
+        out += [
+            "| model | most sink removed per nat | at strength | sink removed | Δ CE | per nat |",
+            "|---|---|---|---|---|---|",
+        ]
         for _, r in self.best().iterrows():
-            out.append(f"| {r.model} | {r.best_edit} | {r.strength:g} | {r.removed:.3f} | {r.delta_ce:+.3f} | {r.sink_removed_per_nat:.2f} |")
+            out.append(
+                f"| {r.model} | {r.best_edit} | {r.strength:g} | {r.removed:.3f} | {r.delta_ce:+.3f} | {r.sink_removed_per_nat:.2f} |"
+            )
         for model, na in self.not_applicable.items():
             for e, why in na.items():
                 out.append(f"\n{model}: `{e}` not applicable ({why})")
@@ -147,10 +208,15 @@ class MitigateConfig(Stage):
     """``sinkscope mitigate`` as a stage: each edit in ``edits`` scaled through ``strengths``."""
 
     strengths: tuple[float, ...] = option(
-        DEFAULT_STRENGTHS, "--strengths", "fractions kept, from 1 (no edit) to 0",
-        parse=parse_strengths, reproduce=(1.0, 0.5, 0.0))
-    edits: tuple[str, ...] = option(EDITS, "--edits", f"subset of {', '.join(EDITS)}",
-                                    parse=_edits, reproduce=True)
+        DEFAULT_STRENGTHS,
+        "--strengths",
+        "fractions kept, from 1 (no edit) to 0",
+        parse=parse_strengths,
+        reproduce=(1.0, 0.5, 0.0),
+    )
+    edits: tuple[str, ...] = option(
+        EDITS, "--edits", f"subset of {', '.join(EDITS)}", parse=_edits, reproduce=True
+    )
 
     name = "mitigate"
     help = "sweep each mitigation's strength 1 -> 0: sink left vs cross-entropy added"
@@ -169,37 +235,80 @@ class MitigateConfig(Stage):
         from ..errors import SinkscopeError
 
         if any(not 0 <= x <= 1 for x in self.strengths) or 1.0 not in self.strengths:
-            raise SinkscopeError(f"strengths {self.strengths}: each must lie in [0, 1] and 1 "
-                                 "(unedited) must be among them")
+            raise SinkscopeError(
+                f"strengths {self.strengths}: each must lie in [0, 1] and 1 "
+                "(unedited) must be among them"
+            )
         if not self.edits or any(e not in EDITS for e in self.edits):
             raise SinkscopeError(f"edits {self.edits}: choose from {', '.join(EDITS)}")
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True) -> MitigateResult:
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ) -> MitigateResult:
         """The trade-off rows of one model, with the run's facts (coordinates for ``wk``, q̄ for
         ``qbar``, the creating block for ``patch0``); None decides them here."""
         from ..analysis.facts import resolve_facts
 
         if facts is None:
-            facts = resolve_facts(model, inputs, band=band, q_bar="qbar" in self.edits,
-                                  batch_size=batch_size, progress=progress)
-        df, na = tradeoff_rows(model, inputs, strengths=self.strengths, edits=self.edits,
-                               coords=facts.coords, band=band, cache=facts.cache(),
-                               batch_size=batch_size, progress=progress)
-        return MitigateResult(df, {model.name: na}, tuple(self.strengths), tuple(self.edits),
-                              {model.name: facts.record()}, inputs.spec)
+            facts = resolve_facts(
+                model,
+                inputs,
+                band=band,
+                q_bar="qbar" in self.edits,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        df, na = tradeoff_rows(
+            model,
+            inputs,
+            strengths=self.strengths,
+            edits=self.edits,
+            coords=facts.coords,
+            band=band,
+            cache=facts.cache(),
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return MitigateResult(
+            df,
+            {model.name: na},
+            tuple(self.strengths),
+            tuple(self.edits),
+            {model.name: facts.record()},
+            inputs.spec,
+        )
 
 
-def tradeoff_rows(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, coords=None, band=None, cache=None, batch_size: int = 32, progress: bool = True):
+def tradeoff_rows(
+    model,
+    inputs,
+    *,
+    strengths=DEFAULT_STRENGTHS,
+    edits=EDITS,
+    coords=None,
+    band=None,
+    cache=None,
+    batch_size: int = 32,
+    progress: bool = True,
+):
     """Sweep ``edits`` over ``strengths`` given the circuit facts they need (``coords`` for ``wk``;
     ``cache``: ``q_bar`` for ``qbar``, ``creating_block`` for ``patch0``)."""
     import pandas as pd
-    from ..metrics import resolve_band
+
     from ..interventions.run import run_interventions
+    from ..metrics import resolve_band
 
     ivs = sweep_edits(strengths, edits)
-    res = run_interventions(model, inputs, ivs, coords=coords, band=resolve_band(band, model.adapter.n_layers), batch_size=batch_size,
-                            progress=progress, cache=cache)
+    res = run_interventions(
+        model,
+        inputs,
+        ivs,
+        coords=coords,
+        band=resolve_band(band, model.adapter.n_layers),
+        batch_size=batch_size,
+        progress=progress,
+        cache=cache,
+    )
     t = res.table()
     t = t[t.scope == "mid"]
     rows, na = [], {}
@@ -216,8 +325,17 @@ def tradeoff_rows(model, inputs, *, strengths=DEFAULT_STRENGTHS, edits=EDITS, co
     df = pd.DataFrame(rows)
     df = df[~df.edit.isin(na)]
     df.insert(0, "model", model.name)
-    return df.sort_values(["edit", "domain", "strength"], ascending=[True, True, False], kind="stable").reset_index(drop=True), na
+    return df.sort_values(
+        ["edit", "domain", "strength"], ascending=[True, True, False], kind="stable"
+    ).reset_index(drop=True), na
 
 
 def _vals(r) -> dict:
-    return {"domain": r.dataset, "bos_attention": r["mean"], "bos_attention_se": r.se, "pct_baseline": r.pct_baseline, "delta_ce": r.delta_ce, "delta_ce_se": r.delta_ce_se}
+    return {
+        "domain": r.dataset,
+        "bos_attention": r["mean"],
+        "bos_attention_se": r.se,
+        "pct_baseline": r.pct_baseline,
+        "delta_ce": r.delta_ce,
+        "delta_ce_se": r.delta_ce_se,
+    }

@@ -13,6 +13,7 @@ caption}``, ``tables`` (``{file: description}``) and ``format()`` (the text the 
 >>> RunOptions(model="default", per_domain=6).inputs
 'default'
 """
+
 from __future__ import annotations
 
 import copy
@@ -79,11 +80,19 @@ class RunOptions:
             raise SinkscopeError(f"--per-domain {self.per_domain} must be at least 1")
 
 
-def load(opts: RunOptions, *, need_forward: bool = True, weights_only: bool = False, kind: str = "result"):
+def load(
+    opts: RunOptions, *, need_forward: bool = True, weights_only: bool = False, kind: str = "result"
+):
     """Cheap checks first (options, output directory, input files), then the model, then the
     tokenising: ``(model, inputs)``. ``inputs`` is None with ``weights_only`` or when
     ``need_forward`` is False and the model cannot run (a partial checkpoint)."""
-    from ..data import effective_per_domain, parse_spec, read_examples, resolve_bos, tokenize_examples
+    from ..data import (
+        effective_per_domain,
+        parse_spec,
+        read_examples,
+        resolve_bos,
+        tokenize_examples,
+    )
     from ..io import check_output_dir
     from ..models import load_model
 
@@ -94,9 +103,17 @@ def load(opts: RunOptions, *, need_forward: bool = True, weights_only: bool = Fa
     per_domain = effective_per_domain(opts.inputs, opts.per_domain)
 
     def read(tok):
-        return read_examples(opts.inputs, tokenizer=tok, per_domain=per_domain, max_tokens=opts.max_tokens, seed=opts.seed)
+        return read_examples(
+            opts.inputs,
+            tokenizer=tok,
+            per_domain=per_domain,
+            max_tokens=opts.max_tokens,
+            seed=opts.seed,
+        )
 
-    examples = read(None) if spec_kind != "paper" and not weights_only else None  # a bad file fails before the model loads
+    examples = (
+        read(None) if spec_kind != "paper" and not weights_only else None
+    )  # a bad file fails before the model loads
     model = load_model(opts.model, device=opts.device, dtype=opts.dtype, device_map=opts.device_map)
     model.adapter.check_coords(opts.coords)
     if need_forward:
@@ -106,8 +123,15 @@ def load(opts: RunOptions, *, need_forward: bool = True, weights_only: bool = Fa
     model.adapter.check_length(opts.max_tokens)
     if examples is None:
         examples = read(model.tokenizer)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=opts.max_tokens, per_domain=per_domain,
-                               prepend_bos=resolve_bos(model, opts.bos), spec=opts.inputs, keep_short=opts.short == "keep")
+    inputs = tokenize_examples(
+        examples,
+        model.tokenizer,
+        max_tokens=opts.max_tokens,
+        per_domain=per_domain,
+        prepend_bos=resolve_bos(model, opts.bos),
+        spec=opts.inputs,
+        keep_short=opts.short == "keep",
+    )
     return model, inputs
 
 
@@ -143,10 +167,19 @@ def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=N
     if not need:
         return None
     k_sigma = 3.0 if opts.k_sigma is None else opts.k_sigma
-    return resolve_facts(model, inputs, coords=opts.coords, k_sigma=k_sigma,
-                         coords_rule=opts.coords_rule or "paper", band=opts.band,
-                         q_bar="q_bar" in need,
-                         profile=profile, fallback=fallback, batch_size=opts.batch_size, progress=opts.progress)
+    return resolve_facts(
+        model,
+        inputs,
+        coords=opts.coords,
+        k_sigma=k_sigma,
+        coords_rule=opts.coords_rule or "paper",
+        band=opts.band,
+        q_bar="q_bar" in need,
+        profile=profile,
+        fallback=fallback,
+        batch_size=opts.batch_size,
+        progress=opts.progress,
+    )
 
 
 def combines_models(res) -> bool:
@@ -166,7 +199,10 @@ def load_record(recs: dict[str, dict], *, per_model: bool) -> dict:
     if not per_model:
         (rec,) = recs.values()
         return rec
-    return {k: {name: r.get(k) for name, r in recs.items()} for k in dict.fromkeys(k for r in recs.values() for k in r)}
+    return {
+        k: {name: r.get(k) for name, r in recs.items()}
+        for k in dict.fromkeys(k for r in recs.values() for k in r)
+    }
 
 
 @dataclass
@@ -182,7 +218,11 @@ class Ran:
 
     def wrote(self, out: str) -> str:
         """The CLI's last line: what the result wrote, and where."""
-        files = list(self.result.tables) + [getattr(self.result, "summary_file", "summary.json")] + (["figures"] if self.figures else [])
+        files = (
+            list(self.result.tables)
+            + [getattr(self.result, "summary_file", "summary.json")]
+            + (["figures"] if self.figures else [])
+        )
         return f"wrote {out}/ ({', '.join(files)}) in {self.seconds:.0f} s"
 
 
@@ -193,9 +233,13 @@ def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float)
     from ..models.loading import load_line
 
     with atomic_output_dir(opts.out) as tmp:
-        extra = load_record(recs, per_model=combines_models(res) or len(recs) > 1) | {"total_seconds": round(time.perf_counter() - t0, 2)}
+        extra = load_record(recs, per_model=combines_models(res) or len(recs) > 1) | {
+            "total_seconds": round(time.perf_counter() - t0, 2)
+        }
         figures = res.write(tmp, figures=opts.figures, extra=extra)
-    return Ran(res, figures, time.perf_counter() - t0, [load_line(name, r) for name, r in recs.items()])
+    return Ran(
+        res, figures, time.perf_counter() - t0, [load_line(name, r) for name, r in recs.items()]
+    )
 
 
 def prepare(config, opts: RunOptions) -> None:
@@ -211,16 +255,18 @@ def prepare(config, opts: RunOptions) -> None:
 def compute_stage(config, model, inputs, opts: RunOptions):
     """The stage's result on a loaded model and inputs: facts decided once, then ``compute``."""
     facts = facts_for(config, model, inputs, opts)
-    return config.compute(model, inputs, facts, band=opts.band, batch_size=opts.batch_size,
-                          progress=opts.progress)
+    return config.compute(
+        model, inputs, facts, band=opts.band, batch_size=opts.batch_size, progress=opts.progress
+    )
 
 
 def run_stage(config, opts: RunOptions) -> Ran:
     """``sinkscope <stage>``: check, load, decide the facts, compute and write ``opts.out``."""
     prepare(config, opts)
     t0 = time.perf_counter()
-    model, inputs = load(opts, need_forward=config.needs_forward,
-                         weights_only=getattr(config, "weights_only", False))
+    model, inputs = load(
+        opts, need_forward=config.needs_forward, weights_only=getattr(config, "weights_only", False)
+    )
     res = compute_stage(config, model, inputs, opts)
     return _write(res, {model.name: model.record()}, opts, t0)
 

@@ -37,9 +37,13 @@ class SharedQueryResult:
     def summary(self) -> dict:
         cols = ["shared_query_share", "bq_share", "index0_advantage"]
         per_layer = self.frame[self.frame.domain == "all"].groupby("layer")[cols].mean()
-        return {"model": self.model, "pooled": self.pooled, "has_query_bias": self.has_query_bias,
-                "layer_band": list(self.band),
-                "per_layer": per_layer.reset_index().to_dict(orient="records")}
+        return {
+            "model": self.model,
+            "pooled": self.pooled,
+            "has_query_bias": self.has_query_bias,
+            "layer_band": list(self.band),
+            "per_layer": per_layer.reset_index().to_dict(orient="records"),
+        }
 
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         """``shared_query_per_head.csv``, ``summary.json`` and, with ``figures``, the per-layer
@@ -56,15 +60,18 @@ class SharedQueryResult:
         if not figures:
             return {}
         name = figure_name("shared_query")
-        return {name: shared_query_layers(self.frame[self.frame.domain == "all"], self.band,
-                                          out / name)}
+        return {
+            name: shared_query_layers(self.frame[self.frame.domain == "all"], self.band, out / name)
+        }
 
     def format(self) -> str:
         p = self.pooled["all"]
         bq = "" if not self.has_query_bias else f"; literal b_Q share {p['bq_share']:.2f}"
-        return (f"model {self.model}: layers {self.band[0]}..{self.band[1] - 1}: shared-query "
-                f"share {p['shared_query_share']:.2f} of index 0's logit advantage "
-                f"({p['mean_advantage']:.2f} logits){bq}")
+        return (
+            f"model {self.model}: layers {self.band[0]}..{self.band[1] - 1}: shared-query "
+            f"share {p['shared_query_share']:.2f} of index 0's logit advantage "
+            f"({p['mean_advantage']:.2f} logits){bq}"
+        )
 
 
 @register_stage
@@ -80,8 +87,9 @@ class SharedQueryConfig(Stage):
     reading = staticmethod(sections.shared_query_reading)
     section = staticmethod(sections.shared_query_section)
 
-    def compute(self, model, inputs, facts=None, *, band=None, batch_size: int = 32,
-                progress: bool = True) -> SharedQueryResult:
+    def compute(
+        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+    ) -> SharedQueryResult:
         import numpy as np
         import torch
 
@@ -92,5 +100,6 @@ class SharedQueryConfig(Stage):
         sq = shared_query(model, inputs, batch_size=batch_size, progress=progress)
         masks = inputs.domain_masks()
         pooled = {d: sq.pooled(band, torch.as_tensor(np.nonzero(m)[0])) for d, m in masks.items()}
-        return SharedQueryResult(model.name, sq.frame(masks), pooled, band, sq.b_Q is not None,
-                                 inputs)
+        return SharedQueryResult(
+            model.name, sq.frame(masks), pooled, band, sq.b_Q is not None, inputs
+        )

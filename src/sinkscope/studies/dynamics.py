@@ -22,6 +22,7 @@ head attending evenly to its causal prefix gives index 0 over the query window),
 >>> DynamicsResult(pd.DataFrame({"step": [0, 100, 200], "sink": [0.03, 0.05, 0.4]}), {"threshold": 0.068}).onset()
 200
 """
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SinkscopeError
-from ..stages.runner import RunOptions
 
 # the three interventions of the trajectories, in the --edit language (paper's (b), (c), (i))
 from ..interventions.labels import DYNAMICS_EDITS as EDITS  # noqa: E402
 from ..interventions.labels import DYNAMICS_TEXT as EDIT_TEXT  # noqa: E402,F401
+from ..stages.runner import RunOptions
+
 ONSET_FACTOR = 2.0  # default threshold: this many times the uniform level
 STAGE = SimpleNamespace(facts=("coords", "q_bar"))  # the circuit facts the trajectories read
 
@@ -62,9 +64,13 @@ def run_checkpoints(run: str | Path) -> list[str]:
     """The kept steps of a training run directory, ``RUN/checkpoints/step-*``, in step order."""
     from ..training.config import CHECKPOINTS
 
-    found = sorted(d for d in (Path(run) / CHECKPOINTS).glob("step-*") if (d / "config.json").exists())
+    found = sorted(
+        d for d in (Path(run) / CHECKPOINTS).glob("step-*") if (d / "config.json").exists()
+    )
     if not found:
-        raise SinkscopeError(f"--run {run} has no checkpoints ({run}/{CHECKPOINTS}/step-*); train it with --save-at, e.g. --save-at 0,100,200,400")
+        raise SinkscopeError(
+            f"--run {run} has no checkpoints ({run}/{CHECKPOINTS}/step-*); train it with --save-at, e.g. --save-at 0,100,200,400"
+        )
     return [str(d) for d in found]
 
 
@@ -74,16 +80,22 @@ def _steps(checkpoints: Sequence[str], steps: Sequence[int] | None) -> list[int]
     if steps is not None:
         steps = [int(s) for s in steps]
         if len(steps) != len(checkpoints):
-            raise SinkscopeError(f"--steps names {len(steps)} steps for {len(checkpoints)} checkpoints; give one step per checkpoint")
+            raise SinkscopeError(
+                f"--steps names {len(steps)} steps for {len(checkpoints)} checkpoints; give one step per checkpoint"
+            )
     else:
         steps = [checkpoint_step(c) for c in checkpoints]
         missing = [c for c, s in zip(checkpoints, steps) if s is None]
         if missing:
-            raise SinkscopeError(f"checkpoint {missing[0]} records no training step (config.json sinkscope_step); "
-                                 "pass --steps with one step per checkpoint")
+            raise SinkscopeError(
+                f"checkpoint {missing[0]} records no training step (config.json sinkscope_step); "
+                "pass --steps with one step per checkpoint"
+            )
     dup = sorted({s for s in steps if steps.count(s) > 1})
     if dup:
-        raise SinkscopeError(f"step {dup[0]} appears twice among the checkpoints; give each step once")
+        raise SinkscopeError(
+            f"step {dup[0]} appears twice among the checkpoints; give each step once"
+        )
     return steps
 
 
@@ -96,31 +108,67 @@ def _one(model, inputs, opts: RunOptions, step: int, ckpt: str) -> dict:
     from ..stages.runner import facts_for
 
     t0 = time.perf_counter()
-    kw = dict(band=opts.band, batch_size=opts.batch_size, progress=False)  # one bar, over the checkpoints
+    kw = dict(
+        band=opts.band, batch_size=opts.batch_size, progress=False
+    )  # one bar, over the checkpoints
     facts = facts_for(STAGE, model, inputs, replace(opts, progress=False))
     m = MeasureConfig().compute(model, inputs, facts, **kw)
     s = m.summary()
-    row = {"step": step, "checkpoint": ckpt, "sink": s["bos_attention"]["all"]["mean"], "sink_se": s["bos_attention"]["all"]["se"]}
+    row = {
+        "step": step,
+        "checkpoint": ckpt,
+        "sink": s["bos_attention"]["all"]["mean"],
+        "sink_se": s["bos_attention"]["all"]["se"],
+    }
     row |= {f"sink_{d}": v["mean"] for d, v in s["bos_attention"].items() if d != "all"}
-    row |= {"sink_all_layers": s["bos_attention_all_layers"]["all"]["mean"], "uniform": s["uniform_baseline"],
-            "val_loss": _recorded(ckpt, "val_loss")}
+    row |= {
+        "sink_all_layers": s["bos_attention_all_layers"]["all"]["mean"],
+        "uniform": s["uniform_baseline"],
+        "val_loss": _recorded(ckpt, "val_loss"),
+    }
     e = ExplainConfig(forward=False, seq_len=m.seq_len).compute(model, None, facts, **kw)
     epe0 = e.arrays.get("epe0")
     al = e.summary().get("alignment", {})
-    row |= {"epe_max": float(np.abs(epe0).max()) if epe0 is not None else np.nan,
-            "epe_argmax": int(np.abs(epe0).argmax()) if epe0 is not None else -1,
-            "align_index0": al.get("index0_mean_cos", np.nan), "align_other": al.get("other_mean_cos", np.nan)}
-    iv = InterveneConfig(preset="none", edits=tuple(f"{k}={v}" for k, v in EDITS.items()), max_tokens=opts.max_tokens)
+    row |= {
+        "epe_max": float(np.abs(epe0).max()) if epe0 is not None else np.nan,
+        "epe_argmax": int(np.abs(epe0).argmax()) if epe0 is not None else -1,
+        "align_index0": al.get("index0_mean_cos", np.nan),
+        "align_other": al.get("other_mean_cos", np.nan),
+    }
+    iv = InterveneConfig(
+        preset="none", edits=tuple(f"{k}={v}" for k, v in EDITS.items()), max_tokens=opts.max_tokens
+    )
     res = iv.compute(model, inputs, facts, **kw)
     t = res.table()
     t = t[(t.scope == "mid") & (t.dataset == "all")].set_index("intervention")
-    row |= {f"pct_{k}": float(t.loc[k, "pct_baseline"]) if t.loc[k, "applicable"] else np.nan for k in EDITS}
+    row |= {
+        f"pct_{k}": float(t.loc[k, "pct_baseline"]) if t.loc[k, "applicable"] else np.nan
+        for k in EDITS
+    }
     row["coords"] = " ".join(map(str, res.coords or [])) or "none"
-    p = pathways(model, inputs, q_bar=facts.q_bar, batch_size=opts.batch_size, progress=False).pooled(m.band)
-    row |= {k: p.get(k, np.nan) for k in ("attn_full", "attn_shared", "attn_content", "attn_bq", "share_shared", "share_content", "share_bq")}
+    p = pathways(
+        model, inputs, q_bar=facts.q_bar, batch_size=opts.batch_size, progress=False
+    ).pooled(m.band)
+    row |= {
+        k: p.get(k, np.nan)
+        for k in (
+            "attn_full",
+            "attn_shared",
+            "attn_content",
+            "attn_bq",
+            "share_shared",
+            "share_content",
+            "share_bq",
+        )
+    }
     row["full_vs_model"] = p["full_vs_model_max_abs"]
     row["seconds"] = round(time.perf_counter() - t0, 2)
-    row["_meta"] = {"inputs": inputs.record(), "band": list(m.band), "facts": facts.record(), "model_info": s["model_info"]}
+    row["_meta"] = {
+        "inputs": inputs.record(),
+        "band": list(m.band),
+        "facts": facts.record(),
+        "model_info": s["model_info"],
+    }
     return row
 
 
@@ -143,7 +191,9 @@ class DynamicsResult:
     seconds: float = 0.0
     loads: dict = field(default_factory=dict)  # {checkpoint name: SinkModel.record()}
 
-    tables = {"dynamics.csv": "one row per checkpoint: step, sink, EPE max, alignment, interventions, pathways"}
+    tables = {
+        "dynamics.csv": "one row per checkpoint: step, sink, EPE max, alignment, interventions, pathways"
+    }
     summary_file = "dynamics.json"
 
     def onset(self) -> int | None:
@@ -153,10 +203,17 @@ class DynamicsResult:
 
     def summary(self) -> dict:
         f = self.frame
-        peaks = {c: {"step": int(f.loc[f[c].idxmax(), "step"]), "value": float(f[c].max())}
-                 for c in ("sink", "epe_max") if c in f and f[c].notna().any()}
-        return self.meta | {"onset_step": self.onset(), "peaks": peaks, "seconds": round(self.seconds, 2),
-                            "checkpoints": f.to_dict(orient="records")}
+        peaks = {
+            c: {"step": int(f.loc[f[c].idxmax(), "step"]), "value": float(f[c].max())}
+            for c in ("sink", "epe_max")
+            if c in f and f[c].notna().any()
+        }
+        return self.meta | {
+            "onset_step": self.onset(),
+            "peaks": peaks,
+            "seconds": round(self.seconds, 2),
+            "checkpoints": f.to_dict(orient="records"),
+        }
 
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         """``dynamics.csv``, ``dynamics.json`` (:meth:`summary` plus ``extra``) and, with
@@ -172,31 +229,53 @@ class DynamicsResult:
         from ..report.formats import figure_path
 
         path = dynamics_figure(self, figure_path(out, "dynamics"))
-        return {path.name: "The sink circuit over training, one point per saved checkpoint: sink, EPE max, b_Q / EPE-key "
-                           "alignment, intervention efficacy, query pathways' shares."}
+        return {
+            path.name: "The sink circuit over training, one point per saved checkpoint: sink, EPE max, b_Q / EPE-key "
+            "alignment, intervention efficacy, query pathways' shares."
+        }
 
     def markdown(self) -> str:
         """The table as Markdown (what the CLI prints and docs/dynamics.md shows)."""
-        cols = [("step", "step", "d"), ("sink", "sink", ".3f"), ("val_loss", "val loss", ".3f"), ("epe_max", "EPE max", ".2f"),
-                ("align_index0", "cos(b_Q, k(EPE_0))", "+.3f"), ("pct_bq0", "b_Q:=0 %", ".1f"), ("pct_p0_p1", "p0:=p1 %", ".1f"),
-                ("pct_zero_wk", "W_K rows %", ".1f"), ("share_shared", "q̄ share", ".2f"), ("share_content", "content share", ".2f"),
-                ("share_bq", "b_Q share", ".2f")]
+        cols = [
+            ("step", "step", "d"),
+            ("sink", "sink", ".3f"),
+            ("val_loss", "val loss", ".3f"),
+            ("epe_max", "EPE max", ".2f"),
+            ("align_index0", "cos(b_Q, k(EPE_0))", "+.3f"),
+            ("pct_bq0", "b_Q:=0 %", ".1f"),
+            ("pct_p0_p1", "p0:=p1 %", ".1f"),
+            ("pct_zero_wk", "W_K rows %", ".1f"),
+            ("share_shared", "q̄ share", ".2f"),
+            ("share_content", "content share", ".2f"),
+            ("share_bq", "b_Q share", ".2f"),
+        ]
         cols = [c for c in cols if c[0] in self.frame]
         lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
         for _, r in self.frame.iterrows():
-            lines.append("| " + " | ".join("-" if pd.isna(r[c]) else format(r[c], f) for c, _, f in cols) + " |")
+            lines.append(
+                "| "
+                + " | ".join("-" if pd.isna(r[c]) else format(r[c], f) for c, _, f in cols)
+                + " |"
+            )
         onset = self.onset()
         lines.append("")
-        lines.append(f"onset: {'step ' + str(onset) if onset is not None else 'never'} (first saved step with sink > "
-                     f"{self.meta['threshold']:.3f}, {self.meta['threshold_rule']})")
+        lines.append(
+            f"onset: {'step ' + str(onset) if onset is not None else 'never'} (first saved step with sink > "
+            f"{self.meta['threshold']:.3f}, {self.meta['threshold_rule']})"
+        )
         return "\n".join(lines)
 
     def format(self) -> str:
         return self.markdown()
 
 
-def dynamics(checkpoints: Sequence[str], opts: RunOptions | None = None, *, steps: Sequence[int] | None = None,
-             threshold: float | None = None) -> DynamicsResult:
+def dynamics(
+    checkpoints: Sequence[str],
+    opts: RunOptions | None = None,
+    *,
+    steps: Sequence[int] | None = None,
+    threshold: float | None = None,
+) -> DynamicsResult:
     """The trajectories over ``checkpoints`` (model specs: ``--save-at`` directories, or any
     model with ``steps`` given), each on the inputs ``opts`` describe (:class:`RunOptions`:
     inputs, per domain, length, BOS, band, coordinate rule, device, batch size, progress; its
@@ -217,7 +296,9 @@ def dynamics(checkpoints: Sequence[str], opts: RunOptions | None = None, *, step
     rows, loads = [], {}
     bar = tqdm(total=len(order), desc="dynamics", unit="checkpoint", disable=not opts.progress)
     for ckpt, (model, inputs) in zip(order, load_each(opts, order)):
-        loads[model.name] = model.record()  # how each checkpoint was loaded (dtype, source), for the summary
+        loads[model.name] = (
+            model.record()
+        )  # how each checkpoint was loaded (dtype, source), for the summary
         rows.append(_one(model, inputs, opts, step_of[ckpt], ckpt))
         bar.set_postfix({"step": step_of[ckpt], "sink": f"{rows[-1]['sink']:.3f}"}, refresh=False)
         bar.update(1)
@@ -225,11 +306,18 @@ def dynamics(checkpoints: Sequence[str], opts: RunOptions | None = None, *, step
     bar.close()
     metas = [r.pop("_meta") for r in rows]
     uniform = rows[0]["uniform"]
-    meta = {"model": metas[0]["model_info"], "inputs": metas[0]["inputs"], "layer_band": metas[0]["band"],
-            "facts": {str(r["step"]): m["facts"] for r, m in zip(rows, metas)},
-            "threshold": threshold if threshold is not None else ONSET_FACTOR * uniform,
-            "threshold_rule": "given (--threshold)" if threshold is not None else f"{ONSET_FACTOR:g} x the uniform level {uniform:.4f}",
-            "edits": {k: f"{v} ({EDIT_TEXT[k]})" for k, v in EDITS.items()}, "n_checkpoints": len(rows)}
+    meta = {
+        "model": metas[0]["model_info"],
+        "inputs": metas[0]["inputs"],
+        "layer_band": metas[0]["band"],
+        "facts": {str(r["step"]): m["facts"] for r, m in zip(rows, metas)},
+        "threshold": threshold if threshold is not None else ONSET_FACTOR * uniform,
+        "threshold_rule": "given (--threshold)"
+        if threshold is not None
+        else f"{ONSET_FACTOR:g} x the uniform level {uniform:.4f}",
+        "edits": {k: f"{v} ({EDIT_TEXT[k]})" for k, v in EDITS.items()},
+        "n_checkpoints": len(rows),
+    }
     return DynamicsResult(pd.DataFrame(rows), meta, time.perf_counter() - t0, loads)
 
 

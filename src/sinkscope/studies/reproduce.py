@@ -38,8 +38,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import SinkscopeError
-from ..io import atomic_output_dir, check_output_dir, claim_dir, clean_stale, exclusive_dir
-from ..io import interrupt_guard, write_json_atomic
+from ..io import (
+    atomic_output_dir,
+    check_output_dir,
+    claim_dir,
+    clean_stale,
+    exclusive_dir,
+    interrupt_guard,
+    write_json_atomic,
+)
 from .reproduce_facts import load_facts as _load_facts  # noqa: F401  (tests read cached facts)
 from .stage_cache import (  # noqa: F401  (re-exported: tests and tools key stages here)
     CACHE_FORMAT,
@@ -59,7 +66,9 @@ class Settings:
     that ``reproduce`` offers (``{"strengths": (1.0, 0.0), "sentence": "..."}``), by field."""
 
     band: tuple[int, int] | None = None  # None: the paper's 3:11 of 12, scaled
-    coords: list[int] | None = None  # None: the EPE rule (or the paper's for GPT-2 small without its MLP)
+    coords: list[int] | None = (
+        None  # None: the EPE rule (or the paper's for GPT-2 small without its MLP)
+    )
     k_sigma: float = 3.0
     seed: int = 0
     batch_size: int = 32
@@ -71,15 +80,19 @@ class Settings:
         names = [s.name for s in plan()]
         unknown = [x for x in self.skip if x not in names]
         if unknown:
-            raise SinkscopeError(f"--skip {','.join(self.skip)}: unknown stage {', '.join(unknown)}; "
-                                 f"choose from {', '.join(names)}")
+            raise SinkscopeError(
+                f"--skip {','.join(self.skip)}: unknown stage {', '.join(unknown)}; "
+                f"choose from {', '.join(names)}"
+            )
         if self.batch_size < 1:
             raise SinkscopeError(f"--batch-size {self.batch_size} must be at least 1")
         offered = reproduce_options()
         bad = [k for k in self.options if k not in offered]
         if bad:
-            raise SinkscopeError(f"reproduce has no option {', '.join(bad)}; "
-                                 f"it offers {', '.join(offered) or 'none'}")
+            raise SinkscopeError(
+                f"reproduce has no option {', '.join(bad)}; "
+                f"it offers {', '.join(offered) or 'none'}"
+            )
         for p in plan():  # every step's Config checked now, before a model loads
             if p.config_cls is not None:
                 p.config(self).check()
@@ -198,10 +211,20 @@ def plan() -> list[PlannedStep]:
 
 def _planned(st, cls) -> PlannedStep:
     forward = cls.needs_forward if st.forward is None else st.forward
-    p = PlannedStep(st.name, st.title or cls.title or cls.help, forward, st.reads,
-                    st.after, None, reads_inputs=st.reads_inputs, config_cls=cls, step=st,
-                    record=st.record or cls.record, reading=st.reading or cls.reading,
-                    section=st.section or cls.section)
+    p = PlannedStep(
+        st.name,
+        st.title or cls.title or cls.help,
+        forward,
+        st.reads,
+        st.after,
+        None,
+        reads_inputs=st.reads_inputs,
+        config_cls=cls,
+        step=st,
+        record=st.record or cls.record,
+        reading=st.reading or cls.reading,
+        section=st.section or cls.section,
+    )
     p.run = lambda ctx, tmp, p=p: _run_step(p, ctx, tmp)
     return p
 
@@ -213,9 +236,14 @@ def _run_step(p: PlannedStep, ctx: Context, tmp: Path) -> dict:
 
     cfg = p.config(ctx.settings)
     needs = set(getattr(cfg, "facts", ()))
-    res = cfg.compute(ctx.model, ctx.inputs if (p.forward or _uses_inputs(p, ctx.model)) else None,
-                      ctx.facts if needs else None, band=ctx.band,
-                      batch_size=ctx.settings.batch_size, progress=ctx.progress)
+    res = cfg.compute(
+        ctx.model,
+        ctx.inputs if (p.forward or _uses_inputs(p, ctx.model)) else None,
+        ctx.facts if needs else None,
+        band=ctx.band,
+        batch_size=ctx.settings.batch_size,
+        progress=ctx.progress,
+    )
     if p.step.finish is not None:
         p.step.finish(res, ctx.model)
     rec = load_record({ctx.model.name: ctx.model.record()}, per_model=combines_models(res))
@@ -260,11 +288,17 @@ def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, l
         hub, why = hub_reachable("gpt2")
         model = "gpt2" if hub else "default"
         if not hub:
-            notes.append(f"The Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
-                         "pass --model gpt2 once online, or --model PATH for a local GPT-2.")
+            notes.append(
+                f"The Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
+                "pass --model gpt2 once online, or --model PATH for a local GPT-2."
+            )
     if inputs is None:
         inputs = "default"
-        if model != "default" and not model.startswith("packaged:") and not model.endswith((".gguf", ".safetensors")):
+        if (
+            model != "default"
+            and not model.startswith("packaged:")
+            and not model.endswith((".gguf", ".safetensors"))
+        ):
             from transformers import AutoConfig
 
             try:
@@ -276,10 +310,17 @@ def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, l
     return model, inputs, notes
 
 
-
-
-def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | None = None, force: bool = False, progress: bool = True,
-              notes: list[str] | None = None, run_info: dict | None = None) -> ReproduceResult:
+def reproduce(
+    model,
+    inputs,
+    out: str | os.PathLike,
+    *,
+    settings: Settings | None = None,
+    force: bool = False,
+    progress: bool = True,
+    notes: list[str] | None = None,
+    run_info: dict | None = None,
+) -> ReproduceResult:
     """Run every stage the model allows (reusing finished ones) and write ``out/report.html``.
 
     ``inputs`` may be None for a weight-only run (forward stages are then skipped with the reason).
@@ -288,15 +329,28 @@ def reproduce(model, inputs, out: str | os.PathLike, *, settings: Settings | Non
     from ..metrics import resolve_band
 
     t0 = time.perf_counter()
-    resolve_band((settings or Settings()).band, model.adapter.n_layers)  # a bad --layers fails before --out is made
+    resolve_band(
+        (settings or Settings()).band, model.adapter.n_layers
+    )  # a bad --layers fails before --out is made
     out = prepare_out(out)
     with exclusive_dir(out, "sinkscope reproduce"):
         clean_stale(out / "stages")  # left by a killed run (SIGKILL); Ctrl-C cleans up its own
-        return _reproduce(model, inputs, out, settings or Settings(), force, progress, notes, run_info, t0)
+        return _reproduce(
+            model, inputs, out, settings or Settings(), force, progress, notes, run_info, t0
+        )
 
 
-def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progress: bool, notes,
-               run_info, t0: float) -> ReproduceResult:
+def _reproduce(
+    model,
+    inputs,
+    out: Path,
+    settings: Settings,
+    force: bool,
+    progress: bool,
+    notes,
+    run_info,
+    t0: float,
+) -> ReproduceResult:
     from tqdm.auto import tqdm
 
     from ..metrics import resolve_band
@@ -324,16 +378,18 @@ def _reproduce(model, inputs, out: Path, settings: Settings, force: bool, progre
             outcomes.append(_outcome(st, ctx, hashes, keys, forward_reason, force))
             bar.update(1)
         check()
-    return _finish(model, inputs, out, settings, band, outcomes, hashes, notes, run_info, t0,
-                   write_report)
+    return _finish(
+        model, inputs, out, settings, band, outcomes, hashes, notes, run_info, t0, write_report
+    )
 
 
 def _outcome(st: PlannedStep, ctx: Context, hashes, keys: dict, forward_reason, force: bool):
     """Run, reuse or skip one step; its outcome (and its key in ``keys``)."""
     from .reproduce_facts import load_facts
 
-    oc = StageOutcome(st.name, st.title, "skipped", record_type=st.record, reading=st.reading,
-                      section=st.section)
+    oc = StageOutcome(
+        st.name, st.title, "skipped", record_type=st.record, reading=st.reading, section=st.section
+    )
     missing_dep = [a for a in st.after if a not in ctx.results]
     if st.name in ctx.settings.skip:
         oc.status, oc.reason = "not requested", "left out with --skip"
@@ -355,10 +411,17 @@ def _outcome(st: PlannedStep, ctx: Context, hashes, keys: dict, forward_reason, 
         t = time.perf_counter()
         with atomic_output_dir(d) as tmp:
             rec = st.run(ctx, tmp)
-            rec = _jsonable({"stage": st.name, "title": st.title, "key": key, "status": "done",
-                             "seconds": round(time.perf_counter() - t, 2),
-                             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                             **rec})
+            rec = _jsonable(
+                {
+                    "stage": st.name,
+                    "title": st.title,
+                    "key": key,
+                    "status": "done",
+                    "seconds": round(time.perf_counter() - t, 2),
+                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    **rec,
+                }
+            )
             write_json_atomic(tmp / "stage.json", rec)
         oc.status, oc.seconds, oc.record = "ran", rec["seconds"], rec
     ctx.results[st.name] = oc.record.get("summary", {})
@@ -368,8 +431,19 @@ def _outcome(st: PlannedStep, ctx: Context, hashes, keys: dict, forward_reason, 
     return oc
 
 
-def _finish(model, inputs, out: Path, settings: Settings, band, outcomes, hashes, notes, run_info,
-            t0: float, write_report) -> ReproduceResult:
+def _finish(
+    model,
+    inputs,
+    out: Path,
+    settings: Settings,
+    band,
+    outcomes,
+    hashes,
+    notes,
+    run_info,
+    t0: float,
+    write_report,
+) -> ReproduceResult:
     """``run.json`` and ``report.html`` of the run."""
     w_hash, in_hash = hashes
     ad = model.adapter
@@ -385,7 +459,10 @@ def _finish(model, inputs, out: Path, settings: Settings, band, outcomes, hashes
         "inputs_sha256": in_hash,
         "settings": asdict(settings) | {"band": list(band)},
         "versions": versions(),
-        "stages": [{"name": o.name, "status": o.status, "seconds": o.seconds, "reason": o.reason} for o in outcomes],
+        "stages": [
+            {"name": o.name, "status": o.status, "seconds": o.seconds, "reason": o.reason}
+            for o in outcomes
+        ],
         "seconds_this_run": round(total, 2),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": list(notes or []),

@@ -48,8 +48,9 @@ def _reads_inputs(stage, model) -> bool:
     return bool(r(model)) if callable(r) and model is not None else (r is True)
 
 
-def stage_key(stage, w_hash: str, in_hash: str | None, settings, upstream: dict[str, str],
-              model=None) -> str:
+def stage_key(
+    stage, w_hash: str, in_hash: str | None, settings, upstream: dict[str, str], model=None
+) -> str:
     """A step's cache key: everything its result depends on (see the module docstring)."""
     from .. import __version__
     from ..report.formats import current_format
@@ -63,7 +64,9 @@ def stage_key(stage, w_hash: str, in_hash: str | None, settings, upstream: dict[
         "settings": {k: getattr(settings, k) for k in stage.reads},
         "config": stage.config_key(settings),  # the step's stage Config, as it runs
         "after": {k: upstream.get(k) for k in stage.after + stage.uses},
-        "figure_format": None if stage.name == "facts" else current_format(),  # a cached stage's figures are in the run's format
+        "figure_format": None
+        if stage.name == "facts"
+        else current_format(),  # a cached stage's figures are in the run's format
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:20]
 
@@ -90,8 +93,6 @@ def _jsonable(x):
     return x
 
 
-
-
 def versions() -> dict:
     import matplotlib
     import pandas
@@ -99,6 +100,14 @@ def versions() -> dict:
 
     from .. import __version__
 
-    return {"sinkscope": __version__, "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "pandas": pandas.__version__, "matplotlib": matplotlib.__version__,
-            "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    return {
+        "sinkscope": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+        "matplotlib": matplotlib.__version__,
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -12,6 +12,7 @@ the two give the same ``sweep.csv``.
 >>> len(cfg.grid()), cfg.grid()[0]
 (8, Cell(model='default', length=40, content='natural', seed=0))
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,35 @@ import pandas as pd
 from ..errors import SinkscopeError
 
 BACKENDS = ("local", "ray")
-SWEEP_COLUMNS = ["model", "step", "length", "content", "seed", "domain", "intervention", "description", "applicable",
-                 "reason", "bos_attention", "se", "n", "pct_baseline", "attn_to_1", "delta_ce"]
-TABLE1_COLUMNS = ["model", "intervention", "description", "domain", "mean", "sd_seeds", "n_seeds", "n", "pct_baseline"]
+SWEEP_COLUMNS = [
+    "model",
+    "step",
+    "length",
+    "content",
+    "seed",
+    "domain",
+    "intervention",
+    "description",
+    "applicable",
+    "reason",
+    "bos_attention",
+    "se",
+    "n",
+    "pct_baseline",
+    "attn_to_1",
+    "delta_ce",
+]
+TABLE1_COLUMNS = [
+    "model",
+    "intervention",
+    "description",
+    "domain",
+    "mean",
+    "sd_seeds",
+    "n_seeds",
+    "n",
+    "pct_baseline",
+]
 CELL_FORMAT = 1
 
 
@@ -72,11 +99,17 @@ class SweepConfig:
         if not self.models:
             raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
         if len(set(self.models)) < len(self.models):
-            raise SinkscopeError(f"--models {','.join(self.models)} names a model twice; give each once")
+            raise SinkscopeError(
+                f"--models {','.join(self.models)} names a model twice; give each once"
+            )
         if not self.lengths or any(t < 4 for t in self.lengths):
-            raise SinkscopeError(f"--lengths {','.join(map(str, self.lengths))}: give token counts of at least 4, e.g. 40,256")
+            raise SinkscopeError(
+                f"--lengths {','.join(map(str, self.lengths))}: give token counts of at least 4, e.g. 40,256"
+            )
         if not self.seeds or any(s < 0 for s in self.seeds):
-            raise SinkscopeError("--seeds: give non-negative integers, e.g. 0,1,2 (0 is the inputs' own selection)")
+            raise SinkscopeError(
+                "--seeds: give non-negative integers, e.g. 0,1,2 (0 is the inputs' own selection)"
+            )
         check_contents(self.contents)
         get_preset(self.preset)
         if self.backend not in BACKENDS:
@@ -90,27 +123,43 @@ class SweepConfig:
 
     def grid(self) -> list[Cell]:
         """Every cell, in the order of the tables: model, length, content, seed."""
-        return [Cell(m, t, c, s) for m in self.models for t in self.lengths for c in self.contents for s in self.seeds]
+        return [
+            Cell(m, t, c, s)
+            for m in self.models
+            for t in self.lengths
+            for c in self.contents
+            for s in self.seeds
+        ]
 
     def shared(self) -> dict:
         """What every cell's result depends on besides its own coordinates."""
         from ..interventions.presets import get_preset
 
-        return {"inputs": self.inputs, "per_domain": self.per_domain, "preset": self.preset, "bos": self.bos,
-                "band": list(self.band) if self.band else None, "dtype": get_preset(self.preset).dtype(self.dtype),
-                "format": CELL_FORMAT}
+        return {
+            "inputs": self.inputs,
+            "per_domain": self.per_domain,
+            "preset": self.preset,
+            "bos": self.bos,
+            "band": list(self.band) if self.band else None,
+            "dtype": get_preset(self.preset).dtype(self.dtype),
+            "format": CELL_FORMAT,
+        }
 
 
 from .sweep_cells import cell_inputs, run_cell, training_step  # noqa: E402,F401
 
 
-def _load(spec: str, device: str, threads: int | None, dtype: str = "auto", device_map: str | None = None):
+def _load(
+    spec: str, device: str, threads: int | None, dtype: str = "auto", device_map: str | None = None
+):
     import torch
 
     from ..models import load_model
 
     if threads:
-        torch.set_num_threads(threads)  # the driver's count: Ray workers would otherwise use 1 (bit-identical sums)
+        torch.set_num_threads(
+            threads
+        )  # the driver's count: Ray workers would otherwise use 1 (bit-identical sums)
     model = load_model(spec, device=device, dtype=dtype, device_map=device_map)
     model.adapter.require_forward()
     return model
@@ -123,13 +172,25 @@ def cell_result(model, cell: Cell, shared: dict, batch_size: int) -> dict:
     t0 = time.perf_counter()
     try:
         rows = run_cell(model, cell, shared, batch_size=batch_size)
-        return {"rows": rows, "seconds": round(time.perf_counter() - t0, 2), "loaded": model.record()}
+        return {
+            "rows": rows,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "loaded": model.record(),
+        }
     except SinkscopeError as e:
         return {"error": str(e)}
 
 
-def run_group(spec: str, cells: list[Cell], shared: dict, *, device: str = "cpu", batch_size: int = 32,
-              threads: int | None = None, device_map: str | None = None) -> dict[str, dict]:
+def run_group(
+    spec: str,
+    cells: list[Cell],
+    shared: dict,
+    *,
+    device: str = "cpu",
+    batch_size: int = 32,
+    threads: int | None = None,
+    device_map: str | None = None,
+) -> dict[str, dict]:
     """All cells of one model (loaded once, in ``shared["dtype"]``), ``{cell key: cell_result}``: one Ray task."""
     _die_once_for_tests()
     model = _load(spec, device, threads, shared["dtype"], device_map)
@@ -162,7 +223,9 @@ class SweepResult:
     config: SweepConfig
     failed: dict = field(default_factory=dict)  # cell description -> error
     seconds: float = 0.0
-    loaded: dict = field(default_factory=dict)  # model spec -> SinkModel.record() (cells cached before it: absent)
+    loaded: dict = field(
+        default_factory=dict
+    )  # model spec -> SinkModel.record() (cells cached before it: absent)
 
     def intervention_order(self, intervention: str):
         """Interventions in the grid's own order (a..j), whichever model lacks one."""
@@ -177,26 +240,45 @@ class SweepResult:
         """The cross-model Table 1: per model × intervention × domain, the mean over seeds of the
         band BOS attention, its cross-seed SD (ddof 1; NaN with one seed) and % of the baseline."""
         length, content = self.table1_setting()
-        f = self.frame[(self.frame.length == length) & (self.frame.content == content) & self.frame.applicable]
+        f = self.frame[
+            (self.frame.length == length) & (self.frame.content == content) & self.frame.applicable
+        ]
         if f.empty:
             return pd.DataFrame(columns=TABLE1_COLUMNS)
         g = f.groupby(["model", "intervention", "domain"], sort=False)
-        t = g.agg(description=("description", "first"), mean=("bos_attention", "mean"),
-                  sd_seeds=("bos_attention", lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")),
-                  n_seeds=("seed", "nunique"), n=("n", "first")).reset_index()
+        t = g.agg(
+            description=("description", "first"),
+            mean=("bos_attention", "mean"),
+            sd_seeds=(
+                "bos_attention",
+                lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
+            ),
+            n_seeds=("seed", "nunique"),
+            n=("n", "first"),
+        ).reset_index()
         base = t[t.intervention == "a"].set_index(["model", "domain"])["mean"]
-        t["pct_baseline"] = [100 * m / base.get((mo, d), np.nan) for mo, d, m in zip(t.model, t.domain, t["mean"])]
+        t["pct_baseline"] = [
+            100 * m / base.get((mo, d), np.nan) for mo, d, m in zip(t.model, t.domain, t["mean"])
+        ]
         return t[TABLE1_COLUMNS]
 
     def markdown(self) -> str:
         t = self.table1()
         length, content = self.table1_setting()
-        out = [f"Table 1 across models ({content} text, {length} tokens, seeds {', '.join(map(str, self.config.seeds))}): "
-               "band BOS attention, mean ± cross-seed SD (% of baseline)", ""]
+        out = [
+            f"Table 1 across models ({content} text, {length} tokens, seeds {', '.join(map(str, self.config.seeds))}): "
+            "band BOS attention, mean ± cross-seed SD (% of baseline)",
+            "",
+        ]
         for dom in dict.fromkeys(t.domain):
             sub = t[t.domain == dom]
             ivs = sorted(dict.fromkeys(sub.intervention), key=self.intervention_order)
-            out += [f"### {dom}", "", "| model | " + " | ".join(ivs) + " |", "|---|" + "---|" * len(ivs)]
+            out += [
+                f"### {dom}",
+                "",
+                "| model | " + " | ".join(ivs) + " |",
+                "|---|" + "---|" * len(ivs),
+            ]
             for m in dict.fromkeys(sub.model):
                 cells = []
                 for iv in ivs:
@@ -211,7 +293,11 @@ class SweepResult:
             out.append("")
         na = self.frame[~self.frame.applicable].drop_duplicates(["model", "intervention"])
         if len(na):
-            out += ["Not applicable:", ""] + [f"- {r.model} {r.intervention}: {r.reason}" for _, r in na.iterrows()] + [""]
+            out += (
+                ["Not applicable:", ""]
+                + [f"- {r.model} {r.intervention}: {r.reason}" for _, r in na.iterrows()]
+                + [""]
+            )
         if self.failed:
             out += ["Failed cells:", ""] + [f"- {k}: {v}" for k, v in self.failed.items()] + [""]
         return "\n".join(out)
@@ -220,15 +306,27 @@ class SweepResult:
         """``sweep.csv``, ``table1_models.csv`` / ``.md``, ``sweep.json``, figures and ``report.html``."""
         from ..io import write_json_atomic, write_text_atomic
 
-        write_text_atomic(out / "sweep.csv", self.frame[SWEEP_COLUMNS].to_csv(index=False, float_format="%.7g"))
-        write_text_atomic(out / "table1_models.csv", self.table1().to_csv(index=False, float_format="%.7g"))
+        write_text_atomic(
+            out / "sweep.csv", self.frame[SWEEP_COLUMNS].to_csv(index=False, float_format="%.7g")
+        )
+        write_text_atomic(
+            out / "table1_models.csv", self.table1().to_csv(index=False, float_format="%.7g")
+        )
         write_text_atomic(out / "table1_models.md", f"# sinkscope sweep\n\n{self.markdown()}\n")
         length, content = self.table1_setting()
         from ..stages.runner import load_record
 
-        write_json_atomic(out / "sweep.json", {"config": asdict(self.config), "cells": len(self.config.grid()),
-                                               "failed": self.failed, "table1_setting": {"length": length, "content": content},
-                                               "seconds": round(self.seconds, 1)} | load_record(self.loaded, per_model=True))
+        write_json_atomic(
+            out / "sweep.json",
+            {
+                "config": asdict(self.config),
+                "cells": len(self.config.grid()),
+                "failed": self.failed,
+                "table1_setting": {"length": length, "content": content},
+                "seconds": round(self.seconds, 1),
+            }
+            | load_record(self.loaded, per_model=True),
+        )
         figs = {}
         if figures:
             from ..report.sweep import sweep_figures, write_sweep_report
@@ -251,7 +349,10 @@ def _run_local(cfg: SweepConfig, todo: dict[str, list[Cell]]):
             yield spec, {"__task__": {"error": str(e)}}
             continue
         for c in cells:
-            yield spec, {cell_key(cfg.shared(), c): cell_result(model, c, cfg.shared(), cfg.batch_size)}
+            yield (
+                spec,
+                {cell_key(cfg.shared(), c): cell_result(model, c, cfg.shared(), cfg.batch_size)},
+            )
 
 
 def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
@@ -260,29 +361,59 @@ def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
     try:
         import ray
     except ImportError:
-        raise SinkscopeError("--backend ray needs ray: pip install 'sinkscope[ray]' (or use --backend local)") from None
+        raise SinkscopeError(
+            "--backend ray needs ray: pip install 'sinkscope[ray]' (or use --backend local)"
+        ) from None
     import torch
 
     if not ray.is_initialized():
         try:
-            ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     **({} if cfg.address else {"num_cpus": os.cpu_count() or 1}))
+            ray.init(
+                address=cfg.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                **({} if cfg.address else {"num_cpus": os.cpu_count() or 1}),
+            )
         except Exception as e:  # a wrong --address, a cluster that does not answer
-            raise SinkscopeError(f"--backend ray could not start or reach Ray{f' at {cfg.address}' if cfg.address else ''} "
-                                 f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); check --address") from None
+            raise SinkscopeError(
+                f"--backend ray could not start or reach Ray{f' at {cfg.address}' if cfg.address else ''} "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); check --address"
+            ) from None
     threads = torch.get_num_threads()
     gpus = 1 if cfg.device.startswith("cuda") else 0
-    task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=cfg.retries, retry_exceptions=[RuntimeError, OSError])(run_group)
-    pending = {task.remote(spec, cells, cfg.shared(), device=cfg.device, batch_size=cfg.batch_size, threads=threads,
-                           device_map=cfg.device_map): spec
-               for spec, cells in todo.items()}
+    task = ray.remote(
+        num_cpus=threads,
+        num_gpus=gpus,
+        max_retries=cfg.retries,
+        retry_exceptions=[RuntimeError, OSError],
+    )(run_group)
+    pending = {
+        task.remote(
+            spec,
+            cells,
+            cfg.shared(),
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            threads=threads,
+            device_map=cfg.device_map,
+        ): spec
+        for spec, cells in todo.items()
+    }
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         spec = pending.pop(done[0])
         try:
             yield spec, ray.get(done[0])
         except Exception as e:  # retries exhausted: report this model's cells, keep the others
-            yield spec, {"__task__": {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}}
+            yield (
+                spec,
+                {
+                    "__task__": {
+                        "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    }
+                },
+            )
 
 
 def run_sweep(cfg: SweepConfig, out, *, figures: bool = True, progress: bool = True) -> SweepResult:
@@ -311,7 +442,12 @@ def run_sweep(cfg: SweepConfig, out, *, figures: bool = True, progress: bool = T
                 todo.setdefault(c.model, []).append(c)
         runner = _run_ray if cfg.backend == "ray" else _run_local
         failed = {}
-        bar = tqdm(total=sum(map(len, todo.values())), desc="sweep cells", unit="cell", disable=not progress)
+        bar = tqdm(
+            total=sum(map(len, todo.values())),
+            desc="sweep cells",
+            unit="cell",
+            disable=not progress,
+        )
         for spec, results in runner(cfg, todo):
             if "__task__" in results:
                 for c in todo[spec]:
@@ -324,7 +460,10 @@ def run_sweep(cfg: SweepConfig, out, *, figures: bool = True, progress: bool = T
                 if "error" in r:
                     failed[_describe(c)] = r["error"]
                 else:  # the driver writes every cell, whichever backend computed it
-                    write_json_atomic(cells_dir / f"{cell_key(shared, c)}.json", {"cell": asdict(c), **shared, **r})
+                    write_json_atomic(
+                        cells_dir / f"{cell_key(shared, c)}.json",
+                        {"cell": asdict(c), **shared, **r},
+                    )
                 bar.update(1)
         bar.close()
         rows, loaded = [], {}
@@ -337,7 +476,10 @@ def run_sweep(cfg: SweepConfig, out, *, figures: bool = True, progress: bool = T
                     loaded.setdefault(c.model, rec["loaded"])
         frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
         if frame.empty:
-            raise SinkscopeError("no cell of the sweep could be computed: " + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
+            raise SinkscopeError(
+                "no cell of the sweep could be computed: "
+                + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
+            )
         frame["bos_attention"] = frame["bos_attention"].astype(float)
         result = SweepResult(frame, cfg, failed, time.perf_counter() - t0, loaded)
         result.write(out, figures=figures)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 POOL_GROWTH = 4  # a natural cell whose domains join too few long texts reads 4x, 16x ... as many
 
+
 def training_step(spec: str) -> int | None:
     """The training step a model spec stands for, where it says: a ``sinkscope train
     --save-at`` checkpoint (``studies.dynamics.checkpoint_step``), a hub revision ``@stepN``
@@ -38,21 +39,40 @@ def cell_inputs(model, cell: Cell, shared: dict):
     per_domain = effective_per_domain(shared["inputs"], shared["per_domain"])
     if cell.content != "natural":
         vocab = int(model.adapter.token_embedding_module().weight.shape[0])
-        return synthetic_inputs(cell.content, tok, n=(per_domain or 100) * 3, length=cell.length, seed=cell.seed,
-                                vocab=min(vocab, len(tok)), bos=bos)
+        return synthetic_inputs(
+            cell.content,
+            tok,
+            n=(per_domain or 100) * 3,
+            length=cell.length,
+            seed=cell.seed,
+            vocab=min(vocab, len(tok)),
+            bos=bos,
+        )
     n_text = cell.length - 1 if bos else cell.length
     pool = per_domain
     while True:  # read as measure does; a larger pool only where joins are too few for the length
-        raw = read_examples(shared["inputs"], tokenizer=tok, per_domain=pool, max_tokens=cell.length, seed=cell.seed)
+        raw = read_examples(
+            shared["inputs"], tokenizer=tok, per_domain=pool, max_tokens=cell.length, seed=cell.seed
+        )
         if not shared["inputs"].startswith("default"):  # the default corpus draws by seed itself
             raw = resample(raw, cell.seed)
         examples = lengthen(raw, tok, n_text)
         have = Counter(e.domain for e in examples)
-        if pool is None or pool >= per_domain * POOL_GROWTH**4 or all(have[d] >= per_domain for d in {e.domain for e in raw}):
+        if (
+            pool is None
+            or pool >= per_domain * POOL_GROWTH**4
+            or all(have[d] >= per_domain for d in {e.domain for e in raw})
+        ):
             break
         pool *= POOL_GROWTH
-    return tokenize_examples(examples, tok, max_tokens=cell.length, per_domain=per_domain, prepend_bos=bos,
-                             spec=f"{shared['inputs']}@{cell.length}:seed={cell.seed}")
+    return tokenize_examples(
+        examples,
+        tok,
+        max_tokens=cell.length,
+        per_domain=per_domain,
+        prepend_bos=bos,
+        spec=f"{shared['inputs']}@{cell.length}:seed={cell.seed}",
+    )
 
 
 def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[dict]:
@@ -65,28 +85,69 @@ def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[d
 
     limit = model.adapter.max_positions()
     if limit is not None and cell.length > limit:  # a fact about the model, recorded like any other
-        return [{"model": cell.model, "step": training_step(cell.model), "length": cell.length, "content": cell.content,
-                 "seed": cell.seed, "domain": "all", "intervention": "a", "description": "baseline", "applicable": False,
-                 "reason": f"{cell.length} tokens do not fit this model's {limit} learned positions",
-                 **dict.fromkeys(("bos_attention", "se", "pct_baseline", "attn_to_1", "delta_ce"), float("nan")), "n": 0}]
+        return [
+            {
+                "model": cell.model,
+                "step": training_step(cell.model),
+                "length": cell.length,
+                "content": cell.content,
+                "seed": cell.seed,
+                "domain": "all",
+                "intervention": "a",
+                "description": "baseline",
+                "applicable": False,
+                "reason": f"{cell.length} tokens do not fit this model's {limit} learned positions",
+                **dict.fromkeys(
+                    ("bos_attention", "se", "pct_baseline", "attn_to_1", "delta_ce"), float("nan")
+                ),
+                "n": 0,
+            }
+        ]
     inputs = cell_inputs(model, cell, shared)
     band = tuple(shared["band"]) if shared["band"] else None
     ivs = InterveneConfig(preset=shared["preset"]).interventions()
-    facts = resolve_facts(model, inputs, band=band, q_bar=any("q_bar" in iv.needs for iv in ivs.values()),
-                          batch_size=batch_size, progress=False)
-    res = run_interventions(model, inputs, ivs, coords=facts.coords, band=band, batch_size=batch_size, progress=False,
-                            labels=dict(get_preset(shared["preset"]).labels), cache=facts.cache())
+    facts = resolve_facts(
+        model,
+        inputs,
+        band=band,
+        q_bar=any("q_bar" in iv.needs for iv in ivs.values()),
+        batch_size=batch_size,
+        progress=False,
+    )
+    res = run_interventions(
+        model,
+        inputs,
+        ivs,
+        coords=facts.coords,
+        band=band,
+        batch_size=batch_size,
+        progress=False,
+        labels=dict(get_preset(shared["preset"]).labels),
+        cache=facts.cache(),
+    )
     t = res.table()
     t = t[t.scope == "mid"]
     step = training_step(cell.model)
     rows = []
     for _, r in t.iterrows():
-        rows.append({"model": cell.model, "step": step, "length": cell.length, "content": cell.content, "seed": cell.seed,
-                     "domain": r.dataset, "intervention": "a" if r.intervention == res.baseline_id else r.intervention,
-                     "description": r.description, "applicable": bool(r.applicable), "reason": r.reason or "",
-                     **{k: (float(r[k]) if r.applicable else float("nan")) for k in ("mean", "se", "pct_baseline", "attn_to_1", "delta_ce")},
-                     "n": int(r.n) if r.applicable else int(inputs.domain_masks()[r.dataset].sum())})
+        rows.append(
+            {
+                "model": cell.model,
+                "step": step,
+                "length": cell.length,
+                "content": cell.content,
+                "seed": cell.seed,
+                "domain": r.dataset,
+                "intervention": "a" if r.intervention == res.baseline_id else r.intervention,
+                "description": r.description,
+                "applicable": bool(r.applicable),
+                "reason": r.reason or "",
+                **{
+                    k: (float(r[k]) if r.applicable else float("nan"))
+                    for k in ("mean", "se", "pct_baseline", "attn_to_1", "delta_ce")
+                },
+                "n": int(r.n) if r.applicable else int(inputs.domain_masks()[r.dataset].sum()),
+            }
+        )
         rows[-1]["bos_attention"] = rows[-1].pop("mean")
     return rows
-
-

@@ -10,6 +10,7 @@ massive activations), which every variant has.
 >>> sorted(VARIANTS)[:3]
 ['full', 'gated', 'no_bq']
 """
+
 from __future__ import annotations
 
 import json
@@ -52,11 +53,33 @@ def budget_config(budget: str):
     in under 2 h) or ``gpu`` (wider, deeper, longer; one CUDA device)."""
     from ..training import TrainConfig
 
-    recipe = dict(vocab=2048, bos=True, synthetic=0.7, task="repeat", lr=3e-3, weight_decay=0.1)  # the default model's recipe
+    recipe = dict(
+        vocab=2048, bos=True, synthetic=0.7, task="repeat", lr=3e-3, weight_decay=0.1
+    )  # the default model's recipe
     if budget == "small":
-        return TrainConfig(n_layer=6, n_embd=128, n_head=8, context=64, batch=32, steps=400, eval_every=100, ckpt_every=200, **recipe)
+        return TrainConfig(
+            n_layer=6,
+            n_embd=128,
+            n_head=8,
+            context=64,
+            batch=32,
+            steps=400,
+            eval_every=100,
+            ckpt_every=200,
+            **recipe,
+        )
     if budget == "gpu":
-        return TrainConfig(n_layer=8, n_embd=256, n_head=8, context=128, batch=64, steps=4000, eval_every=500, ckpt_every=1000, **recipe)
+        return TrainConfig(
+            n_layer=8,
+            n_embd=256,
+            n_head=8,
+            context=128,
+            batch=64,
+            steps=4000,
+            eval_every=500,
+            ckpt_every=1000,
+            **recipe,
+        )
     raise SinkscopeError(f"--budget {budget!r}: choose small or gpu")
 
 
@@ -68,18 +91,39 @@ class ZooResult:
     def table(self) -> pd.DataFrame:
         """Per variant (mean over seeds): BOS attention per domain, loss and circuit pieces."""
         r = self.runs
-        wide = r.pivot_table(index=["variant", "seed"], columns="domain", values="bos_attention").reset_index()
+        wide = r.pivot_table(
+            index=["variant", "seed"], columns="domain", values="bos_attention"
+        ).reset_index()
         first = r[r.domain == "all"].set_index(["variant", "seed"])
-        cols = ["val_loss", "bq_norm", "epe_massive", "gamma_ratio", "creating_block", "resid_massive", "steps", "seconds"]
+        cols = [
+            "val_loss",
+            "bq_norm",
+            "epe_massive",
+            "gamma_ratio",
+            "creating_block",
+            "resid_massive",
+            "steps",
+            "seconds",
+        ]
         wide = wide.join(first[cols], on=["variant", "seed"])
-        num = [c for c in wide.columns if c not in ("variant", "seed", "epe_massive", "resid_massive", "creating_block")]
+        num = [
+            c
+            for c in wide.columns
+            if c not in ("variant", "seed", "epe_massive", "resid_massive", "creating_block")
+        ]
         agg = wide.groupby("variant", sort=False)[num].mean()
         agg["seeds"] = wide.groupby("variant", sort=False)["seed"].count()
         agg["sink_sd"] = wide.groupby("variant", sort=False)["all"].std()
         for c in ("epe_massive", "resid_massive", "creating_block"):
-            agg[c] = wide.groupby("variant", sort=False)[c].agg(lambda s: " / ".join(dict.fromkeys(str(v) for v in s)))  # per seed where they differ
-        agg["formed"] = np.where(agg["all"] >= 0.3, "yes", np.where(agg["all"] >= 0.1, "weak", "no"))
-        order = [v for v in VARIANTS if v in agg.index] + [v for v in agg.index if v not in VARIANTS]
+            agg[c] = wide.groupby("variant", sort=False)[c].agg(
+                lambda s: " / ".join(dict.fromkeys(str(v) for v in s))
+            )  # per seed where they differ
+        agg["formed"] = np.where(
+            agg["all"] >= 0.3, "yes", np.where(agg["all"] >= 0.1, "weak", "no")
+        )
+        order = [v for v in VARIANTS if v in agg.index] + [
+            v for v in agg.index if v not in VARIANTS
+        ]
         return agg.loc[order].reset_index()
 
     def markdown(self) -> str:
@@ -90,7 +134,10 @@ class ZooResult:
         ]
         for _, row in t.iterrows():
             sd = f" ± {row.sink_sd:.3f}" if row.seeds > 1 else ""
-            dom = " | ".join(f"{row[d]:.3f}" if d in row and not pd.isna(row[d]) else "-" for d in ("nl", "math", "code"))
+            dom = " | ".join(
+                f"{row[d]:.3f}" if d in row and not pd.isna(row[d]) else "-"
+                for d in ("nl", "math", "code")
+            )
             gr = "-" if pd.isna(row.gamma_ratio) else f"{row.gamma_ratio:.2f}"
             lines.append(
                 f"| {row.variant} | {VARIANT_TEXT.get(row.variant, '')} | {row['all']:.3f}{sd} | {dom} | {row.formed} | {row.val_loss:.3f} | "
@@ -99,20 +146,37 @@ class ZooResult:
         return "\n".join(lines)
 
 
-def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", progress: bool = False) -> list[dict]:
+def analyse_run(
+    run_dir: Path, *, per_domain: int = 100, device: str = "cpu", progress: bool = False
+) -> list[dict]:
     """The zoo's per-run numbers (one dict per domain, ``all`` first)."""
-    from ..analysis import effective_positional_embedding, gamma, gamma_split, massive_coords, residual_profile
+    from ..analysis import (
+        effective_positional_embedding,
+        gamma,
+        gamma_split,
+        massive_coords,
+        residual_profile,
+    )
     from ..data import read_examples, resolve_bos, tokenize_examples
-    from ..stages.measure import measure
     from ..metrics import resolve_band
     from ..models import load_model
+    from ..stages.measure import measure
 
     info = json.loads((run_dir / "training.json").read_text())
     cfg = info["config"]
     model = load_model(str(run_dir), device=device)
     ad = model.adapter
-    examples = read_examples("default", tokenizer=None, per_domain=per_domain, max_tokens=40, seed=0)
-    inputs = tokenize_examples(examples, model.tokenizer, max_tokens=40, per_domain=per_domain, prepend_bos=resolve_bos(model), spec="default")
+    examples = read_examples(
+        "default", tokenizer=None, per_domain=per_domain, max_tokens=40, seed=0
+    )
+    inputs = tokenize_examples(
+        examples,
+        model.tokenizer,
+        max_tokens=40,
+        per_domain=per_domain,
+        prepend_bos=resolve_bos(model),
+        spec="default",
+    )
     res = measure(model, inputs, batch_size=64, progress=progress)
     summary = res.summary()
     band = resolve_band(None, ad.n_layers)
@@ -130,28 +194,59 @@ def analyse_run(run_dir: Path, *, per_domain: int = 100, device: str = "cpu", pr
     mid = band[1] - 1
     rm, _ = prof.massive(mid, ratio=20.0, min_abs=5.0)
     base = {
-        "variant": run_dir.name.rsplit("-s", 1)[0], "seed": int(cfg["seed"]), "val_loss": info["final"]["val_loss"], "bq_norm": bq,
-        "epe_massive": epe_coords, "gamma_ratio": gratio, "creating_block": "none" if cb is None else str(cb),
-        "resid_massive": " ".join(map(str, rm[:4])) or "none", "steps": cfg["steps"], "seconds": info["seconds"],
+        "variant": run_dir.name.rsplit("-s", 1)[0],
+        "seed": int(cfg["seed"]),
+        "val_loss": info["final"]["val_loss"],
+        "bq_norm": bq,
+        "epe_massive": epe_coords,
+        "gamma_ratio": gratio,
+        "creating_block": "none" if cb is None else str(cb),
+        "resid_massive": " ".join(map(str, rm[:4])) or "none",
+        "steps": cfg["steps"],
+        "seconds": info["seconds"],
     }
     bos = summary["bos_attention"]  # {domain: aggregate over the layer band}, "all" included
-    return [{**base, "domain": dom, "bos_attention": bos[dom]["mean"]} for dom in ["all"] + [d for d in bos if d != "all"]]
+    return [
+        {**base, "domain": dom, "bos_attention": bos[dom]["mean"]}
+        for dom in ["all"] + [d for d in bos if d != "all"]
+    ]
 
 
-def run_zoo(out, *, budget: str = "small", seeds=(0, 1), variants=None, device: str = "cpu", progress: bool = True, base=None, per_domain: int = 100) -> ZooResult:
+def run_zoo(
+    out,
+    *,
+    budget: str = "small",
+    seeds=(0, 1),
+    variants=None,
+    device: str = "cpu",
+    progress: bool = True,
+    base=None,
+    per_domain: int = 100,
+) -> ZooResult:
     """Train (or reuse) every ``variant`` x ``seed`` and analyse them; writes zoo.csv, zoo.md, PNGs."""
     variants = tuple(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise SinkscopeError(f"unknown zoo variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        raise SinkscopeError(
+            f"unknown zoo variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+        )
     if not seeds:
         raise SinkscopeError("--seeds is empty; pass e.g. 0,1")
     base = base or budget_config(budget)
     for s in seeds:
         replace(base, seed=s).validate()
     resolve_device(device)
-    out = check_owned(out, "zoo", legacy=lambda p: (p / "zoo.json").exists() or (
-        (p / "tokenizer" / "tokenizer.json").exists() and any(looks_like_run(r) for r in p.glob("*-s*"))))
+    out = check_owned(
+        out,
+        "zoo",
+        legacy=lambda p: (
+            (p / "zoo.json").exists()
+            or (
+                (p / "tokenizer" / "tokenizer.json").exists()
+                and any(looks_like_run(r) for r in p.glob("*-s*"))
+            )
+        ),
+    )
     claim_dir(out, "zoo")
     with exclusive_dir(out, "sinkscope zoo"):
         return _run_zoo(out, budget, seeds, variants, device, progress, base, per_domain)
@@ -165,7 +260,9 @@ def _finished_config(done: Path) -> dict | None:
         return None
 
 
-def _run_zoo(out: Path, budget: str, seeds, variants, device: str, progress: bool, base, per_domain: int) -> ZooResult:
+def _run_zoo(
+    out: Path, budget: str, seeds, variants, device: str, progress: bool, base, per_domain: int
+) -> ZooResult:
     from tqdm.auto import tqdm
 
     from ..training import train, training_texts
@@ -182,16 +279,36 @@ def _run_zoo(out: Path, budget: str, seeds, variants, device: str, progress: boo
         done = run / "training.json"
         if _finished_config(done) != asdict(cfg):
             resume = (run / "checkpoint.pt").exists() and not done.exists()
-            train(cfg, run, resume=resume, force=not resume, tokenizer=tok, data=texts, progress=progress, device=device,
-                  command=f"sinkscope zoo --budget {budget} (variant {v}, seed {s})")
+            train(
+                cfg,
+                run,
+                resume=resume,
+                force=not resume,
+                tokenizer=tok,
+                data=texts,
+                progress=progress,
+                device=device,
+                command=f"sinkscope zoo --budget {budget} (variant {v}, seed {s})",
+            )
         rows += analyse_run(run, device=device, per_domain=per_domain)
     result = ZooResult(pd.DataFrame(rows), out)
     result.runs.to_csv(out / "zoo.csv.tmp", index=False, float_format="%.6g")
     (out / "zoo.csv.tmp").replace(out / "zoo.csv")
     md = out / "zoo.md.tmp"
-    md.write_text(f"# sinkscope zoo ({budget} budget, seeds {', '.join(map(str, seeds))})\n\n{result.markdown()}\n")
+    md.write_text(
+        f"# sinkscope zoo ({budget} budget, seeds {', '.join(map(str, seeds))})\n\n{result.markdown()}\n"
+    )
     md.replace(out / "zoo.md")
-    write_json_atomic(out / "zoo.json", {"budget": budget, "base": asdict(base), "seeds": list(seeds), "variants": list(variants), "seconds": round(time.perf_counter() - t0, 1)})
+    write_json_atomic(
+        out / "zoo.json",
+        {
+            "budget": budget,
+            "base": asdict(base),
+            "seeds": list(seeds),
+            "variants": list(variants),
+            "seconds": round(time.perf_counter() - t0, 1),
+        },
+    )
     from ..report.zoo import zoo_figures
 
     zoo_figures(result, out)
@@ -200,5 +317,11 @@ def _run_zoo(out: Path, budget: str, seeds, variants, device: str, progress: boo
 
 from ..report.zoo import load_training_curves  # noqa: E402,F401  (re-exported)
 
-
-__all__ = ["VARIANTS", "ZooResult", "analyse_run", "budget_config", "load_training_curves", "run_zoo"]
+__all__ = [
+    "VARIANTS",
+    "ZooResult",
+    "analyse_run",
+    "budget_config",
+    "load_training_curves",
+    "run_zoo",
+]

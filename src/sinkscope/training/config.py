@@ -1,5 +1,6 @@
 """What determines a ``sinkscope train`` run, importable without torch (the CLI's options come
 from these defaults)."""
+
 from __future__ import annotations
 
 import math
@@ -46,37 +47,65 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.positions not in POSITIONS:
-            raise SinkscopeError(f"--positions {self.positions!r}: choose one of {', '.join(POSITIONS)}")
+            raise SinkscopeError(
+                f"--positions {self.positions!r}: choose one of {', '.join(POSITIONS)}"
+            )
         if self.normaliser not in NORMALISERS:
-            raise SinkscopeError(f"--normaliser {self.normaliser!r}: choose one of {', '.join(NORMALISERS)}")
-        flags = {"n_layer": "--layers", "n_embd": "--width", "n_head": "--heads", "context": "--context", "steps": "--steps",
-                 "batch": "--batch", "vocab": "--vocab"}
+            raise SinkscopeError(
+                f"--normaliser {self.normaliser!r}: choose one of {', '.join(NORMALISERS)}"
+            )
+        flags = {
+            "n_layer": "--layers",
+            "n_embd": "--width",
+            "n_head": "--heads",
+            "context": "--context",
+            "steps": "--steps",
+            "batch": "--batch",
+            "vocab": "--vocab",
+        }
         for name, flag in flags.items():
             if getattr(self, name) < 1:
                 raise SinkscopeError(f"{flag} {getattr(self, name)} must be positive")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise SinkscopeError(f"--width {self.n_embd} must be a multiple of --heads {self.n_head} with an even head size")
+            raise SinkscopeError(
+                f"--width {self.n_embd} must be a multiple of --heads {self.n_head} with an even head size"
+            )
         for flag, x, ok, what in (
             ("--lr", self.lr, lambda v: 0 < v < 1e3, "a finite learning rate above 0"),
-            ("--weight-decay", self.weight_decay, lambda v: 0 <= v < 1e3, "a finite decay of 0 or more"),
+            (
+                "--weight-decay",
+                self.weight_decay,
+                lambda v: 0 <= v < 1e3,
+                "a finite decay of 0 or more",
+            ),
             ("min_lr_ratio", self.min_lr_ratio, lambda v: 0 <= v <= 1, "a share in [0, 1]"),
             ("grad_clip", self.grad_clip, lambda v: 0 <= v < 1e9, "0 (off) or a finite norm"),
         ):
             if not math.isfinite(x) or not ok(x):
                 raise SinkscopeError(f"{flag} {x} must be {what}")
-        for flag, x in (("--warmup", self.warmup), ("--eval-every", self.eval_every), ("--ckpt-every", self.ckpt_every)):
+        for flag, x in (
+            ("--warmup", self.warmup),
+            ("--eval-every", self.eval_every),
+            ("--ckpt-every", self.ckpt_every),
+        ):
             if x < 0:
                 raise SinkscopeError(f"{flag} {x} must be 0 or more")
         if not 0 <= self.seed < 2**32:
             raise SinkscopeError(f"--seed {self.seed} must lie in [0, 2^32)")
         if self.context < PROBE_T:
-            raise SinkscopeError(f"--context {self.context} is shorter than the {PROBE_T}-token sink probe (the paper's T); use --context >= {PROBE_T}")
+            raise SinkscopeError(
+                f"--context {self.context} is shorter than the {PROBE_T}-token sink probe (the paper's T); use --context >= {PROBE_T}"
+            )
         if not 0 <= self.synthetic < 1:  # NaN fails this too
-            raise SinkscopeError(f"--synthetic {self.synthetic} must be a share of windows in [0, 1)")
+            raise SinkscopeError(
+                f"--synthetic {self.synthetic} must be a share of windows in [0, 1)"
+            )
         if self.task not in TASKS:
             raise SinkscopeError(f"--task {self.task!r}: choose one of {', '.join(TASKS)}")
         if self.vocab < 260:
-            raise SinkscopeError(f"--vocab {self.vocab} is below the 256 byte tokens + specials; use >= 260")
+            raise SinkscopeError(
+                f"--vocab {self.vocab} is below the 256 byte tokens + specials; use >= 260"
+            )
 
     def model_config(self, tokenizer):
         """The :class:`SinkGPTConfig` of this run (vocabulary and BOS from ``tokenizer``)."""
@@ -85,9 +114,17 @@ class TrainConfig:
 
         eos = tokenizer.convert_tokens_to_ids(SPECIAL)
         return SinkGPTConfig(
-            vocab_size=len(tokenizer), n_positions=self.context, n_embd=self.n_embd, n_layer=self.n_layer, n_head=self.n_head,
-            query_bias=self.query_bias, positions=self.positions, mlp=self.mlp, normaliser=self.normaliser,
-            bos_token_id=eos, eos_token_id=eos,
+            vocab_size=len(tokenizer),
+            n_positions=self.context,
+            n_embd=self.n_embd,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            query_bias=self.query_bias,
+            positions=self.positions,
+            mlp=self.mlp,
+            normaliser=self.normaliser,
+            bos_token_id=eos,
+            eos_token_id=eos,
         )
 
     @classmethod
@@ -119,16 +156,24 @@ def save_at_steps(spec, steps: int) -> tuple[int, ...]:
     text = spec if isinstance(spec, str) else ",".join(str(s) for s in spec)
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise SinkscopeError(f"--save-at {text!r} names no step; give comma-separated training steps, {SAVE_AT_EXAMPLE}")
+        raise SinkscopeError(
+            f"--save-at {text!r} names no step; give comma-separated training steps, {SAVE_AT_EXAMPLE}"
+        )
     out = set()
     for p in parts:
         try:
             step = int(p)
         except ValueError:
-            raise SinkscopeError(f"--save-at {text}: {p!r} is not a step; give comma-separated whole numbers, {SAVE_AT_EXAMPLE}") from None
+            raise SinkscopeError(
+                f"--save-at {text}: {p!r} is not a step; give comma-separated whole numbers, {SAVE_AT_EXAMPLE}"
+            ) from None
         if step < 0:
-            raise SinkscopeError(f"--save-at {text}: step {step} is negative; give steps of 0 (the initial weights) or more")
+            raise SinkscopeError(
+                f"--save-at {text}: step {step} is negative; give steps of 0 (the initial weights) or more"
+            )
         if step > steps:
-            raise SinkscopeError(f"--save-at {text}: step {step} is past the run's --steps {steps}; give steps in 0..{steps}")
+            raise SinkscopeError(
+                f"--save-at {text}: step {step} is past the run's --steps {steps}; give steps in 0..{steps}"
+            )
         out.add(step)
     return tuple(sorted(out))

@@ -8,6 +8,7 @@ token stream per domain (last ``val_fraction`` held out), and windows drawn dete
 >>> tuple(x.shape), bool((x == y).all()), bool((x[:, 1:] - x[:, :-1] == 1).all())
 ((4, 8), True, True)
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ from .config import TASKS
 
 SPECIAL = "<|endoftext|>"
 N_RESERVED = 64
-RESERVED = tuple(f"<|syn{i}|>" for i in range(N_RESERVED))  # tokens no text produces: the synthetic domain's alphabet
+RESERVED = tuple(
+    f"<|syn{i}|>" for i in range(N_RESERVED)
+)  # tokens no text produces: the synthetic domain's alphabet
 
 
 def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str, list[str]]:
@@ -30,13 +33,23 @@ def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str
     from ..data import corpus
 
     if spec == "default":
-        return {"nl": list(corpus.nl_texts()), "math": corpus.math_texts(seed=10_000, n=math_problems), "code": list(corpus.code_texts())}
+        return {
+            "nl": list(corpus.nl_texts()),
+            "math": corpus.math_texts(seed=10_000, n=math_problems),
+            "code": list(corpus.code_texts()),
+        }
     kind, _, rest = spec.partition(":")
     if kind == "text":
         p = Path(rest)
         if not p.is_file():
-            raise SinkscopeError(f"--data {spec}: {p} is not a file; pass text:PATH to a UTF-8 text file")
-        docs = [d.strip() for d in p.read_text(encoding="utf-8", errors="replace").split("\n\n") if d.strip()]
+            raise SinkscopeError(
+                f"--data {spec}: {p} is not a file; pass text:PATH to a UTF-8 text file"
+            )
+        docs = [
+            d.strip()
+            for d in p.read_text(encoding="utf-8", errors="replace").split("\n\n")
+            if d.strip()
+        ]
         return {"text": docs}
     if kind == "jsonl":
         path, _, fld = rest.rpartition(":")
@@ -49,11 +62,15 @@ def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
-                    raise SinkscopeError(f"{p}:{n} is not valid JSON; fix the line or remove it") from None
+                    raise SinkscopeError(
+                        f"{p}:{n} is not valid JSON; fix the line or remove it"
+                    ) from None
                 if isinstance(row, dict) and isinstance(row.get(fld), str):
                     docs.append(row[fld])
         return {"jsonl": docs}
-    raise SinkscopeError(f"--data {spec!r} is not a data spec; use default, text:PATH or jsonl:PATH:FIELD")
+    raise SinkscopeError(
+        f"--data {spec!r} is not a data spec; use default, text:PATH or jsonl:PATH:FIELD"
+    )
 
 
 def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
@@ -69,11 +86,16 @@ def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[SPECIAL, *RESERVED], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=[SPECIAL, *RESERVED],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     docs = [t for ts in texts.values() for t in ts]
     tok.train_from_iterator(docs, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, unk_token=SPECIAL)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, unk_token=SPECIAL
+    )
 
 
 def read_tokenizer(path: str):
@@ -85,7 +107,9 @@ def read_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise SinkscopeError(f"--tokenizer {path}: no tokenizer there ({type(e).__name__}); pass a model or tokenizer directory") from None
+        raise SinkscopeError(
+            f"--tokenizer {path}: no tokenizer there ({type(e).__name__}); pass a model or tokenizer directory"
+        ) from None
 
 
 def tokenizer_in(directory, texts: dict[str, list[str]], vocab_size: int, tokenizer=None):
@@ -101,7 +125,11 @@ def tokenizer_in(directory, texts: dict[str, list[str]], vocab_size: int, tokeni
     directory = Path(directory)
     saved = (directory / "tokenizer.json").exists()
     if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory)) if saved else fit_tokenizer(texts, vocab_size)
+        tokenizer = (
+            AutoTokenizer.from_pretrained(str(directory))
+            if saved
+            else fit_tokenizer(texts, vocab_size)
+        )
     if not saved:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tok-"))
@@ -111,7 +139,9 @@ def tokenizer_in(directory, texts: dict[str, list[str]], vocab_size: int, tokeni
     return tokenizer
 
 
-def token_streams(texts: dict[str, list[str]], tokenizer, val_fraction: float = 0.05) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def token_streams(
+    texts: dict[str, list[str]], tokenizer, val_fraction: float = 0.05
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(train, val)``: per domain, every document's ids joined by ``<|endoftext|>`` into one
     1-D stream; the last ``val_fraction`` of the stream is held out."""
     eos = tokenizer.convert_tokens_to_ids(SPECIAL)
@@ -120,13 +150,23 @@ def token_streams(texts: dict[str, list[str]], tokenizer, val_fraction: float = 
         enc = tokenizer(list(docs), add_special_tokens=False)["input_ids"]
         ids = torch.tensor([t for d in enc for t in (*d, eos)], dtype=torch.long)
         if len(ids) < 400:
-            raise SinkscopeError(f"domain {domain!r} has only {len(ids)} tokens; give at least a few thousand tokens of text")
+            raise SinkscopeError(
+                f"domain {domain!r} has only {len(ids)} tokens; give at least a few thousand tokens of text"
+            )
         cut = int(len(ids) * (1 - val_fraction))
         train[domain], val[domain] = ids[:cut], ids[cut:]
     return train, val
 
 
-def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: int, step: int, bos_id: int | None, weights: dict[str, float] | None = None) -> torch.Tensor:
+def sample_windows(
+    streams: dict[str, torch.Tensor],
+    batch: int,
+    T: int,
+    seed: int,
+    step: int,
+    bos_id: int | None,
+    weights: dict[str, float] | None = None,
+) -> torch.Tensor:
     """``[batch, T]`` windows: a domain (uniformly, or by ``weights``), then a uniform start in
     its stream. With ``bos_id`` every window starts with that token followed by ``T - 1`` text
     tokens. Depends only on ``(seed, step)``.
@@ -137,7 +177,12 @@ def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: i
     if weights is None:
         dom = torch.randint(len(names), (batch,), generator=g)
     else:
-        dom = torch.multinomial(torch.tensor([float(weights.get(n, 0.0)) for n in names]), batch, replacement=True, generator=g)
+        dom = torch.multinomial(
+            torch.tensor([float(weights.get(n, 0.0)) for n in names]),
+            batch,
+            replacement=True,
+            generator=g,
+        )
     rows = []
     for i in range(batch):  # batch-sized loop over a few dozen rows: index building only
         s = streams[names[int(dom[i])]]
@@ -149,8 +194,15 @@ def sample_windows(streams: dict[str, torch.Tensor], batch: int, T: int, seed: i
     return x
 
 
-def backcopy_stream(alphabet: list[int], n_tokens: int, seed: int = 0, eos_id: int = 0,
-                    n_triggers: int = 4, fanout: int = 3, doc_len: int = 200) -> torch.Tensor:
+def backcopy_stream(
+    alphabet: list[int],
+    n_tokens: int,
+    seed: int = 0,
+    eos_id: int = 0,
+    n_triggers: int = 4,
+    fanout: int = 3,
+    doc_len: int = 200,
+) -> torch.Tensor:
     """A synthetic "bigram-backcopy" stream (Guo et al. 2024, *Active-dormant attention heads*).
 
     Tokens of ``alphabet`` (the tokenizer's reserved tokens, which no text produces) follow a
@@ -163,7 +215,9 @@ def backcopy_stream(alphabet: list[int], n_tokens: int, seed: int = 0, eos_id: i
     g = torch.Generator().manual_seed(7_919 + seed)
     vocab = torch.as_tensor(list(alphabet), dtype=torch.long)
     n_states = len(vocab) - n_triggers
-    succ = torch.stack([torch.randperm(len(vocab), generator=g)[:fanout] for _ in range(len(vocab))])  # [vocab, fanout]
+    succ = torch.stack(
+        [torch.randperm(len(vocab), generator=g)[:fanout] for _ in range(len(vocab))]
+    )  # [vocab, fanout]
     is_trigger = torch.zeros(len(vocab), dtype=torch.bool)
     is_trigger[n_states:] = True
     n_docs = n_tokens // (doc_len + 1) + 1
@@ -174,11 +228,20 @@ def backcopy_stream(alphabet: list[int], n_tokens: int, seed: int = 0, eos_id: i
     for t in range(2, doc_len):
         nxt = succ[seq[:, t - 1], torch.randint(fanout, (n_docs,), generator=g)]
         seq[:, t] = torch.where(is_trigger[seq[:, t - 1]], seq[:, t - 2], nxt)
-    ids = torch.cat([vocab[seq], torch.full((n_docs, 1), eos_id, dtype=torch.long)], dim=1).flatten()
+    ids = torch.cat(
+        [vocab[seq], torch.full((n_docs, 1), eos_id, dtype=torch.long)], dim=1
+    ).flatten()
     return ids[:n_tokens]
 
 
-def repeat_stream(alphabet: list[int], n_tokens: int, seed: int = 0, eos_id: int = 0, min_len: int = 6, max_len: int = 24) -> torch.Tensor:
+def repeat_stream(
+    alphabet: list[int],
+    n_tokens: int,
+    seed: int = 0,
+    eos_id: int = 0,
+    min_len: int = 6,
+    max_len: int = 24,
+) -> torch.Tensor:
     """A synthetic "repeat" stream: documents ``s s`` (a random sequence of ``alphabet`` tokens,
     then the same sequence again), separated by ``eos_id``.
 

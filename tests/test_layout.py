@@ -1,0 +1,140 @@
+"""The layout holds (docs/contributing.md): each module imports only from its own layer or lower
+ones, no import cycle at import time, no module over 400 lines, no function over 80, and the
+CLI's help builds without torch. Read from the source with ``ast``, not from a running import."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "sinkscope"
+LAYERS = {  # top-level part of the module name -> layer; a module imports from <= its layer
+    "errors": 0, "registry": 0, "parsing": 0, "io": 0, "_lazy": 0,
+    "metrics": 1, "models": 2, "data": 3, "training": 4, "analysis": 4, "interventions": 4,
+    "report": 5, "stages": 6, "studies": 7, "cli": 8, "api": 8, "__main__": 9,
+}  # fmt: skip
+# Debt the formatter exposed (ruff format's one-argument-per-line layout grew these past the
+# limits): listed with their size today so that none grows and no new one appears. Issue 22's
+# closing note names them; split them as they are next touched.
+KNOWN_LARGE = {
+    "report/figures.py": 403, "metrics/capture.py": 404, "io.py": 405,
+    "interventions/edits.py": 425, "data/inputs.py": 426, "stages/measure.py": 436,
+    "models/sinkgpt.py": 445, "cli/studies.py": 460, "studies/reproduce.py": 474,
+    "training/recipe.py": 474, "interventions/run.py": 477, "studies/sweep.py": 486,
+    "report/paper.py": 535, "report/circuit.py": 554,
+}  # fmt: skip
+LONG_FUNCTIONS = {
+    ("training/recipe.py", "_train"): 182, ("report/dynamics.py", "dynamics_figure"): 112,
+    ("report/paper.py", "_numbers"): 263, ("report/html.py", "render"): 144,
+    ("cli/studies.py", "_train_args"): 83, ("analysis/circuit.py", "run_analyses"): 97,
+    ("analysis/circuit.py", "_forward_part"): 100,
+}  # fmt: skip
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in SRC.rglob("*.py"):
+        rel = p.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
+        out[name] = p
+    return out
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, bool]]:
+    """``(imported module, at import time)`` for every sinkscope import of the module."""
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = []
+
+    def visit(node, top: bool):
+        for ch in ast.iter_child_nodes(node):
+            if isinstance(ch, ast.If) and getattr(ch.test, "id", "") == "TYPE_CHECKING":
+                continue  # annotations only
+            if isinstance(ch, ast.ImportFrom):
+                if ch.level:
+                    base = pkg.split(".")[: len(pkg.split(".")) - ch.level + 1]
+                    mod = ".".join(base + ([ch.module] if ch.module else []))
+                else:
+                    mod = ch.module or ""
+                if mod.startswith("sinkscope"):
+                    subs = [f"{mod}.{a.name}" for a in ch.names] if not ch.module else []
+                    found.extend((m, top) for m in ([mod] + subs))
+            elif isinstance(ch, ast.Import):
+                found.extend((a.name, top) for a in ch.names if a.name.startswith("sinkscope"))
+            visit(ch, top and not isinstance(ch, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(ast.parse(path.read_text()), True)
+    return found
+
+
+def _layer(mod: str) -> int:
+    parts = mod.split(".")
+    return LAYERS.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def test_no_module_imports_a_higher_layer():
+    up = [
+        f"{name} -> {mod}"
+        for name, path in _modules().items()
+        for mod, _ in _imports(name, path)
+        if _layer(mod) > _layer(name)
+    ]
+    assert not up, "imports from a higher layer:\n" + "\n".join(sorted(set(up)))
+
+
+def test_no_import_cycle_at_import_time():
+    mods = _modules()
+
+    def resolve(m: str) -> str:
+        while m not in mods and "." in m:
+            m = m.rsplit(".", 1)[0]
+        return m
+
+    graph = {n: {resolve(m) for m, top in _imports(n, p) if top} - {n} for n, p in mods.items()}
+    # a package's __init__ importing its own submodules is how packages work: not a cycle
+    cycles, state = [], {}
+
+    def dfs(u, path):
+        state[u] = 1
+        for v in graph.get(u, ()):
+            if u.startswith(v + ".") and v in mods:  # submodule -> its package (already running)
+                continue
+            if state.get(v) == 1:
+                cycles.append(path[path.index(v) :] + [v])
+            elif v not in state:
+                dfs(v, path + [v])
+        state[u] = 2
+
+    for n in mods:
+        if n not in state:
+            dfs(n, [n])
+    assert not cycles, cycles
+
+
+def test_module_and_function_sizes():
+    big = []
+    for p in SRC.rglob("*.py"):
+        rel, n = str(p.relative_to(SRC)), len(p.read_text().splitlines())
+        if n > KNOWN_LARGE.get(rel, 400):
+            big.append(f"{rel}: {n} lines")
+    assert not big, big
+    long = []
+    for p in SRC.rglob("*.py"):
+        for f in ast.walk(ast.parse(p.read_text())):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = f.end_lineno - f.lineno + 1
+                if n > LONG_FUNCTIONS.get((str(p.relative_to(SRC)), f.name), 80):
+                    long.append(f"{p.relative_to(SRC)}:{f.name} {n} lines")
+    assert not long, long
+
+
+def test_help_imports_no_torch_and_lists_every_registered_stage():
+    code = (
+        "import sys; from sinkscope.cli import build_parser; from sinkscope.registry import "
+        "stages; h = build_parser().format_help(); "
+        "assert all(n in h for n in stages()), h; "
+        "sys.exit(bool({'torch', 'transformers', 'pandas'} & set(sys.modules)))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
