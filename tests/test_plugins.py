@@ -36,7 +36,7 @@ TOY = _doc_stage()
 @pytest.fixture
 def fresh_registry():
     """Put the registry and reproduce's plan back as they were after the test."""
-    from sinkscope.studies import reproduce as rp
+    from sinkscope.studies import reproduce_plan as rp
 
     registry.discover()  # the built-ins registered before the snapshot
     before = dict(registry._STAGES)

@@ -207,27 +207,38 @@ def run_analyses(
     T = int(inputs.ids.shape[1]) if inputs is not None else (seq_len or 40)
 
     epe = _epe_part(res, ad, T, k_sigma, weights)
-    gc = (
-        facts.gamma_coords or facts.coords
-    )  # γ's rule (the paper's γ code by default); the run's otherwise
+    gc = facts.gamma_coords or facts.coords  # γ's rule (the paper's γ code); else the run's
     coords = gc.list if gc.coords else ([] if "epe" in s else None)  # [] : the EPE rule found none
     s["coords_source"] = gc.rule
 
     if weights:
-        g_qbar = None
-        if (
-            not ad.info().has_query_bias
-        ):  # γ with q̄: the run's (reproduce's facts) or from these inputs
-            from .shared_query import shared_gamma, shared_query
-
-            q_bar = facts.q_bar
-            if q_bar is None and inputs is not None and forward and not ad.missing_tensors():
-                q_bar = shared_query(model, inputs, batch_size=batch_size, progress=progress).q_bar
-            g_qbar = shared_gamma(model, q_bar, T).float() if q_bar is not None else None
+        g_qbar = _gamma_qbar(model, inputs, facts, T, forward, batch_size, progress)
         _weight_analyses(res, ad, epe, coords, band, k_sigma, g_qbar)
 
-    # --- forward-pass analyses: Δ (Figs 1, 6), EPE validation (Fig 3), decomposition check ---
-    forward_stages = ("residual", "delta", "decomposition_check", "epe_validation")
+    inputs = _forward_inputs(res, ad, inputs, forward)
+    if inputs is not None:
+        _forward_part(res, model, inputs, facts, band, epe, batch_size, progress)
+    s["seconds"] = round(time.perf_counter() - t0, 3)
+    return res
+
+
+def _gamma_qbar(model, inputs, facts, T: int, forward: bool, batch_size: int, progress: bool):
+    """γ with the effective query bias q̄ for a model without b_Q (the run's q̄, or one from
+    these inputs); None for a model with b_Q or without a q̄."""
+    ad = model.adapter
+    if ad.info().has_query_bias:
+        return None
+    from .shared_query import shared_gamma, shared_query
+
+    q_bar = facts.q_bar
+    if q_bar is None and inputs is not None and forward and not ad.missing_tensors():
+        q_bar = shared_query(model, inputs, batch_size=batch_size, progress=progress).q_bar
+    return shared_gamma(model, q_bar, T).float() if q_bar is not None else None
+
+
+def _forward_inputs(res: Analyses, ad, inputs, forward: bool):
+    """The inputs of the forward-pass analyses (Δ, EPE validation, decomposition check), or None
+    with the reason recorded for each (only when they were asked for)."""
     try:
         if not forward:
             raise SinkscopeError("not requested")
@@ -236,13 +247,10 @@ def run_analyses(
             raise SinkscopeError("no inputs given (weight-only run)")
     except SinkscopeError as e:
         if forward:  # forward=False: not asked for (--weights-only, reproduce's weights stage)
-            for stage in forward_stages:
-                _skip(s, stage, e)
-        inputs = None
-    if inputs is not None:
-        _forward_part(res, model, inputs, facts, band, epe, batch_size, progress)
-    s["seconds"] = round(time.perf_counter() - t0, 3)
-    return res
+            for stage in ("residual", "delta", "decomposition_check", "epe_validation"):
+                _skip(res.data, stage, e)
+        return None
+    return inputs
 
 
 def _epe_part(res: Analyses, ad, T: int, k_sigma: float, weights: bool):
@@ -322,6 +330,12 @@ def _forward_part(
     except SinkscopeError as e:  # rotary / QK-norm models: no literal decomposition
         for stage in ("delta", "decomposition_check"):
             _skip(s, stage, e)
+    _epe_validation_part(res, model, inputs, epe)
+
+
+def _epe_validation_part(res: Analyses, model, inputs, epe) -> None:
+    """EPE validation (Fig 3): after the layer-0 MLP, and after the whole first block, causal."""
+    s = res.data
     if epe is not None:
         ids = inputs.ids
         cosv = (

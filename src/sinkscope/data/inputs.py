@@ -9,30 +9,31 @@ The spec itself (kinds, parsing) lives in :mod:`sinkscope.data.spec`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import SinkscopeError
+from .readers import (  # noqa: F401  (re-exported: the readers of each spec kind)
+    PAPER_OFFLINE,
+    Example,
+    paper_offline,
+    paper_protocol,
+    read_hf,
+    read_jsonl,
+    read_paper_csv,
+    read_text,
+    truncate_text,
+)
 from .spec import PAPER_SOURCES, SPEC_HELP, SPEC_KINDS, effective_per_domain, parse_spec  # noqa: F401  (re-exported)
 
 MIN_KEEP = 4  # shortest text kept with keep_short (its second half must hold a query)
-
-
-@dataclass
-class Example:
-    text: str
-    domain: str
-    source: str = ""
-    meta: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -104,179 +105,6 @@ class TokenizedInputs:
 
     def __len__(self) -> int:
         return len(self.examples)
-
-
-def _existing_file(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise SinkscopeError(f"{what} file {path} does not exist; check the path")
-    if p.stat().st_size == 0:
-        raise SinkscopeError(f"{what} file {path} is empty; give a file with at least one text")
-    return p
-
-
-def _read_utf8(p: Path, what: str) -> str:
-    """The file's text; a file that is not UTF-8 is a one-line error saying where it breaks."""
-    data = p.read_bytes()
-    try:
-        return data.decode("utf-8-sig")  # a leading byte-order mark (Excel's UTF-8 CSV) is dropped
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise SinkscopeError(
-            f"{what} file {p} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
-            "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
-
-
-def read_paper_csv(path: str) -> list[Example]:
-    """The study's prepared inputs: columns ``dataset, text`` (and ``kind``, ``source_index``...).
-    Fields of any length are read (texts are cut to ``--max-tokens`` afterwards)."""
-    import io
-    import sys
-
-    p = _existing_file(path, "paper-csv")
-    text = _read_utf8(p, "paper-csv")
-    limit = csv.field_size_limit()
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KB would reject long texts
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if not reader.fieldnames or not {"dataset", "text"} <= set(reader.fieldnames):
-            raise SinkscopeError(
-                f"{path} needs the columns 'dataset' and 'text' (the format of paper-inputs.csv)"
-            )
-        rows = list(reader)
-    except csv.Error as e:
-        raise SinkscopeError(
-            f"{path} is not a readable CSV (line {reader.line_num}: {e}); check its quoting"
-        ) from None
-    finally:
-        csv.field_size_limit(limit)
-    if any(r.get("text") is None or r.get("dataset") is None for r in rows):
-        bad = next(
-            i for i, r in enumerate(rows, 2) if r.get("text") is None or r.get("dataset") is None
-        )
-        raise SinkscopeError(
-            f"{path}:{bad} has fewer fields than the header; every row needs 'dataset' and 'text'"
-        )
-    return [
-        Example(
-            text=r["text"],
-            domain=r["dataset"],
-            source=f"paper-csv:{p.name}",
-            meta={k: v for k, v in r.items() if k != "text"},
-        )
-        for r in rows
-    ]
-
-
-PAPER_OFFLINE = (
-    Path(__file__).resolve().parent.parent / "assets" / "paper-inputs" / "paper-inputs.csv"
-)
-
-
-def paper_offline() -> list[Example]:
-    """The study's 300 inputs, shipped with sinkscope (``--inputs paper-offline``; sources and
-    licences in ``assets/paper-inputs/SOURCES.md``): 100 per dataset, in the study's order
-    (``--per-domain N`` keeps the first N of each).
-
-    >>> ex = paper_offline()
-    >>> len(ex), sorted({e.domain for e in ex}), ex[0].source
-    (300, ['gsm8k', 'humaneval', 'sst2'], 'paper-offline')
-    """
-    return [
-        Example(e.text, e.domain, "paper-offline", e.meta)
-        for e in read_paper_csv(str(PAPER_OFFLINE))
-    ]
-
-
-def read_text(path: str) -> list[Example]:
-    p = _existing_file(path, "text")
-    lines = [ln.strip() for ln in _read_utf8(p, "text").splitlines() if ln.strip()]
-    if not lines:
-        raise SinkscopeError(f"text file {path} has no non-blank lines; put one text per line")
-    return [Example(text=ln, domain=p.stem, source=f"text:{p.name}") for ln in lines]
-
-
-def read_jsonl(path: str, field_name: str) -> list[Example]:
-    p = _existing_file(path, "jsonl")
-    out = []
-    for n, line in enumerate(_read_utf8(p, "jsonl").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SinkscopeError(
-                f"{path}:{n} is not valid JSON ({e.msg}); one JSON object per line"
-            ) from None
-        if not isinstance(rec, dict) or field_name not in rec:
-            raise SinkscopeError(
-                f"{path}:{n} has no field '{field_name}'; name the text field in jsonl:PATH:FIELD"
-            )
-        out.append(
-            Example(
-                text=str(rec[field_name]),
-                domain=str(rec.get("domain", p.stem)),
-                source=f"jsonl:{p.name}",
-            )
-        )
-    if not out:
-        raise SinkscopeError(f"jsonl file {path} has no records")
-    return out
-
-
-def _load_dataset(path, config, split):
-    try:
-        from datasets import load_dataset
-    except ImportError:
-        raise SinkscopeError(
-            "hf: inputs need the datasets package: pip install 'sinkscope[datasets]'"
-        ) from None
-    try:
-        return load_dataset(path, config, split=split)
-    except Exception as e:  # network, unknown name, ...
-        raise SinkscopeError(
-            f"could not load dataset {path} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); check the name or your network"
-        ) from None
-
-
-def read_hf(args: list[str], loader: Callable = _load_dataset) -> list[Example]:
-    path, config, split, field_name = args if len(args) == 4 else [args[0], None, args[1], args[2]]
-    ds = loader(path, config, split)
-    return [
-        Example(text=str(r[field_name]), domain=path.split("/")[-1], source=f"hf:{path}")
-        for r in ds
-    ]
-
-
-def paper_protocol(
-    tokenizer, n: int = 100, max_tokens: int = 40, seed: int = 42, loader: Callable = _load_dataset
-) -> list[Example]:
-    """The study's selection: per source, texts with >= ``max_tokens`` tokens, shuffled with one
-    ``random.Random(seed)`` used for the three sources in turn, the first ``n`` kept, each cut to
-    exactly ``max_tokens`` tokens (decode, re-encode). Use GPT-2's tokenizer for the paper's texts."""
-    rng = random.Random(seed)
-    out = []
-    for name, path, config, split, field_name in PAPER_SOURCES:
-        texts = [str(r[field_name]) for r in loader(path, config, split)]
-        lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        eligible = [(i, t) for i, (t, L) in enumerate(zip(texts, lengths)) if L >= max_tokens]
-        rng.shuffle(eligible)
-        for i, t in eligible[:n]:
-            cut = truncate_text(tokenizer, t, max_tokens)
-            if cut is not None:
-                out.append(
-                    Example(text=cut, domain=name, source=f"hf:{path}", meta={"source_index": i})
-                )
-    return out
-
-
-def truncate_text(tokenizer, text: str, max_tokens: int) -> str | None:
-    """Cut ``text`` to its first ``max_tokens`` tokens by decoding them (None if too short)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) < max_tokens:
-        return None
-    return tokenizer.decode(ids[:max_tokens])
 
 
 def read_examples(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 
@@ -124,3 +124,26 @@ def apply(
     with contextlib.ExitStack() as stack:
         intervention.install(ctx, stack)
         yield ctx
+
+
+def _layers(ctx: Context, layers: Iterable[int] | None) -> list[int]:
+    n = ctx.adapter.n_layers
+    out = list(range(n)) if layers is None else list(layers)
+    if any(not 0 <= l < n for l in out):
+        raise SinkscopeError(
+            f"{_span(out)} are outside the model's {n} layers; use @START:STOP within 0:{n}"
+        )
+    return out
+
+
+def _span(layers) -> str:
+    if layers is None:
+        return "all layers"
+    ls = list(layers)
+    if not ls:
+        return "no layers"
+    return (
+        f"layers {ls[0]}..{ls[-1]}"
+        if ls == list(range(ls[0], ls[-1] + 1))
+        else f"layers {ls[:8]}{'...' if len(ls) > 8 else ''}"
+    )

@@ -353,3 +353,44 @@ def _as(kind, x, where: str):
             f"{where} is {type(x).__name__}, not {getattr(kind, '__name__', kind)}; rerun with --force to recompute it"
         )
     return x
+
+
+def read_baseline(path: str) -> dict:
+    """A ``measure`` summary.json to compare with: its ``bos_attention`` means, checked here."""
+    import json
+    import math
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            baseline = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SinkscopeError(
+            f"--baseline {path} is not a readable summary.json ({type(e).__name__}); pass a sinkscope measure summary"
+        ) from None
+
+    def means_ok(block) -> bool:  # {domain: {"mean": finite number or null, ...}, ...}
+        return (
+            isinstance(block, dict)
+            and bool(block)
+            and all(
+                isinstance(v, dict)
+                and (
+                    v.get("mean") is None
+                    or (isinstance(v.get("mean"), (int, float)) and math.isfinite(v["mean"]))
+                )
+                for v in block.values()
+            )
+        )
+
+    if (
+        not isinstance(baseline, dict)
+        or not means_ok(baseline.get("bos_attention"))
+        or (
+            "bos_attention_all_layers" in baseline
+            and not means_ok(baseline["bos_attention_all_layers"])
+        )
+    ):
+        raise SinkscopeError(
+            f"--baseline {path} has no bos_attention {{domain: {{mean: number}}}} block; pass the summary.json of sinkscope measure"
+        )
+    return baseline

@@ -344,3 +344,42 @@ def mitigate_reading(mi: MitigateRecord) -> str:
         for e, why in na.items():
             text += f" `{e}` does not apply: {why}."
     return text.strip()
+
+
+def _window(s: dict) -> str:
+    w = s["query_window"]
+    return (
+        f"{w[0]}..{w[1] - 1}"
+        if isinstance(w, list)
+        else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+    )
+
+
+def measure_text(s: dict) -> str:
+    """A measure summary as a table: BOS attention per domain, SE, ±2SE, all layers, sink rate."""
+    b0, b1 = s["layer_band"]
+    lines = [
+        f"model {s['model']}: {s['n_examples']} inputs x {s['seq_len']} tokens"
+        + (
+            f" (shorter texts kept whole: {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
+            if isinstance(s["query_window"], str)
+            else ""
+        )
+        + (f" (skipped as too short: {s['skipped_short']})" if s["skipped_short"] else ""),
+        f"BOS attention, layers {b0}..{b1 - 1} (0-based), queries {_window(s)}; uniform attention would give {s['uniform_baseline']:.3f}",
+        f"  {'domain':<12}{'n':>5}{'mean':>9}{'SE':>8}{'±2SE':>18}{'all layers':>12}{'Sink_0^' + str(s['sink_rate']['eps']):>12}",
+    ]
+    for dom, a in s["bos_attention"].items():
+        al = s["bos_attention_all_layers"][dom]["mean"]
+        pct = f"  {a['pct_baseline']:.1f}% of baseline" if "pct_baseline" in a else ""
+        lines.append(
+            f"  {dom:<12}{a['n']:>5}{a['mean']:>9.3f}{a['se']:>8.4f}   [{a['ci_low']:.3f}, {a['ci_high']:.3f}]{al:>12.3f}{s['sink_rate'][dom]:>12.3f}{pct}"
+        )
+    per_layer = s["bos_attention_per_layer"]["all"]
+    lines.append("  per layer (all): " + " ".join(f"{v:.2f}" for v in per_layer))
+    if "sink_logit_mass" in s:  # GPT-OSS: the learned sink logit's share beside index 0's
+        lines.append(
+            f"  learned sink logit takes {s['sink_logit_mass']['all']['mean']:.4f} of each query's attention "
+            "(layers as above; with it, each query's attention sums to 1)"
+        )
+    return "\n".join(lines)

@@ -185,46 +185,9 @@ class MeasureResult:
 
     def format(self) -> str:
         """The text ``sinkscope measure`` prints."""
-        return format_summary(self.summary())
+        from ..report.sections import measure_text
 
-
-def _window(s: dict) -> str:
-    w = s["query_window"]
-    return (
-        f"{w[0]}..{w[1] - 1}"
-        if isinstance(w, list)
-        else f"{w} (lengths {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
-    )
-
-
-def format_summary(s: dict) -> str:
-    """A measure summary as a table: BOS attention per domain, SE, ±2SE, all layers, sink rate."""
-    b0, b1 = s["layer_band"]
-    lines = [
-        f"model {s['model']}: {s['n_examples']} inputs x {s['seq_len']} tokens"
-        + (
-            f" (shorter texts kept whole: {s['seq_len_range'][0]}..{s['seq_len_range'][1]})"
-            if isinstance(s["query_window"], str)
-            else ""
-        )
-        + (f" (skipped as too short: {s['skipped_short']})" if s["skipped_short"] else ""),
-        f"BOS attention, layers {b0}..{b1 - 1} (0-based), queries {_window(s)}; uniform attention would give {s['uniform_baseline']:.3f}",
-        f"  {'domain':<12}{'n':>5}{'mean':>9}{'SE':>8}{'±2SE':>18}{'all layers':>12}{'Sink_0^' + str(s['sink_rate']['eps']):>12}",
-    ]
-    for dom, a in s["bos_attention"].items():
-        al = s["bos_attention_all_layers"][dom]["mean"]
-        pct = f"  {a['pct_baseline']:.1f}% of baseline" if "pct_baseline" in a else ""
-        lines.append(
-            f"  {dom:<12}{a['n']:>5}{a['mean']:>9.3f}{a['se']:>8.4f}   [{a['ci_low']:.3f}, {a['ci_high']:.3f}]{al:>12.3f}{s['sink_rate'][dom]:>12.3f}{pct}"
-        )
-    per_layer = s["bos_attention_per_layer"]["all"]
-    lines.append("  per layer (all): " + " ".join(f"{v:.2f}" for v in per_layer))
-    if "sink_logit_mass" in s:  # GPT-OSS: the learned sink logit's share beside index 0's
-        lines.append(
-            f"  learned sink logit takes {s['sink_logit_mass']['all']['mean']:.4f} of each query's attention "
-            "(layers as above; with it, each query's attention sums to 1)"
-        )
-    return "\n".join(lines)
+        return measure_text(self.summary())
 
 
 @register_stage
@@ -260,6 +223,8 @@ class MeasureConfig(Stage):
         from ..errors import check_number
 
         check_number("--eps", self.eps, 0.0, 1.0, hi_open=True)
+        from ..report.records import read_baseline
+
         self._baseline = read_baseline(self.baseline) if self.baseline else None
 
     def compute(
@@ -320,47 +285,6 @@ class MeasureConfig(Stage):
                 }
             )
         return html_table(pd.DataFrame(rows))
-
-
-def read_baseline(path: str) -> dict:
-    """A ``measure`` summary.json to compare with: its ``bos_attention`` means, checked here."""
-    import json
-    import math
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            baseline = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SinkscopeError(
-            f"--baseline {path} is not a readable summary.json ({type(e).__name__}); pass a sinkscope measure summary"
-        ) from None
-
-    def means_ok(block) -> bool:  # {domain: {"mean": finite number or null, ...}, ...}
-        return (
-            isinstance(block, dict)
-            and bool(block)
-            and all(
-                isinstance(v, dict)
-                and (
-                    v.get("mean") is None
-                    or (isinstance(v.get("mean"), (int, float)) and math.isfinite(v["mean"]))
-                )
-                for v in block.values()
-            )
-        )
-
-    if (
-        not isinstance(baseline, dict)
-        or not means_ok(baseline.get("bos_attention"))
-        or (
-            "bos_attention_all_layers" in baseline
-            and not means_ok(baseline["bos_attention_all_layers"])
-        )
-    ):
-        raise SinkscopeError(
-            f"--baseline {path} has no bos_attention {{domain: {{mean: number}}}} block; pass the summary.json of sinkscope measure"
-        )
-    return baseline
 
 
 def measure(

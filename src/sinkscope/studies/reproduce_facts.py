@@ -14,7 +14,7 @@ def facts_step():
     from ..report.html import facts_section
     from ..report.readings import facts_reading
     from ..report.records import FactsRecord
-    from .reproduce import PlannedStep
+    from .reproduce_plan import PlannedStep
 
     return PlannedStep(
         "facts",
