@@ -80,6 +80,19 @@ class RunOptions:
             raise SinkscopeError(f"--per-domain {self.per_domain} must be at least 1")
 
 
+def open_model(opts: RunOptions, *, need_forward: bool = True):
+    """The one load path (CLI, API specs, sweep, zoo, dynamics): ``opts.model`` (a spec or a
+    model in memory) in ``opts``' device / dtype / placement, checked against the run's
+    ``--coords`` and, with ``need_forward``, able to run a forward pass."""
+    from ..models import load_model
+
+    model = load_model(opts.model, device=opts.device, dtype=opts.dtype, device_map=opts.device_map)
+    model.adapter.check_coords(opts.coords)
+    if need_forward:
+        model.adapter.require_forward()
+    return model
+
+
 def load(
     opts: RunOptions, *, need_forward: bool = True, weights_only: bool = False, kind: str = "result"
 ):
@@ -94,7 +107,6 @@ def load(
         tokenize_examples,
     )
     from ..io import check_output_dir
-    from ..models import load_model
 
     opts.check()
     if opts.out is not None:
@@ -114,11 +126,8 @@ def load(
     examples = (
         read(None) if spec_kind != "paper" and not weights_only else None
     )  # a bad file fails before the model loads
-    model = load_model(opts.model, device=opts.device, dtype=opts.dtype, device_map=opts.device_map)
-    model.adapter.check_coords(opts.coords)
-    if need_forward:
-        model.adapter.require_forward()
-    elif weights_only or model.adapter.missing_tensors():
+    model = open_model(opts, need_forward=need_forward)
+    if not need_forward and (weights_only or model.adapter.missing_tensors()):
         return model, None
     model.adapter.check_length(opts.max_tokens)
     if examples is None:

@@ -127,15 +127,13 @@ def _load(
 ):
     import torch
 
-    from ..models import load_model
+    from ..stages.runner import RunOptions, open_model
 
     if threads:
         torch.set_num_threads(
             threads
         )  # the driver's count: Ray workers would otherwise use 1 (bit-identical sums)
-    model = load_model(spec, device=device, dtype=dtype, device_map=device_map)
-    model.adapter.require_forward()
-    return model
+    return open_model(RunOptions(model=spec, device=device, dtype=dtype, device_map=device_map))
 
 
 def cell_result(model, cell: Cell, shared: dict, batch_size: int) -> dict:

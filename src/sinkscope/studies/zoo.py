@@ -147,7 +147,12 @@ class ZooResult:
 
 
 def analyse_run(
-    run_dir: Path, *, per_domain: int = 100, device: str = "cpu", progress: bool = False
+    run_dir: Path,
+    *,
+    per_domain: int = 100,
+    device: str = "cpu",
+    dtype: str = "auto",
+    progress: bool = False,
 ) -> list[dict]:
     """The zoo's per-run numbers (one dict per domain, ``all`` first)."""
     from ..analysis import (
@@ -157,26 +162,18 @@ def analyse_run(
         massive_coords,
         residual_profile,
     )
-    from ..data import read_examples, resolve_bos, tokenize_examples
     from ..metrics import resolve_band
-    from ..models import load_model
     from ..stages.measure import measure
+    from ..stages.runner import RunOptions, load
 
     info = json.loads((run_dir / "training.json").read_text())
     cfg = info["config"]
-    model = load_model(str(run_dir), device=device)
+    # the one load path: the run's model and the offline corpus, tokenised as measure does
+    opts = RunOptions(
+        model=str(run_dir), device=device, dtype=dtype, per_domain=per_domain, progress=progress
+    )
+    model, inputs = load(opts)
     ad = model.adapter
-    examples = read_examples(
-        "default", tokenizer=None, per_domain=per_domain, max_tokens=40, seed=0
-    )
-    inputs = tokenize_examples(
-        examples,
-        model.tokenizer,
-        max_tokens=40,
-        per_domain=per_domain,
-        prepend_bos=resolve_bos(model),
-        spec="default",
-    )
     res = measure(model, inputs, batch_size=64, progress=progress)
     summary = res.summary()
     band = resolve_band(None, ad.n_layers)
@@ -222,8 +219,13 @@ def run_zoo(
     progress: bool = True,
     base=None,
     per_domain: int = 100,
+    dtype: str = "auto",
 ) -> ZooResult:
-    """Train (or reuse) every ``variant`` x ``seed`` and analyse them; writes zoo.csv, zoo.md, PNGs."""
+    """Train (or reuse) every ``variant`` x ``seed`` and analyse them (in ``dtype``, through the
+    one load path); writes zoo.csv, zoo.md, PNGs."""
+    from ..models.options import check_dtype
+
+    check_dtype(dtype)
     variants = tuple(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -249,7 +251,7 @@ def run_zoo(
     )
     claim_dir(out, "zoo")
     with exclusive_dir(out, "sinkscope zoo"):
-        return _run_zoo(out, budget, seeds, variants, device, progress, base, per_domain)
+        return _run_zoo(out, budget, seeds, variants, device, progress, base, per_domain, dtype)
 
 
 def _finished_config(done: Path) -> dict | None:
@@ -261,7 +263,15 @@ def _finished_config(done: Path) -> dict | None:
 
 
 def _run_zoo(
-    out: Path, budget: str, seeds, variants, device: str, progress: bool, base, per_domain: int
+    out: Path,
+    budget: str,
+    seeds,
+    variants,
+    device: str,
+    progress: bool,
+    base,
+    per_domain: int,
+    dtype: str = "auto",
 ) -> ZooResult:
     from tqdm.auto import tqdm
 
@@ -290,7 +300,7 @@ def _run_zoo(
                 device=device,
                 command=f"sinkscope zoo --budget {budget} (variant {v}, seed {s})",
             )
-        rows += analyse_run(run, device=device, per_domain=per_domain)
+        rows += analyse_run(run, device=device, dtype=dtype, per_domain=per_domain)
     result = ZooResult(pd.DataFrame(rows), out)
     result.runs.to_csv(out / "zoo.csv.tmp", index=False, float_format="%.6g")
     (out / "zoo.csv.tmp").replace(out / "zoo.csv")
