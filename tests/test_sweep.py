@@ -207,3 +207,22 @@ def test_ray_backend_matches_local_and_retries_a_killed_task(local_sweep, tmp_pa
     assert (out / "table1_models.csv").read_bytes() == (
         local_sweep / "table1_models.csv"
     ).read_bytes()
+
+
+def test_a_cell_is_the_intervene_stage(tmp_path, monkeypatch):
+    """A natural 40-token cell of the default model is `sinkscope intervene --preset paper` on the
+    same inputs: the same Table 1 numbers, row for row (both printed to 6-7 digits)."""
+    import pandas as pd
+
+    from sinkscope.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    q = ["--per-domain", "3", "--quiet", "--no-figures"]
+    assert main(["sweep", "--models", "default", "--out", str(tmp_path / "s"), *q]) == 0
+    assert main(["intervene", "--preset", "paper", "--out", str(tmp_path / "i"), *q]) == 0
+    sweep = pd.read_csv(tmp_path / "s" / "sweep.csv")
+    t1 = pd.read_csv(tmp_path / "i" / "table1.csv").query("scope == 'mid'")
+    got = sweep.set_index(["domain", "intervention"]).bos_attention.sort_index()
+    want = t1.set_index(["dataset", "intervention"])["mean"].sort_index()
+    assert list(got.index) == list(want.index)
+    assert (got.to_numpy() - want.to_numpy()).__abs__().max() < 1e-6

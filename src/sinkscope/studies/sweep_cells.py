@@ -76,12 +76,11 @@ def cell_inputs(model, cell: Cell, shared: dict):
 
 
 def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[dict]:
-    """One cell: the preset's interventions on the cell's inputs, one row per domain × intervention
-    (``all`` first; the layer band's BOS attention; intervention ``a`` is the baseline)."""
-    from ..analysis.facts import resolve_facts
-    from ..interventions.presets import get_preset
-    from ..interventions.run import run_interventions
-    from ..stages.intervene import InterveneConfig
+    """One cell: the ``intervene`` stage with the sweep's preset on the cell's inputs, one row per
+    domain × intervention (``all`` first; the layer band's BOS attention; ``a`` is the
+    baseline)."""
+    from ..registry import get_stage
+    from ..stages.runner import RunOptions, compute_stage, prepare
 
     limit = model.adapter.max_positions()
     if limit is not None and cell.length > limit:  # a fact about the model, recorded like any other
@@ -104,27 +103,12 @@ def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[d
             }
         ]
     inputs = cell_inputs(model, cell, shared)
+    # the cell's work is the registered intervene stage, as `sinkscope intervene` runs it
+    cfg = get_stage("intervene")(preset=shared["preset"], max_tokens=min(cell.length, 40))
     band = tuple(shared["band"]) if shared["band"] else None
-    ivs = InterveneConfig(preset=shared["preset"]).interventions()
-    facts = resolve_facts(
-        model,
-        inputs,
-        band=band,
-        q_bar=any("q_bar" in iv.needs for iv in ivs.values()),
-        batch_size=batch_size,
-        progress=False,
-    )
-    res = run_interventions(
-        model,
-        inputs,
-        ivs,
-        coords=facts.coords,
-        band=band,
-        batch_size=batch_size,
-        progress=False,
-        labels=dict(get_preset(shared["preset"]).labels),
-        cache=facts.cache(),
-    )
+    opts = RunOptions(model=cell.model, band=band, batch_size=batch_size, progress=False)
+    prepare(cfg, opts)  # the preset's coordinate rule and (j)'s draw
+    res = compute_stage(cfg, model, inputs, opts)
     t = res.table()
     t = t[t.scope == "mid"]
     step = training_step(cell.model)
