@@ -483,7 +483,9 @@ def test_every_figure_function_is_checked():
     import inspect
 
     names = set()
-    for mod in (figures, circuit, compare, zoo):
+    from sinkscope.report import circuit_explain, circuit_interventions
+
+    for mod in (figures, circuit, circuit_explain, circuit_interventions, compare, zoo):
         for n, f in inspect.getmembers(mod, inspect.isfunction):
             if (
                 f.__module__ == mod.__name__

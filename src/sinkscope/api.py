@@ -35,16 +35,20 @@ def run(
     max_tokens: int = 40,
     per_domain: int | None = None,
     bos: str = "auto",
+    device: str = "cpu",
+    dtype: str = "auto",
     progress: bool = True,
     **config,
 ):
     """Run the registered ``stage`` on ``model`` and ``inputs``; ``config`` are the stage
     Config's fields (``sinkscope <stage> --help`` lists them as flags), the rest the CLI's
-    shared options (``band`` = ``--layers`` as ``(start, stop)``)."""
+    shared options (``band`` = ``--layers`` as ``(start, stop)``). A spec loads as the CLI
+    loads it (``device``; ``dtype`` by the stage's rule, e.g. float32 for ``preset="paper"``);
+    a model in memory stays where and as it is."""
     from .errors import SinkscopeError
     from .models.loading import SinkModel, load_model
     from .registry import get_stage
-    from .stages.runner import RunOptions, compute_stage, prepare
+    from .stages.runner import RunOptions, compute_stage, open_model, prepare
 
     cls = get_stage(stage)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -58,7 +62,9 @@ def run(
         config.setdefault("max_tokens", max_tokens)
     cfg = cls(**config)
     opts = RunOptions(
-        model="(in memory)",
+        model=model if isinstance(model, str) else "(in memory)",
+        device=device,
+        dtype=dtype,
         band=tuple(band) if band else None,
         batch_size=batch_size,
         coords=coords,
@@ -72,10 +78,12 @@ def run(
         out=None,
     )
     prepare(cfg, opts)
-    if not isinstance(model, SinkModel):
-        model = (
-            load_model(model, tokenizer=tokenizer) if tokenizer is not None else (load_model(model))
-        )
+    if isinstance(model, str):  # the CLI's load path, with the stage's dtype rule
+        model = open_model(opts, need_forward=cfg.needs_forward)
+        if tokenizer is not None:
+            model.tokenizer = tokenizer
+    elif not isinstance(model, SinkModel):
+        model = load_model(model, tokenizer=tokenizer)
     if inputs is None or isinstance(inputs, str):
         inputs = _inputs(inputs or "default", model, opts, cfg)
     return compute_stage(cfg, model, inputs, opts)

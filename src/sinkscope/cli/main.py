@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..errors import SinkscopeError
-from . import studies
+from . import studies, train
 
 STUDIES = {  # name: (help, add its arguments, run it)
     "reproduce": (
@@ -31,8 +31,8 @@ STUDIES = {  # name: (help, add its arguments, run it)
     ),
     "train": (
         "train a small GPT-2-style model with sink-circuit components switched on/off",
-        studies._train_args,
-        studies.cmd_train,
+        train._train_args,
+        train.cmd_train,
     ),
     "dynamics": (
         "the sink circuit over a training run's kept steps (train --save-at): sink, EPE, "
@@ -43,8 +43,8 @@ STUDIES = {  # name: (help, add its arguments, run it)
     "zoo": (
         "train every variant (full, no b_Q, rotary, no positions, no MLP, 3 normalisers) and "
         "compare their sinks",
-        studies._zoo_args,
-        studies.cmd_zoo,
+        train._zoo_args,
+        train.cmd_zoo,
     ),
 }
 

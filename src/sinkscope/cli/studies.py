@@ -1,5 +1,6 @@
-"""The studies' commands (``reproduce``, ``sweep``, ``train``, ``dynamics``, ``zoo``): their
-parsers and handlers. The stages' commands are built from the registry (``stage_commands``)."""
+"""The studies' commands (``reproduce``, ``sweep``, ``dynamics``): their parsers and handlers;
+``train`` and ``zoo`` are in :mod:`.train` (re-exported here). The stages' commands are built
+from the registry (``stage_commands``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import time
 from ..errors import SinkscopeError
 from ..parsing import int_list, parse_band, spec_list
 from . import flags
+from .train import _bool as _bool  # importable from here as before the split
+from .train import _train_args as _train_args
+from .train import _zoo_args as _zoo_args
+from .train import cmd_train as cmd_train
+from .train import cmd_zoo as cmd_zoo
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
@@ -115,100 +121,6 @@ def cmd_sweep(args) -> int:
         f"in {r.seconds:.0f} s"
     )
     return 0 if not r.failed else 1
-
-
-def _bool(text: str) -> bool:
-    t = text.lower()
-    if t in ("on", "true", "yes", "1"):
-        return True
-    if t in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not on/off")
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    from ..models.switches import NORMALISERS, POSITIONS
-    from ..training.config import TASKS, TrainConfig
-
-    d = TrainConfig()
-    p.add_argument(
-        "--out",
-        required=True,
-        help="run directory: checkpoint.pt while training, then a HF model directory",
-    )
-    p.add_argument(
-        "--data", default=d.data, help="default (offline corpus) | text:PATH | jsonl:PATH:FIELD"
-    )
-    p.add_argument(
-        "--query-bias",
-        type=_bool,
-        default=d.query_bias,
-        metavar="on|off",
-        help="learned query bias (off: b_Q fixed at 0)",
-    )
-    p.add_argument("--positions", default=d.positions, choices=POSITIONS)
-    p.add_argument("--mlp", type=_bool, default=d.mlp, metavar="on|off")
-    p.add_argument("--normaliser", default=d.normaliser, choices=NORMALISERS)
-    p.add_argument("--layers", dest="n_layer", type=int, default=d.n_layer)
-    p.add_argument("--width", dest="n_embd", type=int, default=d.n_embd)
-    p.add_argument("--heads", dest="n_head", type=int, default=d.n_head)
-    p.add_argument("--context", type=int, default=d.context)
-    p.add_argument(
-        "--vocab",
-        type=int,
-        default=d.vocab,
-        help="BPE vocabulary fitted to the data (default 4096)",
-    )
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument(
-        "--bos",
-        type=_bool,
-        default=d.bos,
-        metavar="on|off",
-        help="start every window with <|endoftext|>",
-    )
-    p.add_argument(
-        "--synthetic",
-        type=float,
-        default=d.synthetic,
-        help="share of training windows from a synthetic task on reserved tokens (default 0)",
-    )
-    p.add_argument(
-        "--task",
-        default=d.task,
-        choices=TASKS,
-        help="the synthetic task: repeat (induction) or backcopy (bigram-backcopy)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--eval-every",
-        type=int,
-        default=d.eval_every,
-        help="steps between validation loss + sink readouts (0: never)",
-    )
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument(
-        "--save-at",
-        default=None,
-        metavar="STEPS",
-        help="keep the weights of these steps (e.g. 0,100,200,400; 0 = the initial weights) as HF directories in "
-        "OUT/checkpoints/step-NNNNNN/, for sinkscope dynamics",
-    )
-    p.add_argument(
-        "--tokenizer",
-        default=None,
-        help="a directory with a tokenizer to reuse instead of fitting one",
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
-    )
-    p.add_argument("--force", action="store_true", help="start over in an existing --out")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _dynamics_args(p: argparse.ArgumentParser) -> None:
@@ -354,40 +266,6 @@ class _PaperRun:
         opts.dtype = get_preset("paper").dtype(opts.dtype)
 
 
-def cmd_train(args) -> int:
-    from dataclasses import fields
-
-    from ..training import TrainConfig, read_tokenizer, train
-
-    cfg = TrainConfig(
-        **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    )
-    tok = read_tokenizer(args.tokenizer) if args.tokenizer else None
-    command = flags.command_line(sys.argv[0] if sys.argv else "", sys.argv[1:])
-    r = train(
-        cfg,
-        args.out,
-        resume=args.resume,
-        force=args.force,
-        tokenizer=tok,
-        progress=not args.quiet,
-        command=command,
-        device=args.device,
-        save_at=args.save_at,
-    )
-    f = r["final"]
-    sink = f"; BOS attention (layer band, T=40) {f['sink']:.3f}" if f["sink"] is not None else ""
-    print(
-        f"trained {cfg.steps} steps in {r['seconds']:.0f} s: validation loss {f['val_loss']:.3f}{sink}"
-    )
-    print(f"wrote {args.out}/ (HF model directory; load it with --model {args.out})")
-    if r["checkpoints"]:
-        print(
-            f"kept steps {','.join(map(str, r['save_at']))} in {args.out}/checkpoints/ (sinkscope dynamics --run {args.out})"
-        )
-    return 0
-
-
 def cmd_dynamics(args) -> int:
     from ..studies.dynamics import run_checkpoints, run_dynamics
 
@@ -414,47 +292,4 @@ def cmd_dynamics(args) -> int:
     print("\n".join(ran.loaded))
     print(ran.result.format())
     print(ran.wrote(args.out))
-    return 0
-
-
-def _zoo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--budget",
-        choices=("small", "gpu"),
-        default="small",
-        help="small: <= 2 h on a 2-core CPU; gpu: larger models on a CUDA device",
-    )
-    p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
-    p.add_argument(
-        "--variants", default=None, help="comma-separated subset of the variants (default: all)"
-    )
-    p.add_argument(
-        "--out",
-        default="sinkscope-out/zoo",
-        help="zoo directory: one run per variant x seed plus zoo.csv / zoo.md / PNGs; reruns skip finished runs",
-    )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def cmd_zoo(args) -> int:
-    from ..studies.zoo import run_zoo
-
-    try:
-        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
-    except ValueError:
-        raise SinkscopeError(
-            f"--seeds {args.seeds} is not a comma-separated list of integers, e.g. 0,1"
-        ) from None
-    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
-    r = run_zoo(
-        args.out,
-        budget=args.budget,
-        seeds=seeds,
-        variants=variants,
-        device=args.device,
-        progress=not args.quiet,
-    )
-    print(r.markdown())
-    print(f"wrote {args.out}/ (zoo.csv, zoo.md, figures, one model directory per run)")
     return 0

@@ -22,7 +22,7 @@ from .generic import GenericAdapter
 from .gpt2 import GPT2Adapter
 from .gpt_neo import GPTNeoAdapter
 from .opt import OPTAdapter
-from .sinkgpt import SinkGPTAdapter
+from .sinkgpt_adapter import SinkGPTAdapter
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     GPT2Adapter,

@@ -74,21 +74,11 @@ class SinkGPTConfig(PretrainedConfig):
             raise ValueError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
-        self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.n_head = (
-            vocab_size,
-            n_positions,
-            n_embd,
-            n_layer,
-            n_head,
-        )
+        self.vocab_size, self.n_positions, self.n_embd = vocab_size, n_positions, n_embd
+        self.n_layer, self.n_head = n_layer, n_head
         self.layer_norm_epsilon, self.initializer_range = layer_norm_epsilon, initializer_range
-        self.query_bias, self.positions, self.mlp, self.normaliser, self.rope_theta = (
-            query_bias,
-            positions,
-            mlp,
-            normaliser,
-            rope_theta,
-        )
+        self.query_bias, self.positions, self.mlp = query_bias, positions, mlp
+        self.normaliser, self.rope_theta = normaliser, rope_theta
         self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
         kwargs.setdefault("tie_word_embeddings", True)
         super().__init__(**kwargs)
@@ -394,52 +384,12 @@ def register() -> None:
 register()
 
 
-from .base import ArchInfo, Rotary  # noqa: E402
-from .gpt2 import GPT2Adapter  # noqa: E402
+def __getattr__(name: str):
+    """``SinkGPTAdapter`` (moved to :mod:`.sinkgpt_adapter`), importable from here as before.
+    Imported on first use: the adapter module imports this one, so a top-level import would be
+    a cycle."""
+    if name == "SinkGPTAdapter":
+        from .sinkgpt_adapter import SinkGPTAdapter
 
-
-class SinkGPTAdapter(GPT2Adapter):
-    """GPT-2's adapter, with the components a variant switched off reported as absent."""
-
-    family = "sinkscope_gpt"
-    model_types = ("sinkscope_gpt",)
-
-    def info(self) -> ArchInfo:
-        c = self.config
-        return ArchInfo(
-            family="sinkscope_gpt",
-            positional=c.positions,
-            norm="layernorm",
-            has_query_bias=bool(c.query_bias),
-            has_mlp=bool(c.mlp),
-            qk_norm=False,
-        )
-
-    def position_embedding_module(self):
-        return getattr(self.tf, "wpe", None)
-
-    @property
-    def W_pos(self):
-        return super().W_pos if hasattr(self.tf, "wpe") else None
-
-    def ln2_module(self, layer):
-        return getattr(self.tf.h[layer], "ln_2", None)
-
-    def mlp_module(self, layer):
-        return getattr(self.tf.h[layer], "mlp", None)
-
-    def _q(self, layer):
-        w, b = super()._q(layer)
-        return (w, torch.zeros_like(b)) if not self.config.query_bias and not b.is_meta else (w, b)
-
-    def query_bias_view(self, layer):
-        return super().query_bias_view(layer) if self.config.query_bias else None
-
-    def rope(self, layer, T, device=None, dtype=torch.float32):
-        if self.config.positions != "rotary":
-            return None
-        return Rotary(
-            *rope_cos_sin(
-                T, self.d_head, self.config.rope_theta, device or self.tf.wte.weight.device, dtype
-            )
-        )
+        return SinkGPTAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,13 +11,10 @@ from .figures import fmt_num, legend_right, prob_ylim, save_figure, subplots, ti
 def dynamics_figure(result, path):
     """Sink (with the onset threshold), EPE max, b_Q / EPE-key alignment, intervention efficacy
     and the query pathways' shares over the saved steps of ``result`` (a ``DynamicsResult``)."""
-    from ..interventions.labels import DYNAMICS_TEXT as EDIT_TEXT
-
     f = result.frame
     x = f["step"].to_numpy()
     fig, axes = subplots(5, 1, figsize=(7.8, 12.5), sharex=True)
     onset = result.onset()
-    thr = result.meta["threshold"]
     if onset is not None and onset > x[0]:
         for ax in axes:  # before the onset the heads attend about evenly, and the shares say little
             ax.axvspan(
@@ -27,8 +24,17 @@ def dynamics_figure(result, path):
                 zorder=0,
                 label="before the onset" if ax is axes[0] else None,
             )
+    _sink_panel(axes[0], f, x, onset, result.meta["threshold"])
+    _epe_panel(axes[1], f, x)
+    _alignment_panel(axes[2], f, x)
+    _edits_panel(axes[3], f, x)
+    _pathways_panel(axes[4], f, x)
+    axes[4].set_xlabel("training step")
+    return save_figure(fig, path)
 
-    ax = axes[0]
+
+def _sink_panel(ax, f, x, onset, thr) -> None:
+    """The sink per step (all inputs and each domain), the onset level and the onset step."""
     ax.plot(x, f["sink"], "o-", color="C3", label="all inputs", lw=1.6)
     for j, dom in enumerate(
         c[5:]
@@ -62,7 +68,9 @@ def dynamics_figure(result, path):
         + (f"; onset at step {onset}" if onset is not None else "; no onset"),
     )
 
-    ax = axes[1]
+
+def _epe_panel(ax, f, x) -> None:
+    """max |EPE_0| per step (where the model has an EPE)."""
     if f["epe_max"].notna().any():
         ax.plot(x, f["epe_max"], "o-", color="C4")
         k = int(f["epe_max"].idxmax())
@@ -74,7 +82,9 @@ def dynamics_figure(result, path):
         title(ax, "max |EPE_0|: not defined for this model (no learned positions + MLP)")
     ax.set_ylabel("max_d |EPE_0[d]|")
 
-    ax = axes[2]
+
+def _alignment_panel(ax, f, x) -> None:
+    """cos(b_Q, W_K·EPE_j) at index 0 against the other positions, per step."""
     if f["align_index0"].notna().any():
         ax.plot(x, f["align_index0"], "o-", color="C3", label="key of EPE_0")
         ax.plot(x, f["align_other"], ".--", color="C0", label="keys of EPE_j, j>0")
@@ -88,7 +98,11 @@ def dynamics_figure(result, path):
         title(ax, "b_Q / EPE-key alignment: not defined for this model (no b_Q or no EPE)")
     ax.set_ylabel("cosine")
 
-    ax = axes[3]
+
+def _edits_panel(ax, f, x) -> None:
+    """The sink left (% of baseline) under each edit, per step."""
+    from ..interventions.labels import DYNAMICS_TEXT as EDIT_TEXT
+
     for j, (k, text) in enumerate(EDIT_TEXT.items()):
         if f[f"pct_{k}"].notna().any():
             ax.plot(x, f[f"pct_{k}"], "o-", color=f"C{j}", label=text)
@@ -102,7 +116,9 @@ def dynamics_figure(result, path):
     )
     title(ax, f"Sink left under each edit (lower = the edit removes more): at the end {last}")
 
-    ax = axes[4]
+
+def _pathways_panel(ax, f, x) -> None:
+    """Attention to index 0 from one term of the query over the full query's, per step."""
     for r, lab, c in (
         ("shared", "q̄ alone (source-agnostic)", "C3"),
         ("content", "q̃_i − q̄ alone (content)", "C0"),
@@ -118,5 +134,3 @@ def dynamics_figure(result, path):
         f"Query pathways: attention to index 0 from one term over the full query's; at the end q̄ {f['share_shared'].iloc[-1]:.2f}, "
         f"content {f['share_content'].iloc[-1]:.2f}",
     )
-    ax.set_xlabel("training step")
-    return save_figure(fig, path)

@@ -180,6 +180,9 @@ def _paper_section(records: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
 
 
 def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataFrame]:
+    """The page (header, contents, the paper table, one section per stage, the skipped stages,
+    the run's settings) and the paper-vs-run table; GPT-2 small gets the paper table first."""
+    from .paper import is_gpt2_small
     from .records import read_record
 
     records = {
@@ -187,6 +190,25 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
         for o in outcomes
         if o.status in ("ran", "cached")
     }
+    gpt2 = is_gpt2_small(model.hf.config)
+    paper_html, paper_df = _paper_section(records, model, inputs, run)
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>sinkscope reproduce: {_e(model.name)}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
+        + _header(model, outcomes, run, records)
+        + _contents(outcomes, gpt2)
+        + (paper_html if gpt2 else "")
+        + "".join(_stage_section(o, records, out) for o in outcomes)
+        + _skipped_section(outcomes)
+        + ("" if gpt2 else paper_html)
+        + _run_section(outcomes, run)
+        + "</body></html>\n"
+    )
+    return page, paper_df
+
+
+def _header(model, outcomes, run: dict, records: dict) -> str:
+    """The title, the run in one line, the run's notes and the at-a-glance cards."""
     info = run["model_info"]
     n = run["n_examples"]
     head = [
@@ -210,69 +232,74 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
             )
             + "</div>"
         )
-    from .paper import is_gpt2_small
+    return "".join(head)
 
-    gpt2 = is_gpt2_small(model.hf.config)
+
+def _contents(outcomes, gpt2: bool) -> str:
+    """The table of contents: the paper table first for GPT-2 small, last for any other model."""
     links = ([("paper", "paper vs this run")] if gpt2 else []) + [
         (o.name, o.name) for o in outcomes
     ]
     links += ([] if gpt2 else [("paper", "the paper's numbers, for reference")]) + [
         ("run", "settings, versions, timings")
     ]
-    toc = ["<p>Contents: " + " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</p>"]
-    paper_html, paper_df = _paper_section(records, model, inputs, run)
-    sections = []
-    for o in outcomes:
-        sec = [f'<h2 id="{o.name}">{_e(o.title)}</h2>']
-        if o.status == "ran":
-            sec.append(f'<p class="status ran">computed in this run: {o.seconds:.1f} s</p>')
-        elif o.status == "cached":
+    return "<p>Contents: " + " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</p>"
+
+
+def _stage_section(o, records: dict, out: Path) -> str:
+    """One stage's section: its status, reading, skipped parts, tables, figures and files."""
+    sec = [f'<h2 id="{o.name}">{_e(o.title)}</h2>']
+    if o.status == "ran":
+        sec.append(f'<p class="status ran">computed in this run: {o.seconds:.1f} s</p>')
+    elif o.status == "cached":
+        sec.append(
+            f'<p class="status cached">reused from the run of {_e(o.record.get("finished", "?"))} (same weights, inputs and settings; computed in {o.seconds:.1f} s)</p>'
+        )
+    else:
+        sec.append(f'<p class="status skipped">{_e(o.status)}: {_e(o.reason)}</p>')
+        return "".join(sec)
+    rec = records[o.name]
+    reading = o.reading(rec) if o.reading else ""
+    if reading:
+        sec.append(f'<div class="reading">{_e(reading)}</div>')
+    for sk in getattr(rec, "skipped", []):
+        sec.append(f'<p class="status skipped">part skipped ({_e(sk.stage)}): {_e(sk.reason)}</p>')
+    sec.append(o.section(rec) if o.section else "")
+    d = out / o.dir
+    for fname, caption in (o.record.get("figures") or {}).items():
+        if (d / fname).exists():
             sec.append(
-                f'<p class="status cached">reused from the run of {_e(o.record.get("finished", "?"))} (same weights, inputs and settings; computed in {o.seconds:.1f} s)</p>'
+                f"<figure>{_img(d / fname, caption, href=f'{o.dir}/{fname}')}<figcaption>{_e(caption)}</figcaption></figure>"
             )
-        else:
-            sec.append(f'<p class="status skipped">{_e(o.status)}: {_e(o.reason)}</p>')
-            sections.append("".join(sec))
-            continue
-        rec = records[o.name]
-        reading = o.reading(rec) if o.reading else ""
-        if reading:
-            sec.append(f'<div class="reading">{_e(reading)}</div>')
-        for sk in getattr(rec, "skipped", []):
-            sec.append(
-                f'<p class="status skipped">part skipped ({_e(sk.stage)}): {_e(sk.reason)}</p>'
-            )
-        sec.append(o.section(rec) if o.section else "")
-        d = out / o.dir
-        for fname, caption in (o.record.get("figures") or {}).items():
-            if (d / fname).exists():
-                sec.append(
-                    f"<figure>{_img(d / fname, caption, href=f'{o.dir}/{fname}')}<figcaption>{_e(caption)}</figcaption></figure>"
-                )
-        files = o.record.get("tables") or {}
-        if files:
-            sec.append(
-                '<ul class="files">'
-                + "".join(
-                    f'<li><a href="{_e(o.dir)}/{_e(f)}">{_e(f)}</a>: {_e(c)}</li>'
-                    for f, c in files.items()
-                )
-                + "</ul>"
-            )
-        sections.append("".join(sec))
-    skipped = [o for o in outcomes if o.status in ("skipped", "not requested")]
-    skip_html = ""
-    if skipped:
-        skip_html = (
-            '<h2 id="skipped">Skipped stages</h2><ul>'
+    files = o.record.get("tables") or {}
+    if files:
+        sec.append(
+            '<ul class="files">'
             + "".join(
-                f"<li><b>{_e(o.name)}</b> ({_e(o.status)}): {_e(o.reason)}</li>" for o in skipped
+                f'<li><a href="{_e(o.dir)}/{_e(f)}">{_e(f)}</a>: {_e(c)}</li>'
+                for f, c in files.items()
             )
             + "</ul>"
         )
-    st = run["settings"]
+    return "".join(sec)
+
+
+def _skipped_section(outcomes) -> str:
+    """The list of skipped (or not requested) stages with the reason, or nothing."""
+    skipped = [o for o in outcomes if o.status in ("skipped", "not requested")]
+    if not skipped:
+        return ""
+    return (
+        '<h2 id="skipped">Skipped stages</h2><ul>'
+        + "".join(f"<li><b>{_e(o.name)}</b> ({_e(o.status)}): {_e(o.reason)}</li>" for o in skipped)
+        + "</ul>"
+    )
+
+
+def _run_section(outcomes, run: dict) -> str:
+    """The page's tail: the run's settings, package versions and timings."""
     settings_df = pd.DataFrame(
-        [{"setting": k, "value": str(v)} for k, v in st.items()]
+        [{"setting": k, "value": str(v)} for k, v in run["settings"].items()]
         + [
             {"setting": "model source", "value": _source_text(run.get("model_source", {}))},
             {"setting": "dtype", "value": str(run.get("dtype", ""))},
@@ -299,34 +326,35 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
             }
         ]
     )
-    tail = [
-        '<h2 id="run">Settings, versions, timings</h2>',
-        "<h3>Settings</h3>",
-        _table(settings_df),
-        "<h3>Versions</h3>",
-        _table(vers_df),
-        "<h3>Timings</h3>",
-        _table(time_df),
-        '<p class="status">Written by <code>sinkscope reproduce</code>; every figure is embedded in this file. '
-        'Per-stage CSV / JSON results sit under <code>stages/</code>. <span id="image-check">figures not checked (scripts off)</span></p>',
-    ]
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>sinkscope reproduce: {_e(model.name)}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
-        + "".join(head)
-        + "".join(toc)
-        + (paper_html if gpt2 else "")
-        + "".join(sections)
-        + skip_html
-        + ("" if gpt2 else paper_html)
-        + "".join(tail)
-        + "</body></html>\n"
+    return "".join(
+        [
+            '<h2 id="run">Settings, versions, timings</h2>',
+            "<h3>Settings</h3>",
+            _table(settings_df),
+            "<h3>Versions</h3>",
+            _table(vers_df),
+            "<h3>Timings</h3>",
+            _table(time_df),
+            '<p class="status">Written by <code>sinkscope reproduce</code>; every figure is embedded in this file. '
+            'Per-stage CSV / JSON results sit under <code>stages/</code>. <span id="image-check">figures not checked (scripts off)</span></p>',
+        ]
     )
-    return page, paper_df
 
 
 def _source_text(src: dict) -> str:
-    """The model's source in one phrase: spec or path, with the hub revision and commit."""
+    """The model's source in one phrase: spec or path, with the hub revision and commit; a model
+    loaded from memory by its class (and the name or path it was loaded from).
+
+    >>> _source_text({"kind": "hf", "spec": "gpt2", "revision": "main", "commit": "607a30d"})
+    'gpt2@main (commit 607a30d)'
+    >>> _source_text({"kind": "in-memory", "class": "GPT2LMHeadModel", "name_or_path": "gpt2"})
+    'in memory: GPT2LMHeadModel (gpt2)'
+    >>> _source_text({"kind": "in-memory", "class": "GPT2LMHeadModel", "name_or_path": None})
+    'in memory: GPT2LMHeadModel'
+    """
+    if src.get("kind") == "in-memory":
+        where = src.get("name_or_path")
+        return f"in memory: {src.get('class', 'a model')}" + (f" ({where})" if where else "")
     text = str(src.get("spec") or src.get("path", ""))
     if src.get("revision"):
         text += f"@{src['revision']}"

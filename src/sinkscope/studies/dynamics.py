@@ -196,6 +196,10 @@ class DynamicsResult:
     }
     summary_file = "dynamics.json"
 
+    def frames(self) -> dict:
+        """The result's tables, by CSV name: ``dynamics``."""
+        return {"dynamics": self.frame}
+
     def onset(self) -> int | None:
         """The first saved step whose sink exceeds the threshold (None: never)."""
         above = self.frame[self.frame["sink"] > self.meta["threshold"]]

@@ -60,6 +60,10 @@ class SweepResult:
         """Interventions in the grid's own order (a..j), whichever model lacks one."""
         return list(dict.fromkeys(self.frame.intervention)).index(intervention)
 
+    def frames(self) -> dict:
+        """The result's tables, by CSV name: ``sweep`` (every cell row), ``table1_models``."""
+        return {"sweep": self.frame, "table1_models": self.table1()}
+
     def table1_setting(self) -> tuple[int, str]:
         """Table 1's cell setting: the first length and natural text (else the first regime)."""
         c = self.config.contents

@@ -88,6 +88,11 @@ class ZooResult:
     runs: pd.DataFrame  # one row per variant x seed x domain
     out: Path
 
+    def frames(self) -> dict:
+        """The result's tables: ``zoo`` (zoo.csv: per run and domain), ``variants`` (the mean
+        over seeds per variant, zoo.md's table)."""
+        return {"zoo": self.runs, "variants": self.table()}
+
     def table(self) -> pd.DataFrame:
         """Per variant (mean over seeds): BOS attention per domain, loss and circuit pieces."""
         r = self.runs

@@ -1,0 +1,149 @@
+"""The files of a ``sinkscope train`` run directory: ``checkpoint.pt`` (written atomically, read
+with ``weights_only=True``), the HF model directory a finished run exports, and the kept steps in
+``checkpoints/step-NNNNNN/`` (``--save-at``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import SinkscopeError
+from ..io import publish_mode, write_json_atomic
+from ..models.sinkgpt import SinkGPTForCausalLM
+from .config import CHECKPOINTS, checkpoint_name
+
+
+def save_checkpoint(path: Path, model, opt, step: int, history: dict) -> None:
+    """Write ``checkpoint.pt`` (model, optimiser, step, history) through a temporary file, so a
+    stopped run never leaves a torn checkpoint."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "history": history,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """``checkpoint.pt`` read with ``weights_only=True``: tensors, numbers, strings and
+    containers only, so a crafted file cannot run code (PyTorch's restricted unpickler)."""
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # refused globals, truncation, random bytes: all "cannot be read"
+        why = (
+            "it holds Python objects beyond tensors and numbers"
+            if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower()
+            else f"it is not a readable checkpoint: {type(e).__name__}"
+        )
+        raise SinkscopeError(
+            f"{path} is not a sinkscope checkpoint that can be read safely ({why}); "
+            "start over with --force (nothing in it was run)"
+        ) from None
+    ok = (
+        isinstance(state, dict)
+        and isinstance(state.get("model"), dict)
+        and isinstance(state.get("optimizer"), dict)
+        and isinstance(state.get("step"), int)
+        and isinstance(state.get("history"), dict)
+        and isinstance(state["history"].get("config"), dict)
+    )
+    if not ok:
+        raise SinkscopeError(
+            f"{path} is not a sinkscope checkpoint (no model / optimizer / step / history with its config); start over with --force"
+        )
+    return state
+
+
+def looks_like_run(path: Path) -> bool:
+    """An unmarked run directory of a sinkscope before markers: a tokenizer it fitted plus a
+    checkpoint or a finished run's ``training.json``."""
+    return (path / "tokenizer" / "tokenizer.json").exists() and (
+        (path / "checkpoint.pt").exists() or (path / "training.json").exists()
+    )
+
+
+def clear_run(out: Path) -> None:
+    """Remove the files an earlier run wrote in ``out`` (``--force`` without ``--resume``):
+    its tokenizer, kept steps, checkpoint and exported model; nothing else."""
+    # a fresh start fits a fresh tokenizer (e.g. another --vocab)
+    if (out / "tokenizer" / "tokenizer.json").exists():
+        shutil.rmtree(out / "tokenizer")
+    if (out / CHECKPOINTS).is_dir():  # the kept steps of the run being replaced
+        shutil.rmtree(out / CHECKPOINTS)
+    for p in out.iterdir():
+        if p.is_file() and (
+            p.name in ("checkpoint.pt", "config.json", "training.json")
+            or p.suffix in (".safetensors", ".json", ".txt")
+        ):
+            p.unlink()
+
+
+def is_kept(out: Path, step: int) -> bool:
+    """Whether the run in ``out`` holds the weights of ``step`` (a complete kept directory:
+    :func:`export` writes its ``config.json`` last)."""
+    return (out / CHECKPOINTS / checkpoint_name(step) / "config.json").exists()
+
+
+def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> None:
+    """Write the HF directory: a plain ``GPT2LMHeadModel`` when every switch is GPT-2's.
+    ``config.json`` is written last, so a directory with one always has complete weights."""
+    import tempfile
+
+    from transformers import GPT2LMHeadModel
+
+    cfg = model.config
+    if cfg.is_gpt2:
+        hf = GPT2LMHeadModel(cfg.to_gpt2_config())
+        missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
+        assert not unexpected and all(
+            k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing
+        ), (missing, unexpected)
+    else:
+        hf = model
+    hf.config.sinkscope_bos = bool(summary["config"]["bos"])
+    hf.config.sinkscope_step = int(summary["step"])  # the training step of these weights
+    from ..models.loading import _quiet_transformers
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp, _quiet_transformers():
+        hf.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(Path(tmp) / "training.json", summary)
+        names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")  # config.json last
+        for n in names:
+            publish_mode(Path(tmp) / n)
+            os.replace(Path(tmp) / n, out / n)
+
+
+def keep_checkpoint(model, tokenizer, out: Path, step: int, summary: dict) -> Path:
+    """Write the weights of ``step`` as a HF directory ``out/checkpoints/step-NNNNNN`` (the
+    :func:`export` layout, ``summary`` as its ``training.json``), atomically: a directory of that
+    name is always complete. One kept earlier under the name is replaced."""
+    import tempfile
+
+    parent = out / CHECKPOINTS
+    parent.mkdir(exist_ok=True)
+    final = parent / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.tmp-"))
+    old = None
+    try:
+        export(model, tokenizer, tmp, summary)
+        publish_mode(tmp, directory=True)
+        if final.exists():  # a resumed run reaching the step again: swap, then drop the old one
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.old-"))
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
