@@ -62,15 +62,19 @@ def toy_stage(tmp_path, fresh_registry):
 
 
 def _dist_info(where: Path) -> None:
-    """The installed metadata of examples/plugin-stage (what ``pip install`` writes)."""
+    """The installed metadata of examples/plugin-stage, as ``pip install`` writes it: the entry
+    points read from the example's own pyproject.toml (a wrong group, module or class there
+    fails these tests)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    meta = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
+    eps = meta["entry-points"]["sinkscope.stages"]
     info = where / "sinkscope_head_entropy-0.1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: sinkscope-head-entropy\nVersion: 0.1.0\n"
+        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
     )
-    (info / "entry_points.txt").write_text(
-        "[sinkscope.stages]\nhead-entropy = sinkscope_head_entropy:HeadEntropyConfig\n"
-    )
+    lines = "".join(f"{k} = {v}\n" for k, v in eps.items())
+    (info / "entry_points.txt").write_text(f"[sinkscope.stages]\n{lines}")
 
 
 @pytest.fixture
@@ -184,6 +188,7 @@ def test_the_entry_point_works_across_processes(tmp_path):
         env=env,
         timeout=120,
     )
+    assert r.returncode == 0, r.stderr
     assert "from the package sinkscope-head-entropy" in r.stdout and "--top" in r.stdout
 
 
@@ -200,3 +205,94 @@ def test_a_broken_plugin_is_reported_not_fatal(tmp_path, fresh_registry, monkeyp
         main(["--help"])
     assert "plugins that failed to load" in capsys.readouterr().out
     registry.PLUGIN_ERRORS.clear()
+
+
+BAD_PLUGINS = {  # what a careless plugin does -> what sinkscope says about it
+    "shared_flag": (
+        '    n: int = option(1, "--layers", "clashes with the shared flag", parse=int)\n',
+        "--layers is one of the flags every stage shares",
+    ),
+    "study_name": ("", "'sweep' is a sinkscope command"),
+    "step_clash": ('    steps = (Step("measure"),)\n', "reproduce step(s) measure already exist"),
+    "no_default": ("    n: int\n", "the field 'n' has no default"),
+    "builtin_name": ("", "registered twice"),
+    "undecorated": ("", "decorate it with @register_stage"),
+}
+
+
+def _bad_plugin(site: Path, kind: str) -> None:
+    body, _ = BAD_PLUGINS[kind]
+    name = {"study_name": "sweep", "builtin_name": "measure"}.get(kind, f"bad-{kind}")
+    deco = "" if kind == "undecorated" else "@register_stage\n"
+    (site / f"bad_{kind}.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from sinkscope.registry import Stage, Step, option, register_stage\n\n\n"
+        f"{deco}@dataclass\nclass Bad(Stage):\n{body}"
+        f"    name = {name!r}\n    help = 'a careless plugin'\n"
+    )
+    info = site / f"bad_{kind}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: bad-{kind}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[sinkscope.stages]\nbad = bad_{kind}:Bad\n")
+
+
+@pytest.mark.parametrize("kind", list(BAD_PLUGINS))
+def test_a_careless_plugin_is_refused_with_the_reason_and_the_cli_works(
+    kind, tmp_path, fresh_registry, monkeypatch, capsys
+):
+    site = tmp_path / "site"
+    site.mkdir()
+    _bad_plugin(site, kind)
+    monkeypatch.syspath_prepend(str(site))
+    sys.modules.pop(f"bad_{kind}", None)
+    registry.discover(force=True)
+    want = BAD_PLUGINS[kind][1]
+    assert any(want in e for e in registry.PLUGIN_ERRORS), registry.PLUGIN_ERRORS
+    assert "bad-" + kind not in registry.stages()
+    assert registry.get_stage("measure").__module__ == "sinkscope.stages.measure"
+    with pytest.raises(SystemExit) as e:
+        main(["measure", "--help"])
+    assert e.value.code == 0
+    captured = capsys.readouterr()
+    assert "warning: plugin not loaded" in captured.err and want in captured.err
+    registry.PLUGIN_ERRORS.clear()
+    sys.modules.pop(f"bad_{kind}", None)
+
+
+def test_the_shared_flag_and_command_lists_match_the_cli():
+    """registry.RESERVED_FLAGS / RESERVED_COMMANDS (what check_stage refuses) are the CLI's."""
+    from sinkscope.cli.main import STUDIES, build_parser
+
+    assert set(STUDIES) == set(registry.RESERVED_COMMANDS)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, cls in registry.stages().items():
+        own = {o.flag for o in cls.options()}
+        shared = {s for a in sub.choices[name]._actions for s in a.option_strings} - own
+        assert shared <= set(registry.RESERVED_FLAGS), (name, shared - set(registry.RESERVED_FLAGS))
+
+
+def test_option_kinds_from_the_cli(fresh_registry):
+    """Repeatable flags parse each repeat, choices are checked on the parsed value, a switch
+    keeps its field's default."""
+    from dataclasses import dataclass
+
+    from sinkscope.cli import build_parser
+    from sinkscope.errors import SinkscopeError
+    from sinkscope.registry import Stage, option, register_stage
+
+    @register_stage
+    @dataclass
+    class Kinds(Stage):
+        ks: tuple = option((), "--k", "repeatable ints", parse=int, action="append")
+        c: int = option(1, "--c", "an int choice", parse=int, choices=(1, 2))
+        on: bool = option(True, "--off", "a switch", action="store_false")
+        name = "kinds"
+        help = "option kinds"
+        steps = ()
+
+    p = build_parser()
+    cfg = Kinds.from_cli(p.parse_args(["kinds", "--k", "1", "--k", "2", "--c", "2"]))
+    assert cfg.ks == (1, 2) and cfg.c == 2 and cfg.on is True
+    assert Kinds.from_cli(p.parse_args(["kinds", "--off"])).on is False
+    with pytest.raises(SinkscopeError, match="--c 3: choose from 1, 2"):
+        Kinds.from_cli(p.parse_args(["kinds", "--c", "3"]))

@@ -35,58 +35,102 @@ def run(
     max_tokens: int = 40,
     per_domain: int | None = None,
     bos: str = "auto",
+    short: str = "skip",
+    seed: int = 0,
     device: str = "cpu",
     dtype: str = "auto",
+    device_map: str | None = None,
     progress: bool = True,
     **config,
 ):
-    """Run the registered ``stage`` on ``model`` and ``inputs``; ``config`` are the stage
-    Config's fields (``sinkscope <stage> --help`` lists them as flags), the rest the CLI's
-    shared options (``band`` = ``--layers`` as ``(start, stop)``). A spec loads as the CLI
-    loads it (``device``; ``dtype`` by the stage's rule, e.g. float32 for ``preset="paper"``);
-    a model in memory stays where and as it is."""
-    from .errors import SinkscopeError
-    from .models.loading import SinkModel, load_model
+    """Run the registered ``stage`` on ``model`` and ``inputs``.
+
+    ``config`` are the stage Config's fields (``sinkscope <stage> --help`` lists them as flags;
+    a text is parsed as its flag's would be: ``keys="0,1"``, ``strengths="0.5,0"``); the rest
+    are the CLI's shared options (``band`` = ``--layers`` as ``(start, stop)``, ``seed`` =
+    ``--seed``, ``short`` = ``--short``). A spec loads as the CLI loads it (``device``,
+    ``device_map``; ``dtype`` by the stage's rule, e.g. float32 for ``preset="paper"``); a model
+    in memory stays where and as it is. A stage over several models (``compare``,
+    ``mitigate``) takes a list of them and combines their results, as ``--models`` does.
+    """
     from .registry import get_stage
-    from .stages.runner import RunOptions, compute_stage, open_model, prepare
+    from .stages.runner import RunOptions, compute_stage, prepare
 
     cls = get_stage(stage)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - names)
-    if unknown:
-        raise SinkscopeError(
-            f"{stage} has no setting {', '.join(unknown)}; it takes "
-            f"{', '.join(sorted(names)) or 'none'}"
-        )
-    if "max_tokens" in names:
-        config.setdefault("max_tokens", max_tokens)
-    cfg = cls(**config)
+    shared = dict(tokenizer=tokenizer, band=band, batch_size=batch_size, coords=coords,
+                  sigma=sigma, coords_rule=coords_rule, max_tokens=max_tokens,
+                  per_domain=per_domain, bos=bos, short=short, seed=seed, device=device,
+                  dtype=dtype, device_map=device_map, progress=progress)  # fmt: skip
+    if isinstance(model, (list, tuple)):
+        return _run_models(cls, model, inputs, shared, config)
+    cfg = _config(cls, config, seed=seed, max_tokens=max_tokens)
     opts = RunOptions(
         model=model if isinstance(model, str) else "(in memory)",
-        device=device,
-        dtype=dtype,
-        band=tuple(band) if band else None,
-        batch_size=batch_size,
-        coords=coords,
-        k_sigma=sigma,
-        coords_rule=coords_rule,
-        max_tokens=max_tokens,
-        per_domain=per_domain,
-        bos=bos,
-        seed=getattr(cfg, "seed", 0),
-        progress=progress,
-        out=None,
-    )
+        device=device, dtype=dtype, device_map=device_map, inputs=inputs if isinstance(
+            inputs, str) else "default", band=tuple(band) if band else None,
+        batch_size=batch_size, coords=coords, k_sigma=sigma, coords_rule=coords_rule,
+        max_tokens=max_tokens, short=short, per_domain=per_domain, bos=bos, seed=seed,
+        progress=progress, out=None,
+    )  # fmt: skip
     prepare(cfg, opts)
-    if isinstance(model, str):  # the CLI's load path, with the stage's dtype rule
-        model = open_model(opts, need_forward=cfg.needs_forward)
-        if tokenizer is not None:
-            model.tokenizer = tokenizer
-    elif not isinstance(model, SinkModel):
-        model = load_model(model, tokenizer=tokenizer)
+    model = _model(model, opts, cfg, tokenizer)
     if inputs is None or isinstance(inputs, str):
         inputs = _inputs(inputs or "default", model, opts, cfg)
     return compute_stage(cfg, model, inputs, opts)
+
+
+def _config(cls, config: dict, *, seed: int, max_tokens: int):
+    """The stage's Config from keywords: unknown ones are one error; a text is parsed as its
+    flag's; a text for a repeatable flag is one item; the run's seed / max_tokens fill fields
+    named like them."""
+    from .errors import SinkscopeError
+    from .registry import RUN_FIELDS, field_option
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - set(fields))
+    if unknown:
+        raise SinkscopeError(
+            f"{cls.name} has no setting {', '.join(unknown)}; it takes "
+            f"{', '.join(sorted(fields)) or 'none'}"
+        )
+    kw = {}
+    for name, v in config.items():
+        o = field_option(fields[name])
+        if o is not None and o.action == "append" and isinstance(v, str):
+            v = (v,)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kw[name] = o.value(v) if o is not None else v
+    run = {"seed": seed, "max_tokens": max_tokens}
+    kw |= {k: run[k] for k in RUN_FIELDS if k in fields and k not in config}
+    return cls(**kw)
+
+
+def _model(model, opts, cfg, tokenizer):
+    """A spec through the CLI's load path (the stage's dtype rule); a model in memory as is."""
+    from .models.loading import SinkModel, load_model
+    from .stages.runner import open_model
+
+    if isinstance(model, str):
+        model = open_model(opts, need_forward=cfg.needs_forward)
+        if tokenizer is not None:
+            model.tokenizer = tokenizer
+        return model
+    if isinstance(model, SinkModel):
+        return model
+    return load_model(model, tokenizer=tokenizer)
+
+
+def _run_models(cls, models, inputs, shared: dict, config: dict):
+    """A stage over several models, one at a time, combined (``--models``)."""
+    from .errors import SinkscopeError
+
+    if not cls.multi_model:
+        raise SinkscopeError(f"{cls.name} studies one model; pass one, not a list")
+    if not models:
+        raise SinkscopeError(f"{cls.name}: the list of models is empty")
+    results = [run(cls.name, m, inputs, **shared, **config) for m in models]
+    return type(results[0]).concat(results)
 
 
 def _inputs(spec: str, model, opts, cfg):

@@ -66,15 +66,22 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
     def value(self, v: Any) -> Any:
-        """The flag's text parsed (a bad text is one line naming the flag); other values kept."""
-        if self.parse is None or not isinstance(v, str):
-            return v
-        try:
-            return self.parse(v)
-        except SinkscopeError:
-            raise
-        except (ValueError, TypeError) as e:
-            raise SinkscopeError(f"{self.flag} {v!r} is not valid ({e})") from None
+        """The flag's text parsed (each item of a repeatable flag; a bad text is one line naming
+        the flag) and checked against ``choices``; other values are kept."""
+        if isinstance(v, tuple) and self.action == "append":  # each repeat parsed
+            return tuple(self.value(x) for x in v)
+        if self.parse is not None and isinstance(v, str):
+            try:
+                v = self.parse(v)
+            except SinkscopeError:
+                raise
+            except (ValueError, TypeError) as e:
+                raise SinkscopeError(f"{self.flag} {v!r} is not valid ({e})") from None
+        if self.choices and v is not None and not isinstance(v, tuple) and v not in self.choices:
+            raise SinkscopeError(
+                f"{self.flag} {v!r}: choose from {', '.join(map(str, self.choices))}"
+            )
+        return v
 
 
 def option(default: Any, flag: str, help: str, **kw) -> Any:
@@ -152,7 +159,7 @@ class Stage:
     record: ClassVar[type | None] = None
     needs_forward: ClassVar[bool] = True
     facts: ClassVar[tuple[str, ...]] = ()
-    multi_model: ClassVar[bool] = False
+    multi_model: ClassVar[bool | str] = False  # True: --models (default --model); "required"
     steps: ClassVar[tuple[Step, ...] | None] = None  # None: one default step
     source: ClassVar[str] = "sinkscope"  # who registered it (a plugin: its distribution)
 
@@ -207,6 +214,16 @@ class Stage:
 
 # --- the registry ---------------------------------------------------------------------------------
 
+# the studies' commands and the flags every stage shares (sinkscope.cli owns their definitions;
+# tests/test_plugins.py checks that these lists match them): a stage may use neither
+RESERVED_COMMANDS = ("reproduce", "sweep", "train", "dynamics", "zoo")
+RESERVED_FLAGS = (
+    "-h", "--help", "--model", "--models", "--device", "--dtype", "--device-map", "--inputs",
+    "--max-tokens", "--short", "--per-domain", "--seed", "--bos", "--out", "--batch-size",
+    "--layers", "--no-figures", "--format", "--quiet", "--coords", "--coords-rule", "--sigma",
+    "--skip", "--force",
+)  # fmt: skip
+
 _STAGES: dict[str, type] = {}
 _discovered = False
 PLUGIN_ERRORS: list[str] = []  # plugins that failed to load (shown by sinkscope --help)
@@ -239,6 +256,42 @@ def unregister_stage(name: str) -> None:
     _STAGES.pop(name, None)
 
 
+def check_stage(cls: type, others: dict[str, type] | None = None) -> None:
+    """Everything the CLI, ``reproduce`` and the API will ask of a stage, checked now: a
+    :class:`SinkscopeError` names the first problem (a plugin with one is not loaded)."""
+    where = f"stage '{cls.name}' ({cls.__module__})"
+    if cls.name in RESERVED_COMMANDS:
+        raise SinkscopeError(f"{where}: '{cls.name}' is a sinkscope command; rename the stage")
+    flags: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SinkscopeError(f"{where}: the field '{f.name}' has no default; give it one")
+        o = field_option(f)
+        if o is None:
+            continue
+        if o.flag in RESERVED_FLAGS:
+            raise SinkscopeError(
+                f"{where}: {o.flag} is one of the flags every stage shares; "
+                "name the option otherwise"
+            )
+        if o.flag in flags:
+            raise SinkscopeError(f"{where}: two fields use {o.flag}")
+        if not o.cli and o.reproduce is not False:
+            raise SinkscopeError(
+                f"{where}: '{f.name}' is offered to reproduce but not to the CLI "
+                "(cli=False); drop one of them"
+            )
+        flags.add(o.flag)
+    taken = {"facts"} | {
+        s.name for c in (others or {}).values() if c is not cls for s in c.reproduce_steps()
+    }
+    clash = sorted({s.name for s in cls.reproduce_steps()} & taken)
+    if clash:
+        raise SinkscopeError(
+            f"{where}: reproduce step(s) {', '.join(clash)} already exist; rename the step(s)"
+        )
+
+
 def _builtin_modules() -> list[str]:
     pkg = importlib.import_module(BUILTIN_PACKAGE)
     return [
@@ -268,17 +321,34 @@ def discover(*, force: bool = False) -> None:
         importlib.import_module(mod)
     PLUGIN_ERRORS.clear()
     for ep in _entry_points():
+        before = dict(_STAGES)
         try:
-            before = set(_STAGES)
-            obj = ep.load()
-            if isinstance(obj, type) and issubclass(obj, Stage) and obj.name not in _STAGES:
-                register_stage(obj)
-            dist = getattr(getattr(ep, "dist", None), "name", None) or ep.value.split(":")[0]
-            for name in set(_STAGES) - before:
-                if _STAGES[name].source == "sinkscope":
-                    _STAGES[name].source = dist
+            _load_plugin(ep, before)
         except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not fatal
-            PLUGIN_ERRORS.append(f"{ep.name} ({ep.value}): {type(e).__name__}: {e}")
+            for name in set(_STAGES) - set(before):  # whatever it registered goes too
+                del _STAGES[name]
+            _STAGES.update(before)
+            why = str(e) if isinstance(e, SinkscopeError) else f"{type(e).__name__}: {e}"
+            PLUGIN_ERRORS.append(f"{ep.name} ({ep.value}): {why}")
+
+
+def _load_plugin(ep, before: dict[str, type]) -> None:
+    """Import one entry point; it must name a Stage its import registered, and each stage it
+    registered must pass :func:`check_stage`."""
+    obj = ep.load()
+    if not (isinstance(obj, type) and issubclass(obj, Stage)):
+        raise SinkscopeError("the entry point does not name a sinkscope.registry.Stage class")
+    if before.get(obj.name) is not None and before[obj.name] is not obj:
+        raise SinkscopeError(
+            f"stage '{obj.name}' clashes with the one from {before[obj.name].__module__}; rename it"
+        )
+    if obj.name not in _STAGES:
+        raise SinkscopeError(f"{obj.__name__} is not registered: decorate it with @register_stage")
+    dist = getattr(getattr(ep, "dist", None), "name", None) or ep.value.split(":")[0]
+    for name in set(_STAGES) - set(before):
+        check_stage(_STAGES[name], _STAGES)
+        if _STAGES[name].source == "sinkscope":
+            _STAGES[name].source = dist
 
 
 def stages() -> dict[str, type]:

@@ -15,15 +15,17 @@ MODEL_HELP = (
 LAYERS_HELP = "layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)"
 
 
-def model_args(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
-    """``--model`` (and, for a stage over several models, ``--models``)."""
+def model_args(p: argparse.ArgumentParser, *, multi: bool | str = False) -> None:
+    """``--model`` (and, for a stage over several models, ``--models``: ``multi="required"``
+    makes it required)."""
     p.add_argument("--model", default="default", help=MODEL_HELP)
     if multi:
         p.add_argument(
             "--models",
             default=None,
-            help="comma-separated model specs, e.g. "
-            "default,packaged:smollm2,packaged:qwen2.5-coder-0.5b (default: --model)",
+            required=multi == "required",
+            help="comma-separated model specs, e.g. default,packaged:smollm2,"
+            "packaged:qwen2.5-coder-0.5b" + ("" if multi == "required" else " (default: --model)"),
         )
 
 
@@ -118,17 +120,17 @@ def facts_args(p: argparse.ArgumentParser) -> None:
         "--coords-rule",
         choices=("paper", "sigma"),
         default=None,
-        help="without --coords: paper = the paper's code for each analysis (top-3 "
-        "|EPE_0| for (i) and W_K edits; mean + SIGMA*sample std, else the top-2, "
-        "for γ); sigma = |EPE_0[d]| > mean + SIGMA*std (population std) "
-        "(default: the preset's; paper)",
+        help="without --coords: paper = the paper's code for each analysis (top-3 |EPE_0| for "
+        "the W_K edits; mean + SIGMA*sample std, else the top-2, for γ); sigma = |EPE_0[d]| > "
+        "mean + SIGMA*std (population std) (default: intervene: the preset's, paper -> paper, "
+        "none -> sigma; others: paper)",
     )
     p.add_argument(
         "--sigma",
         type=float,
         default=None,
-        help="the sigma rule's SIGMA (default 3; "
-        "under a preset's paper rule it asks for the sigma rule)",
+        help="the sigma rule's SIGMA (default 3); for intervene's and mitigate's W_K edits, "
+        "giving it selects the sigma rule; explain's γ uses it under either rule",
     )
 
 

@@ -16,7 +16,7 @@ import sys
 from ..errors import SinkscopeError
 from . import studies, train
 
-STUDIES = {  # name: (help, add its arguments, run it)
+STUDIES = {  # name: (help, add its arguments, run it); registry.RESERVED_COMMANDS names them
     "reproduce": (
         "the whole study on one model: cached stages + a self-contained report.html "
         "with every figure, Table 1 and paper vs this run",
@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     try:
         parser = build_parser()  # imports happen here, inside the handlers below
+        from ..registry import PLUGIN_ERRORS
+
+        for err in PLUGIN_ERRORS:  # said on every command: a missing plugin stage is no mystery
+            print(f"sinkscope: warning: plugin not loaded: {err}", file=sys.stderr)
         args = parser.parse_args(argv)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from ..report.formats import figure_format

@@ -11,19 +11,23 @@ from . import flags
 
 
 def option_kwargs(opt, default) -> dict:
-    """``add_argument`` keywords of a Config option (help ends with its default)."""
-    text = (
-        opt.help if "default" in opt.help else f"{opt.help} (default: {show_default(default, opt)})"
-    )
+    """``add_argument`` keywords of a Config option (help ends with its default; a switch's
+    default is the field's; choices are checked after ``parse``, on the parsed value)."""
+    if opt.action in ("store_true", "store_false"):
+        return {
+            "help": opt.help,
+            "dest": opt.dest,
+            "action": opt.action,
+            "default": default,  # the field's: the flag stores the other value
+        }
+    shown = show_default(default, opt)
+    text = opt.help if "default" in opt.help else f"{opt.help} (default: {shown})"
     kw: dict = {"help": text, "dest": opt.dest}
-    if opt.action == "store_false" or opt.action == "store_true":
-        kw["action"] = opt.action
-        return kw
     if opt.action == "append":
         kw |= {"action": "append", "default": []}
     else:
         kw["default"] = default
-    if opt.choices:
+    if opt.choices and opt.parse is None:
         kw["choices"] = opt.choices
     if opt.metavar:
         kw["metavar"] = opt.metavar
@@ -78,7 +82,7 @@ def run_stage_command(cls, args) -> int:
     config = cls.from_cli(args)
     opts = flags.run_options(args)
     if cls.multi_model:
-        specs = spec_list(args.models or args.model)
+        specs = spec_list(args.models if args.models is not None else args.model)
         ran = run_models(config, opts, list(specs))
     else:
         ran = run_stage(config, opts)

@@ -153,7 +153,10 @@ def _zoo_args(p: argparse.ArgumentParser) -> None:
         default="sinkscope-out/zoo",
         help="zoo directory: one run per variant x seed plus zoo.csv / zoo.md / PNGs; reruns skip finished runs",
     )
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    from ..models.options import DTYPE_HELP
+
+    p.add_argument("--dtype", default="auto", help="the analyses' dtype: " + DTYPE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -174,6 +177,7 @@ def cmd_zoo(args) -> int:
         seeds=seeds,
         variants=variants,
         device=args.device,
+        dtype=args.dtype,
         progress=not args.quiet,
     )
     print(r.markdown())

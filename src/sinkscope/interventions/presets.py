@@ -1,5 +1,5 @@
 """Presets: a named protocol that owns its interventions, labels, coordinate rule, random
-draw, dtype policy and layer band. ``--preset`` takes its choices from :data:`PRESETS`
+draw and dtype policy. ``--preset`` takes its choices from :data:`PRESETS`
 everywhere (``intervene``, ``sweep``); nothing else interprets a preset's name.
 
 >>> p = get_preset("paper")
@@ -25,8 +25,8 @@ PAPER_RANDOM_SEED = 42  # the paper's code: random.seed(42) before each example'
 class Preset:
     """A protocol: ``specs`` (``{id: --edit spec}``, ``{seed}`` / ``{draw}`` filled in), their
     ``labels`` (Table 1's rows), the coordinate rule and (j)'s draw it implies, its dtype
-    (``float32``: the paper's numbers are float32; None: the model's own) and layer band (None:
-    the paper's 3:11 of 12, scaled)."""
+    (``float32``: the paper's numbers are float32; else the model's own). The layer band is the
+    run's (``--layers``; default the paper's 3:11 of 12, scaled) under every preset."""
 
     name: str
     help: str
@@ -35,19 +35,10 @@ class Preset:
     rule: str = "sigma"  # coordinate rule without --coords-rule / --sigma
     random_draw: str = "sinkscope"
     float32: bool = False
-    band: tuple[int, int] | None = None
 
     def coords_rule(self, given: str | None, sigma: float | None) -> str:
-        """The coordinate rule: the one given, else this preset's (``--sigma`` asks for the
-        sigma rule). ``paper`` with ``--sigma`` contradicts itself: one line says so."""
-        if given == "paper" and sigma is not None and self.rule == "paper":
-            raise SinkscopeError(
-                "--sigma sets the sigma rule, but --coords-rule paper takes the "
-                "top-3 |EPE_0|; drop one of them"
-            )
-        if given is not None:
-            return given
-        return "sigma" if sigma is not None else self.rule
+        """The coordinate rule of the W_K edits: :func:`choose_rule` with this preset's."""
+        return choose_rule(given, sigma, self.rule)
 
     def draw(self, given: str | None) -> str:
         """(j)'s random draw (``--random``), for presets that have a (j)."""
@@ -72,6 +63,24 @@ class Preset:
         draw = random or self.random_draw  # checked by draw() where the user chose it
         j_seed = PAPER_RANDOM_SEED if draw == "paper" else seed
         return edits({k: v.format(seed=j_seed, draw=draw) for k, v in self.specs.items()})
+
+
+def choose_rule(given: str | None, sigma: float | None, default: str) -> str:
+    """The coordinate rule of a run's W_K edits: the one given (``--coords-rule``), else
+    ``sigma`` when ``--sigma`` is given, else ``default``. ``paper`` takes the top-3 |EPE_0|, so
+    ``--coords-rule paper`` with ``--sigma`` contradicts itself: one line says so.
+
+    >>> choose_rule(None, 2.0, "paper"), choose_rule(None, None, "paper")
+    ('sigma', 'paper')
+    """
+    if given == "paper" and sigma is not None:
+        raise SinkscopeError(
+            "--sigma sets the sigma rule, but --coords-rule paper takes the top-3 |EPE_0|; "
+            "drop one of them"
+        )
+    if given is not None:
+        return given
+    return "sigma" if sigma is not None else default
 
 
 PRESETS: dict[str, Preset] = {}
@@ -100,7 +109,9 @@ register_preset(
     )
 )
 register_preset(
-    Preset("none", "the baseline only (add interventions with --edit)", {"baseline": "baseline"})
+    Preset(
+        "none", "the baseline only (intervene adds --edit interventions)", {"baseline": "baseline"}
+    )
 )
 
 

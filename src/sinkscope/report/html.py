@@ -185,11 +185,12 @@ def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataF
     from .paper import is_gpt2_small
     from .records import read_record
 
-    records = {
-        o.name: read_record(o.record_type, o.record.get("summary", {}), o.name)
-        for o in outcomes
-        if o.status in ("ran", "cached")
-    }
+    records = {}
+    for o in outcomes:
+        if o.status in ("ran", "cached"):
+            records[o.name] = _guard(
+                o, read_record, o.record_type, o.record.get("summary", {}), o.name
+            )
     gpt2 = is_gpt2_small(model.hf.config)
     paper_html, paper_df = _paper_section(records, model, inputs, run)
     page = (
@@ -246,6 +247,25 @@ def _contents(outcomes, gpt2: bool) -> str:
     return "<p>Contents: " + " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</p>"
 
 
+class _Failed:
+    def __init__(self, why: str):
+        self.why = why
+
+
+def _guard(o, fn, *args):
+    """``fn(*args)``; for a plugin's stage a failure becomes a note in its section (the rest of
+    the report stands), for sinkscope's own it is the bug it is."""
+    if o.source == "sinkscope":
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - a plugin's report code must not lose the page
+        return _Failed(
+            f"this section could not be drawn (the plugin {o.source} raised "
+            f"{type(e).__name__}: {e}); its files are under {o.dir}/"
+        )
+
+
 def _stage_section(o, records: dict, out: Path) -> str:
     """One stage's section: its status, reading, skipped parts, tables, figures and files."""
     sec = [f'<h2 id="{o.name}">{_e(o.title)}</h2>']
@@ -259,12 +279,21 @@ def _stage_section(o, records: dict, out: Path) -> str:
         sec.append(f'<p class="status skipped">{_e(o.status)}: {_e(o.reason)}</p>')
         return "".join(sec)
     rec = records[o.name]
-    reading = o.reading(rec) if o.reading else ""
+    if isinstance(rec, _Failed):
+        sec.append(f'<p class="status skipped">{_e(rec.why)}</p>')
+        return "".join(sec)
+    reading = _guard(o, o.reading, rec) if o.reading else ""
+    if isinstance(reading, _Failed):
+        sec.append(f'<p class="status skipped">{_e(reading.why)}</p>')
+        reading = ""
     if reading:
         sec.append(f'<div class="reading">{_e(reading)}</div>')
     for sk in getattr(rec, "skipped", []):
         sec.append(f'<p class="status skipped">part skipped ({_e(sk.stage)}): {_e(sk.reason)}</p>')
-    sec.append(o.section(rec) if o.section else "")
+    tables = _guard(o, o.section, rec) if o.section else ""
+    sec.append(
+        f'<p class="status skipped">{_e(tables.why)}</p>' if isinstance(tables, _Failed) else tables
+    )
     d = out / o.dir
     for fname, caption in (o.record.get("figures") or {}).items():
         if (d / fname).exists():

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..interventions.labels import PAPER_TABLE1
+
 # the massive coordinates of GPT-2 small's EPE_0 (paper Fig 7); the γ split uses them when the
 # EPE cannot be computed (a partial checkpoint without the layer-0 MLP)
 PAPER_COORDS = [138, 378, 447]
@@ -127,17 +129,7 @@ GAMMA = "γ (Figs 4, 8)"
 FW, W = "circuit_forward", "circuit_weights"  # the stages of the circuit numbers
 
 # Table 1's rows: (BOS attention, % of baseline) and what each intervention does
-TABLE1_VALUES = {
-    "b": (0.251, 44.7),
-    "c": (0.017, 3.0),
-    "d": (0.035, 6.2),
-    "e": (0.557, 99.0),
-    "f": (0.561, 99.7),
-    "g": (0.283, 50.3),
-    "h": (0.099, 17.5),
-    "i": (0.367, 65.2),
-    "j": (0.563, 100.0),
-}
+TABLE1_VALUES = {k: v for k, v in PAPER_TABLE1.items() if k != "a"}  # one owner: labels
 TABLE1_NAMES = {
     "b": "b_Q := 0",
     "c": "index 0 gets p_1",

@@ -280,7 +280,7 @@ class CompareConfig(Stage):
         "the sink circuit across models: components, sink per domain, creating block, "
         "shared-query share, matching interventions"
     )
-    multi_model = True
+    multi_model = "required"  # --models (no default: a comparison names its models)
     steps = ()  # several models: not a reproduce step (reproduce studies one)
 
     def compute(

@@ -80,14 +80,6 @@ class InterveneResult(InterventionTable):
         }
 
 
-def _edit_spec(text: str) -> str:
-    """``--edit NAME=SPEC`` checked now (one line names the problem), kept as text."""
-    from ..interventions.spec import parse_edit
-
-    parse_edit(text)
-    return text
-
-
 @register_stage
 @dataclass
 class InterveneConfig(Stage):
@@ -166,9 +158,18 @@ class InterveneConfig(Stage):
         return ("coords",) + (("q_bar",) if needs_q else ())
 
     def check(self) -> None:
-        get_preset(self.preset).draw(self.random)
+        from ..interventions.spec import parse_edit
+
+        p = get_preset(self.preset)
+        p.draw(self.random)
+        names = list(p.specs)
         for e in self.edits:
-            _edit_spec(e)
+            name, _ = parse_edit(e)
+            if name in names:
+                raise SinkscopeError(
+                    f"--edit name '{name}' is used twice; give each edit its own NAME="
+                )
+            names.append(name)
 
     def settle(self, opts) -> None:
         """The preset decides the coordinate rule (``--sigma`` asks for sigma), (j)'s draw and

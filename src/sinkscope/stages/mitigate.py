@@ -210,12 +210,16 @@ class MitigateConfig(Stage):
     strengths: tuple[float, ...] = option(
         DEFAULT_STRENGTHS,
         "--strengths",
-        "fractions kept, from 1 (no edit) to 0",
+        "mitigation strengths: fractions kept, from 1 (no edit) to 0",
         parse=parse_strengths,
         reproduce=(1.0, 0.5, 0.0),
     )
     edits: tuple[str, ...] = option(
-        EDITS, "--edits", f"subset of {', '.join(EDITS)}", parse=_edits, reproduce=True
+        EDITS,
+        "--edits",
+        f"mitigation edits: a subset of {', '.join(EDITS)}",
+        parse=_edits,
+        reproduce=True,
     )
 
     name = "mitigate"
@@ -226,6 +230,11 @@ class MitigateConfig(Stage):
     steps = (Step("mitigate", order=70),)
     reading = staticmethod(sections.mitigate_reading)
     section = staticmethod(sections.mitigate_section)
+
+    def __post_init__(self):
+        # 1 (the unedited model) is always a strength, as --strengths adds it; descending
+        s = tuple(float(x) for x in self.strengths)
+        self.strengths = tuple(sorted(set(s) | {1.0}, reverse=True)) if s else s
 
     @property
     def facts(self) -> tuple[str, ...]:
@@ -241,6 +250,13 @@ class MitigateConfig(Stage):
             )
         if not self.edits or any(e not in EDITS for e in self.edits):
             raise SinkscopeError(f"edits {self.edits}: choose from {', '.join(EDITS)}")
+
+    def settle(self, opts) -> None:
+        """The W_K edit's coordinates: --coords-rule, else sigma when --sigma is given, else
+        the paper's top-3 |EPE_0| (as intervene's paper preset)."""
+        from ..interventions.presets import choose_rule
+
+        opts.coords_rule = choose_rule(opts.coords_rule, opts.k_sigma, "paper")
 
     def compute(
         self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True

@@ -71,6 +71,7 @@ class StageOutcome:
     record_type: type | None = None  # what the report reads the summary as
     reading: Callable | None = None
     section: Callable | None = None
+    source: str = "sinkscope"  # a plugin's distribution: its section may fail without the page
 
     @property
     def dir(self) -> str:
@@ -236,8 +237,9 @@ def _outcome(st: PlannedStep, ctx: Context, hashes, keys: dict, forward_reason, 
     from .reproduce_facts import load_facts
 
     oc = StageOutcome(
-        st.name, st.title, "skipped", record_type=st.record, reading=st.reading, section=st.section
-    )
+        st.name, st.title, "skipped", record_type=st.record, reading=st.reading,
+        section=st.section, source=getattr(st.config_cls, "source", "sinkscope"),
+    )  # fmt: skip
     missing_dep = [a for a in st.after if a not in ctx.results]
     if st.name in ctx.settings.skip:
         oc.status, oc.reason = "not requested", "left out with --skip"
@@ -305,7 +307,7 @@ def _finish(
         "n_examples": len(inputs) if inputs is not None else 0,
         "seq_len": int(inputs.ids.shape[1]) if inputs is not None else None,
         "inputs_sha256": in_hash,
-        "settings": asdict(settings) | {"band": list(band)},
+        "settings": settings.record() | {"band": list(band)},
         "versions": versions(),
         "stages": [
             {"name": o.name, "status": o.status, "seconds": o.seconds, "reason": o.reason}

@@ -32,6 +32,12 @@ class Settings:
     skip: tuple[str, ...] = ()
     options: dict = field(default_factory=dict)
 
+    def record(self) -> dict:
+        """The settings as ``run.json`` and the report list them: the shared ones, then each
+        stage option reproduce offers with the value this run used (its default unless given)."""
+        shared = {k: v for k, v in asdict(self).items() if k != "options"}
+        return shared | {k: self.options.get(k, v[2]) for k, v in reproduce_options().items()}
+
     def __post_init__(self):
         names = [s.name for s in plan()]
         unknown = [x for x in self.skip if x not in names]

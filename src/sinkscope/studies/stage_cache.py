@@ -63,12 +63,27 @@ def stage_key(
         "inputs": in_hash if stage.forward or _reads_inputs(stage, model) else None,
         "settings": {k: getattr(settings, k) for k in stage.reads},
         "config": stage.config_key(settings),  # the step's stage Config, as it runs
+        "plugin": _plugin_version(getattr(stage, "config_cls", None)),  # a plugin's own version
         "after": {k: upstream.get(k) for k in stage.after + stage.uses},
         "figure_format": None
         if stage.name == "facts"
         else current_format(),  # a cached stage's figures are in the run's format
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()[:20]
+
+
+def _plugin_version(cls) -> dict | None:
+    """``{distribution: version}`` of a plugin stage (None for sinkscope's own): an upgraded
+    plugin recomputes its cached steps."""
+    src = getattr(cls, "source", "sinkscope")
+    if cls is None or src == "sinkscope":
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return {src: version(src)}
+    except PackageNotFoundError:
+        return {src: None}
 
 
 def _read_record(d: Path) -> dict | None:
