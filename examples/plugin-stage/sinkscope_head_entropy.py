@@ -73,12 +73,9 @@ class HeadEntropyResult:
     def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
         from pathlib import Path
 
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         from sinkscope.io import write_json_atomic
+        from sinkscope.report.figures import save_figure, subplots, title
+        from sinkscope.report.formats import figure_name
 
         out = Path(out)
         self.frames()["head_entropy"].to_csv(
@@ -87,16 +84,17 @@ class HeadEntropyResult:
         write_json_atomic(out / "summary.json", self.summary() | (extra or {}))
         if not figures:
             return {}
-        fig, ax = plt.subplots(figsize=(6, 4))
+        # sinkscope's figure helpers: wrapped titles, constrained layout, the run's --format
+        fig, ax = subplots(figsize=(6, 4))
         im = ax.imshow(self.entropy.T, aspect="auto", cmap="viridis_r", origin="lower")
-        ax.set(xlabel="layer", ylabel="head", title=f"{self.model}: attention row entropy (nats)")
+        ax.set(xlabel="layer", ylabel="head")
+        title(ax, f"{self.model}: attention row entropy (nats)")
         fig.colorbar(im, ax=ax, label=f"nats (uniform: {self.max_entropy:.2f})")
-        fig.tight_layout()
-        fig.savefig(out / "head_entropy.png", dpi=120)
-        plt.close(fig)
+        name = figure_name("head_entropy")
+        save_figure(fig, out / name)
         return {
-            "head_entropy.png": "Mean entropy of each head's attention rows (query window); "
-            "dark = low entropy (a sink head piles its rows onto few keys)."
+            name: "Mean entropy of each head's attention rows (query window); "
+            "light = low entropy (a sink head piles its rows onto few keys)."
         }
 
     def format(self) -> str:
