@@ -122,3 +122,24 @@ def test_help_imports_no_torch_and_lists_every_registered_stage():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_public_functions_are_annotated():
+    """Every public function and public method has a type on each parameter and its return."""
+    missing = []
+    for p in SRC.rglob("*.py"):
+        for n in ast.parse(p.read_text()).body:
+            public_class = isinstance(n, ast.ClassDef) and not n.name.startswith("_")
+            fs = [n] + (
+                [m for m in n.body if isinstance(m, ast.FunctionDef)] if public_class else []
+            )
+            for f in fs:
+                if not isinstance(f, ast.FunctionDef) or f.name.startswith("_"):
+                    continue
+                a = f.args
+                extra = [x for x in (a.vararg, a.kwarg) if x is not None]
+                params = [x for x in a.posonlyargs + a.args + a.kwonlyargs + extra
+                          if x.arg not in ("self", "cls")]  # fmt: skip
+                if f.returns is None or any(x.annotation is None for x in params):
+                    missing.append(f"{p.relative_to(SRC)}:{f.lineno} {f.name}")
+    assert not missing, missing

@@ -10,6 +10,8 @@ The Python API mirrors the CLI (``docs/api.md``)::
     sinkscope.run("measure", model, inputs, keys=(0, 1))     # any registered stage, plugins too
 """
 
+from __future__ import annotations
+
 from ._lazy import lazy_package
 from .errors import MissingTensorsError, SinkscopeError
 

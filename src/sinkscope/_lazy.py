@@ -4,9 +4,13 @@ packages name their exports here and import the submodule on first use."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 
-def lazy_exports(package: str, exports: dict[str, str]):
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` that imports ``exports[name]`` (a submodule)
     when ``name`` is first asked for.
 
@@ -28,12 +32,14 @@ def lazy_exports(package: str, exports: dict[str, str]):
     return __getattr__
 
 
-def lazy_dir(module_globals: dict, exports: dict[str, str]):
+def lazy_dir(module_globals: dict, exports: dict[str, str]) -> Callable[[], list[str]]:
     """A module ``__dir__`` that lists the lazy exports too."""
     return lambda: sorted(set(module_globals) | set(exports))
 
 
-def lazy_package(package: str, module_globals: dict, exports: dict[str, str]):
+def lazy_package(
+    package: str, module_globals: dict, exports: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """A package's ``(__getattr__, __dir__, __all__)`` for its lazy ``exports``: one line in each
     ``__init__.py``.
 

@@ -19,17 +19,27 @@ the model's tokenizer and BOS convention, exactly as the CLI does) or None (the 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Sequence
+
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .data import TokenizedInputs
+    from .models import SinkModel
+    from .stages.runner import StageResult
 
 
 def run(
     stage: str,
-    model,
-    inputs=None,
+    model: SinkModel | PreTrainedModel | str | Sequence[SinkModel | PreTrainedModel | str],
+    inputs: TokenizedInputs | str | None = None,
     *,
-    tokenizer=None,
-    band=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    band: tuple[int, int] | None = None,
     batch_size: int = 32,
-    coords=None,
+    coords: Sequence[int] | None = None,
     sigma: float | None = None,
     coords_rule: str | None = None,
     max_tokens: int = 40,
@@ -41,8 +51,8 @@ def run(
     dtype: str = "auto",
     device_map: str | None = None,
     progress: bool = True,
-    **config,
-):
+    **config: Any,
+) -> StageResult:
     """Run the registered ``stage`` on ``model`` and ``inputs``.
 
     ``config`` are the stage Config's fields (``sinkscope <stage> --help`` lists them as flags;

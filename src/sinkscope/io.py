@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import SinkscopeError
 from .signals import _signals_deferred, interrupt_guard, signal_handlers  # noqa: F401
@@ -64,7 +64,7 @@ def marker_kind(path: str | os.PathLike) -> str | None:
     )
 
 
-def owned(path: str | os.PathLike, kind: str, legacy=None) -> bool:
+def owned(path: str | os.PathLike, kind: str, legacy: Callable[[Path], bool] | None = None) -> bool:
     """True for a directory sinkscope may clear or replace for ``kind``: empty, or marked with
     that kind. A directory of another kind (a training run under ``measure --out``) is not.
     ``legacy(path)`` recognises an unmarked directory an earlier sinkscope made (it is then
@@ -81,7 +81,9 @@ def owned(path: str | os.PathLike, kind: str, legacy=None) -> bool:
     return False
 
 
-def check_owned(out: str | os.PathLike, kind: str, legacy=None) -> Path:
+def check_owned(
+    out: str | os.PathLike, kind: str, legacy: Callable[[Path], bool] | None = None
+) -> Path:
     """``out`` resolved (:func:`out_path`), refused if it is a file, someone else's directory or
     a sinkscope directory of another kind: the ownership rule of every command."""
     out = out_path(out)

@@ -27,9 +27,12 @@ import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .errors import SinkscopeError
+
+if TYPE_CHECKING:
+    import argparse
 
 ENTRY_POINT_GROUP = "sinkscope.stages"
 BUILTIN_PACKAGE = "sinkscope.stages"
@@ -84,7 +87,7 @@ class Option:
         return v
 
 
-def option(default: Any, flag: str, help: str, **kw) -> Any:
+def option(default: Any, flag: str, help: str, **kw: Any) -> Any:
     """A dataclass field with a CLI flag: ``keys: tuple = option((0, 1), "--keys", "...")``.
 
     The default shows in ``--help`` (unless ``help`` already says "default").
@@ -166,24 +169,31 @@ class Stage:
     def check(self) -> None:
         """Cheap checks of the settings (no model, no torch): raise :class:`SinkscopeError`."""
 
-    def settle(self, opts) -> None:
+    def settle(self, opts: Any) -> None:
         """Decide what the stage's settings imply for the run (``opts``: the RunOptions), once,
         before anything loads: e.g. a preset's coordinate rule and dtype."""
         if getattr(opts, "coords_rule", None) is None:
             opts.coords_rule = "paper"
 
     def compute(
-        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
-    ):
+        self,
+        model: Any,
+        inputs: Any,
+        facts: Any = None,
+        *,
+        band: tuple[int, int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
+    ) -> Any:
         raise NotImplementedError(f"stage {self.name} has no compute()")
 
     @staticmethod
-    def reading(record) -> str:
+    def reading(record: Any) -> str:
         """The report's plain-language reading of this stage's record."""
         return ""
 
     @staticmethod
-    def section(record) -> str:
+    def section(record: Any) -> str:
         """The report's HTML tables for this stage's record (figures are added by the report)."""
         return ""
 
@@ -196,7 +206,7 @@ class Stage:
         return (Step(cls.name),) if cls.steps is None else cls.steps
 
     @classmethod
-    def from_cli(cls, args) -> Stage:
+    def from_cli(cls, args: argparse.Namespace) -> Stage:
         """The Config from parsed CLI arguments (each option's ``parse`` applied)."""
         kw = {}
         for f in dataclasses.fields(cls):
@@ -229,7 +239,7 @@ _discovered = False
 PLUGIN_ERRORS: list[str] = []  # plugins that failed to load (shown by sinkscope --help)
 
 
-def register_stage(cls: type | None = None, *, replace: bool = False):
+def register_stage(cls: type | None = None, *, replace: bool = False) -> Any:
     """Class decorator: add a stage Config to the registry (``@register_stage``)."""
 
     def add(c: type) -> type:

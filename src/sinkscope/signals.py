@@ -4,11 +4,16 @@ remember a Ctrl-C that Python swallowed (stdlib only)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 @contextlib.contextmanager
-def signal_handlers(handler, *signals: int) -> Iterator[dict]:
+def signal_handlers(
+    handler: Callable[[int, FrameType | None], Any], *signals: int
+) -> Iterator[dict]:
     """Run the block with ``handler(signum, frame)`` as the handler of ``signals`` (default
     SIGINT) and put the previous ones back after; yields ``{signal: previous handler}``, empty off
     the main thread (where Python cannot set handlers, and nothing is changed). Python runs
@@ -48,7 +53,7 @@ def _signals_deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def interrupt_guard():
+def interrupt_guard() -> Iterator[Callable[[], None]]:
     """Ctrl-C raises ``KeyboardInterrupt`` at once, as usual, and is also remembered: Python can
     swallow that exception (when the signal lands in a weakref callback or ``__del__`` during
     garbage collection, it only prints "Exception ignored"), so the run calls the yielded

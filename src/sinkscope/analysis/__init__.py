@@ -1,5 +1,7 @@
 """Structural analyses of the sink circuit: score decomposition, EPE, query-bias / key alignment."""
 
+from __future__ import annotations
+
 from .alignment import bq_key_alignment, gamma, gamma_split
 from .decomposition import (
     ScoreTerms,

@@ -11,13 +11,20 @@ source-agnostic shift Δ. Needs only attention weights, so it runs on partial ch
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from typing import Sequence
 
-def gamma(adapter) -> torch.Tensor:
+    from ..models import Adapter
+
+
+def gamma(adapter: Adapter) -> torch.Tensor:
     """``[layer, head, d_model]``: one batched contraction of b_Q with W_K over all layers and heads."""
     return torch.einsum("lhe,lhde->lhd", adapter.b_Q, adapter.W_K)
 
@@ -26,7 +33,9 @@ def _stats(v: np.ndarray) -> dict:
     return {"mean": float(v.mean()), "median": float(np.median(v)), "count": int(v.size)}
 
 
-def gamma_split(g: torch.Tensor, coords, band: tuple[int, int]) -> tuple[dict, pd.DataFrame]:
+def gamma_split(
+    g: torch.Tensor, coords: Sequence[int], band: tuple[int, int]
+) -> tuple[dict, pd.DataFrame]:
     """|γ| on the massive ``coords`` vs the other coordinates, layers ``band`` × all heads.
 
     Returns the summary block and a tidy table (layer, head, coord, gamma, abs_gamma, massive).
@@ -65,7 +74,7 @@ def gamma_split(g: torch.Tensor, coords, band: tuple[int, int]) -> tuple[dict, p
     return summary, table
 
 
-def bq_key_alignment(adapter, epe: torch.Tensor, band: tuple[int, int]) -> torch.Tensor:
+def bq_key_alignment(adapter: Adapter, epe: torch.Tensor, band: tuple[int, int]) -> torch.Tensor:
     """cos(b_Q,h, W_K,h·EPE_j) for layers in ``band``: ``[layer, head, pos]``."""
     W_K = adapter.W_K[band[0] : band[1]]  # [layer, head, d_model, d_head]
     b_Q = adapter.b_Q[band[0] : band[1]]  # [layer, head, d_head]

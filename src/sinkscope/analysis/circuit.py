@@ -37,7 +37,9 @@ from .decomposition import DELTA_STD
 from .facts import epe_rule, residual_massive_coords
 
 if TYPE_CHECKING:
+    from ..data import TokenizedInputs
     from ..models import SinkModel
+    from .facts import CircuitFacts
 
 
 @dataclass
@@ -148,7 +150,7 @@ def _weight_analyses(res: Analyses, ad, epe, coords, band, k_sigma: float, g_qba
 
 def run_analyses(
     model: SinkModel,
-    inputs=None,
+    inputs: TokenizedInputs | None = None,
     *,
     coords: list[int] | None = None,
     band: tuple[int, int] | None = None,
@@ -158,7 +160,7 @@ def run_analyses(
     progress: bool = True,
     weights: bool = True,
     forward: bool = True,
-    facts=None,
+    facts: CircuitFacts | None = None,
     seq_len: int | None = None,
 ) -> Analyses:
     """Run every structural analysis the model's weights (and ``inputs``, if given) allow.

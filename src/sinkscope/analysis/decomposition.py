@@ -14,6 +14,7 @@ Defined for un-rotated queries and keys (learned / no positions, no QK-norm).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,12 @@ from ..metrics import KeyAttentionCapture
 from .alignment import gamma
 from .residual import on_block_inputs
 
+if TYPE_CHECKING:
+    from ..data import TokenizedInputs
+    from ..models import Adapter, SinkModel
 
-def require_unrotated(adapter) -> None:
+
+def require_unrotated(adapter: Adapter) -> None:
     info = adapter.info()
     if info.positional == "rotary" or info.qk_norm:
         what = "rotary positions" if info.positional == "rotary" else "QK-norm"
@@ -68,7 +73,7 @@ def _ln1_inputs(model, ids):
     return torch.stack([xs[l] for l in range(ad.n_layers)], 1), cap  # [batch, layer, pos, d_model]
 
 
-def score_terms(model, ids: torch.Tensor) -> ScoreTerms:
+def score_terms(model: SinkModel, ids: torch.Tensor) -> ScoreTerms:
     """Decompose every (example, layer, head, query, key) score of a batch of token ids."""
     ad = model.adapter
     require_unrotated(ad)
@@ -88,7 +93,7 @@ def score_terms(model, ids: torch.Tensor) -> ScoreTerms:
 
 
 def source_agnostic_shift(
-    model, inputs, *, batch_size: int = 32, progress: bool = True
+    model: SinkModel, inputs: TokenizedInputs, *, batch_size: int = 32, progress: bool = True
 ) -> torch.Tensor:
     """Δ for every input: ``[example, layer, head, k_pos]`` (no 1/√d, no b_K), batched.
 

@@ -3,10 +3,15 @@ raw positional embedding, no LayerNorm; input-independent (paper Figs 3 and 7)."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import SinkscopeError
+
+if TYPE_CHECKING:
+    from ..models import Adapter, SinkModel
 
 
 def _require_learned(adapter) -> torch.Tensor:
@@ -17,7 +22,7 @@ def _require_learned(adapter) -> torch.Tensor:
     return adapter.W_pos
 
 
-def effective_positional_embedding(adapter, n_pos: int | None = None) -> torch.Tensor:
+def effective_positional_embedding(adapter: Adapter, n_pos: int | None = None) -> torch.Tensor:
     """``[n_pos, d_model]`` EPE for positions ``0..n_pos-1`` (all positions by default)."""
     P = _require_learned(adapter)
     P = P if n_pos is None else P[:n_pos]
@@ -41,7 +46,7 @@ def massive_coords(
     return idx, [float(vec[i]) for i in idx]
 
 
-def epe_validation(model, ids: torch.Tensor) -> torch.Tensor:
+def epe_validation(model: SinkModel, ids: torch.Tensor) -> torch.Tensor:
     """cos(EPE_i, R_i − O_i) per example and position, ``[example, pos]``.
 
     R = x + MLP⁰(x) with x = token + position embedding; O = e + MLP⁰(e) for the token
@@ -63,7 +68,7 @@ class _Enough(Exception):
     """Raised by the block-0 hook: the rest of the forward pass is not needed."""
 
 
-def block0_output(model, ids: torch.Tensor, *, positions: bool = True) -> torch.Tensor:
+def block0_output(model: SinkModel, ids: torch.Tensor, *, positions: bool = True) -> torch.Tensor:
     """The residual stream after block 0 in the model's own forward pass (its causal mask and
     position ids), ``[example, pos, d_model]``; ``positions=False`` zeroes the positional
     embedding (the token embedding alone). The later blocks are not run."""
@@ -92,7 +97,7 @@ def block0_output(model, ids: torch.Tensor, *, positions: bool = True) -> torch.
     return got["x"]
 
 
-def epe_validation_full_block(model, ids: torch.Tensor) -> torch.Tensor:
+def epe_validation_full_block(model: SinkModel, ids: torch.Tensor) -> torch.Tensor:
     """cos(EPE_i, R_i − O_i) per example and position, ``[example, pos]``, with R and O the
     outputs of the whole first block (LN1, attention, LN2, MLP, both residuals) for
     x = token + position embedding and for the token embedding alone, run *causally* (the

@@ -22,9 +22,16 @@ The rules on EPE_0 (:data:`RULES`); the paper's code uses a different one per an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import SinkscopeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
+    from .massive import ResidualProfile
 
 RULES = ("top3", "sigma", "sigma-top2")
 PAPER_RULES = {"interventions": "top3", "gamma": "sigma-top2"}  # the paper's code, per analysis
@@ -78,7 +85,9 @@ def _top(vec, k: int) -> list[int]:
     return sorted(int(i) for i in torch.topk(vec.abs().double(), min(k, vec.numel())).indices)
 
 
-def pick_epe_coords(epe0, rule: str = "sigma", k_sigma: float = 3.0) -> tuple[list[int], str]:
+def pick_epe_coords(
+    epe0: torch.Tensor, rule: str = "sigma", k_sigma: float = 3.0
+) -> tuple[list[int], str]:
     """The coordinates of ``epe0`` (``[d_model]``) that ``rule`` picks, ascending, and the rule's
     text (saying so when the paper's top-2 fallback fired); ``[]`` when the σ test finds none."""
     from .epe import massive_coords
@@ -98,7 +107,7 @@ def pick_epe_coords(epe0, rule: str = "sigma", k_sigma: float = 3.0) -> tuple[li
 
 
 def choose_massive_coords(
-    model,
+    model: SinkModel,
     coords: Sequence[int] | None = None,
     *,
     k_sigma: float = 3.0,
@@ -143,7 +152,7 @@ def choose_massive_coords(
 
 
 def residual_massive_coords(
-    profile, band: tuple[int, int], creating_block: int | None
+    profile: ResidualProfile, band: tuple[int, int], creating_block: int | None
 ) -> tuple[list[int], list[float]]:
     """Index 0's massive coordinates where the sink layers read them: after the creating block
     if there is one, else entering the layer band; the Sun et al. rule (ratio 100, |a| > 20),
@@ -199,15 +208,15 @@ CREATING_RULE = "the first block after which index 0's residual norm exceeds 5x 
 
 
 def resolve_facts(
-    model,
-    inputs=None,
+    model: SinkModel,
+    inputs: TokenizedInputs | None = None,
     *,
     coords: Sequence[int] | None = None,
     k_sigma: float = 3.0,
     coords_rule: str = "paper",
     band: tuple[int, int] | None = None,
-    q_bar=False,
-    profile=None,
+    q_bar: bool = False,
+    profile: ResidualProfile | None = None,
     fallback: MassiveCoords | None = None,
     batch_size: int = 32,
     progress: bool = True,

@@ -11,11 +11,16 @@ Works for every architecture (it needs no b_Q and no absolute positions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
 
 
 @dataclass
@@ -62,7 +67,7 @@ class ResidualProfile:
 
 
 def residual_profile(
-    model, inputs, *, batch_size: int = 32, progress: bool = True
+    model: SinkModel, inputs: TokenizedInputs, *, batch_size: int = 32, progress: bool = True
 ) -> ResidualProfile:
     """Block outputs (via forward hooks) reduced per batch to index-0 statistics; no residuals kept."""
     ad = model.adapter

@@ -34,6 +34,7 @@ O(T) per head, never T×T.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,6 +43,12 @@ from ..errors import SinkscopeError
 from ..metrics.capture import attend_and_capture
 from ..metrics.sink import key_attention
 from .shared_query import kernel_query_bias, kernel_scale, query_key_attention_batches, rotate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
 
 ROUTES = ("full", "shared", "content", "bq")
 ROUTE_TEXT = {
@@ -74,15 +81,15 @@ class Pathways:
     def _sel(self, examples):
         return slice(None) if examples is None else examples
 
-    def mean(self, route: str, examples=None) -> torch.Tensor:
+    def mean(self, route: str, examples: np.ndarray | None = None) -> torch.Tensor:
         """``[layer, head]``: mean over the selected examples."""
         return self.attn[route][self._sel(examples)].mean(0)
 
-    def share(self, route: str, examples=None) -> torch.Tensor:
+    def share(self, route: str, examples: np.ndarray | None = None) -> torch.Tensor:
         """``[layer, head]``: the route's attention to index 0 over the full query's."""
         return self.mean(route, examples) / self.mean("full", examples)
 
-    def pooled(self, band: tuple[int, int], examples=None) -> dict:
+    def pooled(self, band: tuple[int, int], examples: np.ndarray | None = None) -> dict:
         """Band-level numbers (mean over the band's layers and heads, then the ratio): each
         route's attention to index 0 and its share of the full query's."""
         lo, hi = band
@@ -92,7 +99,7 @@ class Pathways:
         }
         return out | {"full_vs_model_max_abs": self.full_vs_model}
 
-    def frame(self, domains: dict[str, np.ndarray] | None = None):
+    def frame(self, domains: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
         """Tidy table: one row per domain × layer × head, attention per route and shares."""
         import pandas as pd
 
@@ -128,8 +135,8 @@ def _route_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def pathways(
-    model,
-    inputs,
+    model: SinkModel,
+    inputs: TokenizedInputs,
     *,
     q_bar: torch.Tensor | None = None,
     batch_size: int = 32,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
+if TYPE_CHECKING:
+    from ..models import Adapter
+
 
 @contextlib.contextmanager
-def on_block_inputs(adapter, fn: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
+def on_block_inputs(adapter: Adapter, fn: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
     """Call ``fn(layer, resid_pre [batch, pos, d_model])`` as each block starts.
 
     >>> from transformers import GPT2Config, GPT2LMHeadModel

@@ -26,6 +26,7 @@ i.e. the literal b_Q term plus a data term (tested); the literal b_Q share is re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,14 +35,23 @@ from tqdm.auto import tqdm
 from ..metrics import KeyAttentionCapture
 from ..metrics.sink import query_window
 
+if TYPE_CHECKING:
+    from typing import Iterator
 
-def unrotate(x: torch.Tensor, rope) -> torch.Tensor:
+    import pandas as pd
+
+    from ..data import TokenizedInputs
+    from ..models import Adapter, SinkModel
+    from ..models.rotary import Rotary
+
+
+def unrotate(x: torch.Tensor, rope: Rotary | None) -> torch.Tensor:
     """``R_iᵀ x_i`` for ``x [..., T, d_head]`` (identity when ``rope`` is None): the rotation by
     the opposite angles."""
     return x if rope is None else rope.apply(x, inverse=True)
 
 
-def rotate(x: torch.Tensor, rope) -> torch.Tensor:
+def rotate(x: torch.Tensor, rope: Rotary | None) -> torch.Tensor:
     """``R_i x_i`` (identity when ``rope`` is None)."""
     return x if rope is None else rope.apply(x)
 
@@ -73,25 +83,25 @@ class SharedQuery:
     def _sel(self, examples):
         return slice(None) if examples is None else examples
 
-    def share(self, examples=None) -> torch.Tensor:
+    def share(self, examples: np.ndarray | None = None) -> torch.Tensor:
         """``[layer, head]``: Σ shared advantage / Σ advantage over the selected examples."""
         s = self._sel(examples)
         shared = torch.einsum("lhe,nlhe->lh", self.q_bar, self.contrast[s])
         return shared / self.adv[s].sum(0)
 
-    def bq_share(self, examples=None) -> torch.Tensor | None:
+    def bq_share(self, examples: np.ndarray | None = None) -> torch.Tensor | None:
         """The literal b_Q term's share, ``[layer, head]`` (None without a query bias)."""
         if self.b_Q is None:
             return None
         s = self._sel(examples)
         return torch.einsum("lhe,nlhe->lh", self.b_Q, self.contrast[s]) / self.adv[s].sum(0)
 
-    def advantage(self, examples=None) -> torch.Tensor:
+    def advantage(self, examples: np.ndarray | None = None) -> torch.Tensor:
         """Mean scaled logit advantage of index 0 per query, ``[layer, head]``."""
         s = self._sel(examples)
         return self.adv[s].sum(0) / self.n_queries[s].sum() * self.scale[:, None]
 
-    def pooled(self, band: tuple[int, int], examples=None) -> dict:
+    def pooled(self, band: tuple[int, int], examples: np.ndarray | None = None) -> dict:
         """Band-level numbers: shares pooled over the band's heads (Σ shared / Σ advantage)."""
         s = self._sel(examples)
         lo, hi = band
@@ -112,7 +122,7 @@ class SharedQuery:
         )
         return out
 
-    def frame(self, domains: dict[str, np.ndarray] | None = None):
+    def frame(self, domains: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
         """Tidy per (domain, layer, head) table."""
         import pandas as pd
 
@@ -139,8 +149,13 @@ class SharedQuery:
 
 
 def query_key_batches(
-    model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"
-):
+    model: SinkModel,
+    inputs: TokenizedInputs,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    desc: str = "queries and keys",
+) -> Iterator[tuple[int, dict[int, tuple[torch.Tensor, torch.Tensor]], list[Rotary | None]]]:
     """Yield ``(start, {layer: (q_pre [B,H,T,dh], k [B,H,T,dh])}, ropes)`` per batch: the kernel's
     keys (rotated, GQA-repeated) and its queries rotated back to pre-RoPE."""
     for start, out, ropes, _ in query_key_attention_batches(
@@ -150,8 +165,15 @@ def query_key_batches(
 
 
 def query_key_attention_batches(
-    model, inputs, *, batch_size: int = 32, progress: bool = True, desc: str = "queries and keys"
-):
+    model: SinkModel,
+    inputs: TokenizedInputs,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    desc: str = "queries and keys",
+) -> Iterator[
+    tuple[int, dict[int, tuple[torch.Tensor, torch.Tensor]], list[Rotary | None], torch.Tensor]
+]:
     """:func:`query_key_batches` plus the model's own attention to index 0 in the same pass:
     ``(start, qk, ropes, attn0 [B, layer, head, T])``."""
     ad = model.adapter
@@ -177,7 +199,9 @@ def query_key_attention_batches(
         yield start, out, ropes, cap.stacked()[..., 0]
 
 
-def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) -> SharedQuery:
+def shared_query(
+    model: SinkModel, inputs: TokenizedInputs, *, batch_size: int = 32, progress: bool = True
+) -> SharedQuery:
     """Effective query bias and index 0's logit advantage, shared vs total, for every head."""
     ad = model.adapter
     L, H, dh = ad.n_layers, ad.n_heads, ad.d_head
@@ -231,7 +255,7 @@ def shared_query(model, inputs, *, batch_size: int = 32, progress: bool = True) 
     )
 
 
-def kernel_query_bias(adapter) -> torch.Tensor | None:
+def kernel_query_bias(adapter: Adapter) -> torch.Tensor | None:
     """The literal query bias in the frame of the queries the attention kernel sees
     (``[layer, head, d_head]``, float64, on the CPU), or None when the model has none."""
     if not adapter.info().has_query_bias:
@@ -242,7 +266,7 @@ def kernel_query_bias(adapter) -> torch.Tensor | None:
     return adapter.b_Q.double().cpu() * prescale[:, None, None]
 
 
-def kernel_scale(adapter) -> torch.Tensor:
+def kernel_scale(adapter: Adapter) -> torch.Tensor:
     """``[layer]`` (float64): the factor the attention kernel applies to its own ``q·k``."""
     return torch.tensor(
         [adapter.attn_scale(l) / adapter.query_prescale(l) for l in range(adapter.n_layers)],
@@ -250,7 +274,7 @@ def kernel_scale(adapter) -> torch.Tensor:
     )
 
 
-def shared_gamma(model, q_bar: torch.Tensor, T: int) -> torch.Tensor:
+def shared_gamma(model: SinkModel, q_bar: torch.Tensor, T: int) -> torch.Tensor:
     """γ with the effective query bias in place of b_Q: ``[layer, head, d_model]``, the weight of
     residual coordinate d (after ln1) in the shared query's score on index 0, averaged over the
     query window (index 0's key is not rotated, so ``(R_i q̄)·W_K[d]``)."""

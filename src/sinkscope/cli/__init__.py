@@ -1,5 +1,7 @@
 """The command line: ``sinkscope <command>`` (see :mod:`sinkscope.cli.main`)."""
 
+from __future__ import annotations
+
 from .main import build_parser, main
 
 __all__ = ["build_parser", "main"]

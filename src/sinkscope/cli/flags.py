@@ -4,9 +4,15 @@ become. Torch-free: ``sinkscope --help`` and every argument check run before tor
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..parsing import parse_band, parse_coords
 from ..report.formats import FIGURE_FORMATS
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..stages.runner import RunOptions
 
 MODEL_HELP = (
     "hub id (ORG/NAME[@REVISION]), HF directory, .gguf file, partial safetensors or "
@@ -134,7 +140,7 @@ def facts_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run_options(args, **over):
+def run_options(args: argparse.Namespace, **over: Any) -> RunOptions:
     """The shared options of a command, as the stages take them (checked by ``prepare``)."""
     from ..stages.runner import RunOptions
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 from ..registry import field_option, show_default
 from . import flags
 
+if TYPE_CHECKING:
+    from typing import Any
 
-def option_kwargs(opt, default) -> dict:
+    from ..registry import Option, Stage
+
+
+def option_kwargs(opt: Option, default: Any) -> dict:
     """``add_argument`` keywords of a Config option (help ends with its default; a switch's
     default is the field's; choices are checked after ``parse``, on the parsed value)."""
     if opt.action in ("store_true", "store_false"):
@@ -49,7 +55,7 @@ def add_config_options(
         seen.add(o.flag)
 
 
-def add_stage_parser(sub, cls) -> argparse.ArgumentParser:
+def add_stage_parser(sub: argparse._SubParsersAction, cls: type[Stage]) -> argparse.ArgumentParser:
     """The subcommand of stage ``cls``."""
     desc = cls.help[0].upper() + cls.help[1:] + "."
     if cls.source != "sinkscope":
@@ -74,7 +80,7 @@ def _reads_facts(cls) -> bool:
     return isinstance(f, property) or bool(f)
 
 
-def run_stage_command(cls, args) -> int:
+def run_stage_command(cls: type[Stage], args: argparse.Namespace) -> int:
     """Config from the flags, then one model (``run_stage``) or several (``run_models``)."""
     from ..parsing import spec_list
     from ..stages.runner import run_models, run_stage

@@ -94,7 +94,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def cmd_sweep(args) -> int:
+def cmd_sweep(args: argparse.Namespace) -> int:
     from ..studies.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(
@@ -197,7 +197,7 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def cmd_reproduce(args) -> int:
+def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..stages.runner import load, prepare
     from ..studies.reproduce import Settings, reproduce, reproduce_options, resolve_defaults
 
@@ -266,7 +266,7 @@ class _PaperRun:
         opts.dtype = get_preset("paper").dtype(opts.dtype)
 
 
-def cmd_dynamics(args) -> int:
+def cmd_dynamics(args: argparse.Namespace) -> int:
     from ..studies.dynamics import run_checkpoints, run_dynamics
 
     opts = flags.run_options(args)

@@ -102,7 +102,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     """Run ``sinkscope train``: build the :class:`TrainConfig` from the options and train."""
     from dataclasses import fields
 
@@ -160,7 +160,7 @@ def _zoo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def cmd_zoo(args) -> int:
+def cmd_zoo(args: argparse.Namespace) -> int:
     """Run ``sinkscope zoo``: train (or reuse) every run and print the comparison."""
     from ..studies.zoo import run_zoo
 

@@ -19,16 +19,22 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import SinkscopeError
 from .inputs import Example, TokenizedInputs
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from transformers import PreTrainedTokenizerBase
+
 CONTENTS = ("natural", "random", "repeated")
 
 
-def check_contents(contents) -> list[str]:
+def check_contents(contents: Sequence[str]) -> list[str]:
     """``--content`` values, checked: a non-empty subset of :data:`CONTENTS`, each once."""
     out = [c.strip() for c in contents if c.strip()]
     bad = [c for c in out if c not in CONTENTS]
@@ -41,7 +47,9 @@ def check_contents(contents) -> list[str]:
     return out
 
 
-def lengthen(examples: list[Example], tokenizer, n_tokens: int) -> list[Example]:
+def lengthen(
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, n_tokens: int
+) -> list[Example]:
     """Texts of at least ``n_tokens`` tokens: each text long enough is kept; shorter ones are
     joined, in order, with the following texts of their domain until the join is long enough."""
     counts = (
@@ -85,7 +93,7 @@ def resample(examples: list[Example], seed: int) -> list[Example]:
     return out
 
 
-def allowed_ids(tokenizer, vocab: int) -> torch.Tensor:
+def allowed_ids(tokenizer: PreTrainedTokenizerBase, vocab: int) -> torch.Tensor:
     """Token ids below ``vocab`` that are not special tokens (what ``random`` draws from)."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     ids = torch.tensor([i for i in range(vocab) if i not in special])
@@ -95,7 +103,14 @@ def allowed_ids(tokenizer, vocab: int) -> torch.Tensor:
 
 
 def synthetic_inputs(
-    content: str, tokenizer, *, n: int, length: int, seed: int, vocab: int, bos: bool = False
+    content: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    n: int,
+    length: int,
+    seed: int,
+    vocab: int,
+    bos: bool = False,
 ) -> TokenizedInputs:
     """``n`` inputs of exactly ``length`` tokens in regime ``random`` or ``repeated`` (domain =
     the regime), drawn with ``torch.Generator().manual_seed(seed)``; with ``bos`` index 0 is the

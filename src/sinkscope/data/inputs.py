@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,13 @@ from .readers import (  # noqa: F401  (re-exported: the readers of each spec kin
     truncate_text,
 )
 from .spec import PAPER_SOURCES, SPEC_HELP, SPEC_KINDS, effective_per_domain, parse_spec  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import os
+
+    from transformers import PreTrainedTokenizerBase
+
+    from ..models.loading import SinkModel
 
 MIN_KEEP = 4  # shortest text kept with keep_short (its second half must hold a query)
 
@@ -71,7 +78,7 @@ class TokenizedInputs:
             "token_ids_sha256": self.token_ids_sha256,
         }
 
-    def write_jsonl(self, path) -> None:
+    def write_jsonl(self, path: str | os.PathLike[str]) -> None:
         """``inputs.jsonl``: one line per example (``example, domain, text, token_ids``), so that
         every number in an output can be traced to its text and the exact tokens the model saw."""
         lines = [
@@ -108,7 +115,12 @@ class TokenizedInputs:
 
 
 def read_examples(
-    spec: str, *, tokenizer=None, per_domain: int | None = None, max_tokens: int = 40, seed: int = 0
+    spec: str,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    per_domain: int | None = None,
+    max_tokens: int = 40,
+    seed: int = 0,
 ) -> list[Example]:
     """Read the texts an ``--inputs`` spec names (not yet tokenised)."""
     kind, args = parse_spec(spec)
@@ -135,7 +147,7 @@ def read_examples(
 
 def tokenize_examples(
     examples: Sequence[Example],
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase | None,
     max_tokens: int = 40,
     per_domain: int | None = None,
     prepend_bos: bool = False,
@@ -211,7 +223,9 @@ def tokenize_examples(
     )
 
 
-def resolve_bos(model, bos: str | bool = "auto") -> bool:
+def resolve_bos(
+    model: SinkModel | PreTrainedTokenizerBase | None, bos: str | bool = "auto"
+) -> bool:
     """Whether to prepend the tokenizer's BOS token: ``"on"`` / ``"off"`` (or a bool) as given;
     ``"auto"`` follows the model's convention (:attr:`SinkModel.wants_bos`: models sinkscope
     trained with a BOS first token get one; a bare tokenizer or any other model gets none, as in
@@ -225,7 +239,7 @@ def resolve_bos(model, bos: str | bool = "auto") -> bool:
 
 def load_inputs(
     spec: str = "default",
-    model=None,
+    model: SinkModel | PreTrainedTokenizerBase | None = None,
     *,
     max_tokens: int = 40,
     per_domain: int | None = None,

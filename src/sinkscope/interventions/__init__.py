@@ -1,5 +1,7 @@
 """Interventions: composable model edits, and the paper's ten presets (a)..(j)."""
 
+from __future__ import annotations
+
 from .._lazy import lazy_package
 
 _EXPORTS = {

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
 
 from ..errors import SinkscopeError
 from ..models.base import hook_output  # noqa: F401  (re-exported: the edits hook module outputs with it)
+
+if TYPE_CHECKING:
+    from ..models import SinkModel
+    from ..models.base import Adapter
 
 
 class NotApplicable(SinkscopeError):
@@ -43,7 +47,7 @@ class Context:
     cache: dict = field(default_factory=dict)
 
     @property
-    def adapter(self):
+    def adapter(self) -> Adapter:
         return self.model.adapter
 
 
@@ -76,10 +80,10 @@ class Intervention:
 class Identity(Intervention):
     """No change (the baseline)."""
 
-    def describe(self):
+    def describe(self) -> str:
         return "baseline"
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         pass
 
 
@@ -90,23 +94,25 @@ class Compose(Intervention):
         self.parts = [q for p in parts for q in (p.parts if isinstance(p, Compose) else [p])]
         self.needs = tuple(dict.fromkeys(n for p in self.parts for n in p.needs))
 
-    def describe(self):
+    def describe(self) -> str:
         return " + ".join(p.describe() for p in self.parts)
 
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         for p in self.parts:
             p.check(ctx)
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> None:
         for p in self.parts:
             p.validate(ctx)
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         for p in self.parts:
             p.install(ctx, stack)
 
 
-def edit_inplace(stack: contextlib.ExitStack, view: torch.Tensor, fn) -> None:
+def edit_inplace(
+    stack: contextlib.ExitStack, view: torch.Tensor, fn: Callable[[torch.Tensor], object]
+) -> None:
     """Apply ``fn(view)`` in place to a live parameter view; restore the exact bits on exit."""
     saved = view.clone()
     with torch.no_grad():
@@ -116,7 +122,12 @@ def edit_inplace(stack: contextlib.ExitStack, view: torch.Tensor, fn) -> None:
 
 @contextlib.contextmanager
 def apply(
-    model, intervention: Intervention, *, coords=None, seed: int = 0, ctx: Context | None = None
+    model: SinkModel,
+    intervention: Intervention,
+    *,
+    coords: list[int] | None = None,
+    seed: int = 0,
+    ctx: Context | None = None,
 ) -> Iterator[Context]:
     """Install ``intervention`` on ``model`` (a ``SinkModel``) for the ``with`` block."""
     ctx = ctx or Context(model, coords=coords, seed=seed)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import random
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 
 from ..errors import SinkscopeError
 from .base import Intervention, NotApplicable, _layers, _span, edit_inplace, hook_output
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from .base import Context
 
 
 class ScaleQueryBias(Intervention):
@@ -26,11 +31,11 @@ class ScaleQueryBias(Intervention):
             heads,
         )
 
-    def describe(self):
+    def describe(self) -> str:
         who = _span(self.layers) + ("" if self.heads is None else f", heads {list(self.heads)}")
         return f"b_Q := {self.scale:g}·b_Q ({who})"
 
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         try:
             view = ctx.adapter.query_bias_view(0)
         except SinkscopeError as e:  # a fused layout where b_Q is not one live view
@@ -38,7 +43,7 @@ class ScaleQueryBias(Intervention):
         if view is None:
             raise NotApplicable(f"{ctx.adapter.family} has no query bias")
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> None:
         _layers(ctx, self.layers)
         bad = [h for h in self.heads or () if not 0 <= h < ctx.adapter.n_heads]
         if bad:
@@ -46,7 +51,7 @@ class ScaleQueryBias(Intervention):
                 f"heads {bad[:5]} are outside the model's {ctx.adapter.n_heads} heads"
             )
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         heads = slice(None) if self.heads is None else list(self.heads)
         for l in _layers(ctx, self.layers):
             edit_inplace(
@@ -80,18 +85,18 @@ class ZeroKeyCoords(Intervention):
             )
         return list(c)
 
-    def describe(self):
+    def describe(self) -> str:
         what = "zero" if self.scale == 0 else f"scale by {self.scale:g}"
         return f"{what} W_K rows {self.coords if self.coords is not None else 'of the massive coords'} ({_span(self.layers)})"
 
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         self._coords(ctx)
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> None:
         _layers(ctx, self.layers)
         ctx.adapter.check_coords(self.coords, "zero_wk")
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         coords = self._coords(ctx)
         for l in _layers(ctx, self.layers):
             edit_inplace(
@@ -132,7 +137,7 @@ class RandomKeyCoords(Intervention):
             draw,
         )
 
-    def describe(self):
+    def describe(self) -> str:
         if self.style == "paper":
             return f"zero {self.n} random W_K rows per layer (the paper's draw: seed {self.seed} before each example, repeats allowed)"
         return f"zero {self.n} random W_K rows per layer (seed {self.seed})"
@@ -141,7 +146,7 @@ class RandomKeyCoords(Intervention):
         massive = set(ctx.coords or [])
         return [d for d in range(ctx.adapter.d_model) if d not in massive]
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> None:
         _layers(ctx, self.layers)
         if self.style == "paper":
             if self.n < 1:
@@ -155,7 +160,7 @@ class RandomKeyCoords(Intervention):
                 f"cannot draw {self.n} random W_K rows per layer: the model has {pool} non-massive coordinates; use 1..{pool}"
             )
 
-    def draw(self, ctx) -> dict[int, list[int]]:
+    def draw(self, ctx: Context) -> dict[int, list[int]]:
         rng = random.Random(self.seed)
         if self.style == "paper":
             d = ctx.adapter.d_model
@@ -167,7 +172,7 @@ class RandomKeyCoords(Intervention):
         pool = self._pool(ctx)
         return {l: sorted(rng.sample(pool, self.n)) for l in _layers(ctx, self.layers)}
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         drawn = self.draw(ctx)
         ctx.cache["random_key_coords"] = drawn
         ctx.cache["random_key_draw"] = self.style
@@ -178,7 +183,7 @@ class RandomKeyCoords(Intervention):
 
 
 class _PositionEdit(Intervention):
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         if ctx.adapter.position_embedding_module() is None:
             raise NotApplicable(
                 f"{ctx.adapter.family} has no learned absolute positional embedding"
@@ -191,17 +196,17 @@ class ReplacePositionEmbedding(_PositionEdit):
     def __init__(self, position: int = 0, source: int = 1):
         self.position, self.source = position, source
 
-    def describe(self):
+    def describe(self) -> str:
         return f"p_{self.position} := p_{self.source}"
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> None:
         n = ctx.adapter.max_positions()
         if n is not None and not (0 <= self.position < n and 0 <= self.source < n):
             raise SinkscopeError(
                 f"positions {self.position} and {self.source} must lie within the model's {n} learned positions (0..{n - 1})"
             )
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         W = ctx.adapter.W_pos
 
         def fn(out):
@@ -215,10 +220,10 @@ class ReplacePositionEmbedding(_PositionEdit):
 class DropPositionEmbeddings(_PositionEdit):
     """No positional embeddings at all (paper (h))."""
 
-    def describe(self):
+    def describe(self) -> str:
         return "no positional embeddings"
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         hook_output(stack, ctx.adapter.position_embedding_module(), torch.zeros_like)
 
 
@@ -228,10 +233,10 @@ class ZeroTokenEmbedding(Intervention):
     def __init__(self, position: int = 0):
         self.position = position
 
-    def describe(self):
+    def describe(self) -> str:
         return f"token embedding at index {self.position} := 0"
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         def fn(out):
             out = out.clone()
             out[..., self.position, :] = 0
@@ -246,17 +251,17 @@ class SkipMLP(Intervention):
     def __init__(self, layers: Iterable[int] | None = None):
         self.layers = None if layers is None else list(layers)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"skip MLP ({_span(self.layers)})"
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> None:
         _layers(ctx, self.layers)
 
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         if ctx.adapter.mlp_output_module(0) is None:
             raise NotApplicable(f"{ctx.adapter.family} has no MLP")
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         for l in _layers(ctx, self.layers):
             ctx.adapter.hook_mlp_output(stack, l, torch.zeros_like)
 

@@ -4,11 +4,16 @@ after the creating block."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
 from .base import Intervention, NotApplicable, _layers, _span, hook_output
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from .base import Context
 
 
 class SwapDirection(Intervention):
@@ -24,10 +29,10 @@ class SwapDirection(Intervention):
             raise ValueError("kind must be 'epe' or 'pe'")
         self.kind, self.layer, self.a, self.b = kind, layer, a, b
 
-    def describe(self):
+    def describe(self) -> str:
         return f"swap {'EPE' if self.kind == 'epe' else 'raw-PE'} directions of index {self.a}/{self.b} after MLP {self.layer}"
 
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         if ctx.adapter.position_embedding_module() is None:
             raise NotApplicable(
                 f"{ctx.adapter.family} has no learned absolute positional embedding (no EPE)"
@@ -35,7 +40,7 @@ class SwapDirection(Intervention):
         if ctx.adapter.mlp_output_module(self.layer) is None:
             raise NotApplicable(f"{ctx.adapter.family} has no MLP")
 
-    def directions(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+    def directions(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         from ..analysis.epe import effective_positional_embedding
 
         n = max(self.a, self.b) + 1
@@ -47,7 +52,7 @@ class SwapDirection(Intervention):
         u = V / V.norm(dim=-1, keepdim=True)
         return u[self.a], u[self.b]
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         ua, ub = self.directions(ctx)
 
         def fn(out):  # out: [batch, pos, d_model], the MLP's contribution
@@ -71,13 +76,13 @@ class ScaleSharedQuery(Intervention):
     def __init__(self, scale: float = 0.0, layers: Iterable[int] | None = None):
         self.scale, self.layers = float(scale), (None if layers is None else list(layers))
 
-    def describe(self):
+    def describe(self) -> str:
         return f"q̄ := {self.scale:g}·q̄, effective query bias ({_span(self.layers)})"
 
-    def validate(self, ctx):
+    def validate(self, ctx: Context) -> None:
         _layers(ctx, self.layers)
 
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         if not ctx.adapter.attention_interface:
             raise NotApplicable(
                 f"{ctx.adapter.family} has no attention interface to edit queries in"
@@ -87,7 +92,7 @@ class ScaleSharedQuery(Intervention):
                 "no effective query bias computed (run analysis.shared_query and put q_bar in the context cache)"
             )
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         from ..analysis.shared_query import rotate
         from ..metrics.capture import use_sinkscope_attention
 
@@ -131,16 +136,16 @@ class PatchIndex0(Intervention):
             )
         return int(b)
 
-    def describe(self):
+    def describe(self) -> str:
         where = f"block {self.block}" if self.block is not None else "the creating block"
         return (
             f"index 0 residual -> {self.fraction:g} of the way to the others' mean, after {where}"
         )
 
-    def check(self, ctx):
+    def check(self, ctx: Context) -> None:
         self._block(ctx)
 
-    def install(self, ctx, stack):
+    def install(self, ctx: Context, stack: contextlib.ExitStack) -> None:
         b = self._block(ctx)
         f = self.fraction
 

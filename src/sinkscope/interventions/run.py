@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
     from .base import Intervention
 
 
@@ -51,8 +53,8 @@ def next_token_ce(
 
 
 def run_interventions(
-    model,
-    inputs,
+    model: SinkModel,
+    inputs: TokenizedInputs,
     interventions: dict[str, Intervention],
     *,
     coords: list[int] | None = None,
@@ -178,12 +180,12 @@ def _run_one(model, inputs, rid: str, iv, ctx, label: str, batch_size: int, bar)
 
 
 def attention_maps(
-    model,
+    model: SinkModel,
     ids: torch.Tensor,
     interventions: dict[str, Intervention],
-    band,
+    band: tuple[int, int],
     *,
-    coords=None,
+    coords: list[int] | None = None,
     seed: int = 0,
     cache: dict | None = None,
 ) -> dict[str, np.ndarray | None]:
@@ -215,7 +217,9 @@ def attention_maps(
     return out
 
 
-def fig5_ids(model, inputs, sentence: str | None = None, max_tokens: int = 40) -> list[int]:
+def fig5_ids(
+    model: SinkModel, inputs: TokenizedInputs, sentence: str | None = None, max_tokens: int = 40
+) -> list[int]:
     """The Fig 5 sentence tokenised with the run's own convention: the BOS token first when the
     run's inputs have one, ``max_tokens`` ids in all (as every input)."""
     tok = model.tokenizer

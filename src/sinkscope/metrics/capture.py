@@ -19,29 +19,32 @@ dot product: ``A[i, k] = exp(scale * q_i·k_k + mask[i, k] - lse_i)``. So sink m
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from ..errors import SinkscopeError
 from .sdpa import sdpa_with_lse, softcapped  # noqa: F401  (re-exported)
 
+if TYPE_CHECKING:
+    from ..models.base import Adapter
+
 IMPL_NAME = "sinkscope"
 
 
 def attend_and_capture(
-    query,
-    key,
-    value,
-    mask,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
     is_causal: bool,
     scale: float,
     keys: Sequence[int],
     *,
-    force_reference=False,
-    s_aux=None,
+    force_reference: bool = False,
+    s_aux: torch.Tensor | None = None,
     softcap: float | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Attention output and the probabilities of every query to ``keys``.
 
     query ``[B, H, T, D]``; key/value ``[B, H_kv, S, D]`` (repeated for GQA); mask additive or
@@ -136,7 +139,7 @@ def _register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, sdpa_mask)
 
 
-def route_interface(adapter, stack) -> None:
+def route_interface(adapter: Adapter, stack: contextlib.ExitStack) -> None:
     """Point every config of the model at sinkscope's registered attention function until
     ``stack`` closes (the families whose attention goes through transformers' interface)."""
     _register()
@@ -149,7 +152,7 @@ def route_interface(adapter, stack) -> None:
 _SDPA_ACTIVE: list = []  # the attention module whose forward is running (SDPA-call route)
 
 
-def route_sdpa_calls(adapter, stack) -> None:
+def route_sdpa_calls(adapter: Adapter, stack: contextlib.ExitStack) -> None:
     """For families that call ``torch.nn.functional.scaled_dot_product_attention`` themselves
     (Falcon): while ``stack`` is open, an attention module's SDPA call goes through
     ``attend_and_capture`` (forward hooks say which module is running; other calls pass)."""
@@ -202,7 +205,7 @@ def route_sdpa_calls(adapter, stack) -> None:
     stack.callback(_SDPA_ACTIVE.clear)
 
 
-def use_sinkscope_attention(adapter, stack) -> None:
+def use_sinkscope_attention(adapter: Adapter, stack: contextlib.ExitStack) -> None:
     """Route the model's attention through sinkscope's function until ``stack`` closes (for
     query edits outside a capture). Raises for GPT-Neo, whose attention sinkscope replaces
     without seeing its queries."""

@@ -8,16 +8,16 @@ import torch
 
 
 def sdpa_with_lse(
-    query,
-    key,
-    value,
-    mask,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
     is_causal: bool,
     scale: float,
     *,
     force_reference: bool = False,
     softcap: float | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out [B, H, T, D], lse [B, H, T])`` for softmax(scale·QKᵀ + mask)·V.
 
     Uses the fused kernels that already compute the log-sum-exp (CPU flash attention; CUDA

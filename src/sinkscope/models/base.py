@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -29,8 +29,16 @@ from ..errors import MissingTensorsError, SinkscopeError
 from .heads import linear_heads, linear_out, linear_qkv  # noqa: F401  (re-exported: the adapters use them)
 from .rotary import Rotary  # noqa: F401  (re-exported: the adapters return it)
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from contextlib import ExitStack
 
-def hook_output(stack, module: nn.Module, fn) -> None:
+    from transformers import PretrainedConfig
+
+    TensorFn = Callable[[torch.Tensor], torch.Tensor]  # replaces a module's output
+
+
+def hook_output(stack: ExitStack, module: nn.Module, fn: TensorFn) -> None:
     """Replace ``module``'s output by ``fn(output)`` while the ``ExitStack`` is open (of its first
     element when it returns a tuple: decoder blocks, MoE MLPs with their router scores)."""
 
@@ -51,12 +59,10 @@ class ArchInfo:
     has_query_bias: bool
     has_mlp: bool
     qk_norm: bool
-    parallel: bool = (
-        False  # attention and MLP read the same residual (GPT-J, GPT-NeoX, Falcon, Phi)
-    )
-    sink_logit: bool = (
-        False  # a learned per-head logit with no value takes attention mass (GPT-OSS)
-    )
+    # attention and MLP read the same residual (GPT-J, GPT-NeoX, Falcon, Phi)
+    parallel: bool = False
+    # a learned per-head logit with no value takes attention mass (GPT-OSS)
+    sink_logit: bool = False
 
 
 class Adapter(ABC):
@@ -70,15 +76,13 @@ class Adapter(ABC):
 
     family: str = "base"
     model_types: tuple[str, ...] = ()
-    attn_implementation: str = (
-        "sdpa"  # what the model is loaded with (the capture replaces it while active)
-    )
-    attention_interface: bool = (
-        True  # sinkscope's attention sees the kernel's queries (query edits work)
-    )
+    # what the model is loaded with (the capture replaces it while active)
+    attn_implementation: str = "sdpa"
+    # sinkscope's attention sees the kernel's queries (query edits work)
+    attention_interface: bool = True
 
     @classmethod
-    def attn_implementation_for(cls, config) -> str:
+    def attn_implementation_for(cls, config: PretrainedConfig) -> str:
         """The attention implementation to load ``config``'s model with: the family's, or eager
         where transformers has no SDPA path for it (Gemma-2's softcapping, GPT-OSS's sinks)."""
         if cls.attn_implementation != "sdpa":
@@ -91,7 +95,7 @@ class Adapter(ABC):
             return "sdpa"
         return "sdpa" if getattr(model_cls, "_supports_sdpa", True) else "eager"
 
-    def route_attention(self, stack) -> None:
+    def route_attention(self, stack: ExitStack) -> None:
         """Send every layer's attention through sinkscope's ``attend_and_capture`` until ``stack``
         closes (the capture and the query edits use this). Default: transformers' attention
         interface; families without one override it."""
@@ -132,7 +136,13 @@ class Adapter(ABC):
         output); the model's unscaled score is ``q·k / query_prescale``."""
         return 1.0
 
-    def rope(self, layer: int, T: int, device=None, dtype=torch.float32) -> Rotary | None:
+    def rope(
+        self,
+        layer: int,
+        T: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Rotary | None:
         """The :class:`Rotary` embedding layer ``layer`` applies to q and k, or None."""
         return None
 
@@ -174,7 +184,7 @@ class Adapter(ABC):
         except MissingTensorsError:
             return None
 
-    def check_coords(self, coords, what: str = "--coords") -> None:
+    def check_coords(self, coords: Iterable[int] | None, what: str = "--coords") -> None:
         """Raise a clear error for residual coordinates outside ``0..d_model-1``."""
         bad = [c for c in coords or () if not 0 <= int(c) < self.d_model]
         if bad:
@@ -235,21 +245,17 @@ class Adapter(ABC):
             self._o(layer), (self.n_heads, self.d_head, self.d_model), (self.d_model,)
         )
 
-    W_Q = property(
-        lambda self: self._stack(lambda l: self.q(l)[0])
-    )  # [layer, head, d_model, d_head]
+    # [layer, head, d_model, d_head]
+    W_Q = property(lambda self: self._stack(lambda l: self.q(l)[0]))
     b_Q = property(lambda self: self._stack(lambda l: self.q(l)[1]))  # [layer, head, d_head]
-    W_K = property(
-        lambda self: self._stack(lambda l: self.k(l)[0])
-    )  # [layer, head, d_model, d_head]
+    # [layer, head, d_model, d_head]
+    W_K = property(lambda self: self._stack(lambda l: self.k(l)[0]))
     b_K = property(lambda self: self._stack(lambda l: self.k(l)[1]))  # [layer, head, d_head]
-    W_V = property(
-        lambda self: self._stack(lambda l: self.v(l)[0])
-    )  # [layer, head, d_model, d_head]
+    # [layer, head, d_model, d_head]
+    W_V = property(lambda self: self._stack(lambda l: self.v(l)[0]))
     b_V = property(lambda self: self._stack(lambda l: self.v(l)[1]))  # [layer, head, d_head]
-    W_O = property(
-        lambda self: self._stack(lambda l: self.o(l)[0])
-    )  # [layer, head, d_head, d_model]
+    # [layer, head, d_head, d_model]
+    W_O = property(lambda self: self._stack(lambda l: self.o(l)[0]))
     b_O = property(lambda self: self._stack(lambda l: self.o(l)[1]))  # [layer, d_model]
 
     # ---- norms, MLP, embeddings ---------------------------------------------------------------
@@ -277,11 +283,11 @@ class Adapter(ABC):
         b = getattr(mod, "bias", None)
         return (w.detach() if w is not None else None, b.detach() if b is not None else None)
 
-    def ln1_params(self, layer: int):
+    def ln1_params(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(weight, bias|None)`` of the norm before attention, raw (no folding)."""
         return self._norm_params(self.ln1_module(layer))
 
-    def ln2_params(self, layer: int):
+    def ln2_params(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self._norm_params(self.ln2_module(layer))
 
     def ln1(self, layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -332,7 +338,7 @@ class Adapter(ABC):
         """The module whose output is the MLP's contribution to the residual stream."""
         return self.mlp_module(layer)
 
-    def hook_mlp_output(self, stack, layer: int, fn) -> None:
+    def hook_mlp_output(self, stack: ExitStack, layer: int, fn: TensorFn) -> None:
         """While ``stack`` is open, layer ``layer``'s MLP contribution ``[batch, pos, d_model]``
         becomes ``fn(it)``."""
         hook_output(stack, self.mlp_output_module(layer), fn)
@@ -385,9 +391,9 @@ class SeparateQKVAdapter(Adapter):
     def _o(self, layer):
         return linear_out(getattr(self.attention_module(layer), self.out_proj_name), self.n_heads)
 
-    def query_bias_view(self, layer):
+    def query_bias_view(self, layer: int) -> torch.Tensor | None:
         b = self.attention_module(layer).q_proj.bias
         return None if b is None else b.data.view(self.n_heads, self.d_head)
 
-    def key_weight_view(self, layer):
+    def key_weight_view(self, layer: int) -> torch.Tensor:
         return self.attention_module(layer).k_proj.weight.data.T  # nn.Linear [out, in] -> [in, out]

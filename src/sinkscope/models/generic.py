@@ -18,12 +18,16 @@ interleaved rotary, OLMo-2's post-norm blocks); those live in ``models/families.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..errors import SinkscopeError
 from .base import Adapter, ArchInfo, Rotary, linear_out, linear_qkv
+
+if TYPE_CHECKING:
+    from contextlib import ExitStack
 
 ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
 Q_NAMES, K_NAMES, V_NAMES = (
@@ -167,7 +171,7 @@ class GenericAdapter(Adapter):
             return _config_int(self.config, "num_key_value_heads", "num_kv_heads") or self.n_heads
         return kv2 // 2
 
-    def route_attention(self, stack) -> None:
+    def route_attention(self, stack: ExitStack) -> None:
         """Through transformers' attention interface where the attention calls it, else through
         its own ``scaled_dot_product_attention`` call (Falcon); anything else is refused."""
         from ..metrics.capture import route_interface, route_sdpa_calls
@@ -214,16 +218,16 @@ class GenericAdapter(Adapter):
     def _rotary_module(self):
         return getattr(self.body, "rotary_emb", None)
 
-    def layers(self):
+    def layers(self) -> list[nn.Module]:
         return list(self.blocks)
 
-    def attention_module(self, layer):
+    def attention_module(self, layer: int) -> nn.Module:
         return getattr(self.blocks[layer], self.attn_name)
 
-    def trunk(self):
+    def trunk(self) -> nn.Module:
         return self.body
 
-    def attn_scale(self, layer):
+    def attn_scale(self, layer: int) -> float:
         attn = self.attention_module(layer)
         for name in ("scaling", "inv_norm_factor"):
             v = getattr(attn, name, None)
@@ -231,43 +235,42 @@ class GenericAdapter(Adapter):
                 return float(v)
         return self.d_head**-0.5
 
-    def ln1_module(self, layer):
+    def ln1_module(self, layer: int) -> nn.Module | None:
         return getattr(self.blocks[layer], self.ln1_name) if self.ln1_name else None
 
-    def ln2_module(self, layer):
+    def ln2_module(self, layer: int) -> nn.Module | None:
         return getattr(self.blocks[layer], self.ln2_name) if self.ln2_name else None
 
-    def ln1(self, layer, x):
-        return (
-            x if self.ln1_module(layer) is None else super().ln1(layer, x)
-        )  # post-norm: no input norm
+    def ln1(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        # post-norm: no input norm
+        return x if self.ln1_module(layer) is None else super().ln1(layer, x)
 
-    def ln_final_module(self):
+    def ln_final_module(self) -> nn.Module | None:
         return _child(self.body, FINAL_NORM_NAMES)[1]
 
-    def mlp_module(self, layer):
+    def mlp_module(self, layer: int) -> nn.Module | None:
         return getattr(self.blocks[layer], self.mlp_name) if self.mlp_name else None
 
-    def token_embedding_module(self):
+    def token_embedding_module(self) -> nn.Module:
         return self.model.get_input_embeddings()
 
-    def position_embedding_module(self):
+    def position_embedding_module(self) -> nn.Embedding | None:
         mod = _child(self.body, POSITION_NAMES)[1]
         return mod if isinstance(mod, nn.Embedding) else None
 
     @property
-    def W_pos(self):
+    def W_pos(self) -> torch.Tensor | None:
         mod = self.position_embedding_module()
         if mod is None:
             return None
         self._need(mod.weight, what="the positional embedding")
         return mod.weight.detach()[getattr(mod, "offset", 0) :]
 
-    def q_norm_module(self, layer):
+    def q_norm_module(self, layer: int) -> nn.Module | None:
         """The norm on queries before RoPE (QK-norm: Qwen3, Gemma, OLMo-2), or None."""
         return _child(self.attention_module(layer), ("q_norm", "q_layernorm"))[1]
 
-    def k_norm_module(self, layer):
+    def k_norm_module(self, layer: int) -> nn.Module | None:
         return _child(self.attention_module(layer), ("k_norm", "k_layernorm"))[1]
 
     def kernel_qk(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,7 +301,13 @@ class GenericAdapter(Adapter):
         return mod(t.flatten(-2)).view(t.shape)  # over all heads (OLMo-2)
 
     # ---- rotary -------------------------------------------------------------------------------
-    def rope(self, layer, T, device=None, dtype=torch.float32):
+    def rope(
+        self,
+        layer: int,
+        T: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Rotary | None:
         emb = self._rotary_module()
         if emb is None or self._positional() != "rotary":
             return None
@@ -369,7 +378,7 @@ class GenericAdapter(Adapter):
     def _o(self, layer):
         return linear_out(self._attn_lin(layer, self.o_name), self.n_heads)
 
-    def query_bias_view(self, layer):
+    def query_bias_view(self, layer: int) -> torch.Tensor | None:
         lin = self._attn_lin(layer, self.q_name or self.fused_name)
         if lin.bias is None:
             return None
@@ -383,7 +392,7 @@ class GenericAdapter(Adapter):
             return view
         return lin.bias.data.view(self.n_heads, self.d_head)
 
-    def key_weight_view(self, layer):
+    def key_weight_view(self, layer: int) -> torch.Tensor:
         """``[d_model (input coordinate), ...]`` view of the live key weight (rows: coordinates)."""
         if self.fused_name:
             w = self._attn_lin(layer, self.fused_name).weight.data

@@ -3,9 +3,14 @@ absolute positions ``wpe``, LayerNorm with bias, GELU MLP, query/key/value biase
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .base import Adapter, ArchInfo
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class TransformerHBlocks:
@@ -13,28 +18,28 @@ class TransformerHBlocks:
 
     tf: object
 
-    def layers(self):
+    def layers(self) -> list[nn.Module]:
         return list(self.tf.h)
 
-    def trunk(self):
+    def trunk(self) -> nn.Module:
         return self.tf
 
-    def ln1_module(self, layer):
+    def ln1_module(self, layer: int) -> nn.Module:
         return self.tf.h[layer].ln_1
 
-    def ln2_module(self, layer):
+    def ln2_module(self, layer: int) -> nn.Module:
         return self.tf.h[layer].ln_2
 
-    def ln_final_module(self):
+    def ln_final_module(self) -> nn.Module:
         return self.tf.ln_f
 
-    def mlp_module(self, layer):
+    def mlp_module(self, layer: int) -> nn.Module:
         return self.tf.h[layer].mlp
 
-    def token_embedding_module(self):
+    def token_embedding_module(self) -> nn.Module:
         return self.tf.wte
 
-    def position_embedding_module(self):
+    def position_embedding_module(self) -> nn.Module:
         return self.tf.wpe
 
     @property
@@ -67,10 +72,10 @@ class GPT2Adapter(TransformerHBlocks, Adapter):
             qk_norm=False,
         )
 
-    def attention_module(self, layer):
+    def attention_module(self, layer: int) -> nn.Module:
         return self.tf.h[layer].attn
 
-    def attn_scale(self, layer):
+    def attn_scale(self, layer: int) -> float:
         a = self.tf.h[layer].attn
         return float(a.scaling)
 
@@ -101,12 +106,12 @@ class GPT2Adapter(TransformerHBlocks, Adapter):
             return w, proj.bias
         return w.reshape(self.n_heads, self.d_head, self.d_model), proj.bias
 
-    def query_bias_view(self, layer):
+    def query_bias_view(self, layer: int) -> torch.Tensor:
         return (
             self.tf.h[layer].attn.c_attn.bias.data[: self.d_model].view(self.n_heads, self.d_head)
         )
 
-    def key_weight_view(self, layer):
+    def key_weight_view(self, layer: int) -> torch.Tensor:
         return self.tf.h[layer].attn.c_attn.weight.data[
             :, self.d_model : 2 * self.d_model
         ]  # Conv1D [in, out]

@@ -4,11 +4,17 @@ scaling of scores, alternating global / local (windowed) attention, learned abso
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING
 
 import torch
 
 from .base import ArchInfo, SeparateQKVAdapter
 from .gpt2 import TransformerHBlocks
+
+if TYPE_CHECKING:
+    from contextlib import ExitStack
+
+    from torch import nn
 
 
 class GPTNeoAdapter(TransformerHBlocks, SeparateQKVAdapter):
@@ -18,7 +24,7 @@ class GPTNeoAdapter(TransformerHBlocks, SeparateQKVAdapter):
     attention_interface = False  # GPT-Neo calls its own ``_attn``; loaded with eager attention
     attn_implementation = "eager"
 
-    def route_attention(self, stack):
+    def route_attention(self, stack: ExitStack) -> None:
         """Patch every layer's ``_attn`` with :func:`_captured_attn` until ``stack`` closes."""
         for l in range(self.n_layers):
             mod = self.attention_module(l)
@@ -34,7 +40,7 @@ class GPTNeoAdapter(TransformerHBlocks, SeparateQKVAdapter):
         self.d_head = c.hidden_size // c.num_heads
         self.tf = model.transformer
 
-    def info(self):
+    def info(self) -> ArchInfo:
         return ArchInfo(
             family="gpt_neo",
             positional="learned",
@@ -44,10 +50,10 @@ class GPTNeoAdapter(TransformerHBlocks, SeparateQKVAdapter):
             qk_norm=False,
         )
 
-    def attention_module(self, layer):
+    def attention_module(self, layer: int) -> nn.Module:
         return self.tf.h[layer].attn.attention
 
-    def attn_scale(self, layer):
+    def attn_scale(self, layer: int) -> float:
         return 1.0  # GPT-Neo does not scale q·k
 
 

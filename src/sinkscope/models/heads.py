@@ -14,7 +14,7 @@ def linear_heads(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.T.reshape(d_in, n_heads, out_features // n_heads).permute(1, 0, 2)
 
 
-def linear_qkv(lin: nn.Linear, n_heads: int):
+def linear_qkv(lin: nn.Linear, n_heads: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(W [n_heads, d_in, d_head], b [n_heads, d_head] | None)`` of a Q/K/V ``nn.Linear``;
     meta (missing) tensors are passed through for the caller to report."""
     w, b = lin.weight, lin.bias
@@ -25,7 +25,7 @@ def linear_qkv(lin: nn.Linear, n_heads: int):
     )
 
 
-def linear_out(lin: nn.Linear, n_heads: int):
+def linear_out(lin: nn.Linear, n_heads: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(W_O [n_heads, d_head, d_out], b [d_out] | None)`` of an output ``nn.Linear`` ``[d_out, H*dh]``."""
     w = lin.weight
     if w.is_meta:

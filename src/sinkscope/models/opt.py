@@ -4,10 +4,17 @@ pre-LN (most sizes) or post-LN (350m: ``do_layer_norm_before=False``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from .base import ArchInfo, SeparateQKVAdapter
+
+if TYPE_CHECKING:
+    from contextlib import ExitStack
+
+    from .base import TensorFn
 
 
 class _OPTMLP(nn.Module):
@@ -35,7 +42,7 @@ class OPTAdapter(SeparateQKVAdapter):
         self.d_head = c.hidden_size // c.num_attention_heads
         self.dec = model.model.decoder  # note: opt-350m projects embeddings (project_in/out)
 
-    def info(self):
+    def info(self) -> ArchInfo:
         norm = "layernorm" if self.config.do_layer_norm_before else "layernorm-post"
         return ArchInfo(
             family="opt",
@@ -46,43 +53,43 @@ class OPTAdapter(SeparateQKVAdapter):
             qk_norm=False,
         )
 
-    def layers(self):
+    def layers(self) -> list[nn.Module]:
         return list(self.dec.layers)
 
-    def attention_module(self, layer):
+    def attention_module(self, layer: int) -> nn.Module:
         return self.dec.layers[layer].self_attn
 
-    def attn_scale(self, layer):
+    def attn_scale(self, layer: int) -> float:
         return float(self.attention_module(layer).scaling)
 
-    def query_prescale(self, layer):
+    def query_prescale(self, layer: int) -> float:
         return float(self.attention_module(layer).scaling)
 
-    def trunk(self):
+    def trunk(self) -> nn.Module:
         return self.model.model
 
-    def ln1_module(self, layer):
+    def ln1_module(self, layer: int) -> nn.Module:
         return self.dec.layers[layer].self_attn_layer_norm
 
-    def ln2_module(self, layer):
+    def ln2_module(self, layer: int) -> nn.Module:
         return self.dec.layers[layer].final_layer_norm
 
-    def ln_final_module(self):
+    def ln_final_module(self) -> nn.Module:
         return self.dec.final_layer_norm
 
-    def mlp_module(self, layer):
+    def mlp_module(self, layer: int) -> nn.Module:
         return _OPTMLP(self.dec.layers[layer])
 
-    def token_embedding_module(self):
+    def token_embedding_module(self) -> nn.Module:
         return self.dec.embed_tokens
 
-    def position_embedding_module(self):
+    def position_embedding_module(self) -> nn.Module:
         return self.dec.embed_positions
 
-    def mlp_output_module(self, layer):
+    def mlp_output_module(self, layer: int) -> nn.Module:
         return self.dec.layers[layer].fc2
 
-    def hook_mlp_output(self, stack, layer, fn):
+    def hook_mlp_output(self, stack: ExitStack, layer: int, fn: TensorFn) -> None:
         """OPT runs its MLP on ``[batch·pos, d]`` (the block flattens it): ``fn`` sees the
         ``[batch, pos, d]`` view of the block's input shape."""
         block, shape = self.dec.layers[layer], {}

@@ -3,10 +3,15 @@ before anything is loaded, and the ``device_map`` ``from_pretrained`` is given."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..errors import SinkscopeError
 from .options import check_dtype
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -50,7 +55,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def resolve_dtype(dtype: str | torch.dtype, config=None) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, config: PretrainedConfig | None = None) -> torch.dtype:
     """The dtype a load uses, decided here once. An explicit dtype is used as given; ``auto`` is
     the checkpoint's own (``config``'s ``dtype`` / ``torch_dtype``, for hub ids and HF directories)
     when it is float32, bfloat16 or float16, else float32 (no ``config``: the embedded model,

@@ -4,6 +4,8 @@ the one error for everything else."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..errors import SinkscopeError
@@ -23,6 +25,9 @@ from .gpt2 import GPT2Adapter
 from .gpt_neo import GPTNeoAdapter
 from .opt import OPTAdapter
 from .sinkgpt_adapter import SinkGPTAdapter
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     GPT2Adapter,
@@ -64,7 +69,7 @@ def supported_families() -> str:
     return "; ".join(f"{a.family} ({', '.join(a.model_types)})" for a in ADAPTERS)
 
 
-def unsupported(mt, what: str | None = None) -> SinkscopeError:
+def unsupported(mt: str | None, what: str | None = None) -> SinkscopeError:
     """The one error for an architecture without an adapter (``what``: the object, for one in
     memory), listing the supported families."""
     return SinkscopeError(
@@ -73,7 +78,7 @@ def unsupported(mt, what: str | None = None) -> SinkscopeError:
     )
 
 
-def adapter_class(config) -> type[Adapter]:
+def adapter_class(config: PretrainedConfig) -> type[Adapter]:
     """The adapter class for a HF config (before any weight is read); raises the one clear
     error for an architecture sinkscope cannot analyse."""
     mt = getattr(config, "model_type", None)

@@ -4,8 +4,12 @@ applies to queries and keys (rotate-half and GPT-J's interleaved pairs, partial 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -46,5 +50,26 @@ class Rotary:
         out = xr * self.cos + turned * (-self.sin if inverse else self.sin)
         return torch.cat((out, x[..., rot:]), dim=-1) if x.shape[-1] > rot else out
 
-    def to(self, *args, **kwargs) -> "Rotary":
+    def to(self, *args: Any, **kwargs: Any) -> "Rotary":
         return Rotary(self.cos.to(*args, **kwargs), self.sin.to(*args, **kwargs), self.interleaved)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rope_cos_sin(
+    T: int, d_head: int, theta: float, device: torch.device | str | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos, sin [T, d_head]`` of GPT-NeoX-style rotary embeddings (whole head dimension)."""
+    inv = 1.0 / (theta ** (torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head))
+    # [T, d_head/2]
+    ang = torch.arange(T, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    emb = torch.cat((ang, ang), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [..., T, d_head]`` to its positions."""
+    return x * cos + rotate_half(x) * sin

@@ -29,6 +29,7 @@ torch.Size([1, 5, 64])
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -38,7 +39,16 @@ from transformers.activations import NewGELUActivation
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 from transformers.pytorch_utils import Conv1D
 
+from .rotary import apply_rope, rope_cos_sin, rotate_half  # noqa: F401  (re-exported)
 from .switches import NORMALISERS, POSITIONS  # noqa: E402  (re-exported: the model's own switches)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from torch import Tensor
+    from transformers import GPT2Config
+
+    CosSin = tuple[Tensor, Tensor]  # rotary cos, sin [T, d_head]
 
 
 class SinkGPTConfig(PretrainedConfig):
@@ -93,7 +103,7 @@ class SinkGPTConfig(PretrainedConfig):
             and self.normaliser == "softmax"
         )
 
-    def to_gpt2_config(self):
+    def to_gpt2_config(self) -> GPT2Config:
         from transformers import GPT2Config
 
         return GPT2Config(
@@ -113,29 +123,9 @@ class SinkGPTConfig(PretrainedConfig):
         )
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def rope_cos_sin(
-    T: int, d_head: int, theta: float, device, dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cos, sin [T, d_head]`` of GPT-NeoX-style rotary embeddings (whole head dimension)."""
-    inv = 1.0 / (theta ** (torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head))
-    ang = (
-        torch.arange(T, device=device, dtype=torch.float32)[:, None] * inv[None, :]
-    )  # [T, d_head/2]
-    emb = torch.cat((ang, ang), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [..., T, d_head]`` to its positions."""
-    return x * cos + rotate_half(x) * sin
-
-
-def attention_with_aux(q, k, v, keep, scale: float, s_aux: torch.Tensor | None):
+def attention_with_aux(
+    q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, scale: float, s_aux: Tensor | None
+) -> Tensor:
     """``softmax([scale·qkᵀ | s_aux])`` without the extra column, times ``v``.
 
     q, k, v ``[B, H, T, D]``; ``keep`` bool ``[B|1, 1, T, T]`` (True = attend) or None for causal;
@@ -180,12 +170,17 @@ class SinkGPTAttention(nn.Module):
             return self.sinks
         return None
 
-    def forward(self, hidden_states, rope=None, keep=None, **kwargs):
+    def forward(
+        self,
+        hidden_states: Tensor,
+        rope: CosSin | None = None,
+        keep: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
         B, T, d = hidden_states.shape
         bias = self.c_attn.bias
-        if (
-            not self.config.query_bias
-        ):  # the query third is held at exactly 0 (and so gets no gradient)
+        # the query third is held at exactly 0 (and so gets no gradient)
+        if not self.config.query_bias:
             bias = torch.cat([torch.zeros_like(bias[:d]), bias[d:]])
         qkv = torch.addmm(bias, hidden_states.reshape(-1, d), self.c_attn.weight).view(
             B, T, 3, self.n_head, self.d_head
@@ -195,9 +190,8 @@ class SinkGPTAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         impl = self.config._attn_implementation
         if impl in (None, "eager", "sdpa"):
-            out = attention_with_aux(
-                q, k, v, keep, self.scaling, self.s_aux()
-            )  # [batch, head, pos, d_head]
+            # [batch, head, pos, d_head]
+            out = attention_with_aux(q, k, v, keep, self.scaling, self.s_aux())
             out = out.transpose(1, 2)
         else:  # a registered attention function (e.g. sinkscope's capture) returns [batch, pos, head, d_head]
             from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -219,7 +213,7 @@ class SinkGPTMLP(nn.Module):
         self.c_proj = Conv1D(config.n_embd, 4 * config.n_embd)
         self.act = NewGELUActivation()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.act(self.c_fc(x)))
 
 
@@ -232,7 +226,9 @@ class SinkGPTBlock(nn.Module):
             self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
             self.mlp = SinkGPTMLP(config)
 
-    def forward(self, hidden_states, rope=None, keep=None):
+    def forward(
+        self, hidden_states: Tensor, rope: CosSin | None = None, keep: Tensor | None = None
+    ) -> Tensor:
         x = hidden_states + self.attn(self.ln_1(hidden_states), rope=rope, keep=keep)
         if hasattr(self, "mlp"):
             x = x + self.mlp(self.ln_2(x))
@@ -274,20 +270,20 @@ class SinkGPTModel(SinkGPTPreTrainedModel):
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.wte
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.wte = value
 
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        inputs_embeds=None,
-        output_hidden_states=False,
-        **kwargs,
-    ):
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs: Any,
+    ) -> BaseModelOutput:
         x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # [batch, pos, d_model]
         B, T = x.shape[:2]
         if T > self.config.n_positions:
@@ -310,12 +306,9 @@ class SinkGPTModel(SinkGPTPreTrainedModel):
         keep = None
         if attention_mask is not None and not bool(attention_mask.all()):
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            keep = (
-                causal[None, None] & attention_mask.bool()[:, None, None, :]
-            )  # [batch, 1, q_pos, k_pos]
-            keep = keep | torch.eye(
-                T, dtype=torch.bool, device=x.device
-            )  # padded queries see themselves: no NaN rows
+            # [batch, 1, q_pos, k_pos]; padded queries see themselves: no NaN rows
+            keep = causal[None, None] & attention_mask.bool()[:, None, None, :]
+            keep = keep | torch.eye(T, dtype=torch.bool, device=x.device)
         hidden = [x] if output_hidden_states else None
         for block in self.h:
             x = block(x, rope=rope, keep=keep)
@@ -338,21 +331,21 @@ class SinkGPTForCausalLM(SinkGPTPreTrainedModel):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.transformer.wte
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        labels=None,
-        inputs_embeds=None,
-        output_hidden_states=False,
-        **kwargs,
-    ):
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs: Any,
+    ) -> CausalLMOutput:
         out = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,

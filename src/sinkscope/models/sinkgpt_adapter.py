@@ -4,11 +4,16 @@ positions given to the analyses."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .base import ArchInfo, Rotary
 from .gpt2 import GPT2Adapter
 from .sinkgpt import rope_cos_sin
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class SinkGPTAdapter(GPT2Adapter):
@@ -28,27 +33,33 @@ class SinkGPTAdapter(GPT2Adapter):
             qk_norm=False,
         )
 
-    def position_embedding_module(self):
+    def position_embedding_module(self) -> nn.Module | None:
         return getattr(self.tf, "wpe", None)
 
     @property
-    def W_pos(self):
+    def W_pos(self) -> torch.Tensor | None:
         return super().W_pos if hasattr(self.tf, "wpe") else None
 
-    def ln2_module(self, layer):
+    def ln2_module(self, layer: int) -> nn.Module | None:
         return getattr(self.tf.h[layer], "ln_2", None)
 
-    def mlp_module(self, layer):
+    def mlp_module(self, layer: int) -> nn.Module | None:
         return getattr(self.tf.h[layer], "mlp", None)
 
     def _q(self, layer):
         w, b = super()._q(layer)
         return (w, torch.zeros_like(b)) if not self.config.query_bias and not b.is_meta else (w, b)
 
-    def query_bias_view(self, layer):
+    def query_bias_view(self, layer: int) -> torch.Tensor | None:
         return super().query_bias_view(layer) if self.config.query_bias else None
 
-    def rope(self, layer, T, device=None, dtype=torch.float32):
+    def rope(
+        self,
+        layer: int,
+        T: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Rotary | None:
         if self.config.positions != "rotary":
             return None
         return Rotary(

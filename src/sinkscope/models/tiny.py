@@ -7,8 +7,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def tiny_config(family: str):
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+
+def tiny_config(family: str) -> PretrainedConfig:
     from transformers import (
         Gemma3TextConfig,
         GPT2Config,
@@ -78,7 +83,7 @@ def tiny_config(family: str):
     return new_family_config(family, common)
 
 
-def new_family_config(family: str, common: dict):
+def new_family_config(family: str, common: dict) -> PretrainedConfig:
     """Tiny configs of the families on the generic adapter (issue 14), with the features that
     make them differ: partial / interleaved rotary, fused QKV layouts, QK-norm, post-norm,
     parallel blocks, soft-capping, learned sink logits, GQA."""

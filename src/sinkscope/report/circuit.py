@@ -7,6 +7,8 @@ every name is importable from here as before."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .circuit_explain import (
@@ -36,6 +38,11 @@ from .figures import (  # noqa: F401  (the shared helpers stay importable from h
 from .figures import title as set_title
 from .formats import figure_name  # noqa: F401
 
+if TYPE_CHECKING:
+    import os
+
+    import pandas as pd
+
 __all__ = [
     "EXPLAIN_CAPTIONS",
     "SHARE_ABOVE_1",
@@ -64,7 +71,7 @@ SHARE_BELOW_0 = "a share below 0: that part of the query favours the other keys 
 SHARE_NO_ADV = "where the whole query gives index 0 no advantage (≤ 0) the share is not meaningful"
 
 
-def shared_query_layers(frame, band, path) -> str:
+def shared_query_layers(frame: pd.DataFrame, band: tuple[int, int], path: str | os.PathLike) -> str:
     """Per layer (mean over heads): the share of index 0's logit advantage that the effective
     query bias q̄ explains, and the literal b_Q term's share where the model has one. Returns the
     caption, which explains shares above 1 (and below 0) where the figure shows any."""

@@ -5,11 +5,20 @@ Re-exported by :mod:`sinkscope.report.circuit`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .figures import fmt_num, legend_right, save_figure, subplots
 from .figures import title as set_title
 from .formats import figure_name
+
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
+    from typing import Any, Sequence
+
+    import pandas as pd
 
 
 def _finite(x) -> np.ndarray:
@@ -18,8 +27,13 @@ def _finite(x) -> np.ndarray:
 
 
 def delta_histograms(
-    delta_rc: np.ndarray, band, path, *, truncate: float | None = None, title_suffix=""
-):
+    delta_rc: np.ndarray,
+    band: tuple[int, int],
+    path: str | os.PathLike,
+    *,
+    truncate: float | None = None,
+    title_suffix: str = "",
+) -> Path:
     """Fig 1 / Fig 6: re-centred Δ at index 0 vs the other positions (layers in ``band``, pooled).
     ``truncate``: the x-axis ends there (larger values are counted in the last bin, and the
     title says so) unless every value is below it."""
@@ -67,7 +81,7 @@ def delta_histograms(
     return save_figure(fig, path)
 
 
-def alignment_strip(cos: np.ndarray, band, path):
+def alignment_strip(cos: np.ndarray, band: tuple[int, int], path: str | os.PathLike) -> Path:
     """Fig 2: cos(b_Q,h, W_K,h·EPE_j) per head; index 0 vs the other positions, per layer."""
     L = cos.shape[0]
     fig, ax = subplots(figsize=(max(6.5, 0.6 * L + 4.5), 3.6))
@@ -109,7 +123,7 @@ def alignment_strip(cos: np.ndarray, band, path):
     return save_figure(fig, path)
 
 
-def epe_validation_band(table, path):
+def epe_validation_band(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Fig 3: median cos(EPE_i, R_i − O_i) per position with the p10-p90 band."""
     fig, ax = subplots(figsize=(7.4, 3.4))
     ax.fill_between(
@@ -138,7 +152,9 @@ def epe_validation_band(table, path):
     return save_figure(fig, path)
 
 
-def massive_coords_plot(epe0: np.ndarray, coords, k_sigma: float, path):
+def massive_coords_plot(
+    epe0: np.ndarray, coords: Sequence[int], k_sigma: float, path: str | os.PathLike
+) -> Path:
     """Fig 7: |EPE_0| per residual coordinate, the mean + kσ threshold (population std, the rule
     that chose ``coords``) and the coordinates above it."""
     a = np.abs(np.asarray(epe0, dtype=float))
@@ -186,7 +202,7 @@ def massive_coords_plot(epe0: np.ndarray, coords, k_sigma: float, path):
     return save_figure(fig, path)
 
 
-def gamma_title(table) -> str:
+def gamma_title(table: pd.DataFrame) -> str:
     """What the |γ| values show: the massive coordinates' mean against the others' (or that every
     |γ| is 0, or that there are no massive coordinates)."""
     g = np.asarray(table.abs_gamma, dtype=float)
@@ -206,7 +222,9 @@ def gamma_title(table) -> str:
     return f"|γ| on coords {coords}: {m.mean() / o.mean():.1f}x the other coordinates (mean {fmt_num(m.mean())} vs {fmt_num(o.mean())})"
 
 
-def gamma_histograms(table, path, *, truncate: float | None = 4.0):
+def gamma_histograms(
+    table: pd.DataFrame, path: str | os.PathLike, *, truncate: float | None = 4.0
+) -> Path:
     """Fig 4 (x-axis cut at ``truncate``, larger values in the last bin) / Fig 8 (full): |γ| on the
     massive coordinates vs the rest."""
     m = np.asarray(table.abs_gamma[table.massive], dtype=float)
@@ -257,7 +275,7 @@ def gamma_histograms(table, path, *, truncate: float | None = 4.0):
     return save_figure(fig, path)
 
 
-def residual_norms(table, path, *, title: str = ""):
+def residual_norms(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
     """||a_0|| against the median norm of the other positions after every block (log scale)."""
     fig, ax = subplots(figsize=(7.6, 3.4))
     ax.semilogy(table.block, table.norm_index0, marker="o", ms=3, color="C3", label="index 0")
@@ -308,7 +326,7 @@ EXPLAIN_CAPTIONS = {
 }
 
 
-def explain_figures(res, out, *, k_sigma: float = 3.0) -> dict[str, str]:
+def explain_figures(res: Any, out: str | os.PathLike, *, k_sigma: float = 3.0) -> dict[str, str]:
     """Every figure an :class:`~sinkscope.stages.explain.ExplainResult` supports, in ``out``
     and the run's format; returns ``{file name: caption}`` (figures whose analysis was skipped are
     left out)."""

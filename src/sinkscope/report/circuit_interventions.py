@@ -4,13 +4,23 @@ what the data show; layout rules: :mod:`sinkscope.report.figures`. Re-exported b
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .figures import legend_below, prob_ylim, save_figure, subplots, suptitle, wrap
 from .figures import title as set_title
 
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
 
-def attention_grid(maps: dict, labels: dict, tokens: list[str], path, *, title: str = ""):
+    import pandas as pd
+
+
+def attention_grid(
+    maps: dict, labels: dict, tokens: list[str], path: str | os.PathLike, *, title: str = ""
+) -> Path:
     """Fig 5: one head- and layer-averaged attention map per intervention (n/a panels greyed)."""
     ids = list(maps)
     cols = min(5, len(ids))
@@ -62,7 +72,7 @@ def attention_grid(maps: dict, labels: dict, tokens: list[str], path, *, title: 
     return save_figure(fig, path)
 
 
-def intervention_bars(table, path):
+def intervention_bars(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Sink left (% of baseline) and loss added (Δ CE, nats) per intervention, ±2SE."""
     t = table[(table.scope == "mid") & (table.dataset == "all")]
     ids = list(t.intervention)

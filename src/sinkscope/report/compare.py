@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .figures import (
@@ -16,8 +18,15 @@ from .figures import (
     wrap,
 )
 
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
+    from typing import Any
 
-def compare_figure(result, path):
+    import pandas as pd
+
+
+def compare_figure(result: Any, path: str | os.PathLike) -> Path:
     """Left: sink strength per model and domain. Right: each matching intervention's BOS
     attention (% of baseline) per model, with its Δ cross-entropy written on the bar."""
     from ..interventions.labels import COMPARE_EDITS
@@ -89,7 +98,7 @@ def compare_figure(result, path):
     return save_figure(fig, path)
 
 
-def tradeoff_figure(df, model: str, path):
+def tradeoff_figure(df: pd.DataFrame, model: str, path: str | os.PathLike) -> Path:
     """Sink left vs cross-entropy added, one panel per domain, one line per edit (dots: strengths;
     the line's end is labelled with the smallest strength)."""
     from ..interventions.labels import SCALABLE_TEXT as EDIT_TEXT

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .figures import fmt_num, legend_right, prob_ylim, save_figure, subplots, title
 
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
+    from typing import Any
 
-def dynamics_figure(result, path):
+
+def dynamics_figure(result: Any, path: str | os.PathLike) -> Path:
     """Sink (with the onset threshold), EPE max, b_Q / EPE-key alignment, intervention efficacy
     and the query pathways' shares over the saved steps of ``result`` (a ``DynamicsResult``)."""
     f = result.frame

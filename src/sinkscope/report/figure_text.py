@@ -6,8 +6,13 @@ layout. Part of the layout rules of :mod:`sinkscope.report.figures`, which re-ex
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def wrap(text: str, width_in: float, fontsize: float = 9) -> str:
@@ -49,7 +54,7 @@ def fill(text: str, chars: int) -> str:
     return "\n".join(out)
 
 
-def axes_width(ax) -> float:
+def axes_width(ax: Axes) -> float:
     """About the width of ``ax`` in inches after layout: its share of the grid (width ratios
     included) of the figure, less room for the y-axis labels."""
     spec = ax.get_subplotspec()
@@ -62,13 +67,13 @@ def axes_width(ax) -> float:
     return max(share * ax.figure.get_figwidth() - 0.7, 1.5)
 
 
-def title(ax, text: str, fontsize: float = 9) -> None:
+def title(ax: Axes, text: str, fontsize: float = 9) -> None:
     """An axes title wrapped to the axes' width (refitted to the laid-out width on saving)."""
     t = ax.set_title(wrap(text, axes_width(ax), fontsize), fontsize=fontsize)
     t._sinkscope_text = text
 
 
-def suptitle(fig, text: str, fontsize: float = 10) -> None:
+def suptitle(fig: Figure, text: str, fontsize: float = 10) -> None:
     """A figure title wrapped to the figure's width (refitted on saving)."""
     t = fig.suptitle(wrap(text, fig.get_figwidth() * 0.95, fontsize), fontsize=fontsize)
     t._sinkscope_text = text
@@ -118,7 +123,7 @@ def _fit_ticklabels(ax, r) -> bool:
     return True
 
 
-def fit_titles(fig, rounds: int = 3) -> None:
+def fit_titles(fig: Figure, rounds: int = 3) -> None:
     """After layout, re-wrap every axes title wider than its axes (and a figure title wider than
     the figure) to the width it has, then lay out again: wrapping before layout can only guess
     the width that legends, colour bars and labels leave."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -33,13 +35,22 @@ from .figure_text import (  # noqa: E402,F401  (every figure module imports them
 )
 from .formats import FIGURE_FORMATS, figure_format, figure_name, figure_path, preview_name  # noqa: E402,F401
 
+if TYPE_CHECKING:
+    from typing import Any, Sequence
+
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
+    from numpy.typing import ArrayLike
+
 DPI = 150
 # svg: text as paths (renders the same everywhere), stable ids; pdf: TrueType fonts (venues reject Type 3)
 _RC = {"svg.hashsalt": "sinkscope", "svg.fonttype": "path", "pdf.fonttype": 42}
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
-def save_figure(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Save ``fig`` in the format its suffix names (``.png``, ``.svg`` or ``.pdf``) via a temporary
     file and ``os.replace``; a PDF also gets a PNG preview beside it (:func:`preview_name`, what
     the HTML report embeds). Closes the figure and returns ``path``."""
@@ -83,13 +94,15 @@ def _write(fig, path: Path, fmt: str) -> None:
 # --- layout helpers shared by the figure modules (text fitting: .figure_text) -------------------
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kw: Any
+) -> tuple[Figure, Any]:
     """``plt.subplots`` with constrained layout (titles, labels, colour bars and outside legends
     are fitted into the figure)."""
     return plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **kw)
 
 
-def legend_right(ax, fontsize: float = 8, **kw):
+def legend_right(ax: Axes, fontsize: float = 8, **kw: Any) -> Legend:
     """The axes' legend outside, to the right of the axes (it cannot cover data)."""
     return ax.legend(
         loc="upper left",
@@ -102,8 +115,13 @@ def legend_right(ax, fontsize: float = 8, **kw):
 
 
 def legend_below(
-    fig, handles=None, labels=None, fontsize: float = 8, ncol: int | None = None, **kw
-):
+    fig: Figure,
+    handles: Sequence[Artist] | None = None,
+    labels: Sequence[str] | None = None,
+    fontsize: float = 8,
+    ncol: int | None = None,
+    **kw: Any,
+) -> Legend | None:
     """One legend for the figure, below the axes (constrained layout makes room for it)."""
     if handles is None:
         seen = {}
@@ -124,7 +142,7 @@ def legend_below(
     )
 
 
-def prob_ylim(ax, values, *, top_room: float = 0.0) -> None:
+def prob_ylim(ax: Axes, values: ArrayLike, *, top_room: float = 0.0) -> None:
     """y from 0: [0, 1] when every value (a probability) lies in it and there is room for
     ``top_room`` above the largest, else from the data."""
     v = np.asarray([x for x in np.ravel(np.asarray(values, dtype=float)) if np.isfinite(x)])
@@ -145,13 +163,13 @@ def fmt_num(x: float) -> str:
 
 
 def bos_heatmap(
-    result,
-    path,
+    result: Any,
+    path: str | os.PathLike,
     *,
-    data=None,
-    label="attention to index 0 (queries T/2..T-1)",
-    what="BOS attention",
-):
+    data: np.ndarray | None = None,
+    label: str = "attention to index 0 (queries T/2..T-1)",
+    what: str = "BOS attention",
+) -> Path:
     """Layer × head heatmap of mean BOS attention (or ``data [layer, head]``); the band is outlined."""
     data = result.bos_attention.mean(axis=0) if data is None else data  # [layer, head]
     L, H = data.shape
@@ -189,7 +207,7 @@ def bos_heatmap(
     return save_figure(fig, path)
 
 
-def alpha_heatmap(result, path):
+def alpha_heatmap(result: Any, path: str | os.PathLike) -> Path:
     """Gu et al.'s per-head α map: mean attention to index 0 over all queries, averaged over examples."""
     alpha = result.alpha[..., result.keys.index(0)].mean(axis=0)  # [layer, head]
     return bos_heatmap(
@@ -197,7 +215,7 @@ def alpha_heatmap(result, path):
     )
 
 
-def domain_bars(summary: dict, path):
+def domain_bars(summary: dict, path: str | os.PathLike) -> Path:
     """Band-mean BOS attention per domain with ±2SE bars and the uniform-attention level."""
     block = summary["bos_attention"]
     names = list(block)
@@ -231,7 +249,7 @@ def domain_bars(summary: dict, path):
     return save_figure(fig, path)
 
 
-def layer_profile(result, summary: dict, path):
+def layer_profile(result: Any, summary: dict, path: str | os.PathLike) -> Path:
     """BOS attention per layer, one line per domain, against uniform attention."""
     fig, ax = subplots(figsize=(7.2, 3.6))
     per = summary["bos_attention_per_layer"]
@@ -271,7 +289,7 @@ MEASURE_CAPTIONS = {
 }
 
 
-def measure_figures(result, summary: dict, out) -> dict[str, str]:
+def measure_figures(result: Any, summary: dict, out: str | os.PathLike) -> dict[str, str]:
     """The four ``measure`` figures in ``out``, in the run's format; returns ``{file name: caption}``."""
     bos_heatmap(result, figure_path(out, "bos_heatmap"))
     alpha_heatmap(result, figure_path(out, "alpha_heatmap"))

@@ -29,8 +29,12 @@ import contextlib
 import contextvars
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
+
+if TYPE_CHECKING:
+    from typing import Iterator
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMAT = "png"
@@ -49,7 +53,7 @@ def check_format(fmt: str) -> str:
 
 
 @contextlib.contextmanager
-def figure_format(fmt: str | None):
+def figure_format(fmt: str | None) -> Iterator[str]:
     """Within the block, figures are named and written as ``fmt`` (None: leave the current one)."""
     if fmt is None:
         yield current_format()

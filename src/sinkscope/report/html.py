@@ -8,11 +8,17 @@ and the footer, so a headless browser can tell a broken figure from a loaded one
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
 from ..io import write_text_atomic
-from .tables import _e, _f, _img, _table  # noqa: F401  (report.sweep and tests use them)
+from .tables import SCRIPT, _e, _f, _img, _table  # noqa: F401  (report.sweep and tests use them)
+
+if TYPE_CHECKING:
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
+    from .records import FactsRecord
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;max-width:1060px;margin:0 auto;padding:24px 28px 60px;background:#fbfbfa}
@@ -28,16 +34,6 @@ table.tbl{border-collapse:collapse;font-size:13px;margin:8px 0;background:#fff}t
 table.tbl th{background:#f1f3f5}
 tr.matches td{background:#eefbea}tr.differs td{background:#fff1f0}tr.notrun td{color:#889}
 code{background:#f1f3f5;padding:1px 4px;border-radius:3px}details{margin:8px 0}ul.files{font-size:13px}
-"""
-
-SCRIPT = """
-window.addEventListener("load", function () {
-  var imgs = document.images, ok = 0;
-  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; else imgs[i].setAttribute("data-broken", "1"); }
-  document.body.setAttribute("data-images", ok + "/" + imgs.length);
-  var el = document.getElementById("image-check");
-  if (el) el.textContent = ok + " of " + imgs.length + " figures loaded";
-});
 """
 
 
@@ -75,7 +71,7 @@ def _facts_tables(f) -> str:
     return _table(pd.DataFrame(rows))
 
 
-def facts_section(f) -> str:
+def facts_section(f: FactsRecord) -> str:
     """The facts step's tables (the report owns the facts: every stage reads them)."""
     return _facts_tables(f)
 
@@ -179,7 +175,9 @@ def _paper_section(records: dict, model, inputs, run: dict) -> tuple[str, pd.Dat
     return body, df
 
 
-def render(out: Path, model, inputs, outcomes, run: dict) -> tuple[str, pd.DataFrame]:
+def render(
+    out: Path, model: SinkModel, inputs: TokenizedInputs | None, outcomes: Sequence[Any], run: dict
+) -> tuple[str, pd.DataFrame]:
     """The page (header, contents, the paper table, one section per stage, the skipped stages,
     the run's settings) and the paper-vs-run table; GPT-2 small gets the paper table first."""
     from .paper import is_gpt2_small
@@ -390,7 +388,9 @@ def _source_text(src: dict) -> str:
     return text + (f" (commit {src['commit']})" if src.get("commit") else "")
 
 
-def write_report(out: Path, model, inputs, outcomes, run: dict) -> Path:
+def write_report(
+    out: Path, model: SinkModel, inputs: TokenizedInputs | None, outcomes: Sequence[Any], run: dict
+) -> Path:
     """Write ``out/report.html`` and ``out/paper_vs_run.csv`` atomically; return the report path."""
     page, paper_df = render(out, model, inputs, outcomes, run)
     write_text_atomic(out / "paper_vs_run.csv", paper_df.to_csv(index=False))

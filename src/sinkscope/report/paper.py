@@ -20,6 +20,7 @@ here (the paper's "layer 4" is our layer 3).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -35,6 +36,9 @@ from .paper_numbers import (  # noqa: F401  (the table lives there; its names st
     _part,
     _t1,
 )
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = [
     "GPT2_SMALL",
@@ -60,7 +64,7 @@ GPT2_SMALL = {
 }
 
 
-def is_gpt2_small(config) -> bool:
+def is_gpt2_small(config: PretrainedConfig) -> bool:
     """True for the GPT-2 small architecture (the model the paper measured)."""
     return all(getattr(config, k, None) == v for k, v in GPT2_SMALL.items())
 

@@ -283,7 +283,7 @@ class MitigateRecord:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_record(record: type | str | None, summary: dict, where: str | None = None):
+def read_record(record: type | str | None, summary: dict, where: str | None = None) -> Any:
     """The typed record of a stage's ``summary`` (unknown keys are ignored): ``record`` is the
     record class (a stage's ``record``), or the name of a ``reproduce`` step / a stage (looked up
     in the registry); None returns the summary itself (a stage without a record)."""

@@ -12,7 +12,7 @@ from .records import ExplainRecord, InterventionsRecord, MitigateRecord, SharedQ
 from .tables import _e, _f, _table
 
 
-def circuit_weights_section(w) -> str:
+def circuit_weights_section(w: ExplainRecord) -> str:
     import pandas as pd
 
     out = []
@@ -51,7 +51,7 @@ def circuit_weights_section(w) -> str:
     return "".join(out)
 
 
-def circuit_forward_section(f) -> str:
+def circuit_forward_section(f: ExplainRecord) -> str:
     import pandas as pd
 
     d = f.delta
@@ -78,7 +78,7 @@ def _f2(x):
     return _f(x, ".2f")
 
 
-def interventions_section(iv) -> str:
+def interventions_section(iv: InterventionsRecord) -> str:
     import pandas as pd
 
     from ..interventions.labels import PAPER_TABLE1
@@ -126,7 +126,7 @@ def interventions_section(iv) -> str:
     return "".join(out)
 
 
-def shared_query_section(sq) -> str:
+def shared_query_section(sq: SharedQueryRecord) -> str:
     import pandas as pd
 
     rows = [
@@ -150,7 +150,7 @@ def shared_query_section(sq) -> str:
     return _table(pd.DataFrame(rows)) + note
 
 
-def mitigate_section(mi) -> str:
+def mitigate_section(mi: MitigateRecord) -> str:
     import pandas as pd
 
     if not mi.rows:

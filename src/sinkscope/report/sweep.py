@@ -4,11 +4,16 @@ training step, and the cross-model Table 1 (they read the sweep's table, never r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .figures import legend_right, plt, prob_ylim, save_figure, subplots, title, wrap
 from .formats import figure_name
+
+if TYPE_CHECKING:
+    import os
+    from typing import Any
 
 
 def _baseline(frame):
@@ -21,7 +26,7 @@ def _seed_stats(sub, by):
     return g.mean(), g.std(ddof=1)
 
 
-def sink_vs_length(result, path):
+def sink_vs_length(result: Any, path: str | os.PathLike) -> Path:
     """Baseline BOS attention (band, all inputs) against length, one line per model × regime,
     error bars: cross-seed SD."""
     b = _baseline(result.frame)
@@ -64,7 +69,7 @@ def sink_vs_length(result, path):
     return save_figure(fig, path)
 
 
-def sink_by_content(result, path):
+def sink_by_content(result: Any, path: str | os.PathLike) -> Path:
     """Baseline BOS attention per content regime, one bar group per model (first length)."""
     length, _ = result.table1_setting()
     b = _baseline(result.frame)
@@ -94,7 +99,7 @@ def sink_by_content(result, path):
     return save_figure(fig, path)
 
 
-def table1_heatmap(result, path):
+def table1_heatmap(result: Any, path: str | os.PathLike) -> Path:
     """% of the baseline sink left under each intervention, model × intervention (all inputs)."""
     t = result.table1()
     t = t[t.domain == "all"]
@@ -128,7 +133,7 @@ def table1_heatmap(result, path):
     return save_figure(fig, path)
 
 
-def sink_vs_step(result, path):
+def sink_vs_step(result: Any, path: str | os.PathLike) -> Path:
     """Baseline BOS attention against training step (checkpoints), per content regime."""
     b = _baseline(result.frame).dropna(subset=["step"])
     length, _ = result.table1_setting()
@@ -160,7 +165,7 @@ def sink_vs_step(result, path):
     return save_figure(fig, path)
 
 
-def sweep_figures(result, out: Path) -> dict[str, str]:
+def sweep_figures(result: Any, out: Path) -> dict[str, str]:
     """The figures the sweep's grid supports: ``{file name: caption}``."""
     f, figs = result.frame, {}
 
@@ -198,7 +203,7 @@ def sweep_figures(result, out: Path) -> dict[str, str]:
     return figs
 
 
-def sweep_section(result, out: Path, figs: dict[str, str]) -> str:
+def sweep_section(result: Any, out: Path, figs: dict[str, str]) -> str:
     """The sweep's section of an HTML page: the grid, Table 1 across models, the figures."""
     from .html import _e, _img, _table
 
@@ -230,7 +235,7 @@ def sweep_section(result, out: Path, figs: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
-def write_sweep_report(result, out: Path, figs: dict[str, str]) -> Path:
+def write_sweep_report(result: Any, out: Path, figs: dict[str, str]) -> Path:
     """``report.html``: the sweep section on a self-contained page (figures embedded)."""
     from ..io import write_text_atomic
     from .html import CSS, SCRIPT

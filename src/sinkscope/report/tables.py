@@ -18,10 +18,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     import pandas as pd
 
+SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; else imgs[i].setAttribute("data-broken", "1"); }
+  document.body.setAttribute("data-images", ok + "/" + imgs.length);
+  var el = document.getElementById("image-check");
+  if (el) el.textContent = ok + " of " + imgs.length + " figures loaded";
+});
+"""
 
-def esc(x) -> str:
+
+def esc(x: object) -> str:
     return html.escape(str(x))
 
 
@@ -49,7 +61,7 @@ def _img(path: Path, alt: str, href: str | None = None) -> str:
 _NUM = re.compile(r"^[+\-−]?[\d.,]+(e[+\-]?\d+)?%?( ± [\d.,]+)?( \([\d.,]+%?\))?$")
 
 
-def html_table(df: pd.DataFrame, row_class=None) -> str:
+def html_table(df: pd.DataFrame, row_class: Callable[[pd.Series], str] | None = None) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in df.columns)
     rows = []
     for _, r in df.iterrows():
@@ -67,7 +79,7 @@ def html_table(df: pd.DataFrame, row_class=None) -> str:
     )
 
 
-def fmt(x, spec=".3f", na="n/a") -> str:
+def fmt(x: object, spec: str = ".3f", na: str = "n/a") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return na
     return format(x, spec)

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .figures import legend_right, plt, prob_ylim, save_figure, subplots, title, wrap
 from .formats import figure_path
 
+if TYPE_CHECKING:
+    import os
+    from typing import Any
+
 SINK_FORMED = 0.3  # the zoo's "sink formed" level
 
 
-def zoo_bars(result, path):
+def zoo_bars(result: Any, path: str | os.PathLike) -> Path:
     """BOS attention per variant (bars: mean over seeds; dots: seeds), one colour per domain."""
     r = result.runs
     variants = list(dict.fromkeys(r.variant))
@@ -51,7 +56,7 @@ def zoo_bars(result, path):
     return save_figure(fig, path)
 
 
-def zoo_scatter(result, path):
+def zoo_scatter(result: Any, path: str | os.PathLike) -> Path:
     """Final validation loss vs sink strength, one point per run."""
     r = result.runs[result.runs.domain == "all"]
     fig, ax = subplots(figsize=(6.8, 4))
@@ -65,7 +70,7 @@ def zoo_scatter(result, path):
     return save_figure(fig, path)
 
 
-def zoo_curves(curves: dict[str, list[dict]], path):
+def zoo_curves(curves: dict[str, list[dict]], path: str | os.PathLike) -> Path:
     """The live sink readout during training, one line per run."""
     fig, ax = subplots(figsize=(7.6, 4))
     cmap = plt.get_cmap("tab10")
@@ -95,7 +100,7 @@ def zoo_curves(curves: dict[str, list[dict]], path):
     return save_figure(fig, path)
 
 
-def zoo_figures(result, out: Path) -> list[Path]:
+def zoo_figures(result: Any, out: Path) -> list[Path]:
     """The three zoo figures in ``out``, in the run's format."""
 
     return [

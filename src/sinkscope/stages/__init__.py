@@ -7,6 +7,8 @@ a report section; nothing else changes (``docs/contributing.md``). Modules stay 
 (torch and pandas load inside the functions), so ``sinkscope --help`` is fast.
 """
 
+from __future__ import annotations
+
 from .._lazy import lazy_package
 
 __getattr__, __dir__, __all__ = lazy_package(__name__, globals(), {})  # submodules on first use

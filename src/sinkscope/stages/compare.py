@@ -24,7 +24,14 @@ from ..interventions.labels import COMPARE_EDITS
 from ..registry import Stage, register_stage
 
 if TYPE_CHECKING:
+    import os
+    from typing import Iterable
+
     import pandas as pd
+
+    from ..analysis.facts import CircuitFacts
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
 
 
 @dataclass
@@ -45,7 +52,14 @@ class Circuit:
     facts: object = None  # the run's CircuitFacts (coords, rule, creating block, q̄)
 
 
-def circuit(model, inputs, *, band=None, batch_size: int = 32, progress: bool = True) -> Circuit:
+def circuit(
+    model: SinkModel,
+    inputs: TokenizedInputs,
+    *,
+    band: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Circuit:
     """Measure, residual profile, shared query and γ(q̄) for one model (three passes)."""
     from ..analysis import gamma_split, residual_profile
     from ..analysis.facts import resolve_facts
@@ -139,7 +153,9 @@ class CompareResult:
             "seconds": self.seconds,
         }
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]:
         """``compare.csv``, ``compare.md``, ``shared_query_per_head.csv``, ``compare.json`` (plus
         ``extra``) and, with ``figures``, ``compare.png``."""
         from pathlib import Path
@@ -204,8 +220,14 @@ class CompareResult:
 
 
 def compare_one(
-    model, inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0
-):
+    model: SinkModel,
+    inputs: TokenizedInputs,
+    *,
+    band: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    seed: int = 0,
+) -> tuple[list[dict], pd.DataFrame, Circuit]:
     """Rows (one per domain, ``all`` first) and the per-head table of one model."""
     import numpy as np
     import torch
@@ -284,7 +306,14 @@ class CompareConfig(Stage):
     steps = ()  # several models: not a reproduce step (reproduce studies one)
 
     def compute(
-        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+        self,
+        model: SinkModel,
+        inputs: TokenizedInputs | None,
+        facts: CircuitFacts | None = None,
+        *,
+        band: tuple[int, int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> CompareResult:
         import pandas as pd
 
@@ -302,7 +331,12 @@ class CompareConfig(Stage):
 
 
 def compare(
-    models_and_inputs, *, band=None, batch_size: int = 32, progress: bool = True, seed: int = 0
+    models_and_inputs: Iterable[tuple[SinkModel, TokenizedInputs]],
+    *,
+    band: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    seed: int = 0,
 ) -> CompareResult:
     """Run :func:`compare_one` on every ``(model, inputs)`` pair, in order. Pass a generator
     (``inputs`` tokenised with that model's tokenizer) to hold one model in memory at a time;

@@ -9,12 +9,22 @@ twice: the weight-only analyses (``circuit_weights``) and the forward-pass ones
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
 from ..parsing import parse_coords  # noqa: F401  (the --coords flag's parser, for plugins' reuse)
 from ..registry import Stage, Step, option, register_stage
 from ..report import sections
 from ..report.records import ExplainRecord
+
+if TYPE_CHECKING:
+    import os
+    from typing import Any
+
+    from ..analysis.facts import CircuitFacts
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
+
 
 PAPER_COORDS = (138, 378, 447)  # the paper's Fig 7 coordinates (report.paper owns the numbers)
 
@@ -44,7 +54,9 @@ class ExplainResult:
             {"inputs.jsonl": "each input's text and token ids"} if self.inputs is not None else {}
         )
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]:
         """The tables (CSV), ``inputs.jsonl`` (when there were inputs), ``summary.json`` (plus
         ``extra``) and, with ``figures``, every figure the analyses support, in ``out``; returns
         ``{figure file: caption}``. The CLI and reproduce's circuit stages write through here."""
@@ -66,7 +78,7 @@ class ExplainResult:
         return format_explain(self.data)
 
 
-def explain(model, inputs=None, **kw) -> ExplainResult:
+def explain(model: SinkModel, inputs: TokenizedInputs | None = None, **kw: Any) -> ExplainResult:
     """Run every structural analysis the model's weights (and ``inputs``, if given) allow;
     the keywords are :func:`sinkscope.analysis.circuit.run_analyses`'."""
     from ..analysis.circuit import run_analyses
@@ -135,7 +147,14 @@ class ExplainConfig(Stage):
             raise SinkscopeError("explain needs the weight-only analyses, the forward ones or both")
 
     def compute(
-        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+        self,
+        model: SinkModel,
+        inputs: TokenizedInputs | None,
+        facts: CircuitFacts | None = None,
+        *,
+        band: tuple[int, int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> ExplainResult:
         return explain(
             model,

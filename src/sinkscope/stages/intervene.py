@@ -8,6 +8,7 @@ coordinate rule, (j)'s draw, dtype) is the ``--preset``'s (:mod:`sinkscope.inter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
 from ..interventions.presets import PRESETS, get_preset
@@ -15,6 +16,14 @@ from ..interventions.run import InterventionTable
 from ..registry import Stage, Step, option, register_stage
 from ..report import sections
 from ..report.records import InterventionsRecord
+
+if TYPE_CHECKING:
+    import os
+
+    from ..analysis.facts import CircuitFacts
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
+    from .runner import RunOptions
 
 
 @dataclass
@@ -43,7 +52,9 @@ class InterveneResult(InterventionTable):
         """The text ``sinkscope intervene`` prints."""
         return self.markdown()
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]:
         """Every ``intervene`` output in ``out``: ``table1.csv`` / ``.md``, ``per_example.csv``,
         ``fig5.csv`` (the Fig 5 maps computed with the run's BOS convention, facts and seed, so
         each panel matches its Table 1 row), ``inputs.jsonl``, ``summary.json`` (plus ``extra``)
@@ -171,7 +182,7 @@ class InterveneConfig(Stage):
                 )
             names.append(name)
 
-    def settle(self, opts) -> None:
+    def settle(self, opts: RunOptions) -> None:
         """The preset decides the coordinate rule (``--sigma`` asks for sigma), (j)'s draw and
         the dtype (``paper``: float32 unless ``--dtype`` says otherwise)."""
         p = get_preset(self.preset)
@@ -180,7 +191,14 @@ class InterveneConfig(Stage):
         opts.dtype = p.dtype(opts.dtype)
 
     def compute(
-        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+        self,
+        model: SinkModel,
+        inputs: TokenizedInputs | None,
+        facts: CircuitFacts | None = None,
+        *,
+        band: tuple[int, int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> InterveneResult:
         """Every intervention over ``inputs``, then the Fig 5 maps; ``facts`` (the run's
         :class:`~sinkscope.analysis.facts.CircuitFacts`) default to :func:`resolve_facts`'s."""

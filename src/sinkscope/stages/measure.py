@@ -24,9 +24,12 @@ from ..registry import Stage, Step, option, register_stage
 from ..report.records import MeasureRecord
 
 if TYPE_CHECKING:
+    import os
+
     import numpy as np
     import pandas as pd
 
+    from ..analysis.facts import CircuitFacts
     from ..data import TokenizedInputs
     from ..models import SinkModel
 
@@ -165,7 +168,9 @@ class MeasureResult:
             s["sink_logit_mass"] = agg(self.sink_logit, self.band)
         return s
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]:
         """Every ``measure`` output in the directory ``out``: ``metrics.csv``, ``per_layer.csv``,
         ``inputs.jsonl``, ``summary.json`` (:meth:`summary` plus ``extra``) and, with ``figures``,
         the four PNGs; returns ``{figure file: caption}``. ``sinkscope measure`` and reproduce's
@@ -228,7 +233,14 @@ class MeasureConfig(Stage):
         self._baseline = read_baseline(self.baseline) if self.baseline else None
 
     def compute(
-        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+        self,
+        model: SinkModel,
+        inputs: TokenizedInputs | None,
+        facts: CircuitFacts | None = None,
+        *,
+        band: tuple[int, int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> MeasureResult:
         r = measure(
             model,

@@ -24,7 +24,16 @@ from ..report import sections
 from ..report.records import MitigateRecord
 
 if TYPE_CHECKING:
+    import os
+    from typing import Sequence
+
     import pandas as pd
+
+    from ..analysis.facts import CircuitFacts
+    from ..data import TokenizedInputs
+    from ..interventions.base import Intervention
+    from ..models import SinkModel
+    from .runner import RunOptions
 
 EDIT_TEXT = SCALABLE_TEXT  # the scalable kinds of the --edit language, s = share kept
 EDITS = SCALABLE
@@ -32,7 +41,9 @@ DEFAULT_STRENGTHS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)
 MIN_NATS = 0.01
 
 
-def sweep_edits(strengths=DEFAULT_STRENGTHS, edits=EDITS) -> dict:
+def sweep_edits(
+    strengths: Sequence[float] = DEFAULT_STRENGTHS, edits: Sequence[str] = EDITS
+) -> dict[str, Intervention]:
     """``{"edit@s": Intervention}``; strength 1 of every edit is the unedited baseline ``a``."""
     from ..interventions.spec import edits as parse
 
@@ -88,7 +99,9 @@ class MitigateResult:
             "rows": rows.to_dict(orient="records"),
         }
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]:
         """``tradeoff.csv``, ``mitigate.md``, ``mitigate.json`` (plus ``extra``) and, with
         ``figures``, one trade-off PNG per model; ``sinkscope mitigate`` and reproduce's mitigate
         stage write through here."""
@@ -251,7 +264,7 @@ class MitigateConfig(Stage):
         if not self.edits or any(e not in EDITS for e in self.edits):
             raise SinkscopeError(f"edits {self.edits}: choose from {', '.join(EDITS)}")
 
-    def settle(self, opts) -> None:
+    def settle(self, opts: RunOptions) -> None:
         """The W_K edit's coordinates: --coords-rule, else sigma when --sigma is given, else
         the paper's top-3 |EPE_0| (as intervene's paper preset)."""
         from ..interventions.presets import choose_rule
@@ -259,7 +272,14 @@ class MitigateConfig(Stage):
         opts.coords_rule = choose_rule(opts.coords_rule, opts.k_sigma, "paper")
 
     def compute(
-        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+        self,
+        model: SinkModel,
+        inputs: TokenizedInputs | None,
+        facts: CircuitFacts | None = None,
+        *,
+        band: tuple[int, int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> MitigateResult:
         """The trade-off rows of one model, with the run's facts (coordinates for ``wk``, q̄ for
         ``qbar``, the creating block for ``patch0``); None decides them here."""
@@ -296,17 +316,17 @@ class MitigateConfig(Stage):
 
 
 def tradeoff_rows(
-    model,
-    inputs,
+    model: SinkModel,
+    inputs: TokenizedInputs,
     *,
-    strengths=DEFAULT_STRENGTHS,
-    edits=EDITS,
-    coords=None,
-    band=None,
-    cache=None,
+    strengths: Sequence[float] = DEFAULT_STRENGTHS,
+    edits: Sequence[str] = EDITS,
+    coords: list[int] | None = None,
+    band: tuple[int, int] | None = None,
+    cache: dict | None = None,
     batch_size: int = 32,
     progress: bool = True,
-):
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Sweep ``edits`` over ``strengths`` given the circuit facts they need (``coords`` for ``wk``;
     ``cache``: ``q_bar`` for ``qbar``, ``creating_block`` for ``patch0``)."""
     import pandas as pd

@@ -20,10 +20,16 @@ import copy
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 from ..errors import SinkscopeError
 from ..registry import Stage
+
+if TYPE_CHECKING:
+    from ..analysis.facts import CircuitFacts, MassiveCoords
+    from ..analysis.massive import ResidualProfile
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
 
 
 class StageResult(Protocol):
@@ -35,7 +41,9 @@ class StageResult(Protocol):
 
     def frames(self) -> dict: ...
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]: ...
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]: ...
 
     def format(self) -> str: ...
 
@@ -80,7 +88,7 @@ class RunOptions:
             raise SinkscopeError(f"--per-domain {self.per_domain} must be at least 1")
 
 
-def open_model(opts: RunOptions, *, need_forward: bool = True):
+def open_model(opts: RunOptions, *, need_forward: bool = True) -> SinkModel:
     """The one load path (CLI, API specs, sweep, zoo, dynamics): ``opts.model`` (a spec or a
     model in memory) in ``opts``' device / dtype / placement, checked against the run's
     ``--coords`` and, with ``need_forward``, able to run a forward pass."""
@@ -95,7 +103,7 @@ def open_model(opts: RunOptions, *, need_forward: bool = True):
 
 def load(
     opts: RunOptions, *, need_forward: bool = True, weights_only: bool = False, kind: str = "result"
-):
+) -> tuple[SinkModel, TokenizedInputs | None]:
     """Cheap checks first (options, output directory, input files), then the model, then the
     tokenising: ``(model, inputs)``. ``inputs`` is None with ``weights_only`` or when
     ``need_forward`` is False and the model cannot run (a partial checkpoint)."""
@@ -167,7 +175,15 @@ def load_each(opts: RunOptions, specs: Sequence[str]) -> Iterator[tuple]:
         yield model, inputs
 
 
-def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=None, fallback=None):
+def facts_for(
+    config: StageConfig,
+    model: SinkModel,
+    inputs: TokenizedInputs | None,
+    opts: RunOptions,
+    *,
+    profile: ResidualProfile | None = None,
+    fallback: MassiveCoords | None = None,
+) -> CircuitFacts | None:
     """The run's :class:`~sinkscope.analysis.facts.CircuitFacts`, decided once, for what
     ``config.facts`` asks (None when it asks nothing)."""
     from ..analysis.facts import resolve_facts
@@ -191,7 +207,7 @@ def facts_for(config: StageConfig, model, inputs, opts: RunOptions, *, profile=N
     )
 
 
-def combines_models(res) -> bool:
+def combines_models(res: StageResult) -> bool:
     """A result that combines models (``compare``, ``mitigate``: it has ``concat``) records each
     model's load, however many it holds."""
     return hasattr(type(res), "concat")
@@ -251,7 +267,7 @@ def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float)
     )
 
 
-def prepare(config, opts: RunOptions) -> None:
+def prepare(config: StageConfig, opts: RunOptions) -> None:
     """Check ``config`` and ``opts`` (no model loaded) and let the stage decide, once, what its
     settings imply for the run (a preset's coordinate rule and dtype); then the defaults."""
     config.check()
@@ -261,7 +277,9 @@ def prepare(config, opts: RunOptions) -> None:
     opts.k_sigma = 3.0 if opts.k_sigma is None else opts.k_sigma
 
 
-def compute_stage(config, model, inputs, opts: RunOptions):
+def compute_stage(
+    config: StageConfig, model: SinkModel, inputs: TokenizedInputs | None, opts: RunOptions
+) -> StageResult:
     """The stage's result on a loaded model and inputs: facts decided once, then ``compute``."""
     facts = facts_for(config, model, inputs, opts)
     return config.compute(
@@ -269,7 +287,7 @@ def compute_stage(config, model, inputs, opts: RunOptions):
     )
 
 
-def run_stage(config, opts: RunOptions) -> Ran:
+def run_stage(config: StageConfig, opts: RunOptions) -> Ran:
     """``sinkscope <stage>``: check, load, decide the facts, compute and write ``opts.out``."""
     prepare(config, opts)
     t0 = time.perf_counter()

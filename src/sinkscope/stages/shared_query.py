@@ -13,7 +13,13 @@ from ..report import sections
 from ..report.records import SharedQueryRecord
 
 if TYPE_CHECKING:
+    import os
+
     import pandas as pd
+
+    from ..analysis.facts import CircuitFacts
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
 
 
 @dataclass
@@ -45,7 +51,9 @@ class SharedQueryResult:
             "per_layer": per_layer.reset_index().to_dict(orient="records"),
         }
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]:
         """``shared_query_per_head.csv``, ``summary.json`` and, with ``figures``, the per-layer
         shares."""
         from pathlib import Path
@@ -88,7 +96,14 @@ class SharedQueryConfig(Stage):
     section = staticmethod(sections.shared_query_section)
 
     def compute(
-        self, model, inputs, facts=None, *, band=None, batch_size: int = 32, progress: bool = True
+        self,
+        model: SinkModel,
+        inputs: TokenizedInputs | None,
+        facts: CircuitFacts | None = None,
+        *,
+        band: tuple[int, int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
     ) -> SharedQueryResult:
         import numpy as np
         import torch

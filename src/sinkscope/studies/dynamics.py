@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,11 @@ from ..errors import SinkscopeError
 from ..interventions.labels import DYNAMICS_EDITS as EDITS  # noqa: E402
 from ..interventions.labels import DYNAMICS_TEXT as EDIT_TEXT  # noqa: E402,F401
 from ..stages.runner import RunOptions
+
+if TYPE_CHECKING:
+    import os
+
+    from ..stages.runner import Ran
 
 ONSET_FACTOR = 2.0  # default threshold: this many times the uniform level
 STAGE = SimpleNamespace(facts=("coords", "q_bar"))  # the circuit facts the trajectories read
@@ -219,7 +224,9 @@ class DynamicsResult:
             "checkpoints": f.to_dict(orient="records"),
         }
 
-    def write(self, out, *, figures: bool = True, extra: dict | None = None) -> dict[str, str]:
+    def write(
+        self, out: str | os.PathLike[str], *, figures: bool = True, extra: dict | None = None
+    ) -> dict[str, str]:
         """``dynamics.csv``, ``dynamics.json`` (:meth:`summary` plus ``extra``) and, with
         ``figures``, ``dynamics.png`` in the directory ``out``; returns ``{figure: caption}``."""
         from ..io import write_json_atomic
@@ -325,7 +332,13 @@ def dynamics(
     return DynamicsResult(pd.DataFrame(rows), meta, time.perf_counter() - t0, loads)
 
 
-def run_dynamics(checkpoints: Sequence[str], opts: RunOptions, *, steps=None, threshold=None):
+def run_dynamics(
+    checkpoints: Sequence[str],
+    opts: RunOptions,
+    *,
+    steps: Sequence[int] | None = None,
+    threshold: float | None = None,
+) -> Ran:
     """``sinkscope dynamics``: check ``opts.out`` first, compute, write it atomically
     (:class:`~sinkscope.stages.runner.Ran`)."""
     from ..io import check_output_dir

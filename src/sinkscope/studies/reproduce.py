@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import SinkscopeError
 from ..io import (
@@ -49,6 +49,10 @@ from ..io import (
 )
 from .reproduce_facts import load_facts as _load_facts  # noqa: F401  (tests read cached facts)
 from .reproduce_plan import PlannedStep, Settings, plan, reproduce_options  # noqa: F401
+
+if TYPE_CHECKING:
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
 from .stage_cache import (  # noqa: F401  (re-exported: tests and tools key stages here)
     CACHE_FORMAT,
     _jsonable,
@@ -160,8 +164,8 @@ def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, l
 
 
 def reproduce(
-    model,
-    inputs,
+    model: SinkModel,
+    inputs: TokenizedInputs,
     out: str | os.PathLike,
     *,
     settings: Settings | None = None,

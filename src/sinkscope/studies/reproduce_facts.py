@@ -5,11 +5,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
 
+if TYPE_CHECKING:
+    from ..analysis.facts import CircuitFacts
+    from .reproduce import Context
+    from .reproduce_plan import PlannedStep
 
-def facts_step():
+
+def facts_step() -> PlannedStep:
     """The built-in first step of every ``reproduce`` run."""
     from ..report.html import facts_section
     from ..report.readings import facts_reading
@@ -46,7 +52,7 @@ def _paper_fallback(model):
 FACT_ARRAYS = ("norm0", "norm_other", "abs0", "median_abs", "signed0")
 
 
-def run_facts(ctx, tmp: Path) -> dict:
+def run_facts(ctx: Context, tmp: Path) -> dict:
     """The run's circuit facts, decided once (analysis.facts.resolve_facts) and read by every
     later stage: massive coordinates and their rule, the creating block, q̄."""
     import torch
@@ -81,7 +87,7 @@ def run_facts(ctx, tmp: Path) -> dict:
     }
 
 
-def load_facts(ctx, summary: dict):
+def load_facts(ctx: Context, summary: dict) -> CircuitFacts:
     """The facts of a cached facts stage (its record and ``facts.safetensors``)."""
     from safetensors.torch import load_file
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import SinkscopeError
 
 if TYPE_CHECKING:
+    from ..registry import Stage
     from .reproduce import Context
 
 
@@ -93,7 +94,7 @@ class PlannedStep:
     reading: Callable | None = None
     section: Callable | None = None
 
-    def config(self, settings: Settings):
+    def config(self, settings: Settings) -> Stage:
         """The stage Config this step runs: reproduce's options for its fields, the shared run
         settings for fields named like them (or mapped by ``step.run_fields``), the overrides."""
         cls, st = self.config_cls, self.step
@@ -104,7 +105,7 @@ class PlannedStep:
         kw |= {k: getattr(settings, v) for k, v in st.run_fields.items()}
         return cls(**(kw | st.overrides))
 
-    def config_key(self, settings: Settings):
+    def config_key(self, settings: Settings) -> dict | None:
         return None if self.config_cls is None else asdict(self.config(settings))
 
 

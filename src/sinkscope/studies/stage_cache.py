@@ -13,12 +13,19 @@ import json
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
+    from ..registry import Stage
+    from .reproduce_plan import Settings
 
-def weights_hash(model) -> str:
+
+def weights_hash(model: SinkModel) -> str:
     """SHA-256 of the config and every loaded tensor (name, dtype, shape, bytes); a partial
     checkpoint's missing tensors (on ``meta``) are left out."""
     h = hashlib.sha256(model.hf.config.to_json_string(use_diff=False).encode())
@@ -31,7 +38,7 @@ def weights_hash(model) -> str:
     return h.hexdigest()
 
 
-def inputs_hash(inputs) -> str | None:
+def inputs_hash(inputs: TokenizedInputs | None) -> str | None:
     if inputs is None:
         return None
     h = hashlib.sha256(inputs.ids.numpy().astype(np.int64).tobytes())
@@ -49,7 +56,12 @@ def _reads_inputs(stage, model) -> bool:
 
 
 def stage_key(
-    stage, w_hash: str, in_hash: str | None, settings, upstream: dict[str, str], model=None
+    stage: Stage,
+    w_hash: str,
+    in_hash: str | None,
+    settings: Settings,
+    upstream: dict[str, str],
+    model: SinkModel | None = None,
 ) -> str:
     """A step's cache key: everything its result depends on (see the module docstring)."""
     from .. import __version__

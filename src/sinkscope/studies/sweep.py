@@ -21,11 +21,18 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..errors import SinkscopeError
+
+if TYPE_CHECKING:
+    import os
+
+    from ..models import SinkModel
+
 
 BACKENDS = ("local", "ray")
 from .sweep_result import SWEEP_COLUMNS, TABLE1_COLUMNS, SweepResult  # noqa: E402,F401
@@ -136,7 +143,7 @@ def _load(
     return open_model(RunOptions(model=spec, device=device, dtype=dtype, device_map=device_map))
 
 
-def cell_result(model, cell: Cell, shared: dict, batch_size: int) -> dict:
+def cell_result(model: SinkModel, cell: Cell, shared: dict, batch_size: int) -> dict:
     """``{"rows": [...], "seconds": s, "loaded": SinkModel.record()}``, or ``{"error": message}`` for a
     cell that failed with a sinkscope error (a length this model cannot take, too few texts):
     reported, not cached."""
@@ -266,7 +273,9 @@ def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
             )
 
 
-def run_sweep(cfg: SweepConfig, out, *, figures: bool = True, progress: bool = True) -> SweepResult:
+def run_sweep(
+    cfg: SweepConfig, out: str | os.PathLike[str], *, figures: bool = True, progress: bool = True
+) -> SweepResult:
     """Expand the grid, compute the cells not cached in ``out/cells`` (local or Ray), write the
     tables, figures and report. Resumable: a cell is never recomputed."""
     from tqdm.auto import tqdm

@@ -9,6 +9,8 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..data import TokenizedInputs
+    from ..models import SinkModel
     from .sweep import Cell
 
 POOL_GROWTH = 4  # a natural cell whose domains join too few long texts reads 4x, 16x ... as many
@@ -27,7 +29,7 @@ def training_step(spec: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def cell_inputs(model, cell: Cell, shared: dict):
+def cell_inputs(model: SinkModel, cell: Cell, shared: dict) -> TokenizedInputs:
     """The cell's inputs: ``natural`` texts at ``cell.length`` tokens (short ones joined within
     their domain; seed > 0 resamples them), or ``random`` / ``repeated`` token ids (as many
     inputs as the natural regime would give: ``per_domain`` × 3)."""
@@ -75,7 +77,7 @@ def cell_inputs(model, cell: Cell, shared: dict):
     )
 
 
-def run_cell(model, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[dict]:
+def run_cell(model: SinkModel, cell: Cell, shared: dict, *, batch_size: int = 32) -> list[dict]:
     """One cell: the ``intervene`` stage with the sweep's preset on the cell's inputs, one row per
     domain × intervention (``all`` first; the layer band's BOS attention; ``a`` is the
     baseline)."""

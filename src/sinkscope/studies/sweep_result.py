@@ -56,7 +56,7 @@ class SweepResult:
         default_factory=dict
     )  # model spec -> SinkModel.record() (cells cached before it: absent)
 
-    def intervention_order(self, intervention: str):
+    def intervention_order(self, intervention: str) -> int:
         """Interventions in the grid's own order (a..j), whichever model lacks one."""
         return list(dict.fromkeys(self.frame.intervention)).index(intervention)
 

@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,13 @@ from ..errors import SinkscopeError
 from ..io import check_owned, claim_dir, exclusive_dir, write_json_atomic
 from ..models.loading import resolve_device
 from ..training.recipe import looks_like_run
+
+if TYPE_CHECKING:
+    import os
+    from typing import Sequence
+
+    from ..training import TrainConfig
+
 
 VARIANTS: dict[str, dict] = {
     "full": {},
@@ -48,7 +56,7 @@ VARIANT_TEXT = {
 }
 
 
-def budget_config(budget: str):
+def budget_config(budget: str) -> TrainConfig:
     """The shared :class:`TrainConfig` of a budget: ``small`` (2-core CPU, the whole zoo of 16 runs
     in under 2 h) or ``gpu`` (wider, deeper, longer; one CUDA device)."""
     from ..training import TrainConfig
@@ -215,14 +223,14 @@ def analyse_run(
 
 
 def run_zoo(
-    out,
+    out: str | os.PathLike[str],
     *,
     budget: str = "small",
-    seeds=(0, 1),
-    variants=None,
+    seeds: Sequence[int] = (0, 1),
+    variants: Sequence[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
-    base=None,
+    base: TrainConfig | None = None,
     per_domain: int = 100,
     dtype: str = "auto",
 ) -> ZooResult:

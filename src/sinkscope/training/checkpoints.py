@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,8 +16,13 @@ from ..io import publish_mode, write_json_atomic
 from ..models.sinkgpt import SinkGPTForCausalLM
 from .config import CHECKPOINTS, checkpoint_name
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def save_checkpoint(path: Path, model, opt, step: int, history: dict) -> None:
+
+def save_checkpoint(
+    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, history: dict
+) -> None:
     """Write ``checkpoint.pt`` (model, optimiser, step, history) through a temporary file, so a
     stopped run never leaves a torn checkpoint."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -94,7 +100,9 @@ def is_kept(out: Path, step: int) -> bool:
     return (out / CHECKPOINTS / checkpoint_name(step) / "config.json").exists()
 
 
-def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> None:
+def export(
+    model: SinkGPTForCausalLM, tokenizer: PreTrainedTokenizerBase, out: Path, summary: dict
+) -> None:
     """Write the HF directory: a plain ``GPT2LMHeadModel`` when every switch is GPT-2's.
     ``config.json`` is written last, so a directory with one always has complete weights."""
     import tempfile
@@ -124,7 +132,13 @@ def export(model: SinkGPTForCausalLM, tokenizer, out: Path, summary: dict) -> No
             os.replace(Path(tmp) / n, out / n)
 
 
-def keep_checkpoint(model, tokenizer, out: Path, step: int, summary: dict) -> Path:
+def keep_checkpoint(
+    model: SinkGPTForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+    out: Path,
+    step: int,
+    summary: dict,
+) -> Path:
     """Write the weights of ``step`` as a HF directory ``out/checkpoints/step-NNNNNN`` (the
     :func:`export` layout, ``summary`` as its ``training.json``), atomically: a directory of that
     name is always complete. One kept earlier under the name is replaced."""

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from ..errors import SinkscopeError
 from ..models.switches import NORMALISERS, POSITIONS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from transformers import PreTrainedTokenizerBase
+
+    from ..models.sinkgpt import SinkGPTConfig
 
 PROBE_T = 40  # the paper's sequence length for the live sink readout
 TASKS = ("repeat", "backcopy")  # synthetic domains (training/data.py: SYNTHETIC)
@@ -107,7 +115,7 @@ class TrainConfig:
                 f"--vocab {self.vocab} is below the 256 byte tokens + specials; use >= 260"
             )
 
-    def model_config(self, tokenizer):
+    def model_config(self, tokenizer: PreTrainedTokenizerBase) -> SinkGPTConfig:
         """The :class:`SinkGPTConfig` of this run (vocabulary and BOS from ``tokenizer``)."""
         from ..models.sinkgpt import SinkGPTConfig
         from .data import SPECIAL
@@ -142,7 +150,7 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def save_at_steps(spec, steps: int) -> tuple[int, ...]:
+def save_at_steps(spec: str | Iterable[int], steps: int) -> tuple[int, ...]:
     """``train --save-at``: the steps whose weights a run keeps as HF checkpoints (0 = the initial
     weights), sorted and without repeats; ``spec`` is the option's text or a sequence of ints.
     Each must be a whole number in ``0..steps``.

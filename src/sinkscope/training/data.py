@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import SinkscopeError
 from .config import TASKS
+
+if TYPE_CHECKING:
+    import os
+
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIAL = "<|endoftext|>"
 N_RESERVED = 64
@@ -73,7 +79,7 @@ def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str
     )
 
 
-def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
+def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE (GPT-2's pre-tokeniser) with ``vocab_size`` tokens, ``<|endoftext|>`` = 0,
     and :data:`RESERVED` special tokens 1..64 that no text encodes to (the synthetic domain's).
 
@@ -98,7 +104,7 @@ def fit_tokenizer(texts: dict[str, list[str]], vocab_size: int):
     )
 
 
-def read_tokenizer(path: str):
+def read_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """A tokenizer to reuse (``train --tokenizer DIR``): one line naming the fix when none is there."""
     from transformers import AutoTokenizer
 
@@ -112,7 +118,12 @@ def read_tokenizer(path: str):
         ) from None
 
 
-def tokenizer_in(directory, texts: dict[str, list[str]], vocab_size: int, tokenizer=None):
+def tokenizer_in(
+    directory: str | os.PathLike[str],
+    texts: dict[str, list[str]],
+    vocab_size: int,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> PreTrainedTokenizerBase:
     """The tokenizer kept in ``directory``: ``tokenizer`` if given, else the one saved there,
     else one fitted to ``texts``; saved there (atomically) when the directory has none yet."""
     import os
@@ -140,7 +151,7 @@ def tokenizer_in(directory, texts: dict[str, list[str]], vocab_size: int, tokeni
 
 
 def token_streams(
-    texts: dict[str, list[str]], tokenizer, val_fraction: float = 0.05
+    texts: dict[str, list[str]], tokenizer: PreTrainedTokenizerBase, val_fraction: float = 0.05
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(train, val)``: per domain, every document's ids joined by ``<|endoftext|>`` into one
     1-D stream; the last ``val_fraction`` of the stream is held out."""

@@ -3,10 +3,15 @@ held-out loss and the live sink probe (``sinkscope train``'s evaluation readouts
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+if TYPE_CHECKING:
+    from ..models.sinkgpt import SinkGPTForCausalLM
 
-def probe_sink(model, probe: torch.Tensor) -> float:
+
+def probe_sink(model: SinkGPTForCausalLM, probe: torch.Tensor) -> float:
     """Mean attention to index 0 from the second half of ``probe`` windows, over the scaled paper
     layer band (the number ``sinkscope measure`` reports)."""
     from ..metrics import KeyAttentionCapture
@@ -39,7 +44,7 @@ def lm_loss(logits: torch.Tensor, ids: torch.Tensor, bos: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validation_loss(model, windows: torch.Tensor, bos: bool) -> float:
+def validation_loss(model: SinkGPTForCausalLM, windows: torch.Tensor, bos: bool) -> float:
     """:func:`lm_loss` of ``windows`` in eval mode; the model's train / eval mode is restored."""
     was = model.training
     model.eval()

@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -59,6 +60,11 @@ from .optim import make_optimizer as _optimizer
 from .readouts import lm_loss, probe_sink
 from .readouts import validation_loss as _val_loss
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from transformers import PreTrainedTokenizerBase
+
 
 def tiny_texts() -> dict[str, list[str]]:
     """A few kB of synthetic text for doctests and unit tests."""
@@ -79,13 +85,13 @@ def train(
     *,
     resume: bool = False,
     force: bool = False,
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     data: dict | None = None,
     progress: bool = True,
     command: str = "",
     device: str = "cpu",
-    on_eval=None,
-    save_at=None,
+    on_eval: Callable[[dict], object] | None = None,
+    save_at: str | Iterable[int] | None = None,
 ) -> dict:
     """Train (or resume) a run in ``out``; returns the ``training.json`` summary.
 
