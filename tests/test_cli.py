@@ -121,10 +121,12 @@ def test_measure_outputs_match_eager(tmp_path, tiny_gpt2_dir, inputs_jsonl, gpt2
     assert abs(s["bos_attention"]["all"]["mean"] - band.mean()) < 2e-7
     assert abs(s["bos_attention"]["all"]["se"] - band.std(ddof=1) / 3**0.5) < 2e-7
 
-    # a rerun with a baseline replaces the directory atomically and reports % of baseline
+    # a rerun with a baseline (another run: --force) replaces the directory atomically and
+    # reports % of the baseline it read from that directory
     rc = main(
         [
             "measure",
+            "--force",
             "--model",
             str(tiny_gpt2_dir),
             "--inputs",

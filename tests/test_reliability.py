@@ -213,7 +213,7 @@ def test_stage_caches_hold_no_pickles(tmp_path, capsys, monkeypatch):
     (out / "stages" / "facts" / "facts.safetensors").write_bytes(b"\x00" * 7)
     capsys.readouterr()
     user_error(
-        capsys, [*argv[:-1], "1,0.5,0"], "facts.safetensors", "--force"
+        capsys, [*argv[:-1], "1,0.5,0", "--force"], "facts.safetensors", "--recompute"
     )  # the cached facts (q̄, profile) are read
     assert not marker.exists()
 

@@ -141,22 +141,12 @@ def test_rerun_reuses_stages_and_changed_settings_recompute_only_what_they_touch
     assert set(_status(out).values()) == {"cached"}
     assert {n: _stage(out, n)["finished"] for n in rp.STAGE_NAMES} == before
     assert "reused from the run of" in (out / "report.html").read_text()
+    # other settings replace the folder's run only with --force (else refused, nothing touched)
+    strengths = ["reproduce", "--out", str(out), "--per-domain", "6", "--strengths", "1,0.5,0"]
+    assert main([*strengths, "--quiet"]) == 2
+    assert _status(out) == {n: "cached" for n in rp.STAGE_NAMES}
     # only the mitigation sweep reads --strengths
-    assert (
-        main(
-            [
-                "reproduce",
-                "--out",
-                str(out),
-                "--per-domain",
-                "6",
-                "--strengths",
-                "1,0.5,0",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main([*strengths, "--quiet", "--force"]) == 0
     st = _status(out)
     assert st.pop("mitigate") == "ran" and set(st.values()) == {"cached"}
     assert sorted({r["strength"] for r in _stage(out, "mitigate")["summary"]["rows"]}) == [
@@ -165,10 +155,10 @@ def test_rerun_reuses_stages_and_changed_settings_recompute_only_what_they_touch
         1.0,
     ]
     # other inputs: every forward stage is stale, the weight-only one is not
-    assert _run(out, "--seed", "3") == 0
+    assert _run(out, "--seed", "3", "--force") == 0
     st = _status(out)
     assert st.pop("circuit_weights") == "cached" and set(st.values()) == {"ran"}
-    assert _run(out, "--seed", "3", "--force") == 0
+    assert _run(out, "--seed", "3", "--recompute") == 0  # the same run now: no --force needed
     assert set(_status(out).values()) == {"ran"}
     # --skip leaves a stage out (and says so); the others are reused
     assert _run(out, "--seed", "3", "--skip", "mitigate") == 0
@@ -216,7 +206,8 @@ def test_ctrl_c_leaves_no_half_written_stage_and_the_rerun_resumes(tmp_path, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(stage, "run", interrupted)
-    assert _run(out) == 130
+    with pytest.raises(KeyboardInterrupt):  # in-process: the caller gets its Ctrl-C back
+        _run(out)
     assert "the same command resumes" in capsys.readouterr().err
     done = {p.name for p in (out / "stages").iterdir()}
     assert done == {"facts", "measure", "circuit_weights", "circuit_forward"}
@@ -525,7 +516,8 @@ def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(
     tmp_path, monkeypatch, capsys, python_sigint
 ):
     """A SIGINT whose KeyboardInterrupt is swallowed (as in a weakref callback during GC) is
-    remembered: the stage it hit finishes whole, then the run stops with exit code 130."""
+    remembered: the stage it hit finishes whole, then the run stops (KeyboardInterrupt in-process,
+    exit code 130 from the command)."""
     import signal
     import time
 
@@ -544,7 +536,8 @@ def test_a_ctrl_c_that_python_swallows_still_stops_at_the_next_stage(
 
     monkeypatch.setattr(stage, "run", swallowing)
     out = tmp_path / "r"
-    assert _run(out) == 130
+    with pytest.raises(KeyboardInterrupt):
+        _run(out)
     assert "interrupted" in capsys.readouterr().err
     assert {p.name for p in (out / "stages").iterdir()} == {
         "facts",

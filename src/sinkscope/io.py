@@ -101,20 +101,26 @@ def check_owned(
     return out
 
 
-def claim_dir(out: Path, kind: str) -> None:
+def claim_dir(out: Path, kind: str, run: dict | None = None) -> None:
     """Create (or keep) the directory ``out``, already checked by :func:`check_owned`, for a
-    command that works inside it (reproduce, train, zoo), and mark it with ``kind``."""
+    command that works inside it (reproduce, train, zoo), and mark it with ``kind`` (and the
+    ``run`` that now fills it)."""
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    mark(out, kind)
+    mark(out, kind, run)
 
 
-def mark(path: str | os.PathLike, kind: str) -> None:
-    """Put the ``.sinkscope`` marker of ``kind`` into a directory sinkscope created."""
-    if not (Path(path) / MARKER).exists():
-        write_text_atomic(
-            Path(path) / MARKER, f"sinkscope:{kind}\n{KINDS[kind]}; sinkscope may replace it\n"
-        )
+def mark(path: str | os.PathLike, kind: str, run: dict | None = None) -> None:
+    """Put the ``.sinkscope`` marker of ``kind`` into a directory sinkscope created; ``run``
+    (the settings of the run that fills it, :mod:`sinkscope.runs`) replaces the one recorded."""
+    from .runs import settings_of
+
+    if run is None and (Path(path) / MARKER).exists():
+        return
+    text = f"sinkscope:{kind}\n{KINDS[kind]}; sinkscope may replace it\n"
+    if run is not None:
+        text += "run " + json.dumps(settings_of(run), sort_keys=True) + "\n"
+    write_text_atomic(Path(path) / MARKER, text)
 
 
 def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
@@ -138,11 +144,20 @@ def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:
 
 
 def check_output_dir(
-    out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True, busy: bool = True
+    out: str | os.PathLike,
+    *,
+    kind: str = "result",
+    overwrite: bool = True,
+    busy: bool = True,
+    run: dict | None = None,
+    force: bool = False,
 ) -> Path:
     """Fail early (before any work) if ``out`` cannot be (re)placed by a sinkscope ``kind``
-    directory: not a file, not someone else's directory, not a directory of another kind, not in
-    use by a live run, writable. Returns the resolved path (:func:`out_path`)."""
+    directory: not a file, not someone else's directory, not a directory of another kind, not the
+    result of a different ``run`` (unless ``force``), not in use by a live run, writable.
+    Returns the resolved path (:func:`out_path`)."""
+    from .runs import check_same_run
+
     out = check_owned(out, kind)
     if out.exists() and not overwrite:
         raise SinkscopeError(f"--out {out} already exists; remove it or pass --force")
@@ -161,6 +176,7 @@ def check_output_dir(
                     raise SinkscopeError(
                         f"--out {out}: {out.parent} is in use by a running sinkscope command; choose another --out"
                     )
+    check_same_run(out, kind, run, force)
     check_writable(out)
     return out
 
@@ -240,12 +256,18 @@ def clean_stale(parent: Path, name: str | None = None) -> None:
 
 @contextlib.contextmanager
 def atomic_output_dir(
-    out: str | os.PathLike, *, kind: str = "result", overwrite: bool = True
+    out: str | os.PathLike,
+    *,
+    kind: str = "result",
+    overwrite: bool = True,
+    run: dict | None = None,
+    force: bool = False,
 ) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only when the block succeeds.
 
     An existing ``out`` is replaced only if it is an earlier sinkscope output (it holds the
-    ``.sinkscope`` marker); anything else is refused rather than deleted.
+    ``.sinkscope`` marker) of the same ``run`` (its settings; any run with ``force``); anything
+    else is refused rather than deleted.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp()) / "run"
@@ -254,7 +276,7 @@ def atomic_output_dir(
     >>> sorted(p.name for p in d.iterdir())
     ['.sinkscope', 'a.txt']
     """
-    out = check_output_dir(out, kind=kind, overwrite=overwrite)
+    out = check_output_dir(out, kind=kind, overwrite=overwrite, run=run, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out.parent, out.name)
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(out.name, "tmp"), dir=out.parent))
@@ -268,7 +290,7 @@ def atomic_output_dir(
             (tmp / TMP_MARKER).write_text("a sinkscope run is writing here\n")
             yield tmp
             (tmp / TMP_MARKER).unlink()
-            mark(tmp, kind)
+            mark(tmp, kind, run)
             publish_mode(tmp, directory=True)
             # two runs finishing on one --out at once: their swaps take turns (last one wins,
             # each result whole); a parent lock, as only directories the user named are involved
@@ -281,7 +303,7 @@ def atomic_output_dir(
                         f"--out {out}: its directory stayed locked by another sinkscope run for 60 s; retry when it is done"
                     )
                 check_output_dir(
-                    out, kind=kind, overwrite=overwrite, busy=False
+                    out, kind=kind, overwrite=overwrite, busy=False, run=run, force=force
                 )  # still ours to replace
                 if out.exists():
                     old = Path(tempfile.mkdtemp(prefix=_prefix(out.name, "old"), dir=out.parent))

@@ -10,6 +10,8 @@ Each parser names its flag and the fix in its one-line :class:`SinkscopeError`.
 
 from __future__ import annotations
 
+import math
+
 from .errors import SinkscopeError
 
 
@@ -104,3 +106,23 @@ def name_list(text: str, flag: str, choices: tuple[str, ...]) -> tuple[str, ...]
 def spec_list(text: str) -> tuple[str, ...]:
     """Comma-separated model specs, each once."""
     return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+PAPER_BAND_12 = (3, 11)  # 0-based [start, stop) of the paper's layers 4..11 (1-based) of 12
+
+
+def layer_band(n_layers: int) -> tuple[int, int]:
+    """The paper's middle band, ``[3, 11)`` of 12 layers, scaled to ``n_layers`` (round half up)."""
+    start = int(math.floor(PAPER_BAND_12[0] * n_layers / 12 + 0.5))
+    stop = int(math.floor(PAPER_BAND_12[1] * n_layers / 12 + 0.5))
+    return max(0, start), max(start + 1, min(n_layers, stop))
+
+
+def resolve_band(band: tuple[int, int] | None, n_layers: int) -> tuple[int, int]:
+    """``band`` checked against the model's depth, or the scaled paper band when None."""
+    band = tuple(band) if band is not None else layer_band(n_layers)
+    if not (0 <= band[0] < band[1] <= n_layers):
+        raise SinkscopeError(
+            f"layer band {band[0]}:{band[1]} is outside the model's {n_layers} layers; use START:STOP within 0:{n_layers}"
+        )
+    return band

@@ -145,6 +145,8 @@ class Stage:
     ``compute``; the rest has defaults.
 
     - ``name``: the command (``sinkscope NAME``) and the key everywhere; ``help``: one line.
+    - ``example``: command line(s) for its ``--help`` epilog, runnable offline on the embedded
+      model (``tests/test_help.py`` parses them; default: ``sinkscope NAME``).
     - ``title``: the report section's heading; ``record``: the typed record of the summary the
       report reads (a dataclass, :mod:`sinkscope.report.records`; None: the raw summary dict).
     - ``needs_forward``: False when the weights suffice (inputs optional).
@@ -158,6 +160,7 @@ class Stage:
 
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
+    example: ClassVar[str] = ""  # one command per line, e.g. "sinkscope NAME --per-domain 5"
     title: ClassVar[str] = ""
     record: ClassVar[type | None] = None
     needs_forward: ClassVar[bool] = True

@@ -10,6 +10,14 @@ if TYPE_CHECKING:
     from types import FrameType
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C on its way out that says what the interrupted command kept (``note``)."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
+
+
 @contextlib.contextmanager
 def signal_handlers(
     handler: Callable[[int, FrameType | None], Any], *signals: int

@@ -90,15 +90,33 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run one command, and turn every way it can end into an exit code: 0; 2 with one
-    ``sinkscope: error:`` line for a user error; 130 / 143 for Ctrl-C / SIGTERM (temp files
-    removed); 1 with one line for an internal error (``SINKSCOPE_DEBUG=1`` shows the traceback)."""
+    """Parse and run one command in-process (``main(["measure", "--quiet"])``): 0, or 2 with one
+    ``sinkscope: error:`` line for a user error, or 1 with one line for an internal error
+    (``SINKSCOPE_DEBUG=1`` shows the traceback). A Ctrl-C stops the work cleanly (finished
+    stages kept, temp files removed) and then reaches the caller as the ``KeyboardInterrupt`` it
+    is; SIGTERM keeps the caller's own handler. Only :func:`console`, the ``sinkscope`` command,
+    turns signals into exit codes."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as e:
+        print(f"sinkscope: interrupted; {_interrupted_note(argv, e)}", file=sys.stderr)
+        raise
+
+
+def console() -> int:
+    """The ``sinkscope`` command: :func:`main`, with Ctrl-C exiting 130 and SIGTERM 143 (temp
+    files removed on the way out, as for Ctrl-C)."""
     import signal
 
     from ..io import signal_handlers
 
-    with signal_handlers(_on_sigterm, signal.SIGTERM):
-        return _run(argv)
+    try:
+        with signal_handlers(_on_sigterm, signal.SIGTERM):
+            return _run(None)
+    except (KeyboardInterrupt, Terminated) as e:
+        code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
+        print(f"sinkscope: {what}; {_interrupted_note(None, e)}", file=sys.stderr)
+        return code
 
 
 def _run(argv: list[str] | None) -> int:
@@ -119,10 +137,6 @@ def _run(argv: list[str] | None) -> int:
     except SinkscopeError as e:
         print(f"sinkscope: error: {e}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Terminated) as e:
-        code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
-        print(f"sinkscope: {what}; {_interrupted_note(argv)}", file=sys.stderr)
-        return code
     except BrokenPipeError:  # the reader went away (``sinkscope ... | head``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -138,10 +152,13 @@ def _run(argv: list[str] | None) -> int:
         return 1
 
 
-def _interrupted_note(argv) -> str:
-    """What an interrupted command leaves: train keeps its last checkpoint, the rest nothing."""
+def _interrupted_note(argv, exc: BaseException | None = None) -> str:
+    """What an interrupted command leaves: the note it raised (reproduce), else train keeps its
+    last checkpoint, the rest nothing."""
     from pathlib import Path
 
+    if getattr(exc, "note", None):
+        return exc.note
     argv = sys.argv[1:] if argv is None else argv
     outs = [b for a, b in zip(argv, argv[1:]) if a == "--out"] + [
         a[6:] for a in argv if a.startswith("--out=")
@@ -158,4 +175,4 @@ def _interrupted_note(argv) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

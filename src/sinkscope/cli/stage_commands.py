@@ -61,6 +61,7 @@ def add_stage_parser(sub: argparse._SubParsersAction, cls: type[Stage]) -> argpa
     if cls.source != "sinkscope":
         desc += f" (from the package {cls.source})"
     p = sub.add_parser(cls.name, help=cls.help, description=desc)
+    flags.describe(p, *(cls.example or f"sinkscope {cls.name}").splitlines())
     flags.model_args(p, multi=cls.multi_model)
     flags.load_args(p)
     flags.input_args(p)
@@ -94,5 +95,5 @@ def run_stage_command(cls: type[Stage], args: argparse.Namespace) -> int:
         ran = run_stage(config, opts)
     print("\n".join(ran.loaded))
     print(ran.result.format())
-    print(ran.wrote(args.out))
+    print(ran.wrote())
     return 0

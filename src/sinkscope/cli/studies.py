@@ -17,8 +17,14 @@ from .train import _zoo_args as _zoo_args
 from .train import cmd_train as cmd_train
 from .train import cmd_zoo as cmd_zoo
 
+SWEEP_EXAMPLE = (
+    "sinkscope sweep --models default --lengths 24,40 --per-domain 5 --out sinkscope-out/sweep"
+)
+SWEEP_NOTE = "Rerun the same command with more --lengths or --seeds: finished cells are reused."
+
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
+    flags.describe(p, SWEEP_EXAMPLE, note=SWEEP_NOTE)
     p.add_argument(
         "--models",
         default="default",
@@ -33,7 +39,8 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--content",
         default="natural",
-        help="comma-separated regimes: natural, random (uniform tokens), repeated (a random half, twice)",
+        help="comma-separated regimes: natural, random (uniform tokens), repeated (a random half, "
+        "twice) (default: natural)",
     )
     p.add_argument(
         "--seeds",
@@ -49,7 +56,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         "--per-domain",
         type=int,
         default=None,
-        help="inputs per domain and cell (random / repeated: 3x this many)",
+        help="inputs per domain and cell (random / repeated: 3x this many) (default: all)",
     )
     from ..interventions.presets import PRESETS
 
@@ -65,20 +72,19 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         "--bos",
         choices=("auto", "on", "off"),
         default="auto",
-        help="prepend the tokenizer's BOS token (auto: the model's convention)",
+        help="prepend the tokenizer's BOS token (auto: the model's convention) (default: auto)",
     )
+    p.add_argument("--layers", default=None, help=flags.LAYERS_HELP)
     p.add_argument(
-        "--layers",
-        default=None,
-        help="layer band START:STOP, 0-based (default: the paper's 3:11 of 12, scaled)",
+        "--batch-size", type=int, default=32, help="inputs per forward pass (default 32)"
     )
-    p.add_argument("--batch-size", type=int, default=32)
     flags.load_args(p)
     p.add_argument(
         "--backend",
         choices=("local", "ray"),
         default="local",
-        help="local: sequential, no extra dependency; ray: one task per model (pip install 'sinkscope[ray]')",
+        help="local: sequential, no extra dependency; ray: one task per model "
+        "(pip install 'sinkscope[ray]') (default: local)",
     )
     p.add_argument(
         "--address",
@@ -88,10 +94,11 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="sweep directory: cells/ (cached, never recomputed), sweep.csv, table1_models.csv/.md, figures, report.html",
+        help="sweep directory (required): cells/ (cached, never recomputed), sweep.csv, "
+        "table1_models.csv/.md, figures, report.html",
     )
-    p.add_argument("--no-figures", action="store_true", help="skip the figures and report.html")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    flags.figure_args(p, "write neither the figures nor report.html")
+    flags.quiet_arg(p)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -124,10 +131,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _dynamics_args(p: argparse.ArgumentParser) -> None:
+    flags.describe(
+        p,
+        "sinkscope dynamics --run sinkscope-out/train --per-domain 10",
+        note="--run takes a sinkscope train directory trained with --save-at (see sinkscope "
+        "train --help).",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--run",
-        help="a sinkscope train directory whose checkpoints/ holds the kept steps (train --save-at)",
+        help="a sinkscope train directory whose checkpoints/ holds the kept steps (train "
+        "--save-at); give it or --checkpoints",
     )
     src.add_argument(
         "--checkpoints",
@@ -151,6 +165,11 @@ def _dynamics_args(p: argparse.ArgumentParser) -> None:
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    flags.describe(
+        p,
+        "sinkscope reproduce --model default --per-domain 10",
+        note="Rerun the same command to resume: finished stages are reused.",
+    )
     p.add_argument(
         "--model",
         default=None,
@@ -159,10 +178,17 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     flags.load_args(p)
     flags.input_args(p)
     p.set_defaults(inputs=None)
+    flags.out_args(
+        p,
+        "sinkscope-out/reproduce",
+        "run directory: stages/ (cached results), report.html, run.json",
+        force="let --out's results give way to this run's settings (without it a folder of "
+        "another run is refused): stages these settings touch are recomputed, the rest reused",
+    )
     p.add_argument(
-        "--out",
-        default="sinkscope-out/reproduce",
-        help="run directory: stages/ (cached results), report.html, run.json (default: sinkscope-out/reproduce)",
+        "--recompute",
+        action="store_true",
+        help="recompute every stage even if a cached result matches (default: reuse them)",
     )
     p.add_argument(
         "--batch-size", type=int, default=32, help="inputs per forward pass (default 32)"
@@ -188,18 +214,20 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated stages to leave out (measure, circuit_weights, ...; an unknown name lists them all)",
-    )
-    p.add_argument(
-        "--force", action="store_true", help="recompute every stage even if a cached result matches"
+        help="comma-separated stages to leave out (measure, circuit_weights, ...; an unknown "
+        "name lists them all) (default: none)",
     )
     flags.format_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..stages.runner import load, prepare
-    from ..studies.reproduce import Settings, reproduce, reproduce_options, resolve_defaults
+    import dataclasses
+
+    from ..runs import point_latest
+    from ..signals import Interrupted
+    from ..stages.runner import load, prepare, settle_out
+    from ..studies.reproduce_plan import Settings, reproduce_options, resolve_defaults
 
     skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
     opts = flags.run_options(args)
@@ -221,31 +249,37 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
     opts.model, opts.inputs, notes = resolve_defaults(args.model, args.inputs)
+    run = {k: v for k, v in dataclasses.asdict(settings).items() if k != "skip"}
+    settle_out("reproduce", run, opts)  # without --out: this run's own folder
     for n in notes:
         print(f"sinkscope: {n[0].lower()}{n[1:].rstrip('.')}", file=sys.stderr)
-    model, inputs = load(opts, need_forward=False, kind="reproduce")
+    model, inputs = load(opts, need_forward=False, kind="reproduce")  # checks first, then torch
+    from ..studies.reproduce import reproduce
+
     command = flags.command_line(sys.argv[0] if sys.argv else "", sys.argv[1:])
     try:
         res = reproduce(
             model,
             inputs,
-            args.out,
+            opts.out,
             settings=settings,
-            force=args.force,
+            force=args.recompute,
+            replace=args.force,
+            run=opts.run,
             progress=not args.quiet,
             notes=notes,
             run_info={"command": command},
         )
-    except KeyboardInterrupt:
-        print(
-            f"sinkscope: interrupted; finished stages are kept under {args.out}/stages and the "
-            "same command resumes from them",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as e:
+        raise Interrupted(
+            f"finished stages are kept under {opts.out}/stages and the same command resumes "
+            "from them"
+        ) from e
     for o in res.stages:
         extra = o.reason if o.status in ("skipped", "not requested") else f"{o.seconds:.1f} s"
         print(f"  {o.name:<16}{o.status:<14}{extra}")
+    if opts.out_root is not None:
+        point_latest(opts.out)
     print(
         f"report: {res.report} ({time.perf_counter() - t0:.0f} s in all; "
         f"{sum(o.status == 'ran' for o in res.stages)} stages computed, "
@@ -291,5 +325,5 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
     ran = run_dynamics(specs, opts, steps=steps, threshold=args.threshold)
     print("\n".join(ran.loaded))
     print(ran.result.format())
-    print(ran.wrote(args.out))
+    print(ran.wrote())
     return 0

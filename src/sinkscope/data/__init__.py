@@ -12,7 +12,7 @@ _EXPORTS = {
     "load_inputs": "inputs",
     "paper_protocol": "inputs",
     "parse_spec": "spec",
-    "read_examples": "inputs",
+    "read_examples": "readers",
     "resolve_bos": "inputs",
     "tokenize_examples": "inputs",
     "truncate_text": "inputs",

@@ -27,24 +27,9 @@ from ..errors import SinkscopeError
 from .inputs import Example, TokenizedInputs
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from transformers import PreTrainedTokenizerBase
 
-CONTENTS = ("natural", "random", "repeated")
-
-
-def check_contents(contents: Sequence[str]) -> list[str]:
-    """``--content`` values, checked: a non-empty subset of :data:`CONTENTS`, each once."""
-    out = [c.strip() for c in contents if c.strip()]
-    bad = [c for c in out if c not in CONTENTS]
-    if bad or not out:
-        raise SinkscopeError(
-            f"--content {','.join(contents)}: use a comma-separated subset of {', '.join(CONTENTS)}"
-        )
-    if len(set(out)) < len(out):
-        raise SinkscopeError(f"--content {','.join(out)} names a regime twice; give each once")
-    return out
+from .spec import CONTENTS, check_contents  # noqa: E402,F401  (torch-free: checked before torch)
 
 
 def lengthen(

@@ -25,6 +25,7 @@ from .readers import (  # noqa: F401  (re-exported: the readers of each spec kin
     Example,
     paper_offline,
     paper_protocol,
+    read_examples,
     read_hf,
     read_jsonl,
     read_paper_csv,
@@ -112,37 +113,6 @@ class TokenizedInputs:
 
     def __len__(self) -> int:
         return len(self.examples)
-
-
-def read_examples(
-    spec: str,
-    *,
-    tokenizer: PreTrainedTokenizerBase | None = None,
-    per_domain: int | None = None,
-    max_tokens: int = 40,
-    seed: int = 0,
-) -> list[Example]:
-    """Read the texts an ``--inputs`` spec names (not yet tokenised)."""
-    kind, args = parse_spec(spec)
-    if kind == "default":
-        from .corpus import default_corpus
-
-        return default_corpus(seed=seed, per_domain=per_domain or 100)
-    if kind == "paper":
-        if tokenizer is None:
-            raise SinkscopeError("--inputs paper needs a tokenizer to select texts by length")
-        return paper_protocol(
-            tokenizer, n=per_domain or 100, max_tokens=max_tokens, seed=42 if seed == 0 else seed
-        )
-    if kind == "paper-csv":
-        return read_paper_csv(args[0])
-    if kind == "paper-offline":
-        return paper_offline()
-    if kind == "text":
-        return read_text(args[0])
-    if kind == "jsonl":
-        return read_jsonl(*args)
-    return read_hf(args)
 
 
 def tokenize_examples(

@@ -201,3 +201,36 @@ def truncate_text(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int
     if len(ids) < max_tokens:
         return None
     return tokenizer.decode(ids[:max_tokens])
+
+
+def read_examples(
+    spec: str,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    per_domain: int | None = None,
+    max_tokens: int = 40,
+    seed: int = 0,
+) -> list[Example]:
+    """Read the texts an ``--inputs`` spec names (not yet tokenised)."""
+    from .spec import parse_spec
+
+    kind, args = parse_spec(spec)
+    if kind == "default":
+        from .corpus import default_corpus
+
+        return default_corpus(seed=seed, per_domain=per_domain or 100)
+    if kind == "paper":
+        if tokenizer is None:
+            raise SinkscopeError("--inputs paper needs a tokenizer to select texts by length")
+        return paper_protocol(
+            tokenizer, n=per_domain or 100, max_tokens=max_tokens, seed=42 if seed == 0 else seed
+        )
+    if kind == "paper-csv":
+        return read_paper_csv(args[0])
+    if kind == "paper-offline":
+        return paper_offline()
+    if kind == "text":
+        return read_text(args[0])
+    if kind == "jsonl":
+        return read_jsonl(*args)
+    return read_hf(args)

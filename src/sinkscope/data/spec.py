@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from ..errors import SinkscopeError
 
 SPEC_KINDS = ("default", "paper", "paper-offline", "paper-csv", "text", "jsonl", "hf")
@@ -48,3 +50,19 @@ def effective_per_domain(spec: str, per_domain: int | None) -> int | None:
     if per_domain is not None:
         return per_domain
     return 100 if parse_spec(spec)[0] in ("default", "paper") else None
+
+
+CONTENTS = ("natural", "random", "repeated")
+
+
+def check_contents(contents: Sequence[str]) -> list[str]:
+    """``--content`` values, checked: a non-empty subset of :data:`CONTENTS`, each once."""
+    out = [c.strip() for c in contents if c.strip()]
+    bad = [c for c in out if c not in CONTENTS]
+    if bad or not out:
+        raise SinkscopeError(
+            f"--content {','.join(contents)}: use a comma-separated subset of {', '.join(CONTENTS)}"
+        )
+    if len(set(out)) < len(out):
+        raise SinkscopeError(f"--content {','.join(out)} names a regime twice; give each once")
+    return out

@@ -31,25 +31,20 @@ strength sweeps).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import SinkscopeError
-from .base import Compose, Identity, Intervention
-from .edits import (
-    RANDOM_DRAWS,
-    DropPositionEmbeddings,
-    PatchIndex0,
-    RandomKeyCoords,
-    ReplacePositionEmbedding,
-    ScaleQueryBias,
-    ScaleSharedQuery,
-    SkipMLP,
-    SwapDirection,
-    ZeroKeyCoords,
-    ZeroTokenEmbedding,
-)
-from .labels import KINDS, SCALABLE  # noqa: E402,F401  (one owner: labels.py)
+from .labels import KINDS, RANDOM_DRAWS, SCALABLE  # noqa: F401  (one owner: labels.py)
+
+if TYPE_CHECKING:
+    from .base import Intervention
+
+# the grammar is checked without torch (``check_edit``: every --edit answers before torch loads);
+# the edits themselves are built from the parsed parts (``parse_edit``)
 
 
-def _part(text: str) -> Intervention:
+def _parse(text: str) -> tuple[str, tuple, dict]:
+    """One part ``kind[:args][@START:STOP]`` -> ``(edit class, args, keywords)``, checked."""
     import math
 
     body, _, span = text.partition("@")
@@ -71,18 +66,17 @@ def _part(text: str) -> Intervention:
                 )
             layers = range(a, b)
         if kind == "baseline":
-            return Identity()
+            return "Identity", (), {}
         if kind == "bq":
             scale = float(arg or 0.0)
             if not math.isfinite(scale):
                 raise SinkscopeError(
                     f"--edit part '{text}': the scale {arg} is not a finite number; e.g. bq:0.5"
                 )
-            return ScaleQueryBias(scale, layers=layers)
+            return "ScaleQueryBias", (scale,), {"layers": layers}
         if kind == "zero_wk":
-            return ZeroKeyCoords(
-                [count(c, "coordinate") for c in arg.split(",")] if arg else None, layers=layers
-            )
+            coords = [count(c, "coordinate") for c in arg.split(",")] if arg else None
+            return "ZeroKeyCoords", (coords,), {"layers": layers}
         if kind == "random_wk":
             n, _, rest = arg.partition(":")
             seed, _, draw = rest.partition(":")
@@ -90,22 +84,18 @@ def _part(text: str) -> Intervention:
                 raise SinkscopeError(
                     f"--edit part '{text}': the draw '{draw}' is unknown; use {' or '.join(RANDOM_DRAWS)}"
                 )
-            return RandomKeyCoords(
-                count(n or "3", "row count"),
-                seed=int(seed or 0),
-                layers=layers,
-                draw=draw or "sinkscope",
-            )
+            kw = {"seed": int(seed or 0), "layers": layers, "draw": draw or "sinkscope"}
+            return "RandomKeyCoords", (count(n or "3", "row count"),), kw
         if kind == "pos":
-            return ReplacePositionEmbedding(0, count(arg or "1", "position"))
+            return "ReplacePositionEmbedding", (0, count(arg or "1", "position")), {}
         if kind == "no_pos":
-            return DropPositionEmbeddings()
+            return "DropPositionEmbeddings", (), {}
         if kind == "zero_tok0":
-            return ZeroTokenEmbedding(0)
+            return "ZeroTokenEmbedding", (0,), {}
         if kind == "skip_mlp":
-            return SkipMLP(layers=layers)
+            return "SkipMLP", (), {"layers": layers}
         if kind in ("swap_epe", "swap_pe"):
-            return SwapDirection(kind.split("_")[1], layer=0)
+            return "SwapDirection", (kind.split("_")[1],), {"layer": 0}
         if kind in ("qbar", "wk", "patch0"):
             share = float(arg or 0.0)
             if not math.isfinite(share):
@@ -113,15 +103,23 @@ def _part(text: str) -> Intervention:
                     f"--edit part '{text}': the share {arg} is not a finite number; e.g. {kind}:0.5"
                 )
             if kind == "qbar":
-                return ScaleSharedQuery(share, layers=layers)
+                return "ScaleSharedQuery", (share,), {"layers": layers}
             if kind == "wk":
-                return ZeroKeyCoords(None, layers=layers, scale=share)
-            return PatchIndex0(1.0 - share)
+                return "ZeroKeyCoords", (None,), {"layers": layers, "scale": share}
+            return "PatchIndex0", (1.0 - share,), {}
     except ValueError:
         raise SinkscopeError(
             f"--edit part '{text}' has a malformed number; e.g. bq:0.5@3:11"
         ) from None
     raise SinkscopeError(f"--edit part '{text}' is unknown; kinds: {', '.join(KINDS)}")
+
+
+def _part(text: str) -> Intervention:
+    from . import base, edits
+
+    cls, args, kw = _parse(text)
+    kind = getattr(edits, cls, None) or getattr(base, cls)
+    return kind(*args, **kw)
 
 
 def edits(specs: dict[str, str]) -> dict[str, Intervention]:
@@ -133,13 +131,32 @@ def edits(specs: dict[str, str]) -> dict[str, Intervention]:
     return {name: parse_edit(f"{name}={spec}")[1] for name, spec in specs.items()}
 
 
-def parse_edit(item: str) -> tuple[str, Intervention]:
-    """``NAME=SPEC`` (or just ``SPEC``, which is then also the name) -> ``(name, intervention)``."""
+def _split(item: str) -> tuple[str, list[str]]:
     name, eq, spec = item.partition("=")
     if not eq:
         name, spec = item, item
     parts = [p.strip() for p in spec.split("+") if p.strip()]
     if not name.strip() or not parts:
         raise SinkscopeError(f"--edit '{item}' is empty; write NAME=SPEC, e.g. half_bq=bq:0.5@3:11")
+    return name.strip(), parts
+
+
+def check_edit(item: str) -> str:
+    """The name of ``NAME=SPEC`` once its grammar is checked, without building it (torch-free).
+
+    >>> check_edit("half=bq:0.5@3:11")
+    'half'
+    """
+    name, parts = _split(item)
+    for p in parts:
+        _parse(p)
+    return name
+
+
+def parse_edit(item: str) -> tuple[str, Intervention]:
+    """``NAME=SPEC`` (or just ``SPEC``, which is then also the name) -> ``(name, intervention)``."""
+    from .base import Compose
+
+    name, parts = _split(item)
     ivs = [_part(p) for p in parts]
-    return name.strip(), ivs[0] if len(ivs) == 1 else Compose(*ivs)
+    return name, ivs[0] if len(ivs) == 1 else Compose(*ivs)

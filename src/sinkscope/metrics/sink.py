@@ -23,26 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-PAPER_BAND_12 = (3, 11)  # 0-based [start, stop) of the paper's layers 4..11 (1-based) of 12
-
-
-def layer_band(n_layers: int) -> tuple[int, int]:
-    """The paper's middle band, ``[3, 11)`` of 12 layers, scaled to ``n_layers`` (round half up)."""
-    start = int(math.floor(PAPER_BAND_12[0] * n_layers / 12 + 0.5))
-    stop = int(math.floor(PAPER_BAND_12[1] * n_layers / 12 + 0.5))
-    return max(0, start), max(start + 1, min(n_layers, stop))
-
-
-def resolve_band(band: tuple[int, int] | None, n_layers: int) -> tuple[int, int]:
-    """``band`` checked against the model's depth, or the scaled paper band when None."""
-    from ..errors import SinkscopeError
-
-    band = tuple(band) if band is not None else layer_band(n_layers)
-    if not (0 <= band[0] < band[1] <= n_layers):
-        raise SinkscopeError(
-            f"layer band {band[0]}:{band[1]} is outside the model's {n_layers} layers; use START:STOP within 0:{n_layers}"
-        )
-    return band
+from ..parsing import PAPER_BAND_12, layer_band, resolve_band  # noqa: E402,F401  (torch-free)
 
 
 def query_window(T: int) -> slice:

@@ -100,7 +100,9 @@ def _glance(records: dict) -> list[tuple[str, str]]:
         for rid, label in (("b", "left after b_Q := 0"), ("i", "left after zeroing the W_K rows")):
             c = iv.value(rid)
             if c:
-                cards.append((f"{c.pct:.0f}%", f"sink {label} ({c.delta_ce:+.2f} nats)"))
+                cards.append(
+                    (f"{_f(c.pct, '.1f')}%", f"sink {label} ({_f(c.delta_ce, '+.3f')} nats)")
+                )
     sq = records.get("shared_query")
     if sq:
         cards.append(

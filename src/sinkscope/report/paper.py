@@ -38,7 +38,7 @@ from .paper_numbers import (  # noqa: F401  (the table lives there; its names st
 )
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig
+    pass
 
 __all__ = [
     "GPT2_SMALL",
@@ -54,19 +54,7 @@ __all__ = [
 ]
 
 PAPER_BAND = [3, 11]  # the paper's layers 4..11, 0-based, stop exclusive
-GPT2_SMALL = {
-    "model_type": "gpt2",
-    "n_layer": 12,
-    "n_embd": 768,
-    "n_head": 12,
-    "vocab_size": 50257,
-    "n_positions": 1024,
-}
-
-
-def is_gpt2_small(config: PretrainedConfig) -> bool:
-    """True for the GPT-2 small architecture (the model the paper measured)."""
-    return all(getattr(config, k, None) == v for k, v in GPT2_SMALL.items())
+from ..models.precheck import GPT2_SMALL, is_gpt2_small  # noqa: E402,F401  (architecture: models/)
 
 
 def _fmt(x, digits: int) -> str:
@@ -133,14 +121,18 @@ def compare_one(
 def run_settings(records: dict, model_name: str = "this model") -> dict[str, str]:
     """This run's setting per stage (``records``: stage name -> typed record), in the words of
     :attr:`PaperNumber.setting`."""
+    from .readings import all_layers_text
+
     out = {}
     m = records.get("measure") or records.get("interventions")
     if m:
         T = getattr(m, "seq_len", None)
-        forward = f"{model_name}, layers {m.band_text}, {m.n_examples} inputs" + (
-            f" × {T} tokens" if T else ""
-        )
+        tail = f", {m.n_examples} inputs" + (f" × {T} tokens" if T else "")
+        forward = f"{model_name}, layers {m.band_text}{tail}"
         out |= {"measure": forward, "circuit_forward": forward, "interventions": forward}
+        for stage in ("measure", "interventions"):  # the all-layer rows: every layer, not the band
+            rec = records.get(stage) or m
+            out[f"{stage} all-layer"] = f"{model_name}, {all_layers_text(rec)}{tail}"
     iv = records.get("interventions")
     if iv:
         out["interventions (i)"] = (
@@ -190,6 +182,7 @@ def paper_vs_run(
             n.stage
             + (" (i)" if n.label.startswith("(i)") else "")
             + (" γ" if "γ" in n.group else "")
+            + (" all-layer" if "all-layer" in n.label else "")
         )
         rows.append(
             compare_one(n, results, comparable=comparable, setting=st.get(key, st.get(n.stage, "")))

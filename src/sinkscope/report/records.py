@@ -63,6 +63,7 @@ class Band:
     """A record with a layer band ``[start, stop)``."""
 
     layer_band: list[int]
+    model_info: dict[str, Any] = field(default_factory=dict)  # the adapter's describe()
 
     @property
     def band_text(self) -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 
+from .readings import all_layers_text
 from .records import ExplainRecord, InterventionsRecord, MitigateRecord, SharedQueryRecord
-from .tables import _e, _f, _table
+from .tables import _e, _f, _table, plural
 
 
 def circuit_weights_section(w: ExplainRecord) -> str:
@@ -43,12 +44,23 @@ def circuit_weights_section(w: ExplainRecord) -> str:
                 pd.DataFrame(
                     {
                         "coordinate": e.massive_coords,
-                        "value": [f"{v:+.1f}" for v in e.massive_values],
+                        "value": [epe_value(v) for v in e.massive_values],
                     }
                 )
             )
         )
     return "".join(out)
+
+
+def epe_value(v: float) -> str:
+    """An EPE_0 coordinate's value, as the table and the reading both print it."""
+    return _f(v, "+.1f")
+
+
+def _norm(x: float) -> str:
+    """A norm in the reading: whole from 100 up, else with enough decimals that two different
+    norms (2.0 vs 0.71) do not round to look alike."""
+    return _f(x, ".0f" if abs(x) >= 100 else ".1f" if abs(x) >= 1 else ".2f")
 
 
 def circuit_forward_section(f: ExplainRecord) -> str:
@@ -87,7 +99,7 @@ def interventions_section(iv: InterventionsRecord) -> str:
     out = []
     for scope, title in (
         ("mid", f"Table 1: BOS attention, layers {iv.band_text}, all inputs"),
-        ("all", "All-layer variant"),
+        ("all", f"All-layer variant: BOS attention, {all_layers_text(iv)}, all inputs"),
     ):
         rows = []
         for rid, c in t[scope]["all"].items():
@@ -98,7 +110,7 @@ def interventions_section(iv: InterventionsRecord) -> str:
                     "BOS attention ± 2SE": f"{c.mean:.3f} ± {2 * c.se:.3f}",
                     "% of baseline": _f(c.pct, ".1f"),
                     "attention to index 1": _f(c.attn_to_1),
-                    "Δ CE (nats) ± 2SE": f"{c.delta_ce:+.3f} ± {_f(2 * c.delta_ce_se, '.3f', '0')}",
+                    "Δ CE (nats) ± 2SE": f"{_f(c.delta_ce, '+.3f')} ± {_f(2 * c.delta_ce_se, '.3f', '0')}",
                 }
             else:
                 row |= {
@@ -118,7 +130,9 @@ def interventions_section(iv: InterventionsRecord) -> str:
             row = {"id": rid}
             for d in ds:
                 c = iv.value(rid, "mid", d)
-                row[d] = f"{c.mean:.3f} ({_f(c.pct, '.1f')}%), {c.delta_ce:+.2f}" if c else "n/a"
+                row[d] = (
+                    f"{c.mean:.3f} ({_f(c.pct, '.1f')}%), {_f(c.delta_ce, '+.2f')}" if c else "n/a"
+                )
             rows.append(row)
         out.append(
             "<h3>Per dataset: BOS attention (% of baseline), Δ CE</h3>" + _table(pd.DataFrame(rows))
@@ -175,15 +189,18 @@ def circuit_weights_reading(w: ExplainRecord) -> str:
     e = w.epe
     if e:
         if e.massive_coords:
-            vals = ", ".join(f"{c} ({v:+.0f})" for c, v in zip(e.massive_coords, e.massive_values))
+            # the values as the table of massive coordinates prints them (epe_value)
+            vals = ", ".join(
+                f"{c} ({epe_value(v)})" for c, v in zip(e.massive_coords, e.massive_values)
+            )
             parts.append(
-                f"The first position's effective embedding (p_0 after the layer-0 MLP) has {len(e.massive_coords)} massive coordinates "
+                f"The first position's effective embedding (p_0 after the layer-0 MLP) has {plural(len(e.massive_coords), 'massive coordinate')} "
                 f"by the {e.massive_rule or 'σ rule'}: {vals}; "
-                f"its norm is {e.norm_index0:.0f} against a median of {e.median_norm_other:.0f} at the other positions."
+                f"its norm is {_norm(e.norm_index0)} against a median of {_norm(e.median_norm_other)} at the other positions."
             )
         else:
             parts.append(
-                f"The first position's effective embedding has no massive coordinate (norm {e.norm_index0:.1f} vs {e.median_norm_other:.1f} elsewhere)."
+                f"The first position's effective embedding has no massive coordinate (norm {_norm(e.norm_index0)} vs {_norm(e.median_norm_other)} elsewhere)."
             )
     a = w.alignment
     if a:
@@ -255,53 +272,6 @@ def circuit_forward_reading(f: ExplainRecord) -> str:
     return " ".join(parts) or "No forward-pass analysis could run (see the skipped list)."
 
 
-def interventions_reading(iv: InterventionsRecord) -> str:
-    parts = []
-    base = iv.value("a")
-    rows = {rid: iv.value(rid) for rid in "bcdefghij"}
-    ok = {k: v for k, v in rows.items() if v}
-    if base and ok:
-        strongest = min(ok, key=lambda k: ok[k].pct)
-        parts.append(
-            f"Of the ten interventions, ({strongest}) {ok[strongest].description} removes most of the sink: {ok[strongest].pct:.1f}% of the baseline {base.mean:.3f} is left, "
-            f"at {ok[strongest].delta_ce:+.2f} nats of cross-entropy."
-        )
-        if ok.get("b"):
-            parts.append(
-                f"Zeroing the query bias (b) leaves {ok['b'].pct:.1f}% ({ok['b'].delta_ce:+.2f} nats)."
-            )
-        if ok.get("d"):
-            d = ok["d"]
-            parts.append(
-                f"Swapping the first two positions' EPE directions (d) leaves {d.pct:.1f}% at index 0 while index 1 now receives {d.attn_to_1:.2f} "
-                f"(baseline {base.attn_to_1:.2f}): the sink {'moves with the EPE' if d.attn_to_1 > 2 * base.attn_to_1 else 'does not move'}."
-            )
-        ctrl = [k for k in "efj" if ok.get(k)]
-        near = [k for k in ctrl if abs(ok[k].pct - 100) <= 5]
-        far = [k for k in ctrl if k not in near]
-        if near:
-            parts.append(
-                ("Controls " if len(near) > 1 else "Control ")
-                + ", ".join(f"({k}) {ok[k].pct:.1f}%" for k in near)
-                + (" stay" if len(near) > 1 else " stays")
-                + " within 5 points of 100%, as a control should."
-            )
-        if far:
-            parts.append(
-                "But "
-                + ", ".join(
-                    f"({k}) {ok[k].description} moves the sink ({ok[k].pct:.1f}%)" for k in far
-                )
-                + ": on this model that control is not neutral."
-            )
-    na = [k for k, v in rows.items() if v is None]
-    if na:
-        parts.append(
-            f"Not applicable here: {', '.join('(' + k + ')' for k in na)} (the table gives the reason)."
-        )
-    return " ".join(parts)
-
-
 def shared_query_reading(sq: SharedQueryRecord) -> str:
     p = sq.pooled["all"]
     text = (
@@ -328,7 +298,7 @@ def mitigate_reading(mi: MitigateRecord) -> str:
     if b and b.best_edit != "none":
         text = (
             f"Per nat of cross-entropy added, scaling `{b.best_edit}` to s = {b.strength:g} removes the most sink: "
-            f"{b.removed:.3f} of BOS attention for {b.delta_ce:+.3f} nats."
+            f"{_f(b.removed)} of BOS attention for {_f(b.delta_ce, '+.3f')} nats."
         )
     elif b:
         text = "No edit removed any sink at the strengths tried."
@@ -337,8 +307,8 @@ def mitigate_reading(mi: MitigateRecord) -> str:
         cheapest = min(full, key=lambda r: r.delta_ce)
         deepest = min(full, key=lambda r: r.bos_attention)
         text += (
-            f" Removed completely (s = 0), `{deepest.edit}` leaves the least sink ({deepest.pct_baseline:.1f}%, {deepest.delta_ce:+.2f} nats) and "
-            f"`{cheapest.edit}` costs the least ({cheapest.delta_ce:+.2f} nats, {cheapest.pct_baseline:.1f}% left)."
+            f" Removed completely (s = 0), `{deepest.edit}` leaves the least sink ({_f(deepest.pct_baseline, '.1f')}%, {_f(deepest.delta_ce, '+.3f')} nats) and "
+            f"`{cheapest.edit}` costs the least ({_f(cheapest.delta_ce, '+.3f')} nats, {_f(cheapest.pct_baseline, '.1f')}% left)."
         )
     for na in mi.not_applicable.values():
         for e, why in na.items():

@@ -218,7 +218,7 @@ def sweep_section(result: Any, out: Path, figs: dict[str, str]) -> str:
     parts = [
         "<h2>Sweep</h2>",
         f'<p class="sub">{len(cfg.models)} model(s) × lengths {", ".join(map(str, cfg.lengths))} × content {", ".join(cfg.contents)} '
-        f"× seeds {', '.join(map(str, cfg.seeds))}: {len(cfg.grid())} cells, preset {_e(cfg.preset)}, inputs <code>{_e(cfg.inputs)}</code>.</p>",
+        f"× seeds {', '.join(map(str, cfg.seeds))}: {_e(result.cells_text())} in this run; preset {_e(cfg.preset)}, inputs <code>{_e(cfg.inputs)}</code>.</p>",
         f"<h3>Table 1 across models ({_e(content)} text, {length} tokens)</h3>",
         _table(shown),
     ]

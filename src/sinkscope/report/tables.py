@@ -6,6 +6,8 @@ numbers, embedded figures.
 '<table class="tbl"><thead><tr><th>a</th></tr></thead><tbody><tr><td class="n">1</td></tr></tbody></table>'
 >>> fmt(float("nan")), fmt(0.5)
 ('n/a', '0.500')
+>>> fmt(-0.0004, "+.3f"), fmt(-0.4, ".0f"), fmt(-0.5, "+.1f"), plural(1, "massive coordinate")
+('+0.000', '0', '-0.5', '1 massive coordinate')
 """
 
 from __future__ import annotations
@@ -80,9 +82,19 @@ def html_table(df: pd.DataFrame, row_class: Callable[[pd.Series], str] | None = 
 
 
 def fmt(x: object, spec: str = ".3f", na: str = "n/a") -> str:
+    """``format(x, spec)`` as the report prints numbers: ``na`` for None / NaN, and never a
+    negative zero (a value that rounds to 0 prints as ``0`` / ``+0.000``, not ``-0``)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return na
-    return format(x, spec)
+    s = format(x, spec)
+    if s.startswith("-") and not any(ch in "123456789" for ch in s.split("e")[0]):
+        s = ("+" if "+" in spec else "") + s[1:]
+    return s
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 coordinate"``, ``"3 coordinates"`` (``many``: the plural when it is not word + s)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 _e, _table, _f = esc, html_table, fmt  # the short names the report modules use

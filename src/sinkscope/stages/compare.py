@@ -186,6 +186,8 @@ class CompareResult:
     def markdown(self) -> str:
         import pandas as pd
 
+        from ..report.tables import fmt
+
         t = self.rows
         out = [
             "| model | b_Q | positions | MLP | QK-norm | domain | BOS attention | creating block | massive coords (index 0) | shared-query share | literal b_Q share | γ(q̄) massive/other |",
@@ -214,7 +216,7 @@ class CompareResult:
                 if pd.isna(r[f"{e}_pct"]):
                     cells.append(f"n/a ({r[f'{e}_reason']})" if r.get(f"{e}_reason") else "n/a")
                 else:
-                    cells.append(f"{r[f'{e}_pct']:.1f}%, {r[f'{e}_delta_ce']:+.3f}")
+                    cells.append(f"{r[f'{e}_pct']:.1f}%, {fmt(r[f'{e}_delta_ce'], '+.3f')}")
             out.append(f"| {r.model} | " + " | ".join(cells) + " |")
         return "\n".join(out) + "\n"
 
@@ -303,6 +305,11 @@ class CompareConfig(Stage):
         "shared-query share, matching interventions"
     )
     multi_model = "required"  # --models (no default: a comparison names its models)
+    example = (
+        "sinkscope compare --models default --per-domain 10\n"
+        "sinkscope compare --models default,sinkscope-out/train --per-domain 10"
+        "  # after train's example"
+    )
     steps = ()  # several models: not a reproduce step (reproduce studies one)
 
     def compute(

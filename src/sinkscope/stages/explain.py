@@ -103,7 +103,11 @@ class ExplainConfig(Stage):
 
     weights: bool = True
     forward: bool = option(
-        True, "--weights-only", "skip the forward-pass analyses", action="store_false"
+        True,
+        "--weights-only",
+        "only the analyses that need no inputs (EPE, b_Q / key alignment, γ): skip the "
+        "forward-pass ones (Δ, EPE validation, residual stream); runs on a partial checkpoint",
+        action="store_false",
     )
     seq_len: int | None = (
         None  # positions of the weight-only analyses (default: the inputs', else 40)
@@ -111,6 +115,7 @@ class ExplainConfig(Stage):
 
     name = "explain"
     help = "the sink circuit: score decomposition, EPE, b_Q / key alignment (paper Figs 1-4, 6-8)"
+    example = "sinkscope explain --per-domain 10"
     record = ExplainRecord
     needs_forward = False
     facts = ("coords",)
@@ -171,6 +176,9 @@ class ExplainConfig(Stage):
 
 def format_explain(s: dict) -> str:
     """An explain summary as text: γ, EPE, alignment, residual, Δ, decomposition, skipped."""
+    from ..report.sections import epe_value
+    from ..report.tables import fmt
+
     lines = [f"model {s['model']}: layers {s['layer_band'][0]}..{s['layer_band'][1] - 1}"]
     if "gamma" in s:
         g = s["gamma"]
@@ -185,7 +193,9 @@ def format_explain(s: dict) -> str:
         )
     if "epe" in s:
         e = s["epe"]
-        vals = ", ".join(f"{c}: {v:+.1f}" for c, v in zip(e["massive_coords"], e["massive_values"]))
+        vals = ", ".join(
+            f"{c}: {epe_value(v)}" for c, v in zip(e["massive_coords"], e["massive_values"])
+        )
         lines.append(f"  EPE_0 massive coordinates: {vals}")
         if "validation_median_index0" in e:
             for what, v in (
@@ -205,7 +215,8 @@ def format_explain(s: dict) -> str:
     if "residual" in s:
         r = s["residual"]
         vals = ", ".join(
-            f"{c}: {v:+.0f}" for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6])
+            f"{c}: {fmt(v, '+.0f')}"
+            for c, v in zip(r["massive_coords"][:6], r["massive_values"][:6])
         )
         where = (
             f"becomes special after block {r['creating_block']} (massive coords {vals})"

@@ -14,7 +14,7 @@ from ..errors import SinkscopeError
 from ..interventions.presets import PRESETS, get_preset
 from ..interventions.run import InterventionTable
 from ..registry import Stage, Step, option, register_stage
-from ..report import sections
+from ..report import readings, sections
 from ..report.records import InterventionsRecord
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ class InterveneConfig(Stage):
     edits: tuple[str, ...] = option(
         (),
         "--edit",
-        "a custom intervention, e.g. half_bq=bq:0.5@3:11 or bq:0+skip_mlp (see README); repeatable",
+        "a custom intervention NAME=SPEC run beside the preset's, e.g. half_bq=bq:0.5@3:11 "
+        "or both=bq:0+skip_mlp (the --edit language: README); repeatable",
         action="append",
         metavar="NAME=SPEC",
         shown_default="none",
@@ -137,6 +138,7 @@ class InterveneConfig(Stage):
 
     name = "intervene"
     help = "interventions: sink change, relocation and loss cost (paper Table 1, Fig 5)"
+    example = "sinkscope intervene --preset paper --edit half_bq=bq:0.5 --per-domain 10"
     record = InterventionsRecord
     steps = (
         Step(
@@ -145,7 +147,7 @@ class InterveneConfig(Stage):
             overrides={"preset": "paper"},
             reads=("band", "seed", "max_tokens"),
             title="Interventions: Table 1, relocation, loss cost, Fig 5",
-            reading=sections.interventions_reading,
+            reading=readings.interventions_reading,
             section=sections.interventions_section,
         ),
     )
@@ -169,13 +171,13 @@ class InterveneConfig(Stage):
         return ("coords",) + (("q_bar",) if needs_q else ())
 
     def check(self) -> None:
-        from ..interventions.spec import parse_edit
+        from ..interventions.spec import check_edit
 
         p = get_preset(self.preset)
         p.draw(self.random)
         names = list(p.specs)
         for e in self.edits:
-            name, _ = parse_edit(e)
+            name = check_edit(e)
             if name in names:
                 raise SinkscopeError(
                     f"--edit name '{name}' is used twice; give each edit its own NAME="

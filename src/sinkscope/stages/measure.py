@@ -205,7 +205,10 @@ class MeasureConfig(Stage):
     """
 
     keys: tuple[int, ...] = option(
-        (0, 1), "--keys", "key positions to track (0 = the sink)", parse=parse_keys
+        (0, 1),
+        "--keys",
+        "comma-separated key positions whose attention is recorded (0 = the sink)",
+        parse=parse_keys,
     )
     eps: float = option(
         0.3,
@@ -215,11 +218,15 @@ class MeasureConfig(Stage):
         parse=float,
     )
     baseline: str | None = option(
-        None, "--baseline", "an earlier summary.json: adds %% of its means", metavar="SUMMARY.json"
+        None,
+        "--baseline",
+        "an earlier measure summary.json: adds each mean as %% of its mean",
+        metavar="SUMMARY.json",
     )
 
     name = "measure"
     help = "measure sink strength per example x layer x head"
+    example = "sinkscope measure --per-domain 10 --keys 0,1,2"
     title = "Sink strength"
     record = MeasureRecord
     steps = (Step("measure", order=20, after=(), overrides={"keys": (0, 1)}),)
@@ -262,7 +269,7 @@ class MeasureConfig(Stage):
         u = m.uniform_baseline
         text = (
             f"In layers {m.band_text} the average head sends {a.mean:.0%} of the attention of "
-            f"the second half of each input to index 0 (±{2 * a.se:.3f}, 2SE), "
+            f"the second half of each input to index 0 (±{2 * a.se:.4f}, 2SE), "
             f"{a.mean / u:.0f}× what uniform attention would give ({u:.3f}): "
             f"{strength(a.mean)}."
         )

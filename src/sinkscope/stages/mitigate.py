@@ -180,6 +180,8 @@ class MitigateResult:
         return pd.DataFrame(rows)
 
     def markdown(self) -> str:
+        from ..report.tables import fmt
+
         out = [
             "| model | edit | "
             + " | ".join(f"s={s:g}" for s in sorted(set(self.tradeoff.strength), reverse=True))
@@ -193,7 +195,9 @@ class MitigateResult:
             for s in ss:
                 r = g[g.strength == s]
                 cells.append(
-                    f"{r.bos_attention.iloc[0]:.3f} / {r.delta_ce.iloc[0]:+.3f}" if len(r) else ""
+                    f"{r.bos_attention.iloc[0]:.3f} / {fmt(r.delta_ce.iloc[0], '+.3f')}"
+                    if len(r)
+                    else ""
                 )
             out.append(f"| {model} | {edit} | " + " | ".join(cells) + " |")
         out += ["", "Cells: BOS attention (layer band) / Δ cross-entropy (nats), all inputs.", ""]
@@ -223,20 +227,23 @@ class MitigateConfig(Stage):
     strengths: tuple[float, ...] = option(
         DEFAULT_STRENGTHS,
         "--strengths",
-        "mitigation strengths: fractions kept, from 1 (no edit) to 0",
+        "comma-separated mitigation strengths: the fraction of each edited part kept, from 1 "
+        "(no edit) to 0 (1 is always added)",
         parse=parse_strengths,
         reproduce=(1.0, 0.5, 0.0),
     )
     edits: tuple[str, ...] = option(
         EDITS,
         "--edits",
-        f"mitigation edits: a subset of {', '.join(EDITS)}",
+        "comma-separated mitigation edits, s the strength: "
+        + "; ".join(f"{k} = {SCALABLE_TEXT[k]}" for k in EDITS),
         parse=_edits,
         reproduce=True,
     )
 
     name = "mitigate"
     help = "sweep each mitigation's strength 1 -> 0: sink left vs cross-entropy added"
+    example = "sinkscope mitigate --edits bq,wk --strengths 1,0.5,0 --per-domain 10"
     title = "Mitigation trade-off: sink removed per nat"
     record = MitigateRecord
     multi_model = True

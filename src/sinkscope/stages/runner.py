@@ -70,7 +70,10 @@ class RunOptions:
     coords: Sequence[int] | None = None  # the user's massive coordinates (--coords)
     k_sigma: float | None = None  # the EPE_0 rule's sigma (--sigma; None: 3, the stage's rule)
     coords_rule: str | None = None  # paper | sigma (analysis.facts.resolve_rule); None: the stage's
-    out: str | None = None
+    out: str | None = None  # None: no files (the API), or the run's own folder under out_root
+    out_root: str | None = None  # without --out: sinkscope-out/<command> (sinkscope.runs)
+    force: bool = False  # --force: --out may hold a different run's results
+    run: dict | None = None  # the settings that identify the run (settle_out), in its marker
     figures: bool = True
     progress: bool = True
 
@@ -107,18 +110,10 @@ def load(
     """Cheap checks first (options, output directory, input files), then the model, then the
     tokenising: ``(model, inputs)``. ``inputs`` is None with ``weights_only`` or when
     ``need_forward`` is False and the model cannot run (a partial checkpoint)."""
-    from ..data import (
-        effective_per_domain,
-        parse_spec,
-        read_examples,
-        resolve_bos,
-        tokenize_examples,
-    )
-    from ..io import check_output_dir
+    preflight(opts, kind=kind)
+    from ..data.readers import read_examples
+    from ..data.spec import effective_per_domain, parse_spec
 
-    opts.check()
-    if opts.out is not None:
-        check_output_dir(opts.out, kind=kind)
     spec_kind, _ = parse_spec(opts.inputs)
     per_domain = effective_per_domain(opts.inputs, opts.per_domain)
 
@@ -133,7 +128,9 @@ def load(
 
     examples = (
         read(None) if spec_kind != "paper" and not weights_only else None
-    )  # a bad file fails before the model loads
+    )  # a bad file fails before torch is imported and the model loads
+    from ..data import resolve_bos, tokenize_examples
+
     model = open_model(opts, need_forward=need_forward)
     if not need_forward and (weights_only or model.adapter.missing_tensors()):
         return model, None
@@ -152,19 +149,62 @@ def load(
     return model, inputs
 
 
+def preflight(
+    opts: RunOptions,
+    *,
+    kind: str = "result",
+    models: Sequence | None = None,
+    length_flag: str = "--max-tokens",
+) -> None:
+    """Every check that needs neither torch nor the weights, before either: the options, the
+    output folder (``kind``; a different run's is refused), each model spec (packaged name, path,
+    hub id cached or reachable) and what its header tells (``--layers`` within its depth,
+    ``--max-tokens`` within learned positions, ``--coords`` within its width)."""
+    from ..io import check_output_dir
+    from ..models.precheck import model_shape
+    from ..parsing import resolve_band
+
+    opts.check()
+    if opts.out is not None:
+        check_output_dir(opts.out, kind=kind, run=opts.run, force=opts.force)
+    for spec in [opts.model] if models is None else models:
+        shape = model_shape(spec)
+        if shape is None:
+            continue
+        if shape.n_layers is not None:
+            resolve_band(opts.band, shape.n_layers)
+        if shape.n_ctx is not None and opts.max_tokens > shape.n_ctx:
+            raise SinkscopeError(
+                f"inputs of {opts.max_tokens} tokens do not fit the {shape.n_ctx} learned "
+                f"positions of {spec}; use {length_flag} {shape.n_ctx} or less"
+            )
+        bad = [c for c in opts.coords or () if shape.d_model is not None and c >= shape.d_model]
+        if bad:
+            raise SinkscopeError(
+                f"--coords: coordinate(s) {', '.join(map(str, bad[:5]))} outside the residual "
+                f"width {shape.d_model} of {spec}; use 0..{shape.d_model - 1}"
+            )
+
+
+def _without_out(opts: RunOptions) -> RunOptions:
+    one = copy.copy(opts)
+    one.out = None  # the combined result's folder is checked by run_models
+    return one
+
+
 def load_each(opts: RunOptions, specs: Sequence[str]) -> Iterator[tuple]:
     """``(model, inputs)`` for each model spec in turn, with ``opts``' input options. Every spec is
     checked cheaply first, so a bad last model fails before the first one runs."""
-    from ..models.loading import precheck_model, resolve_device
-
     if not specs:
         raise SinkscopeError("--models is empty; pass e.g. --models default,packaged:smollm2")
-    opts.check()
+    if len(set(specs)) < len(specs):
+        raise SinkscopeError(f"--models {','.join(specs)} names a model twice; give each once")
+    preflight(_without_out(opts), models=specs)
+    from ..models.loading import precheck_model, resolve_device
+
     resolve_device(opts.device)
     for spec in specs:
         precheck_model(spec)
-    if len(set(specs)) < len(specs):
-        raise SinkscopeError(f"--models {','.join(specs)} names a model twice; give each once")
     base = lambda s: os.path.basename(os.path.normpath(s))  # noqa: E731
     for spec in specs:
         one = copy.copy(opts)
@@ -240,9 +280,11 @@ class Ran:
     figures: dict[str, str]
     seconds: float
     loaded: list[str]
+    out: str = ""
 
-    def wrote(self, out: str) -> str:
-        """The CLI's last line: what the result wrote, and where."""
+    def wrote(self, out: str | None = None) -> str:
+        """The CLI's last line: what the result wrote, and where (``out``: the run's folder)."""
+        out = self.out if out is None else out
         files = (
             list(self.result.tables)
             + [getattr(self.result, "summary_file", "summary.json")]
@@ -256,15 +298,17 @@ def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float)
     loaded (``recs``, ``{name: SinkModel.record()}``, see :func:`load_record`) and ``total_seconds``."""
     from ..io import atomic_output_dir
     from ..models.loading import load_line
+    from ..runs import point_latest
 
-    with atomic_output_dir(opts.out) as tmp:
+    with atomic_output_dir(opts.out, run=opts.run, force=opts.force) as tmp:
         extra = load_record(recs, per_model=combines_models(res) or len(recs) > 1) | {
             "total_seconds": round(time.perf_counter() - t0, 2)
         }
         figures = res.write(tmp, figures=opts.figures, extra=extra)
-    return Ran(
-        res, figures, time.perf_counter() - t0, [load_line(name, r) for name, r in recs.items()]
-    )
+    if opts.out_root is not None:
+        point_latest(opts.out)
+    lines = [load_line(name, r) for name, r in recs.items()]
+    return Ran(res, figures, time.perf_counter() - t0, lines, str(opts.out))
 
 
 def prepare(config: StageConfig, opts: RunOptions) -> None:
@@ -275,6 +319,35 @@ def prepare(config: StageConfig, opts: RunOptions) -> None:
     config.settle(opts)
     opts.coords_rule = opts.coords_rule or "paper"
     opts.k_sigma = 3.0 if opts.k_sigma is None else opts.k_sigma
+
+
+def settle_out(
+    name: str, config: object, opts: RunOptions, models: Sequence[object] | None = None
+) -> dict:
+    """Decide, once, the settings that identify the run (``opts.run``: command ``name``,
+    ``config``'s fields (or a dict of settings), ``opts`` but for how results are shown, ``models`` when several) and,
+    without ``opts.out``, its own folder under ``opts.out_root`` (:mod:`sinkscope.runs`)."""
+    import dataclasses
+
+    from ..runs import PRESENTATION, run_dir, settings_of
+
+    if isinstance(config, dict):
+        cfg = config
+    else:
+        fields = dataclasses.fields(config) if dataclasses.is_dataclass(config) else ()
+        cfg = {f.name: getattr(config, f.name) for f in fields}
+    options = {
+        f.name: getattr(opts, f.name)
+        for f in dataclasses.fields(opts)
+        if f.name not in PRESENTATION
+    }
+    run = {"command": name, "config": cfg, "options": options}
+    if models is not None:
+        run["models"] = list(models)
+    opts.run = settings_of(run)
+    if opts.out is None and opts.out_root is not None:
+        opts.out = str(run_dir(opts.out_root, models or [opts.model], opts.run))
+    return opts.run
 
 
 def compute_stage(
@@ -290,6 +363,7 @@ def compute_stage(
 def run_stage(config: StageConfig, opts: RunOptions) -> Ran:
     """``sinkscope <stage>``: check, load, decide the facts, compute and write ``opts.out``."""
     prepare(config, opts)
+    settle_out(config.name, config, opts)
     t0 = time.perf_counter()
     model, inputs = load(
         opts, need_forward=config.needs_forward, weights_only=getattr(config, "weights_only", False)
@@ -304,8 +378,9 @@ def run_models(config: StageConfig, opts: RunOptions, specs: Sequence[str]) -> R
     from ..io import check_output_dir
 
     prepare(config, opts)
+    settle_out(config.name, config, opts, specs)
     if opts.out is not None:
-        check_output_dir(opts.out)
+        check_output_dir(opts.out, run=opts.run, force=opts.force)
     t0 = time.perf_counter()
     results, recs = [], {}
     for model, inputs in load_each(opts, specs):

@@ -89,6 +89,7 @@ class SharedQueryConfig(Stage):
 
     name = "shared-query"
     help = "the effective query bias q̄: its share of index 0's logit advantage (any architecture)"
+    example = "sinkscope shared-query --per-domain 10"
     title = "The effective query bias (any architecture)"
     record = SharedQueryRecord
     steps = (Step("shared_query", order=60, after=()),)

@@ -19,6 +19,7 @@ The circuit facts (massive coordinates, q̄) are decided once per checkpoint
 the first saved step whose sink exceeds a threshold: by default twice the uniform level (what a
 head attending evenly to its causal prefix gives index 0 over the query window), or a value given.
 
+>>> import pandas as pd
 >>> DynamicsResult(pd.DataFrame({"step": [0, 100, 200], "sink": [0.03, 0.05, 0.4]}), {"threshold": 0.068}).onset()
 200
 """
@@ -32,9 +33,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-import pandas as pd
-
 from ..errors import SinkscopeError
 
 # the three interventions of the trajectories, in the --edit language (paper's (b), (c), (i))
@@ -44,6 +42,8 @@ from ..stages.runner import RunOptions
 
 if TYPE_CHECKING:
     import os
+
+    import pandas as pd
 
     from ..stages.runner import Ran
 
@@ -105,6 +105,8 @@ def _steps(checkpoints: Sequence[str], steps: Sequence[int] | None) -> list[int]
 
 
 def _one(model, inputs, opts: RunOptions, step: int, ckpt: str) -> dict:
+    import numpy as np
+
     """The row of one checkpoint: every stage on the same (model, inputs, facts)."""
     from ..analysis.pathways import pathways
     from ..stages.explain import ExplainConfig
@@ -247,6 +249,8 @@ class DynamicsResult:
 
     def markdown(self) -> str:
         """The table as Markdown (what the CLI prints and docs/dynamics.md shows)."""
+        import pandas as pd
+
         cols = [
             ("step", "step", "d"),
             ("sink", "sink", ".3f"),
@@ -292,6 +296,7 @@ def dynamics(
     inputs, per domain, length, BOS, band, coordinate rule, device, batch size, progress; its
     ``model`` and ``out`` are not used). ``threshold``: the onset level (default
     :data:`ONSET_FACTOR` × the uniform level)."""
+    import pandas as pd
     from tqdm.auto import tqdm
 
     from ..errors import check_number
@@ -341,11 +346,11 @@ def run_dynamics(
 ) -> Ran:
     """``sinkscope dynamics``: check ``opts.out`` first, compute, write it atomically
     (:class:`~sinkscope.stages.runner.Ran`)."""
-    from ..io import check_output_dir
-    from ..stages.runner import _write
+    from ..stages.runner import _write, preflight, settle_out
 
-    if opts.out is not None:
-        check_output_dir(opts.out)
+    settings = {"steps": None if steps is None else list(steps), "threshold": threshold}
+    settle_out("dynamics", settings, opts, list(checkpoints))
+    preflight(opts, models=list(checkpoints))  # specs, sizes, options and --out, before torch
     t0 = time.perf_counter()
     res = dynamics(checkpoints, opts, steps=steps, threshold=threshold)
     return _write(res, res.loads, opts, t0)

@@ -48,7 +48,13 @@ from ..io import (
     write_json_atomic,
 )
 from .reproduce_facts import load_facts as _load_facts  # noqa: F401  (tests read cached facts)
-from .reproduce_plan import PlannedStep, Settings, plan, reproduce_options  # noqa: F401
+from .reproduce_plan import (  # noqa: F401
+    PlannedStep,
+    Settings,
+    plan,
+    reproduce_options,
+    resolve_defaults,
+)
 
 if TYPE_CHECKING:
     from ..data import TokenizedInputs
@@ -120,47 +126,13 @@ def __getattr__(name: str):  # STAGES / STAGE_NAMES: the plan as it stands (plug
 # --- running ----------------------------------------------------------------------------------
 
 
-def prepare_out(out: str | os.PathLike) -> Path:
-    """Create ``out`` (or reuse an earlier reproduce directory); refuse anything else."""
-    out = check_output_dir(out, kind="reproduce")
-    claim_dir(out, "reproduce")
+def prepare_out(out: str | os.PathLike, run: dict | None = None, force: bool = False) -> Path:
+    """Create ``out`` (or reuse an earlier reproduce directory of the same ``run``, of any run
+    with ``force``); refuse anything else."""
+    out = check_output_dir(out, kind="reproduce", run=run, force=force)
+    claim_dir(out, "reproduce", run)
     (out / "stages").mkdir(exist_ok=True)
     return out
-
-
-def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, list[str]]:
-    """``reproduce``'s defaults: ``(model spec, inputs spec, notes for the report)``. No model:
-    ``gpt2`` when the hub answers, else the embedded model (with a note saying so). No inputs:
-    the paper's 300 texts for GPT-2 small (``paper-offline``: shipped, no hub needed), else the
-    offline corpus."""
-    from ..models.loading import hub_reachable
-    from ..report.paper import is_gpt2_small
-
-    notes: list[str] = []
-    if model is None:
-        hub, why = hub_reachable("gpt2")
-        model = "gpt2" if hub else "default"
-        if not hub:
-            notes.append(
-                f"The Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
-                "pass --model gpt2 once online, or --model PATH for a local GPT-2."
-            )
-    if inputs is None:
-        inputs = "default"
-        if (
-            model != "default"
-            and not model.startswith("packaged:")
-            and not model.endswith((".gguf", ".safetensors"))
-        ):
-            from transformers import AutoConfig
-
-            try:
-                cfg = AutoConfig.from_pretrained(model)
-            except (OSError, ValueError):
-                cfg = None
-            if cfg is not None and is_gpt2_small(cfg):
-                inputs = "paper-offline"
-    return model, inputs, notes
 
 
 def reproduce(
@@ -173,8 +145,13 @@ def reproduce(
     progress: bool = True,
     notes: list[str] | None = None,
     run_info: dict | None = None,
+    run: dict | None = None,
+    replace: bool = False,
 ) -> ReproduceResult:
     """Run every stage the model allows (reusing finished ones) and write ``out/report.html``.
+    ``run``: the settings that identify the run (:func:`sinkscope.stages.runner.settle_out`);
+    an ``out`` that holds a different run is refused unless ``replace``. ``force``: recompute
+    every stage, even one whose cached result matches.
 
     ``inputs`` may be None for a weight-only run (forward stages are then skipped with the reason).
     ``notes`` (e.g. "the hub was unreachable, used the embedded model") go to the report's top.
@@ -185,7 +162,7 @@ def reproduce(
     resolve_band(
         (settings or Settings()).band, model.adapter.n_layers
     )  # a bad --layers fails before --out is made
-    out = prepare_out(out)
+    out = prepare_out(out, run, replace)
     with exclusive_dir(out, "sinkscope reproduce"):
         clean_stale(out / "stages")  # left by a killed run (SIGKILL); Ctrl-C cleans up its own
         return _reproduce(

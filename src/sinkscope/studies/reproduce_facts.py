@@ -101,7 +101,7 @@ def load_facts(ctx: Context, summary: dict) -> CircuitFacts:
             t = load_file(str(path))
         except Exception as e:  # truncated or edited by hand
             raise SinkscopeError(
-                f"the cached {path} cannot be read ({type(e).__name__}); rerun with --force to recompute it"
+                f"the cached {path} cannot be read ({type(e).__name__}); rerun with --recompute to recompute it"
             ) from None
 
     def coords(rec: dict) -> MassiveCoords:

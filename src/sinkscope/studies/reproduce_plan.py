@@ -40,7 +40,7 @@ class Settings:
         return shared | {k: self.options.get(k, v[2]) for k, v in reproduce_options().items()}
 
     def __post_init__(self):
-        names = [s.name for s in plan()]
+        names = step_names()
         unknown = [x for x in self.skip if x not in names]
         if unknown:
             raise SinkscopeError(
@@ -56,9 +56,10 @@ class Settings:
                 f"reproduce has no option {', '.join(bad)}; "
                 f"it offers {', '.join(offered) or 'none'}"
             )
-        for p in plan():  # every step's Config checked now, before a model loads
-            if p.config_cls is not None:
-                p.config(self).check()
+        from ..registry import steps
+
+        for st, cls in steps():  # every step's Config checked now, before a model loads
+            _planned(st, cls).config(self).check()
 
 
 def reproduce_options() -> dict[str, tuple]:
@@ -112,6 +113,13 @@ class PlannedStep:
 # --- the plan ---------------------------------------------------------------------------------
 
 _PLAN: dict[tuple, list[PlannedStep]] = {}
+
+
+def step_names() -> list[str]:
+    """The names of :func:`plan`'s steps, without building it (no report modules imported)."""
+    from ..registry import steps
+
+    return ["facts"] + [st.name for st, _ in steps()]
 
 
 def plan() -> list[PlannedStep]:
@@ -173,3 +181,33 @@ def _run_step(p: PlannedStep, ctx: Context, tmp: Path) -> dict:
 def _uses_inputs(p: PlannedStep, model) -> bool:
     r = p.reads_inputs
     return bool(r(model)) if callable(r) else bool(r)
+
+
+def resolve_defaults(model: str | None, inputs: str | None) -> tuple[str, str, list[str]]:
+    """``reproduce``'s defaults: ``(model spec, inputs spec, notes for the report)``. No model:
+    ``gpt2`` when the hub answers, else the embedded model (with a note saying so). No inputs:
+    the paper's 300 texts for GPT-2 small (``paper-offline``: shipped, no hub needed), else the
+    offline corpus."""
+    from ..models.precheck import is_gpt2_small, model_config
+    from ..models.sources import hub_reachable
+
+    notes: list[str] = []
+    if model is None:
+        hub, why = hub_reachable("gpt2")
+        model = "gpt2" if hub else "default"
+        if not hub:
+            notes.append(
+                f"The Hugging Face hub is not reachable ({why}), so this run uses the embedded default model instead of gpt2; "
+                "pass --model gpt2 once online, or --model PATH for a local GPT-2."
+            )
+    if inputs is None:
+        inputs = "default"
+        if (
+            model != "default"
+            and not model.startswith("packaged:")
+            and not model.endswith((".gguf", ".safetensors"))
+        ):
+            cfg = model_config(model)  # config.json as written (no transformers: fast, offline)
+            if cfg is not None and is_gpt2_small(cfg):
+                inputs = "paper-offline"
+    return model, inputs, notes

@@ -23,9 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from ..errors import SinkscopeError
 
 if TYPE_CHECKING:
@@ -70,7 +67,7 @@ class SweepConfig:
     retries: int = 2  # Ray: times a failed task is retried before its cells are reported failed
 
     def check(self) -> None:
-        from ..data.content import check_contents
+        from ..data.spec import check_contents
         from ..interventions.presets import get_preset
         from ..models.options import check_device_map, check_dtype
 
@@ -273,6 +270,31 @@ def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
             )
 
 
+def _check(cfg: SweepConfig, out: str | os.PathLike[str]) -> Path:
+    """Every check before any work: the settings, then (torch-free) each model's spec and sizes
+    and the output folder, then what needs the loaders. Returns ``out`` resolved."""
+    from ..io import check_owned
+    from ..stages.runner import RunOptions, preflight
+
+    cfg.check()
+    opts = RunOptions(
+        device=cfg.device,
+        dtype=cfg.dtype,
+        device_map=cfg.device_map,
+        band=cfg.band,
+        max_tokens=min(cfg.lengths),  # a longer length a model cannot take is a recorded n/a cell
+        batch_size=cfg.batch_size,
+    )
+    preflight(opts, models=cfg.models, length_flag="--lengths")
+    out = check_owned(out, "sweep", legacy=lambda p: (p / "cells").is_dir())
+    from ..models.loading import precheck_model, resolve_device
+
+    resolve_device(cfg.device)
+    for spec in cfg.models:
+        precheck_model(spec)
+    return out
+
+
 def run_sweep(
     cfg: SweepConfig, out: str | os.PathLike[str], *, figures: bool = True, progress: bool = True
 ) -> SweepResult:
@@ -280,14 +302,9 @@ def run_sweep(
     tables, figures and report. Resumable: a cell is never recomputed."""
     from tqdm.auto import tqdm
 
-    from ..io import check_owned, claim_dir, exclusive_dir, write_json_atomic
-    from ..models.loading import precheck_model, resolve_device
+    from ..io import claim_dir, exclusive_dir, write_json_atomic
 
-    cfg.check()
-    resolve_device(cfg.device)
-    for spec in cfg.models:
-        precheck_model(spec)
-    out = check_owned(out, "sweep", legacy=lambda p: (p / "cells").is_dir())
+    out = _check(cfg, out)
     claim_dir(out, "sweep")
     t0 = time.perf_counter()
     with exclusive_dir(out, "sinkscope sweep"):
@@ -299,6 +316,8 @@ def run_sweep(
         for c in grid:
             if not (cells_dir / f"{cell_key(shared, c)}.json").exists():
                 todo.setdefault(c.model, []).append(c)
+        cached = len(grid) - sum(map(len, todo.values()))  # reused from cells/ as they are
+        computed = 0
         runner = _run_ray if cfg.backend == "ray" else _run_local
         failed = {}
         bar = tqdm(
@@ -323,6 +342,7 @@ def run_sweep(
                         cells_dir / f"{cell_key(shared, c)}.json",
                         {"cell": asdict(c), **shared, **r},
                     )
+                    computed += 1
                 bar.update(1)
         bar.close()
         rows, loaded = [], {}
@@ -333,6 +353,8 @@ def run_sweep(
                 rows += rec["rows"]
                 if "loaded" in rec:
                     loaded.setdefault(c.model, rec["loaded"])
+        import pandas as pd
+
         frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
         if frame.empty:
             raise SinkscopeError(
@@ -340,6 +362,8 @@ def run_sweep(
                 + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
             )
         frame["bos_attention"] = frame["bos_attention"].astype(float)
-        result = SweepResult(frame, cfg, failed, time.perf_counter() - t0, loaded)
+        result = SweepResult(
+            frame, cfg, failed, time.perf_counter() - t0, loaded, cached=cached, computed=computed
+        )
         result.write(out, figures=figures)
         return result

@@ -55,6 +55,14 @@ class SweepResult:
     loaded: dict = field(
         default_factory=dict
     )  # model spec -> SinkModel.record() (cells cached before it: absent)
+    cached: int = 0  # cells of the grid reused from DIR/cells/ (computed by an earlier run)
+    computed: int = 0  # cells computed (and cached) by this run; failed ones are in ``failed``
+
+    def cells_text(self) -> str:
+        """How this run got its cells: ``"9 cells: 9 cached, 0 computed"`` (and ``, N failed``)."""
+        n = len(self.config.grid())
+        text = f"{n} cell{'' if n == 1 else 's'}: {self.cached} cached, {self.computed} computed"
+        return text + (f", {len(self.failed)} failed" if self.failed else "")
 
     def intervention_order(self, intervention: str) -> int:
         """Interventions in the grid's own order (a..j), whichever model lacks one."""
@@ -98,7 +106,9 @@ class SweepResult:
         ]
         return t[TABLE1_COLUMNS]
 
-    def markdown(self) -> str:
+    def markdown(self, cell_counts: bool = True) -> str:
+        """Table 1 across models as Markdown (what ``sinkscope sweep`` prints); ``cell_counts``: end
+        with :meth:`cells_text` (left out of ``table1_models.md``, which a rerun leaves alike)."""
         import numpy as np
 
         t = self.table1()
@@ -138,6 +148,8 @@ class SweepResult:
             )
         if self.failed:
             out += ["Failed cells:", ""] + [f"- {k}: {v}" for k, v in self.failed.items()] + [""]
+        if cell_counts:
+            out += [f"{self.cells_text()} (cached cells are reused, never recomputed).", ""]
         return "\n".join(out)
 
     def write(self, out: Path, *, figures: bool = True) -> dict[str, str]:
@@ -150,7 +162,9 @@ class SweepResult:
         write_text_atomic(
             out / "table1_models.csv", self.table1().to_csv(index=False, float_format="%.7g")
         )
-        write_text_atomic(out / "table1_models.md", f"# sinkscope sweep\n\n{self.markdown()}\n")
+        write_text_atomic(
+            out / "table1_models.md", f"# sinkscope sweep\n\n{self.markdown(cell_counts=False)}\n"
+        )
         length, content = self.table1_setting()
         from ..stages.runner import load_record
 
@@ -159,6 +173,8 @@ class SweepResult:
             {
                 "config": asdict(self.config),
                 "cells": len(self.config.grid()),
+                "cells_cached": self.cached,
+                "cells_computed": self.computed,
                 "failed": self.failed,
                 "table1_setting": {"length": length, "content": content},
                 "seconds": round(self.seconds, 1),

@@ -233,9 +233,11 @@ def run_zoo(
     base: TrainConfig | None = None,
     per_domain: int = 100,
     dtype: str = "auto",
+    figures: bool = True,
 ) -> ZooResult:
     """Train (or reuse) every ``variant`` x ``seed`` and analyse them (in ``dtype``, through the
-    one load path); writes zoo.csv, zoo.md, PNGs."""
+    one load path); writes zoo.csv, zoo.md and, with ``figures``, the figures (in the run's
+    ``--format``)."""
     from ..models.options import check_dtype
 
     check_dtype(dtype)
@@ -264,7 +266,9 @@ def run_zoo(
     )
     claim_dir(out, "zoo")
     with exclusive_dir(out, "sinkscope zoo"):
-        return _run_zoo(out, budget, seeds, variants, device, progress, base, per_domain, dtype)
+        return _run_zoo(
+            out, budget, seeds, variants, device, progress, base, per_domain, dtype, figures
+        )
 
 
 def _finished_config(done: Path) -> dict | None:
@@ -285,6 +289,7 @@ def _run_zoo(
     base,
     per_domain: int,
     dtype: str = "auto",
+    figures: bool = True,
 ) -> ZooResult:
     from tqdm.auto import tqdm
 
@@ -332,9 +337,10 @@ def _run_zoo(
             "seconds": round(time.perf_counter() - t0, 1),
         },
     )
-    from ..report.zoo import zoo_figures
+    if figures:
+        from ..report.zoo import zoo_figures
 
-    zoo_figures(result, out)
+        zoo_figures(result, out)
     return result
 
 
