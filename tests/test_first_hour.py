@@ -219,3 +219,61 @@ def test_the_console_command_turns_ctrl_c_into_exit_code_130(tmp_path, monkeypat
     assert console() == 130
     assert seen["sigterm"] is not signal.SIG_DFL  # the command's own handler (SIGTERM -> 143)
     assert "interrupted" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+SLOW_SUITE = """
+import time
+from pathlib import Path
+
+from sinkscope.cli import main
+from sinkscope.stages import measure as m
+
+FLAGS = Path({flags!r})
+
+
+def test_running(tmp_path, monkeypatch):
+    def slow(self, *a, **k):
+        (FLAGS / "inside").write_text("")
+        time.sleep(120)
+
+    monkeypatch.setattr(m.MeasureConfig, "compute", slow)
+    main(["measure", "--per-domain", "2", "--quiet", "--out", str(tmp_path / "m")])
+
+
+def test_after():
+    (FLAGS / "after").write_text("")  # must never run: the signal stops the suite
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_one_signal_stops_a_pytest_run_inside_a_sinkscope_call(sig, tmp_path):
+    """One Ctrl-C (or SIGTERM) to pytest while a test is inside an in-process sinkscope call
+    stops the whole suite: sinkscope hands the signal back instead of turning it into a code."""
+    import time
+
+    from conftest import default_sigint_in_child
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    suite = tmp_path / "test_slow.py"
+    suite.write_text(SLOW_SUITE.format(flags=str(flags)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint_in_child,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not (flags / "inside").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert not (flags / "after").exists(), out  # the suite did not go on
+    if sig == signal.SIGINT:  # pytest's own "interrupted" exit
+        assert proc.returncode == 2 and "KeyboardInterrupt" in out, out
+    else:  # the default action of SIGTERM: the process ends
+        assert proc.returncode == -signal.SIGTERM, out

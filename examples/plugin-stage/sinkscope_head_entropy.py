@@ -162,6 +162,7 @@ class HeadEntropyConfig(Stage):
     name = "head-entropy"
     help = "entropy of each head's attention rows (query window, per layer x head, nats)"
     title = "Attention entropy per head (plugin: sinkscope-head-entropy)"
+    example = "sinkscope head-entropy --per-domain 5"
     record = HeadEntropyRecord
     steps = (Step("head_entropy", order=100, after=()),)
 

@@ -53,14 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser: the registry's stages, then the studies (torch-free)."""
     from .. import __version__
     from ..registry import PLUGIN_ERRORS, stages
+    from .flags import TERMS
     from .stage_commands import add_stage_parser
 
-    epilog = None
     reg = stages()
+    epilog = "start with: sinkscope measure   (then: sinkscope reproduce)\n" + TERMS
     if PLUGIN_ERRORS:
-        epilog = "plugins that failed to load: " + "; ".join(PLUGIN_ERRORS)
+        epilog += "\nplugins that failed to load: " + "; ".join(PLUGIN_ERRORS)
     parser = argparse.ArgumentParser(
-        prog="sinkscope", description="Find, explain, break and fix attention sinks.", epilog=epilog
+        prog="sinkscope",
+        description="Find, explain, break and fix attention sinks.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sinkscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

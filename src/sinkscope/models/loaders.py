@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import SinkscopeError
+from .options import NO_REMOTE_CODE
 from .placement import _placement, resolve_dtype
 from .registry import adapter_class, adapter_for, supported_families
 from .sources import _hub_commit
@@ -79,13 +80,17 @@ def _load_hf(
     """A HF directory or hub id (``revision``: a branch, tag or commit of the hub repo)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from .precheck import refuse_remote_code
+
     hub = not Path(spec).exists()
+    if not hub:
+        refuse_remote_code(Path(spec), spec)  # before transformers reads a file of it
     source = {"kind": "hf", "spec": spec} | ({"revision": revision} if hub else {})
     try:
         if hub:
             source["commit"] = _hub_commit(spec, revision)
         at = {"revision": source.get("commit") or revision} if hub else {}
-        config = AutoConfig.from_pretrained(spec, **at)
+        config = AutoConfig.from_pretrained(spec, **at, **NO_REMOTE_CODE)
     except (OSError, ValueError) as e:
         why = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         if revision is not None:
@@ -107,10 +112,11 @@ def _load_hf(
             device_map=_placement(device, device_map),
             output_loading_info=True,
             **at,
+            **NO_REMOTE_CODE,
         )
         _check_loading_info(name, info, adapter_for(hf).n_layers)
         try:
-            tok = AutoTokenizer.from_pretrained(spec, **at)
+            tok = AutoTokenizer.from_pretrained(spec, **at, **NO_REMOTE_CODE)
         except (OSError, ValueError, TypeError):
             tok = None
     return Loaded(hf, tok, name, source)
@@ -171,6 +177,7 @@ def _load_gguf(path: Path, device, dtype, device_map) -> Loaded:
                 attn_implementation="sdpa",
                 device_map=_placement(device, device_map),
                 **dense,
+                **NO_REMOTE_CODE,
             )
         except (ValueError, KeyError, RuntimeError) as e:
             msg = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -179,7 +186,7 @@ def _load_gguf(path: Path, device, dtype, device_map) -> Loaded:
                     f"{path}: {msg}; supported families (model_type): {supported_families()}"
                 ) from None
             raise SinkscopeError(f"could not load GGUF {path}: {msg}") from None
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, **NO_REMOTE_CODE)
     return Loaded(hf, tok, path.stem, {"kind": "gguf", "path": str(path)})
 
 
@@ -240,7 +247,10 @@ def _load_partial(path: Path, device, dtype, device_map) -> Loaded:
         raise SinkscopeError(f"{path} holds no tensors")
     cfg_dir = path if path.is_dir() else path.parent
     if (cfg_dir / "config.json").exists():
-        config = AutoConfig.from_pretrained(str(cfg_dir))
+        from .precheck import refuse_remote_code
+
+        refuse_remote_code(cfg_dir, path)
+        config = AutoConfig.from_pretrained(str(cfg_dir), **NO_REMOTE_CODE)
     else:
         config = _gpt2_config_from_tensors({k: tuple(v.shape) for k, v in tensors.items()}, meta)
     config._attn_implementation = adapter_class(config).attn_implementation_for(config)

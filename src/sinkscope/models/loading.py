@@ -30,7 +30,7 @@ from .loaders import (  # noqa: F401
     _safetensors_files,
     check_finite,
 )
-from .options import check_device_map, check_dtype, split_revision  # noqa: F401
+from .options import NO_REMOTE_CODE, check_device_map, check_dtype, split_revision  # noqa: F401
 from .placement import DTYPES_BY_NAME, _placement, dtype_name, resolve_device, resolve_dtype  # noqa: F401
 from .registry import (  # noqa: F401
     ADAPTERS,
@@ -274,7 +274,7 @@ def precheck_model(spec: str | os.PathLike | torch.nn.Module | None) -> None:
             mt = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
             if mt not in CONFIG_MAPPING:
                 raise unsupported(mt)
-            adapter_class(AutoConfig.from_pretrained(str(path)))
+            adapter_class(AutoConfig.from_pretrained(str(path), **NO_REMOTE_CODE))
         for f in _safetensors_files(path) if path.is_dir() or path.suffix == ".safetensors" else []:
             from safetensors import safe_open
 

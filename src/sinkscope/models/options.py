@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from ..errors import SinkscopeError
 
+# every transformers load sinkscope makes says this: a model's own Python code never runs, and no
+# prompt ("trust remote code? [y/N]") is ever reached to decide it
+NO_REMOTE_CODE = {"trust_remote_code": False}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_MAPS = ("auto",)
 DTYPE_HELP = (

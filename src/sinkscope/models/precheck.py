@@ -129,7 +129,13 @@ def _hub_config(spec: str) -> Path | None:
         found = None
     if isinstance(found, str):
         return Path(found)
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline and revision is not None:
+        raise SinkscopeError(
+            f"could not load revision '{revision}' of '{repo}': it is not in the local Hugging "
+            "Face cache and HF_HUB_OFFLINE is set; download it once online, or drop @REVISION"
+        )
+    if offline:
         raise SinkscopeError(
             f"--model {spec} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
             f"download it once online, or pass a local HF directory, a .gguf file, "
@@ -204,12 +210,30 @@ def _resolve(spec: object) -> tuple[str, Path | None]:
     return ("config", found) if found is not None else ("hub", None)
 
 
+def refuse_remote_code(directory: Path, spec: object) -> None:
+    """Refuse a model directory whose config or tokenizer config asks transformers to import a
+    Python file of its own (``auto_map``): sinkscope never runs a model's code, whatever a
+    prompt would answer (every load also passes ``trust_remote_code=False``)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            cfg = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(cfg, dict) and "auto_map" in cfg:
+            raise SinkscopeError(
+                f"--model {spec}: its {name} names code of its own to run (auto_map: "
+                f"{', '.join(map(str, cfg['auto_map']))[:80]}); sinkscope never runs a model's "
+                "code: use a model of a family transformers ships (see docs/architectures.md)"
+            )
+
+
 def model_config(spec: object) -> dict | None:
     """The ``config.json`` of ``spec`` as a dict, where it has one on disk (the embedded model,
     an HF directory, a cached hub id); else None. A spec that cannot resolve is one line."""
     kind, file = _resolve(spec)
     if kind != "config":
         return None
+    refuse_remote_code(file.parent, spec)
     try:
         cfg = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):

@@ -111,7 +111,7 @@ def read_tokenizer(path: str) -> PreTrainedTokenizerBase:
     from ..errors import SinkscopeError
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise SinkscopeError(
             f"--tokenizer {path}: no tokenizer there ({type(e).__name__}); pass a model or tokenizer directory"
@@ -137,7 +137,7 @@ def tokenizer_in(
     saved = (directory / "tokenizer.json").exists()
     if tokenizer is None:
         tokenizer = (
-            AutoTokenizer.from_pretrained(str(directory))
+            AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
             if saved
             else fit_tokenizer(texts, vocab_size)
         )
