@@ -118,6 +118,7 @@ BAD = [  # (arguments, a phrase of the one-line error)
     (["reproduce", "--skip", "nope"], "unknown stage"),
     (["sweep", "--out", "OUT", "--lengths", "128"], "use --lengths 64 or less"),
     (["sweep", "--out", "OUT", "--content", "nope"], "--content nope"),
+    (["sweep", "--out", "OUT", "--inputs", "text:/nonexistent/x.txt"], "does not exist"),
     (["dynamics", "--checkpoints", "./no/such/ckpt"], "does not exist"),
     (["train", "--out", "OUT", "--context", "0"], "--context 0"),
     (["train", "--out", "OUT", "--save-at", "x"], "--save-at"),

@@ -95,3 +95,159 @@ def test_every_transformers_load_says_trust_remote_code_false():
             if not said:
                 missing.append(f"{p.relative_to(src)}:{node.lineno}")
     assert not missing, missing
+
+
+# ---- sizes checked against the weights' own headers before anything is built -------------------
+
+
+def _lying_config(src: Path, dst: Path, **changes) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps(cfg | changes))
+    return dst
+
+
+def _partial_with_block(dst: Path, block: int) -> Path:
+    """A tiny safetensors file whose tensor names mention ``block`` (its header lies)."""
+    import torch
+    from safetensors.torch import save_file
+
+    t = {
+        "transformer.wpe.weight": torch.zeros(8, 16),
+        "transformer.h.0.attn.c_attn.weight": torch.zeros(16, 48),
+        f"transformer.h.{block}.attn.c_attn.weight": torch.zeros(16, 48),
+    }
+    save_file(t, str(dst))
+    return dst
+
+
+LIES = [
+    ("n_layer", 1_000_000, "claims 1,000,000 layers"),
+    ("n_layer", 7, "says 7 layers but its weights hold blocks 0..2"),
+    ("n_embd", 96, "residual width 96 is no dimension of its weights"),
+    ("n_positions", 10**9, "claims 1,000,000,000 positions"),
+    ("vocab_size", 10**9, "claims 1,000,000,000 vocabulary"),
+]
+
+
+@pytest.mark.parametrize("key,value,phrase", LIES, ids=[f"{k}={v}" for k, v, _ in LIES])
+@pytest.mark.parametrize("cmd", ["measure", "explain"])
+def test_a_config_that_lies_about_its_sizes_is_one_line_before_anything_is_built(
+    key, value, phrase, cmd, tiny_gpt2_dir, tmp_path
+):
+    import time
+
+    model = _lying_config(tiny_gpt2_dir, tmp_path / "m", **{key: value})
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sinkscope",
+            cmd,
+            "--model",
+            str(model),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    took = time.perf_counter() - t0
+    assert p.returncode == 2 and phrase in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert not (tmp_path / "o").exists()
+    assert took < 30, took  # a process start; the minutes of building 10^6 blocks are gone
+
+
+def test_the_api_checks_sizes_too(tiny_gpt2_dir, tmp_path):
+    import sinkscope
+    from sinkscope.errors import SinkscopeError
+
+    model = _lying_config(tiny_gpt2_dir, tmp_path / "m", n_layer=1_000_000)
+    with pytest.raises(SinkscopeError, match="claims 1,000,000 layers"):
+        sinkscope.load_model(str(model))
+
+
+def test_a_partial_checkpoint_naming_block_5_million_builds_nothing(tmp_path, capsys):
+    from sinkscope.cli import main
+
+    f = _partial_with_block(tmp_path / "p.safetensors", 5_000_000)
+    assert f.stat().st_size < 40_000
+    assert main(["explain", "--weights-only", "--model", str(f), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "mentions block 5000000" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_truncated_safetensors_header_is_one_line(tiny_gpt2_dir, tmp_path, capsys):
+    import shutil
+
+    from sinkscope.cli import main
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_gpt2_dir, d)
+    (d / "model.safetensors").write_bytes((10**12).to_bytes(8, "little") + b"{")
+    assert main(["measure", "--model", str(d), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable safetensors file" in err and err.count("\n") == 1, err
+
+
+# ---- one policy for text; tokenizer files named ------------------------------------------------
+
+
+def test_a_latin1_file_is_refused_by_measure_and_train_alike(tmp_path, capsys):
+    from sinkscope.cli import main
+
+    f = tmp_path / "latin.txt"
+    f.write_bytes("caf\xe9 au lait is warm and sweet today\n\nanother text\n".encode("latin-1"))
+    assert main(["measure", "--inputs", f"text:{f}", "--out", str(tmp_path / "o")]) == 2
+    m = capsys.readouterr().err
+    assert main(["train", "--data", f"text:{f}", "--steps", "2", "--out", str(tmp_path / "t")]) == 2
+    t = capsys.readouterr().err
+    for err in (m, t):
+        assert "is not UTF-8 text (byte 0xe9 on line 1)" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_jsonl_field_that_is_not_text_is_named(tmp_path, capsys):
+    from sinkscope.cli import main
+
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"text": "a fine text of some length here"}\n{"text": [1, 2]}\n')
+    assert main(["measure", "--inputs", f"jsonl:{f}:text", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}:2: field 'text' is list, not text" in err, err
+
+
+def test_a_model_directory_without_tokenizer_files_says_so(tiny_gpt2_dir, tmp_path, capsys):
+    import shutil
+
+    from sinkscope.cli import main
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_gpt2_dir, d)
+    for f in d.iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            f.unlink()
+    assert main(["measure", "--model", str(d), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "has no tokenizer" in err and "tokenizer.json" in err and err.count("\n") == 1, err
+    # a weight-only command does not need one
+    assert (
+        main(
+            [
+                "explain",
+                "--weights-only",
+                "--model",
+                str(d),
+                "--quiet",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )

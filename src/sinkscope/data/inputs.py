@@ -132,9 +132,10 @@ def tokenize_examples(
     """
     if tokenizer is None:
         raise SinkscopeError(
-            "this model has no tokenizer (a partial checkpoint, or a model in memory loaded "
-            "without one); pass sinkscope.load_model(model, tokenizer=...), or load a complete "
-            "model to measure"
+            "this model has no tokenizer (a partial checkpoint, a model directory without "
+            "tokenizer.json / vocab.json + merges.txt / tokenizer.model, or a model in memory "
+            "loaded without one); save its tokenizer into the directory, pass "
+            "sinkscope.load_model(model, tokenizer=...), or load a complete model to measure"
         )
     if any(e.domain == "all" for e in examples):
         raise SinkscopeError(

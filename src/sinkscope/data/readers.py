@@ -35,7 +35,7 @@ def _existing_file(path: str, what: str) -> Path:
     return p
 
 
-def _read_utf8(p: Path, what: str) -> str:
+def read_utf8(p: Path, what: str) -> str:
     """The file's text; a file that is not UTF-8 is a one-line error saying where it breaks."""
     data = p.read_bytes()
     try:
@@ -55,7 +55,7 @@ def read_paper_csv(path: str) -> list[Example]:
     import sys
 
     p = _existing_file(path, "paper-csv")
-    text = _read_utf8(p, "paper-csv")
+    text = read_utf8(p, "paper-csv")
     limit = csv.field_size_limit()
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KB would reject long texts
     try:
@@ -111,7 +111,7 @@ def paper_offline() -> list[Example]:
 
 def read_text(path: str) -> list[Example]:
     p = _existing_file(path, "text")
-    lines = [ln.strip() for ln in _read_utf8(p, "text").splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in read_utf8(p, "text").splitlines() if ln.strip()]
     if not lines:
         raise SinkscopeError(f"text file {path} has no non-blank lines; put one text per line")
     return [Example(text=ln, domain=p.stem, source=f"text:{p.name}") for ln in lines]
@@ -120,7 +120,7 @@ def read_text(path: str) -> list[Example]:
 def read_jsonl(path: str, field_name: str) -> list[Example]:
     p = _existing_file(path, "jsonl")
     out = []
-    for n, line in enumerate(_read_utf8(p, "jsonl").splitlines(), 1):
+    for n, line in enumerate(read_utf8(p, "jsonl").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -133,13 +133,13 @@ def read_jsonl(path: str, field_name: str) -> list[Example]:
             raise SinkscopeError(
                 f"{path}:{n} has no field '{field_name}'; name the text field in jsonl:PATH:FIELD"
             )
-        out.append(
-            Example(
-                text=str(rec[field_name]),
-                domain=str(rec.get("domain", p.stem)),
-                source=f"jsonl:{p.name}",
-            )
-        )
+        text, domain = rec[field_name], rec.get("domain", p.stem)
+        for name, v in ((field_name, text), ("domain", domain)):
+            if not isinstance(v, str):
+                raise SinkscopeError(
+                    f"{path}:{n}: field '{name}' is {type(v).__name__}, not text; give it a string"
+                )
+        out.append(Example(text=text, domain=domain, source=f"jsonl:{p.name}"))
     if not out:
         raise SinkscopeError(f"jsonl file {path} has no records")
     return out

@@ -16,6 +16,9 @@ from .placement import _placement, resolve_dtype
 from .registry import adapter_class, adapter_for, supported_families
 from .sources import _hub_commit
 
+# a directory holds a tokenizer when it has one of these (what transformers reads its vocabulary from)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
 
 class Loaded(NamedTuple):
     """What a loader read, before ``load_model``'s checks: the HF model, its tokenizer (None for a
@@ -80,11 +83,13 @@ def _load_hf(
     """A HF directory or hub id (``revision``: a branch, tag or commit of the hub repo)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .precheck import refuse_remote_code
+    from .precheck import model_config
 
     hub = not Path(spec).exists()
     if not hub:
-        refuse_remote_code(Path(spec), spec)  # before transformers reads a file of it
+        model_config(
+            spec
+        )  # no auto_map, sizes agree with the weights' headers: before transformers
     source = {"kind": "hf", "spec": spec} | ({"revision": revision} if hub else {})
     try:
         if hub:
@@ -119,6 +124,8 @@ def _load_hf(
             tok = AutoTokenizer.from_pretrained(spec, **at, **NO_REMOTE_CODE)
         except (OSError, ValueError, TypeError):
             tok = None
+        if not hub and not any((Path(spec) / f).exists() for f in TOKENIZER_FILES):
+            tok = None  # transformers would build an empty one-token tokenizer from the config
     return Loaded(hf, tok, name, source)
 
 
@@ -230,6 +237,10 @@ def _load_partial(path: Path, device, dtype, device_map) -> Loaded:
     from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from .precheck import _read_json, check_weights, refuse_remote_code
+
+    cfg_json = (path if path.is_dir() else path.parent) / "config.json"
+    check_weights(_read_json(cfg_json), list(_safetensors_files(path)), path)  # before any read
     if device_map is not None:
         raise SinkscopeError(
             f"{path} is a partial checkpoint, which --device-map cannot place; drop --device-map "
@@ -247,8 +258,6 @@ def _load_partial(path: Path, device, dtype, device_map) -> Loaded:
         raise SinkscopeError(f"{path} holds no tensors")
     cfg_dir = path if path.is_dir() else path.parent
     if (cfg_dir / "config.json").exists():
-        from .precheck import refuse_remote_code
-
         refuse_remote_code(cfg_dir, path)
         config = AutoConfig.from_pretrained(str(cfg_dir), **NO_REMOTE_CODE)
     else:

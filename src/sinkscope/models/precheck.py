@@ -66,6 +66,16 @@ OFFLINE_HINT = (
 )
 
 
+# sizes no causal LM comes near: a config or a tensor name beyond them is a lie, refused before
+# anything is allocated (the largest public models have ~130 layers and ~30k-wide residuals)
+MAX_LAYERS = 4096
+MAX_WIDTH = 1 << 17
+MAX_POSITIONS = 1 << 24
+MAX_VOCAB = 1 << 24
+MAX_HEADER = 100_000_000  # bytes of a safetensors JSON header (the format's own limit)
+BLOCK = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks|block|blk)\.(\d+)\.")
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The sizes options are checked against (None: not known before loading)."""
@@ -201,6 +211,8 @@ def _resolve(spec: object) -> tuple[str, Path | None]:
     if path.exists():
         if path.is_dir() and (path / "config.json").exists():
             return "config", path / "config.json"
+        if path.suffix == ".safetensors":  # a partial checkpoint: its names and sizes checked
+            check_weights(_read_json(path.parent / "config.json"), [path], spec)
         return ("gguf", path) if path.suffix == ".gguf" else ("other", path)
     if _looks_like_path(split_revision(spec)[0]):
         raise SinkscopeError(
@@ -208,6 +220,75 @@ def _resolve(spec: object) -> tuple[str, Path | None]:
         )
     found = _hub_config(spec)
     return ("config", found) if found is not None else ("hub", None)
+
+
+def safetensors_header(path: Path) -> dict:
+    """``{tensor name: shape}`` from a safetensors file's JSON header (stdlib: no tensor read)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= min(MAX_HEADER, size - 8):
+                raise ValueError(f"header length {n} in a file of {size} bytes")
+            header = json.loads(f.read(n))
+        return {
+            k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SinkscopeError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {str(e)[:80]}); "
+            "re-download or re-save it"
+        ) from None
+
+
+def check_weights(config: dict | None, files: list[Path], spec: object) -> None:
+    """The sizes a config (and the tensor names) claim, checked against the weights' own headers
+    before any module is built: the layers the names hold equal the config's, every size within
+    what a real model has, the residual width one of the tensors' dimensions."""
+    shapes: dict = {}
+    for f in files:
+        shapes |= safetensors_header(f)
+    blocks = {int(m.group(1)) for k in shapes for m in [BLOCK.search(k)] if m}
+    if blocks and max(blocks) >= MAX_LAYERS:
+        raise SinkscopeError(
+            f"--model {spec}: a tensor name mentions block {max(blocks)} (of {len(blocks)} blocks "
+            f"with tensors); no model has {MAX_LAYERS} layers or more: the file is damaged"
+        )
+    if config is None:
+        return
+    sizes = _sizes(config)
+    cfg = (
+        config.get("text_config", config) if isinstance(config.get("text_config"), dict) else config
+    )
+    for what, v, top in (
+        ("layers", sizes.n_layers, MAX_LAYERS),
+        ("residual width", sizes.d_model, MAX_WIDTH),
+        ("positions", sizes.n_ctx, MAX_POSITIONS),
+        ("vocabulary", cfg.get("vocab_size"), MAX_VOCAB),
+    ):
+        if isinstance(v, int) and not 0 < v < top:
+            raise SinkscopeError(
+                f"--model {spec}: config.json claims {v:,} {what}; a real model has fewer than "
+                f"{top:,}: fix config.json"
+            )
+    if blocks and sizes.n_layers is not None and sizes.n_layers != max(blocks) + 1:
+        raise SinkscopeError(
+            f"--model {spec}: config.json says {sizes.n_layers:,} layers but its weights hold "
+            f"blocks 0..{max(blocks)}; fix config.json or the weights"
+        )
+    dims = {d for shape in shapes.values() for d in shape}
+    if shapes and sizes.d_model is not None and sizes.d_model not in dims:
+        raise SinkscopeError(
+            f"--model {spec}: config.json's residual width {sizes.d_model:,} is no dimension of "
+            "its weights; fix config.json or the weights"
+        )
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a model directory (every shard), or a single file."""
+    if directory.is_file():
+        return [directory] if directory.suffix == ".safetensors" else []
+    return sorted(directory.glob("*.safetensors"))
 
 
 def refuse_remote_code(directory: Path, spec: object) -> None:
@@ -234,10 +315,17 @@ def model_config(spec: object) -> dict | None:
     if kind != "config":
         return None
     refuse_remote_code(file.parent, spec)
+    cfg = _read_json(file)
+    if cfg is not None:
+        check_weights(cfg, weight_files(file.parent), spec)
+    return cfg
+
+
+def _read_json(path: Path) -> dict | None:
     try:
-        cfg = json.loads(file.read_text(encoding="utf-8"))
+        cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
-        return None  # a broken config is the loader's to explain, with its file
+        return None  # missing, or broken: the loader's to explain, with its file
     return cfg if isinstance(cfg, dict) else None
 
 

@@ -286,6 +286,11 @@ def _check(cfg: SweepConfig, out: str | os.PathLike[str]) -> Path:
         batch_size=cfg.batch_size,
     )
     preflight(opts, models=cfg.models, length_flag="--lengths")
+    from ..data.readers import read_examples
+    from ..data.spec import parse_spec
+
+    if "natural" in cfg.contents and parse_spec(cfg.inputs)[0] in ("text", "jsonl", "paper-csv"):
+        read_examples(cfg.inputs)  # a missing or malformed file is one line, before --out is made
     out = check_owned(out, "sweep", legacy=lambda p: (p / "cells").is_dir())
     from ..models.loading import precheck_model, resolve_device
 
@@ -300,12 +305,27 @@ def run_sweep(
 ) -> SweepResult:
     """Expand the grid, compute the cells not cached in ``out/cells`` (local or Ray), write the
     tables, figures and report. Resumable: a cell is never recomputed."""
-    from tqdm.auto import tqdm
-
-    from ..io import claim_dir, exclusive_dir, write_json_atomic
+    from ..io import claim_dir
 
     out = _check(cfg, out)
+    made = not out.exists()
     claim_dir(out, "sweep")
+    try:
+        return _sweep(cfg, out, figures, progress)
+    except SinkscopeError:
+        cells = out / "cells"
+        if made and (not cells.is_dir() or not any(cells.iterdir())):
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)  # exit 2 leaves nothing this run made
+        raise
+
+
+def _sweep(cfg: SweepConfig, out: Path, figures: bool, progress: bool) -> SweepResult:
+    from tqdm.auto import tqdm
+
+    from ..io import exclusive_dir, write_json_atomic
+
     t0 = time.perf_counter()
     with exclusive_dir(out, "sinkscope sweep"):
         cells_dir = out / "cells"

@@ -11,7 +11,6 @@ token stream per domain (last ``val_fraction`` held out), and windows drawn dete
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,35 +44,18 @@ def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str
             "code": list(corpus.code_texts()),
         }
     kind, _, rest = spec.partition(":")
-    if kind == "text":
-        p = Path(rest)
-        if not p.is_file():
-            raise SinkscopeError(
-                f"--data {spec}: {p} is not a file; pass text:PATH to a UTF-8 text file"
-            )
-        docs = [
-            d.strip()
-            for d in p.read_text(encoding="utf-8", errors="replace").split("\n\n")
-            if d.strip()
-        ]
-        return {"text": docs}
+    if kind == "text":  # one policy for text everywhere: UTF-8 or a one-line error (readers)
+        from ..data.readers import _existing_file, read_utf8
+
+        text = read_utf8(_existing_file(rest, "--data text"), "--data text")
+        return {"text": [d.strip() for d in text.split("\n\n") if d.strip()]}
     if kind == "jsonl":
+        from ..data.readers import read_jsonl
+
         path, _, fld = rest.rpartition(":")
-        p = Path(path)
-        if not path or not fld or not p.is_file():
-            raise SinkscopeError(f"--data {spec}: expected jsonl:PATH:FIELD with an existing file")
-        docs = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise SinkscopeError(
-                        f"{p}:{n} is not valid JSON; fix the line or remove it"
-                    ) from None
-                if isinstance(row, dict) and isinstance(row.get(fld), str):
-                    docs.append(row[fld])
-        return {"jsonl": docs}
+        if not path or not fld:
+            raise SinkscopeError(f"--data {spec}: expected jsonl:PATH:FIELD")
+        return {"jsonl": [e.text for e in read_jsonl(path, fld)]}
     raise SinkscopeError(
         f"--data {spec!r} is not a data spec; use default, text:PATH or jsonl:PATH:FIELD"
     )
