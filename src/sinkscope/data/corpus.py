@@ -216,11 +216,11 @@ def default_corpus(seed: int = 0, per_domain: int = 100, oversample: int = 2) ->
     """
     rng = random.Random(seed)
     out: list[Example] = []
-    for domain, texts in (
-        ("nl", nl_texts()),
-        ("math", math_texts(seed, per_domain * oversample)),
-        ("code", code_texts()),
-    ):
+    nl, code = list(nl_texts()), list(code_texts())
+    # the generator could make any number of problems: no more than the other domains hold (a
+    # --per-domain beyond what the corpus has keeps what there is, and the run says how many)
+    n_math = min(per_domain * oversample, max(len(nl), len(code), 1000))
+    for domain, texts in (("nl", nl), ("math", math_texts(seed, n_math)), ("code", code)):
         texts = list(dict.fromkeys(texts))  # drop duplicates, keep order
         rng.shuffle(texts)
         out += [

@@ -28,6 +28,10 @@ class Example:
 
 def _existing_file(path: str, what: str) -> Path:
     p = Path(path).expanduser()
+    if p.exists() and not p.is_file():
+        raise SinkscopeError(
+            f"{what} file {path} is not a regular file (a folder or a device); pass a file"
+        )
     if not p.is_file():
         raise SinkscopeError(f"{what} file {path} does not exist; check the path")
     if p.stat().st_size == 0:
