@@ -5,6 +5,8 @@ the same run: ``sinkscope --version`` (the CLI's own start-up) and ``python -c "
 
     python benchmarks/errors.py              # ~20 s on 2 cores
     python benchmarks/errors.py --repeat 5
+    git worktree add /tmp/before REV && python benchmarks/errors.py --against /tmp/before
+                                             # the same cases on an older checkout, side by side
 
 Ends with: worst_s=<s> worst_case=<args> goal_met=<True|False> torch_import_s=<s>
 """
@@ -52,6 +54,12 @@ def timed(cmd: list[str], env: dict, cwd: str, repeat: int) -> tuple[float, int,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs per case, median kept (default 3)")
+    ap.add_argument(
+        "--against",
+        default=None,
+        help="a checkout of another sinkscope version (its src/ is put first on PYTHONPATH): "
+        "each case is timed there too",
+    )
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="sinkscope-errors-")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf")}
@@ -60,12 +68,20 @@ def main() -> None:
     torch_s, _, _ = timed([sys.executable, "-c", "import torch"], env, tmp, args.repeat)
     print(f"baseline  sinkscope --version      {version:6.2f} s")
     print(f"baseline  python -c 'import torch' {torch_s:6.2f} s")
+    old_env = None
+    if args.against:
+        src = os.path.join(os.path.abspath(args.against), "src")
+        old_env = {**env, "PYTHONPATH": src + os.pathsep + env.get("PYTHONPATH", "")}
     worst = (0.0, "")
     for case in CASES:
         argv = [os.path.join(tmp, "out") if a == "OUT" else a for a in case.split()]
         s, code, last = timed([*exe, *argv], env, tmp, args.repeat)
         ok = "ok " if code == 2 and last.startswith("sinkscope: error:") else "BAD"
-        print(f"{ok} {s:5.2f} s  x{s / version:4.1f} of --version  sinkscope {case}")
+        before = ""
+        if old_env is not None:
+            b, _, _ = timed([*exe, *argv], old_env, tmp, args.repeat)
+            before = f"  (--against: {b:5.2f} s, x{b / s:4.1f} slower)"
+        print(f"{ok} {s:5.2f} s  x{s / version:4.1f} of --version{before}  sinkscope {case}")
         print(f"           {last[:110]}")
         worst = max(worst, (s, case))
     print(
