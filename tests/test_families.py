@@ -200,7 +200,15 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("family", GENERIC_FAMILIES)
+# the CLI end to end on three families in the fast suite, every family with -m slow (the capture,
+# the adapter and the edits are checked on every family in the fast suite above)
+CLI_FAST = ("llama", "gpt_neox", "qwen3")
+
+
+@pytest.mark.parametrize(
+    "family",
+    [f if f in CLI_FAST else pytest.param(f, marks=pytest.mark.slow) for f in GENERIC_FAMILIES],
+)
 def test_cli_measure_and_intervene_on_each_family(family, family_dirs, tmp_path):
     """The output contract: ``sinkscope measure --model DIR`` gives metrics.csv bos_attention equal
     to HF eager (second-half queries to key 0) within 1e-5; ``intervene --preset paper`` runs,

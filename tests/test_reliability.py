@@ -376,14 +376,18 @@ BROKEN_MODELS = {
     "truncated-safetensors": (lambda d: _truncate(d / "model.safetensors"), "could not load model"),
     "byte-flipped-safetensors": (
         lambda d: _flip_header(d / "model.safetensors"),
-        "could not load model",
+        "is not a readable safetensors file",  # its header, read before transformers
     ),
     "n_head-not-dividing-n_embd": (lambda d: _config(d, n_head=5), "could not load model"),
     "n_layer-negative": (lambda d: _config(d, n_layer=-1), "do not match config.json"),
-    "n_layer-above-the-weights": (lambda d: _config(d, n_layer=4), "missing (transformer.h.3."),
+    # the weights' headers against config.json, before any module is built
+    "n_layer-above-the-weights": (
+        lambda d: _config(d, n_layer=4),
+        "config.json says 4 layers but its weights hold blocks 0..2",
+    ),
     "n_layer-below-the-weights": (
         lambda d: _config(d, n_layer=2),
-        "not in the model (transformer.h.2.",
+        "config.json says 2 layers but its weights hold blocks 0..2",
     ),
     "unknown-architecture": (lambda d: _config(d, model_type="bert"), "supported families"),
 }

@@ -273,7 +273,7 @@ def test_train_cli(tmp_path, capsys):
         main(["train", "--out", str(tmp_path / "x"), "--data", "text:/nonexistent.txt", "--quiet"])
         == 2
     )
-    assert "not a file" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_zoo_trains_analyses_and_reuses_runs(tmp_path):

@@ -100,19 +100,10 @@ def _sizes(cfg: dict) -> ModelShape:
 
 
 def _gguf_shape(path: Path) -> ModelShape | None:
-    try:
-        from gguf import GGUFReader
+    from .headers import gguf_sizes
 
-        reader = GGUFReader(str(path))
-        arch = bytes(reader.fields["general.architecture"].parts[-1]).decode("utf-8")
-
-        def value(key: str) -> int | None:
-            f = reader.fields.get(f"{arch}.{key}")
-            return int(f.parts[-1][0]) if f is not None else None
-
-        return ModelShape(value("block_count"), None, value("embedding_length"))
-    except Exception:  # gguf missing or the header unreadable: the loader says which
-        return None
+    sizes = gguf_sizes(path)
+    return ModelShape(sizes[0], None, sizes[1]) if sizes is not None else None
 
 
 def check_hub_id(spec: str) -> tuple[str, str | None]:
