@@ -112,7 +112,9 @@ def claim_dir(out: Path, kind: str, run: dict | None = None) -> None:
 
 def mark(path: str | os.PathLike, kind: str, run: dict | None = None) -> None:
     """Put the ``.sinkscope`` marker of ``kind`` into a directory sinkscope created; ``run``
-    (the settings of the run that fills it, :mod:`sinkscope.runs`) replaces the one recorded."""
+    (the settings of the run that fills it, :mod:`sinkscope.runs`) replaces the one recorded.
+    The marker's lines: ``sinkscope:KIND``, what it is, then ``run {settings}`` and ``files
+    [names]`` (:func:`record_files`) where recorded."""
     from .runs import settings_of
 
     if run is None and (Path(path) / MARKER).exists():
@@ -120,7 +122,38 @@ def mark(path: str | os.PathLike, kind: str, run: dict | None = None) -> None:
     text = f"sinkscope:{kind}\n{KINDS[kind]}; sinkscope may replace it\n"
     if run is not None:
         text += "run " + json.dumps(settings_of(run), sort_keys=True) + "\n"
+    names = marker_files(path)
+    text += "" if names is None else "files " + json.dumps(names) + "\n"
     write_text_atomic(Path(path) / MARKER, text)
+
+
+def marker_files(path: str | os.PathLike) -> list[str] | None:
+    """The names (top-level entries) the marker of ``path`` lists as written by sinkscope
+    (:func:`record_files`); None: no marker, or one that lists none (an earlier version)."""
+    try:
+        lines = (Path(path) / MARKER).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines[2:]:
+        if line.startswith("files "):
+            with contextlib.suppress(ValueError):
+                names = json.loads(line[6:])
+                if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                    return names
+    return None
+
+
+def record_files(path: str | os.PathLike, names: list[str]) -> None:
+    """Add ``names`` (entries sinkscope is about to write at the top of the marked directory
+    ``path``) to its marker, so that clearing it later removes those and nothing else. Call it
+    before writing them; a directory without a marker (a temp one) is left alone."""
+    marker, have = Path(path) / MARKER, marker_files(path)
+    if not marker.exists() or (have is not None and set(names) <= set(have)):
+        return
+    text = marker.read_text(encoding="utf-8", errors="replace").splitlines()
+    names = list(dict.fromkeys([*(have or []), *names]))
+    lines = [ln for ln in text if not ln.startswith("files ")] + ["files " + json.dumps(names)]
+    write_text_atomic(marker, "\n".join(lines) + "\n")
 
 
 def check_writable(out: str | os.PathLike, flag: str = "--out") -> None:

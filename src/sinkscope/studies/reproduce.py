@@ -63,8 +63,10 @@ from .stage_cache import (  # noqa: F401  (re-exported: tests and tools key stag
     CACHE_FORMAT,
     _jsonable,
     _read_record,
+    cached_record,
     inputs_hash,
     stage_key,
+    tokenizer_hash,
     versions,
     weights_hash,
 )
@@ -189,7 +191,7 @@ def _reproduce(
     ad = model.adapter
     band = resolve_band(settings.band, ad.n_layers)
     ctx = Context(model, inputs, settings, band, out, progress=progress)
-    hashes = (weights_hash(model), inputs_hash(inputs))
+    hashes = (weights_hash(model), inputs_hash(inputs), tokenizer_hash(model))
     forward_reason = None
     try:
         ad.require_forward()
@@ -231,10 +233,13 @@ def _outcome(st: PlannedStep, ctx: Context, hashes, keys: dict, forward_reason, 
     if missing_dep:
         oc.reason = f"needs the {', '.join(missing_dep)} stage(s), which did not run"
         return oc
-    key = keys[st.name] = stage_key(st, *hashes, ctx.settings, keys, ctx.model)
+    w_hash, in_hash, tok_hash = hashes
+    key = keys[st.name] = stage_key(
+        st, w_hash, in_hash, ctx.settings, keys, ctx.model, tokenizer=tok_hash
+    )
     d = ctx.stage_dir(st.name)
-    rec = None if force else _read_record(d)
-    if rec is not None and rec.get("key") == key and rec.get("status") == "done":
+    rec = None if force else cached_record(st, d, key)
+    if rec is not None:
         oc.status, oc.seconds, oc.record = "cached", rec.get("seconds", 0.0), rec
         if st.name == "facts":
             ctx.facts = load_facts(ctx, rec["summary"])
@@ -276,7 +281,7 @@ def _finish(
     write_report,
 ) -> ReproduceResult:
     """``run.json`` and ``report.html`` of the run."""
-    w_hash, in_hash = hashes
+    w_hash, in_hash, tok_hash = hashes
     ad = model.adapter
     total = time.perf_counter() - t0
     run = {
@@ -284,6 +289,7 @@ def _finish(
         "model_info": ad.describe(),
         **model.record(),  # model_source (hub revision and commit), dtype, device_map, devices
         "weights_sha256": w_hash,
+        "tokenizer_sha256": tok_hash,
         "inputs": getattr(inputs, "spec", None),
         "n_examples": len(inputs) if inputs is not None else 0,
         "seq_len": int(inputs.ids.shape[1]) if inputs is not None else None,

@@ -1,9 +1,11 @@
 """The cache of ``reproduce``'s steps: keys and records.
 
 A step is reused when its ``stage.json`` carries the same *key*: a hash of the model's weights
-and config, the token ids of the inputs (forward steps), the shared settings the step reads,
-its stage Config as it runs, the keys of the steps it builds on, the figure format and the
-sinkscope version.
+and config (as loaded, in memory), of its tokenizer (vocabulary, merges, special tokens: every
+step, weight-only ones included), the token ids of the inputs (forward steps), the shared
+settings the step reads, its stage Config as it runs, the keys of the steps it builds on, the
+figure format and the sinkscope version. A ``stage.json`` that cannot be read back (not JSON,
+not a mapping, a summary of another shape) is computed again, with one warning line naming it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,29 @@ def weights_hash(model: SinkModel) -> str:
     return h.hexdigest()
 
 
+def tokenizer_hash(model: SinkModel | None) -> str | None:
+    """SHA-256 of the model's tokenizer: its class, vocabulary and merges (a fast tokenizer's
+    serialised form, without the padding and truncation a call sets), special tokens and whether
+    it adds BOS / EOS; None without a tokenizer."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return None
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        for setting in ("padding", "truncation"):  # set by a call, not by the tokenizer
+            state.pop(setting, None)
+    else:
+        state = sorted(tok.get_vocab().items())
+    extra = {
+        "class": type(tok).__name__,
+        "special": getattr(tok, "special_tokens_map", {}),
+        **{k: getattr(tok, k, None) for k in ("add_bos_token", "add_eos_token", "bos_token_id")},
+    }
+    blob = json.dumps([state, extra], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def inputs_hash(inputs: TokenizedInputs | None) -> str | None:
     if inputs is None:
         return None
@@ -47,7 +72,7 @@ def inputs_hash(inputs: TokenizedInputs | None) -> str | None:
     return h.hexdigest()
 
 
-CACHE_FORMAT = 6  # 6: stages from the registry, keyed by their Config; 5: summaries record how the model was loaded (dtype, source); 4: the facts stage; 3: the paper's (i) coordinates, (j) draw, Δ std and EPE medians; 2: q_bar as safetensors
+CACHE_FORMAT = 7  # 7: the tokenizer in every key; 6: stages from the registry, keyed by their Config; 5: summaries record how the model was loaded (dtype, source); 4: the facts stage; 3: the paper's (i) coordinates, (j) draw, Δ std and EPE medians; 2: q_bar as safetensors
 
 
 def _reads_inputs(stage, model) -> bool:
@@ -62,6 +87,7 @@ def stage_key(
     settings: Settings,
     upstream: dict[str, str],
     model: SinkModel | None = None,
+    tokenizer: str | None = None,
 ) -> str:
     """A step's cache key: everything its result depends on (see the module docstring)."""
     from .. import __version__
@@ -72,6 +98,7 @@ def stage_key(
         "version": __version__,
         "cache_format": CACHE_FORMAT,
         "weights": w_hash,
+        "tokenizer": tokenizer,  # tokenizer_hash(model): token ids, BOS and embeddings read follow it
         "inputs": in_hash if stage.forward or _reads_inputs(stage, model) else None,
         "settings": {k: getattr(settings, k) for k in stage.reads},
         "config": stage.config_key(settings),  # the step's stage Config, as it runs
@@ -99,11 +126,54 @@ def _plugin_version(cls) -> dict | None:
 
 
 def _read_record(d: Path) -> dict | None:
+    """``d/stage.json`` as a mapping; None when it is missing, not JSON or not a mapping."""
     try:
-        with open(d / "stage.json") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
+        with open(d / "stage.json", encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
         return None
+    return rec if isinstance(rec, dict) else None
+
+
+def cached_record(step: object, d: Path, key: str) -> dict | None:
+    """The finished record of ``step`` in ``d`` when it was made for ``key``; None when there is
+    none or it is stale. One that cannot be read back (not JSON, not a mapping, a summary its
+    record type refuses) is None too, after one warning line naming ``d/stage.json``."""
+    from ..report.records import RecordError, read_record
+    from .sweep_cells import warn_damaged
+
+    path = d / "stage.json"
+    if not path.exists():
+        return None
+    try:
+        rec, why = json.loads(path.read_text(encoding="utf-8")), None
+    except (OSError, ValueError) as e:
+        rec, why = None, f"{type(e).__name__}: {str(e)[:80]}"
+    if why is None and not isinstance(rec, dict):
+        why = f"a JSON {type(rec).__name__}, not a mapping"
+    if why is None and (rec.get("key") != key or rec.get("status") != "done"):
+        return None  # another key (stale) or unfinished: computed again, nothing to warn about
+    if why is None:
+        why = _record_problem(rec)
+    if why is None:
+        try:
+            read_record(getattr(step, "record", None), rec["summary"], getattr(step, "name", None))
+        except RecordError as e:
+            why = str(e)
+    if why is not None:
+        warn_damaged(path, why)
+        return None
+    return rec
+
+
+def _record_problem(rec: dict) -> str | None:
+    if not isinstance(rec.get("summary"), dict):
+        return "no summary mapping"
+    sec = rec.get("seconds", 0.0)
+    if isinstance(sec, bool) or not isinstance(sec, (int, float)):
+        return "'seconds' is not a number"
+    bad = [k for k in ("figures", "tables") if not isinstance(rec.get(k, {}), dict)]
+    return f"'{bad[0]}' is not a mapping" if bad else None
 
 
 def _jsonable(x):

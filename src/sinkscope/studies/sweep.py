@@ -3,8 +3,10 @@ lengths, content regimes and input seeds, each cell the paper's interventions.
 
 Every cell (model × length × content × seed) is computed once by the stage machinery
 (``run_interventions`` with the cell's :class:`~sinkscope.analysis.facts.CircuitFacts`) and
-cached under ``DIR/cells/`` by a key of everything it depends on, so a rerun (or a run stopped
-halfway) recomputes nothing already done. The driver writes every file, whichever backend ran
+cached under ``DIR/cells/`` by a key of everything it depends on (its settings, sinkscope's
+version, a hash of its model's files and of its inputs' file: :func:`~.sweep_cells.cell_key`),
+so a rerun (or a run stopped halfway) recomputes nothing already done, and a model or input file
+changed since is computed again; a damaged cached cell is computed again with a warning. The driver writes every file, whichever backend ran
 the cells: ``local`` (one process, sequential) or ``ray`` (one task per model, retried), so
 the two give the same ``sweep.csv``.
 
@@ -15,11 +17,9 @@ the two give the same ``sweep.csv``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 BACKENDS = ("local", "ray")
 from .sweep_result import SWEEP_COLUMNS, TABLE1_COLUMNS, SweepResult  # noqa: E402,F401
 
-CELL_FORMAT = 1
+CELL_FORMAT = 2  # 2: keyed by the model's and inputs' files and sinkscope's version
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,12 @@ class SweepConfig:
         ]
 
     def shared(self) -> dict:
-        """What every cell's result depends on besides its own coordinates."""
+        """What every cell's result depends on besides its own coordinates and files."""
+        from .. import __version__
         from ..interventions.presets import get_preset
 
         return {
+            "version": __version__,
             "inputs": self.inputs,
             "per_domain": self.per_domain,
             "preset": self.preset,
@@ -123,7 +125,15 @@ class SweepConfig:
         }
 
 
-from .sweep_cells import cell_inputs, run_cell, training_step  # noqa: E402,F401
+from .sweep_cells import (  # noqa: E402,F401
+    cell_inputs,
+    cell_key,
+    fingerprints,
+    key_fields,
+    read_cell,
+    run_cell,
+    training_step,
+)
 
 
 def _load(
@@ -185,31 +195,23 @@ def _die_once_for_tests() -> None:
         os._exit(137)
 
 
-def cell_key(shared: dict, cell: Cell) -> str:
-    blob = json.dumps({"cell": asdict(cell), **shared}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 def _describe(cell: Cell) -> str:
     return f"{cell.model} @ {cell.length} tokens, {cell.content}, seed {cell.seed}"
 
 
-def _run_local(cfg: SweepConfig, todo: dict[str, list[Cell]]):
+def _run_local(cfg: SweepConfig, shared: dict, todo: dict[str, list[Cell]]):
     """Each model loaded once, its cells yielded one at a time (each is cached as it finishes)."""
     for spec, cells in todo.items():
         try:
-            model = _load(spec, cfg.device, None, cfg.shared()["dtype"], cfg.device_map)
+            model = _load(spec, cfg.device, None, shared["dtype"], cfg.device_map)
         except SinkscopeError as e:
             yield spec, {"__task__": {"error": str(e)}}
             continue
         for c in cells:
-            yield (
-                spec,
-                {cell_key(cfg.shared(), c): cell_result(model, c, cfg.shared(), cfg.batch_size)},
-            )
+            yield spec, {cell_key(shared, c): cell_result(model, c, shared, cfg.batch_size)}
 
 
-def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
+def _run_ray(cfg: SweepConfig, shared: dict, todo: dict[str, list[Cell]]):
     """One Ray task per model (its cells), asking for the CPUs / GPU it runs on, retried
     ``cfg.retries`` times; results come back to the driver as they finish."""
     try:
@@ -246,7 +248,7 @@ def _run_ray(cfg: SweepConfig, todo: dict[str, list[Cell]]):
         task.remote(
             spec,
             cells,
-            cfg.shared(),
+            shared,
             device=cfg.device,
             batch_size=cfg.batch_size,
             threads=threads,
@@ -291,7 +293,7 @@ def _check(cfg: SweepConfig, out: str | os.PathLike[str]) -> Path:
 
     if "natural" in cfg.contents and parse_spec(cfg.inputs)[0] in ("text", "jsonl", "paper-csv"):
         read_examples(cfg.inputs)  # a missing or malformed file is one line, before --out is made
-    out = check_owned(out, "sweep", legacy=lambda p: (p / "cells").is_dir())
+    out = check_owned(out, "sweep")  # only a folder sinkscope marked as a sweep is reused
     from ..models.loading import precheck_model, resolve_device
 
     resolve_device(cfg.device)
@@ -330,13 +332,15 @@ def _sweep(cfg: SweepConfig, out: Path, figures: bool, progress: bool) -> SweepR
     with exclusive_dir(out, "sinkscope sweep"):
         cells_dir = out / "cells"
         cells_dir.mkdir(exist_ok=True)
-        shared = cfg.shared()
+        shared = cfg.shared() | {"fingerprints": fingerprints(cfg)}
         grid = cfg.grid()
+        path = lambda c: cells_dir / f"{cell_key(shared, c)}.json"  # noqa: E731
+        records = {c: rec for c in grid if (rec := read_cell(path(c), c)) is not None}
         todo: dict[str, list[Cell]] = {}
         for c in grid:
-            if not (cells_dir / f"{cell_key(shared, c)}.json").exists():
+            if c not in records:
                 todo.setdefault(c.model, []).append(c)
-        cached = len(grid) - sum(map(len, todo.values()))  # reused from cells/ as they are
+        cached = len(records)  # reused from cells/ as they are
         computed = 0
         runner = _run_ray if cfg.backend == "ray" else _run_local
         failed = {}
@@ -346,7 +350,7 @@ def _sweep(cfg: SweepConfig, out: Path, figures: bool, progress: bool) -> SweepR
             unit="cell",
             disable=not progress,
         )
-        for spec, results in runner(cfg, todo):
+        for spec, results in runner(cfg, shared, todo):
             if "__task__" in results:
                 for c in todo[spec]:
                     failed.setdefault(_describe(c), results["__task__"]["error"])
@@ -358,21 +362,17 @@ def _sweep(cfg: SweepConfig, out: Path, figures: bool, progress: bool) -> SweepR
                 if "error" in r:
                     failed[_describe(c)] = r["error"]
                 else:  # the driver writes every cell, whichever backend computed it
-                    write_json_atomic(
-                        cells_dir / f"{cell_key(shared, c)}.json",
-                        {"cell": asdict(c), **shared, **r},
-                    )
+                    records[c] = key_fields(shared, c) | r
+                    write_json_atomic(path(c), records[c])
                     computed += 1
                 bar.update(1)
         bar.close()
         rows, loaded = [], {}
         for c in grid:
-            p = cells_dir / f"{cell_key(shared, c)}.json"
-            if p.exists():
-                rec = json.loads(p.read_text())
-                rows += rec["rows"]
-                if "loaded" in rec:
-                    loaded.setdefault(c.model, rec["loaded"])
+            if c in records:
+                rows += records[c]["rows"]
+                if "loaded" in records[c]:
+                    loaded.setdefault(c.model, records[c]["loaded"])
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)

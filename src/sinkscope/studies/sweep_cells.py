@@ -1,17 +1,25 @@
 """One ``sweep`` cell: its inputs (natural texts at the cell's length, or random / repeated
-token ids) and its rows (the preset's interventions, one row per domain × intervention)."""
+token ids), its rows (the preset's interventions, one row per domain × intervention) and its
+cache: the key of everything it is computed from, and the cached record, read back checked."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import sys
 from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .sweep_result import SWEEP_COLUMNS
 
 if TYPE_CHECKING:
     from ..data import TokenizedInputs
     from ..models import SinkModel
-    from .sweep import Cell
+    from .sweep import Cell, SweepConfig
 
 POOL_GROWTH = 4  # a natural cell whose domains join too few long texts reads 4x, 16x ... as many
 
@@ -27,6 +35,107 @@ def training_step(spec: str) -> int | None:
         return step
     m = re.search(r"(?:@|(?:^|[/\\])(?:checkpoint[-_])?)step[-_]?(\d+)(?:[/\\]?$)", spec)
     return int(m.group(1)) if m else None
+
+
+def fingerprints(cfg: SweepConfig) -> dict:
+    """What the cells are computed from besides their settings: ``{"models": {spec: hash of its
+    files}, "inputs": hash of the inputs' file}`` (:mod:`sinkscope.models.fingerprint`), taken
+    once per run, after the specs are checked and before any model loads."""
+    from ..models.fingerprint import fingerprint
+
+    return {
+        "models": {m: fingerprint(m) for m in cfg.models},
+        "inputs": inputs_fingerprint(cfg.inputs) if "natural" in cfg.contents else None,
+    }
+
+
+def inputs_fingerprint(spec: str) -> str | None:
+    """A hash of the file an ``--inputs`` spec reads (``text:``, ``jsonl:``, ``paper-csv:``);
+    the built-in sets are sinkscope's own (its version is in every key; ``default`` is drawn from
+    Python's standard library, so the Python version); a hub dataset: None (its spec only)."""
+    from ..data.readers import PAPER_OFFLINE
+    from ..data.spec import parse_spec
+    from ..models.fingerprint import files_fingerprint
+
+    kind, args = parse_spec(spec)
+    if kind in ("text", "jsonl", "paper-csv"):
+        return files_fingerprint([Path(args[0]).expanduser()], names=False)
+    if kind == "paper-offline":
+        return files_fingerprint([PAPER_OFFLINE], names=False)
+    return f"python {sys.version}" if kind == "default" else None
+
+
+def cell_key(shared: dict, cell: Cell) -> str:
+    """The cache key of ``cell``: its coordinates, the sweep's settings (``shared``, sinkscope's
+    version included), the files of its model and, for natural text, of its inputs."""
+    return hashlib.sha256(
+        json.dumps(key_fields(shared, cell), sort_keys=True).encode()
+    ).hexdigest()[:20]
+
+
+def key_fields(shared: dict, cell: Cell) -> dict:
+    """What :func:`cell_key` hashes (also stored in the cell's record)."""
+    fps = shared.get("fingerprints") or {}
+    return {
+        "cell": asdict(cell),
+        **{k: v for k, v in shared.items() if k != "fingerprints"},
+        "model_files": (fps.get("models") or {}).get(cell.model),
+        "input_files": fps.get("inputs") if cell.content == "natural" else None,
+    }
+
+
+TEXT_FIELDS = ("model", "content", "domain", "intervention", "description", "reason")
+INT_FIELDS = ("length", "seed", "n")
+NUMBER_FIELDS = ("bos_attention", "se", "pct_baseline", "attn_to_1", "delta_ce")
+
+
+def read_cell(path: Path, cell: Cell) -> dict | None:
+    """The cached record of ``cell`` at ``path``; None when there is none, or when it is damaged
+    (not JSON, a row of other fields or types, another cell's): then one warning line on stderr
+    names the file, and the cell is computed again."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        why = _cell_problem(rec, cell)
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        why = f"{type(e).__name__}: {str(e)[:80]}"
+    if why is None:
+        return rec
+    warn_damaged(path, why)
+    return None
+
+
+def warn_damaged(path: Path, why: str) -> None:
+    """One line on stderr: a cached result that cannot be used is computed again."""
+    print(
+        f"sinkscope: warning: the cached {path} is damaged ({why}); recomputing it", file=sys.stderr
+    )
+
+
+def _cell_problem(rec: object, cell: Cell) -> str | None:
+    """Why a cell record cannot be used (None: it can)."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("rows"), list) or not rec["rows"]:
+        return "no list of rows"
+    if rec.get("cell") != asdict(cell):
+        return "the record of another cell"
+    if not isinstance(rec.get("loaded", {}), dict):
+        return "'loaded' is not a mapping"
+    number = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # noqa: E731
+    for i, row in enumerate(rec["rows"]):
+        if not isinstance(row, dict):
+            return f"row {i} is not a mapping"
+        missing = [c for c in SWEEP_COLUMNS if c not in row]
+        bad = (
+            [c for c in TEXT_FIELDS if not isinstance(row.get(c), str)]
+            + [c for c in INT_FIELDS if type(row.get(c)) is not int]
+            + [c for c in NUMBER_FIELDS if not number(row.get(c))]
+            + [c for c in ("applicable",) if not isinstance(row.get(c), bool)]
+            + [c for c in ("step",) if row.get(c) is not None and type(row.get(c)) is not int]
+        )
+        if missing or bad:
+            return f"row {i}: {'missing ' + ', '.join(missing) if missing else 'bad ' + ', '.join(bad)}"
+    return None
 
 
 def cell_inputs(model: SinkModel, cell: Cell, shared: dict) -> TokenizedInputs:

@@ -1,6 +1,8 @@
 """The files of a ``sinkscope train`` run directory: ``checkpoint.pt`` (written atomically, read
 with ``weights_only=True``), the HF model directory a finished run exports, and the kept steps in
-``checkpoints/step-NNNNNN/`` (``--save-at``)."""
+``checkpoints/step-NNNNNN/`` (``--save-at``). Each name is listed in the run's ``.sinkscope``
+marker before it is written (:func:`sinkscope.io.record_files`), and ``--force`` removes those
+names only (:func:`clear_run`): a user's notes in the run directory stay."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import SinkscopeError
-from ..io import publish_mode, write_json_atomic
+from ..io import marker_files, publish_mode, record_files, write_json_atomic
 from ..models.sinkgpt import SinkGPTForCausalLM
 from .config import CHECKPOINTS, checkpoint_name
 
@@ -26,6 +28,7 @@ def save_checkpoint(
     """Write ``checkpoint.pt`` (model, optimiser, step, history) through a temporary file, so a
     stopped run never leaves a torn checkpoint."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    record_files(path.parent, [path.name])
     torch.save(
         {
             "model": model.state_dict(),
@@ -78,20 +81,69 @@ def looks_like_run(path: Path) -> bool:
     )
 
 
-def clear_run(out: Path) -> None:
-    """Remove the files an earlier run wrote in ``out`` (``--force`` without ``--resume``):
-    its tokenizer, kept steps, checkpoint and exported model; nothing else."""
-    # a fresh start fits a fresh tokenizer (e.g. another --vocab)
-    if (out / "tokenizer" / "tokenizer.json").exists():
-        shutil.rmtree(out / "tokenizer")
-    if (out / CHECKPOINTS).is_dir():  # the kept steps of the run being replaced
-        shutil.rmtree(out / CHECKPOINTS)
-    for p in out.iterdir():
-        if p.is_file() and (
-            p.name in ("checkpoint.pt", "config.json", "training.json")
-            or p.suffix in (".safetensors", ".json", ".txt")
-        ):
-            p.unlink()
+def earlier_run(path: Path) -> bool:
+    """An unmarked run of a sinkscope before markers that ``--resume`` may continue (and mark): a
+    tokenizer it fitted and a ``checkpoint.pt`` that reads as a sinkscope checkpoint. Never
+    ``--force``: only a marked run is cleared."""
+    if not looks_like_run(path) or not (path / "checkpoint.pt").is_file():
+        return False
+    try:
+        load_checkpoint(path / "checkpoint.pt")
+    except SinkscopeError:
+        return False
+    return True
+
+
+# what a run writes at the top of its directory, for a run whose marker lists no names (marked
+# by a sinkscope before the list): the checkpoint, the export (model, config, tokenizer files,
+# training.json), the fitted tokenizer and the kept steps
+RUN_FILES = (
+    *("checkpoint.pt", "training.json", "config.json", "generation_config.json"),
+    *("model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"),
+    *("vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"),
+    *("tokenizer", CHECKPOINTS),
+)
+# the files a tokenizer directory is read from (AutoTokenizer), kept when --tokenizer is the run
+TOKENIZER_FILES = (
+    *("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json"),
+    *("merges.txt", "added_tokens.json", "tokenizer.model", "spiece.model", "vocab.txt"),
+)
+
+
+def clear_run(out: Path, reads: list[Path] = ()) -> list[str]:
+    """Remove what an earlier run wrote in ``out`` (``--force`` without ``--resume``): the names
+    its marker lists (else :data:`RUN_FILES`), in ``checkpoints/`` only the kept steps; never
+    anything else, nor a path this run reads (``reads``: its data file, its ``--tokenizer``
+    directory's files) or a folder holding one. Returns the names removed."""
+    keep = [Path(os.path.realpath(r)) for r in reads]
+    held = lambda p: any(k == p or p in k.parents for k in keep)  # noqa: E731
+    removed = []
+    for name in marker_files(out) or RUN_FILES:
+        p = out / name
+        if not (p.exists() or p.is_symlink()) or held(Path(os.path.realpath(p))):
+            continue
+        if name == CHECKPOINTS and p.is_dir() and not p.is_symlink():
+            for step in p.iterdir():  # the kept steps (and their temp folders) only
+                if step.is_dir() and step.name.lstrip(".").startswith("step-"):
+                    shutil.rmtree(step)
+            if any(p.iterdir()):
+                continue
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        removed.append(name)
+    return removed
+
+
+def run_reads(data: str, tokenizer: object, out: Path) -> list[Path]:
+    """The paths the run reads, which clearing ``out`` must leave: the ``--data`` file, the
+    ``--tokenizer`` directory (only its tokenizer files when it is ``out`` itself)."""
+    kind, _, rest = data.partition(":")
+    path = rest.rpartition(":")[0] if kind == "jsonl" else rest if kind == "text" else ""
+    reads = [Path(path).expanduser()] if path else []
+    src = Path(str(getattr(tokenizer, "name_or_path", "") or "")).expanduser()
+    if str(src) not in ("", ".") and src.is_dir():
+        same = os.path.realpath(src) == os.path.realpath(out)
+        reads += [src / n for n in TOKENIZER_FILES] if same else [src]
+    return reads
 
 
 def is_kept(out: Path, step: int) -> bool:
@@ -127,6 +179,7 @@ def export(
         tokenizer.save_pretrained(tmp)
         write_json_atomic(Path(tmp) / "training.json", summary)
         names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")  # config.json last
+        record_files(out, names)  # listed before they are written: --force removes these only
         for n in names:
             publish_mode(Path(tmp) / n)
             os.replace(Path(tmp) / n, out / n)
@@ -145,6 +198,7 @@ def keep_checkpoint(
     import tempfile
 
     parent = out / CHECKPOINTS
+    record_files(out, [CHECKPOINTS])
     parent.mkdir(exist_ok=True)
     final = parent / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.tmp-"))

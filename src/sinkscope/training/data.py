@@ -31,6 +31,19 @@ RESERVED = tuple(
 )  # tokens no text produces: the synthetic domain's alphabet
 
 
+def tiny_texts() -> dict[str, list[str]]:
+    """A few kB of synthetic text for doctests and unit tests."""
+    import random
+
+    r = random.Random(0)
+    words = (
+        "the cat sat on a mat while dogs ran past quickly and birds sang softly in trees".split()
+    )
+    return {
+        d: [" ".join(r.choice(words) for _ in range(80)) for _ in range(30)] for d in ("nl", "code")
+    }
+
+
 def training_texts(spec: str = "default", math_problems: int = 4000) -> dict[str, list[str]]:
     """Texts per domain: ``default`` (the offline corpus: stdlib prose, stdlib code, generated
     math), ``text:PATH`` (one domain, a document per blank-line-separated paragraph) or
@@ -105,31 +118,43 @@ def tokenizer_in(
     texts: dict[str, list[str]],
     vocab_size: int,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    save: bool = True,
+    fresh: bool = False,
 ) -> PreTrainedTokenizerBase:
-    """The tokenizer kept in ``directory``: ``tokenizer`` if given, else the one saved there,
-    else one fitted to ``texts``; saved there (atomically) when the directory has none yet."""
+    """The tokenizer kept in ``directory``: ``tokenizer`` if given, else the one saved there
+    (unless ``fresh``), else one fitted to ``texts``; with ``save``, saved there
+    (:func:`save_tokenizer`) when the directory has none yet."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    if tokenizer is None:
+        tokenizer = (
+            AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
+            if (directory / "tokenizer.json").exists() and not fresh
+            else fit_tokenizer(texts, vocab_size)
+        )
+    if save:
+        save_tokenizer(directory, tokenizer)
+    return tokenizer
+
+
+def save_tokenizer(directory: str | os.PathLike[str], tokenizer: PreTrainedTokenizerBase) -> None:
+    """Save ``tokenizer`` as ``directory`` (atomically: a temp folder renamed), unless one is
+    saved there already."""
     import os
     import tempfile
-
-    from transformers import AutoTokenizer
 
     from ..io import publish_mode
 
     directory = Path(directory)
-    saved = (directory / "tokenizer.json").exists()
-    if tokenizer is None:
-        tokenizer = (
-            AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
-            if saved
-            else fit_tokenizer(texts, vocab_size)
-        )
-    if not saved:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tok-"))
-        tokenizer.save_pretrained(str(tmp))
-        publish_mode(tmp, directory=True)
-        os.replace(tmp, directory)
-    return tokenizer
+    if (directory / "tokenizer.json").exists():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tok-"))
+    tokenizer.save_pretrained(str(tmp))
+    publish_mode(tmp, directory=True)
+    os.replace(tmp, directory)
 
 
 def token_streams(

@@ -31,18 +31,20 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import SinkscopeError
-from ..io import MARKER, check_owned, claim_dir, exclusive_dir
+from ..io import MARKER, check_owned, claim_dir, exclusive_dir, record_files
 from ..io import publish_mode as publish_mode  # importable from here as before the split
 from ..io import write_json_atomic as write_json_atomic
 from ..models.loading import resolve_device
 from ..models.sinkgpt import SinkGPTForCausalLM
 from .checkpoints import (
     clear_run,
+    earlier_run,
     export,
     is_kept,
     keep_checkpoint,
     load_checkpoint,
-    looks_like_run,
+    looks_like_run,  # noqa: F401  (zoo recognises its earlier runs with it)
+    run_reads,
 )
 from .checkpoints import save_checkpoint as _save_checkpoint
 from .config import CHECKPOINTS, PROBE_T, TrainConfig, checkpoint_name, save_at_steps
@@ -51,6 +53,8 @@ from .data import (
     SPECIAL,
     SYNTHETIC,
     sample_windows,
+    save_tokenizer,
+    tiny_texts,  # noqa: F401  (importable from here, as the doctest uses it)
     token_streams,
     tokenizer_in,
     training_texts,
@@ -64,19 +68,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from transformers import PreTrainedTokenizerBase
-
-
-def tiny_texts() -> dict[str, list[str]]:
-    """A few kB of synthetic text for doctests and unit tests."""
-    import random
-
-    r = random.Random(0)
-    words = (
-        "the cat sat on a mat while dogs ran past quickly and birds sang softly in trees".split()
-    )
-    return {
-        d: [" ".join(r.choice(words) for _ in range(80)) for _ in range(30)] for d in ("nl", "code")
-    }
 
 
 def train(
@@ -97,16 +88,17 @@ def train(
 
     ``on_eval(dict)`` is called with every readout (step, validation loss, sink). ``out`` must
     be new, empty or an earlier sinkscope run (its ``.sinkscope`` marker): ``force`` clears only
-    such a directory, and only the files a run writes. ``save_at`` (``--save-at``: text such as
+    such a directory, only the files its marker lists as written by a run, never a file this
+    run reads, and only once every user error (data, context, tokenizer) is ruled out. ``save_at`` (``--save-at``: text such as
     ``"0,100,200"`` or a sequence of steps in ``0..cfg.steps``) keeps the weights of those steps
     in ``out/checkpoints/`` (:func:`keep_checkpoint`); a resumed run keeps the ones it has.
     """
     cfg.validate()
     save_at = save_at_steps(save_at, cfg.steps) if save_at is not None else ()
     resolve_device(device)
-    out = check_owned(
-        out, "train", legacy=looks_like_run
-    )  # --force and --resume only touch sinkscope's own runs
+    # --force and --resume only touch sinkscope's own (marked) runs; --resume also continues an
+    # unmarked run of an earlier sinkscope whose checkpoint.pt reads as a sinkscope checkpoint
+    out = check_owned(out, "train", legacy=earlier_run if resume else None)
     ckpt = out / "checkpoint.pt"
     if out.exists() and any(p.name != MARKER for p in out.iterdir()) and not resume and not force:
         raise SinkscopeError(
@@ -211,12 +203,16 @@ def _train(
     """:func:`train` once ``out`` is checked and held: set up (or restore) the run, train it to
     ``cfg.steps`` and export it. The order of the steps fixes the RNG use, so keep it."""
     ckpt = out / "checkpoint.pt"
-    if force and not resume:
-        clear_run(out)
     state = _resumed_state(ckpt, cfg) if resume else None
-    tokens = _tokens(cfg, out, tokenizer, data)
+    fresh = force and not resume
+    tokens = _tokens(cfg, out, tokenizer, data, fresh)  # every user error before anything goes
+    model_config = cfg.model_config(tokens.tokenizer)
+    if fresh:
+        clear_run(out, run_reads(cfg.data, tokenizer, out))
+    record_files(out, ["tokenizer"])
+    save_tokenizer(out / "tokenizer", tokens.tokenizer)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-    model = SinkGPTForCausalLM(cfg.model_config(tokens.tokenizer))
+    model = SinkGPTForCausalLM(model_config)
     model.config._attn_implementation = "sdpa"
     model.to(device)
     opt = _optimizer(model, cfg)
@@ -254,11 +250,14 @@ def _resumed_state(ckpt: Path, cfg: TrainConfig) -> dict:
     return state
 
 
-def _tokens(cfg: TrainConfig, out: Path, tokenizer, data) -> _Tokens:
-    """The run's tokenizer (fitted once into ``out/tokenizer``) and its token streams, checked to
-    fill a window; ``--synthetic`` mixes a synthetic domain into the training windows."""
+def _tokens(cfg: TrainConfig, out: Path, tokenizer, data, fresh: bool = False) -> _Tokens:
+    """The run's tokenizer (the one in ``out/tokenizer`` unless ``fresh``, else fitted; saved
+    there by the caller) and its token streams, checked to fill a window; ``--synthetic`` mixes
+    a synthetic domain into the training windows. Writes nothing."""
     texts = data if data is not None else training_texts(cfg.data)
-    tokenizer = tokenizer_in(out / "tokenizer", texts, cfg.vocab, tokenizer)
+    tokenizer = tokenizer_in(
+        out / "tokenizer", texts, cfg.vocab, tokenizer, save=False, fresh=fresh
+    )
     train_ids, val_ids = token_streams(texts, tokenizer)
     for split, streams in (("training", train_ids), ("held-out", val_ids)):
         short = {k: len(v) for k, v in streams.items() if len(v) <= cfg.context}
