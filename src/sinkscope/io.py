@@ -130,17 +130,11 @@ def mark(path: str | os.PathLike, kind: str, run: dict | None = None) -> None:
 def marker_files(path: str | os.PathLike) -> list[str] | None:
     """The names (top-level entries) the marker of ``path`` lists as written by sinkscope
     (:func:`record_files`); None: no marker, or one that lists none (an earlier version)."""
-    try:
-        lines = (Path(path) / MARKER).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in lines[2:]:
-        if line.startswith("files "):
-            with contextlib.suppress(ValueError):
-                names = json.loads(line[6:])
-                if isinstance(names, list) and all(isinstance(n, str) for n in names):
-                    return names
-    return None
+    from .runs import marker_field
+
+    names = marker_field(path, "files")
+    ok = isinstance(names, list) and all(isinstance(n, str) for n in names)
+    return names if ok else None
 
 
 def record_files(path: str | os.PathLike, names: list[str]) -> None:

@@ -136,9 +136,9 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-def marker_run(path: str | os.PathLike) -> dict | None:
-    """The settings recorded in ``path``'s marker (None: no marker, or one written before
-    markers recorded them)."""
+def marker_field(path: str | os.PathLike, key: str) -> Any:
+    """The JSON value of the ``KEY {json}`` line of ``path``'s marker (``run``: the settings of
+    the run, ``files``: the entries it wrote); None without a marker, the line or valid JSON."""
     from .io import MARKER
 
     try:
@@ -146,13 +146,19 @@ def marker_run(path: str | os.PathLike) -> dict | None:
     except OSError:
         return None
     for line in lines[2:]:
-        if line.startswith("run "):
+        if line.startswith(key + " "):
             try:
-                run = json.loads(line[4:])
+                return json.loads(line[len(key) + 1 :])
             except ValueError:
                 return None
-            return run if isinstance(run, dict) else None
     return None
+
+
+def marker_run(path: str | os.PathLike) -> dict | None:
+    """The settings recorded in ``path``'s marker (None: no marker, or one written before
+    markers recorded them)."""
+    run = marker_field(path, "run")
+    return run if isinstance(run, dict) else None
 
 
 def check_same_run(out: Path, kind: str, run: dict | None, force: bool) -> None:
