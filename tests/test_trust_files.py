@@ -298,3 +298,18 @@ def test_the_marker_keeps_the_written_names_and_the_run_settings(tmp_path):
     assert marker_kind(d) == "train"
     record_files(tmp_path, ["x"])  # an unmarked directory: nothing is recorded there
     assert not (tmp_path / MARKER).exists()
+
+
+def test_zoo_refuses_a_users_folder_that_looks_like_a_zoo(tmp_path, capsys):
+    """A folder with a zoo.json and runs' names but no sinkscope marker is a user's: refused
+    before anything trains, every file left as it was."""
+    from sinkscope.cli import main
+
+    d = tmp_path / "project"
+    (d / "tokenizer").mkdir(parents=True)
+    (d / "zoo.json").write_text('{"my": "notes"}')
+    (d / "tokenizer" / "tokenizer.json").write_text("{}")
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    assert main(["zoo", "--out", str(d), "--variants", "full", "--seeds", "0", "--quiet"]) == 2
+    assert "is not a sinkscope zoo" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before

@@ -25,7 +25,6 @@ import pandas as pd
 from ..errors import SinkscopeError
 from ..io import check_owned, claim_dir, exclusive_dir, write_json_atomic
 from ..models.loading import resolve_device
-from ..training.recipe import looks_like_run
 
 if TYPE_CHECKING:
     import os
@@ -253,17 +252,7 @@ def run_zoo(
     for s in seeds:
         replace(base, seed=s).validate()
     resolve_device(device)
-    out = check_owned(
-        out,
-        "zoo",
-        legacy=lambda p: (
-            (p / "zoo.json").exists()
-            or (
-                (p / "tokenizer" / "tokenizer.json").exists()
-                and any(looks_like_run(r) for r in p.glob("*-s*"))
-            )
-        ),
-    )
+    out = check_owned(out, "zoo")  # only a folder sinkscope marked as a zoo is reused
     claim_dir(out, "zoo")
     with exclusive_dir(out, "sinkscope zoo"):
         return _run_zoo(

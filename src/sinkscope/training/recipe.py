@@ -43,7 +43,7 @@ from .checkpoints import (
     is_kept,
     keep_checkpoint,
     load_checkpoint,
-    looks_like_run,  # noqa: F401  (zoo recognises its earlier runs with it)
+    looks_like_run,  # noqa: F401  (re-exported: train --resume recognises an earlier run)
     run_reads,
 )
 from .checkpoints import save_checkpoint as _save_checkpoint
