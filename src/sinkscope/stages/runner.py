@@ -105,12 +105,19 @@ def open_model(opts: RunOptions, *, need_forward: bool = True) -> SinkModel:
 
 
 def load(
-    opts: RunOptions, *, need_forward: bool = True, weights_only: bool = False, kind: str = "result"
+    opts: RunOptions,
+    *,
+    need_forward: bool = True,
+    weights_only: bool = False,
+    kind: str = "result",
+    checked: bool = False,
 ) -> tuple[SinkModel, TokenizedInputs | None]:
     """Cheap checks first (options, output directory, input files), then the model, then the
     tokenising: ``(model, inputs)``. ``inputs`` is None with ``weights_only`` or when
-    ``need_forward`` is False and the model cannot run (a partial checkpoint)."""
-    preflight(opts, kind=kind)
+    ``need_forward`` is False and the model cannot run (a partial checkpoint). ``checked``: the
+    caller ran :func:`preflight` on these options already (``load_each``, for every model)."""
+    if not checked:
+        preflight(opts, kind=kind)
     from ..data.readers import read_examples
     from ..data.spec import effective_per_domain, parse_spec
 
@@ -209,7 +216,7 @@ def load_each(opts: RunOptions, specs: Sequence[str]) -> Iterator[tuple]:
     for spec in specs:
         one = copy.copy(opts)
         one.model, one.out = spec, None
-        model, inputs = load(one)
+        model, inputs = load(one, checked=True)
         if sum(base(x) == base(spec) for x in specs) > 1:
             model.name = spec  # two models with one display name (x/run, y/run): tell them apart by their spec
         yield model, inputs
@@ -282,15 +289,14 @@ class Ran:
     loaded: list[str]
     out: str = ""
 
-    def wrote(self, out: str | None = None) -> str:
-        """The CLI's last line: what the result wrote, and where (``out``: the run's folder)."""
-        out = self.out if out is None else out
+    def wrote(self) -> str:
+        """The CLI's last line: what the result wrote, and where (the run's folder)."""
         files = (
             list(self.result.tables)
             + [getattr(self.result, "summary_file", "summary.json")]
             + (["figures"] if self.figures else [])
         )
-        return f"wrote {out}/ ({', '.join(files)}) in {self.seconds:.0f} s"
+        return f"wrote {self.out}/ ({', '.join(files)}) in {self.seconds:.0f} s"
 
 
 def _write(res: StageResult, recs: dict[str, dict], opts: RunOptions, t0: float) -> Ran:
