@@ -125,15 +125,10 @@ def hub_reachable(repo: str = "gpt2", timeout: float = 5.0) -> tuple[bool, str]:
     else ``(False, why)``; ``HF_HUB_OFFLINE=1`` answers False without touching the network."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False, "HF_HUB_OFFLINE is set"
-    try:
-        from huggingface_hub import HfApi
+    from .precheck import hub_status
 
-        HfApi().model_info(repo, timeout=timeout)
-        return True, ""
-    except Exception as e:  # any failure (DNS, timeout, HTTP error) means: not usable now
-        return False, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(
-            e
-        ).__name__
+    state, why = hub_status(repo, None, timeout)
+    return state == "ok", why
 
 
 def _hub_commit(repo: str, revision: str | None) -> str | None:
